@@ -1,0 +1,54 @@
+import { randomUUID } from "node:crypto";
+import type { ResolvedConfig } from "../config/resolve.js";
+import { hashKey, newKeySecret } from "../core/identity.js";
+import { openStore } from "../stores/open.js";
+
+function usage(message: string): Error {
+  return Object.assign(new Error(message), { code: "ERR_PARSE_ARGS_USAGE" });
+}
+
+export async function keysCommand(
+  config: ResolvedConfig,
+  positionals: string[],
+  opts: { user?: string; plan?: string; routes?: string; service?: boolean; expires?: string; json?: boolean },
+): Promise<void> {
+  const [action, arg] = positionals;
+  const store = await openStore(config.store);
+  try {
+    if (action === "create") {
+      if (!opts.plan) throw usage("keys create: --plan is required");
+      if (!config.plans[opts.plan]) throw usage(`keys create: unknown plan "${opts.plan}" (known: ${Object.keys(config.plans).join(", ")})`);
+      if (!opts.user && !opts.service) throw usage("keys create: --user is required (or --service)");
+      const routes = opts.routes?.split(",").map((r) => r.trim()).filter(Boolean);
+      for (const r of routes ?? []) if (!config.routes.some((x) => x.name === r)) throw usage(`keys create: unknown route "${r}"`);
+      let expiresAt: number | undefined;
+      if (opts.expires) {
+        expiresAt = Date.parse(opts.expires);
+        if (Number.isNaN(expiresAt)) throw usage("keys create: --expires expects an ISO-8601 time");
+      }
+      const secret = newKeySecret();
+      const id = `key_${randomUUID().replace(/-/g, "").slice(0, 16)}`;
+      await store.putKey({ id, hash: hashKey(secret), prefix: secret.slice(0, 7), user: opts.user, plan: opts.plan, service: !!opts.service, grants: [opts.plan], routes, verified: false, createdAt: Date.now(), expiresAt });
+      process.stdout.write(opts.json ? JSON.stringify({ id, key: secret, user: opts.user ?? null, plan: opts.plan }) + "\n" : `${secret}\n\nid ${id}, user ${opts.user ?? "(service)"}, plan ${opts.plan}. The key is shown only this once.\n`);
+    } else if (action === "list") {
+      const keys = await store.listKeys();
+      if (opts.json) {
+        process.stdout.write(JSON.stringify(keys.map(({ hash: _hash, ...k }) => k), null, 2) + "\n");
+        return;
+      }
+      for (const k of keys) {
+        const state = k.revokedAt ? "revoked" : k.expiresAt && k.expiresAt <= Date.now() ? "expired" : "active";
+        process.stdout.write(`${k.id}  ${k.prefix}…  ${(k.user ?? "(service)").padEnd(16)} ${k.plan.padEnd(10)} ${state}${k.routes ? `  routes ${k.routes.join(",")}` : ""}\n`);
+      }
+      if (!keys.length) process.stdout.write("no keys in the store (static keys from the config are not listed)\n");
+    } else if (action === "revoke") {
+      if (!arg) throw usage("keys revoke: KEY_ID is required");
+      if (!(await store.revokeKey(arg))) throw usage(`keys revoke: no key with id ${arg}`);
+      process.stdout.write(`revoked ${arg}\n`);
+    } else {
+      throw usage("keys: expected create, list or revoke");
+    }
+  } finally {
+    await store.close();
+  }
+}

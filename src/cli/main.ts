@@ -1,0 +1,88 @@
+#!/usr/bin/env node
+import { parseArgs } from "node:util";
+import { configJsonSchema } from "../config/schema.js";
+import { describeConfig } from "./check.js";
+import { loadOrExit } from "./config-file.js";
+import { DEMO_CONFIG, demoBanner } from "./demo.js";
+import { keysCommand } from "./keys.js";
+import { serve } from "./serve.js";
+import { usageCommand } from "./usage.js";
+
+const HELP = `tollgate — a gateway that makes every AI request pay its way
+
+Usage: tollgate <command> [options]
+
+Commands:
+  serve [--config FILE] [--port N] [--host H]   run the gateway (default config ./tollgate.yaml)
+  check [--config FILE]                         validate a config and print what it resolved to
+  demo [--port N]                               run the gateway on the bundled demo config (offline)
+  keys create --user ID --plan PLAN [--routes a,b] [--service] [--expires ISO]
+  keys list | keys revoke KEY_ID                manage keys in the store
+  usage [--since 24h] [--by user|route|model|ip] [--json]
+                                                spend and token totals from the usage records
+  schema                                        print the config's JSON Schema
+
+Every command that reads the store takes --config FILE.
+`;
+
+async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      config: { type: "string", short: "c" },
+      port: { type: "string", short: "p" },
+      host: { type: "string" },
+      help: { type: "boolean", short: "h" },
+      user: { type: "string" },
+      plan: { type: "string" },
+      routes: { type: "string" },
+      service: { type: "boolean" },
+      expires: { type: "string" },
+      since: { type: "string" },
+      by: { type: "string" },
+      json: { type: "boolean" },
+      top: { type: "string" },
+    },
+  });
+  if (!command || command === "help" || command === "--help" || command === "-h" || values.help) {
+    process.stdout.write(HELP);
+    return;
+  }
+  const configFile = values.config ?? "./tollgate.yaml";
+  const port = values.port === undefined ? undefined : Number(values.port);
+  if (port !== undefined && !(Number.isInteger(port) && port >= 0 && port <= 65535)) fail(`--port: expected a port number, got ${values.port}`);
+  switch (command) {
+    case "serve":
+      return serve(loadOrExit(configFile), { port, host: values.host });
+    case "demo":
+      return serve(loadOrExit(DEMO_CONFIG), { port, host: values.host, banner: demoBanner });
+    case "check": {
+      const config = loadOrExit(configFile);
+      process.stdout.write(describeConfig(config, configFile));
+      return;
+    }
+    case "schema":
+      process.stdout.write(JSON.stringify(configJsonSchema(), null, 2) + "\n");
+      return;
+    case "keys":
+      return keysCommand(loadOrExit(configFile), positionals, values);
+    case "usage":
+      return usageCommand(loadOrExit(configFile), values);
+    default:
+      fail(`unknown command "${command}"; see tollgate --help`);
+  }
+}
+
+function fail(message: string): never {
+  process.stderr.write(`tollgate: ${message}\n`);
+  process.exit(2);
+}
+
+main(process.argv.slice(2)).catch((err) => {
+  if ((err as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) fail((err as Error).message);
+  process.stderr.write(`tollgate: ${(err as Error).message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,43 @@
+import type { ResolvedConfig } from "../config/resolve.js";
+import type { UsageRecord } from "../core/usage-record.js";
+import { createGateway } from "../gateway/server.js";
+import { startRuntime } from "../runtime.js";
+
+export interface ServeOptions {
+  port?: number;
+  host?: string;
+  /** Printed after the URL line (the demo prints its keys and a curl). */
+  banner?: (url: string) => string;
+}
+
+/** Runs the gateway until SIGTERM/SIGINT, then drains in-flight requests and exits 0. */
+export async function serve(config: ResolvedConfig, opts: ServeOptions = {}): Promise<void> {
+  const writeRecord = config.server.log === "usage" ? (r: UsageRecord) => process.stdout.write(JSON.stringify(r) + "\n") : undefined;
+  const runtime = await startRuntime(config, { onRecord: writeRecord });
+  const gateway = createGateway(runtime.engine);
+  const host = opts.host ?? config.server.host;
+  const port = opts.port ?? config.server.port;
+  await new Promise<void>((resolve, reject) => {
+    gateway.server.once("error", reject);
+    gateway.server.listen(port, host, () => resolve());
+  }).catch((err: NodeJS.ErrnoException) => {
+    process.stderr.write(`tollgate: cannot listen on ${host}:${port}: ${err.code ?? err.message}\n`);
+    process.exit(1);
+  });
+  const addr = gateway.server.address();
+  const actualPort = typeof addr === "object" && addr ? addr.port : port;
+  const url = `http://${host.includes(":") ? `[${host}]` : host}:${actualPort}`;
+  process.stdout.write(`tollgate listening on ${url}\n`);
+  if (opts.banner) process.stderr.write(opts.banner(url));
+
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    await gateway.drain();
+    await runtime.close();
+    process.exit(0);
+  };
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
+}

@@ -1,0 +1,104 @@
+import { describe, expect, it } from "vitest";
+import { ConfigError } from "./errors.js";
+import { parseConfig } from "./load.js";
+import { resolveConfig } from "./resolve.js";
+
+const base = () => ({
+  store: "memory:",
+  providers: { openai: { type: "openai", base_url: "https://api.openai.com/v1", api_key: "env:OPENAI_API_KEY" }, local: { type: "simulated" } },
+  models: { "gpt-4o-mini": { provider: "openai" }, "house-model": { provider: "local", price: { input: 0.5, output: 1.5 } } },
+  plans: { free: { models: ["gpt-4o-mini"], budget: { daily: 0.1 } } },
+  routes: {
+    chat: {
+      path: "/chat",
+      plans: ["free"],
+      limits: [
+        { per: "user", requests: 20, window: "1d" },
+        { per: "route", usd: 50, window: "1d" },
+      ],
+      input: { max_prompt_chars: 8000, max_output_tokens: 800 },
+    },
+  },
+});
+
+const env = { OPENAI_API_KEY: "sk-test" };
+
+function issues(doc: unknown, e: NodeJS.ProcessEnv = env): string[] {
+  try {
+    resolveConfig(parseConfig(doc, e));
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return (err as ConfigError).issues.map((i) => `${i.path}: ${i.message}`);
+  }
+  throw new Error("expected a config error");
+}
+
+describe("config", () => {
+  it("resolves durations to ms, dollars to micro-dollars and prices from the catalog", () => {
+    const c = resolveConfig(parseConfig(base(), env));
+    const chat = c.routes[0]!;
+    expect(chat.limits[0]).toMatchObject({ id: "chat.0", per: "user", unit: "requests", max: 20, windowMs: 86_400_000 });
+    expect(chat.limits[1]).toMatchObject({ unit: "usd", max: 50_000_000 });
+    expect(c.plans.free!.budget.daily).toBe(100_000);
+    expect(c.models["gpt-4o-mini"]!.price).toMatchObject({ input: 150_000, output: 600_000, source: "catalog" });
+    expect(c.models["house-model"]!.price).toMatchObject({ input: 500_000, output: 1_500_000, source: "config" });
+    expect(c.providers.openai!.apiKey).toBe("sk-test");
+    expect(c.server).toMatchObject({ port: 8787, host: "127.0.0.1", timeoutMs: 120_000, trustProxy: 0 });
+  });
+
+  it("names a bad duration's exact field", () => {
+    const doc = base();
+    (doc.routes.chat.limits[1] as { window: string }).window = "1 day";
+    expect(issues(doc)).toEqual(['routes.chat.limits[1].window: expected a duration like "1m", "1h", "1d"']);
+  });
+
+  it("refuses a misspelled key instead of ignoring the limit", () => {
+    const doc = base() as any;
+    doc.routes.chat.input = { max_prompt_char: 8000 };
+    expect(issues(doc)).toEqual(['routes.chat.input.max_prompt_char: unknown key (did you mean "max_prompt_chars"?)']);
+  });
+
+  it("refuses a model that names an unknown provider", () => {
+    const doc = base() as any;
+    doc.models["gpt-4o-mini"].provider = "opnai";
+    expect(issues(doc)[0]).toBe('models.gpt-4o-mini.provider: unknown provider "opnai" (known: openai, local)');
+  });
+
+  it("refuses a model with no price rather than serving it free", () => {
+    const doc = base() as any;
+    doc.models["my-finetune"] = { provider: "local" };
+    expect(issues(doc)[0]).toMatch(/^models\.my-finetune\.price: no price/);
+  });
+
+  it("refuses a missing environment variable, naming where it is used", () => {
+    expect(issues(base(), {})).toEqual(["providers.openai.api_key: environment variable OPENAI_API_KEY is not set"]);
+  });
+
+  it("refuses a limit with no unit or two units", () => {
+    const doc = base() as any;
+    doc.routes.chat.limits.push({ per: "user", window: "1m" }, { per: "ip", requests: 1, tokens: 5, window: "1m" });
+    expect(issues(doc)).toEqual([
+      "routes.chat.limits[2]: a limit counts exactly one of requests, tokens, files, usd (found none)",
+      "routes.chat.limits[3]: a limit counts exactly one of requests, tokens, files, usd (found requests, tokens)",
+    ]);
+  });
+
+  it("checks references between sections", () => {
+    const doc = base() as any;
+    doc.plans.free.models.push("gpt-9");
+    doc.routes.chat.plans.push("gold");
+    doc.keys = [{ key: "k", plan: "free" }];
+    expect(issues(doc)).toEqual([
+      'plans.free.models[1]: unknown model "gpt-9" (known: gpt-4o-mini, house-model)',
+      'routes.chat.plans[1]: unknown plan "gold" (known: free)',
+      "keys[0].user: required unless service: true",
+    ]);
+  });
+
+  it("refuses negative money and wrong types with the field path", () => {
+    const doc = base() as any;
+    doc.plans.free.budget.daily = -1;
+    doc.server = { port: "eighty" };
+    expect(issues(doc)).toEqual(["server.port: Invalid input: expected number, received string", "plans.free.budget.daily: expected a non-negative amount of US dollars"]);
+  });
+});

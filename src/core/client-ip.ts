@@ -1,0 +1,80 @@
+import { BlockList, isIP } from "node:net";
+
+/**
+ * The caller's address as tollgate believes it: the socket's, unless `trust_proxy` hops are
+ * configured, then the Nth address from the right of X-Forwarded-For (each trusted proxy appends
+ * the address it saw, so anything further left was written by the client and is not believed).
+ */
+export function clientIp(socketAddress: string | undefined, forwardedFor: string | undefined, trustProxy: number): string {
+  const socket = normaliseIp(socketAddress ?? "");
+  if (trustProxy <= 0 || !forwardedFor) return socket;
+  const hops = forwardedFor.split(",").map((s) => s.trim()).filter(Boolean);
+  const chosen = hops[hops.length - trustProxy] ?? hops[0];
+  const ip = chosen ? normaliseIp(chosen) : "";
+  return isIP(ip) ? ip : socket;
+}
+
+/** "::ffff:1.2.3.4" -> "1.2.3.4"; strips brackets and zones; lower-case. */
+export function normaliseIp(raw: string): string {
+  let ip = raw.trim().toLowerCase();
+  if (ip.startsWith("[") && ip.includes("]")) ip = ip.slice(1, ip.indexOf("]"));
+  const zone = ip.indexOf("%");
+  if (zone >= 0) ip = ip.slice(0, zone);
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(ip);
+  return mapped ? mapped[1]! : ip;
+}
+
+/**
+ * The unit `per: ip` counts: an IPv4 address, or an IPv6 /64 — one subscriber usually holds a
+ * whole /64, so counting single v6 addresses would let a caller rotate through 2^64 quotas.
+ */
+export function ipGroup(ip: string): string {
+  if (isIP(ip) !== 6) return ip;
+  return `${expandIpv6(ip).slice(0, 4).join(":")}::/64`;
+}
+
+/** The /24 (IPv4) or /48 (IPv6) network, for signup-farm signals. */
+export function ipNetwork(ip: string): string {
+  if (isIP(ip) === 4) return ip.split(".").slice(0, 3).join(".") + ".0/24";
+  if (isIP(ip) === 6) return `${expandIpv6(ip).slice(0, 3).join(":")}::/48`;
+  return ip;
+}
+
+function expandIpv6(ip: string): string[] {
+  const [head = "", tail] = ip.split("::");
+  const left = head ? head.split(":") : [];
+  const right = tail ? tail.split(":") : [];
+  // An embedded IPv4 tail takes two groups.
+  const fix = (parts: string[]) => {
+    const out: string[] = [];
+    for (const p of parts) {
+      if (p.includes(".")) {
+        const [a, b, c, d] = p.split(".").map(Number) as [number, number, number, number];
+        out.push(((a << 8) | b).toString(16), ((c << 8) | d).toString(16));
+      } else out.push(p);
+    }
+    return out;
+  };
+  const l = fix(left);
+  const r = fix(right);
+  const fill = tail === undefined ? [] : Array(8 - l.length - r.length).fill("0");
+  return [...l, ...fill, ...r].map((g) => parseInt(g || "0", 16).toString(16));
+}
+
+/** A CIDR/IP list compiled once at start. */
+export function compileNetworks(entries: string[]): BlockList {
+  const list = new BlockList();
+  for (const entry of entries) {
+    const [addr = "", bits] = entry.split("/");
+    const family = isIP(addr) === 6 ? "ipv6" : "ipv4";
+    if (bits === undefined) list.addAddress(addr, family);
+    else list.addSubnet(addr, Number(bits), family);
+  }
+  return list;
+}
+
+export function inNetworks(list: BlockList, ip: string): boolean {
+  const family = isIP(ip);
+  if (!family) return false;
+  return list.check(ip, family === 6 ? "ipv6" : "ipv4");
+}

@@ -1,0 +1,259 @@
+import { randomUUID } from "node:crypto";
+import type { ResolvedConfig } from "../config/resolve.js";
+import type { RequestFormat } from "../formats/format.js";
+import type { Provider, UpstreamResult } from "../providers/provider.js";
+import type { Store } from "../stores/store.js";
+import { compileNetworks } from "./client-ip.js";
+import { TollgateError } from "./errors.js";
+import { Exchange, type CallerContext } from "./exchange.js";
+import type { Gate, GateEnv } from "./gate.js";
+import { abuse, ipScoreKey, userScoreKey } from "./gates/abuse.js";
+import { budget } from "./gates/budget.js";
+import { identify } from "./gates/identify.js";
+import { modelPolicy } from "./gates/model-policy.js";
+import { normalise } from "./gates/normalise.js";
+import { quota } from "./gates/quota.js";
+import { Identifier } from "./identity.js";
+import { Meter } from "./metering/meter.js";
+import { costOf } from "./metering/prices.js";
+import { tokenizerFor } from "./metering/tokens.js";
+import type { Ended, UsageRecord, UsageSource } from "./usage-record.js";
+
+/**
+ * The gates in SPEC §2 order (docs/lifecycle.md draws them). Admission runs before the body is
+ * read; preparation needs it. The provider call and settlement follow.
+ */
+export const ADMISSION: readonly Gate[] = [identify, abuse, quota];
+export const PREPARATION: readonly Gate[] = [normalise, modelPolicy, budget];
+export const GATE_ORDER = ["identify", "abuse", "quota", "normalise", "model", "budget", "provider", "settle"] as const;
+
+export interface EngineOptions {
+  config: ResolvedConfig;
+  store: Store;
+  providers: Record<string, Provider>;
+  /** Receives every usage record once it is final (after the store has it). */
+  onRecord?: (record: UsageRecord) => void;
+  now?: () => number;
+}
+
+/** How a provider call ended, as the transport saw it. */
+export interface Outcome {
+  ended: Ended;
+  meter: Meter;
+}
+
+/**
+ * The HTTP-free policy engine. The gateway, the framework adapters and the AI SDK middleware all
+ * drive one request through it the same way: open -> admit -> prepare -> call -> finish, with
+ * `refuse` wherever a gate says no. Every request ends in exactly one usage record.
+ */
+export class Engine {
+  readonly config: ResolvedConfig;
+  readonly store: Store;
+  private readonly env: GateEnv;
+  private readonly onRecord: (record: UsageRecord) => void;
+  private readonly routes: Map<string, ResolvedConfig["routes"][number]>;
+
+  constructor(opts: EngineOptions) {
+    this.config = opts.config;
+    this.store = opts.store;
+    this.onRecord = opts.onRecord ?? (() => {});
+    this.routes = new Map(opts.config.routes.map((r) => [r.name, r]));
+    this.env = {
+      config: opts.config,
+      store: opts.store,
+      identifier: new Identifier(opts.config, opts.store),
+      providers: opts.providers,
+      blocklist: compileNetworks(opts.config.abuse.blocklist),
+      allowlist: compileNetworks(opts.config.abuse.allowlist),
+      now: opts.now ?? Date.now,
+    };
+  }
+
+  open(caller: CallerContext): Exchange {
+    const route = this.routes.get(caller.route);
+    if (!route) throw new Error(`unknown route ${caller.route}`);
+    return new Exchange(caller, route, caller.requestId ?? randomUUID());
+  }
+
+  /** Gates 1-3: identify, abuse, quota. Throws the refusal after recording it. */
+  async admit(ex: Exchange): Promise<void> {
+    await this.run(ex, ADMISSION);
+  }
+
+  /**
+   * The models this caller may use on this route (GET /v1/models): identity and abuse gates only;
+   * listing spends nothing, so it takes no quota and writes no usage record.
+   */
+  async modelsFor(ex: Exchange): Promise<string[]> {
+    for (const gate of [identify, abuse]) await gate(ex, this.env);
+    const id = ex.identity!;
+    const plan = this.config.plans[id.plan];
+    return (plan?.models ?? []).filter((name) => {
+      const model = this.config.models[name];
+      if (!model || (ex.route.models && !ex.route.models.includes(name))) return false;
+      if (model.requires.includes("verified") && !id.verified) return false;
+      if (model.requires.includes("paid") && !plan?.paid) return false;
+      return true;
+    });
+  }
+
+  /** Gates 4-6 for a parsed body: normalise, model policy, budget reservation. */
+  async prepare(ex: Exchange, format: RequestFormat, body: unknown): Promise<void> {
+    ex.format = format;
+    await this.run(ex, [
+      () => {
+        ex.inspection = format.inspect(body);
+        ex.inspectedBody = body as Record<string, unknown>;
+      },
+      ...PREPARATION,
+    ]);
+  }
+
+  /** Gate 7: the provider call; the signal must fire on client disconnect and the wall-clock cap. */
+  async call(ex: Exchange, signal: AbortSignal): Promise<{ result: UpstreamResult; meter: Meter }> {
+    const meter = new Meter(ex.format!, ex.inspection!, tokenizerFor(ex.model!.upstream), ex.upstream!.maxOutputTokens * ex.inspection!.choices);
+    const provider = this.env.providers[ex.model!.provider]!;
+    try {
+      signal.throwIfAborted();
+      meter.sent = true;
+      const result = await provider.call({
+        format: ex.format!,
+        body: ex.upstreamBody!,
+        plan: ex.upstream!,
+        stream: ex.inspection!.stream,
+        signal,
+        firstByteTimeoutMs: this.config.server.firstByteTimeoutMs,
+        idleTimeoutMs: this.config.server.idleTimeoutMs,
+      });
+      meter.started = true;
+      return { result, meter };
+    } catch (err) {
+      const failure = toTollgateError(err, signal);
+      await this.finish(ex, { ended: endedBy(err, signal), meter }, failure);
+      throw failure;
+    }
+  }
+
+  /**
+   * Gate 8, exactly once per served request: the reservation becomes the actual cost and the usage
+   * record is written. A second call is a no-op, so every exit path may call it.
+   */
+  async finish(ex: Exchange, outcome: Outcome, error?: unknown): Promise<UsageRecord> {
+    if (ex.finished) return ex.record;
+    ex.finished = true;
+    const rec = ex.record;
+    const { meter } = outcome;
+    const model = ex.model!;
+    const reported = meter.usage;
+    const inputTokens = reported?.inputTokens ?? ex.estimatedInputTokens;
+    let outputTokens: number;
+    let source: UsageSource;
+    if (reported?.outputTokens !== undefined) {
+      outputTokens = reported.outputTokens;
+      source = "provider";
+    } else if (
+      (meter.started && model.reasoning && outcome.ended !== "complete" && outcome.ended !== "upstream_error") ||
+      (meter.sent && !meter.started && (outcome.ended === "client_disconnect" || outcome.ended === "timeout"))
+    ) {
+      // What was generated cannot be known: a reasoning model's hidden tokens never appear in the
+      // stream, and a call we abandoned before the provider answered may have run to its cap.
+      // The reservation is the bound we can prove, so that is what is charged.
+      outputTokens = Math.max(meter.counted, ex.upstream!.maxOutputTokens * ex.inspection!.choices);
+      source = "reserved";
+    } else {
+      outputTokens = meter.counted;
+      source = "counted";
+    }
+    // The provider bills the prompt once it has started on it, even if the client leaves before
+    // the first token; a call that failed before any token is not charged.
+    const generated = outputTokens > 0 || reported?.inputTokens !== undefined || (meter.started && outcome.ended !== "upstream_error");
+    const cost = generated
+      ? costOf(model.price, { inputTokens, outputTokens, cachedInputTokens: reported?.cachedInputTokens, cacheWriteTokens: reported?.cacheWriteTokens })
+      : 0;
+    rec.input_tokens = generated ? inputTokens : 0;
+    rec.output_tokens = outputTokens;
+    rec.tool_calls = meter.toolCalls;
+    rec.cost_usd = cost / 1e6;
+    rec.usage_source = generated ? source : null;
+    rec.ended = outcome.ended;
+    rec.ttft_ms = meter.firstTokenAt !== undefined ? Math.round(meter.firstTokenAt - ex.startedAt) : null;
+    if (error !== undefined) rec.code = toTollgateError(error, undefined).code;
+
+    try {
+      if (ex.budget) {
+        if (generated) {
+          const tokens = inputTokens + outputTokens;
+          await this.store.settle(ex.budget.id, ex.budget.counters.map((c) => (c.unit === "usd" ? cost : c.unit === "tokens" ? tokens : c.amount)));
+        } else {
+          await this.store.release(ex.budget.id);
+        }
+      }
+      if (ex.quota) await this.store.settle(ex.quota.id, ex.quota.counters.map((c) => c.amount));
+    } finally {
+      await this.write(ex);
+    }
+    return rec;
+  }
+
+  /** Records a refusal: gives back what earlier gates took and feeds the suspicion score. */
+  async refuse(ex: Exchange, err: TollgateError): Promise<void> {
+    if (ex.finished) return;
+    ex.finished = true;
+    const rec = ex.record;
+    rec.decision = "deny";
+    rec.code = err.code;
+    const releases: Promise<unknown>[] = [];
+    if (ex.quota) releases.push(this.store.release(ex.quota.id));
+    if (ex.budget) releases.push(this.store.release(ex.budget.id));
+    const { weights, halfLifeMs } = this.config.abuse;
+    // Refusals the caller could not cause (store or provider trouble) do not make it suspicious.
+    if (ex.identity && err.status < 500 && err.code !== "blocked" && weights.refused > 0) {
+      releases.push(this.store.score(userScoreKey(ex.identity.user), weights.refused, halfLifeMs));
+      releases.push(this.store.score(ipScoreKey(ex.identity.ipGroup), weights.refused, halfLifeMs));
+    }
+    await Promise.allSettled(releases);
+    await this.write(ex);
+  }
+
+  private async run(ex: Exchange, gates: readonly Gate[]): Promise<void> {
+    try {
+      for (const gate of gates) await gate(ex, this.env);
+    } catch (err) {
+      // Gates touch nothing but the store and the config: an error that is not a refusal is the
+      // store failing, and SPEC §7.6 wants that explicit.
+      const refusal = TollgateError.is(err) ? err : new TollgateError("store_unavailable", "the store is unavailable", { cause: err });
+      await this.refuse(ex, refusal);
+      throw refusal;
+    }
+  }
+
+  private async write(ex: Exchange): Promise<void> {
+    const rec = ex.record;
+    rec.signals = ex.signals;
+    rec.duration_ms = Math.round(performance.now() - ex.startedAt);
+    try {
+      await this.store.appendUsage(rec);
+    } finally {
+      this.onRecord(rec);
+    }
+  }
+}
+
+function endedBy(err: unknown, signal: AbortSignal): Ended {
+  if (signal.aborted) return abortReason(signal);
+  if (TollgateError.is(err) && err.code === "upstream_timeout") return "timeout";
+  return "upstream_error";
+}
+
+/** The reason an abort signal carries, as the usage record names it. */
+export function abortReason(signal: AbortSignal): Ended {
+  const r = signal.reason as { tollgate?: Ended } | undefined;
+  return r?.tollgate ?? "client_disconnect";
+}
+
+export function toTollgateError(err: unknown, signal: AbortSignal | undefined): TollgateError {
+  if (TollgateError.is(err)) return err;
+  if (signal?.aborted && abortReason(signal) === "timeout") return new TollgateError("upstream_timeout", "the request ran past the wall-clock cap");
+  return new TollgateError("upstream_error", "the provider call failed", { cause: err });
+}

@@ -1,0 +1,60 @@
+/**
+ * The one error catalogue (SPEC §5.2). Every refusal tollgate makes is a TollgateError with a
+ * stable `code` and its HTTP `status`; the gateway and the adapters only translate it into the
+ * caller's API format.
+ */
+export const ERROR_CODES = {
+  unauthorized: 401,
+  forbidden: 403,
+  blocked: 403,
+  model_not_allowed: 403,
+  rate_limited: 429,
+  run_limit_exceeded: 429,
+  budget_exceeded: 402,
+  invalid_request: 400,
+  not_found: 404,
+  input_too_large: 413,
+  param_not_allowed: 400,
+  output_tokens_exceeded: 400,
+  upstream_error: 502,
+  upstream_timeout: 504,
+  store_unavailable: 503,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+const MARK = Symbol.for("tollgate.error");
+
+export interface TollgateErrorOptions {
+  /** The request field at fault, for OpenAI's `param`. */
+  param?: string;
+  /** Seconds the caller should wait (429, 402): sent as Retry-After. */
+  retryAfterSeconds?: number;
+  /** Which limit, budget or cap refused, for logs and the usage record. */
+  limit?: string;
+  cause?: unknown;
+}
+
+export class TollgateError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly param?: string;
+  readonly retryAfterSeconds?: number;
+  readonly limit?: string;
+  readonly [MARK] = true;
+
+  constructor(code: ErrorCode, message: string, options: TollgateErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = "TollgateError";
+    this.code = code;
+    this.status = ERROR_CODES[code];
+    this.param = options.param;
+    this.retryAfterSeconds = options.retryAfterSeconds;
+    this.limit = options.limit;
+  }
+
+  /** True for TollgateErrors from any copy of this package. */
+  static is(value: unknown): value is TollgateError {
+    return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[MARK] === true;
+  }
+}

@@ -1,0 +1,66 @@
+import type { EndpointName, ResolvedModel, ResolvedRoute } from "../config/resolve.js";
+import type { Inspection, RequestFormat, UpstreamPlan } from "../formats/format.js";
+import type { Counter } from "../stores/store.js";
+import type { Credentials, Identity } from "./identity.js";
+import type { Micros } from "./money.js";
+import { emptyUsageRecord, type UsageRecord } from "./usage-record.js";
+
+/** What a caller's transport layer knows before any gate runs. */
+export interface CallerContext {
+  route: string;
+  endpoint: EndpointName;
+  /** The client's address as the transport believes it (after trust_proxy). */
+  ip: string;
+  credentials: Credentials;
+  /** x-tollgate-run: ties calls into one agent run. */
+  runId?: string;
+  requestId?: string;
+}
+
+/** A counter the request holds, with what it means, to explain a refusal and settle it later. */
+export interface HeldCounter extends Counter {
+  unit: "requests" | "tokens" | "files" | "usd";
+  /** Human name: "plan free daily budget", "route chat limit #1 (20 requests per 1d per user)". */
+  label: string;
+  /** For calendar budgets: when the period resets. */
+  resetsAt?: number;
+  /** For rate limits: the config limit id, for RateLimit headers. */
+  limitId?: string;
+}
+
+/** One request's journey through the gates; everything the usage record needs accumulates here. */
+export class Exchange {
+  readonly id: string;
+  readonly startedAt = performance.now();
+  readonly record: UsageRecord;
+  identity?: Identity;
+  downgrade = false;
+  signals: string[] = [];
+  format?: RequestFormat;
+  inspection?: Inspection;
+  /** The parsed body gate 4 validated; the upstream body is rebuilt from it. */
+  inspectedBody?: Record<string, unknown>;
+  model?: ResolvedModel;
+  upstream?: UpstreamPlan;
+  upstreamBody?: Record<string, unknown>;
+  estimatedInputTokens = 0;
+  estimate: Micros = 0;
+  quota?: { id: string; counters: HeldCounter[] };
+  budget?: { id: string; counters: HeldCounter[] };
+  /** Response headers the transport should send (rate limits, model, budget, clamps). */
+  readonly headers: Record<string, string> = {};
+  finished = false;
+
+  constructor(
+    readonly caller: CallerContext,
+    readonly route: ResolvedRoute,
+    id: string,
+  ) {
+    this.id = id;
+    this.record = emptyUsageRecord(id, new Date());
+    this.record.route = route.name;
+    this.record.endpoint = caller.endpoint;
+    this.record.ip = caller.ip;
+    this.record.run_id = caller.runId ?? null;
+  }
+}

@@ -1,0 +1,28 @@
+import type { BlockList } from "node:net";
+import type { ResolvedConfig } from "../config/resolve.js";
+import type { Provider } from "../providers/provider.js";
+import type { Store } from "../stores/store.js";
+import type { Exchange } from "./exchange.js";
+import type { Identifier } from "./identity.js";
+
+/** What every gate may use: built once at start, shared by all requests. */
+export interface GateEnv {
+  config: ResolvedConfig;
+  store: Store;
+  identifier: Identifier;
+  providers: Record<string, Provider>;
+  blocklist: BlockList;
+  allowlist: BlockList;
+  now: () => number;
+}
+
+/** A gate either returns (the request goes on) or throws a TollgateError (it ends here). */
+export type Gate = (ex: Exchange, env: GateEnv) => Promise<void> | void;
+
+/** Settling takes one store round trip after the wall-clock cap; this covers it with room to spare. */
+export const LEASE_MARGIN_MS = 5_000;
+
+/** How long a reservation outlives its request before the store gives it back (SPEC §7.4). */
+export function leaseMs(ex: Exchange): number {
+  return ex.route.timeoutMs + LEASE_MARGIN_MS;
+}

@@ -1,0 +1,93 @@
+import { PERIOD_WINDOW_MS, period } from "../calendar.js";
+import { TollgateError } from "../errors.js";
+import type { Exchange, HeldCounter } from "../exchange.js";
+import { leaseMs, type Gate, type GateEnv } from "../gate.js";
+import { estimateInputTokens, tokenizerFor } from "../metering/tokens.js";
+import { worstCaseCost } from "../metering/prices.js";
+import { formatUsd, type Micros } from "../money.js";
+import { describeLimit, limitKey } from "./scope.js";
+
+/**
+ * Gate 6: the pre-flight reservation. The estimate is an upper bound of what the call can cost —
+ * input tokens counted (or bounded by bytes) at the input rate, plus the clamped output tokens for
+ * every choice at the output rate — and it is reserved atomically against every budget and spend,
+ * token and file window that applies. If any would overdraw, nothing goes upstream.
+ */
+export const budget: Gate = async function budget(ex, env) {
+  const inspection = ex.inspection!;
+  const model = ex.model!;
+  const inputTokens = estimateInputTokens(inspection.prompt, tokenizerFor(model.upstream));
+  const outputTokens = ex.upstream!.maxOutputTokens * inspection.choices;
+  const estimate = worstCaseCost(model.price, inputTokens, outputTokens);
+  ex.estimatedInputTokens = inputTokens;
+  ex.estimate = estimate;
+  ex.record.estimated_cost_usd = estimate / 1e6;
+
+  const counters = [
+    ...budgetCounters(ex, env, estimate),
+    ...windowCounters(ex, inputTokens + outputTokens, inspection.attachments.length, estimate),
+  ].filter((c) => c.amount > 0 || c.unit === "usd");
+  if (!counters.length) return;
+  const id = `${ex.id}:b`;
+  const result = await env.store.reserve(id, counters, leaseMs(ex));
+  if (!result.ok) {
+    const c = counters[result.index]!;
+    if (c.unit === "usd") throw budgetRefusal(c, result.used, estimate, env.now(), result.retryAfterMs);
+    const retry = Math.max(1, Math.ceil((result.retryAfterMs ?? c.windowMs) / 1000));
+    const need = c.unit === "tokens" ? `${c.amount} tokens` : `${c.amount} files`;
+    throw new TollgateError("rate_limited", `rate limited by ${c.label}: this request needs up to ${need}, ${Math.max(0, c.max - result.used)} left; retry in ${retry}s`, {
+      retryAfterSeconds: retry,
+      limit: c.limitId,
+    });
+  }
+  ex.budget = { id, counters };
+  const remaining = counters
+    .map((c, i) => (c.unit === "usd" ? c.max - result.totals[i]! : Infinity))
+    .reduce((a, b) => Math.min(a, b), Infinity);
+  if (remaining !== Infinity) ex.headers["x-tollgate-budget-remaining"] = formatUsd(Math.max(0, remaining));
+};
+
+/** Calendar budgets: the plan's per-user daily/monthly and the gateway's own. */
+export function budgetCounters(ex: Exchange, env: GateEnv, amount: Micros): HeldCounter[] {
+  const now = env.now();
+  const tz = env.config.timezone;
+  const id = ex.identity!;
+  const plan = env.config.plans[id.plan];
+  const user = id.kind === "anonymous" ? `ip:${id.ipGroup}` : `u:${id.user}`;
+  const out: HeldCounter[] = [];
+  const add = (max: Micros | undefined, unit: "day" | "month", key: string, label: string) => {
+    if (max === undefined) return;
+    const p = period(unit, now, tz);
+    out.push({ key: `${key}:${p.key}`, max, amount, windowMs: PERIOD_WINDOW_MS, unit: "usd", label, resetsAt: p.resetsAt });
+  };
+  add(plan?.budget.daily, "day", `bud:d:${user}`, `the ${id.plan} plan's daily budget`);
+  add(plan?.budget.monthly, "month", `bud:m:${user}`, `the ${id.plan} plan's monthly budget`);
+  add(env.config.budget.daily, "day", "bud:gw:d", "the gateway's daily budget");
+  add(env.config.budget.monthly, "month", "bud:gw:m", "the gateway's monthly budget");
+  return out;
+}
+
+/** The route's usd, tokens and files windows. */
+function windowCounters(ex: Exchange, tokens: number, files: number, usd: Micros): HeldCounter[] {
+  return ex.route.limits
+    .filter((l) => l.unit !== "requests")
+    .map((l) => {
+      const amount = l.unit === "usd" ? usd : l.unit === "tokens" ? tokens : files;
+      const size = l.unit === "usd" ? `$${formatUsd(l.max)}` : `${l.max} ${l.unit}`;
+      return { key: limitKey(l, ex), max: l.max, amount, windowMs: l.windowMs, unit: l.unit, label: describeLimit(l, size), limitId: l.id };
+    });
+}
+
+export function budgetRefusal(c: HeldCounter, used: Micros, estimate: Micros, now: number, retryAfterMs?: number): TollgateError {
+  const resetsAt = c.resetsAt ?? (retryAfterMs !== undefined ? now + retryAfterMs : undefined);
+  const when = resetsAt ? `; it resets at ${new Date(resetsAt).toISOString()}` : "";
+  const left = Math.max(0, c.max - used);
+  const message =
+    estimate > 0
+      ? `${c.label} of $${formatUsd(c.max)} would be exceeded: $${formatUsd(left)} left, this request may cost up to $${formatUsd(estimate)}${when}`
+      : `${c.label} of $${formatUsd(c.max)} is spent${when}`;
+  return new TollgateError("budget_exceeded", message, {
+    limit: c.limitId ?? c.key.split(":").slice(0, 2).join(":"),
+    retryAfterSeconds: resetsAt ? Math.max(1, Math.ceil((resetsAt - now) / 1000)) : undefined,
+  });
+}

@@ -1,0 +1,40 @@
+import { TollgateError } from "../errors.js";
+import type { Gate } from "../gate.js";
+import { allowedOutputTokens } from "./normalise.js";
+
+/**
+ * Gate 5: is this model allowed for this plan and route; resolve the alias; apply a downgrade;
+ * expensive models can require a verified or paid caller. Ends by building the upstream body.
+ */
+export const modelPolicy: Gate = function modelPolicy(ex, env) {
+  const inspection = ex.inspection!;
+  const id = ex.identity!;
+  const requested = inspection.model ?? ex.route.defaultModel;
+  if (!requested) throw new TollgateError("invalid_request", "model: required (this route has no default_model)", { param: "model" });
+  ex.record.model_requested = requested;
+  const plan = env.config.plans[id.plan];
+  const allowed = (name: string) => !!env.config.models[name] && !!plan?.models.includes(name) && (!ex.route.models || ex.route.models.includes(name));
+  if (!allowed(requested)) {
+    throw new TollgateError("model_not_allowed", `model ${requested} is not available to plan ${id.plan} on this route`, { param: "model" });
+  }
+  let model = env.config.models[requested]!;
+  for (const need of model.requires) {
+    if (need === "verified" && !id.verified) throw new TollgateError("model_not_allowed", `model ${requested} requires a verified account`, { param: "model" });
+    if (need === "paid" && !plan?.paid) throw new TollgateError("model_not_allowed", `model ${requested} requires a paid plan`, { param: "model" });
+  }
+  const cheaper = env.config.abuse.downgradeTo;
+  if (ex.downgrade && cheaper && cheaper !== requested && env.config.models[cheaper]) {
+    model = env.config.models[cheaper]!;
+    ex.record.decision = "downgrade";
+    ex.headers["x-tollgate-downgraded"] = ex.signals.join(", ") || "suspicious";
+  }
+  const provider = env.providers[model.provider]!;
+  if (!provider.supports(ex.caller.endpoint)) {
+    throw new TollgateError("invalid_request", `model ${model.name} cannot be called through the ${ex.caller.endpoint} endpoint`, { param: "model" });
+  }
+  ex.model = model;
+  ex.record.model = model.name;
+  ex.headers["x-tollgate-model"] = model.name;
+  ex.upstream = { model: model.upstream, maxOutputTokens: allowedOutputTokens(inspection.outputTokens, ex.route.input.maxOutputTokens), reasoning: model.reasoning };
+  ex.upstreamBody = ex.format!.rewrite(ex.inspectedBody!, ex.upstream, inspection);
+};

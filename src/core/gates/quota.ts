@@ -1,0 +1,46 @@
+import { TollgateError } from "../errors.js";
+import { leaseMs, type Gate } from "../gate.js";
+import type { HeldCounter } from "../exchange.js";
+import { budgetCounters, budgetRefusal } from "./budget.js";
+import { describeLimit, limitKey } from "./scope.js";
+
+/**
+ * Gate 3: request-count windows, taken before the body is read, so a limited caller's flood of
+ * large bodies costs one store round trip each. Also a cheap "budget already spent" check.
+ * Token, file and spend limits need the body and are reserved at gate 6.
+ */
+export const quota: Gate = async function quota(ex, env) {
+  const counters: HeldCounter[] = ex.route.limits
+    .filter((l) => l.unit === "requests")
+    .map((l) => ({ key: limitKey(l, ex), max: l.max, amount: 1, windowMs: l.windowMs, unit: "requests", label: describeLimit(l, `${l.max} requests`), limitId: l.id }));
+
+  if (counters.length) {
+    const id = `${ex.id}:q`;
+    const result = await env.store.reserve(id, counters, leaseMs(ex));
+    if (!result.ok) {
+      const c = counters[result.index]!;
+      const retry = Math.max(1, Math.ceil((result.retryAfterMs ?? c.windowMs) / 1000));
+      rateLimitHeaders(ex.headers, counters, counters.map((x, i) => (i === result.index ? x.max : 0)));
+      ex.headers["ratelimit"] = `"${c.limitId}";r=0;t=${retry}`;
+      throw new TollgateError("rate_limited", `rate limited by ${c.label}; retry in ${retry}s`, { retryAfterSeconds: retry, limit: c.limitId });
+    }
+    ex.quota = { id, counters };
+    rateLimitHeaders(ex.headers, counters, result.totals);
+  }
+
+  // Refuse a caller whose budget is already gone without reading the body.
+  const spent = budgetCounters(ex, env, 0).filter((c) => c.unit === "usd");
+  if (spent.length) {
+    const totals = await env.store.peek(spent);
+    const full = totals.findIndex((t, i) => t >= spent[i]!.max);
+    if (full >= 0) throw budgetRefusal(spent[full]!, totals[full]!, 0, env.now());
+  }
+};
+
+/** IETF RateLimit-Policy / RateLimit (draft-ietf-httpapi-ratelimit-headers). */
+function rateLimitHeaders(headers: Record<string, string>, counters: HeldCounter[], totals: number[]): void {
+  headers["ratelimit-policy"] = counters.map((c) => `"${c.limitId}";q=${c.max};w=${Math.ceil(c.windowMs / 1000)}`).join(", ");
+  headers["ratelimit"] = counters
+    .map((c, i) => `"${c.limitId}";r=${Math.max(0, c.max - totals[i]!)};t=${Math.ceil(c.windowMs / 1000)}`)
+    .join(", ");
+}

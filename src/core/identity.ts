@@ -1,0 +1,120 @@
+import { createHash, randomBytes } from "node:crypto";
+import { createRemoteJWKSet, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from "jose";
+import type { ResolvedConfig, ResolvedRoute, StaticKey } from "../config/resolve.js";
+import type { Store, StoredKey } from "../stores/store.js";
+import { ipGroup } from "./client-ip.js";
+import { TollgateError } from "./errors.js";
+
+/** Who is calling, as gate 1 decided. */
+export interface Identity {
+  kind: "key" | "service" | "jwt" | "anonymous";
+  /** End user: the key's user, the service key's x-tollgate-user, the JWT claim, or the IP group. */
+  user: string;
+  keyId: string | null;
+  plan: string;
+  verified: boolean;
+  ip: string;
+  ipGroup: string;
+}
+
+/** What the transport layer extracted from the request; nothing here is trusted yet. */
+export interface Credentials {
+  /** Bearer token or x-api-key. */
+  token?: string;
+  /** x-tollgate-user / x-tollgate-plan: honoured only for service keys. */
+  actAsUser?: string;
+  actAsPlan?: string;
+}
+
+export const KEY_PREFIX = "tg_";
+
+export function newKeySecret(): string {
+  return KEY_PREFIX + randomBytes(24).toString("base64url");
+}
+
+export function hashKey(secret: string): string {
+  return createHash("sha256").update(secret).digest("hex");
+}
+
+type KeyRecord = Pick<StoredKey, "id" | "user" | "plan" | "service" | "grants" | "routes" | "verified" | "expiresAt" | "revokedAt">;
+
+/**
+ * Gate 1. Keys are looked up by their SHA-256, so no comparison ever runs over the secret itself
+ * (constant time by construction), and the store never holds a usable key.
+ */
+export class Identifier {
+  private readonly staticKeys = new Map<string, KeyRecord>();
+  private readonly jwtKey?: Uint8Array | JWTVerifyGetKey;
+  private readonly jwtAlgorithms: string[] = [];
+
+  constructor(
+    private readonly config: ResolvedConfig,
+    private readonly store: Store,
+  ) {
+    for (const k of config.keys) this.staticKeys.set(hashKey(k.key), fromStatic(k));
+    if (config.jwt?.secret) {
+      this.jwtKey = new TextEncoder().encode(config.jwt.secret);
+      // Pinned: a token cannot pick "none" or switch an HMAC secret into a public-key check.
+      this.jwtAlgorithms = ["HS256"];
+    } else if (config.jwt?.jwks) {
+      this.jwtKey = createRemoteJWKSet(new URL(config.jwt.jwks));
+      this.jwtAlgorithms = ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"];
+    }
+  }
+
+  async identify(creds: Credentials, route: ResolvedRoute, ip: string): Promise<Identity> {
+    const group = ipGroup(ip);
+    let identity: Identity;
+    if (!creds.token) {
+      identity = { kind: "anonymous", user: group, keyId: null, plan: "anonymous", verified: false, ip, ipGroup: group };
+      if (!route.plans.includes("anonymous")) throw new TollgateError("unauthorized", "this route needs an API key");
+      return identity;
+    }
+    if (this.jwtKey && looksLikeJwt(creds.token)) {
+      identity = await this.fromJwt(creds.token, ip, group);
+    } else {
+      const key = this.staticKeys.get(hashKey(creds.token)) ?? (await this.store.findKey(hashKey(creds.token)));
+      if (!key) throw new TollgateError("unauthorized", "invalid API key");
+      if (key.revokedAt !== undefined && key.revokedAt !== null) throw new TollgateError("unauthorized", "this API key was revoked");
+      if (key.expiresAt !== undefined && key.expiresAt !== null && key.expiresAt <= Date.now()) throw new TollgateError("unauthorized", "this API key has expired");
+      if (key.routes && !key.routes.includes(route.name)) throw new TollgateError("forbidden", `this key may not use route ${route.name}`);
+      identity = { kind: "key", user: key.user ?? key.id, keyId: key.id, plan: key.plan, verified: key.verified, ip, ipGroup: group };
+      if (key.service && creds.actAsUser) {
+        const plan = creds.actAsPlan ?? key.plan;
+        if (!key.grants.includes(plan)) throw new TollgateError("forbidden", `this service key may not grant plan ${plan}`);
+        identity = { ...identity, kind: "service", user: creds.actAsUser, plan, verified: false };
+      }
+    }
+    if (!route.plans.includes(identity.plan)) throw new TollgateError("forbidden", `plan ${identity.plan} may not use route ${route.name}`);
+    return identity;
+  }
+
+  private async fromJwt(token: string, ip: string, group: string): Promise<Identity> {
+    const jwt = this.config.jwt!;
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, this.jwtKey as Uint8Array, {
+        algorithms: this.jwtAlgorithms,
+        issuer: jwt.issuer,
+        audience: jwt.audience,
+        requiredClaims: ["exp"],
+      }));
+    } catch {
+      throw new TollgateError("unauthorized", "invalid or expired token");
+    }
+    const user = payload[jwt.user_claim];
+    if (typeof user !== "string" || !user) throw new TollgateError("unauthorized", `the token has no ${jwt.user_claim} claim`);
+    const claimed = payload[jwt.plan_claim];
+    const plan = typeof claimed === "string" ? claimed : jwt.default_plan;
+    if (!plan || (!this.config.plans[plan] && plan !== "anonymous")) throw new TollgateError("forbidden", "the token names no known plan");
+    return { kind: "jwt", user, keyId: null, plan, verified: payload[jwt.verified_claim] === true, ip, ipGroup: group };
+  }
+}
+
+function fromStatic(k: StaticKey): KeyRecord {
+  return { id: k.id, user: k.user, plan: k.plan, service: k.service, grants: k.grants, routes: k.routes, verified: k.verified, expiresAt: k.expiresAt };
+}
+
+function looksLikeJwt(token: string): boolean {
+  return token.split(".").length === 3 && token.startsWith("ey");
+}

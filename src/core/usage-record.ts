@@ -1,0 +1,74 @@
+import type { ErrorCode } from "./errors.js";
+
+export type Decision = "allow" | "downgrade" | "deny";
+export type Ended = "complete" | "client_disconnect" | "output_cap" | "timeout" | "upstream_error";
+export type UsageSource = "provider" | "counted" | "reserved";
+
+/**
+ * One record per request, refused ones included (SPEC §6). Field names are the contract:
+ * dashboards and the acceptance checks read them as they are. Money here is in US dollars for
+ * readers; the engine computes it from integer micro-dollars.
+ */
+export interface UsageRecord {
+  ts: string;
+  request_id: string;
+  user: string | null;
+  key_id: string | null;
+  ip: string | null;
+  route: string | null;
+  plan: string | null;
+  endpoint: string | null;
+  model_requested: string | null;
+  model: string | null;
+  decision: Decision;
+  code: ErrorCode | null;
+  input_tokens: number;
+  output_tokens: number;
+  tool_calls: number;
+  run_id: string | null;
+  run_step: number | null;
+  docs_retrieved: number;
+  attachments: number;
+  estimated_cost_usd: number;
+  cost_usd: number;
+  usage_source: UsageSource | null;
+  duration_ms: number;
+  ttft_ms: number | null;
+  stream: boolean;
+  ended: Ended | null;
+  signals: string[];
+  clamped: Record<string, { from: number | null; to: number }>;
+}
+
+export function emptyUsageRecord(requestId: string, now: Date): UsageRecord {
+  return {
+    ts: now.toISOString(),
+    request_id: requestId,
+    user: null,
+    key_id: null,
+    ip: null,
+    route: null,
+    plan: null,
+    endpoint: null,
+    model_requested: null,
+    model: null,
+    decision: "allow",
+    code: null,
+    input_tokens: 0,
+    output_tokens: 0,
+    tool_calls: 0,
+    run_id: null,
+    run_step: null,
+    docs_retrieved: 0,
+    attachments: 0,
+    estimated_cost_usd: 0,
+    cost_usd: 0,
+    usage_source: null,
+    duration_ms: 0,
+    ttft_ms: null,
+    stream: false,
+    ended: null,
+    signals: [],
+    clamped: {},
+  };
+}

@@ -1,0 +1,90 @@
+import type { EndpointName } from "../config/resolve.js";
+import type { TollgateError } from "../core/errors.js";
+import type { Attachment, PromptShape } from "../core/metering/tokens.js";
+
+/**
+ * What the engine learns from a request body, in no provider's wire format. Each API format
+ * (OpenAI Chat Completions, Responses, Anthropic Messages, Embeddings) reads its own body into this,
+ * so the gates count, cap and price every API the same way.
+ */
+export interface Inspection {
+  model?: string;
+  stream: boolean;
+  prompt: PromptShape;
+  /** Unicode code points over every text the model reads. */
+  promptChars: number;
+  messages: number;
+  tools: number;
+  attachments: Attachment[];
+  /** Every output-budget field the client sent, e.g. { max_tokens: 100000 }; null when sent as null. */
+  outputTokens: Record<string, number>;
+  /** Cost multiplier asked for (`n`); 1 when absent. */
+  choices: number;
+  /** Parameters present that routes may forbid: logprobs, top_logprobs, logit_bias, service_tier... */
+  sensitiveParams: string[];
+  /** Fields pointing at provider-side state the gateway cannot see (previous_response_id, background). */
+  storedState: string[];
+  /** Inputs of an embeddings call. */
+  embeddingInputs?: number;
+  /** The client asked for usage in the stream itself. */
+  clientWantsStreamUsage: boolean;
+}
+
+export interface UpstreamPlan {
+  /** Upstream model id. */
+  model: string;
+  /** Output tokens the provider may generate (per choice). */
+  maxOutputTokens: number;
+  /** Whether this model is an OpenAI reasoning model (decides max_tokens vs max_completion_tokens). */
+  reasoning: boolean;
+}
+
+/** Token usage as a provider reported it; undefined fields are unknown, never zero. */
+export interface ReportedUsage {
+  inputTokens?: number;
+  outputTokens?: number;
+  cachedInputTokens?: number;
+  cacheWriteTokens?: number;
+  reasoningTokens?: number;
+}
+
+/** What one response body or stream event tells the meter. */
+export interface Reading {
+  /** Output text (and tool-call argument text) this event adds. */
+  text?: string;
+  /** New tool calls this event starts. */
+  toolCalls?: number;
+  usage?: ReportedUsage;
+  /** Usage-only event the client did not ask for: do not forward. */
+  drop?: boolean;
+  /** The provider reported an error inside the stream. */
+  error?: string;
+  /** A response id or model the terminal events should repeat. */
+  id?: string;
+  model?: string;
+}
+
+export interface SseEvent {
+  event?: string;
+  data: string;
+}
+
+/** Why tollgate ended a stream itself. */
+export type StreamStop = "output_cap" | "timeout" | "upstream_error";
+
+export interface RequestFormat {
+  readonly endpoint: EndpointName;
+  /** Which API's error shape and SDK this endpoint speaks. */
+  readonly api: "openai" | "anthropic";
+  /** Upstream path appended to the provider's base URL. */
+  readonly upstreamPath: string;
+  /** Validates the body; throws TollgateError(invalid_request) naming the field. */
+  inspect(body: unknown): Inspection;
+  /** The body tollgate sends upstream: a new object from the validated one, with tollgate's model and caps. */
+  rewrite(body: Record<string, unknown>, plan: UpstreamPlan, inspection: Inspection): Record<string, unknown>;
+  readResponse(body: unknown): Reading;
+  readEvent(event: SseEvent, inspection: Inspection): Reading;
+  /** Events that end a stream tollgate cut short, so the client's SDK sees a well-formed end. */
+  endStream(stop: StreamStop, last: { id?: string; model?: string }, message: string): SseEvent[];
+  errorBody(err: TollgateError): unknown;
+}

@@ -1,0 +1,204 @@
+import { TollgateError } from "../core/errors.js";
+import type { Attachment } from "../core/metering/tokens.js";
+import { openaiErrorBody } from "./errors.js";
+import { asObject, base64Bytes, codePoints, invalid, optArray, optBool, optCount, optString } from "./fields.js";
+import type { Inspection, Reading, RequestFormat, ReportedUsage, SseEvent, UpstreamPlan } from "./format.js";
+
+const ROLES = new Set(["system", "developer", "user", "assistant", "tool", "function"]);
+const OUTPUT_FIELDS = ["max_tokens", "max_completion_tokens"] as const;
+/** Parameters that cost more or extract more than a plain completion; routes opt in. */
+const SENSITIVE = ["logprobs", "top_logprobs", "logit_bias"] as const;
+
+/** OpenAI Chat Completions: POST /v1/chat/completions. */
+export const openaiChat: RequestFormat = {
+  endpoint: "chat_completions",
+  api: "openai",
+  upstreamPath: "/chat/completions",
+
+  inspect(raw) {
+    const body = asObject(raw, "body");
+    const messages = optArray(body, "messages");
+    if (!messages || messages.length === 0) throw invalid("messages", "expected a non-empty array of messages");
+    const prompt: Inspection["prompt"] = { messages: [], toolDefinitions: [], attachments: [] };
+    let promptChars = 0;
+    messages.forEach((m, i) => {
+      const msg = asObject(m, `messages[${i}]`);
+      const role = optString(msg, "role", `messages[${i}].role`);
+      if (!role || !ROLES.has(role)) throw invalid(`messages[${i}].role`, `expected one of ${[...ROLES].join(", ")}`);
+      const texts: string[] = [];
+      readContent(msg.content, `messages[${i}].content`, texts, prompt.attachments);
+      const name = optString(msg, "name", `messages[${i}].name`);
+      if (name) texts.push(name);
+      const calls = optArray(msg, "tool_calls", `messages[${i}].tool_calls`) ?? [];
+      calls.forEach((c, j) => texts.push(JSON.stringify(asObject(c, `messages[${i}].tool_calls[${j}]`))));
+      const text = texts.join("\n");
+      promptChars += codePoints(text);
+      prompt.messages.push({ role, text });
+    });
+    const tools = [...(optArray(body, "tools") ?? []), ...(optArray(body, "functions") ?? [])];
+    tools.forEach((t, i) => prompt.toolDefinitions.push(JSON.stringify(asObject(t, `tools[${i}]`))));
+
+    const outputTokens: Record<string, number> = {};
+    for (const f of OUTPUT_FIELDS) {
+      const v = optCount(body, f, 1);
+      if (v !== undefined) outputTokens[f] = v;
+    }
+    const stream = optBool(body, "stream") ?? false;
+    const streamOptions = body.stream_options === undefined || body.stream_options === null ? undefined : asObject(body.stream_options, "stream_options");
+    const sensitiveParams: string[] = SENSITIVE.filter((p) => body[p] !== undefined && body[p] !== null && body[p] !== false);
+    const tier = optString(body, "service_tier");
+    if (tier && tier !== "auto" && tier !== "default") sensitiveParams.push("service_tier");
+    return {
+      model: optString(body, "model"),
+      stream,
+      prompt,
+      promptChars,
+      messages: messages.length,
+      tools: tools.length,
+      attachments: prompt.attachments,
+      outputTokens,
+      choices: optCount(body, "n", 1) ?? 1,
+      sensitiveParams,
+      storedState: [],
+      clientWantsStreamUsage: streamOptions?.include_usage === true,
+    };
+  },
+
+  rewrite(body, plan, inspection) {
+    const out: Record<string, unknown> = { ...body, model: plan.model };
+    const sent = OUTPUT_FIELDS.filter((f) => inspection.outputTokens[f] !== undefined);
+    // Keep the field the client used (providers differ in which they accept); with none, pick the
+    // one the model family requires. Every field present carries the same clamped value.
+    if (sent.length === 0) out[plan.reasoning ? "max_completion_tokens" : "max_tokens"] = plan.maxOutputTokens;
+    for (const f of sent) out[f] = plan.maxOutputTokens;
+    if (inspection.stream) out.stream_options = { ...(body.stream_options as object | undefined), include_usage: true };
+    return out;
+  },
+
+  readResponse(raw) {
+    const body = raw as { id?: string; model?: string; usage?: OpenAIUsage; choices?: { message?: { content?: unknown; tool_calls?: unknown[]; refusal?: unknown } }[] };
+    let text = "";
+    let toolCalls = 0;
+    for (const c of body.choices ?? []) {
+      if (typeof c.message?.content === "string") text += c.message.content;
+      if (typeof c.message?.refusal === "string") text += c.message.refusal;
+      for (const call of c.message?.tool_calls ?? []) {
+        toolCalls++;
+        const args = (call as { function?: { arguments?: unknown } }).function?.arguments;
+        if (typeof args === "string") text += args;
+      }
+    }
+    return { text, toolCalls, usage: fromOpenAIUsage(body.usage), id: body.id, model: body.model };
+  },
+
+  readEvent(event, inspection) {
+    if (event.data === "[DONE]") return {};
+    let chunk: { id?: string; model?: string; usage?: OpenAIUsage | null; error?: { message?: string }; choices?: ChunkChoice[] };
+    try {
+      chunk = JSON.parse(event.data);
+    } catch {
+      return { error: "malformed event from upstream" };
+    }
+    if (chunk.error) return { error: chunk.error.message ?? "upstream error" };
+    let text = "";
+    let toolCalls = 0;
+    for (const c of chunk.choices ?? []) {
+      if (typeof c.delta?.content === "string") text += c.delta.content;
+      if (typeof c.delta?.refusal === "string") text += c.delta.refusal;
+      for (const call of c.delta?.tool_calls ?? []) {
+        if (call.id) toolCalls++;
+        if (typeof call.function?.name === "string") text += call.function.name;
+        if (typeof call.function?.arguments === "string") text += call.function.arguments;
+      }
+    }
+    const usage = chunk.usage ? fromOpenAIUsage(chunk.usage) : undefined;
+    const usageOnly = !!usage && (chunk.choices?.length ?? 0) === 0;
+    return { text, toolCalls, usage, drop: usageOnly && !inspection.clientWantsStreamUsage, id: chunk.id, model: chunk.model };
+  },
+
+  endStream(stop, last, message): SseEvent[] {
+    if (stop === "upstream_error" || stop === "timeout") {
+      // The openai SDK raises an APIError for a chunk carrying `error`.
+      const err = new TollgateError(stop === "timeout" ? "upstream_timeout" : "upstream_error", message);
+      return [{ data: JSON.stringify(openaiErrorBody(err)) }, { data: "[DONE]" }];
+    }
+    const chunk = {
+      id: last.id ?? "chatcmpl-tollgate",
+      object: "chat.completion.chunk",
+      created: Math.floor(Date.now() / 1000),
+      model: last.model ?? "",
+      choices: [{ index: 0, delta: {}, finish_reason: "length" }],
+    };
+    return [{ data: JSON.stringify(chunk) }, { data: "[DONE]" }];
+  },
+
+  errorBody: openaiErrorBody,
+};
+
+interface ChunkChoice {
+  delta?: { content?: unknown; refusal?: unknown; tool_calls?: { id?: string; function?: { name?: unknown; arguments?: unknown } }[] };
+}
+
+export interface OpenAIUsage {
+  prompt_tokens?: number;
+  completion_tokens?: number;
+  prompt_tokens_details?: { cached_tokens?: number };
+  completion_tokens_details?: { reasoning_tokens?: number };
+}
+
+export function fromOpenAIUsage(u: OpenAIUsage | undefined): ReportedUsage | undefined {
+  if (!u || typeof u !== "object") return undefined;
+  return {
+    inputTokens: num(u.prompt_tokens),
+    outputTokens: num(u.completion_tokens),
+    cachedInputTokens: num(u.prompt_tokens_details?.cached_tokens),
+    reasoningTokens: num(u.completion_tokens_details?.reasoning_tokens),
+  };
+}
+
+function num(v: unknown): number | undefined {
+  return typeof v === "number" && Number.isFinite(v) && v >= 0 ? Math.ceil(v) : undefined;
+}
+
+/** Collects the text and attachments of one message's content (string or parts). */
+function readContent(content: unknown, param: string, texts: string[], attachments: Attachment[]): void {
+  if (content === undefined || content === null) return;
+  if (typeof content === "string") {
+    texts.push(content);
+    return;
+  }
+  if (!Array.isArray(content)) throw invalid(param, "expected a string or an array of content parts");
+  content.forEach((p, i) => {
+    const part = asObject(p, `${param}[${i}]`);
+    const type = optString(part, "type", `${param}[${i}].type`);
+    switch (type) {
+      case "text":
+      case "input_text":
+      case "refusal": {
+        const text = optString(part, type === "refusal" ? "refusal" : "text", `${param}[${i}].text`);
+        if (text === undefined) throw invalid(`${param}[${i}].text`, "expected a string");
+        texts.push(text);
+        break;
+      }
+      case "image_url": {
+        const img = asObject(part.image_url, `${param}[${i}].image_url`);
+        const url = optString(img, "url", `${param}[${i}].image_url.url`) ?? "";
+        const detail = optString(img, "detail", `${param}[${i}].image_url.detail`) as Attachment["detail"];
+        attachments.push({ kind: "image", bytes: url.startsWith("data:") ? base64Bytes(url) : 0, detail });
+        break;
+      }
+      case "input_audio": {
+        const audio = asObject(part.input_audio, `${param}[${i}].input_audio`);
+        attachments.push({ kind: "audio", bytes: base64Bytes(optString(audio, "data", `${param}[${i}].input_audio.data`) ?? "") });
+        break;
+      }
+      case "file": {
+        const file = asObject(part.file, `${param}[${i}].file`);
+        attachments.push({ kind: "file", bytes: base64Bytes(optString(file, "file_data", `${param}[${i}].file.file_data`) ?? "") });
+        break;
+      }
+      default:
+        throw invalid(`${param}[${i}].type`, `unsupported content part type ${JSON.stringify(type)}`);
+    }
+  });
+}

@@ -1,0 +1,247 @@
+import { randomUUID } from "node:crypto";
+import { once } from "node:events";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { ResolvedRoute } from "../config/resolve.js";
+import { abortReason, toTollgateError, type Engine } from "../core/engine.js";
+import { TollgateError } from "../core/errors.js";
+import type { Exchange } from "../core/exchange.js";
+import { clientIp } from "../core/client-ip.js";
+import type { Meter } from "../core/metering/meter.js";
+import type { Ended } from "../core/usage-record.js";
+import { anthropicErrorBody, openaiErrorBody } from "../formats/errors.js";
+import type { RequestFormat, SseEvent } from "../formats/format.js";
+import type { UpstreamResult } from "../providers/provider.js";
+import { formatSse } from "../providers/sse.js";
+import { parseJson, readBody } from "./body.js";
+import { ENDPOINTS } from "./endpoints.js";
+
+/** How long a client may take to send its body, separate from the generation's wall clock. */
+const BODY_TIMEOUT_MS = 30_000;
+
+export interface Gateway {
+  server: Server;
+  /** Stops accepting, waits for in-flight requests (up to `graceMs`), then closes. */
+  drain(graceMs?: number): Promise<void>;
+}
+
+/** The OpenAI/Anthropic-compatible HTTP gateway: a thin shell that feeds requests through the engine. */
+export function createGateway(engine: Engine): Gateway {
+  const cfg = engine.config;
+  const routes = [...cfg.routes].sort((a, b) => b.path.length - a.path.length);
+  let inFlight = 0;
+  let idle: (() => void) | undefined;
+
+  const server = createServer({ requestTimeout: 0, headersTimeout: 30_000, keepAliveTimeout: 5_000 }, (req, res) => {
+    inFlight++;
+    res.once("close", () => {
+      if (--inFlight === 0) idle?.();
+    });
+    handle(req, res).catch((err) => {
+      // A bug, not a refusal: answer if we still can, never with internals.
+      process.stderr.write(`tollgate: internal error: ${(err as Error)?.stack ?? err}\n`);
+      if (!res.headersSent) sendJson(res, 500, { error: { message: "internal error", type: "api_error", code: "internal_error", param: null } });
+      else res.destroy();
+    });
+  });
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const requestId = randomUUID();
+    res.setHeader("x-tollgate-request-id", requestId);
+    const url = (req.url ?? "/").split("?")[0]!;
+    if (url === "/healthz" && req.method === "GET") return sendJson(res, 200, { status: "ok" });
+    const match = matchRoute(routes, url);
+    if (!match) return sendError(res, "openai", new TollgateError("not_found", `no route serves ${url}`));
+    const { route, rest } = match;
+    const api = rest === "/v1/messages" ? "anthropic" : "openai";
+    if (rest === "/v1/models" && req.method === "GET") return listModels(req, res, route, requestId);
+    const endpoint = ENDPOINTS[rest];
+    if (!endpoint || !route.endpoints.has(endpoint.name)) {
+      return sendError(res, api, new TollgateError("not_found", `${url} is not an endpoint of this gateway`));
+    }
+    if (req.method !== "POST") return sendError(res, api, new TollgateError("invalid_request", `${rest} takes POST`));
+    await modelCall(req, res, route, endpoint.format, requestId);
+  }
+
+  async function modelCall(req: IncomingMessage, res: ServerResponse, route: ResolvedRoute, format: RequestFormat, requestId: string) {
+    const ex = engine.open({
+      route: route.name,
+      endpoint: format.endpoint,
+      ip: clientIp(req.socket.remoteAddress, header(req, "x-forwarded-for"), cfg.server.trustProxy),
+      credentials: { token: credential(req), actAsUser: header(req, "x-tollgate-user"), actAsPlan: header(req, "x-tollgate-plan") },
+      runId: header(req, "x-tollgate-run"),
+      requestId,
+    });
+    try {
+      await engine.admit(ex);
+      let body: unknown;
+      try {
+        body = parseJson(await readBody(req, cfg.server.maxBodyBytes, BODY_TIMEOUT_MS));
+      } catch (err) {
+        const refusal = toTollgateError(err, undefined);
+        await engine.refuse(ex, refusal);
+        throw refusal;
+      }
+      await engine.prepare(ex, format, body);
+    } catch (err) {
+      return sendError(res, format.api, toTollgateError(err, undefined), ex);
+    }
+
+    const abort = new AbortController();
+    const onClose = () => {
+      if (!res.writableFinished) abort.abort({ tollgate: "client_disconnect" });
+    };
+    res.on("close", onClose);
+    const timer = setTimeout(() => abort.abort({ tollgate: "timeout" }), route.timeoutMs);
+    try {
+      let call: { result: UpstreamResult; meter: Meter };
+      try {
+        call = await engine.call(ex, abort.signal);
+      } catch (err) {
+        return sendError(res, format.api, toTollgateError(err, abort.signal), ex);
+      }
+      if (call.result.kind === "json") {
+        call.meter.response(call.result.body);
+        sendJson(res, 200, call.result.body, ex.headers);
+        await engine.finish(ex, { ended: "complete", meter: call.meter });
+      } else {
+        await pipeStream(res, ex, format, call.result.events, call.meter, abort);
+      }
+    } finally {
+      clearTimeout(timer);
+      res.off("close", onClose);
+    }
+  }
+
+  async function pipeStream(res: ServerResponse, ex: Exchange, format: RequestFormat, events: AsyncIterable<SseEvent>, meter: Meter, abort: AbortController) {
+    const it = events[Symbol.asyncIterator]();
+    let ended: Ended = "complete";
+    let failure: TollgateError | undefined;
+    // Hold the status line until the first event: a provider that fails or sends garbage before any
+    // content still gets the caller a proper HTTP error instead of a 200 that breaks mid-way.
+    let first: IteratorResult<SseEvent> | undefined;
+    try {
+      first = await it.next();
+      if (!first.done) meter.event(first.value);
+      if (meter.error) failure = new TollgateError("upstream_error", "the provider sent a malformed or failed stream");
+    } catch (err) {
+      failure = toTollgateError(err, abort.signal);
+      ended = abort.signal.aborted ? abortReason(abort.signal) : failure.code === "upstream_timeout" ? "timeout" : "upstream_error";
+    }
+    if (failure) {
+      await it.return?.();
+      await engine.finish(ex, { ended: ended === "complete" ? "upstream_error" : ended, meter });
+      return sendError(res, format.api, failure, ex);
+    }
+    res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive", ...ex.headers });
+    try {
+      if (first && !first.done) {
+        res.write(formatSse(first.value));
+        for (;;) {
+          const next = await it.next();
+          if (next.done) break;
+          const { forward } = meter.event(next.value);
+          if (meter.error) {
+            ended = "upstream_error";
+            writeAll(res, format.endStream("upstream_error", meter.last, "the provider's stream failed"));
+            break;
+          }
+          if (meter.capped) {
+            ended = "output_cap";
+            abort.abort({ tollgate: "output_cap" });
+            writeAll(res, format.endStream("output_cap", meter.last, ""));
+            break;
+          }
+          if (forward && !res.write(formatSse(next.value))) await drained(res, abort, cfg.server.idleTimeoutMs);
+        }
+      }
+    } catch (err) {
+      ended = abort.signal.aborted ? abortReason(abort.signal) : toTollgateError(err, undefined).code === "upstream_timeout" ? "timeout" : "upstream_error";
+      if (ended === "timeout" || ended === "upstream_error") {
+        writeAll(res, format.endStream(ended, meter.last, ended === "timeout" ? "the request ran past the wall-clock cap" : "the provider's stream failed"));
+      }
+    } finally {
+      await it.return?.().catch(() => {});
+      res.end();
+      await engine.finish(ex, { ended, meter });
+    }
+  }
+
+  async function listModels(req: IncomingMessage, res: ServerResponse, route: ResolvedRoute, requestId: string) {
+    const ex = engine.open({ route: route.name, endpoint: "models", ip: clientIp(req.socket.remoteAddress, header(req, "x-forwarded-for"), cfg.server.trustProxy), credentials: { token: credential(req) }, requestId });
+    let models: string[];
+    try {
+      models = await engine.modelsFor(ex);
+    } catch (err) {
+      return sendError(res, "openai", toTollgateError(err, undefined));
+    }
+    const created = Math.floor(Date.now() / 1000);
+    sendJson(res, 200, { object: "list", data: models.map((id) => ({ id, object: "model", created, owned_by: "tollgate" })) });
+  }
+
+  return {
+    server,
+    async drain(graceMs = 10_000) {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      if (inFlight > 0) {
+        await Promise.race([new Promise<void>((resolve) => (idle = resolve)), new Promise((r) => setTimeout(r, graceMs).unref())]);
+      }
+      server.closeAllConnections();
+      await closed;
+    },
+  };
+}
+
+function matchRoute(routes: ResolvedRoute[], url: string): { route: ResolvedRoute; rest: string } | undefined {
+  for (const route of routes) {
+    if (route.path === "" || url === route.path || url.startsWith(route.path + "/")) {
+      return { route, rest: url.slice(route.path.length) || "/" };
+    }
+  }
+  return undefined;
+}
+
+function header(req: IncomingMessage, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function credential(req: IncomingMessage): string | undefined {
+  const auth = header(req, "authorization");
+  if (auth) {
+    const m = /^Bearer\s+(.+)$/i.exec(auth.trim());
+    if (m) return m[1]!.trim();
+  }
+  return header(req, "x-api-key")?.trim() || undefined;
+}
+
+function writeAll(res: ServerResponse, events: SseEvent[]): void {
+  for (const e of events) res.write(formatSse(e));
+}
+
+/** Waits for the client to drain; a client that stops reading for `stallMs` is cut off. */
+async function drained(res: ServerResponse, abort: AbortController, stallMs: number): Promise<void> {
+  const stall = setTimeout(() => abort.abort({ tollgate: "client_disconnect" }), stallMs);
+  try {
+    await once(res, "drain", { signal: abort.signal });
+  } finally {
+    clearTimeout(stall);
+  }
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { ...headers, "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function sendError(res: ServerResponse, api: "openai" | "anthropic", err: TollgateError, ex?: Exchange): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const headers: Record<string, string> = {};
+  for (const h of ["ratelimit", "ratelimit-policy"]) if (ex?.headers[h]) headers[h] = ex.headers[h]!;
+  if (err.retryAfterSeconds !== undefined) headers["retry-after"] = String(err.retryAfterSeconds);
+  sendJson(res, err.status, api === "anthropic" ? anthropicErrorBody(err) : openaiErrorBody(err), headers);
+}

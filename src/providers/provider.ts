@@ -1,0 +1,29 @@
+import type { EndpointName } from "../config/resolve.js";
+import type { RequestFormat, SseEvent, UpstreamPlan } from "../formats/format.js";
+
+export interface UpstreamCall {
+  format: RequestFormat;
+  body: Record<string, unknown>;
+  plan: UpstreamPlan;
+  stream: boolean;
+  /** Aborts on client disconnect, the wall-clock cap or a cap being reached. */
+  signal: AbortSignal;
+  firstByteTimeoutMs: number;
+  idleTimeoutMs: number;
+}
+
+export type UpstreamResult =
+  | { kind: "json"; body: unknown }
+  | { kind: "stream"; events: AsyncIterable<SseEvent> };
+
+/**
+ * A provider adapter: turns tollgate's validated body into a call and hands back JSON or SSE
+ * events. It throws TollgateError(upstream_error | upstream_timeout) and never lets the provider's
+ * URL, key or raw error body reach the caller.
+ */
+export interface Provider {
+  readonly name: string;
+  supports(endpoint: EndpointName): boolean;
+  call(call: UpstreamCall): Promise<UpstreamResult>;
+  close(): Promise<void>;
+}

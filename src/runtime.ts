@@ -1,0 +1,30 @@
+import type { ResolvedConfig } from "./config/resolve.js";
+import { Engine } from "./core/engine.js";
+import type { UsageRecord } from "./core/usage-record.js";
+import type { Provider } from "./providers/provider.js";
+import { createProviders } from "./providers/registry.js";
+import { openStore } from "./stores/open.js";
+import type { Store } from "./stores/store.js";
+
+/** An engine with its store and providers opened from a resolved config; close() releases them. */
+export interface Runtime {
+  engine: Engine;
+  store: Store;
+  providers: Record<string, Provider>;
+  close(): Promise<void>;
+}
+
+export async function startRuntime(config: ResolvedConfig, opts: { onRecord?: (r: UsageRecord) => void; store?: Store } = {}): Promise<Runtime> {
+  const store = opts.store ?? (await openStore(config.store));
+  const providers = createProviders(config);
+  const engine = new Engine({ config, store, providers, onRecord: opts.onRecord });
+  return {
+    engine,
+    store,
+    providers,
+    async close() {
+      await Promise.allSettled(Object.values(providers).map((p) => p.close()));
+      await store.close();
+    },
+  };
+}

@@ -1,0 +1,257 @@
+import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
+import Database from "better-sqlite3";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { emptyUsageRecord } from "../core/usage-record.js";
+import { SqliteStore } from "./sqlite.js";
+import { describeStoreContract } from "./store-contract.js";
+
+const HOUR = 3_600_000;
+
+async function tempDir(): Promise<string> {
+  return mkdtemp(join(tmpdir(), "tollgate-sqlite-"));
+}
+
+describeStoreContract("sqlite", async () => {
+  const dir = await tempDir();
+  let now = Date.UTC(2025, 0, 1);
+  return {
+    store: SqliteStore.open(join(dir, "tollgate.db"), { now: () => now }),
+    advance: (ms) => void (now += ms),
+    cleanup: () => rm(dir, { recursive: true, force: true }),
+  };
+});
+
+describe("sqlite store", () => {
+  let dir: string;
+  const open: SqliteStore[] = [];
+  const openStore = (path: string, opts?: { now?: () => number }) => {
+    const store = SqliteStore.open(path, opts);
+    open.push(store);
+    return store;
+  };
+
+  beforeEach(async () => {
+    dir = await tempDir();
+  });
+
+  afterEach(async () => {
+    for (const s of open.splice(0)) await s.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("creates missing parent directories", async () => {
+    const path = join(dir, "a", "b", "tollgate.db");
+    const store = openStore(path);
+    expect(await store.reserve("r", [{ key: "k", max: 1, amount: 1, windowMs: HOUR }], HOUR)).toMatchObject({ ok: true });
+    expect(existsSync(path)).toBe(true);
+  });
+
+  it("opens :memory:", async () => {
+    const store = openStore(":memory:");
+    expect(store.kind).toBe("sqlite");
+    expect(await store.distinct("d", "m", HOUR)).toBe(1);
+  });
+
+  it("uses WAL and records its schema version", async () => {
+    const path = join(dir, "tollgate.db");
+    openStore(path);
+    const raw = new Database(path, { readonly: true });
+    try {
+      expect(raw.pragma("journal_mode", { simple: true })).toBe("wal");
+      expect(raw.pragma("user_version", { simple: true })).toBe(1);
+    } finally {
+      raw.close();
+    }
+  });
+
+  it("refuses a file written by a newer schema", async () => {
+    const path = join(dir, "tollgate.db");
+    const raw = new Database(path);
+    raw.pragma("user_version = 99");
+    raw.close();
+    expect(() => SqliteStore.open(path)).toThrow(/schema version 99/);
+  });
+
+  it("keeps counters, keys and usage across a reopen", async () => {
+    const path = join(dir, "tollgate.db");
+    const first = SqliteStore.open(path);
+    const counter = { key: "k", max: 10, amount: 7, windowMs: HOUR };
+    await first.reserve("r", [counter], HOUR);
+    await first.settle("r", [6]);
+    const key = { id: "key_1", hash: "d".repeat(64), prefix: "tg_", plan: "free", service: false, grants: [], verified: true, createdAt: 1 };
+    await first.putKey(key);
+    const record = emptyUsageRecord("req_1", new Date());
+    await first.appendUsage(record);
+    await first.close();
+
+    const second = openStore(path);
+    expect(await second.peek([counter])).toEqual([6]);
+    expect(await second.findKey(key.hash)).toEqual(key);
+    expect(await second.queryUsage({ since: 0 })).toEqual([record]);
+  });
+
+  it("two handles on one file share the same limits", async () => {
+    const path = join(dir, "tollgate.db");
+    const a = openStore(path);
+    const b = openStore(path);
+    const counter = { key: "shared", max: 3, amount: 1, windowMs: HOUR };
+    const results = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => (i % 2 ? a : b).reserve(`r${i}`, [counter], HOUR)),
+    );
+    expect(results.filter((r) => r.ok)).toHaveLength(3);
+    await a.release("r0");
+    expect(await b.peek([counter])).toEqual([2]);
+  });
+
+  it("deletes entries that left their window, across all keys, so the table does not grow forever", async () => {
+    const path = join(dir, "tollgate.db");
+    let now = Date.UTC(2025, 0, 1);
+    const store = openStore(path, { now: () => now });
+    for (let i = 0; i < 50; i++) {
+      const id = `day1-${i}`;
+      await store.reserve(id, [{ key: "budget:2025-01-01", max: 1e9, amount: 1, windowMs: 1_000 }], HOUR);
+      await store.settle(id, [1]);
+    }
+    // An unsettled reservation whose lease ran out stays until its window ends, so a late settle can still count.
+    await store.reserve("late", [{ key: "rpm", max: 10, amount: 1, windowMs: 5_000 }], 100);
+    now += 1_000;
+    await store.reserve("next", [{ key: "budget:2025-01-02", max: 1e9, amount: 1, windowMs: 1_000 }], HOUR);
+
+    const raw = new Database(path, { readonly: true });
+    try {
+      expect(raw.prepare("SELECT key FROM counter_entries ORDER BY key").pluck().all()).toEqual(["budget:2025-01-02", "rpm"]);
+    } finally {
+      raw.close();
+    }
+  });
+
+  it("forgets expired distinct members and long-decayed scores", async () => {
+    const path = join(dir, "tollgate.db");
+    let now = Date.UTC(2025, 0, 1);
+    const store = openStore(path, { now: () => now });
+    for (let i = 0; i < 20; i++) await store.distinct(`ip:${i}`, "user", 1_000);
+    for (let i = 0; i < 20; i++) await store.score(`ip:${i}`, 5, 10);
+    now += HOUR;
+    await store.distinct("ip:fresh", "user", 1_000);
+    await store.score("ip:fresh", 1, 10);
+
+    const raw = new Database(path, { readonly: true });
+    try {
+      expect(raw.prepare("SELECT key FROM distinct_members").pluck().all()).toEqual(["ip:fresh"]);
+      expect(raw.prepare("SELECT key FROM scores").pluck().all()).toEqual(["ip:fresh"]);
+    } finally {
+      raw.close();
+    }
+  });
+
+  it("revokes every key filed under the id", async () => {
+    const store = openStore(join(dir, "tollgate.db"), { now: () => 42 });
+    const base = { id: "dup", prefix: "tg_", plan: "free", service: false, grants: [], verified: true, createdAt: 1 };
+    await store.putKey({ ...base, hash: "1".repeat(64) });
+    await store.putKey({ ...base, hash: "2".repeat(64) });
+    expect(await store.revokeKey("dup")).toBe(true);
+    expect((await store.listKeys()).map((k) => k.revokedAt)).toEqual([42, 42]);
+  });
+});
+
+const compiled = fileURLToPath(new URL("../../dist/stores/sqlite.js", import.meta.url));
+const worker = fileURLToPath(new URL("../../test/fixtures/sqlite-race-worker.mjs", import.meta.url));
+
+interface Child {
+  proc: ChildProcessWithoutNullStreams;
+  /** Resolves with the next JSON line the child prints. */
+  next(): Promise<Record<string, unknown>>;
+  exited: Promise<number | null>;
+}
+
+function child(args: string[]): Child {
+  const proc = spawn(process.execPath, [worker, ...args], { stdio: ["pipe", "pipe", "pipe"] });
+  let stderr = "";
+  proc.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((res) => proc.on("exit", (code) => res(code)));
+  const lines = createInterface({ input: proc.stdout })[Symbol.asyncIterator]();
+  return {
+    proc,
+    exited,
+    async next() {
+      const line = await Promise.race([
+        lines.next(),
+        exited.then((code) => {
+          throw new Error(`worker exited (${code}) before printing: ${stderr}`);
+        }),
+      ]);
+      if (line.done) throw new Error(`worker closed stdout: ${stderr}`);
+      return JSON.parse(line.value) as Record<string, unknown>;
+    },
+  };
+}
+
+// The children load the compiled store; `npm test` builds before running vitest.
+describe.skipIf(!existsSync(compiled))("sqlite store across processes", () => {
+  let dir: string;
+  const children: Child[] = [];
+
+  beforeEach(async () => {
+    dir = await tempDir();
+  });
+
+  afterEach(async () => {
+    for (const c of children.splice(0)) {
+      if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill("SIGKILL");
+      await c.exited;
+    }
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("4 processes reserving 100 times each against max 50 admit exactly 50", async () => {
+    const db = join(dir, "race.db");
+    for (let i = 0; i < 4; i++) children.push(child(["race", db, "race", "50", "100"]));
+    for (const c of children) expect(await c.next()).toEqual({ ready: true });
+    for (const c of children) c.proc.stdin.write("go\n");
+    const admitted = await Promise.all(children.map(async (c) => (await c.next()).admitted as number));
+    expect(admitted.reduce((a, b) => a + b, 0)).toBe(50);
+
+    const store = SqliteStore.open(db);
+    try {
+      expect(await store.peek([{ key: "race", windowMs: HOUR }])).toEqual([50]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("a process killed before settling gives its reservation back after the lease, and its usage record survives", async () => {
+    const db = join(dir, "crash.db");
+    const leaseMs = 300;
+    const record = { ...emptyUsageRecord("req_before_crash", new Date()), signals: ["x"], clamped: { max_tokens: { from: 100, to: 10 } } };
+    const c = child(["crash", db, "crash", String(leaseMs), JSON.stringify(record)]);
+    children.push(c);
+    const out = await c.next();
+    const printedBy = Date.now();
+    expect(out.result).toMatchObject({ ok: true });
+    c.proc.kill("SIGKILL");
+    await c.exited;
+
+    const store = SqliteStore.open(db);
+    try {
+      const counter = { key: "crash", max: 1, amount: 1, windowMs: HOUR };
+      // Only meaningful while the lease is surely still running; a slow machine may already be past it.
+      if (Date.now() < (out.reservedAt as number) + leaseMs) {
+        expect(await store.reserve("too-early", [counter], HOUR)).toMatchObject({ ok: false, used: 1 });
+      }
+      expect(await store.queryUsage({ since: 0 })).toEqual([record]);
+
+      await sleep(Math.max(0, printedBy + leaseMs + 50 - Date.now()));
+      expect(await store.peek([counter])).toEqual([0]);
+      expect(await store.reserve("after-lease", [counter], HOUR)).toMatchObject({ ok: true });
+    } finally {
+      await store.close();
+    }
+  });
+});

@@ -1,0 +1,344 @@
+import { mkdirSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import Database from "better-sqlite3";
+import type { UsageRecord } from "../core/usage-record.js";
+import type { Counter, ReserveResult, Store, StoredKey, UsageQuery } from "./store.js";
+
+const SCHEMA_VERSION = 1;
+
+/**
+ * A score this many half-lives old is worth less than 2^-64 of what it was: deleting it changes a
+ * read by less than rounding does, and without it every IP or user ever scored keeps a row forever.
+ */
+const SCORE_FORGET_HALF_LIVES = 64;
+
+const SCHEMA = `
+  -- One row per reserved amount. seq orders rows reserved in the same millisecond.
+  -- held = 1 while the row belongs to a reservation that settle/release can still find;
+  -- lease_until is NULL once settled. gone_at = ts + window_ms, so one indexed delete prunes
+  -- every key, including keys that are never used again (yesterday's budget).
+  CREATE TABLE IF NOT EXISTS counter_entries (
+    seq INTEGER PRIMARY KEY,
+    key TEXT NOT NULL,
+    id TEXT NOT NULL,
+    pos INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    amount REAL NOT NULL,
+    lease_until INTEGER,
+    window_ms INTEGER NOT NULL,
+    gone_at INTEGER NOT NULL,
+    held INTEGER NOT NULL DEFAULT 1
+  );
+  -- Covers the sum, which reads every live entry of a key on every reserve.
+  CREATE INDEX IF NOT EXISTS counter_entries_key_ts ON counter_entries (key, ts, lease_until, amount);
+  CREATE INDEX IF NOT EXISTS counter_entries_gone_at ON counter_entries (gone_at);
+  CREATE INDEX IF NOT EXISTS counter_entries_held ON counter_entries (id, pos) WHERE held = 1;
+
+  CREATE TABLE IF NOT EXISTS scores (
+    key TEXT PRIMARY KEY,
+    value REAL NOT NULL,
+    ts INTEGER NOT NULL,
+    forget_at REAL NOT NULL
+  );
+  CREATE INDEX IF NOT EXISTS scores_forget_at ON scores (forget_at);
+
+  CREATE TABLE IF NOT EXISTS distinct_members (
+    key TEXT NOT NULL,
+    member TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (key, member)
+  ) WITHOUT ROWID;
+  CREATE INDEX IF NOT EXISTS distinct_members_expires_at ON distinct_members (expires_at);
+
+  CREATE TABLE IF NOT EXISTS api_keys (
+    hash TEXT PRIMARY KEY,
+    id TEXT NOT NULL,
+    json TEXT NOT NULL
+  );
+  CREATE INDEX IF NOT EXISTS api_keys_id ON api_keys (id);
+
+  -- ts is NULL when the record's ts does not parse, so no range query returns it (as in memory).
+  CREATE TABLE IF NOT EXISTS usage_records (
+    seq INTEGER PRIMARY KEY,
+    ts INTEGER,
+    record TEXT NOT NULL
+  );
+  CREATE INDEX IF NOT EXISTS usage_records_ts ON usage_records (ts);
+`;
+
+export interface SqliteStoreOptions {
+  /** Clock in epoch milliseconds; tests inject one to move time. */
+  now?: () => number;
+}
+
+interface LiveEntry {
+  ts: number;
+  amount: number;
+}
+
+/**
+ * The single-host shared store: every process that opens the same file shares the same limits,
+ * and keys and usage survive restarts. Same semantics as MemoryStore.
+ *
+ * better-sqlite3 is synchronous, so each method does its work before returning its promise; the
+ * event loop is blocked for the length of one small transaction.
+ */
+export class SqliteStore implements Store {
+  readonly kind = "sqlite" as const;
+
+  static open(path: string, opts: SqliteStoreOptions = {}): SqliteStore {
+    if (path !== ":memory:" && path !== "" && !path.startsWith("file:")) {
+      mkdirSync(dirname(resolve(path)), { recursive: true });
+    }
+    const db = new Database(path);
+    try {
+      // Set before anything else: opening a new file races other processes over the WAL switch
+      // and the schema, and without a busy timeout the loser fails instead of waiting.
+      db.pragma("busy_timeout = 5000");
+      db.pragma("journal_mode = WAL");
+      // Durability promise: an acknowledged write survives a crash of the process. In WAL mode
+      // every commit is written to the -wal file before it returns, so once it is in the OS page
+      // cache a killed process loses nothing; NORMAL only skips the fsync per commit, which
+      // matters only when the OS itself crashes or power fails (then the last few commits may be
+      // lost, never corrupted). FULL would fsync on every reserve and cap throughput at the
+      // disk's flush rate, for a guarantee the store does not promise.
+      db.pragma("synchronous = NORMAL");
+      migrate(db);
+      return new SqliteStore(db, opts.now ?? Date.now);
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+  }
+
+  private readonly sweepEntries;
+  private readonly sumLive;
+  private readonly listLive;
+  private readonly detachHeld;
+  private readonly insertEntry;
+  private readonly heldEntries;
+  private readonly settleEntry;
+  private readonly releaseHeld;
+  private readonly getScore;
+  private readonly putScore;
+  private readonly sweepScores;
+  private readonly putMember;
+  private readonly sweepMembers;
+  private readonly countMembers;
+  private readonly upsertKey;
+  private readonly keyByHash;
+  private readonly allKeys;
+  private readonly keysById;
+  private readonly updateKey;
+  private readonly insertUsage;
+  private readonly usageSince;
+  private readonly usageBetween;
+
+  private readonly reserveTx;
+  private readonly settleTx;
+  private readonly peekTx;
+  private readonly scoreTx;
+  private readonly distinctTx;
+  private readonly revokeTx;
+
+  private constructor(
+    private readonly db: Database.Database,
+    private readonly now: () => number,
+  ) {
+    this.sweepEntries = db.prepare<[number]>("DELETE FROM counter_entries WHERE gone_at <= ?");
+    this.sumLive = db
+      .prepare<[string, number, number], number>(
+        `SELECT COALESCE(SUM(amount), 0) FROM counter_entries
+         WHERE key = ? AND ts > ? AND (lease_until IS NULL OR lease_until > ?)`,
+      )
+      .pluck();
+    this.listLive = db.prepare<[string, number, number], LiveEntry>(
+      `SELECT ts, amount FROM counter_entries
+       WHERE key = ? AND ts > ? AND (lease_until IS NULL OR lease_until > ?)
+       ORDER BY ts, seq`,
+    );
+    this.detachHeld = db.prepare<[string]>("UPDATE counter_entries SET held = 0 WHERE id = ? AND held = 1");
+    this.insertEntry = db.prepare<[string, string, number, number, number, number | null, number, number]>(
+      `INSERT INTO counter_entries (key, id, pos, ts, amount, lease_until, window_ms, gone_at, held)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)`,
+    );
+    this.heldEntries = db.prepare<[string], { seq: number; pos: number }>(
+      "SELECT seq, pos FROM counter_entries WHERE id = ? AND held = 1",
+    );
+    this.settleEntry = db.prepare<[number | null, number]>(
+      "UPDATE counter_entries SET amount = COALESCE(?, amount), lease_until = NULL, held = 0 WHERE seq = ?",
+    );
+    this.releaseHeld = db.prepare<[string]>("DELETE FROM counter_entries WHERE id = ? AND held = 1");
+
+    this.getScore = db.prepare<[string], { value: number; ts: number }>("SELECT value, ts FROM scores WHERE key = ?");
+    this.putScore = db.prepare<[string, number, number, number]>(
+      `INSERT INTO scores (key, value, ts, forget_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (key) DO UPDATE SET value = excluded.value, ts = excluded.ts, forget_at = excluded.forget_at`,
+    );
+    this.sweepScores = db.prepare<[number]>("DELETE FROM scores WHERE forget_at <= ?");
+
+    this.putMember = db.prepare<[string, string, number]>(
+      `INSERT INTO distinct_members (key, member, expires_at) VALUES (?, ?, ?)
+       ON CONFLICT (key, member) DO UPDATE SET expires_at = excluded.expires_at`,
+    );
+    this.sweepMembers = db.prepare<[number]>("DELETE FROM distinct_members WHERE expires_at <= ?");
+    this.countMembers = db.prepare<[string], number>("SELECT COUNT(*) FROM distinct_members WHERE key = ?").pluck();
+
+    // ON CONFLICT keeps the rowid, so listKeys keeps first-insertion order like the memory store.
+    this.upsertKey = db.prepare<[string, string, string]>(
+      `INSERT INTO api_keys (hash, id, json) VALUES (?, ?, ?)
+       ON CONFLICT (hash) DO UPDATE SET id = excluded.id, json = excluded.json`,
+    );
+    this.keyByHash = db.prepare<[string], string>("SELECT json FROM api_keys WHERE hash = ?").pluck();
+    this.allKeys = db.prepare<[], string>("SELECT json FROM api_keys ORDER BY rowid").pluck();
+    this.keysById = db.prepare<[string], { hash: string; json: string }>("SELECT hash, json FROM api_keys WHERE id = ?");
+    this.updateKey = db.prepare<[string, string]>("UPDATE api_keys SET json = ? WHERE hash = ?");
+
+    this.insertUsage = db.prepare<[number | null, string]>("INSERT INTO usage_records (ts, record) VALUES (?, ?)");
+    this.usageSince = db
+      .prepare<[number], string>("SELECT record FROM usage_records WHERE ts >= ? ORDER BY seq")
+      .pluck();
+    this.usageBetween = db
+      .prepare<[number, number], string>("SELECT record FROM usage_records WHERE ts >= ? AND ts < ? ORDER BY seq")
+      .pluck();
+
+    this.reserveTx = db.transaction((id: string, counters: Counter[], leaseMs: number, now: number): ReserveResult => {
+      this.sweepEntries.run(now);
+      const totals: number[] = [];
+      for (let i = 0; i < counters.length; i++) {
+        const c = counters[i]!;
+        const start = now - c.windowMs;
+        const used = this.sumLive.get(c.key, start, now)!;
+        totals.push(used + c.amount);
+        if (used + c.amount > c.max) {
+          const live = c.amount <= c.max ? this.listLive.all(c.key, start, now) : [];
+          return { ok: false, index: i, used, retryAfterMs: retryAfter(live, c.windowMs, used + c.amount - c.max, c.amount <= c.max, now) };
+        }
+      }
+      // A reused id takes over the name; the older entries keep counting until their lease ends,
+      // as they would in memory, but settle/release now address only the new ones.
+      this.detachHeld.run(id);
+      const leaseUntil = now + leaseMs;
+      counters.forEach((c, i) => {
+        this.insertEntry.run(c.key, id, i, now, c.amount, Number.isFinite(leaseUntil) ? leaseUntil : null, c.windowMs, now + c.windowMs);
+      });
+      return { ok: true, totals };
+    });
+
+    this.settleTx = db.transaction((id: string, actual: number[]) => {
+      for (const row of this.heldEntries.all(id)) this.settleEntry.run(actual[row.pos] ?? null, row.seq);
+    });
+
+    // One read transaction so the totals come from the same snapshot.
+    this.peekTx = db.transaction((counters: Pick<Counter, "key" | "windowMs">[], now: number) =>
+      counters.map((c) => this.sumLive.get(c.key, now - c.windowMs, now)!),
+    );
+
+    this.scoreTx = db.transaction((key: string, delta: number, halfLifeMs: number, now: number) => {
+      this.sweepScores.run(now);
+      const s = this.getScore.get(key);
+      const value = (s ? s.value * Math.pow(0.5, (now - s.ts) / halfLifeMs) : 0) + delta;
+      if (delta !== 0 || s) this.putScore.run(key, value, now, now + SCORE_FORGET_HALF_LIVES * halfLifeMs);
+      return value;
+    });
+
+    this.distinctTx = db.transaction((key: string, member: string, ttlMs: number, now: number) => {
+      this.putMember.run(key, member, now + ttlMs);
+      this.sweepMembers.run(now);
+      return this.countMembers.get(key)!;
+    });
+
+    this.revokeTx = db.transaction((id: string, now: number) => {
+      const rows = this.keysById.all(id);
+      for (const row of rows) {
+        const key = JSON.parse(row.json) as StoredKey;
+        if (key.revokedAt !== undefined) continue;
+        key.revokedAt = now;
+        this.updateKey.run(JSON.stringify(key), row.hash);
+      }
+      return rows.length > 0;
+    });
+  }
+
+  // Every transaction that writes after reading is IMMEDIATE: it takes the write lock before the
+  // read, so another process cannot commit between our check and our write, and a busy lock is
+  // waited for (busy_timeout) rather than failing with SQLITE_BUSY on the upgrade.
+
+  async reserve(id: string, counters: Counter[], leaseMs: number): Promise<ReserveResult> {
+    return this.reserveTx.immediate(id, counters, leaseMs, this.now());
+  }
+
+  async settle(id: string, actual: number[]): Promise<void> {
+    this.settleTx.immediate(id, actual);
+  }
+
+  async release(id: string): Promise<void> {
+    this.releaseHeld.run(id);
+  }
+
+  async peek(counters: Pick<Counter, "key" | "windowMs">[]): Promise<number[]> {
+    return this.peekTx.deferred(counters, this.now());
+  }
+
+  async score(key: string, delta: number, halfLifeMs: number): Promise<number> {
+    return this.scoreTx.immediate(key, delta, halfLifeMs, this.now());
+  }
+
+  async distinct(key: string, member: string, ttlMs: number): Promise<number> {
+    return this.distinctTx.immediate(key, member, ttlMs, this.now());
+  }
+
+  async putKey(key: StoredKey): Promise<void> {
+    this.upsertKey.run(key.hash, key.id, JSON.stringify(key));
+  }
+
+  async findKey(hash: string): Promise<StoredKey | undefined> {
+    const json = this.keyByHash.get(hash);
+    return json === undefined ? undefined : (JSON.parse(json) as StoredKey);
+  }
+
+  async listKeys(): Promise<StoredKey[]> {
+    return this.allKeys.all().map((json) => JSON.parse(json) as StoredKey);
+  }
+
+  /** Revokes every key filed under `id`: ids are meant to be unique, and when they are not, revoking only one would leave a live secret behind. */
+  async revokeKey(id: string): Promise<boolean> {
+    return this.revokeTx.immediate(id, this.now());
+  }
+
+  async appendUsage(record: UsageRecord): Promise<void> {
+    const ts = Date.parse(record.ts);
+    this.insertUsage.run(Number.isNaN(ts) ? null : ts, JSON.stringify(record));
+  }
+
+  async queryUsage(q: UsageQuery): Promise<UsageRecord[]> {
+    const rows = q.until === undefined ? this.usageSince.all(q.since) : this.usageBetween.all(q.since, q.until);
+    return rows.map((json) => JSON.parse(json) as UsageRecord);
+  }
+
+  async close(): Promise<void> {
+    if (this.db.open) this.db.close();
+  }
+}
+
+function migrate(db: Database.Database): void {
+  db.transaction(() => {
+    const version = db.pragma("user_version", { simple: true }) as number;
+    if (version > SCHEMA_VERSION) {
+      throw new Error(`store schema version ${version} is newer than this tollgate understands (${SCHEMA_VERSION})`);
+    }
+    db.exec(SCHEMA);
+    if (version < SCHEMA_VERSION) db.pragma(`user_version = ${SCHEMA_VERSION}`);
+  }).immediate();
+}
+
+/** How long until the oldest live entries worth `excess` leave the window; same rule as the memory store. */
+function retryAfter(live: LiveEntry[], windowMs: number, excess: number, fits: boolean, now: number): number | undefined {
+  if (!fits) return undefined;
+  let freed = 0;
+  for (const e of live) {
+    freed += e.amount;
+    if (freed >= excess) return Math.max(0, e.ts + windowMs - now);
+  }
+  return undefined;
+}

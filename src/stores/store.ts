@@ -1,0 +1,91 @@
+import type { UsageRecord } from "../core/usage-record.js";
+
+/**
+ * What the engine needs from a store, and nothing more. Every quota, budget and run counter is
+ * the same primitive: a counter over a window that admits a reservation only if the whole amount
+ * fits, taken atomically across several counters at once, and later settled to the actual amount.
+ *
+ * A counter is a sliding log: every reservation is an entry (id, time, amount); the counter's value
+ * is the sum of the entries younger than `windowMs`. That is exact — "at most N in any window" —
+ * where fixed windows admit 2N across a boundary. Calendar budgets use a key that names the period
+ * (e.g. the UTC day) with a window that covers it, so they reset when the key changes.
+ */
+export interface Counter {
+  key: string;
+  /** Largest total the window may hold. */
+  max: number;
+  /** What this request reserves: 1 request, estimated tokens, estimated micro-dollars. */
+  amount: number;
+  windowMs: number;
+}
+
+export type ReserveResult =
+  | {
+      ok: true;
+      /** Each counter's total after this reservation (for remaining-quota headers). */
+      totals: number[];
+    }
+  | {
+      ok: false;
+      /** Index of the first counter that would overflow. */
+      index: number;
+      /** That counter's current total. */
+      used: number;
+      /** When enough of its window expires for this amount to fit; undefined when it never will. */
+      retryAfterMs?: number;
+    };
+
+export interface StoredKey {
+  id: string;
+  /** sha256 of the secret, hex. The secret itself is never stored. */
+  hash: string;
+  /** First characters of the secret, to recognise it in listings. */
+  prefix: string;
+  user?: string;
+  plan: string;
+  service: boolean;
+  grants: string[];
+  routes?: string[];
+  verified: boolean;
+  createdAt: number;
+  expiresAt?: number;
+  revokedAt?: number;
+}
+
+export interface UsageQuery {
+  since: number;
+  until?: number;
+}
+
+export interface Store {
+  readonly kind: "memory" | "sqlite" | "redis";
+  /**
+   * Adds `amount` to every counter, or to none: refused when any counter would exceed `max`.
+   * The entries are held under `id` until settled; an unsettled entry stops counting once
+   * `leaseMs` has passed, so a crashed process's reservations come back.
+   */
+  reserve(id: string, counters: Counter[], leaseMs: number): Promise<ReserveResult>;
+  /** Replaces the reserved amounts with the actual ones (same order as reserve) and ends the lease. Idempotent. */
+  settle(id: string, actual: number[]): Promise<void>;
+  /** Drops a reservation entirely (the request was refused or never ran). */
+  release(id: string): Promise<void>;
+  /** Current totals of counters, without reserving. */
+  peek(counters: Pick<Counter, "key" | "windowMs">[]): Promise<number[]>;
+
+  /** Adds `delta` to a score that halves every `halfLifeMs`; returns the decayed total. delta 0 reads it. */
+  score(key: string, delta: number, halfLifeMs: number): Promise<number>;
+  /** Adds `member` to a set that forgets members after `ttlMs`; returns how many it holds. */
+  distinct(key: string, member: string, ttlMs: number): Promise<number>;
+
+  putKey(key: StoredKey): Promise<void>;
+  findKey(hash: string): Promise<StoredKey | undefined>;
+  listKeys(): Promise<StoredKey[]>;
+  /** Returns false when no such key. */
+  revokeKey(id: string): Promise<boolean>;
+
+  /** Persists one usage record; resolves once it is durable for this store. */
+  appendUsage(record: UsageRecord): Promise<void>;
+  queryUsage(query: UsageQuery): Promise<UsageRecord[]>;
+
+  close(): Promise<void>;
+}

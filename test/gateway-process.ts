@@ -1,0 +1,94 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { stringify } from "yaml";
+import type { UsageRecord } from "../src/core/usage-record.js";
+
+const CLI = join(import.meta.dirname, "..", "dist", "cli", "main.js");
+
+/** A real `tollgate serve` process on a free port, with its stdout usage records collected. */
+export class GatewayProcess {
+  readonly records: UsageRecord[] = [];
+  stdout = "";
+  stderr = "";
+  url = "";
+  private exited?: Promise<number | null>;
+
+  private constructor(readonly child: ChildProcess, readonly configPath: string) {}
+
+  static async start(config: object | string, env: NodeJS.ProcessEnv = {}): Promise<GatewayProcess> {
+    const dir = mkdtempSync(join(tmpdir(), "tollgate-e2e-"));
+    const configPath = join(dir, "tollgate.yaml");
+    writeFileSync(configPath, typeof config === "string" ? config : stringify(config));
+    const child = spawn(process.execPath, [CLI, "serve", "--config", configPath, "--port", "0"], {
+      env: { ...process.env, ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const gw = new GatewayProcess(child, configPath);
+    gw.exited = new Promise((resolve) => child.once("exit", (code) => resolve(code)));
+    let pending = "";
+    child.stdout!.setEncoding("utf8").on("data", (d: string) => {
+      gw.stdout += d;
+      pending += d;
+      let nl;
+      while ((nl = pending.indexOf("\n")) >= 0) {
+        const line = pending.slice(0, nl);
+        pending = pending.slice(nl + 1);
+        if (line.startsWith("{")) gw.records.push(JSON.parse(line));
+      }
+    });
+    child.stderr!.setEncoding("utf8").on("data", (d: string) => (gw.stderr += d));
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`gateway did not start:\n${gw.stderr}`)), 15_000);
+      const check = () => {
+        const m = /tollgate listening on (http:\/\/\S+)/.exec(gw.stdout);
+        if (m) {
+          clearTimeout(timer);
+          gw.url = m[1]!;
+          resolve();
+        }
+      };
+      child.stdout!.on("data", check);
+      child.once("exit", (code) => {
+        clearTimeout(timer);
+        reject(new Error(`gateway exited with ${code}:\n${gw.stderr}`));
+      });
+    });
+    return gw;
+  }
+
+  /** Waits until `n` usage records have been printed. */
+  async waitForRecords(n: number, timeoutMs = 5_000): Promise<UsageRecord[]> {
+    const start = Date.now();
+    while (this.records.length < n) {
+      if (Date.now() - start > timeoutMs) throw new Error(`expected ${n} usage records, got ${this.records.length}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return this.records;
+  }
+
+  async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<number | null> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
+    return this.exited!;
+  }
+}
+
+/** Runs the CLI to completion. */
+export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (d) => (stdout += d));
+    child.stderr.setEncoding("utf8").on("data", (d) => (stderr += d));
+    child.once("exit", (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+export function writeConfig(config: object | string): string {
+  const dir = mkdtempSync(join(tmpdir(), "tollgate-cfg-"));
+  const path = join(dir, "tollgate.yaml");
+  writeFileSync(path, typeof config === "string" ? config : stringify(config));
+  return path;
+}
