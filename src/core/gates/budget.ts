@@ -16,7 +16,7 @@ import { describeLimit, limitKey } from "./scope.js";
 export const budget: Gate = async function budget(ex, env) {
   const inspection = ex.inspection!;
   const model = ex.model!;
-  const inputTokens = estimateInputTokens(inspection.prompt, tokenizerFor(model.upstream));
+  const inputTokens = estimateInputTokens(inspection.prompt, tokenizerFor(model.upstream), model.upstream);
   const outputTokens = ex.upstream!.maxOutputTokens * inspection.choices;
   const estimate = worstCaseCost(model.price, inputTokens, outputTokens);
   ex.estimatedInputTokens = inputTokens;
