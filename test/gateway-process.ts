@@ -68,6 +68,17 @@ export class GatewayProcess {
     return this.records;
   }
 
+  /** Waits for the usage record of one request (records are printed just after the response). */
+  async recordFor(requestId: string | null, timeoutMs = 5_000) {
+    const start = Date.now();
+    for (;;) {
+      const rec = this.records.find((r) => r.request_id === requestId);
+      if (rec) return rec;
+      if (Date.now() - start > timeoutMs) throw new Error(`no usage record for request ${requestId}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
   async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<number | null> {
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
     return this.exited!;

@@ -1,6 +1,6 @@
-import { randomUUID } from "node:crypto";
 import type { ResolvedConfig } from "../config/resolve.js";
-import { hashKey, newKeySecret } from "../core/identity.js";
+import { TollgateError } from "../core/errors.js";
+import { createKey, keyInfo } from "../core/keys.js";
 import { openStore } from "../stores/open.js";
 
 function usage(message: string): Error {
@@ -17,23 +17,25 @@ export async function keysCommand(
   try {
     if (action === "create") {
       if (!opts.plan) throw usage("keys create: --plan is required");
-      if (!config.plans[opts.plan]) throw usage(`keys create: unknown plan "${opts.plan}" (known: ${Object.keys(config.plans).join(", ")})`);
-      if (!opts.user && !opts.service) throw usage("keys create: --user is required (or --service)");
-      const routes = opts.routes?.split(",").map((r) => r.trim()).filter(Boolean);
-      for (const r of routes ?? []) if (!config.routes.some((x) => x.name === r)) throw usage(`keys create: unknown route "${r}"`);
       let expiresAt: number | undefined;
       if (opts.expires) {
         expiresAt = Date.parse(opts.expires);
         if (Number.isNaN(expiresAt)) throw usage("keys create: --expires expects an ISO-8601 time");
       }
-      const secret = newKeySecret();
-      const id = `key_${randomUUID().replace(/-/g, "").slice(0, 16)}`;
-      await store.putKey({ id, hash: hashKey(secret), prefix: secret.slice(0, 7), user: opts.user, plan: opts.plan, service: !!opts.service, grants: [opts.plan], routes, verified: false, createdAt: Date.now(), expiresAt });
-      process.stdout.write(opts.json ? JSON.stringify({ id, key: secret, user: opts.user ?? null, plan: opts.plan }) + "\n" : `${secret}\n\nid ${id}, user ${opts.user ?? "(service)"}, plan ${opts.plan}. The key is shown only this once.\n`);
+      const routes = opts.routes?.split(",").map((r) => r.trim()).filter(Boolean);
+      let created;
+      try {
+        created = await createKey(store, config, { user: opts.user, plan: opts.plan, routes, service: opts.service, expiresAt });
+      } catch (err) {
+        if (TollgateError.is(err)) throw usage(`keys create: ${err.message}`);
+        throw err;
+      }
+      const { id, key } = created;
+      process.stdout.write(opts.json ? JSON.stringify({ id, key, user: opts.user ?? null, plan: opts.plan }) + "\n" : `${key}\n\nid ${id}, user ${opts.user ?? "(service)"}, plan ${opts.plan}. The key is shown only this once.\n`);
     } else if (action === "list") {
       const keys = await store.listKeys();
       if (opts.json) {
-        process.stdout.write(JSON.stringify(keys.map(({ hash: _hash, ...k }) => k), null, 2) + "\n");
+        process.stdout.write(JSON.stringify(keys.map(keyInfo), null, 2) + "\n");
         return;
       }
       for (const k of keys) {

@@ -12,6 +12,7 @@ import { anthropicErrorBody, openaiErrorBody } from "../formats/errors.js";
 import type { RequestFormat, SseEvent } from "../formats/format.js";
 import type { UpstreamResult } from "../providers/provider.js";
 import { formatSse } from "../providers/sse.js";
+import { createAdmin } from "./admin.js";
 import { parseJson, readBody } from "./body.js";
 import { ENDPOINTS } from "./endpoints.js";
 
@@ -28,6 +29,7 @@ export interface Gateway {
 export function createGateway(engine: Engine): Gateway {
   const cfg = engine.config;
   const routes = [...cfg.routes].sort((a, b) => b.path.length - a.path.length);
+  const admin = createAdmin(engine);
   let inFlight = 0;
   let idle: (() => void) | undefined;
 
@@ -49,6 +51,7 @@ export function createGateway(engine: Engine): Gateway {
     res.setHeader("x-tollgate-request-id", requestId);
     const url = (req.url ?? "/").split("?")[0]!;
     if (url === "/healthz" && req.method === "GET") return sendJson(res, 200, { status: "ok" });
+    if (url === "/admin" || url.startsWith("/admin/")) return admin(req, res, url);
     const match = matchRoute(routes, url);
     if (!match) return sendError(res, "openai", new TollgateError("not_found", `no route serves ${url}`));
     const { route, rest } = match;
@@ -241,6 +244,8 @@ function sendError(res: ServerResponse, api: "openai" | "anthropic", err: Tollga
     return;
   }
   const headers: Record<string, string> = {};
+  // A refusal before the body was read: close instead of draining what the client still sends.
+  if (!res.req.complete) headers["connection"] = "close";
   for (const h of ["ratelimit", "ratelimit-policy"]) if (ex?.headers[h]) headers[h] = ex.headers[h]!;
   if (err.retryAfterSeconds !== undefined) headers["retry-after"] = String(err.retryAfterSeconds);
   sendJson(res, err.status, api === "anthropic" ? anthropicErrorBody(err) : openaiErrorBody(err), headers);
