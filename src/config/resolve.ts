@@ -299,7 +299,7 @@ export function resolveConfig(raw: RawConfig): ResolvedConfig {
       nearCapPrompt: a.signals?.near_cap_prompt ?? 5,
       ipManyUsers: a.signals?.ip_many_users ?? 10,
       burstUnderLimit: a.signals?.burst_under_limit ?? 5,
-      newIdentityExpensiveModel: a.signals?.new_identity_expensive_model ?? 10,
+      newIdentityExpensiveModel: a.signals?.new_identity_expensive_model ?? 5,
     },
   };
 

@@ -7,7 +7,7 @@ import { compileNetworks } from "./client-ip.js";
 import { TollgateError } from "./errors.js";
 import { Exchange, type CallerContext } from "./exchange.js";
 import type { Gate, GateEnv } from "./gate.js";
-import { abuse, ipScoreKey, userScoreKey } from "./gates/abuse.js";
+import { abuse, abuseEnabled, ipScoreKey, userScoreKey } from "./gates/abuse.js";
 import { budget } from "./gates/budget.js";
 import { identify } from "./gates/identify.js";
 import { modelPolicy } from "./gates/model-policy.js";
@@ -208,7 +208,7 @@ export class Engine {
     if (ex.budget) releases.push(this.store.release(ex.budget.id));
     const { weights, halfLifeMs } = this.config.abuse;
     // Refusals the caller could not cause (store or provider trouble) do not make it suspicious.
-    if (ex.identity && err.status < 500 && err.code !== "blocked" && weights.refused > 0) {
+    if (ex.identity && abuseEnabled(this.env) && err.status < 500 && err.code !== "blocked" && weights.refused > 0) {
       releases.push(this.store.score(userScoreKey(ex.identity.user), weights.refused, halfLifeMs));
       releases.push(this.store.score(ipScoreKey(ex.identity.ipGroup), weights.refused, halfLifeMs));
     }

@@ -35,6 +35,8 @@ export class Exchange {
   readonly record: UsageRecord;
   identity?: Identity;
   downgrade = false;
+  /** Few requests on record for this user: asking for an expensive model is a signal. */
+  newIdentity = false;
   signals: string[] = [];
   format?: RequestFormat;
   inspection?: Inspection;

@@ -55,24 +55,78 @@ function tooLarge(size: number, max: number, atLeast = false): TollgateError {
   });
 }
 
-/** Parses JSON after a linear scan that refuses excessive nesting (a stack-exhaustion vector). */
+/**
+ * Parses a JSON body, refusing what JSON.parse would accept but a provider could read differently:
+ * excessive nesting (refused by a linear scan before JSON.parse can recurse into it), duplicate
+ * keys (JSON.parse keeps the last, another parser the first) and numbers JSON cannot hold
+ * (`1e400` parses as Infinity and would be re-serialised as null).
+ */
 export function parseJson(buf: Buffer): unknown {
   const text = buf.toString("utf8");
-  let depth = 0;
-  let inString = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (inString) {
-      if (c === 92 /* \ */) i++;
-      else if (c === 34 /* " */) inString = false;
-    } else if (c === 34) inString = true;
-    else if (c === 91 || c === 123) {
-      if (++depth > MAX_JSON_DEPTH) throw new TollgateError("invalid_request", `the request body nests deeper than ${MAX_JSON_DEPTH} levels`);
-    } else if (c === 93 || c === 125) depth--;
-  }
+  scanStructure(text);
+  let value: unknown;
   try {
-    return JSON.parse(text);
+    value = JSON.parse(text);
   } catch {
     throw new TollgateError("invalid_request", "the request body is not valid JSON");
+  }
+  checkNumbers(value, "body");
+  return value;
+}
+
+interface Frame {
+  keys?: Set<string>;
+  expectKey: boolean;
+}
+
+/** One pass over the text: nesting depth and duplicate object keys. Syntax errors are left to JSON.parse. */
+function scanStructure(text: string): void {
+  const stack: Frame[] = [];
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 34 /* " */) {
+      const start = i;
+      let escaped = false;
+      for (i++; i < text.length; i++) {
+        const d = text.charCodeAt(i);
+        if (d === 92 /* \ */) {
+          escaped = true;
+          i++;
+        } else if (d === 34) break;
+      }
+      const top = stack[stack.length - 1];
+      if (top?.keys && top.expectKey) {
+        const raw = text.slice(start, i + 1);
+        let key = raw.slice(1, -1);
+        if (escaped) {
+          try {
+            key = JSON.parse(raw) as string;
+          } catch {
+            return;
+          }
+        }
+        if (top.keys.has(key)) throw new TollgateError("invalid_request", `the request body repeats the key "${key.slice(0, 64)}"`, { param: key.slice(0, 64) });
+        top.keys.add(key);
+        top.expectKey = false;
+      }
+    } else if (c === 123 /* { */ || c === 91 /* [ */) {
+      if (stack.length >= MAX_JSON_DEPTH) throw new TollgateError("invalid_request", `the request body nests deeper than ${MAX_JSON_DEPTH} levels`);
+      stack.push(c === 123 ? { keys: new Set(), expectKey: true } : { expectKey: false });
+    } else if (c === 125 /* } */ || c === 93 /* ] */) {
+      stack.pop();
+    } else if (c === 44 /* , */) {
+      const top = stack[stack.length - 1];
+      if (top?.keys) top.expectKey = true;
+    }
+  }
+}
+
+function checkNumbers(value: unknown, path: string): void {
+  if (typeof value === "number") {
+    if (!Number.isFinite(value)) throw new TollgateError("invalid_request", `${path}: a number too large to represent`, { param: path });
+  } else if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) checkNumbers(value[i], `${path}[${i}]`);
+  } else if (value && typeof value === "object") {
+    for (const k in value) checkNumbers((value as Record<string, unknown>)[k], path === "body" ? k : `${path}.${k}`);
   }
 }

@@ -46,6 +46,18 @@ export function createGateway(engine: Engine): Gateway {
     });
   });
 
+  // Bytes that are not HTTP (or a body that overruns its Content-Length into the next request)
+  // still get an answer in the API's error format, then the connection closes.
+  server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
+    if (!socket.writable || err.code === "ECONNRESET") return socket.destroy();
+    const timeout = err.code === "ERR_HTTP_REQUEST_TIMEOUT" || err.code === "ERR_HTTP_HEADERS_TIMEOUT";
+    const refusal = new TollgateError("invalid_request", timeout ? "the request headers did not arrive in time" : "malformed HTTP request");
+    const body = JSON.stringify(openaiErrorBody(refusal));
+    socket.end(
+      `HTTP/1.1 ${timeout ? 408 : 400} ${timeout ? "Request Timeout" : "Bad Request"}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nX-Tollgate-Request-Id: ${randomUUID()}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  });
+
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const requestId = randomUUID();
     res.setHeader("x-tollgate-request-id", requestId);
@@ -232,6 +244,28 @@ async function drained(res: ServerResponse, abort: AbortController, stallMs: num
   }
 }
 
+/** Most of an unread body tollgate will swallow so the client can read its refusal; past it, the connection is cut. */
+const DISCARD_MAX_BYTES = 32 * 1024 * 1024;
+const DISCARD_MAX_MS = 10_000;
+
+/**
+ * A refusal sent before the body was read: HTTP clients only see the response if the server keeps
+ * reading what they are still sending, so the rest is read and thrown away — never buffered —
+ * within a byte and time budget, after which the connection is cut.
+ */
+function discardRestOfBody(req: IncomingMessage): void {
+  let seen = 0;
+  const cut = () => req.socket.destroy();
+  const timer = setTimeout(cut, DISCARD_MAX_MS).unref();
+  req.on("data", (chunk: Buffer) => {
+    seen += chunk.length;
+    if (seen > DISCARD_MAX_BYTES) cut();
+  });
+  req.once("end", () => clearTimeout(timer));
+  req.once("close", () => clearTimeout(timer));
+  req.resume();
+}
+
 function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
   res.writeHead(status, { ...headers, "content-type": "application/json", "content-length": Buffer.byteLength(text) });
@@ -244,8 +278,7 @@ function sendError(res: ServerResponse, api: "openai" | "anthropic", err: Tollga
     return;
   }
   const headers: Record<string, string> = {};
-  // A refusal before the body was read: close instead of draining what the client still sends.
-  if (!res.req.complete) headers["connection"] = "close";
+  if (!res.req.complete) discardRestOfBody(res.req);
   for (const h of ["ratelimit", "ratelimit-policy"]) if (ex?.headers[h]) headers[h] = ex.headers[h]!;
   if (err.retryAfterSeconds !== undefined) headers["retry-after"] = String(err.retryAfterSeconds);
   sendJson(res, err.status, api === "anthropic" ? anthropicErrorBody(err) : openaiErrorBody(err), headers);

@@ -1,12 +1,14 @@
 import { TollgateError } from "../errors.js";
+import type { ResolvedModel } from "../../config/resolve.js";
 import type { Gate } from "../gate.js";
+import { fireSignal } from "./abuse.js";
 import { allowedOutputTokens } from "./normalise.js";
 
 /**
  * Gate 5: is this model allowed for this plan and route; resolve the alias; apply a downgrade;
  * expensive models can require a verified or paid caller. Ends by building the upstream body.
  */
-export const modelPolicy: Gate = function modelPolicy(ex, env) {
+export const modelPolicy: Gate = async function modelPolicy(ex, env) {
   const inspection = ex.inspection!;
   const id = ex.identity!;
   const requested = inspection.model ?? ex.route.defaultModel;
@@ -22,6 +24,7 @@ export const modelPolicy: Gate = function modelPolicy(ex, env) {
     if (need === "verified" && !id.verified) throw new TollgateError("model_not_allowed", `model ${requested} requires a verified account`, { param: "model" });
     if (need === "paid" && !plan?.paid) throw new TollgateError("model_not_allowed", `model ${requested} requires a paid plan`, { param: "model" });
   }
+  if (ex.newIdentity && isExpensive(model)) await fireSignal(ex, env, "new_identity_expensive_model");
   const cheaper = env.config.abuse.downgradeTo;
   if (ex.downgrade && cheaper && cheaper !== requested && env.config.models[cheaper]) {
     model = env.config.models[cheaper]!;
@@ -38,3 +41,10 @@ export const modelPolicy: Gate = function modelPolicy(ex, env) {
   ex.upstream = { model: model.upstream, maxOutputTokens: allowedOutputTokens(inspection.outputTokens, ex.route.input.maxOutputTokens), reasoning: model.reasoning };
   ex.upstreamBody = ex.format!.rewrite(ex.inspectedBody!, ex.upstream, inspection);
 };
+
+/** Output at $10 per 1M tokens or more, or gated by `requires`: worth stealing. */
+const EXPENSIVE_OUTPUT_MICROS_PER_M = 10_000_000;
+
+function isExpensive(model: ResolvedModel): boolean {
+  return model.requires.length > 0 || model.price.output >= EXPENSIVE_OUTPUT_MICROS_PER_M;
+}

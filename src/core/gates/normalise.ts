@@ -1,6 +1,9 @@
 import { TollgateError } from "../errors.js";
 import type { Gate } from "../gate.js";
+import { fireSignal } from "./abuse.js";
 
+/** A prompt this close to the cap, again and again, is someone filling every request to the brim. */
+const NEAR_CAP = 0.9;
 const LOGPROB_PARAMS = new Set(["logprobs", "top_logprobs", "logit_bias"]);
 
 /**
@@ -8,7 +11,7 @@ const LOGPROB_PARAMS = new Set(["logprobs", "top_logprobs", "logit_bias"]);
  * by the transport; here the format reads it into an Inspection and every cap of the route applies.
  * Output-token requests are clamped (or refused) so the reservation at gate 6 is a real bound.
  */
-export const normalise: Gate = function normalise(ex) {
+export const normalise: Gate = async function normalise(ex, env) {
   const inspection = ex.inspection!;
   const caps = ex.route.input;
   const rec = ex.record;
@@ -21,6 +24,7 @@ export const normalise: Gate = function normalise(ex) {
   if (caps.maxPromptChars !== undefined && inspection.promptChars > caps.maxPromptChars) {
     throw tooLarge("the prompt's length in characters", inspection.promptChars, caps.maxPromptChars, "max_prompt_chars");
   }
+  if (caps.maxPromptChars !== undefined && inspection.promptChars >= NEAR_CAP * caps.maxPromptChars) await fireSignal(ex, env, "near_cap_prompt");
   if (caps.maxMessages !== undefined && inspection.messages > caps.maxMessages) throw tooLarge("the number of messages", inspection.messages, caps.maxMessages, "max_messages");
   if (caps.maxTools !== undefined && inspection.tools > caps.maxTools) throw tooLarge("the number of tools", inspection.tools, caps.maxTools, "max_tools");
   if (caps.maxAttachments !== undefined && inspection.attachments.length > caps.maxAttachments) {
@@ -52,14 +56,19 @@ export const normalise: Gate = function normalise(ex) {
     const [field] = fields.find(([, v]) => v === asked)!;
     throw new TollgateError("output_tokens_exceeded", `${field}=${asked} is over this route's cap of ${cap} output tokens`, { param: field });
   }
-  for (const [field, v] of fields) if (v > cap) rec.clamped[field] = { from: v, to: cap };
+  // Every output field goes upstream with one value, so no provider can pick a larger one.
+  const allowed = allowedOutputTokens(inspection.outputTokens, cap);
+  for (const [field, v] of fields) if (v !== allowed) rec.clamped[field] = { from: v, to: allowed };
   if (!fields.length) rec.clamped["max_output_tokens"] = { from: null, to: cap };
   const clamped = Object.entries(rec.clamped).filter(([, c]) => c.from !== null);
   if (clamped.length) ex.headers["x-tollgate-clamped"] = clamped.map(([f, c]) => `${f}=${c.from}->${c.to}`).join(", ");
 };
 
-/** The output tokens the request may generate per choice, after the clamp. */
+/**
+ * The output tokens the request may generate per choice: the route cap, or less when the client
+ * asked for less. When two fields disagree the smaller wins — never more than any field asked for.
+ */
 export function allowedOutputTokens(outputTokens: Record<string, number>, cap: number): number {
   const values = Object.values(outputTokens);
-  return values.length ? Math.min(cap, Math.max(...values)) : cap;
+  return values.length ? Math.min(cap, ...values) : cap;
 }

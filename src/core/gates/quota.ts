@@ -1,8 +1,13 @@
 import { TollgateError } from "../errors.js";
 import { leaseMs, type Gate } from "../gate.js";
 import type { HeldCounter } from "../exchange.js";
+import { fireSignal } from "./abuse.js";
 import { budgetCounters, budgetRefusal } from "./budget.js";
 import { describeLimit, limitKey } from "./scope.js";
+
+/** Riding a window to within 10% of its limit is a signal; tiny limits fill up innocently. */
+const BURST_SHARE = 0.9;
+const BURST_MIN_LIMIT = 5;
 
 /**
  * Gate 3: request-count windows, taken before the body is read, so a limited caller's flood of
@@ -26,6 +31,7 @@ export const quota: Gate = async function quota(ex, env) {
     }
     ex.quota = { id, counters };
     rateLimitHeaders(ex.headers, counters, result.totals);
+    if (counters.some((c, i) => c.max >= BURST_MIN_LIMIT && result.totals[i]! >= BURST_SHARE * c.max)) await fireSignal(ex, env, "burst_under_limit");
   }
 
   // Refuse a caller whose budget is already gone without reading the body.
