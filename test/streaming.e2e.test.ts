@@ -1,0 +1,214 @@
+import { readFileSync } from "node:fs";
+import { request } from "node:http";
+import OpenAI from "openai";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { MockUpstream } from "../src/testing/mock-upstream.js";
+import { GatewayProcess } from "./gateway-process.js";
+
+let mock: MockUpstream;
+let gw: GatewayProcess;
+
+beforeAll(async () => {
+  mock = await MockUpstream.start();
+  gw = await GatewayProcess.start({
+    store: "memory:",
+    server: { timeout: "2s", idle_timeout: "1s", first_byte_timeout: "1s" },
+    providers: { up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "sk-up" } },
+    models: { "gpt-4o-mini": { provider: "up" }, o3: { provider: "up" } },
+    plans: { free: { models: ["gpt-4o-mini", "o3"] } },
+    keys: [{ key: "tg_stream", user: "sam", plan: "free" }],
+    routes: { chat: { path: "/chat", plans: ["free"], default_model: "gpt-4o-mini", input: { max_output_tokens: 30 } } },
+  });
+});
+afterAll(async () => {
+  await gw?.stop();
+  await mock?.close();
+});
+beforeEach(() => mock.reset());
+
+/** A raw streaming request, so the test controls exactly when the client goes away. */
+function openStream(body: object = {}) {
+  const url = new URL(`${gw.url}/chat/v1/chat/completions`);
+  const payload = JSON.stringify({ messages: [{ role: "user", content: "stream" }], stream: true, ...body });
+  const req = request(url, { method: "POST", headers: { authorization: "Bearer tg_stream", "content-type": "application/json", "content-length": Buffer.byteLength(payload) } });
+  req.end(payload);
+  return new Promise<{ res: import("node:http").IncomingMessage; destroy: () => number; requestId: string }>((resolve, reject) => {
+    req.once("response", (res) =>
+      resolve({
+        res,
+        requestId: String(res.headers["x-tollgate-request-id"]),
+        destroy: () => {
+          const at = performance.now();
+          req.destroy();
+          return at;
+        },
+      }),
+    );
+    req.once("error", reject);
+  });
+}
+
+const client = () => new OpenAI({ baseURL: `${gw.url}/chat/v1`, apiKey: "tg_stream", maxRetries: 0 });
+
+describe("streaming: cancellation", () => {
+  it("aborts upstream within 100 ms when the client disconnects, and charges the tokens sent", async () => {
+    mock.setBehavior({ outputTokens: 500, ignoreMaxTokens: true, tokenIntervalMs: 20 });
+    const { res, destroy, requestId } = await openStream();
+    res.resume();
+    await new Promise((r) => setTimeout(r, 300));
+    const gone = destroy();
+    const upstream = mock.requests[0]!;
+    const closedAt = await mock.waitForClose(upstream, 2_000);
+    const latency = closedAt - gone;
+    console.log(`client disconnect -> upstream abort: ${latency.toFixed(1)} ms`);
+    expect(latency).toBeLessThan(100);
+    const rec = await gw.recordFor(requestId);
+    expect(rec).toMatchObject({ ended: "client_disconnect", usage_source: "counted" });
+    expect(rec.output_tokens).toBeGreaterThan(3);
+    expect(rec.output_tokens).toBeLessThanOrEqual(upstream.chunksSent);
+    expect(rec.cost_usd).toBeGreaterThan(0);
+  });
+
+  it("never streams past the route's output cap, even from a provider that ignores max_tokens", async () => {
+    mock.setBehavior({ outputTokens: 200, ignoreMaxTokens: true, tokenIntervalMs: 2 });
+    const { data: stream, response } = await client().chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "x" }], stream: true }).withResponse();
+    let chunks = 0;
+    let finish: string | null | undefined;
+    for await (const c of stream) {
+      if (c.choices[0]?.delta?.content) chunks++;
+      finish = c.choices[0]?.finish_reason ?? finish;
+    }
+    expect(chunks).toBeLessThanOrEqual(30);
+    expect(chunks).toBeGreaterThanOrEqual(29);
+    expect(finish).toBe("length");
+    await mock.waitForClose(mock.requests[0]!, 2_000);
+    expect(mock.requests[0]!.chunksSent).toBeLessThan(200);
+    const rec = await gw.recordFor(response.headers.get("x-tollgate-request-id"));
+    expect(rec).toMatchObject({ ended: "output_cap" });
+    expect(rec.output_tokens).toBeLessThanOrEqual(31);
+  });
+
+  it("ends a never-ending stream at the wall-clock cap and aborts upstream", async () => {
+    mock.setBehavior({ neverEnd: true, tokenIntervalMs: 100 });
+    const started = performance.now();
+    const { data: stream, response } = await client().chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "x" }], stream: true, max_tokens: 30 }).withResponse();
+    const err = await (async () => {
+      for await (const _ of stream);
+    })().catch((e) => e);
+    const elapsed = performance.now() - started;
+    expect(elapsed).toBeGreaterThan(1_800);
+    expect(elapsed).toBeLessThan(3_000);
+    expect(err?.message ?? "").toMatch(/wall-clock/);
+    await mock.waitForClose(mock.requests[0]!, 1_000);
+    const rec = await gw.recordFor(response.headers.get("x-tollgate-request-id"));
+    expect(rec.ended).toBe("timeout");
+  });
+
+  it("cuts a stalled upstream at idle_timeout, long before the total deadline", async () => {
+    mock.setBehavior({ outputTokens: 5, tokenIntervalMs: 1_500 });
+    const started = performance.now();
+    const r = await fetch(`${gw.url}/chat/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: "Bearer tg_stream", "content-type": "application/json" },
+      body: JSON.stringify({ messages: [{ role: "user", content: "x" }], stream: true }),
+    });
+    await r.text();
+    expect(performance.now() - started).toBeLessThan(1_900);
+    const rec = await gw.recordFor(r.headers.get("x-tollgate-request-id"));
+    expect(rec.ended).toBe("timeout");
+  });
+
+  it("aborts a non-streamed call at the wall-clock cap with 504, and when its client leaves", async () => {
+    mock.setBehavior({ outputTokens: 20, tokenIntervalMs: 200 });
+    const err = await client().chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "x" }] }).catch((e) => e);
+    expect(err.status).toBe(504);
+    expect(err.code).toBe("upstream_timeout");
+    await mock.waitForClose(mock.requests[0]!, 1_000);
+
+    mock.reset();
+    mock.setBehavior({ outputTokens: 20, tokenIntervalMs: 200 });
+    const ac = new AbortController();
+    const pending = client().chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "x" }] }, { signal: ac.signal }).catch((e) => e);
+    await mock.waitForRequests(1);
+    const gone = performance.now();
+    ac.abort();
+    await pending;
+    const closedAt = await mock.waitForClose(mock.requests[0]!, 1_000);
+    expect(closedAt - gone).toBeLessThan(100);
+  });
+
+  it("charges the full reserved output of a reasoning model whose stream was cut", async () => {
+    mock.setBehavior({ outputTokens: 500, ignoreMaxTokens: true, tokenIntervalMs: 20, omitUsage: true });
+    const { res, destroy, requestId } = await openStream({ model: "o3" });
+    res.resume();
+    await new Promise((r) => setTimeout(r, 200));
+    destroy();
+    const rec = await gw.recordFor(requestId);
+    expect(rec).toMatchObject({ ended: "client_disconnect", usage_source: "reserved", output_tokens: 30 });
+  });
+});
+
+describe("streaming: failures and backpressure", () => {
+  it("ends a stream that fails mid-way with an error the SDK raises, and charges what was sent", async () => {
+    mock.setBehavior({ outputTokens: 20, failAfterChunks: 5, tokenIntervalMs: 5 });
+    const { data: stream, response } = await client().chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "x" }], stream: true }).withResponse();
+    let text = "";
+    const err = await (async () => {
+      for await (const c of stream) text += c.choices[0]?.delta?.content ?? "";
+    })().catch((e) => e);
+    expect(err).toBeInstanceOf(OpenAI.APIError);
+    expect(text.length).toBeGreaterThan(0);
+    const rec = await gw.recordFor(response.headers.get("x-tollgate-request-id"));
+    expect(rec).toMatchObject({ ended: "upstream_error", usage_source: "counted" });
+    expect(rec.output_tokens).toBeGreaterThanOrEqual(4);
+    expect(rec.cost_usd).toBeGreaterThan(0);
+  });
+
+  it("does not buffer for a client that stops reading: upstream is held back, then the client is cut", async () => {
+    // Two million tokens, no delay (~300 MB of SSE): far more than the socket buffers on the way
+    // hold, so without backpressure the gateway would have to keep it in memory.
+    mock.setBehavior({ ignoreMaxTokens: true, outputTokens: 2_000_000 });
+    const big = await GatewayProcess.start({
+      store: "memory:",
+      server: { idle_timeout: "1s", timeout: "60s" },
+      providers: { up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "sk-up" } },
+      models: { "gpt-4o-mini": { provider: "up" } },
+      plans: { free: { models: ["gpt-4o-mini"] } },
+      keys: [{ key: "tg_stream", user: "sam", plan: "free" }],
+      routes: { chat: { path: "/chat", plans: ["free"], input: { max_output_tokens: 3_000_000 } } },
+    });
+    const rss = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${big.child.pid}/status`, "utf8"))![1]) * 1024;
+    try {
+      // Warm up first: the tokenizer's tables load on the first request and are not a buffer.
+      mock.setBehavior({ outputTokens: 5 });
+      await fetch(`${big.url}/chat/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: "Bearer tg_stream", "content-type": "application/json" },
+        body: JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: "warm up" }], stream: true }),
+      }).then((r) => r.text());
+      mock.reset();
+      mock.setBehavior({ ignoreMaxTokens: true, outputTokens: 2_000_000 });
+      const before = rss();
+      const url = new URL(`${big.url}/chat/v1/chat/completions`);
+      const payload = JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: "x" }], stream: true });
+      const req = request(url, { method: "POST", headers: { authorization: "Bearer tg_stream", "content-type": "application/json" } });
+      req.end(payload);
+      const res = await new Promise<import("node:http").IncomingMessage>((r) => req.once("response", r));
+      res.pause(); // never read
+      let peak = 0;
+      const watch = setInterval(() => (peak = Math.max(peak, rss())), 50);
+      // The stalled client is cut after idle_timeout once the buffers are full, and upstream is released.
+      await mock.waitForClose(mock.requests[0]!, 8_000);
+      clearInterval(watch);
+      const sent = mock.requests[0]!.chunksSent;
+      console.log(`slow reader: upstream sent ${sent} of 2000000 chunks; gateway RSS grew ${((peak - before) / 1e6).toFixed(1)} MB`);
+      expect(sent).toBeLessThan(1_000_000);
+      expect(peak - before).toBeLessThan(64 * 1024 * 1024);
+      const rec = await big.recordFor(String(res.headers["x-tollgate-request-id"]));
+      expect(rec.ended).toBe("client_disconnect");
+      req.destroy();
+    } finally {
+      await big.stop();
+    }
+  });
+});
