@@ -14,8 +14,16 @@ export interface Runtime {
   close(): Promise<void>;
 }
 
-export async function startRuntime(config: ResolvedConfig, opts: { onRecord?: (r: UsageRecord) => void; store?: Store } = {}): Promise<Runtime> {
-  const store = opts.store ?? (await openStore(config.store));
+export interface RuntimeOptions {
+  onRecord?: (r: UsageRecord) => void;
+  store?: Store;
+  /** Wraps the opened store (metrics time every operation and count its failures). */
+  instrumentStore?: (store: Store) => Store;
+}
+
+export async function startRuntime(config: ResolvedConfig, opts: RuntimeOptions = {}): Promise<Runtime> {
+  const opened = opts.store ?? (await openStore(config.store, { onStoreError: config.onStoreError }));
+  const store = opts.instrumentStore ? opts.instrumentStore(opened) : opened;
   const providers = createProviders(config);
   const engine = new Engine({ config, store, providers, onRecord: opts.onRecord });
   return {

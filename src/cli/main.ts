@@ -3,7 +3,7 @@ import { parseArgs } from "node:util";
 import { configJsonSchema } from "../config/schema.js";
 import { describeConfig } from "./check.js";
 import { loadOrExit } from "./config-file.js";
-import { DEMO_CONFIG, demoBanner } from "./demo.js";
+import { DEMO_CONFIG, demoBanner, generateTraffic } from "./demo.js";
 import { keysCommand } from "./keys.js";
 import { serve } from "./serve.js";
 import { usageCommand } from "./usage.js";
@@ -15,11 +15,13 @@ Usage: tollgate <command> [options]
 Commands:
   serve [--config FILE] [--port N] [--host H]   run the gateway (default config ./tollgate.yaml)
   check [--config FILE]                         validate a config and print what it resolved to
-  demo [--port N]                               run the gateway on the bundled demo config (offline)
+  demo [--port N] [--traffic]                   run the gateway on the bundled demo config (offline);
+                                                --traffic also sends it normal and abusive traffic
   keys create --user ID --plan PLAN [--routes a,b] [--service] [--expires ISO]
   keys list | keys revoke KEY_ID                manage keys in the store
-  usage [--since 24h] [--by user|route|model|ip] [--json]
-                                                spend and token totals from the usage records
+  usage [--since 24h] [--by user|route|model|ip] [--top N] [--series 1h] [--json]
+                                                spend and token totals from the usage records;
+                                                --series: one row per time bucket instead
   schema                                        print the config's JSON Schema
 
 Every command that reads the store takes --config FILE.
@@ -45,6 +47,8 @@ async function main(argv: string[]): Promise<void> {
       by: { type: "string" },
       json: { type: "boolean" },
       top: { type: "string" },
+      series: { type: "string" },
+      traffic: { type: "boolean" },
     },
   });
   if (!command || command === "help" || command === "--help" || command === "-h" || values.help) {
@@ -57,8 +61,13 @@ async function main(argv: string[]): Promise<void> {
   switch (command) {
     case "serve":
       return serve(loadOrExit(configFile), { port, host: values.host });
-    case "demo":
-      return serve(loadOrExit(DEMO_CONFIG), { port, host: values.host, banner: demoBanner });
+    case "demo": {
+      const config = loadOrExit(DEMO_CONFIG);
+      if (!values.traffic) return serve(config, { port, host: values.host, banner: (url) => demoBanner(url) });
+      // The simulated callers come from many addresses, carried in X-Forwarded-For.
+      config.server.trustProxy = 1;
+      return serve(config, { port, host: values.host, banner: (url) => demoBanner(url, true), onListening: (url) => void generateTraffic(url) });
+    }
     case "check": {
       const config = loadOrExit(configFile);
       process.stdout.write(describeConfig(config, configFile));

@@ -1,20 +1,25 @@
 import type { ResolvedConfig } from "../config/resolve.js";
-import type { UsageRecord } from "../core/usage-record.js";
 import { createGateway } from "../gateway/server.js";
+import { Observability } from "../observability/index.js";
 import { startRuntime } from "../runtime.js";
+import { sharedStoreWarning } from "../stores/replicas.js";
 
 export interface ServeOptions {
   port?: number;
   host?: string;
   /** Printed after the URL line (the demo prints its keys and a curl). */
   banner?: (url: string) => string;
+  /** Runs once the gateway listens (the demo starts its traffic here). */
+  onListening?: (url: string) => void;
 }
 
 /** Runs the gateway until SIGTERM/SIGINT, then drains in-flight requests and exits 0. */
 export async function serve(config: ResolvedConfig, opts: ServeOptions = {}): Promise<void> {
-  const writeRecord = config.server.log === "usage" ? (r: UsageRecord) => process.stdout.write(JSON.stringify(r) + "\n") : undefined;
-  const runtime = await startRuntime(config, { onRecord: writeRecord });
-  const gateway = createGateway(runtime.engine);
+  const observability = new Observability(config);
+  const warning = sharedStoreWarning(config.store);
+  if (warning) process.stderr.write(warning);
+  const runtime = await startRuntime(config, { onRecord: observability.onRecord, instrumentStore: (s) => observability.instrumentStore(s) });
+  const gateway = createGateway(runtime.engine, { observability });
   const host = opts.host ?? config.server.host;
   const port = opts.port ?? config.server.port;
   await new Promise<void>((resolve, reject) => {
@@ -29,11 +34,13 @@ export async function serve(config: ResolvedConfig, opts: ServeOptions = {}): Pr
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${actualPort}`;
   process.stdout.write(`tollgate listening on ${url}\n`);
   if (opts.banner) process.stderr.write(opts.banner(url));
+  opts.onListening?.(url);
 
   let stopping = false;
   const stop = async () => {
     if (stopping) return;
     stopping = true;
+    observability.close();
     await gateway.drain();
     await runtime.close();
     process.exit(0);

@@ -19,6 +19,7 @@ export interface ResolvedConfig {
     firstByteTimeoutMs: number;
     idleTimeoutMs: number;
     log: "usage" | "none";
+    metrics: "open" | "admin" | "off";
   };
   store: string;
   onStoreError: "closed" | "open";
@@ -303,6 +304,8 @@ export function resolveConfig(raw: RawConfig): ResolvedConfig {
     },
   };
 
+  if (raw.server.metrics === "admin" && !raw.admin_key) issues.push({ path: "server.metrics", message: '"admin" needs admin_key: without it nobody could scrape /metrics' });
+
   if (issues.length) throw new ConfigError(issues);
   return {
     server: {
@@ -314,6 +317,7 @@ export function resolveConfig(raw: RawConfig): ResolvedConfig {
       firstByteTimeoutMs: ms(raw.server.first_byte_timeout),
       idleTimeoutMs: ms(raw.server.idle_timeout),
       log: raw.server.log,
+      metrics: raw.server.metrics,
     },
     store: raw.store,
     onStoreError: raw.on_store_error,

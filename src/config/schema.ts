@@ -168,13 +168,18 @@ export const serverSchema = z.strictObject({
   first_byte_timeout: duration.default("30s"),
   idle_timeout: duration.default("30s"),
   log: z.enum(["usage", "none"]).default("usage").describe("usage: one JSON usage record per request on stdout."),
+  metrics: z
+    .enum(["open", "admin", "off"])
+    .default("open")
+    .describe("GET /metrics: open (Prometheus scrapes without credentials), admin (bearer admin_key), off."),
 });
 
 export const configSchema = z.strictObject({
   server: serverSchema.default(serverSchema.parse({})),
   store: z
     .string()
-    .regex(/^(memory:|sqlite:.+|redis:\/\/.+|rediss:\/\/.+)$/, { error: 'expected "memory:", "sqlite:PATH" or "redis://HOST:PORT[/DB]"' })
+    // `store: memory:` is not valid YAML (it reads as a mapping), so plain `memory` is accepted too.
+    .regex(/^(memory:?|sqlite:.+|redis:\/\/.+|rediss:\/\/.+)$/, { error: 'expected "memory:", "sqlite:PATH" or "redis://HOST:PORT[/DB]"' })
     .default("sqlite:./.tollgate/tollgate.db"),
   on_store_error: z.enum(["closed", "open"]).default("closed"),
   admin_key: z.string().optional(),

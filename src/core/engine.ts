@@ -98,6 +98,42 @@ export class Engine {
     });
   }
 
+  /**
+   * A model call inside an admitted request (library mode: an agent loop makes several). The child
+   * shares the parent's identity and run, runs gates 4-6 and settles on its own, and folds its
+   * usage into the parent's record instead of writing one of its own.
+   */
+  child(parent: Exchange, endpoint: Exchange["caller"]["endpoint"]): Exchange {
+    const ex = new Exchange({ ...parent.caller, endpoint }, parent.route, `${parent.id}:${++parent.children}`);
+    ex.parent = parent;
+    ex.identity = parent.identity;
+    ex.downgrade = parent.downgrade;
+    ex.newIdentity = parent.newIdentity;
+    ex.signals = [...parent.signals];
+    ex.record.user = parent.record.user;
+    ex.record.key_id = parent.record.key_id;
+    ex.record.plan = parent.record.plan;
+    ex.record.run_id = parent.record.run_id;
+    return ex;
+  }
+
+  /**
+   * Ends a request that ran no model call of its own through `call` (library mode): settles what
+   * admission took — tool calls the app reported count against the run — and writes the record.
+   */
+  async close(ex: Exchange, ended: Ended = "complete"): Promise<UsageRecord> {
+    if (ex.finished) return ex.record;
+    ex.finished = true;
+    if (ex.record.ended === null) ex.record.ended = ended;
+    try {
+      if (ex.quota) await this.store.settle(ex.quota.id, ex.quota.counters.map((c) => (c.unit === "tool_calls" ? ex.extraToolCalls : c.amount)));
+      if (ex.runStart) await this.store.settle(ex.runStart.id, [1]);
+    } finally {
+      await this.write(ex);
+    }
+    return ex.record;
+  }
+
   /** Gates 4-6 for a parsed body: normalise, model policy, budget reservation. */
   async prepare(ex: Exchange, format: RequestFormat, body: unknown): Promise<void> {
     ex.format = format;
@@ -153,11 +189,13 @@ export class Engine {
       outputTokens = reported.outputTokens;
       source = "provider";
     } else if (
-      (meter.started && model.reasoning && outcome.ended !== "complete" && outcome.ended !== "upstream_error") ||
+      (meter.started && (model.reasoning || ex.inspection!.hiddenOutput) && outcome.ended !== "complete" && outcome.ended !== "upstream_error") ||
+      (meter.started && ex.inspection!.detached) ||
       (meter.sent && !meter.started && (outcome.ended === "client_disconnect" || outcome.ended === "timeout"))
     ) {
       // What was generated cannot be known: a reasoning model's hidden tokens never appear in the
-      // stream, and a call we abandoned before the provider answered may have run to its cap.
+      // stream, a detached (background) generation goes on after we stop watching, and a call we
+      // abandoned before the provider answered may have run to its cap.
       // The reservation is the bound we can prove, so that is what is charged.
       outputTokens = Math.max(meter.counted, ex.upstream!.maxOutputTokens * ex.inspection!.choices);
       source = "reserved";
@@ -174,6 +212,7 @@ export class Engine {
     rec.input_tokens = generated ? inputTokens : 0;
     rec.output_tokens = outputTokens;
     rec.tool_calls = meter.toolCalls;
+    ex.costMicros = cost;
     rec.cost_usd = cost / 1e6;
     rec.usage_source = generated ? source : null;
     rec.ended = outcome.ended;
@@ -189,7 +228,9 @@ export class Engine {
           await this.store.release(ex.budget.id);
         }
       }
-      if (ex.quota) await this.store.settle(ex.quota.id, ex.quota.counters.map((c) => c.amount));
+      const toolCalls = meter.toolCalls + ex.extraToolCalls;
+      if (ex.quota) await this.store.settle(ex.quota.id, ex.quota.counters.map((c) => (c.unit === "tool_calls" ? toolCalls : c.amount)));
+      if (ex.runStart) await this.store.settle(ex.runStart.id, [1]);
     } finally {
       await this.write(ex);
     }
@@ -206,6 +247,7 @@ export class Engine {
     const releases: Promise<unknown>[] = [];
     if (ex.quota) releases.push(this.store.release(ex.quota.id));
     if (ex.budget) releases.push(this.store.release(ex.budget.id));
+    if (ex.runStart) releases.push(this.store.release(ex.runStart.id));
     const { weights, halfLifeMs } = this.config.abuse;
     // Refusals the caller could not cause (store or provider trouble) do not make it suspicious.
     if (ex.identity && abuseEnabled(this.env) && err.status < 500 && err.code !== "blocked" && weights.refused > 0) {
@@ -232,12 +274,38 @@ export class Engine {
     const rec = ex.record;
     rec.signals = ex.signals;
     rec.duration_ms = Math.round(performance.now() - ex.startedAt);
+    if (ex.parent) return foldInto(ex.parent, ex);
     try {
       await this.store.appendUsage(rec);
     } finally {
       this.onRecord(rec);
     }
   }
+}
+
+/** A child call's usage, added to its parent's record; money is summed in micro-dollars. */
+function foldInto(parent: Exchange, child: Exchange): void {
+  const p = parent.record;
+  const c = child.record;
+  parent.costMicros += child.costMicros;
+  parent.estimate += child.estimate;
+  p.cost_usd = parent.costMicros / 1e6;
+  p.estimated_cost_usd = parent.estimate / 1e6;
+  p.input_tokens += c.input_tokens;
+  p.output_tokens += c.output_tokens;
+  p.tool_calls += c.tool_calls;
+  p.attachments += c.attachments;
+  p.model_requested = c.model_requested ?? p.model_requested;
+  p.model = c.model ?? p.model;
+  p.stream ||= c.stream;
+  p.ttft_ms ??= c.ttft_ms;
+  p.usage_source = c.usage_source ?? p.usage_source;
+  p.endpoint = c.endpoint;
+  Object.assign(p.clamped, c.clamped);
+  if (c.ended && c.ended !== "complete") p.ended = c.ended;
+  if (c.decision === "deny") [p.decision, p.code] = ["deny", c.code];
+  else if (c.decision === "downgrade" && p.decision === "allow") p.decision = "downgrade";
+  for (const s of child.signals) if (!parent.signals.includes(s)) parent.signals.push(s);
 }
 
 function endedBy(err: unknown, signal: AbortSignal): Ended {

@@ -53,6 +53,11 @@ export class TollgateError extends Error {
     this.limit = options.limit;
   }
 
+  /** The name Fastify (and others) read an error's HTTP status from. */
+  get statusCode(): number {
+    return this.status;
+  }
+
   /** True for TollgateErrors from any copy of this package. */
   static is(value: unknown): value is TollgateError {
     return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[MARK] === true;

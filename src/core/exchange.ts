@@ -3,6 +3,7 @@ import type { Inspection, RequestFormat, UpstreamPlan } from "../formats/format.
 import type { Counter } from "../stores/store.js";
 import type { Credentials, Identity } from "./identity.js";
 import type { Micros } from "./money.js";
+import type { CallerPolicy } from "./policy.js";
 import { emptyUsageRecord, type UsageRecord } from "./usage-record.js";
 
 /** What a caller's transport layer knows before any gate runs. */
@@ -15,11 +16,13 @@ export interface CallerContext {
   /** x-tollgate-run: ties calls into one agent run. */
   runId?: string;
   requestId?: string;
+  /** An app request in library mode: model calls inside it are steps of their own. */
+  library?: boolean;
 }
 
 /** A counter the request holds, with what it means, to explain a refusal and settle it later. */
 export interface HeldCounter extends Counter {
-  unit: "requests" | "tokens" | "files" | "usd";
+  unit: "requests" | "tokens" | "files" | "usd" | "steps" | "tool_calls" | "runs" | "docs";
   /** Human name: "plan free daily budget", "route chat limit #1 (20 requests per 1d per user)". */
   label: string;
   /** For calendar budgets: when the period resets. */
@@ -38,6 +41,8 @@ export class Exchange {
   /** Few requests on record for this user: asking for an expensive model is a signal. */
   newIdentity = false;
   signals: string[] = [];
+  /** Operator blocks and budget overrides (gate 2 reads them when the admin API is on). */
+  policy?: CallerPolicy;
   format?: RequestFormat;
   inspection?: Inspection;
   /** The parsed body gate 4 validated; the upstream body is rebuilt from it. */
@@ -47,7 +52,16 @@ export class Exchange {
   upstreamBody?: Record<string, unknown>;
   estimatedInputTokens = 0;
   estimate: Micros = 0;
+  /** Settled cost, the record's cost_usd in integer micro-dollars. */
+  costMicros: Micros = 0;
+  /** Library mode: the request this model call belongs to, and how many calls it made. */
+  parent?: Exchange;
+  children = 0;
   quota?: { id: string; counters: HeldCounter[] };
+  /** The runs-per-window slot a run's first step took. */
+  runStart?: { id: string; counters: HeldCounter[] };
+  /** Tool calls and documents the app reported through the library's Gate. */
+  extraToolCalls = 0;
   budget?: { id: string; counters: HeldCounter[] };
   /** Response headers the transport should send (rate limits, model, budget, clamps). */
   readonly headers: Record<string, string> = {};

@@ -32,3 +32,133 @@ export function summarize(records: UsageRecord[], by: GroupBy): UsageRow[] {
   }
   return [...rows.values()].sort((a, b) => b.cost_micros - a.cost_micros || b.requests - a.requests);
 }
+
+export interface Totals {
+  requests: number;
+  denied: number;
+  downgraded: number;
+  input_tokens: number;
+  output_tokens: number;
+  cost_micros: Micros;
+}
+
+export function totalsOf(records: UsageRecord[]): Totals {
+  const t: Totals = { requests: 0, denied: 0, downgraded: 0, input_tokens: 0, output_tokens: 0, cost_micros: 0 };
+  for (const r of records) {
+    t.requests++;
+    if (r.decision === "deny") t.denied++;
+    if (r.decision === "downgrade") t.downgraded++;
+    t.input_tokens += r.input_tokens;
+    t.output_tokens += r.output_tokens;
+    t.cost_micros += recordMicros(r);
+  }
+  return t;
+}
+
+/** One value per bucket, in bucket order. */
+export interface SeriesValues {
+  requests: number[];
+  denied: number[];
+  tokens: number[];
+  cost_micros: Micros[];
+}
+
+export interface TimeSeries {
+  bucketMs: number;
+  /** Start of each bucket (epoch ms), aligned to multiples of bucketMs. */
+  buckets: number[];
+  total: SeriesValues;
+  /** Per group (by), the `top` most expensive in the period, the rest folded into "other". */
+  series: ({ group: string } & SeriesValues)[];
+}
+
+/** More buckets than this is a chart nobody can read and a response nobody should build. */
+export const MAX_BUCKETS = 2_000;
+
+/**
+ * Spend, tokens and requests per time bucket over [since, until), in total and per group. Buckets
+ * are aligned to the epoch, so two queries over overlapping periods agree on every bucket they share.
+ */
+export function timeSeries(records: UsageRecord[], opts: { since: number; until: number; bucketMs: number; by?: GroupBy; top?: number }): TimeSeries {
+  const { bucketMs } = opts;
+  const first = Math.floor(opts.since / bucketMs) * bucketMs;
+  const n = Math.max(1, Math.ceil((opts.until - first) / bucketMs));
+  if (n > MAX_BUCKETS) throw new RangeError(`${n} buckets is more than ${MAX_BUCKETS}: choose a larger bucket or a shorter period`);
+  const empty = (): SeriesValues => ({ requests: Array(n).fill(0), denied: Array(n).fill(0), tokens: Array(n).fill(0), cost_micros: Array(n).fill(0) });
+  const add = (v: SeriesValues, i: number, r: UsageRecord) => {
+    v.requests[i]++;
+    if (r.decision === "deny") v.denied[i]++;
+    v.tokens[i] += r.input_tokens + r.output_tokens;
+    v.cost_micros[i] += recordMicros(r);
+  };
+  const total = empty();
+  const groups = new Map<string, SeriesValues>();
+  const by = opts.by;
+  const keep = by ? new Set(summarize(records, by).slice(0, opts.top ?? Infinity).map((row) => row.group)) : undefined;
+  for (const r of records) {
+    const i = Math.floor((Date.parse(r.ts) - first) / bucketMs);
+    if (i < 0 || i >= n) continue;
+    add(total, i, r);
+    if (!by) continue;
+    const raw = (r[by] ?? "-") as string;
+    const group = keep!.has(raw) ? raw : "other";
+    let values = groups.get(group);
+    if (!values) groups.set(group, (values = empty()));
+    add(values, i, r);
+  }
+  const series = [...groups.entries()]
+    .map(([group, v]) => ({ group, ...v }))
+    .sort((a, b) => (a.group === "other" ? 1 : b.group === "other" ? -1 : sum(b.cost_micros) - sum(a.cost_micros) || sum(b.requests) - sum(a.requests)));
+  return { bucketMs, buckets: Array.from({ length: n }, (_, i) => first + i * bucketMs), total, series };
+}
+
+const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+
+/** Refused requests by code, most frequent first. */
+export function refusalsByCode(records: UsageRecord[]): { code: string; count: number; last_ts: string }[] {
+  const rows = new Map<string, { code: string; count: number; last_ts: string }>();
+  for (const r of records) {
+    if (r.decision !== "deny" || !r.code) continue;
+    const row = rows.get(r.code) ?? { code: r.code, count: 0, last_ts: r.ts };
+    row.count++;
+    if (r.ts > row.last_ts) row.last_ts = r.ts;
+    rows.set(r.code, row);
+  }
+  return [...rows.values()].sort((a, b) => b.count - a.count);
+}
+
+export interface FlaggedCaller {
+  user: string | null;
+  ip: string | null;
+  requests: number;
+  downgraded: number;
+  blocked: number;
+  /** Each signal that fired on this caller's downgraded or blocked requests, with how often. */
+  signals: Record<string, number>;
+  last_ts: string;
+}
+
+/**
+ * Callers that were downgraded or blocked, with the signals that fired (SPEC §8: every decision
+ * explains itself), most recently flagged first.
+ */
+export function flaggedCallers(records: UsageRecord[], limit = 50): FlaggedCaller[] {
+  const rows = new Map<string, FlaggedCaller>();
+  for (const r of records) {
+    const blocked = r.code === "blocked";
+    if (r.decision !== "downgrade" && !blocked) continue;
+    const key = `${r.user}\u0000${r.ip}`;
+    let row = rows.get(key);
+    if (!row) rows.set(key, (row = { user: r.user, ip: r.ip, requests: 0, downgraded: 0, blocked: 0, signals: {}, last_ts: r.ts }));
+    row.requests++;
+    if (blocked) row.blocked++;
+    else row.downgraded++;
+    // "score:57(network)" differs on every request; the part that explains it is the source.
+    for (const s of r.signals) {
+      const name = s.replace(/^score:\d+/, "score");
+      row.signals[name] = (row.signals[name] ?? 0) + 1;
+    }
+    if (r.ts > row.last_ts) row.last_ts = r.ts;
+  }
+  return [...rows.values()].sort((a, b) => (a.last_ts < b.last_ts ? 1 : a.last_ts > b.last_ts ? -1 : 0)).slice(0, limit);
+}

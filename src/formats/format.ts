@@ -28,6 +28,18 @@ export interface Inspection {
   embeddingInputs?: number;
   /** The client asked for usage in the stream itself. */
   clientWantsStreamUsage: boolean;
+  /** false for endpoints that generate nothing (embeddings): no output is clamped or reserved. */
+  producesOutput?: false;
+  /**
+   * The provider generates tokens the stream never shows (Anthropic's summarised thinking): a stream
+   * cut short is charged its reserved output, as for a reasoning model.
+   */
+  hiddenOutput?: boolean;
+  /**
+   * The provider keeps generating after the connection closes (Responses `background: true`):
+   * when its usage is not seen, the reservation is charged.
+   */
+  detached?: boolean;
 }
 
 export interface UpstreamPlan {
@@ -64,6 +76,18 @@ export interface Reading {
   model?: string;
 }
 
+/**
+ * What a stream has shown so far, kept by the meter for the events that end a stream tollgate cuts.
+ * `state` belongs to the format (open content blocks, output items) and is only read by it.
+ */
+export interface StreamTail {
+  id?: string;
+  model?: string;
+  /** Output tokens counted so far. */
+  outputTokens?: number;
+  state?: unknown;
+}
+
 export interface SseEvent {
   event?: string;
   data: string;
@@ -83,8 +107,9 @@ export interface RequestFormat {
   /** The body tollgate sends upstream: a new object from the validated one, with tollgate's model and caps. */
   rewrite(body: Record<string, unknown>, plan: UpstreamPlan, inspection: Inspection): Record<string, unknown>;
   readResponse(body: unknown): Reading;
-  readEvent(event: SseEvent, inspection: Inspection): Reading;
+  /** Reads one stream event; a format that needs to remember the stream keeps it in `tail.state`. */
+  readEvent(event: SseEvent, inspection: Inspection, tail?: StreamTail): Reading;
   /** Events that end a stream tollgate cut short, so the client's SDK sees a well-formed end. */
-  endStream(stop: StreamStop, last: { id?: string; model?: string }, message: string): SseEvent[];
+  endStream(stop: StreamStop, last: StreamTail, message: string): SseEvent[];
   errorBody(err: TollgateError): unknown;
 }

@@ -12,8 +12,10 @@ import { anthropicErrorBody, openaiErrorBody } from "../formats/errors.js";
 import type { RequestFormat, SseEvent } from "../formats/format.js";
 import type { UpstreamResult } from "../providers/provider.js";
 import { formatSse } from "../providers/sse.js";
+import type { Observability } from "../observability/index.js";
 import { createAdmin } from "./admin.js";
 import { parseJson, readBody } from "./body.js";
+import { createDashboard } from "./dashboard.js";
 import { ENDPOINTS } from "./endpoints.js";
 
 /** How long a client may take to send its body, separate from the generation's wall clock. */
@@ -25,11 +27,18 @@ export interface Gateway {
   drain(graceMs?: number): Promise<void>;
 }
 
+export interface GatewayOptions {
+  /** Metrics, traces and the live tail; the same object whose onRecord the engine was given. */
+  observability?: Observability;
+}
+
 /** The OpenAI/Anthropic-compatible HTTP gateway: a thin shell that feeds requests through the engine. */
-export function createGateway(engine: Engine): Gateway {
+export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gateway {
   const cfg = engine.config;
   const routes = [...cfg.routes].sort((a, b) => b.path.length - a.path.length);
-  const admin = createAdmin(engine);
+  const obs = opts.observability;
+  const admin = createAdmin(engine, obs);
+  const dashboard = createDashboard(cfg);
   let inFlight = 0;
   let idle: (() => void) | undefined;
 
@@ -63,7 +72,9 @@ export function createGateway(engine: Engine): Gateway {
     res.setHeader("x-tollgate-request-id", requestId);
     const url = (req.url ?? "/").split("?")[0]!;
     if (url === "/healthz" && req.method === "GET") return sendJson(res, 200, { status: "ok" });
-    if (url === "/admin" || url.startsWith("/admin/")) return admin(req, res, url);
+    if (url === "/metrics" && req.method === "GET") return admin.metrics(req, res);
+    if (url === "/admin" || url.startsWith("/admin/")) return admin.handle(req, res, url);
+    if (url === "/dashboard" || url.startsWith("/dashboard/")) return dashboard(req, res, url);
     const match = matchRoute(routes, url);
     if (!match) return sendError(res, "openai", new TollgateError("not_found", `no route serves ${url}`));
     const { route, rest } = match;
@@ -74,7 +85,8 @@ export function createGateway(engine: Engine): Gateway {
       return sendError(res, api, new TollgateError("not_found", `${url} is not an endpoint of this gateway`));
     }
     if (req.method !== "POST") return sendError(res, api, new TollgateError("invalid_request", `${rest} takes POST`));
-    await modelCall(req, res, route, endpoint.format, requestId);
+    if (obs) await obs.request(requestId, route.name, () => modelCall(req, res, route, endpoint.format, requestId));
+    else await modelCall(req, res, route, endpoint.format, requestId);
   }
 
   async function modelCall(req: IncomingMessage, res: ServerResponse, route: ResolvedRoute, format: RequestFormat, requestId: string) {

@@ -1,12 +1,46 @@
 import type { Store } from "./store.js";
 import { MemoryStore } from "./memory.js";
 
-/** Opens the store a config names: `memory:`, `sqlite:PATH` or `redis://…`. */
-export async function openStore(url: string): Promise<Store> {
-  if (url === "memory:") return new MemoryStore();
+export interface OpenStoreOptions {
+  /** What a Redis store does when Redis is away (SPEC §4 `on_store_error`). Default closed. */
+  onStoreError?: "closed" | "open";
+  /** Where availability changes are announced. Default stderr. */
+  log?: (line: string) => void;
+}
+
+/** Opens the store a config names: `memory:`, `sqlite:PATH` or `redis://…` / `rediss://…`. */
+export async function openStore(url: string, opts: OpenStoreOptions = {}): Promise<Store> {
+  if (url === "memory:" || url === "memory") return new MemoryStore();
   if (url.startsWith("sqlite:")) {
     const { SqliteStore } = await import("./sqlite.js");
     return SqliteStore.open(url.slice("sqlite:".length));
   }
+  if (url.startsWith("redis://") || url.startsWith("rediss://")) return openRedis(url, opts);
   throw new Error(`store ${url.split(":")[0]}: is not supported yet`);
+}
+
+async function openRedis(url: string, opts: OpenStoreOptions): Promise<Store> {
+  const log = opts.log ?? ((line: string) => process.stderr.write(line + "\n"));
+  const { RedisStore } = await import("./redis.js");
+  if (opts.onStoreError === "open") {
+    const { FailoverStore } = await import("./failover.js");
+    // Open mode starts without Redis if it must: local limits until it answers.
+    const redis = await RedisStore.open(url, { log, waitForReady: false });
+    await redis.ready(2_000).catch(() => {});
+    return new FailoverStore(redis, log);
+  }
+  // Closed mode refuses to start without Redis: every request would be a 503 anyway.
+  const redis = await RedisStore.open(url, { log });
+  let up = true;
+  redis.redis.on("ready", () => {
+    if (up) return;
+    up = true;
+    log(`tollgate: store redis at ${redis.address} is back`);
+  });
+  redis.redis.on("close", () => {
+    if (!up || redis.isClosed) return;
+    up = false;
+    log(`tollgate: store redis at ${redis.address} is unavailable; on_store_error is closed: requests are refused with 503 store_unavailable until it returns`);
+  });
+  return redis;
 }

@@ -2,6 +2,7 @@ import { inNetworks, ipNetwork } from "../client-ip.js";
 import { TollgateError } from "../errors.js";
 import type { Exchange } from "../exchange.js";
 import type { Gate, GateEnv } from "../gate.js";
+import { callerPolicy } from "../policy.js";
 
 export const userScoreKey = (user: string) => `sus:u:${user}`;
 export const ipScoreKey = (ipGroup: string) => `sus:ip:${ipGroup}`;
@@ -42,6 +43,15 @@ export async function fireSignal(ex: Exchange, env: GateEnv, name: SignalName): 
 /** Gate 2: blocklists and the caller's suspicion score (SPEC §8): block, or mark for a cheaper model. */
 export const abuse: Gate = async function abuse(ex, env) {
   const ip = ex.caller.ip;
+  // An operator's block (admin API) outranks every network rule, the allowlist included; only the
+  // admin API sets policies, so without an admin_key there is nothing to read.
+  if (env.config.adminKey !== undefined) {
+    ex.policy = await callerPolicy(env.store, ex.identity!);
+    if (ex.policy.blocked.length) {
+      ex.signals.push(...ex.policy.blocked.map((kind) => `admin_block:${kind}`));
+      throw new TollgateError("blocked", "this caller is blocked by the operator");
+    }
+  }
   if (inNetworks(env.allowlist, ip)) return;
   if (inNetworks(env.blocklist, ip)) {
     ex.signals.push("blocklist");

@@ -3,8 +3,9 @@ import { TollgateError } from "../errors.js";
 import type { Exchange, HeldCounter } from "../exchange.js";
 import { leaseMs, type Gate, type GateEnv } from "../gate.js";
 import { estimateInputTokens, tokenizerFor } from "../metering/tokens.js";
-import { worstCaseCost } from "../metering/prices.js";
+import { catalogLimits, worstCaseCost } from "../metering/prices.js";
 import { formatUsd, type Micros } from "../money.js";
+import { runBudgetCounter, runLimit } from "./runs.js";
 import { describeLimit, limitKey } from "./scope.js";
 
 /**
@@ -16,7 +17,10 @@ import { describeLimit, limitKey } from "./scope.js";
 export const budget: Gate = async function budget(ex, env) {
   const inspection = ex.inspection!;
   const model = ex.model!;
-  const inputTokens = estimateInputTokens(inspection.prompt, tokenizerFor(model.upstream), model.upstream);
+  let inputTokens = estimateInputTokens(inspection.prompt, tokenizerFor(model.upstream), model.upstream);
+  // State the gateway cannot see (previous_response_id, a file by URL) can make the prompt as long
+  // as the model's context window, and no longer. Gate 4 let it through only if the route allows it.
+  if (inspection.storedState.length) inputTokens = Math.max(inputTokens, catalogLimits(model.upstream, model.providerType)?.context ?? UNKNOWN_CONTEXT_TOKENS);
   const outputTokens = ex.upstream!.maxOutputTokens * inspection.choices;
   const estimate = worstCaseCost(model.price, inputTokens, outputTokens);
   ex.estimatedInputTokens = inputTokens;
@@ -26,12 +30,14 @@ export const budget: Gate = async function budget(ex, env) {
   const counters = [
     ...budgetCounters(ex, env, estimate),
     ...windowCounters(ex, inputTokens + outputTokens, inspection.attachments.length, estimate),
+    ...runBudgetCounter(ex, estimate),
   ].filter((c) => c.amount > 0 || c.unit === "usd");
   if (!counters.length) return;
   const id = `${ex.id}:b`;
   const result = await env.store.reserve(id, counters, leaseMs(ex));
   if (!result.ok) {
     const c = counters[result.index]!;
+    if (c.key.startsWith("run:")) throw runLimit(`this run would pass ${c.label} of $${formatUsd(c.max)}: $${formatUsd(Math.max(0, c.max - result.used))} left, this call may cost up to $${formatUsd(estimate)}`);
     if (c.unit === "usd") throw budgetRefusal(c, result.used, estimate, env.now(), result.retryAfterMs);
     const retry = Math.max(1, Math.ceil((result.retryAfterMs ?? c.windowMs) / 1000));
     const need = c.unit === "tokens" ? `${c.amount} tokens` : `${c.amount} files`;
@@ -47,6 +53,9 @@ export const budget: Gate = async function budget(ex, env) {
   if (remaining !== Infinity) ex.headers["x-tollgate-budget-remaining"] = formatUsd(Math.max(0, remaining));
 };
 
+/** The context window assumed for stored state on a model the catalog does not know: the largest offered. */
+export const UNKNOWN_CONTEXT_TOKENS = 2_000_000;
+
 /** Calendar budgets: the plan's per-user daily/monthly and the gateway's own. */
 export function budgetCounters(ex: Exchange, env: GateEnv, amount: Micros): HeldCounter[] {
   const now = env.now();
@@ -60,8 +69,9 @@ export function budgetCounters(ex: Exchange, env: GateEnv, amount: Micros): Held
     const p = period(unit, now, tz);
     out.push({ key: `${key}:${p.key}`, max, amount, windowMs: PERIOD_WINDOW_MS, unit: "usd", label, resetsAt: p.resetsAt });
   };
-  add(plan?.budget.daily, "day", `bud:d:${user}`, `the ${id.plan} plan's daily budget`);
-  add(plan?.budget.monthly, "month", `bud:m:${user}`, `the ${id.plan} plan's monthly budget`);
+  const override = ex.policy?.budget;
+  add(override?.daily ?? plan?.budget.daily, "day", `bud:d:${user}`, override?.daily !== undefined ? "this caller's daily budget (set by the operator)" : `the ${id.plan} plan's daily budget`);
+  add(override?.monthly ?? plan?.budget.monthly, "month", `bud:m:${user}`, override?.monthly !== undefined ? "this caller's monthly budget (set by the operator)" : `the ${id.plan} plan's monthly budget`);
   add(env.config.budget.daily, "day", "bud:gw:d", "the gateway's daily budget");
   add(env.config.budget.monthly, "month", "bud:gw:m", "the gateway's monthly budget");
   return out;

@@ -38,7 +38,7 @@ export const modelPolicy: Gate = async function modelPolicy(ex, env) {
   ex.model = model;
   ex.record.model = model.name;
   ex.headers["x-tollgate-model"] = model.name;
-  ex.upstream = { model: model.upstream, maxOutputTokens: allowedOutputTokens(inspection.outputTokens, ex.route.input.maxOutputTokens), reasoning: model.reasoning };
+  ex.upstream = { model: model.upstream, maxOutputTokens: inspection.producesOutput === false ? 0 : allowedOutputTokens(inspection.outputTokens, ex.route.input.maxOutputTokens), reasoning: model.reasoning };
   ex.upstreamBody = ex.format!.rewrite(ex.inspectedBody!, ex.upstream, inspection);
 };
 

@@ -59,7 +59,7 @@ export const normalise: Gate = async function normalise(ex, env) {
   // Every output field goes upstream with one value, so no provider can pick a larger one.
   const allowed = allowedOutputTokens(inspection.outputTokens, cap);
   for (const [field, v] of fields) if (v !== allowed) rec.clamped[field] = { from: v, to: allowed };
-  if (!fields.length) rec.clamped["max_output_tokens"] = { from: null, to: cap };
+  if (!fields.length && inspection.producesOutput !== false) rec.clamped["max_output_tokens"] = { from: null, to: cap };
   const clamped = Object.entries(rec.clamped).filter(([, c]) => c.from !== null);
   if (clamped.length) ex.headers["x-tollgate-clamped"] = clamped.map(([f, c]) => `${f}=${c.from}->${c.to}`).join(", ");
 };

@@ -1,4 +1,4 @@
-import type { Inspection, Reading, ReportedUsage, RequestFormat, SseEvent } from "../../formats/format.js";
+import type { Inspection, Reading, ReportedUsage, RequestFormat, SseEvent, StreamTail } from "../../formats/format.js";
 import { createTokenCounter, type TokenCounter, type TokenizerName } from "./tokens.js";
 
 /**
@@ -8,11 +8,13 @@ import { createTokenCounter, type TokenCounter, type TokenizerName } from "./tok
  */
 export class Meter {
   private readonly counter: TokenCounter;
+  /** What the output cap is checked against; see the constructor. */
+  private readonly capCounter: TokenCounter;
   toolCalls = 0;
   usage?: ReportedUsage;
   firstTokenAt?: number;
   error?: string;
-  last: { id?: string; model?: string } = {};
+  readonly last: StreamTail = {};
   capped = false;
   /** The call left for the provider. */
   sent = false;
@@ -27,10 +29,26 @@ export class Meter {
     private readonly cap: number,
   ) {
     this.counter = createTokenCounter(tokenizer);
+    // "bytes" bounds what an unknown tokenizer (Claude, Gemini) bills, but a token is 3-4 bytes of
+    // text: checked against the cap it would cut honest streams at a third of their length. The cap
+    // guards against a provider ignoring the max_tokens it was sent, so it is checked with o200k, a
+    // close estimate of modern BPE vocabularies.
+    this.capCounter = tokenizer === "bytes" ? createTokenCounter("o200k_base") : this.counter;
   }
 
+  /**
+   * Output tokens to bill when the provider's usage never came. A byte count above the cap is the
+   * bound's slack, not tokens — the provider was told the cap — unless the estimate says it
+   * overran.
+   */
   get counted(): number {
-    return this.counter.total;
+    if (this.capCounter === this.counter) return this.counter.total;
+    return Math.min(this.counter.total, Math.max(this.cap, this.capCounter.total));
+  }
+
+  /** Counts output text the transport saw some other way (library mode). */
+  countText(text: string): void {
+    this.addText(text);
   }
 
   response(body: unknown): void {
@@ -39,10 +57,11 @@ export class Meter {
 
   /** Reads one stream event; says whether to forward it and whether the cap is reached. */
   event(e: SseEvent): { forward: boolean } {
-    const r = this.format.readEvent(e, this.inspection);
+    const r = this.format.readEvent(e, this.inspection, this.last);
     const before = this.counter.total;
     this.apply(r);
-    if (this.counter.total > this.cap) {
+    this.last.outputTokens = this.counted;
+    if (this.capCounter.total > this.cap) {
       // This event would take the client past the cap: withhold it and end the stream here.
       this.capped = true;
       return { forward: false };
@@ -51,8 +70,13 @@ export class Meter {
     return { forward: !r.drop && !r.error };
   }
 
+  private addText(text: string): void {
+    this.counter.add(text);
+    if (this.capCounter !== this.counter) this.capCounter.add(text);
+  }
+
   private apply(r: Reading): void {
-    if (r.text) this.counter.add(r.text);
+    if (r.text) this.addText(r.text);
     if (r.toolCalls) this.toolCalls += r.toolCalls;
     if (r.usage) this.usage = { ...this.usage, ...definedOnly(r.usage) };
     if (r.error) this.error = r.error;

@@ -22,6 +22,8 @@ export interface PromptShape {
   /** JSON text of each tool/function definition. */
   toolDefinitions: string[];
   attachments: Attachment[];
+  /** Input sent as token ids rather than text (embeddings): its length is its token count. */
+  tokenIds?: number;
 }
 
 export interface TokenCounter {
@@ -226,7 +228,7 @@ export const ATTACHMENT_OVERHEAD_TOKENS = 8;
  * every image is bounded by the most expensive rule that could apply.
  */
 export function estimateInputTokens(shape: PromptShape, tokenizer: TokenizerName, upstreamModel?: string): number {
-  let total = REPLY_PRIMING_TOKENS;
+  let total = REPLY_PRIMING_TOKENS + (shape.tokenIds ?? 0);
   for (const m of shape.messages) {
     total += MESSAGE_OVERHEAD_TOKENS + countTextTokens(m.role, tokenizer) + countTextTokens(m.text, tokenizer);
   }

@@ -1,0 +1,8 @@
+// A Next.js-style route module (app/api/agent/route.ts): Web-standard Request in, Response out.
+import { createTollgate } from "tollgate";
+import { CONFIG, runAgent, summarize } from "../agent.mjs";
+
+const tg = await createTollgate({ config: CONFIG });
+
+export const agentPOST = tg.fetch(async (req, gate) => Response.json(await runAgent(gate, await req.json().catch(() => ({})))), { route: "agent" });
+export const summarizePOST = tg.fetch(async (req, gate) => Response.json(await summarize(gate, new Uint8Array(await req.arrayBuffer()))), { route: "summarize" });

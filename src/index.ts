@@ -1,0 +1,17 @@
+// tollgate's public API. Hand-curated: what is not exported here is internal.
+export { createTollgate, Tollgate } from "./library/tollgate.js";
+export type { TollgateOptions, AdmitRequest } from "./library/tollgate.js";
+export { Gate } from "./library/gate.js";
+export type { ModelCall, GateAbortReason } from "./library/gate.js";
+export { TollgateError, ERROR_CODES } from "./core/errors.js";
+export type { ErrorCode } from "./core/errors.js";
+export type { UsageRecord, Decision, Ended, UsageSource } from "./core/usage-record.js";
+export type { Identity } from "./core/identity.js";
+export type { Store, Counter, ReserveResult, StoredKey } from "./stores/store.js";
+export { openaiChat } from "./formats/openai-chat.js";
+export type { RequestFormat, Inspection, ReportedUsage } from "./formats/format.js";
+export { loadConfigFile, parseConfig } from "./config/load.js";
+export { resolveConfig } from "./config/resolve.js";
+export type { ResolvedConfig } from "./config/resolve.js";
+export type { RawConfig as TollgateConfig } from "./config/schema.js";
+export { ConfigError } from "./config/errors.js";

@@ -1,0 +1,58 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { TollgateError } from "../core/errors.js";
+import type { Gate } from "../library/gate.js";
+import { refusalBody, refusalHeaders, type Tollgate } from "../library/tollgate.js";
+import { admitFromNode } from "./node-request.js";
+
+/** The few parts of Fastify the plugin uses, so Fastify stays the app's dependency, not ours. */
+export interface FastifyLike {
+  decorateRequest(name: string, value: unknown): unknown;
+  addHook(name: "onRequest", fn: (req: FastifyReq, reply: FastifyReply) => Promise<unknown>): unknown;
+  addHook(name: "onResponse", fn: (req: FastifyReq, reply: FastifyReply) => Promise<void>): unknown;
+  addHook(name: "onError", fn: (req: FastifyReq, reply: FastifyReply, err: unknown) => Promise<void>): unknown;
+  setErrorHandler(fn: (err: unknown, req: FastifyReq, reply: FastifyReply) => unknown): unknown;
+}
+export interface FastifyReq {
+  raw: IncomingMessage;
+  tollgate?: Gate | null;
+}
+export interface FastifyReply {
+  raw: ServerResponse;
+  code(status: number): FastifyReply;
+  headers(h: Record<string, string>): FastifyReply;
+  send(body: unknown): FastifyReply;
+}
+
+/**
+ * A Fastify plugin: `app.register(tg.fastify, { route: "agent" })`. Every route in the scope it is
+ * registered in passes gates 1-3; `request.tollgate` is the Gate. A TollgateError thrown in a
+ * handler becomes its refusal.
+ */
+export function fastifyPlugin(tg: Tollgate) {
+  const plugin = async function tollgatePlugin(app: FastifyLike, opts: { route: string }): Promise<void> {
+    app.decorateRequest("tollgate", null);
+    app.addHook("onRequest", async (req, reply) => {
+      try {
+        req.tollgate = await tg.admit(admitFromNode(req.raw, reply.raw, opts.route, tg.config.server.trustProxy));
+      } catch (err) {
+        if (!TollgateError.is(err)) throw err;
+        return reply.code(err.status).headers(refusalHeaders(err)).send(refusalBody(err));
+      }
+    });
+    app.addHook("onError", async (req, _reply, err) => {
+      if (TollgateError.is(err)) await req.tollgate?.end(err);
+    });
+    // A refusal thrown in a handler answers in the same shape as one at admission; anything else
+    // goes on to the parent error handler.
+    app.setErrorHandler((err, _req, reply) => {
+      if (!TollgateError.is(err)) return reply.send(err);
+      return reply.code(err.status).headers(refusalHeaders(err)).send(refusalBody(err));
+    });
+    app.addHook("onResponse", async (req) => {
+      await req.tollgate?.end();
+    });
+  };
+  // Like fastify-plugin: the hooks apply to the scope that registered the plugin, not a child scope.
+  (plugin as unknown as Record<symbol, unknown>)[Symbol.for("skip-override")] = true;
+  return plugin;
+}

@@ -1,0 +1,45 @@
+import type { Gate } from "../library/gate.js";
+import type { Tollgate } from "../library/tollgate.js";
+import { TollgateError } from "../core/errors.js";
+import { admitFromRequest, refusalResponse } from "./fetch.js";
+
+/** The parts of Hono's Context the middleware uses. */
+export interface HonoContext {
+  req: { raw: Request };
+  env?: { incoming?: { socket?: { remoteAddress?: string } } };
+  set(key: "tollgate", value: Gate): void;
+  error?: Error;
+  res: Response;
+}
+
+/** Hono middleware: gates 1-3, then `c.get("tollgate")` is the request's Gate. */
+export function honoMiddleware(tg: Tollgate, opts: { route: string; ip?: (req: Request) => string }) {
+  return async function tollgate(c: HonoContext, next: () => Promise<void>): Promise<Response | void> {
+    // On @hono/node-server the socket is at c.env.incoming; elsewhere the forwarded address rules.
+    const socketIp = c.env?.incoming?.socket?.remoteAddress;
+    const ip = opts.ip ?? (socketIp ? () => socketIp : undefined);
+    let gate: Gate;
+    try {
+      gate = await tg.admit(admitFromRequest(c.req.raw, opts.route, tg.config.server.trustProxy, ip));
+    } catch (err) {
+      if (TollgateError.is(err)) return refusalResponse(err);
+      throw err;
+    }
+    c.set("tollgate", gate);
+    await next();
+    // Hono catches handler errors into c.error; a refusal becomes its HTTP answer.
+    if (TollgateError.is(c.error)) {
+      c.res = refusalResponse(c.error);
+      await gate.end(c.error);
+      return;
+    }
+    if (c.error || !c.res.body) {
+      await gate.end(c.error);
+      return;
+    }
+    // A streamed answer is still running: the record is written once its body has been sent.
+    const res = c.res;
+    c.res = new Response(res.body!.pipeThrough(new TransformStream({ flush: () => void gate.end() })), res);
+    c.req.raw.signal.addEventListener("abort", () => void gate.end(), { once: true });
+  };
+}

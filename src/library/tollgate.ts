@@ -1,0 +1,123 @@
+import { loadConfigFile, parseConfig } from "../config/load.js";
+import { resolveConfig, type ResolvedConfig } from "../config/resolve.js";
+import type { RawConfig } from "../config/schema.js";
+import { toTollgateError, type Engine } from "../core/engine.js";
+import { TollgateError } from "../core/errors.js";
+import type { UsageRecord } from "../core/usage-record.js";
+import { startRuntime } from "../runtime.js";
+import type { Store } from "../stores/store.js";
+import { expressErrorHandler, expressMiddleware } from "../integrations/express.js";
+import { fastifyPlugin } from "../integrations/fastify.js";
+import { fetchHandler, type FetchOptions } from "../integrations/fetch.js";
+import { honoMiddleware } from "../integrations/hono.js";
+import { Gate } from "./gate.js";
+
+export interface TollgateOptions {
+  /** A config file path (YAML or JSON), or an object of the config file's shape. */
+  config: string | Record<string, unknown> | RawConfig;
+  /** Use this store instead of the one the config names. */
+  store?: Store;
+  /** Receives every usage record (the gateway prints them; a library user may ship them anywhere). */
+  onRecord?: (record: UsageRecord) => void;
+}
+
+/** What an adapter knows about an incoming request, before any gate. */
+export interface AdmitRequest {
+  route: string;
+  /** The caller's address, already resolved for trusted proxies. */
+  ip: string;
+  /** Bearer token or x-api-key, if any. */
+  token?: string;
+  /** Honoured for service keys only (x-tollgate-user / x-tollgate-plan). */
+  actAsUser?: string;
+  actAsPlan?: string;
+  /** x-tollgate-run. */
+  runId?: string;
+  /** Fires when the client goes away. */
+  signal?: AbortSignal;
+}
+
+/** The library: the same engine, config, stores and usage records as the gateway, inside an app. */
+export class Tollgate {
+  private constructor(
+    readonly engine: Engine,
+    readonly config: ResolvedConfig,
+    private readonly shutdown: () => Promise<void>,
+  ) {}
+
+  static async create(opts: TollgateOptions): Promise<Tollgate> {
+    const raw = typeof opts.config === "string" ? loadConfigFile(opts.config) : parseConfig(opts.config);
+    const config = resolveConfig(raw);
+    const runtime = await startRuntime(config, { onRecord: opts.onRecord, store: opts.store });
+    return new Tollgate(runtime.engine, config, () => runtime.close());
+  }
+
+  /**
+   * Gates 1-3 for one app request. Resolves with its Gate, or rejects with the refusal as a
+   * TollgateError (already recorded).
+   */
+  async admit(req: AdmitRequest): Promise<Gate> {
+    if (!this.config.routes.some((r) => r.name === req.route)) {
+      throw new Error(`tollgate: no route named ${JSON.stringify(req.route)} in the config`);
+    }
+    const ex = this.engine.open({
+      route: req.route,
+      endpoint: "chat_completions",
+      ip: req.ip,
+      credentials: { token: req.token, actAsUser: req.actAsUser, actAsPlan: req.actAsPlan },
+      runId: req.runId,
+      library: true,
+    });
+    ex.record.endpoint = "app";
+    try {
+      await this.engine.admit(ex);
+    } catch (err) {
+      throw toTollgateError(err, undefined);
+    }
+    return new Gate(this.engine, ex, req.signal);
+  }
+
+  /** Express middleware; pair it with `tg.expressErrors()` after your routes. */
+  express(opts: { route: string }) {
+    return expressMiddleware(this, opts);
+  }
+
+  /** Express error handler that turns a TollgateError from a handler into its refusal. */
+  expressErrors() {
+    return expressErrorHandler();
+  }
+
+  /** A Fastify plugin: `app.register(tg.fastify, { route })`. */
+  get fastify() {
+    return (this.fastifyPlugin ??= fastifyPlugin(this));
+  }
+  private fastifyPlugin?: ReturnType<typeof fastifyPlugin>;
+
+  /** Hono middleware; the handler reads the Gate with `c.get("tollgate")`. */
+  hono(opts: { route: string; ip?: (req: Request) => string }) {
+    return honoMiddleware(this, opts);
+  }
+
+  /** Wraps a Web-standard `(Request) => Response` handler (Next.js route handlers, Bun, Deno). */
+  fetch(handler: (req: Request, gate: Gate) => Response | Promise<Response>, opts: FetchOptions) {
+    return fetchHandler(this, handler, opts);
+  }
+
+  async close(): Promise<void> {
+    await this.shutdown();
+  }
+}
+
+/** `createTollgate({ config })`: see SPEC §9. */
+export function createTollgate(opts: TollgateOptions): Promise<Tollgate> {
+  return Tollgate.create(opts);
+}
+
+/** The error body an adapter sends for a refusal (OpenAI's shape, with tollgate's code). */
+export function refusalBody(err: TollgateError) {
+  return { error: { message: err.message, type: "tollgate_error", code: err.code, param: err.param ?? null } };
+}
+
+export function refusalHeaders(err: TollgateError): Record<string, string> {
+  return err.retryAfterSeconds !== undefined ? { "retry-after": String(err.retryAfterSeconds) } : {};
+}

@@ -1,0 +1,62 @@
+import { Writable } from "node:stream";
+import { describe, expect, it } from "vitest";
+import { resolveConfig } from "../config/resolve.js";
+import { configSchema } from "../config/schema.js";
+import { emptyUsageRecord } from "../core/usage-record.js";
+import { createLogs } from "./logger.js";
+
+const config = resolveConfig(
+  configSchema.parse({
+    admin_key: "admin-secret-0001",
+    providers: { up: { type: "openai", base_url: "http://127.0.0.1:1/v1", api_key: "sk-provider-secret-0002" } },
+    models: { "gpt-4o-mini": { provider: "up" } },
+    plans: { free: { models: ["gpt-4o-mini"] } },
+    keys: [{ key: "tg_static_secret_0003", user: "alice", plan: "free" }],
+    jwt: { secret: "jwt-secret-0004-long-enough" },
+    routes: { chat: { path: "/chat", plans: ["free"] } },
+  }),
+);
+
+function sink() {
+  const lines: string[] = [];
+  const stream = new Writable({
+    write(chunk, _enc, done) {
+      lines.push(...String(chunk).split("\n").filter(Boolean));
+      done();
+    },
+  });
+  return { stream, lines };
+}
+
+describe("logs", () => {
+  it("writes each usage record as exactly its own JSON, one line, nothing added", () => {
+    const out = sink();
+    const logs = createLogs(config, { stdout: out.stream, stderr: sink().stream });
+    const rec = { ...emptyUsageRecord("req-1", new Date(0)), user: 'a "quoted"\nuser', clamped: { max_tokens: { from: null, to: 800 } }, signals: ["near_cap_prompt"], cost_usd: 0.000123 };
+    logs.usage(rec);
+    logs.usage(emptyUsageRecord("req-2", new Date(0)));
+    expect(out.lines).toEqual([JSON.stringify(rec), JSON.stringify(emptyUsageRecord("req-2", new Date(0)))]);
+  });
+
+  it("keeps every secret the config holds, and any bearer or tollgate key, out of the operational log", () => {
+    const err = sink();
+    const logs = createLogs(config, { stdout: sink().stream, stderr: err.stream });
+    logs.ops.info({ headers: { authorization: "Bearer tg_whatever_1234567", "x-api-key": "sk-provider-secret-0002" }, api_key: "x" }, "plain");
+    logs.ops.warn("upstream said: invalid key sk-provider-secret-0002 for admin-secret-0001");
+    logs.ops.error({ err: new Error("jwt-secret-0004-long-enough rejected tg_static_secret_0003 and tg_store_key_abcdefgh") }, "boom");
+    logs.ops.info({ note: "Authorization: Bearer some-opaque-token" }, "header echo");
+    const text = err.lines.join("\n");
+    for (const secret of ["sk-provider-secret-0002", "admin-secret-0001", "tg_static_secret_0003", "jwt-secret-0004-long-enough", "tg_whatever_1234567", "tg_store_key_abcdefgh", "some-opaque-token"]) {
+      expect(text).not.toContain(secret);
+    }
+    expect(err.lines).toHaveLength(4);
+    expect(JSON.parse(err.lines[0]!)).toMatchObject({ level: 30, msg: "plain", headers: { authorization: "[redacted]", "x-api-key": "[redacted]" }, api_key: "[redacted]" });
+  });
+
+  it("writes nothing on stdout with server.log: none", () => {
+    const out = sink();
+    const logs = createLogs({ ...config, server: { ...config.server, log: "none" } }, { stdout: out.stream, stderr: sink().stream });
+    logs.usage(emptyUsageRecord("req-3", new Date(0)));
+    expect(out.lines).toEqual([]);
+  });
+});

@@ -1,0 +1,74 @@
+import { describe, expect, it } from "vitest";
+import { resolveConfig } from "../config/resolve.js";
+import { configSchema } from "../config/schema.js";
+import { emptyUsageRecord, type UsageRecord } from "../core/usage-record.js";
+import { MemoryStore } from "../stores/memory.js";
+import { Metrics, signalLabel } from "./metrics.js";
+
+const config = resolveConfig(
+  configSchema.parse({
+    providers: { sim: { type: "simulated" } },
+    models: { "gpt-4o-mini": { provider: "sim" } },
+    plans: { free: { models: ["gpt-4o-mini"] } },
+    routes: { chat: { path: "/chat", plans: ["free"] } },
+  }),
+);
+
+const rec = (over: Partial<UsageRecord>): UsageRecord => ({ ...emptyUsageRecord("r", new Date()), route: "chat", endpoint: "chat_completions", plan: "free", ...over });
+
+async function values(m: Metrics, name: string) {
+  const metric = (await m.registry.getMetricsAsJSON()).find((x) => x.name === name);
+  return (metric?.values ?? []) as { labels: Record<string, string>; value: number; metricName?: string }[];
+}
+
+describe("metrics", () => {
+  it("counts requests, spend and tokens from records, with labels only from the config", async () => {
+    const m = new Metrics(config);
+    m.record(rec({ model: "gpt-4o-mini", input_tokens: 10, output_tokens: 20, cost_usd: 0.000015, ended: "complete", duration_ms: 120, ttft_ms: 40 }));
+    m.record(rec({ model: "gpt-4o-mini", input_tokens: 5, output_tokens: 7, cost_usd: 0.000005, ended: "client_disconnect", duration_ms: 80, ttft_ms: 30 }));
+    // What a caller controls never becomes a label: an unknown model or plan, a user, an IP.
+    m.record(rec({ decision: "deny", code: "model_not_allowed", model_requested: "attacker-chosen-name", plan: "forged-plan", user: "u-123", ip: "203.0.113.9", signals: ["score:87(network)", "whatever"] }));
+
+    expect((await values(m, "tollgate_spend_usd_total"))[0]).toMatchObject({ labels: { route: "chat", model: "gpt-4o-mini", plan: "free" } });
+    expect((await values(m, "tollgate_spend_usd_total"))[0]!.value).toBeCloseTo(0.00002, 12);
+    expect(await values(m, "tollgate_tokens_total")).toEqual([
+      expect.objectContaining({ labels: expect.objectContaining({ direction: "input" }), value: 15 }),
+      expect.objectContaining({ labels: expect.objectContaining({ direction: "output" }), value: 27 }),
+    ]);
+    const requests = await values(m, "tollgate_requests_total");
+    expect(requests).toContainEqual(expect.objectContaining({ labels: { route: "chat", endpoint: "chat_completions", decision: "deny", code: "model_not_allowed" }, value: 1 }));
+    expect(await values(m, "tollgate_cancellations_total")).toEqual([expect.objectContaining({ labels: { route: "chat", ended: "client_disconnect" }, value: 1 })]);
+    expect((await values(m, "tollgate_abuse_signals_total")).map((v) => v.labels.signal).sort()).toEqual(["other", "score_network"]);
+    const text = await m.registry.metrics();
+    for (const leaked of ["attacker-chosen-name", "forged-plan", "u-123", "203.0.113.9"]) expect(text).not.toContain(leaked);
+  });
+
+  it("follows reservations from reserve to settle, and counts store failures", async () => {
+    const m = new Metrics(config);
+    const inner = new MemoryStore();
+    const store = m.instrumentStore(inner);
+    const counter = { key: "k", max: 10, amount: 1, windowMs: 60_000 };
+    await store.reserve("req-a:b", [counter], 60_000);
+    await store.reserve("req-a:q", [counter], 60_000);
+    await store.reserve("pol:block:u:x", [counter], 60_000);
+    const held = async () => Object.fromEntries((await values(m, "tollgate_reservations_in_flight")).map((v) => [v.labels.kind, v.value]));
+    expect(await held()).toEqual({ budget: 1, quota: 1, other: 0 });
+    await store.settle("req-a:b", [1]);
+    await store.release("req-a:q");
+    expect(await held()).toEqual({ budget: 0, quota: 0, other: 0 });
+
+    inner.queryUsage = async () => {
+      throw new Error("disk on fire");
+    };
+    await expect(store.queryUsage({ since: 0 })).rejects.toThrow("disk on fire");
+    expect(await values(m, "tollgate_store_errors_total")).toEqual([expect.objectContaining({ labels: { op: "queryUsage" }, value: 1 })]);
+    expect(store.kind).toBe("memory");
+  });
+
+  it("names score signals by their source, not their value", () => {
+    expect(signalLabel("score:123(user)")).toBe("score_user");
+    expect(signalLabel("admin_block:ip")).toBe("admin_block:ip");
+    expect(signalLabel("near_cap_prompt")).toBe("near_cap_prompt");
+    expect(signalLabel("x".repeat(100))).toBe("other");
+  });
+});

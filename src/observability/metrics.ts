@@ -1,0 +1,177 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { ResolvedConfig } from "../config/resolve.js";
+import { ERROR_CODES } from "../core/errors.js";
+import type { UsageRecord } from "../core/usage-record.js";
+import type { Store } from "../stores/store.js";
+
+/**
+ * Prometheus metrics on a registry of tollgate's own (never prom-client's global one, which a host
+ * app may use for itself). Nearly everything is fed from the usage records, so the metrics and the
+ * records can never disagree; the store wrapper and the in-flight gauge are the only hooks.
+ *
+ * Label values come only from bounded sets — the config's routes, models and plans, the error
+ * catalogue, the `ended` reasons, the signal names — and never from what a caller sends: no user
+ * ids, IPs, keys or requested model names, which would let any client grow the series without end.
+ */
+export class Metrics {
+  readonly registry = new Registry();
+  private readonly requests: Counter<"route" | "endpoint" | "decision" | "code">;
+  private readonly spend: Counter<"route" | "model" | "plan">;
+  private readonly tokens: Counter<"route" | "model" | "plan" | "direction">;
+  private readonly duration: Histogram<"route" | "decision">;
+  private readonly upstream: Histogram<"route" | "model">;
+  private readonly ttft: Histogram<"route" | "model">;
+  private readonly cancellations: Counter<"route" | "ended">;
+  private readonly signals: Counter<"signal">;
+  private readonly storeErrors: Counter<"op">;
+  private readonly storeLatency: Histogram<"op">;
+  private readonly inFlight: Gauge;
+  /** Held reservations by id: kind and when the store stops counting them anyway (lease end). */
+  private readonly held = new Map<string, { kind: string; until: number }>();
+
+  constructor(private readonly config: ResolvedConfig) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry });
+    this.requests = new Counter({ name: "tollgate_requests_total", help: "AI requests by route, endpoint, decision and refusal code.", labelNames: ["route", "endpoint", "decision", "code"], registers });
+    this.spend = new Counter({ name: "tollgate_spend_usd_total", help: "Settled spend in US dollars.", labelNames: ["route", "model", "plan"], registers });
+    this.tokens = new Counter({ name: "tollgate_tokens_total", help: "Tokens charged, by direction (input, output).", labelNames: ["route", "model", "plan", "direction"], registers });
+    this.duration = new Histogram({
+      name: "tollgate_request_duration_seconds",
+      help: "Time from arrival to the usage record, refused requests included.",
+      labelNames: ["route", "decision"],
+      buckets: [0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+      registers,
+    });
+    this.upstream = new Histogram({
+      name: "tollgate_upstream_duration_seconds",
+      help: "Duration of requests that reached the provider, to the end of the response or stream.",
+      labelNames: ["route", "model"],
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+      registers,
+    });
+    this.ttft = new Histogram({
+      name: "tollgate_time_to_first_token_seconds",
+      help: "Time from arrival to the first output token.",
+      labelNames: ["route", "model"],
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30],
+      registers,
+    });
+    this.cancellations = new Counter({ name: "tollgate_cancellations_total", help: "Provider calls that did not complete, by how they ended.", labelNames: ["route", "ended"], registers });
+    this.signals = new Counter({ name: "tollgate_abuse_signals_total", help: "Abuse signals and blocks that fired.", labelNames: ["signal"], registers });
+    this.storeErrors = new Counter({ name: "tollgate_store_errors_total", help: "Store operations that failed.", labelNames: ["op"], registers });
+    this.storeLatency = new Histogram({
+      name: "tollgate_store_operation_seconds",
+      help: "Store operation latency.",
+      labelNames: ["op"],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers,
+    });
+    this.inFlight = new Gauge({ name: "tollgate_requests_in_flight", help: "Requests being handled by the gateway.", registers });
+    const held = this.held;
+    new Gauge({
+      name: "tollgate_reservations_in_flight",
+      help: "Quota and budget reservations taken and not yet settled or released (this process).",
+      labelNames: ["kind"],
+      registers,
+      collect() {
+        const now = Date.now();
+        const counts: Record<string, number> = { budget: 0, quota: 0, other: 0 };
+        for (const [id, h] of held) {
+          if (h.until <= now) held.delete(id);
+          else counts[h.kind] = (counts[h.kind] ?? 0) + 1;
+        }
+        for (const [kind, n] of Object.entries(counts)) this.set({ kind }, n);
+      },
+    });
+  }
+
+  record(r: UsageRecord): void {
+    const route = this.route(r.route);
+    const model = this.model(r.model);
+    const plan = this.plan(r.plan);
+    const code = r.code && r.code in ERROR_CODES ? r.code : "";
+    this.requests.inc({ route, endpoint: r.endpoint ?? "", decision: r.decision, code });
+    if (r.cost_usd > 0) this.spend.inc({ route, model, plan }, r.cost_usd);
+    if (r.input_tokens > 0) this.tokens.inc({ route, model, plan, direction: "input" }, r.input_tokens);
+    if (r.output_tokens > 0) this.tokens.inc({ route, model, plan, direction: "output" }, r.output_tokens);
+    this.duration.observe({ route, decision: r.decision }, r.duration_ms / 1000);
+    if (r.ended !== null) {
+      this.upstream.observe({ route, model }, r.duration_ms / 1000);
+      if (r.ended !== "complete") this.cancellations.inc({ route, ended: r.ended });
+    }
+    if (r.ttft_ms !== null) this.ttft.observe({ route, model }, r.ttft_ms / 1000);
+    for (const s of r.signals) this.signals.inc({ signal: signalLabel(s) });
+  }
+
+  /** Counts the gateway's in-flight requests around `fn`. */
+  async track<T>(fn: () => Promise<T>): Promise<T> {
+    this.inFlight.inc();
+    try {
+      return await fn();
+    } finally {
+      this.inFlight.dec();
+    }
+  }
+
+  /**
+   * The store, with every operation of the Store interface timed and its failures counted, and
+   * reservations followed from reserve to settle/release. Other members pass through untouched.
+   */
+  instrumentStore(store: Store): Store {
+    return new Proxy(store, {
+      get: (target, prop, receiver) => {
+        const value = Reflect.get(target, prop, receiver) as unknown;
+        if (typeof value !== "function") return value;
+        if (typeof prop !== "string" || !STORE_OPS.has(prop)) return value.bind(target);
+        return async (...args: unknown[]) => {
+          const stop = this.storeLatency.startTimer({ op: prop });
+          try {
+            const result = await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+            this.followReservation(prop, args, result);
+            return result;
+          } catch (err) {
+            this.storeErrors.inc({ op: prop });
+            throw err;
+          } finally {
+            stop();
+          }
+        };
+      },
+    });
+  }
+
+  private followReservation(op: string, args: unknown[], result: unknown): void {
+    if (op !== "reserve" && op !== "settle" && op !== "release") return;
+    const id = args[0] as string;
+    // Operator policies are reservations too (held for days); they are not requests in flight.
+    if (id.startsWith("pol:")) return;
+    if (op === "reserve" && (result as { ok: boolean }).ok) {
+      const suffix = id.slice(id.lastIndexOf(":") + 1);
+      this.held.set(id, { kind: suffix === "b" ? "budget" : suffix === "q" ? "quota" : "other", until: Date.now() + (args[2] as number) });
+    } else if (op === "settle" || op === "release") {
+      this.held.delete(id);
+    }
+  }
+
+  private route(name: string | null): string {
+    return name !== null && this.config.routes.some((r) => r.name === name) ? name : "";
+  }
+  private model(name: string | null): string {
+    return name !== null && name in this.config.models ? name : "";
+  }
+  private plan(name: string | null): string {
+    if (name === null) return "";
+    return name in this.config.plans ? name : "other";
+  }
+}
+
+const STORE_OPS = new Set(["reserve", "settle", "release", "peek", "score", "distinct", "putKey", "findKey", "listKeys", "revokeKey", "appendUsage", "queryUsage"]);
+
+const KNOWN_SIGNALS = new Set(["blocklist", "ip_many_users", "near_cap_prompt", "burst_under_limit", "new_identity_expensive_model", "admin_block:user", "admin_block:ip"]);
+
+/** "score:123(network)" -> "score_network": the number would make every value a new series. */
+export function signalLabel(signal: string): string {
+  const score = /^score:\d+\((\w+)\)$/.exec(signal);
+  if (score) return `score_${score[1]}`;
+  return KNOWN_SIGNALS.has(signal) ? signal : "other";
+}

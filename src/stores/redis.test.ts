@@ -1,0 +1,165 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { Redis } from "ioredis";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { emptyUsageRecord } from "../core/usage-record.js";
+import { RedisServer } from "../testing/redis-server.js";
+import { APPEND_USAGE } from "./redis-scripts.js";
+import { RedisStore, StoreUnavailableError } from "./redis.js";
+import { describeStoreContract } from "./store-contract.js";
+
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
+let server: RedisServer;
+beforeAll(async () => {
+  server = await RedisServer.start();
+});
+afterAll(() => server?.dispose());
+
+/** Each test gets an empty database (1; 0 is left to the other tests). */
+async function fresh(opts: ConstructorParameters<typeof RedisStore>[1] = {}): Promise<RedisStore> {
+  const store = await RedisStore.open(server.url(1), { log: () => {}, ...opts });
+  await store.redis.flushdb();
+  return store;
+}
+
+describeStoreContract("redis", async () => {
+  let now = Date.UTC(2025, 0, 1);
+  return { store: await fresh({ clock: () => now }), advance: (ms) => void (now += ms) };
+});
+
+// The same contract on Redis's own clock (TIME inside the scripts); time-travel tests skip here.
+describeStoreContract("redis (server clock)", async () => ({ store: await fresh() }));
+
+const counter = (key: string, max: number, amount: number, windowMs = MINUTE) => ({ key, max, amount, windowMs });
+const record = (id: string, ts = new Date()) => ({ ...emptyUsageRecord(id, ts), decision: "allow" as const });
+
+describe("redis store", () => {
+  const open: RedisStore[] = [];
+  const store = async (opts: Parameters<typeof fresh>[0] = {}) => {
+    const s = await fresh(opts);
+    open.push(s);
+    return s;
+  };
+  afterEach(async () => {
+    await Promise.all(open.splice(0).map((s) => s.close()));
+  });
+
+  it("gives every key it writes the namespace's hash tag, and every key but API keys a TTL", async () => {
+    const s = await store();
+    await s.reserve("a", [counter("u:1", 10, 1), counter("gw", 100, 5, 32 * 86_400_000)], 10_000);
+    await s.settle("a", [1, 4]);
+    await s.reserve("b", [counter("u:1", 10, 1)], 10_000);
+    await s.score("sus:u:1", 3, HOUR);
+    await s.distinct("ips", "203.0.113.9", HOUR);
+    await s.appendUsage(record("r1"));
+    await s.putKey({ id: "k1", hash: "f".repeat(64), prefix: "tg_", plan: "free", service: false, grants: [], verified: false, createdAt: 1 });
+    await s.revokeKey("k1");
+    const keys = await s.redis.keys("*");
+    expect(keys.length).toBeGreaterThan(10);
+    for (const key of keys) {
+      expect(key.startsWith("tg:{tollgate}:")).toBe(true);
+      if (key.startsWith("tg:{tollgate}:k:")) continue;
+      expect([key, await s.redis.pttl(key)]).toEqual([key, expect.toSatisfy((ttl: number) => ttl > 0)]);
+    }
+  });
+
+  it("two clients see one set of counters: 200 reservations from both admit exactly 20", async () => {
+    const [a, b] = [await store(), await store()];
+    let n = 0;
+    const results = await Promise.all(
+      Array.from({ length: 200 }, (_, i) => (i % 2 ? a : b).reserve(`x${n++}`, [counter("hot", 20, 1)], HOUR)),
+    );
+    expect(results.filter((r) => r.ok)).toHaveLength(20);
+    expect(await a.peek([{ key: "hot", windowMs: MINUTE }])).toEqual([20]);
+  });
+
+  it("a lease runs out on Redis's clock", async () => {
+    const s = await store();
+    expect(await s.reserve("held", [counter("k", 1, 1)], 300)).toMatchObject({ ok: true });
+    expect(await s.reserve("next", [counter("k", 1, 1)], 300)).toMatchObject({ ok: false });
+    await sleep(350);
+    expect(await s.reserve("next", [counter("k", 1, 1)], HOUR)).toMatchObject({ ok: true });
+  });
+
+  it("appends a usage batch once, even when the same batch is sent again", async () => {
+    const s = await store();
+    const keys = ["tg:{tollgate}:usage", "tg:{tollgate}:ub:batch-1"];
+    const args = ["", String(HOUR), JSON.stringify(record("once"))];
+    expect(await s.redis.eval(APPEND_USAGE.lua, 2, ...keys, ...args)).toBe(1);
+    expect(await s.redis.eval(APPEND_USAGE.lua, 2, ...keys, ...args)).toBe(0);
+    expect((await s.queryUsage({ since: 0 })).map((r) => r.request_id)).toEqual(["once"]);
+  });
+
+  it("queries past one page of the stream, by each record's own ts", async () => {
+    const s = await store();
+    const t0 = Date.now() - HOUR;
+    await Promise.all(Array.from({ length: 2_500 }, (_, i) => s.appendUsage(record(`r${i}`, new Date(t0 + i)))));
+    expect(await s.queryUsage({ since: t0 })).toHaveLength(2_500);
+    expect((await s.queryUsage({ since: t0 + 1_000, until: t0 + 1_010 })).map((r) => r.request_id)).toEqual(
+      Array.from({ length: 10 }, (_, i) => `r${1_000 + i}`),
+    );
+  });
+
+  it("does not hang on a Redis that stopped answering: settle and usage wait in memory and land later", async () => {
+    const s = await store();
+    expect(await s.reserve("slow", [counter("k", 10, 8)], HOUR)).toMatchObject({ ok: true });
+    const pauser = new Redis(server.url(1));
+    await pauser.client("PAUSE", 1_500, "ALL");
+    let started = performance.now();
+    await expect(s.peek([{ key: "k", windowMs: MINUTE }])).rejects.toBeInstanceOf(StoreUnavailableError);
+    expect(performance.now() - started).toBeLessThan(1_000);
+    started = performance.now();
+    await s.settle("slow", [3]);
+    await s.appendUsage(record("during-pause"));
+    expect(performance.now() - started).toBeLessThan(1_500);
+    expect(s.pending.writes + s.pending.usage).toBeGreaterThan(0);
+    await sleep(1_200);
+    const deadline = Date.now() + 5_000;
+    while ((s.pending.writes || s.pending.usage) && Date.now() < deadline) await sleep(50);
+    pauser.disconnect();
+    expect(await s.peek([{ key: "k", windowMs: MINUTE }])).toEqual([3]);
+    expect((await s.queryUsage({ since: 0 })).map((r) => r.request_id)).toEqual(["during-pause"]);
+  });
+
+  it("fails at once while Redis is down, buffers usage, and ships it when Redis is back", async () => {
+    const own = await RedisServer.start();
+    try {
+      const s = await RedisStore.open(own.url(), { log: () => {} });
+      open.push(s);
+      await own.stop();
+      await sleep(50);
+      const started = performance.now();
+      await expect(s.reserve("r", [counter("k", 1, 1)], HOUR)).rejects.toBeInstanceOf(StoreUnavailableError);
+      await s.appendUsage(record("while-down"));
+      await s.settle("r", [1]);
+      expect(performance.now() - started).toBeLessThan(100);
+      expect(s.pending.usage).toBe(1);
+
+      await own.restart();
+      const deadline = Date.now() + 5_000;
+      while (s.pending.usage && Date.now() < deadline) await sleep(50);
+      expect((await s.queryUsage({ since: 0 })).map((r) => r.request_id)).toEqual(["while-down"]);
+    } finally {
+      await own.dispose();
+    }
+  });
+
+  it("close() ships what is buffered", async () => {
+    const s = await fresh();
+    for (let i = 0; i < 500; i++) void s.appendUsage(record(`c${i}`));
+    expect(s.pending.usage).toBe(500);
+    await s.close();
+    const reader = await RedisStore.open(server.url(1));
+    open.push(reader);
+    expect(await reader.queryUsage({ since: 0 })).toHaveLength(500);
+  });
+
+  it("refuses to open when Redis cannot be reached in time", async () => {
+    const gone = await RedisServer.start();
+    const url = gone.url();
+    await gone.dispose();
+    const started = performance.now();
+    await expect(RedisStore.open(url, { connectTimeoutMs: 300, log: () => {} })).rejects.toThrow(/cannot reach redis at 127\.0\.0\.1:\d+\/0/);
+    expect(performance.now() - started).toBeLessThan(1_000);
+  });
+});

@@ -1,0 +1,409 @@
+import { createHash } from "node:crypto";
+import { Redis, type RedisOptions } from "ioredis";
+import type { UsageRecord } from "../core/usage-record.js";
+import * as lua from "./redis-scripts.js";
+import type { LuaScript } from "./redis-scripts.js";
+import type { Counter, ReserveResult, Store, StoredKey, UsageQuery } from "./store.js";
+import { WriteBehind } from "./write-behind.js";
+
+export interface RedisStoreOptions {
+  /**
+   * The hash tag every key carries (`tg:{namespace}:…`). Gateways that share one Redis but must not
+   * share limits use different namespaces.
+   */
+  namespace?: string;
+  /** Tests only: a fixed clock handed to the scripts instead of Redis's TIME. */
+  clock?: () => number;
+  /** How long usage records stay in the stream. Default 35 days: a full calendar month for `tollgate usage`. */
+  usageRetentionMs?: number;
+  /** Most usage records held in memory while Redis is away. Default 100 000. */
+  maxBufferedRecords?: number;
+  /** How long open() waits for the first connection. Default 5 s. */
+  connectTimeoutMs?: number;
+  /** Where the store says that records were lost or are waiting. Default stderr. */
+  log?: (line: string) => void;
+}
+
+/** The store cannot reach Redis (or Redis cannot take writes); the request may be retried later. */
+export class StoreUnavailableError extends Error {
+  override readonly name = "StoreUnavailableError";
+}
+
+/** Every command's cap: a Redis that stops answering costs a request at most this, never a hang. */
+const COMMAND_TIMEOUT_MS = 500;
+/** How long appendUsage waits for Redis before leaving the record to the write-behind buffer. */
+const USAGE_ACK_WAIT_MS = 200;
+/** Keys outlive their last entry's window by this much, so a slow settle never finds them gone. */
+const TTL_MARGIN_MS = 60_000;
+/** A score idle for 64 half-lives is below 2^-64 of itself; past a year it is forgotten whatever the half-life. */
+const SCORE_MAX_TTL_MS = 366 * 86_400_000;
+/** A record's ts comes from its replica's clock, its stream id from Redis: queries look this far back for skew. */
+const CLOCK_SLACK_MS = 5 * 60_000;
+const CLOSE_DRAIN_MS = 5_000;
+const USAGE_BATCH = 200;
+const MAX_PENDING_WRITES = 100_000;
+
+/** Replies that mean "Redis is there but cannot serve right now", not "the script is wrong". */
+const TRANSIENT_REPLY = /^(LOADING|READONLY|MASTERDOWN|BUSY|OOM|CLUSTERDOWN|TRYAGAIN|NOREPLICAS|MISCONF)\b/;
+
+/**
+ * The shared store for many gateway processes (SPEC §7.1, §7.3): every operation is one Lua script
+ * (redis-scripts.ts), so a reservation across user, route and gateway counters is atomic and costs
+ * one round trip, and every window is measured by Redis's clock.
+ *
+ * Every key carries one hash tag, `{namespace}`. A multi-counter reservation spans the user's,
+ * the route's and the gateway's counters; they must share a cluster slot, and only a tag common to
+ * all of them does that. On Redis Cluster that puts one namespace on one shard — a shard serves far
+ * more script calls per second than LLM traffic produces — and separate namespaces spread.
+ *
+ * Settlements and usage records are written behind: when Redis is away they wait in memory, in
+ * order, and are retried until Redis takes them (settle and the usage batches are idempotent, so a
+ * retry after a lost reply never counts twice). Commands fail fast instead of queueing, so a dead
+ * Redis is a prompt error for the engine to turn into 503 `store_unavailable`.
+ */
+export class RedisStore implements Store {
+  readonly kind = "redis" as const;
+  private readonly prefix: string;
+  private readonly shas = new Map<LuaScript, string>();
+  private readonly usage: WriteBehind<UsageRecord>;
+  private readonly writes: WriteBehind<() => Promise<unknown>>;
+  private readonly log: (line: string) => void;
+  private readonly retentionMs: number;
+  private closed = false;
+
+  /** Connects and waits for Redis to be ready; with `waitForReady: false` it returns at once and keeps trying. */
+  static async open(url: string, opts: RedisStoreOptions & { waitForReady?: boolean } = {}): Promise<RedisStore> {
+    const redis = new Redis(url, redisOptions(opts.connectTimeoutMs));
+    const store = new RedisStore(redis, opts);
+    if (opts.waitForReady === false) return store;
+    try {
+      await store.ready(opts.connectTimeoutMs ?? 5_000);
+    } catch (err) {
+      redis.disconnect();
+      throw err;
+    }
+    return store;
+  }
+
+  constructor(
+    readonly redis: Redis,
+    private readonly opts: RedisStoreOptions = {},
+  ) {
+    this.prefix = `tg:{${opts.namespace ?? "tollgate"}}:`;
+    this.log = opts.log ?? ((line) => process.stderr.write(line + "\n"));
+    this.retentionMs = opts.usageRetentionMs ?? 35 * 86_400_000;
+    // Without a listener ioredis prints every reconnect failure; availability is reported by its owner.
+    redis.on("error", () => {});
+    redis.on("ready", () => {
+      this.usage.retryNow();
+      this.writes.retryNow();
+    });
+    const retryable = (err: unknown) => err instanceof StoreUnavailableError;
+    this.usage = new WriteBehind({
+      send: (records, batchId) => this.shipUsage(records, batchId),
+      retryable,
+      onDiscard: (err, n) => this.log(`tollgate: redis refused ${n} usage records (${errorText(err)}); they are only in the stdout log`),
+      batchSize: USAGE_BATCH,
+      max: opts.maxBufferedRecords ?? 100_000,
+    });
+    this.writes = new WriteBehind({
+      send: ([write]) => write!().then(() => {}),
+      retryable,
+      onDiscard: (err) => this.log(`tollgate: redis refused a settlement (${errorText(err)})`),
+      batchSize: 1,
+      max: MAX_PENDING_WRITES,
+    });
+  }
+
+  /** `host:port/db`, never the password: safe for logs. */
+  get address(): string {
+    const o = this.redis.options;
+    return `${o.host}:${o.port}/${o.db ?? 0}`;
+  }
+
+  /** True once close() has begun: a dropped connection after that is the store shutting down, not an outage. */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  get isReady(): boolean {
+    return this.redis.status === "ready";
+  }
+
+  /** Usage records and settlements waiting for Redis. */
+  get pending(): { usage: number; writes: number } {
+    return { usage: this.usage.size, writes: this.writes.size };
+  }
+
+  /** Resolves when connected; rejects after `ms`. */
+  async ready(ms: number): Promise<void> {
+    if (this.isReady) return;
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.redis.off("ready", onReady);
+        reject(new StoreUnavailableError(`cannot reach redis at ${this.address} within ${ms} ms`));
+      }, ms);
+      const onReady = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      this.redis.once("ready", onReady);
+    });
+  }
+
+  /** A write that proves Redis takes writes again (PING would pass on a read-only replica). */
+  async probe(): Promise<void> {
+    await this.run(lua.DISTINCT, [`${this.prefix}probe`], [this.now(), "probe", "1000"]);
+  }
+
+  async reserve(id: string, counters: Counter[], leaseMs: number): Promise<ReserveResult> {
+    if (!counters.length) return { ok: true, totals: [] };
+    for (const c of counters) assertAmounts(c.key, [c.amount, c.windowMs], c.max);
+    const keys = [`${this.prefix}seq`, this.recordKey(id), ...counters.map((c) => this.counterKey(c.key))];
+    const args = [this.now(), Number.isFinite(leaseMs) ? num(leaseMs) : "-1", num(TTL_MARGIN_MS)];
+    for (const c of counters) args.push(num(c.max), num(c.amount), num(c.windowMs));
+    const reply = (await this.run(lua.RESERVE, keys, args)) as (string | number | null)[];
+    if (reply[0] === 1) return { ok: true, totals: reply.slice(1).map(Number) };
+    const [, index, used, retry] = reply;
+    return { ok: false, index: Number(index), used: Number(used), retryAfterMs: retry == null ? undefined : Number(retry) };
+  }
+
+  async settle(id: string, actual: number[]): Promise<void> {
+    assertAmounts(id, actual);
+    await this.writeBehind(() => this.run(lua.SETTLE, [this.recordKey(id)], [this.now(), ...actual.map(num)]));
+  }
+
+  async release(id: string): Promise<void> {
+    await this.writeBehind(() => this.run(lua.RELEASE, [this.recordKey(id)], []));
+  }
+
+  /**
+   * Adds spend that already happened elsewhere (a process's local store while Redis was away), at
+   * the times it happened, once per id; queued like a settlement when Redis is away.
+   */
+  async charge(id: string, entries: { key: string; windowMs: number; amount: number; at: number }[]): Promise<void> {
+    if (!entries.length) return;
+    for (const e of entries) assertAmounts(e.key, [e.amount, e.windowMs, e.at]);
+    const keys = [`${this.prefix}ch:${id}`, `${this.prefix}seq`, ...entries.map((e) => this.counterKey(e.key))];
+    const args = [num(TTL_MARGIN_MS)];
+    for (const e of entries) args.push(num(e.amount), num(e.windowMs), num(e.at));
+    await this.writeBehind(() => this.run(lua.CHARGE, keys, [this.now(), ...args]));
+  }
+
+  async peek(counters: Pick<Counter, "key" | "windowMs">[]): Promise<number[]> {
+    if (!counters.length) return [];
+    const reply = (await this.run(
+      lua.PEEK,
+      counters.map((c) => this.counterKey(c.key)),
+      [this.now(), ...counters.map((c) => num(c.windowMs))],
+    )) as string[];
+    return reply.map(Number);
+  }
+
+  async score(key: string, delta: number, halfLifeMs: number): Promise<number> {
+    const args = [this.now(), num(delta), num(halfLifeMs), num(SCORE_MAX_TTL_MS)];
+    return Number(await this.run(lua.SCORE, [`${this.prefix}s:${key}`], args));
+  }
+
+  async distinct(key: string, member: string, ttlMs: number): Promise<number> {
+    return Number(await this.run(lua.DISTINCT, [`${this.prefix}d:${key}`], [this.now(), member, num(ttlMs)]));
+  }
+
+  // API keys are the one thing without a TTL: an operator created them, and they are gone only
+  // when an operator deletes them. Their number grows with operator actions, not with traffic.
+
+  async putKey(key: StoredKey): Promise<void> {
+    const { revokedAt, ...rest } = key;
+    const keys = [this.keyKey(key.hash), `${this.prefix}k:list`, `${this.prefix}k:id:${key.id}`, `${this.prefix}k:seq`];
+    await this.run(lua.PUT_KEY, keys, [JSON.stringify(rest), key.hash, key.id, revokedAt === undefined ? "" : num(revokedAt), `${this.prefix}k:id:`]);
+  }
+
+  async findKey(hash: string): Promise<StoredKey | undefined> {
+    const [json, revokedAt] = await this.call(() => this.redis.hmget(this.keyKey(hash), "json", "revokedAt"));
+    return json ? storedKey(json, revokedAt ?? null) : undefined;
+  }
+
+  async listKeys(): Promise<StoredKey[]> {
+    const reply = (await this.run(lua.LIST_KEYS, [`${this.prefix}k:list`], [`${this.prefix}k:h:`])) as (string | null)[];
+    const out: StoredKey[] = [];
+    for (let i = 0; i < reply.length; i += 2) out.push(storedKey(reply[i]!, reply[i + 1] ?? null));
+    return out;
+  }
+
+  async revokeKey(id: string): Promise<boolean> {
+    return (await this.run(lua.REVOKE_KEY, [`${this.prefix}k:id:${id}`], [this.now(), `${this.prefix}k:h:`])) === 1;
+  }
+
+  /**
+   * Resolves once Redis has the record — or, when Redis is away or slow, once it is in the
+   * write-behind buffer: a request never waits on a dead Redis for its record. Records buffered
+   * then reach Redis when it returns, in order, unless this process dies first (they are also on
+   * stdout). A full buffer refuses the record, and says so on stderr.
+   */
+  async appendUsage(record: UsageRecord): Promise<void> {
+    const shipped = this.usage.push(record);
+    if (!shipped) {
+      if (this.usage.refused === 1) {
+        this.log(`tollgate: usage buffer full (${this.usage.size} records waiting for redis at ${this.address}); new records are on stdout only until it drains`);
+      }
+      return;
+    }
+    if (this.usage.refused > 0) {
+      this.log(`tollgate: usage buffer has room again; ${this.usage.refused} records were not kept for redis`);
+      this.usage.refused = 0;
+    }
+    if (!this.isReady) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([shipped, new Promise<void>((resolve) => (timer = setTimeout(resolve, USAGE_ACK_WAIT_MS)))]);
+    clearTimeout(timer);
+  }
+
+  /** Reads the stream from a little before `since` (clock skew) and filters on each record's own ts. */
+  async queryUsage(q: UsageQuery): Promise<UsageRecord[]> {
+    const out: UsageRecord[] = [];
+    let from = String(Math.max(0, q.since - CLOCK_SLACK_MS));
+    for (;;) {
+      const page = await this.call(() => this.redis.xrange(`${this.prefix}usage`, from, "+", "COUNT", 1000));
+      for (const [, fields] of page) {
+        const record = JSON.parse(fields[1]!) as UsageRecord;
+        const t = Date.parse(record.ts);
+        if (t >= q.since && (q.until === undefined || t < q.until)) out.push(record);
+      }
+      if (page.length < 1000) return out;
+      from = `(${page[page.length - 1]![0]}`;
+    }
+  }
+
+  /** Ships what is buffered (waiting up to 5 s for Redis), then disconnects. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const [records, writes] = await Promise.all([this.usage.drain(CLOSE_DRAIN_MS), this.writes.drain(CLOSE_DRAIN_MS)]);
+    if (records || writes) {
+      this.log(`tollgate: closing with ${records} usage records and ${writes} settlements that redis at ${this.address} never took`);
+    }
+    if (this.isReady) await this.redis.quit().catch(() => this.redis.disconnect());
+    else this.redis.disconnect();
+  }
+
+  private async writeBehind(write: () => Promise<unknown>): Promise<void> {
+    try {
+      await write();
+    } catch (err) {
+      if (!(err instanceof StoreUnavailableError)) throw err;
+      // Settling is idempotent and a late settle still counts, so trying again later is always
+      // right; giving up would let the lease return spend that really happened.
+      if (!this.writes.push(write)) this.log(`tollgate: ${MAX_PENDING_WRITES} settlements already wait for redis; one more was dropped`);
+    }
+  }
+
+  private async shipUsage(records: UsageRecord[], batchId: string): Promise<void> {
+    const keys = [`${this.prefix}usage`, `${this.prefix}ub:${batchId}`];
+    await this.run(lua.APPEND_USAGE, keys, [this.now(), num(this.retentionMs), ...records.map((r) => JSON.stringify(r))]);
+  }
+
+  /** EVALSHA, and EVAL once when Redis does not know the script (first use, or after a restart). */
+  private async run(script: LuaScript, keys: string[], args: string[]): Promise<unknown> {
+    let sha = this.shas.get(script);
+    if (!sha) this.shas.set(script, (sha = createHash("sha1").update(script.lua).digest("hex")));
+    return this.call(async () => {
+      try {
+        return await this.redis.evalsha(sha, keys.length, ...keys, ...args);
+      } catch (err) {
+        if (!(err instanceof Error) || !err.message.startsWith("NOSCRIPT")) throw err;
+        return await this.redis.eval(script.lua, keys.length, ...keys, ...args);
+      }
+    });
+  }
+
+  /** Runs a command, turning "Redis is away" into StoreUnavailableError and letting real errors through. */
+  private async call<T>(command: () => Promise<T>): Promise<T> {
+    if (!this.isReady) throw new StoreUnavailableError(`redis at ${this.address} is not connected (${this.redis.status})`);
+    try {
+      return await withDeadline(command(), COMMAND_TIMEOUT_MS);
+    } catch (err) {
+      if (err instanceof Error && err.name === "ReplyError" && !TRANSIENT_REPLY.test(err.message)) throw err;
+      throw new StoreUnavailableError(`redis at ${this.address}: ${errorText(err)}`, { cause: err });
+    }
+  }
+
+  private now(): string {
+    return this.opts.clock ? num(this.opts.clock()) : "";
+  }
+
+  private counterKey(key: string): string {
+    return `${this.prefix}c:${key}`;
+  }
+
+  private recordKey(id: string): string {
+    return `${this.prefix}r:${id}`;
+  }
+
+  private keyKey(hash: string): string {
+    return `${this.prefix}k:h:${hash}`;
+  }
+}
+
+/**
+ * Fail fast, never queue: a command on a disconnected client is refused at once (no offline
+ * queue), and one in flight when the connection drops is failed rather than resent (a resent
+ * reserve could run after its request gave up). A command that gets no answer is failed by
+ * withDeadline. Reconnects keep trying every second at most.
+ */
+function redisOptions(connectTimeoutMs = 5_000): RedisOptions {
+  return {
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    autoResendUnfulfilledCommands: false,
+    connectTimeout: Math.min(connectTimeoutMs, 2_000),
+    retryStrategy: (attempt) => Math.min(attempt * 100, 1_000),
+    // Calls made in the same tick (the two suspicion scores, say) share one round trip.
+    enableAutoPipelining: true,
+  };
+}
+
+/**
+ * Fails `work` after `ms`, but only once the event loop has read its sockets: when the process
+ * itself was busy (or descheduled) past the deadline, a reply that already arrived wins, so load
+ * on the gateway does not masquerade as a dead Redis. (ioredis's commandTimeout fires from the
+ * timers phase, before pending replies are read.)
+ */
+function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => setImmediate(() => reject(new Error(`Command timed out after ${ms} ms`))), ms);
+    work.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
+  });
+}
+
+/**
+ * Lua reads "nan" as a number, and a NaN total compares false with every max: one bad amount
+ * would switch a shared limit off for every process until the key expires. Refuse it here.
+ */
+function assertAmounts(what: string, finite: number[], max = 0): void {
+  if (finite.every(Number.isFinite) && !Number.isNaN(max)) return;
+  throw new RangeError(`redis store: counter ${what} got a non-finite amount, window or max`);
+}
+
+function storedKey(json: string, revokedAt: string | null): StoredKey {
+  const key = JSON.parse(json) as StoredKey;
+  if (revokedAt !== null) key.revokedAt = Number(revokedAt);
+  return key;
+}
+
+/** A number as script ARGV text; JavaScript's shortest round-trip form, which Lua's tonumber reads back exactly. */
+function num(n: number): string {
+  return String(n);
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,116 @@
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium, type BrowserContext, type Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parse } from "yaml";
+import { DEMO_CONFIG, DEMO_KEYS, generateTraffic } from "../src/cli/demo.js";
+import { GatewayProcess } from "./gateway-process.js";
+
+/** Debian's Chromium, as .ci/run installs it; playwright-core brings no browser of its own. */
+const CHROMIUM = "/usr/bin/chromium";
+const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+const ADMIN_KEY = "dashboard-e2e-admin-secret";
+/** TOLLGATE_SCREENSHOTS=1 writes the README's screenshots; otherwise they go to a temp folder. */
+const SHOTS = process.env.TOLLGATE_SCREENSHOTS ? join(import.meta.dirname, "..", "docs", "screenshots") : mkdtempSync(join(tmpdir(), "tollgate-shots-"));
+/** Screenshots want minutes of traffic for the chart to have a shape; the test itself needs seconds. */
+const TRAFFIC_MS = process.env.TOLLGATE_SCREENSHOTS ? Number(process.env.TOLLGATE_SCREENSHOTS_TRAFFIC_MS ?? 240_000) : 4_000;
+
+let gw: GatewayProcess;
+let context: BrowserContext;
+let page: Page;
+let userDataDir: string;
+
+beforeAll(async () => {
+  if (!existsSync(CHROMIUM)) return;
+  // The demo gateway itself (its keys, plans and abuse settings), in memory, streaming fast.
+  const demo = parse(readFileSync(DEMO_CONFIG, "utf8"));
+  demo.store = "memory:";
+  demo.admin_key = ADMIN_KEY;
+  demo.server = { ...demo.server, trust_proxy: 1 };
+  demo.providers.sim.tokens_per_second = 2000;
+  gw = await GatewayProcess.start(demo);
+  userDataDir = mkdtempSync(join(tmpdir(), "tollgate-chromium-"));
+  context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1400, height: 1000 },
+    colorScheme: "dark",
+  });
+  page = context.pages()[0] ?? (await context.newPage());
+}, 60_000);
+
+afterAll(async () => {
+  await context?.close();
+  await gw?.stop();
+  if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
+});
+
+async function asBob() {
+  const res = await fetch(`${gw.url}/chat/v1/chat/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${DEMO_KEYS.bob}`, "x-forwarded-for": "198.18.101.1" },
+    body: JSON.stringify({ model: "gpt-4o", messages: [{ role: "user", content: "Write a long story about a toll gate." }], max_tokens: 400 }),
+  });
+  const body = await res.json();
+  return { status: res.status, code: body.error?.code as string | undefined };
+}
+
+describe.skipIf(!existsSync(CHROMIUM))("dashboard in Chromium", () => {
+  it("logs in, fills the spend chart and top users from real traffic, and blocks a user with the button", async () => {
+    // Bob spends the most (the expensive model, long answers); then the demo's traffic mix.
+    for (let i = 0; i < 4; i++) expect((await asBob()).status).toBe(200);
+    const stats = await generateTraffic(gw.url, { durationMs: TRAFFIC_MS, ratePerSecond: TRAFFIC_MS > 4_000 ? 6 : 25, seed: 7 });
+    expect(stats.requests).toBeGreaterThan(40);
+    expect(Object.keys(stats.byStatus)).toEqual(expect.arrayContaining(["200", "403"]));
+
+    await page.goto(`${gw.url}/dashboard`);
+    await page.fill("#login-key", "not-the-key");
+    await page.click("#login-submit");
+    await page.locator("#login-error").waitFor({ state: "visible" });
+    await page.fill("#login-key", ADMIN_KEY);
+    await page.click("#login-submit");
+    await page.locator("#app").waitFor({ state: "visible" });
+    if (TRAFFIC_MS > 4_000) await page.selectOption("#window", "15m");
+
+    // The chart draws from the records: spend above zero, a canvas, and the routes in its legend.
+    const chart = page.locator("#spend-chart");
+    await expect.poll(async () => Number(await chart.getAttribute("data-spend")), { timeout: 10_000 }).toBeGreaterThan(0);
+    await chart.locator("canvas").first().waitFor();
+    expect(await chart.locator(".u-legend").innerText()).toContain("chat");
+
+    const users = page.locator("#top-users tbody tr");
+    await expect.poll(() => users.count(), { timeout: 10_000 }).toBeGreaterThan(3);
+    expect(await page.locator("#top-users tbody td:first-child").allInnerTexts()).toContain("bob");
+    await expect.poll(() => page.locator("#refusals tbody tr td.code").allInnerTexts()).toEqual(expect.arrayContaining(["blocked", "param_not_allowed"]));
+    await expect.poll(() => page.locator("#flagged tbody tr td.signals").count()).toBeGreaterThan(0);
+    await expect.poll(() => page.locator("#tail tbody tr").count(), { timeout: 10_000 }).toBeGreaterThan(10);
+    expect(Number((await page.locator("#kpi-requests").innerText()).replace(/,/g, ""))).toBeGreaterThan(40);
+    mkdirSync(SHOTS, { recursive: true });
+    await page.screenshot({ path: join(SHOTS, "dashboard.png"), fullPage: true });
+
+    // The button blocks bob; his next request is refused.
+    expect((await asBob()).status).toBe(200);
+    const button = page.locator('#top-users button[data-id="bob"]');
+    expect(await button.innerText()).toBe("Block");
+    await button.click();
+    await expect.poll(() => page.locator('#top-users button[data-id="bob"]').innerText(), { timeout: 10_000 }).toBe("Unblock");
+    expect(await page.locator("#block-result").innerText()).toContain("Blocked user bob");
+    expect(await asBob()).toEqual({ status: 403, code: "blocked" });
+    const refusal = gw.records.at(-1)!;
+    expect(refusal).toMatchObject({ user: "bob", decision: "deny", code: "blocked", signals: ["admin_block:user"] });
+
+    // The refusal reaches the live tail and the flagged callers, with the signal that fired.
+    await expect.poll(() => page.locator("#flagged tbody tr", { hasText: "admin_block:user" }).count(), { timeout: 10_000 }).toBe(1);
+    await page.screenshot({ path: join(SHOTS, "dashboard-blocked.png"), fullPage: false });
+
+    // Unblock through the same button: bob is served again.
+    await page.locator('#top-users button[data-id="bob"]').click();
+    await expect.poll(() => page.locator('#top-users button[data-id="bob"]').innerText(), { timeout: 10_000 }).toBe("Block");
+    expect((await asBob()).status).toBe(200);
+
+    // The admin key never reached a log line.
+    expect(gw.stdout + gw.stderr).not.toContain(ADMIN_KEY);
+  }, TRAFFIC_MS + 60_000);
+});
