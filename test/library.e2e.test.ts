@@ -1,6 +1,7 @@
 import { createOpenAI } from "@ai-sdk/openai";
 import { generateText, jsonSchema, stepCountIs, streamText, tool, wrapLanguageModel } from "ai";
 import express from "express";
+import OpenAI from "openai";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import type { Server } from "node:http";
 import { tmpdir } from "node:os";
@@ -70,7 +71,7 @@ beforeAll(async () => {
   app.post("/api/chat", tg.express({ route: "agent" }), async (req, res) => {
     const gate = (req as Req).tollgate;
     const model = wrapLanguageModel({ model: openai.chat("gpt-4o-mini"), middleware: gate.aiSdk() });
-    const result = streamText({ model, prompt: "tell me a long story", maxRetries: 0, abortSignal: gate.signal });
+    const result = streamText({ model, prompt: "tell me a long story", maxRetries: 0, abortSignal: gate.signal, onError: () => {} });
     result.pipeTextStreamToResponse(res);
   });
   app.post("/api/summarize", tg.express({ route: "summarize" }), express.raw({ type: "*/*", limit: "20mb" }), async (req, res) => {
@@ -80,6 +81,19 @@ beforeAll(async () => {
   });
   app.post("/api/retrieve", tg.express({ route: "agent" }), (req, res) => {
     res.json({ k: (req as Req).tollgate.retrieval(50) });
+  });
+  app.post("/api/sdk", tg.express({ route: "agent" }), express.json(), async (req, res) => {
+    const gate = (req as Req).tollgate;
+    const client = new OpenAI({ baseURL: `${mock.url}/v1`, apiKey: "sk-up", fetch: gate.fetch(), maxRetries: 0 });
+    if (req.body.stream) {
+      const stream = await client.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "go" }], max_tokens: 5000, stream: true });
+      let text = "";
+      for await (const c of stream) text += c.choices[0]?.delta?.content ?? "";
+      res.json({ text });
+    } else {
+      const out = await client.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "go" }], max_tokens: 5000 });
+      res.json({ usage: out.usage });
+    }
   });
   app.use(tg.expressErrors());
   server = app.listen(0, "127.0.0.1");
@@ -134,6 +148,25 @@ describe("library mode: Express + the AI SDK", () => {
     expect(rec.tool_calls).toBe(5);
   });
 
+  it("meters an app's own openai SDK calls through gate.fetch(): clamped upstream, settled from usage, capped streams", async () => {
+    const plain = await post("/api/sdk", "tg_lib_key", JSON.stringify({ stream: false }));
+    expect(plain.status).toBe(200);
+    const { usage } = await plain.json();
+    expect(mock.requests[0]!.body.max_tokens).toBe(200);
+    const rec = await recordFor((r) => r.request_id === plain.headers.get("x-request-id") || (r.model === "gpt-4o-mini" && r.input_tokens === usage.prompt_tokens && r.output_tokens === usage.completion_tokens));
+    expect(rec.usage_source).toBe("provider");
+
+    mock.reset();
+    mock.setBehavior({ outputTokens: 400, ignoreMaxTokens: true });
+    const streamed = await post("/api/sdk", "tg_lib_key", JSON.stringify({ stream: true }));
+    expect(streamed.status).toBe(200);
+    const { text } = await streamed.json();
+    // The provider ignored max_tokens; the metered fetch cut the stream at the route's 200.
+    expect(text.split(" ").filter(Boolean).length).toBeLessThanOrEqual(200);
+    await mock.waitForClose(mock.requests[0]!, 2_000);
+    expect(mock.requests[0]!.chunksSent).toBeLessThan(400);
+  });
+
   it("retrieval(50) returns the route's max_docs", async () => {
     const res = await post("/api/retrieve", "tg_lib_key");
     expect(await res.json()).toEqual({ k: 6 });
@@ -182,8 +215,10 @@ describe("library mode: Express + the AI SDK", () => {
       // Spend sue's $0.002 daily budget through the library…
       let status = 200;
       for (let i = 0; i < 40 && status === 200; i++) {
-        status = (await post("/api/chat", "tg_lib_spender")).status;
+        status = (await post("/api/sdk", "tg_lib_spender", JSON.stringify({ stream: false }))).status;
       }
+      // The SDK call was refused through gate.fetch(); the app answered with tollgate's refusal.
+      expect(status).toBe(402);
       // …and the gateway sees it spent.
       const r = await fetch(`${gw.url}/chat/v1/chat/completions`, {
         method: "POST",

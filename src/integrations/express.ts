@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { TollgateError } from "../core/errors.js";
-import type { Gate } from "../library/gate.js";
+import { refusalOf, type Gate } from "../library/gate.js";
 import { refusalBody, refusalHeaders, type Tollgate } from "../library/tollgate.js";
 import { admitFromNode } from "./node-request.js";
 
@@ -26,13 +26,14 @@ export function expressMiddleware(tg: Tollgate, opts: { route: string }) {
 /** Express error handler: a TollgateError thrown in a handler (a step past max_steps…) becomes its HTTP refusal. */
 export function expressErrorHandler() {
   return function tollgateErrors(err: unknown, req: Req, res: ServerResponse, next: Next): void {
-    if (!TollgateError.is(err)) return next(err);
-    void req.tollgate?.end(err);
+    const refusal = refusalOf(err, req.tollgate);
+    if (!refusal) return next(err);
+    void req.tollgate?.end(refusal);
     if (res.headersSent) {
       res.destroy();
       return;
     }
-    sendRefusal(res, err);
+    sendRefusal(res, refusal);
   };
 }
 

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { TollgateError } from "../core/errors.js";
-import type { Gate } from "../library/gate.js";
+import { refusalOf, type Gate } from "../library/gate.js";
 import { refusalBody, refusalHeaders, type Tollgate } from "../library/tollgate.js";
 import { admitFromNode } from "./node-request.js";
 
@@ -40,13 +40,15 @@ export function fastifyPlugin(tg: Tollgate) {
       }
     });
     app.addHook("onError", async (req, _reply, err) => {
-      if (TollgateError.is(err)) await req.tollgate?.end(err);
+      const refusal = refusalOf(err, req.tollgate ?? undefined);
+      if (refusal) await req.tollgate?.end(refusal);
     });
     // A refusal thrown in a handler answers in the same shape as one at admission; anything else
     // goes on to the parent error handler.
-    app.setErrorHandler((err, _req, reply) => {
-      if (!TollgateError.is(err)) return reply.send(err);
-      return reply.code(err.status).headers(refusalHeaders(err)).send(refusalBody(err));
+    app.setErrorHandler((err, req, reply) => {
+      const refusal = refusalOf(err, req.tollgate ?? undefined);
+      if (!refusal) return reply.send(err);
+      return reply.code(refusal.status).headers(refusalHeaders(refusal)).send(refusalBody(refusal));
     });
     app.addHook("onResponse", async (req) => {
       await req.tollgate?.end();

@@ -1,6 +1,6 @@
 import { clientIp } from "../core/client-ip.js";
 import { TollgateError } from "../core/errors.js";
-import type { Gate } from "../library/gate.js";
+import { refusalOf, type Gate } from "../library/gate.js";
 import { refusalBody, refusalHeaders, type AdmitRequest, type Tollgate } from "../library/tollgate.js";
 
 export interface FetchOptions {
@@ -44,8 +44,9 @@ export function fetchHandler(tg: Tollgate, handler: (req: Request, gate: Gate) =
     try {
       res = await handler(req, gate);
     } catch (err) {
-      await gate.end(err);
-      if (TollgateError.is(err)) return refusalResponse(err);
+      const refusal = refusalOf(err, gate);
+      await gate.end(refusal ?? err);
+      if (refusal) return refusalResponse(refusal);
       throw err;
     }
     if (!res.body) {

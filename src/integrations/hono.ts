@@ -1,4 +1,4 @@
-import type { Gate } from "../library/gate.js";
+import { refusalOf, type Gate } from "../library/gate.js";
 import type { Tollgate } from "../library/tollgate.js";
 import { TollgateError } from "../core/errors.js";
 import { admitFromRequest, refusalResponse } from "./fetch.js";
@@ -28,9 +28,10 @@ export function honoMiddleware(tg: Tollgate, opts: { route: string; ip?: (req: R
     c.set("tollgate", gate);
     await next();
     // Hono catches handler errors into c.error; a refusal becomes its HTTP answer.
-    if (TollgateError.is(c.error)) {
-      c.res = refusalResponse(c.error);
-      await gate.end(c.error);
+    const refusal = refusalOf(c.error, gate);
+    if (refusal) {
+      c.res = refusalResponse(refusal);
+      await gate.end(refusal);
       return;
     }
     if (c.error || !c.res.body) {

@@ -11,6 +11,7 @@ import type { Ended, UsageRecord } from "../core/usage-record.js";
 import type { ReportedUsage, RequestFormat } from "../formats/format.js";
 import type { LanguageModelV3Middleware } from "@ai-sdk/provider";
 import { aiSdkMiddleware } from "../integrations/ai-sdk.js";
+import { meteredFetch } from "../integrations/metered-fetch.js";
 
 /** How long a request's record waits for model calls that have not settled. */
 const END_GRACE_MS = 5_000;
@@ -27,8 +28,12 @@ export interface ModelCall {
   readonly maxOutputTokens: number;
   /** Aborts when the request's gate aborts. */
   readonly signal: AbortSignal;
+  /** Counts the response as it passes (wire-format events or bodies of the call's format). */
+  readonly meter: Meter;
   /** Replaces the reservation with the actual cost. Unknown usage: give the counted output text. */
   settle(usage: ReportedUsage & { outputText?: string; toolCalls?: number }, ended?: Ended): Promise<void>;
+  /** Settles from what `meter` saw. */
+  finish(ended?: Ended): Promise<void>;
   /** The call failed before the provider produced anything: give the reservation back. */
   fail(error?: unknown): Promise<void>;
 }
@@ -44,6 +49,8 @@ export class Gate {
   private docs = 0;
   private uploads = 0;
   private seq = 0;
+  /** The last refusal a metered SDK call answered with; adapters map the SDK's error back to it. */
+  lastRefusal?: TollgateError;
   /** Model calls admitted but not yet settled: the record waits for them. */
   private readonly unsettled = new Set<Promise<void>>();
 
@@ -150,23 +157,36 @@ export class Gate {
     const settled = new Promise<void>((r) => (done = r));
     this.unsettled.add(settled);
     void settled.then(() => this.unsettled.delete(settled));
+    const finish = async (ended: Ended = "complete") => {
+      meter.started = true;
+      await engine.finish(ex, { ended, meter }).finally(done);
+    };
     return {
       body: ex.upstreamBody!,
       model: ex.model!.name,
       upstreamModel: ex.model!.upstream,
       maxOutputTokens: ex.upstream!.maxOutputTokens,
       signal: this.signal,
+      meter,
       async settle(usage, ended = "complete") {
-        meter.started = true;
         if (usage.inputTokens !== undefined || usage.outputTokens !== undefined) meter.usage = usage;
         if (usage.outputText) meter.countText(usage.outputText);
         meter.toolCalls = usage.toolCalls ?? 0;
-        await engine.finish(ex, { ended, meter }).finally(done);
+        await finish(ended);
       },
+      finish,
       async fail(error) {
         await engine.finish(ex, { ended: "upstream_error", meter }, error ?? new TollgateError("upstream_error", "the model call failed")).finally(done);
       },
     };
+  }
+
+  /**
+   * A `fetch` for provider SDKs the app uses directly (`new OpenAI({ fetch: gate.fetch() })`,
+   * Anthropic's too): every model call through it is admitted, clamped, reserved, metered and settled.
+   */
+  fetch(base: typeof fetch = globalThis.fetch): typeof fetch {
+    return meteredFetch(this, base);
   }
 
   /** Vercel AI SDK middleware for `wrapLanguageModel`: every model call through it is metered and capped. */
@@ -205,4 +225,15 @@ export class Gate {
   private abort(reason: GateAbortReason): void {
     if (!this.controller.signal.aborted) this.controller.abort({ tollgate: reason });
   }
+}
+
+/**
+ * The refusal behind an error a handler threw: a TollgateError itself, or the error an SDK raised
+ * for a refusal the gate's metered fetch answered with.
+ */
+export function refusalOf(err: unknown, gate: Gate | undefined): TollgateError | undefined {
+  if (TollgateError.is(err)) return err;
+  const status = (err as { status?: unknown })?.status;
+  if (gate?.lastRefusal && status === gate.lastRefusal.status) return gate.lastRefusal;
+  return undefined;
 }
