@@ -19,6 +19,7 @@ beforeAll(async () => {
     ],
     routes: {
       agent: { path: "/agent", plans: ["free"], default_model: "gpt-4o-mini", runs: { per: "user", max: 3, window: "1d", max_steps: 5, max_tool_calls: 5, max_usd: 0.0005 } },
+      slow: { path: "/slow", plans: ["free"], default_model: "gpt-4o-mini", runs: { max_steps: 100, max_duration: "2s" } },
     },
   });
 });
@@ -28,8 +29,8 @@ afterAll(async () => {
 });
 beforeEach(() => mock.reset());
 
-async function step(key: string, run?: string, body: object = {}) {
-  const res = await fetch(`${gw.url}/agent/v1/chat/completions`, {
+async function step(key: string, run?: string, body: object = {}, route = "agent") {
+  const res = await fetch(`${gw.url}/${route}/v1/chat/completions`, {
     method: "POST",
     headers: { authorization: `Bearer ${key}`, "content-type": "application/json", ...(run ? { "x-tollgate-run": run } : {}) },
     body: JSON.stringify({ messages: [{ role: "user", content: "plan the next step" }], max_tokens: 20, ...body }),
@@ -68,6 +69,17 @@ describe("agent runs in the gateway", () => {
     // Further steps of a run already started are not new runs.
     const again = await step("tg_agent_c", "run-new");
     expect(again.status).toBe(429);
+  });
+
+  it("refuses the steps of a run older than its max_duration, even one step at a time", async () => {
+    expect((await step("tg_agent_a", "slow-run", {}, "slow")).status).toBe(200);
+    expect((await step("tg_agent_a", "slow-run", {}, "slow")).status).toBe(200);
+    await new Promise((r) => setTimeout(r, 2_200));
+    const late = await step("tg_agent_a", "slow-run", {}, "slow");
+    expect(late.status).toBe(429);
+    expect(late.message).toMatch(/max_duration/);
+    // Another run is fine.
+    expect((await step("tg_agent_a", "fresh-run", {}, "slow")).status).toBe(200);
   });
 
   it("reserves the run's max_usd like a budget", async () => {

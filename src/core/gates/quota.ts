@@ -3,7 +3,7 @@ import { leaseMs, type Gate } from "../gate.js";
 import type { HeldCounter } from "../exchange.js";
 import { fireSignal } from "./abuse.js";
 import { budgetCounters, budgetRefusal } from "./budget.js";
-import { runLimit, startRunIfNew, stepCounters } from "./runs.js";
+import { checkRunAge, runLimit, startRunIfNew, stepCounters } from "./runs.js";
 import { describeLimit, limitKey } from "./scope.js";
 
 /** Riding a window to within 10% of its limit is a signal; tiny limits fill up innocently. */
@@ -41,6 +41,7 @@ export const quota: Gate = async function quota(ex, env) {
     if (steps.length) {
       const step = result.totals[limits.length]!;
       ex.record.run_step = step;
+      checkRunAge(ex, steps, result.totals.slice(limits.length), step, steps[0]!.amount);
       await startRunIfNew(ex, env, step, steps[0]!.amount);
     }
   }

@@ -18,9 +18,20 @@ export function runPrefix(ex: Exchange): string | undefined {
   return `run:${ex.route.name}:${scopeValue(runs.per, ex)}:${runId}`;
 }
 
-/** How long a run's counters live: its max_duration, or a day. */
+/**
+ * How long a run's counters live. Longer than max_duration on purpose: once the run is past its
+ * max_duration (its age marker has expired) its steps must still be on record so the next step is
+ * refused, not mistaken for the first step of a fresh run.
+ */
 export function runWindowMs(ex: Exchange): number {
-  return ex.route.runs?.maxDurationMs ?? DAY_MS;
+  return 2 * (ex.route.runs?.maxDurationMs ?? DAY_MS);
+}
+
+/** The marker a run's first step sets; it lives exactly max_duration, so its absence means "too old". */
+function ageMarker(ex: Exchange, prefix: string, amount: number): HeldCounter | undefined {
+  const max = ex.route.runs?.maxDurationMs;
+  if (max === undefined) return undefined;
+  return { key: `${prefix}:age`, max: 1, amount, windowMs: max, unit: "runs", label: "the run's max_duration" };
 }
 
 /**
@@ -40,21 +51,35 @@ export function stepCounters(ex: Exchange, steps = ex.caller.library ? 0 : 1): H
   if (runs.maxToolCalls !== undefined) {
     out.push({ key: `${prefix}:tools`, max: runs.maxToolCalls, amount: 0, windowMs, unit: "tool_calls", label: `the run's max_tool_calls of ${runs.maxToolCalls}` });
   }
+  const age = ageMarker(ex, prefix, 0);
+  if (age) out.push(age);
   return out;
+}
+
+/** Refuses a step of a run that is older than its max_duration (its age marker has expired). */
+export function checkRunAge(ex: Exchange, counters: HeldCounter[], totals: number[], stepTotal: number, stepsTaken: number): void {
+  const i = counters.findIndex((c) => c.key.endsWith(":age"));
+  if (i < 0 || stepTotal === stepsTaken) return;
+  if (totals[i] === 0) throw runLimit(`this run is older than its max_duration of ${Math.round(ex.route.runs!.maxDurationMs! / 1000)}s`);
 }
 
 /** A run's first step also counts against the caller's runs-per-window limit. */
 export async function startRunIfNew(ex: Exchange, env: GateEnv, stepTotal: number, stepsTaken: number): Promise<void> {
   const runs = ex.route.runs!;
-  if (stepTotal !== stepsTaken || runs.max === undefined) return;
-  const windowMs = runs.windowMs ?? DAY_MS;
-  const counter: HeldCounter = { key: `runs:${ex.route.name}:${scopeValue(runs.per, ex)}`, max: runs.max, amount: 1, windowMs, unit: "runs", label: `${runs.max} runs per window` };
+  if (stepTotal !== stepsTaken) return;
+  const counters: HeldCounter[] = [];
+  if (runs.max !== undefined) {
+    counters.push({ key: `runs:${ex.route.name}:${scopeValue(runs.per, ex)}`, max: runs.max, amount: 1, windowMs: runs.windowMs ?? DAY_MS, unit: "runs", label: `${runs.max} runs per window` });
+  }
+  const age = ageMarker(ex, runPrefix(ex)!, 1);
+  if (age) counters.push(age);
+  if (!counters.length) return;
   const id = `${ex.id}:r`;
-  const result = await env.store.reserve(id, [counter], leaseMs(ex));
+  const result = await env.store.reserve(id, counters, leaseMs(ex));
   if (!result.ok) {
     throw runLimit(`this caller has started ${runs.max} runs in the window, the route's limit`, result.retryAfterMs);
   }
-  ex.runStart = { id, counters: [counter] };
+  ex.runStart = { id, counters };
 }
 
 export function runLimit(message: string, retryAfterMs?: number): TollgateError {
