@@ -26,6 +26,10 @@ export class GatewayProcess {
       stdio: ["ignore", "pipe", "pipe"],
     });
     const gw = new GatewayProcess(child, configPath);
+    // A test run that dies must not leave gateways behind.
+    const reap = () => child.kill("SIGKILL");
+    process.once("exit", reap);
+    child.once("exit", () => process.off("exit", reap));
     gw.exited = new Promise((resolve) => child.once("exit", (code) => resolve(code)));
     let pending = "";
     child.stdout!.setEncoding("utf8").on("data", (d: string) => {

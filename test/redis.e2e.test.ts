@@ -54,6 +54,16 @@ async function startMany(n: number, cfg: object): Promise<GatewayProcess[]> {
   return started;
 }
 
+async function waitFor200(url: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let status = 0;
+  while (status !== 200 && Date.now() < deadline) {
+    await sleep(100);
+    status = (await ask(url)).status;
+  }
+  expect(status).toBe(200);
+}
+
 /** Every record the gateways printed, found in Redis (waiting for write-behind to ship them). */
 async function expectAllRecordsInRedis(gws: GatewayProcess[], timeoutMs = 10_000): Promise<void> {
   const printed = gws.flatMap((g) => g.records.map((r) => r.request_id));
@@ -139,6 +149,16 @@ describe("Redis stopped mid-run", () => {
     const [gw] = await startMany(1, config({ onStoreError: "closed", route: { limits: [{ per: "user", requests: 100, window: "1m" }] } }));
     for (let i = 0; i < 3; i++) expect((await ask(gw!.url)).status).toBe(200);
 
+    // A Redis that hangs rather than dies is refused within a second too.
+    await admin.client("PAUSE", 2_000, "ALL");
+    for (let i = 0; i < 2; i++) {
+      const started = performance.now();
+      const r = await ask(gw!.url);
+      expect(r.status).toBe(503);
+      expect(performance.now() - started).toBeLessThan(1_000);
+    }
+    await waitFor200(gw!.url);
+
     await redis.stop();
     for (let i = 0; i < 5; i++) {
       const started = performance.now();
@@ -148,16 +168,10 @@ describe("Redis stopped mid-run", () => {
       expect((await r.json()).error.code).toBe("store_unavailable");
       expect(took).toBeLessThan(1_000);
     }
-    expect(mock.requests).toHaveLength(3);
+    expect(mock.requests).toHaveLength(4);
 
     await redis.restart();
-    let status = 503;
-    const deadline = Date.now() + 10_000;
-    while (status !== 200 && Date.now() < deadline) {
-      await sleep(100);
-      status = (await ask(gw!.url)).status;
-    }
-    expect(status).toBe(200);
+    await waitFor200(gw!.url);
     await gw!.waitForRecords(gw!.records.length);
     await expectAllRecordsInRedis([gw!]);
     expect(gw!.stderr.match(/on_store_error is closed/g)).toHaveLength(1);

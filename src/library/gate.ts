@@ -195,7 +195,21 @@ export class Gate {
   }
 
   /** Writes the request's usage record; the adapters call it when the response ends. */
+  /** Resolves once the request's record is written. */
+  get ended(): Promise<UsageRecord> {
+    return (this.endedPromise ??= new Promise<UsageRecord>((r) => (this.resolveEnded = r)));
+  }
+  private endedPromise?: Promise<UsageRecord>;
+  private resolveEnded?: (r: UsageRecord) => void;
+
   async end(error?: unknown): Promise<UsageRecord> {
+    void this.ended;
+    const record = await this.endOnce(error);
+    this.resolveEnded?.(record);
+    return record;
+  }
+
+  private async endOnce(error?: unknown): Promise<UsageRecord> {
     clearTimeout(this.timer);
     const ex = this.exchange;
     // Calls still streaming settle first (they end quickly once the response is gone), so their

@@ -74,8 +74,14 @@ export class Tollgate {
     } catch (err) {
       throw toTollgateError(err, undefined);
     }
-    return new Gate(this.engine, ex, req.signal);
+    const gate = new Gate(this.engine, ex, req.signal);
+    this.open.add(gate);
+    void gate.ended.then(() => this.open.delete(gate));
+    return gate;
   }
+
+  /** Requests admitted and not yet ended: close() lets them write their records first. */
+  private readonly open = new Set<Gate>();
 
   /** Express middleware; pair it with `tg.expressErrors()` after your routes. */
   express(opts: { route: string }) {
@@ -104,6 +110,8 @@ export class Tollgate {
   }
 
   async close(): Promise<void> {
+    const pending = [...this.open].map((g) => g.end());
+    await Promise.race([Promise.allSettled(pending), new Promise((r) => setTimeout(r, 5_000).unref())]);
     await this.shutdown();
   }
 }

@@ -30,7 +30,9 @@ export class StoreUnavailableError extends Error {
 }
 
 /** Every command's cap: a Redis that stops answering costs a request at most this, never a hang. */
-const COMMAND_TIMEOUT_MS = 500;
+const COMMAND_TIMEOUT_MS = 650;
+/** After a command went unanswered, how long the next ones fail at once (unless Redis answers). */
+const SILENT_BACKOFF_MS = 1_000;
 /** How long appendUsage waits for Redis before leaving the record to the write-behind buffer. */
 const USAGE_ACK_WAIT_MS = 200;
 /** Keys outlive their last entry's window by this much, so a slow settle never finds them gone. */
@@ -70,6 +72,9 @@ export class RedisStore implements Store {
   private readonly log: (line: string) => void;
   private readonly retentionMs: number;
   private closed = false;
+  /** performance.now() until which commands fail at once: Redis left a command unanswered. */
+  private silentUntil = 0;
+  private lastReplyAt = 0;
 
   /** Connects and waits for Redis to be ready; with `waitForReady: false` it returns at once and keeps trying. */
   static async open(url: string, opts: RedisStoreOptions & { waitForReady?: boolean } = {}): Promise<RedisStore> {
@@ -95,6 +100,7 @@ export class RedisStore implements Store {
     // Without a listener ioredis prints every reconnect failure; availability is reported by its owner.
     redis.on("error", () => {});
     redis.on("ready", () => {
+      this.silentUntil = 0;
       this.usage.retryNow();
       this.writes.retryNow();
     });
@@ -252,7 +258,7 @@ export class RedisStore implements Store {
       this.log(`tollgate: usage buffer has room again; ${this.usage.refused} records were not kept for redis`);
       this.usage.refused = 0;
     }
-    if (!this.isReady) return;
+    if (!this.isReady || this.silent) return;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([shipped, new Promise<void>((resolve) => (timer = setTimeout(resolve, USAGE_ACK_WAIT_MS)))]);
     clearTimeout(timer);
@@ -316,15 +322,38 @@ export class RedisStore implements Store {
     });
   }
 
-  /** Runs a command, turning "Redis is away" into StoreUnavailableError and letting real errors through. */
+  /**
+   * Runs a command, turning "Redis is away" into StoreUnavailableError and letting real errors
+   * through. When a command goes unanswered and Redis has answered nothing else meanwhile, the
+   * next commands fail at once for a second (or until any reply comes): a Redis that hangs costs a
+   * request one wait, not one per command, so a refusal still comes within a second. A Redis that
+   * is merely slow keeps answering something, and is never cut off this way.
+   */
   private async call<T>(command: () => Promise<T>): Promise<T> {
     if (!this.isReady) throw new StoreUnavailableError(`redis at ${this.address} is not connected (${this.redis.status})`);
+    if (this.silent) throw new StoreUnavailableError(`redis at ${this.address} stopped answering`);
+    const work = command();
+    // Any reply, even one too late for its caller, shows that Redis is answering.
+    const answered = () => {
+      this.lastReplyAt = performance.now();
+      this.silentUntil = 0;
+    };
+    work.then(answered, (err: unknown) => {
+      if (err instanceof Error && err.name === "ReplyError") answered();
+    });
     try {
-      return await withDeadline(command(), COMMAND_TIMEOUT_MS);
+      return await withDeadline(work, COMMAND_TIMEOUT_MS);
     } catch (err) {
+      if (err instanceof DeadlineError && performance.now() - this.lastReplyAt >= COMMAND_TIMEOUT_MS) {
+        this.silentUntil = performance.now() + SILENT_BACKOFF_MS;
+      }
       if (err instanceof Error && err.name === "ReplyError" && !TRANSIENT_REPLY.test(err.message)) throw err;
       throw new StoreUnavailableError(`redis at ${this.address}: ${errorText(err)}`, { cause: err });
     }
+  }
+
+  private get silent(): boolean {
+    return performance.now() < this.silentUntil;
   }
 
   private now(): string {
@@ -362,6 +391,10 @@ function redisOptions(connectTimeoutMs = 5_000): RedisOptions {
   };
 }
 
+class DeadlineError extends Error {
+  override readonly name = "DeadlineError";
+}
+
 /**
  * Fails `work` after `ms`, but only once the event loop has read its sockets: when the process
  * itself was busy (or descheduled) past the deadline, a reply that already arrived wins, so load
@@ -370,7 +403,7 @@ function redisOptions(connectTimeoutMs = 5_000): RedisOptions {
  */
 function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => setImmediate(() => reject(new Error(`Command timed out after ${ms} ms`))), ms);
+    const timer = setTimeout(() => setImmediate(() => reject(new DeadlineError(`no answer within ${ms} ms`))), ms);
     work.then(
       (value) => {
         clearTimeout(timer);
