@@ -145,8 +145,9 @@ describe("openai responses: caps and cancellation", () => {
     }
     const closedAt = await mock.waitForClose(mock.requests[0]!, 2_000);
     expect(mock.requests[0]!.closedAt).toBeDefined();
-    console.log(`responses: client abort -> upstream abort ${(closedAt - abortedAt).toFixed(1)} ms`);
-    expect(closedAt - abortedAt).toBeLessThan(100);
+    // streaming.e2e.test.ts holds the gateway to 100 ms from the socket closing; an SDK's abort
+    // adds its own fetch teardown, so this bound is looser.
+    expect(closedAt - abortedAt).toBeLessThan(250);
     const rec = await recordOf(response);
     expect(rec).toMatchObject({ ended: "client_disconnect", usage_source: "counted" });
     expect(rec.output_tokens).toBeGreaterThanOrEqual(5);
@@ -184,6 +185,13 @@ describe("openai responses: state the gateway cannot see", () => {
     // gpt-4o-mini: 128,000 tokens of context at $0.15 per 1M, plus 50 output tokens at $0.60.
     expect(rec.estimated_cost_usd).toBeGreaterThanOrEqual((128_000 * 0.15 + 50 * 0.6) / 1e6);
     expect(rec.cost_usd).toBeLessThan(rec.estimated_cost_usd);
+  });
+  it("charges the reservation for a background response whose usage it never sees", async () => {
+    mock.setBehavior({ omitUsage: true });
+    const { response } = await client({ path: "/stored" }).responses.create({ ...ask, background: true }).withResponse();
+    const rec = await recordOf(response);
+    expect(rec).toMatchObject({ usage_source: "reserved", output_tokens: 50 });
+    expect(rec.cost_usd).toBeGreaterThan(0);
   });
 });
 

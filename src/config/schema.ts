@@ -112,7 +112,12 @@ export const inputSchema = z.strictObject({
   max_n: positiveInt.optional().describe("Largest `n` (choices per request) allowed; default 1."),
   max_embedding_inputs: positiveInt.optional(),
   allow_logprobs: z.boolean().optional(),
-  stored_state: z.enum(["reject", "allow"]).optional().describe("Responses API previous_response_id / background: reject (default) or allow."),
+  stored_state: z
+    .enum(["reject", "allow"])
+    .optional()
+    .describe(
+      "Input tollgate cannot see: Responses previous_response_id, conversation, stored prompt, item_reference, background; files and documents by id or URL; provider-hosted tools (web search, file search, code execution, MCP). reject (default) or allow, reserving the model's whole context window as input.",
+    ),
 });
 
 export const runsSchema = z.strictObject({

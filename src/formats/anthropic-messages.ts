@@ -2,7 +2,7 @@ import { TollgateError } from "../core/errors.js";
 import type { Attachment, PromptShape } from "../core/metering/tokens.js";
 import { anthropicErrorBody } from "./errors.js";
 import { asObject, base64Bytes, codePoints, invalid, optArray, optBool, optCount, optString } from "./fields.js";
-import type { Inspection, Reading, RequestFormat, ReportedUsage, SseEvent, StreamTail } from "./format.js";
+import type { Reading, RequestFormat, ReportedUsage, SseEvent, StreamTail } from "./format.js";
 
 const ROLES = new Set(["user", "assistant"]);
 /** Anthropic refuses a thinking budget below this, so a clamp must not produce one. */
@@ -44,7 +44,8 @@ export const anthropicMessages: RequestFormat = {
     const maxTokens = optCount(body, "max_tokens", 1);
     if (maxTokens === undefined) throw invalid("max_tokens", "required: the number of tokens the reply may use");
     const c = new Collector();
-    if (body.system !== undefined && body.system !== null) c.message("system", body.system, "system");
+    const hasSystem = body.system !== undefined && body.system !== null;
+    if (hasSystem) c.message("system", body.system, "system");
     messages.forEach((m, i) => {
       const msg = asObject(m, `messages[${i}]`);
       const role = optString(msg, "role", `messages[${i}].role`);
@@ -66,7 +67,7 @@ export const anthropicMessages: RequestFormat = {
       stream: optBool(body, "stream") ?? false,
       prompt: c.prompt,
       promptChars: c.chars,
-      messages: messages.length + (c.prompt.messages[0]?.role === "system" ? 1 : 0),
+      messages: messages.length + (hasSystem ? 1 : 0),
       tools: tools.length,
       attachments: c.attachments,
       outputTokens: { max_tokens: maxTokens },
