@@ -139,8 +139,8 @@ export function machineBusyMs() {
 export const CONNECTIONS = 32;
 /** Seconds of measured load per target, split into ROUNDS interleaved rounds. */
 export const SECONDS_PER_TARGET = Number(process.env.BENCH_SECONDS ?? 5);
-export const ROUNDS = 2;
-export const WARMUP_S = 1.5;
+export const ROUNDS = 4;
+export const WARMUP_S = 2;
 
 function cannon(url, body, duration) {
   return autocannon({
@@ -150,6 +150,9 @@ function cannon(url, body, duration) {
     body: JSON.stringify(body),
     connections: CONNECTIONS,
     duration,
+    // autocannon checks for the end of a run once per sample interval: at the default 1 s, a
+    // 1.25 s run would last 2 s. Requests/s are computed from totals and wall time, not samples.
+    sampleInt: 250,
     skipAggregateResult: true,
   });
 }
@@ -164,8 +167,8 @@ function cannon(url, body, duration) {
  * @param {{ label: string, url: string, body: object, procs?: Record<string, number> }[]} targets
  */
 export async function compare(targets) {
-  for (const t of targets) await cannon(t.url, t.body, WARMUP_S);
-  const acc = targets.map(() => ({ raws: [], wallMs: 0, cpu: {}, roundRps: [] }));
+  const acc = targets.map(() => ({ raws: [], wallMs: 0, cpu: {}, roundRps: [], warmupRequests: 0 }));
+  for (const [i, t] of targets.entries()) acc[i].warmupRequests = (await cannon(t.url, t.body, WARMUP_S)).totalCompletedRequests;
   const ours = [...new Set([process.pid, ...targets.flatMap((t) => Object.values(t.procs ?? {}))])];
   const oursMs = () => ours.reduce((sum, pid) => sum + (cpuMs(pid) ?? 0), 0);
   const machine0 = machineBusyMs();
@@ -206,6 +209,8 @@ export async function compare(targets) {
     return {
       label: t.label,
       rps: (1000 * total) / a.wallMs,
+      /** Everything this target served in compare(), warm-up included. */
+      served: total + a.warmupRequests,
       roundRps: a.roundRps,
       total,
       ok: r["2xx"],
