@@ -16,4 +16,12 @@ describe("period", () => {
     expect(p.key).toBe("2026-11-27");
     expect(p.resetsAt).toBe(Date.UTC(2026, 10, 28, 5));
   });
+
+  it("reuses a period until it ends, and moves on exactly at the reset", () => {
+    const day = period("day", Date.UTC(2026, 10, 28, 12), "UTC");
+    expect(period("day", Date.UTC(2026, 10, 28, 23, 59, 59, 999), "UTC")).toEqual(day);
+    expect(period("day", Date.UTC(2026, 10, 29), "UTC").key).toBe("2026-11-29");
+    // Going back in time (a test clock) still gives the right period.
+    expect(period("day", Date.UTC(2026, 10, 27, 5), "UTC").key).toBe("2026-11-27");
+  });
 });

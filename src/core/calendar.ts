@@ -35,13 +35,25 @@ function localMidnight(year: number, month: number, day: number, timeZone: strin
   return guess - offset(first, timeZone);
 }
 
+/** The last period computed per unit and zone, reused until it ends: Intl formatting is slow. */
+const cache = new Map<string, Period & { startsAt: number }>();
+
 export function period(unit: "day" | "month", now: number, timeZone: string): Period {
+  const id = `${unit}|${timeZone}`;
+  const hit = cache.get(id);
+  if (hit && now >= hit.startsAt && now < hit.resetsAt) return { key: hit.key, resetsAt: hit.resetsAt };
+  const computed = computePeriod(unit, now, timeZone);
+  cache.set(id, computed);
+  return { key: computed.key, resetsAt: computed.resetsAt };
+}
+
+function computePeriod(unit: "day" | "month", now: number, timeZone: string): Period & { startsAt: number } {
   const p = parts(now, timeZone);
   const mm = String(p.month).padStart(2, "0");
   if (unit === "day") {
-    return { key: `${p.year}-${mm}-${String(p.day).padStart(2, "0")}`, resetsAt: localMidnight(p.year, p.month, p.day + 1, timeZone) };
+    return { key: `${p.year}-${mm}-${String(p.day).padStart(2, "0")}`, startsAt: localMidnight(p.year, p.month, p.day, timeZone), resetsAt: localMidnight(p.year, p.month, p.day + 1, timeZone) };
   }
-  return { key: `${p.year}-${mm}`, resetsAt: localMidnight(p.year, p.month + 1, 1, timeZone) };
+  return { key: `${p.year}-${mm}`, startsAt: localMidnight(p.year, p.month, 1, timeZone), resetsAt: localMidnight(p.year, p.month + 1, 1, timeZone) };
 }
 
 /** A window long enough to hold a whole period: the key changes before it can slide. */

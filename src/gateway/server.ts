@@ -49,7 +49,8 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
     });
     handle(req, res).catch((err) => {
       // A bug, not a refusal: answer if we still can, never with internals.
-      process.stderr.write(`tollgate: internal error: ${(err as Error)?.stack ?? err}\n`);
+      if (obs) obs.logs.ops.error({ err }, "internal error");
+      else process.stderr.write(`tollgate: internal error: ${(err as Error)?.stack ?? err}\n`);
       if (!res.headersSent) sendJson(res, 500, { error: { message: "internal error", type: "api_error", code: "internal_error", param: null } });
       else res.destroy();
     });
@@ -78,7 +79,7 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
     const match = matchRoute(routes, url);
     if (!match) return sendError(res, "openai", new TollgateError("not_found", `no route serves ${url}`));
     const { route, rest } = match;
-    const api = rest === "/v1/messages" ? "anthropic" : "openai";
+    const api = rest === "/v1/messages" || rest.startsWith("/v1/messages/") ? "anthropic" : "openai";
     if (rest === "/v1/models" && req.method === "GET") return listModels(req, res, route, requestId);
     const endpoint = ENDPOINTS[rest];
     if (!endpoint || !route.endpoints.has(endpoint.name)) {
@@ -162,7 +163,7 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
     res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive", ...ex.headers });
     try {
       if (first && !first.done) {
-        res.write(formatSse(first.value));
+        writeEvent(res, formatSse(first.value));
         for (;;) {
           const next = await it.next();
           if (next.done) break;
@@ -178,7 +179,7 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
             writeAll(res, format.endStream("output_cap", meter.last, ""));
             break;
           }
-          if (forward && !res.write(formatSse(next.value))) await drained(res, abort, cfg.server.idleTimeoutMs);
+          if (forward && !writeEvent(res, formatSse(next.value))) await drained(res, abort, cfg.server.idleTimeoutMs);
         }
       }
     } catch (err) {
@@ -240,6 +241,18 @@ function credential(req: IncomingMessage): string | undefined {
     if (m) return m[1]!.trim();
   }
   return header(req, "x-api-key")?.trim() || undefined;
+}
+
+/**
+ * Events that arrive together (one upstream read often carries several) leave in one socket write:
+ * the response is corked for the rest of this turn of the event loop.
+ */
+function writeEvent(res: ServerResponse, text: string): boolean {
+  if (!res.writableCorked) {
+    res.cork();
+    setImmediate(() => res.uncork());
+  }
+  return res.write(text);
 }
 
 function writeAll(res: ServerResponse, events: SseEvent[]): void {
