@@ -104,6 +104,14 @@ describe("anthropic messages: served and metered", () => {
   });
 });
 
+describe("anthropic models list", () => {
+  it("answers the Anthropic SDK's models.list in Anthropic's shape", async () => {
+    const page = await client().models.list();
+    expect(page.data.map((m) => m.id)).toEqual(["sonnet"]);
+    expect(page.data[0]).toMatchObject({ type: "model", display_name: "sonnet" });
+  });
+});
+
 describe("anthropic messages: caps and cancellation", () => {
   it("never streams past the route's cap from a provider that ignores max_tokens, and ends the message cleanly", async () => {
     mock.setBehavior({ outputTokens: 200, ignoreMaxTokens: true, tokenIntervalMs: 2 });

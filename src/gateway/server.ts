@@ -196,11 +196,18 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
 
   async function listModels(req: IncomingMessage, res: ServerResponse, route: ResolvedRoute, requestId: string) {
     const ex = engine.open({ route: route.name, endpoint: "models", ip: clientIp(req.socket.remoteAddress, header(req, "x-forwarded-for"), cfg.server.trustProxy), credentials: { token: credential(req) }, requestId });
+    // Anthropic's SDK sends anthropic-version and expects Anthropic's list shape.
+    const anthropic = header(req, "anthropic-version") !== undefined;
     let models: string[];
     try {
       models = await engine.modelsFor(ex);
     } catch (err) {
-      return sendError(res, "openai", toTollgateError(err, undefined));
+      return sendError(res, anthropic ? "anthropic" : "openai", toTollgateError(err, undefined));
+    }
+    if (anthropic) {
+      const createdAt = new Date(0).toISOString();
+      const data = models.map((id) => ({ type: "model", id, display_name: id, created_at: createdAt }));
+      return sendJson(res, 200, { data, has_more: false, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null });
     }
     const created = Math.floor(Date.now() / 1000);
     sendJson(res, 200, { object: "list", data: models.map((id) => ({ id, object: "model", created, owned_by: "tollgate" })) });
