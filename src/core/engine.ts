@@ -126,8 +126,9 @@ export class Engine {
     ex.finished = true;
     if (ex.record.ended === null) ex.record.ended = ended;
     try {
-      if (ex.quota) await this.store.settle(ex.quota.id, ex.quota.counters.map((c) => (c.unit === "tool_calls" ? ex.extraToolCalls : c.amount)));
-      if (ex.runStart) await this.store.settle(ex.runStart.id, [1]);
+      // A library request's tool calls were taken one by one through gate.toolCall().
+      if (ex.quota) await this.store.settle(ex.quota.id, ex.quota.counters.map((c) => (c.unit === "tool_calls" ? 0 : c.amount)));
+      if (ex.runStart) await this.store.settle(ex.runStart.id, ex.runStart.counters.map((c) => c.amount));
     } finally {
       await this.write(ex);
     }
@@ -228,9 +229,9 @@ export class Engine {
           await this.store.release(ex.budget.id);
         }
       }
-      const toolCalls = meter.toolCalls + ex.extraToolCalls;
+      const toolCalls = meter.toolCalls;
       if (ex.quota) await this.store.settle(ex.quota.id, ex.quota.counters.map((c) => (c.unit === "tool_calls" ? toolCalls : c.amount)));
-      if (ex.runStart) await this.store.settle(ex.runStart.id, [1]);
+      if (ex.runStart) await this.store.settle(ex.runStart.id, ex.runStart.counters.map((c) => c.amount));
     } finally {
       await this.write(ex);
     }

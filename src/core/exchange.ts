@@ -60,8 +60,6 @@ export class Exchange {
   quota?: { id: string; counters: HeldCounter[] };
   /** The runs-per-window slot a run's first step took. */
   runStart?: { id: string; counters: HeldCounter[] };
-  /** Tool calls and documents the app reported through the library's Gate. */
-  extraToolCalls = 0;
   budget?: { id: string; counters: HeldCounter[] };
   /** Response headers the transport should send (rate limits, model, budget, clamps). */
   readonly headers: Record<string, string> = {};
