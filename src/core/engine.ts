@@ -127,8 +127,7 @@ export class Engine {
     if (ex.record.ended === null) ex.record.ended = ended;
     try {
       // A library request's tool calls were taken one by one through gate.toolCall().
-      if (ex.quota) await this.store.settle(ex.quota.id, ex.quota.counters.map((c) => (c.unit === "tool_calls" ? 0 : c.amount)));
-      if (ex.runStart) await this.store.settle(ex.runStart.id, ex.runStart.counters.map((c) => c.amount));
+      await this.settleAdmission(ex, 0);
     } finally {
       await this.write(ex);
     }
@@ -229,13 +228,17 @@ export class Engine {
           await this.store.release(ex.budget.id);
         }
       }
-      const toolCalls = meter.toolCalls;
-      if (ex.quota) await this.store.settle(ex.quota.id, ex.quota.counters.map((c) => (c.unit === "tool_calls" ? toolCalls : c.amount)));
-      if (ex.runStart) await this.store.settle(ex.runStart.id, ex.runStart.counters.map((c) => c.amount));
+      await this.settleAdmission(ex, meter.toolCalls);
     } finally {
       await this.write(ex);
     }
     return rec;
+  }
+
+  /** Makes what gate 3 took permanent; the run's tool-call counter takes the calls the model made. */
+  private async settleAdmission(ex: Exchange, toolCalls: number): Promise<void> {
+    if (ex.quota) await this.store.settle(ex.quota.id, ex.quota.counters.map((c) => (c.unit === "tool_calls" ? toolCalls : c.amount)));
+    if (ex.runStart) await this.store.settle(ex.runStart.id, ex.runStart.counters.map((c) => c.amount));
   }
 
   /** Records a refusal: gives back what earlier gates took and feeds the suspicion score. */
@@ -254,6 +257,7 @@ export class Engine {
     if (ex.identity && abuseEnabled(this.env) && err.status < 500 && err.code !== "blocked" && weights.refused > 0) {
       releases.push(this.store.score(userScoreKey(ex.identity.user), weights.refused, halfLifeMs));
       releases.push(this.store.score(ipScoreKey(ex.identity.ipGroup), weights.refused, halfLifeMs));
+      // Not the network's score: one careless user behind a shared NAT must not block the /24.
     }
     await Promise.allSettled(releases);
     await this.write(ex);
