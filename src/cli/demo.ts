@@ -173,7 +173,13 @@ export async function generateTraffic(url: string, opts: TrafficOptions = {}): P
   const totalWeight = mix.reduce((n, s) => n + s.weight, 0);
   const rand = prng(opts.seed ?? Date.now());
   const intervalMs = 1000 / (opts.ratePerSecond ?? 8);
-  const stop = AbortSignal.any([opts.signal ?? new AbortController().signal, ...(opts.durationMs !== undefined ? [AbortSignal.timeout(opts.durationMs)] : [])]);
+  // One controller of our own rather than AbortSignal.any: on Node 20 a composite signal can be
+  // collected while its sources still hold the only reference, and then it never fires.
+  const stopper = new AbortController();
+  const stop = stopper.signal;
+  const timer = opts.durationMs !== undefined ? setTimeout(() => stopper.abort(), opts.durationMs) : undefined;
+  const onAbort = () => stopper.abort();
+  opts.signal?.addEventListener("abort", onAbort, { once: true });
   const endpoint = `${url}${opts.path ?? "/chat"}/v1/chat/completions`;
   const stats: TrafficStats = { requests: 0, byScenario: {}, byStatus: {} };
   const inFlight = new Set<Promise<void>>();
@@ -191,6 +197,8 @@ export async function generateTraffic(url: string, opts: TrafficOptions = {}): P
     void p.finally(() => inFlight.delete(p));
     await sleep(intervalMs * (0.5 + rand()), undefined, { signal: stop }).catch(() => {});
   }
+  clearTimeout(timer);
+  opts.signal?.removeEventListener("abort", onAbort);
   await Promise.allSettled(inFlight);
   return stats;
 }

@@ -24,9 +24,16 @@ export class Observability {
     this.tracing = new Tracing(config);
   }
 
+  private readonly sinks: ((record: UsageRecord) => void)[] = [
+    (r) => this.logs.usage(r),
+    (r) => this.metrics.record(r),
+    (r) => this.tracing.record(r),
+    (r) => this.tail.push(r),
+  ];
+
   /** EngineOptions.onRecord. Never throws: a broken sink must not fail the request it describes. */
   readonly onRecord = (record: UsageRecord): void => {
-    for (const sink of [this.logs.usage, (r: UsageRecord) => this.metrics.record(r), (r: UsageRecord) => this.tracing.record(r), (r: UsageRecord) => this.tail.push(r)]) {
+    for (const sink of this.sinks) {
       try {
         sink(record);
       } catch (err) {
