@@ -167,6 +167,13 @@ describe("library mode: Express + the AI SDK", () => {
     expect(mock.requests[0]!.chunksSent).toBeLessThan(400);
   });
 
+  it("feeds the same Prometheus metrics as the gateway", async () => {
+    const { contentType, body } = await tg.metrics();
+    expect(contentType).toMatch(/text\/plain/);
+    expect(body).toMatch(/tollgate_requests_total\{route="agent",endpoint="[a-z_]+",decision="deny",code="run_limit_exceeded"\} [1-9]/);
+    expect(body).toMatch(/tollgate_spend_usd_total\{route="agent",model="gpt-4o-mini",plan="free"\} 0\.\d*[1-9]/);
+  });
+
   it("retrieval(50) returns the route's max_docs", async () => {
     const res = await post("/api/retrieve", "tg_lib_key");
     expect(await res.json()).toEqual({ k: 6 });

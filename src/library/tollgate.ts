@@ -4,6 +4,7 @@ import type { RawConfig } from "../config/schema.js";
 import { toTollgateError, type Engine } from "../core/engine.js";
 import { TollgateError } from "../core/errors.js";
 import type { UsageRecord } from "../core/usage-record.js";
+import { Observability } from "../observability/index.js";
 import { startRuntime } from "../runtime.js";
 import type { Store } from "../stores/store.js";
 import { expressErrorHandler, expressMiddleware } from "../integrations/express.js";
@@ -48,8 +49,27 @@ export class Tollgate {
   static async create(opts: TollgateOptions): Promise<Tollgate> {
     const raw = typeof opts.config === "string" ? loadConfigFile(opts.config) : parseConfig(opts.config);
     const config = resolveConfig(raw);
-    const runtime = await startRuntime(config, { onRecord: opts.onRecord, store: opts.store });
-    return new Tollgate(runtime.engine, config, () => runtime.close());
+    // The same sinks as the gateway: the stdout record (server.log), Prometheus, spans.
+    const observability = new Observability(config);
+    const onRecord = (r: UsageRecord) => {
+      observability.onRecord(r);
+      opts.onRecord?.(r);
+    };
+    const runtime = await startRuntime(config, { onRecord, store: opts.store, instrumentStore: (s) => observability.instrumentStore(s) });
+    const tg = new Tollgate(runtime.engine, config, async () => {
+      observability.close();
+      await runtime.close();
+    });
+    tg.observability = observability;
+    return tg;
+  }
+
+  private observability?: Observability;
+
+  /** Prometheus text for the app to serve at its own /metrics: the gateway's metrics, from this process. */
+  async metrics(): Promise<{ contentType: string; body: string }> {
+    const registry = this.observability!.metrics.registry;
+    return { contentType: registry.contentType, body: await registry.metrics() };
   }
 
   /**
