@@ -1,17 +1,19 @@
 // Section 2b: the cost of one reservation (reserve + settle, one counter) as a function of how many
-// entries the counter already holds in its window, straight against the store classes.
+// settled reservations the counter already holds in its window, straight against the store classes.
 //
-// Stores keep every counter as a sliding log (src/stores/store.ts), and a reservation sums the
-// counter's live entries. The number of entries is bounded by `max` for a request limit, but not for
-// a usd budget or a token limit: a route-wide daily usd kill switch holds one entry per request of
-// the day. This measures what that costs as the log grows.
+// A counter keeps its settled amounts in at most ~65 time buckets plus its in-flight reservations
+// (src/stores/store.ts), so this should be flat: a route-wide daily usd kill switch at 10 req/s
+// holds 864k settled reservations by evening, and a check must not scan them.
+//
+// Standalone: `npm run build && node bench/store-scan.js [--redis]` prints the table (and JSON with --json).
+import { pathToFileURL } from "node:url";
 import { MemoryStore } from "../dist/stores/memory.js";
 import { SqliteStore } from "../dist/stores/sqlite.js";
 import { sqlitePath } from "./configs.js";
 import { median } from "./lib.js";
 
-/** Entry counts to measure at; SQLite's are lower because filling its log is quadratic too. */
-export const CHECKPOINTS = { memory: [0, 5_000, 10_000, 20_000], sqlite: [0, 1_000, 2_500, 5_000] };
+/** Settled reservations already in the window at each measuring point. */
+export const CHECKPOINTS = { memory: [0, 5_000, 20_000], sqlite: [0, 5_000, 20_000], redis: [0, 5_000, 20_000] };
 const SAMPLE = 300;
 const DAY_MS = 86_400_000;
 
@@ -41,7 +43,7 @@ async function scan(store, checkpoints) {
     }
     points.push({ entries: at, usPerReservation: median(us) });
   }
-  // Least-squares slope: the cost each entry already in the window adds to a reservation.
+  // Least-squares slope: the cost each settled reservation already in the window adds to a reservation.
   const mx = points.reduce((a, p) => a + p.entries, 0) / points.length;
   const my = points.reduce((a, p) => a + p.usPerReservation, 0) / points.length;
   const slope =
@@ -49,12 +51,44 @@ async function scan(store, checkpoints) {
   return { points, usPer1000Entries: slope * 1000, interceptUs: my - slope * mx };
 }
 
-export async function storeScan() {
+/** Memory and SQLite always; Redis when `redis` is true (starts its own redis-server). */
+export async function storeScan({ redis = false } = {}) {
+  const out = {};
   const memory = new MemoryStore();
+  try {
+    out.memory = await scan(memory, CHECKPOINTS.memory);
+  } finally {
+    await memory.close();
+  }
   const sqlite = SqliteStore.open(sqlitePath("scan"));
   try {
-    return { memory: await scan(memory, CHECKPOINTS.memory), sqlite: await scan(sqlite, CHECKPOINTS.sqlite) };
+    out.sqlite = await scan(sqlite, CHECKPOINTS.sqlite);
   } finally {
-    await Promise.all([memory.close(), sqlite.close()]);
+    await sqlite.close();
+  }
+  if (redis) {
+    const { RedisServer } = await import("../dist/testing/redis-server.js");
+    const { RedisStore } = await import("../dist/stores/redis.js");
+    const server = await RedisServer.start();
+    try {
+      const store = await RedisStore.open(server.url(), { log: () => {} });
+      try {
+        out.redis = await scan(store, CHECKPOINTS.redis);
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await server.dispose();
+    }
+  }
+  return out;
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const result = await storeScan({ redis: process.argv.includes("--redis") });
+  if (process.argv.includes("--json")) console.log(JSON.stringify(result, null, 2));
+  for (const [kind, r] of Object.entries(result)) {
+    const cells = r.points.map((p) => `${p.entries}: ${p.usPerReservation.toFixed(1)} µs`).join(", ");
+    console.log(`${kind.padEnd(7)} ${cells}   (slope ${r.usPer1000Entries.toFixed(2)} µs per 1,000 settled)`);
   }
 }

@@ -1,113 +1,183 @@
 import type { UsageRecord } from "../core/usage-record.js";
+import { bucketGoneAt, bucketStart, bucketWidth, retryAfter } from "./buckets.js";
 import type { Counter, ReserveResult, Store, StoredKey, UsageQuery } from "./store.js";
 
-interface Entry {
-  id: string;
+/** One counter's share of a reservation that is not settled yet. */
+interface Live {
+  key: string;
   ts: number;
   amount: number;
-  /** Infinity once settled. */
   leaseUntil: number;
-  /** Pruned from its counter when the lease ran out; a late settle puts it back. */
-  dropped?: boolean;
+  windowMs: number;
+  width: number;
 }
 
-interface Log {
-  windowMs: number;
-  entries: Entry[];
+interface Bucket {
+  amount: number;
+  goneAt: number;
+}
+
+/** A counter: settled amounts by bucket start, plus the reservations that still count unsettled. */
+interface CounterState {
+  buckets: Map<number, Bucket>;
+  live: Live[];
+}
+
+interface Reservation {
+  entries: Live[];
+  /** After this nothing of it counts any more, settled or not: the record can go. */
+  dropAt: number;
+}
+
+/** How many entries of each map the sweep looks at per operation. */
+const SWEEP_STEP = 4;
+/** A score this many half-lives old is worth less than 2^-64 of what it was (as in SQLite). */
+const SCORE_FORGET_HALF_LIVES = 64;
+
+/**
+ * Walks a map a few entries per call, deleting the dead ones, and starts over at the end: keys that
+ * are never touched again (yesterday's budget, an IP seen once) go within a bounded number of
+ * operations, at a constant cost per operation.
+ */
+class Sweeper<K, V> {
+  private cursor?: Iterator<[K, V]>;
+  constructor(
+    private readonly map: Map<K, V>,
+    private readonly dead: (value: V, now: number) => boolean,
+  ) {}
+
+  step(now: number): void {
+    for (let i = 0; i < SWEEP_STEP; i++) {
+      this.cursor ??= this.map.entries();
+      const next = this.cursor.next();
+      if (next.done) {
+        this.cursor = undefined;
+        return;
+      }
+      // Deleting the entry just visited is safe for a live Map iterator.
+      if (this.dead(next.value[1], now)) this.map.delete(next.value[0]);
+    }
+  }
 }
 
 /**
- * The in-process store: exact and fast, but it cannot share limits across processes, and it forgets
+ * The in-process store: fast, but it cannot share limits across processes, and it forgets
  * everything on exit. JavaScript runs each method's check-and-add without yielding, which is what
  * makes a reservation atomic here.
  */
 export class MemoryStore implements Store {
   readonly kind = "memory" as const;
-  private readonly logs = new Map<string, Log>();
-  private readonly reservations = new Map<string, { logs: Log[]; entries: Entry[] }>();
-  private readonly scores = new Map<string, { value: number; ts: number }>();
+  private readonly counters = new Map<string, CounterState>();
+  private readonly reservations = new Map<string, Reservation>();
+  private readonly scores = new Map<string, { value: number; ts: number; halfLifeMs: number }>();
   private readonly sets = new Map<string, Map<string, number>>();
   private readonly keys = new Map<string, StoredKey>();
   private readonly usage: UsageRecord[] = [];
+  private readonly sweepers: Sweeper<string, unknown>[];
 
-  constructor(private readonly now: () => number = Date.now) {}
+  constructor(private readonly now: () => number = Date.now) {
+    this.sweepers = [
+      new Sweeper(this.counters, (c, now) => (prune(c, now), c.live.length === 0 && c.buckets.size === 0)),
+      new Sweeper(this.reservations, (r, now) => r.dropAt <= now),
+      new Sweeper(this.scores, (s, now) => now - s.ts >= SCORE_FORGET_HALF_LIVES * s.halfLifeMs),
+      new Sweeper(this.sets, (set, now) => (forgetExpired(set, now), set.size === 0)),
+    ] as Sweeper<string, unknown>[];
+  }
 
   async reserve(id: string, counters: Counter[], leaseMs: number): Promise<ReserveResult> {
-    const now = this.now();
-    const logs = counters.map((c) => this.log(c.key, c.windowMs));
+    const now = this.tick();
+    const states = counters.map((c) => this.counter(c.key));
     const totals: number[] = [];
     for (let i = 0; i < counters.length; i++) {
       const c = counters[i]!;
-      const log = logs[i]!;
-      const used = total(log, now);
+      const state = states[i]!;
+      const used = total(state, now);
       totals.push(used + c.amount);
-      if (used + c.amount > c.max) return { ok: false, index: i, used, retryAfterMs: retryAfter(log, used + c.amount - c.max, c.amount <= c.max, now) };
+      if (used + c.amount > c.max) {
+        const fits = c.amount <= c.max;
+        const retry = fits ? retryAfter(leaving(state, bucketWidth(c.windowMs, c.max)), used + c.amount - c.max, now) : undefined;
+        return { ok: false, index: i, used, retryAfterMs: retry };
+      }
     }
-    const entries = counters.map((c, i) => {
-      const entry: Entry = { id, ts: now, amount: c.amount, leaseUntil: now + leaseMs };
-      logs[i]!.entries.push(entry);
+    const entries = counters.map((c, i): Live => {
+      const entry = { key: c.key, ts: now, amount: c.amount, leaseUntil: now + leaseMs, windowMs: c.windowMs, width: bucketWidth(c.windowMs, c.max) };
+      states[i]!.live.push(entry);
       return entry;
     });
-    this.reservations.set(id, { logs, entries });
+    // A reused id takes over the name; the older entries keep counting until their lease ends.
+    const dropAt = Math.max(now, ...entries.map((e) => bucketGoneAt(e.ts, e.width, e.windowMs)));
+    this.reservations.set(id, { entries, dropAt });
     return { ok: true, totals };
   }
 
+  /** Moves each amount into the bucket of its reservation time, even when the lease already ran out. */
   async settle(id: string, actual: number[]): Promise<void> {
+    const now = this.tick();
     const r = this.reservations.get(id);
     if (!r) return;
     this.reservations.delete(id);
-    r.entries.forEach((entry, i) => {
-      entry.amount = actual[i] ?? entry.amount;
-      entry.leaseUntil = Infinity;
-      if (entry.dropped) {
-        entry.dropped = false;
-        r.logs[i]!.entries.push(entry);
+    r.entries.forEach((e, i) => {
+      const state = this.counter(e.key);
+      unlist(state, e);
+      const amount = actual[i] ?? e.amount;
+      const goneAt = bucketGoneAt(e.ts, e.width, e.windowMs);
+      if (goneAt <= now || amount === 0) return;
+      const start = bucketStart(e.ts, e.width);
+      const bucket = state.buckets.get(start);
+      if (bucket) {
+        bucket.amount += amount;
+        bucket.goneAt = Math.max(bucket.goneAt, goneAt);
+      } else {
+        state.buckets.set(start, { amount, goneAt });
       }
     });
   }
 
   async release(id: string): Promise<void> {
+    this.tick();
     const r = this.reservations.get(id);
     if (!r) return;
     this.reservations.delete(id);
-    r.entries.forEach((entry, i) => {
-      const list = r.logs[i]!.entries;
-      const at = list.indexOf(entry);
-      if (at >= 0) list.splice(at, 1);
-    });
+    for (const e of r.entries) {
+      const state = this.counters.get(e.key);
+      if (state) unlist(state, e);
+    }
   }
 
   async peek(counters: Pick<Counter, "key" | "windowMs">[]): Promise<number[]> {
-    const now = this.now();
-    return counters.map((c) => total(this.log(c.key, c.windowMs), now));
+    const now = this.tick();
+    return counters.map((c) => {
+      const state = this.counters.get(c.key);
+      return state ? total(state, now) : 0;
+    });
   }
 
   async score(key: string, delta: number, halfLifeMs: number): Promise<number> {
-    const now = this.now();
+    const now = this.tick();
     const s = this.scores.get(key);
     const value = (s ? s.value * Math.pow(0.5, (now - s.ts) / halfLifeMs) : 0) + delta;
-    if (delta !== 0 || s) this.scores.set(key, { value, ts: now });
+    if (delta !== 0 || s) this.scores.set(key, { value, ts: now, halfLifeMs });
     return value;
   }
 
   async distinct(key: string, member: string, ttlMs: number): Promise<number> {
-    const now = this.now();
+    const now = this.tick();
     let set = this.sets.get(key);
     if (!set) this.sets.set(key, (set = new Map()));
     set.set(member, now + ttlMs);
-    for (const [m, expiry] of set) if (expiry <= now) set.delete(m);
+    forgetExpired(set, now);
     return set.size;
   }
 
   async putKey(key: StoredKey): Promise<void> {
-    this.keys.set(key.hash, { ...key });
+    this.keys.set(key.hash, copyKey(key));
   }
   async findKey(hash: string): Promise<StoredKey | undefined> {
     const k = this.keys.get(hash);
-    return k && { ...k };
+    return k && copyKey(k);
   }
   async listKeys(): Promise<StoredKey[]> {
-    return [...this.keys.values()].map((k) => ({ ...k }));
+    return [...this.keys.values()].map(copyKey);
   }
   async revokeKey(id: string): Promise<boolean> {
     for (const k of this.keys.values()) {
@@ -131,40 +201,77 @@ export class MemoryStore implements Store {
 
   async close(): Promise<void> {}
 
-  private log(key: string, windowMs: number): Log {
-    let log = this.logs.get(key);
-    if (!log) this.logs.set(key, (log = { windowMs, entries: [] }));
-    return log;
+  /**
+   * Tests only: what the store holds, after pruning. With a key, that counter's buckets plus
+   * unsettled reservations (the work a reserve does on it); without, how many counters,
+   * reservations, scores and sets it remembers.
+   */
+  debugSize(key?: string): number {
+    const now = this.now();
+    if (key === undefined) return this.counters.size + this.reservations.size + this.scores.size + this.sets.size;
+    const state = this.counters.get(key);
+    if (!state) return 0;
+    prune(state, now);
+    return state.buckets.size + state.live.length;
+  }
+
+  /** The clock, and one step of the sweep: every operation pays a little towards forgetting. */
+  private tick(): number {
+    const now = this.now();
+    for (const s of this.sweepers) s.step(now);
+    return now;
+  }
+
+  private counter(key: string): CounterState {
+    let state = this.counters.get(key);
+    if (!state) this.counters.set(key, (state = { buckets: new Map(), live: [] }));
+    return state;
   }
 }
 
-/** Sum of the live entries; prunes the ones that left the window or whose lease ran out. */
-function total(log: Log, now: number): number {
-  const start = now - log.windowMs;
-  let sum = 0;
+/** Forgets buckets that left their window and reservations that no longer count (lapsed or too old). */
+function prune(state: CounterState, now: number): void {
+  for (const [start, b] of state.buckets) if (b.goneAt <= now) state.buckets.delete(start);
   let write = 0;
-  const list = log.entries;
+  const list = state.live;
   for (let read = 0; read < list.length; read++) {
     const e = list[read]!;
-    if (e.ts <= start) continue;
-    if (e.leaseUntil <= now) {
-      e.dropped = true;
-      continue;
-    }
-    sum += e.amount;
-    list[write++] = e;
+    if (e.leaseUntil > now && e.ts + e.windowMs > now) list[write++] = e;
   }
   list.length = write;
+}
+
+/** The counter's total: O(buckets + unsettled reservations), never O(traffic). */
+function total(state: CounterState, now: number): number {
+  prune(state, now);
+  let sum = 0;
+  for (const b of state.buckets.values()) sum += b.amount;
+  for (const e of state.live) sum += e.amount;
   return sum;
 }
 
-/** How long until entries worth `excess` leave the window (entries are in time order). */
-function retryAfter(log: Log, excess: number, fits: boolean, now: number): number | undefined {
-  if (!fits) return undefined;
-  let freed = 0;
-  for (const e of log.entries) {
-    freed += e.amount;
-    if (freed >= excess) return Math.max(0, e.ts + log.windowMs - now);
-  }
-  return undefined;
+/**
+ * What counts now and when it stops counting. An unsettled amount is taken to leave when it would
+ * if it were settled (in a bucket of `width`), which is never earlier than the truth.
+ */
+function leaving(state: CounterState, width: number): { goneAt: number; amount: number }[] {
+  const out = [...state.buckets.values()].map((b) => ({ goneAt: b.goneAt, amount: b.amount }));
+  for (const e of state.live) out.push({ goneAt: bucketGoneAt(e.ts, Math.max(width, e.width), e.windowMs), amount: e.amount });
+  return out;
+}
+
+function unlist(state: CounterState, e: Live): void {
+  const at = state.live.indexOf(e);
+  if (at >= 0) state.live.splice(at, 1);
+}
+
+function forgetExpired(set: Map<string, number>, now: number): void {
+  for (const [m, expiry] of set) if (expiry <= now) set.delete(m);
+}
+
+/** A copy that shares nothing with the caller: grants and routes are arrays. */
+function copyKey(k: StoredKey): StoredKey {
+  const copy = { ...k, grants: [...k.grants] };
+  if (k.routes) copy.routes = [...k.routes];
+  return copy;
 }

@@ -2,17 +2,24 @@
  * The Redis store's Lua scripts. Each one is the whole of one store operation, so Redis runs it
  * atomically and the request path pays one round trip for it.
  *
- * Layout of a counter (a sliding log, see Counter in store.ts) whose base key is B:
- *   B     HASH  "sum" -> total of the counted entries; entry id -> amount, for every counted entry
- *   B:t   ZSET  entry id by reservation time: every entry still inside the window, counted or not
- *   B:l   ZSET  entry id by lease end: counted entries that are not settled yet
- * An entry is held (in B, B:t, B:l), settled (in B, B:t), or lapsed (only in B:t: its lease ran
- * out, so it no longer counts, but a late settle can still bring it back until it leaves the
- * window). A reservation's record, R, is a string (JSON) naming its entries, so settle and release
- * find them; deleting R is what makes both idempotent.
+ * Layout of a counter (settled buckets plus unsettled reservations, see Counter in store.ts) whose
+ * base key is B:
+ *   B     HASH  entry id -> amount, for every unsettled entry that counts (lease running)
+ *   B:t   ZSET  entry id by reservation time: unsettled entries still inside the window, counted
+ *               or lapsed (lease ran out: no longer counted, but a late settle still finds its time)
+ *   B:l   ZSET  entry id by lease end: unsettled entries that have a lease and still count
+ *   B:b   HASH  bucket start -> settled amount in that bucket
+ *   B:g   ZSET  bucket start by gone-at (the bucket's last ms + window: the first instant it no
+ *               longer counts)
+ * Settle moves an entry's actual amount into the bucket of its reservation time and forgets the
+ * entry; a counter therefore holds at most ~65 buckets plus its in-flight reservations, and a
+ * reserve reads only those. Bucket widths come from the caller (bucketWidth in buckets.ts): 1 ms
+ * for a max up to 64 (exact), else ceil(window / 64). A reservation's record, R, is a string
+ * (JSON) naming its entries, so settle and release find them; deleting R is what makes both
+ * idempotent.
  *
- * Companion keys (B:t, B:l) are derived inside the scripts by suffix rather than passed in KEYS;
- * they carry the same hash tag as B, so they live in the same cluster slot.
+ * Companion keys (B:t, B:l, B:b, B:g) are derived inside the scripts by suffix rather than passed
+ * in KEYS; they carry the same hash tag as B, so they live in the same cluster slot.
  *
  * Time is Redis's own (TIME), so replicas with skewed clocks agree on every window. ARGV[1] of
  * every script that needs time overrides it with a fixed instant: the contract tests move a fake
@@ -34,50 +41,36 @@ local function fmt(x)
   return string.format('%.17g', x)
 end
 
--- Forgets entries that left the window and stops counting lapsed leases; returns the live total.
+local function bucket_start(ts, width) return math.floor(ts / width) * width end
+local function bucket_gone(ts, width, window) return bucket_start(ts, width) + width - 1 + window end
+
+-- Forgets unsettled entries that left the window, stops counting lapsed leases, drops buckets
+-- that left the window; returns the total: O(buckets + unsettled entries).
 local function prune(base, window, now)
-  local times, leases = base .. ':t', base .. ':l'
-  local sum = tonumber(redis.call('HGET', base, 'sum') or '0')
-  local changed = false
-  local old = redis.call('ZRANGEBYSCORE', times, '-inf', fmt(now - window))
+  local times, leases, gone = base .. ':t', base .. ':l', base .. ':g'
+  local cut = fmt(now - window)
+  local old = redis.call('ZRANGEBYSCORE', times, '-inf', cut)
   if #old > 0 then
     for _, eid in ipairs(old) do
-      local a = redis.call('HGET', base, eid)
-      if a then sum = sum - tonumber(a); redis.call('HDEL', base, eid) end
+      redis.call('HDEL', base, eid)
       redis.call('ZREM', leases, eid)
     end
-    redis.call('ZREMRANGEBYSCORE', times, '-inf', fmt(now - window))
-    changed = true
+    redis.call('ZREMRANGEBYSCORE', times, '-inf', cut)
   end
   local lapsed = redis.call('ZRANGEBYSCORE', leases, '-inf', fmt(now))
   if #lapsed > 0 then
-    for _, eid in ipairs(lapsed) do
-      local a = redis.call('HGET', base, eid)
-      if a then sum = sum - tonumber(a); redis.call('HDEL', base, eid) end
-    end
+    for _, eid in ipairs(lapsed) do redis.call('HDEL', base, eid) end
     redis.call('ZREMRANGEBYSCORE', leases, '-inf', fmt(now))
-    changed = true
   end
-  if changed then
-    -- With nothing left counted the total is exactly 0, whatever rounding the amounts brought.
-    if redis.call('HLEN', base) <= 1 then sum = 0 end
-    redis.call('HSET', base, 'sum', fmt(sum))
+  local stale = redis.call('ZRANGEBYSCORE', gone, '-inf', fmt(now))
+  if #stale > 0 then
+    for _, b in ipairs(stale) do redis.call('HDEL', base .. ':b', b) end
+    redis.call('ZREMRANGEBYSCORE', gone, '-inf', fmt(now))
   end
+  local sum = 0
+  for _, a in ipairs(redis.call('HVALS', base)) do sum = sum + tonumber(a) end
+  for _, a in ipairs(redis.call('HVALS', base .. ':b')) do sum = sum + tonumber(a) end
   return sum
-end
-
-local function add(base, eid, amount)
-  local sum = tonumber(redis.call('HGET', base, 'sum') or '0') + tonumber(amount)
-  redis.call('HSET', base, eid, amount, 'sum', fmt(sum))
-end
-
-local function drop(base, eid)
-  local a = redis.call('HGET', base, eid)
-  if a then
-    local sum = tonumber(redis.call('HGET', base, 'sum') or '0') - tonumber(a)
-    redis.call('HDEL', base, eid)
-    redis.call('HSET', base, 'sum', fmt(sum))
-  end
 end
 
 -- Never shortens a TTL: the entry-id sequence must outlive every entry that took an id from it.
@@ -85,10 +78,25 @@ local function extend(key, ms)
   if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, fmt(ms)) end
 end
 
+-- Adds a settled amount to its bucket; a bucket keeps the latest gone-at any amount gave it.
+local function add_bucket(base, ts, width, window, amount, now, margin)
+  local gone = bucket_gone(ts, width, window)
+  if gone <= now or tonumber(amount) == 0 then return end
+  local b = fmt(bucket_start(ts, width))
+  local cur = tonumber(redis.call('HGET', base .. ':b', b) or '0')
+  redis.call('HSET', base .. ':b', b, fmt(cur + tonumber(amount)))
+  local g = redis.call('ZSCORE', base .. ':g', b)
+  if not g or tonumber(g) < gone then redis.call('ZADD', base .. ':g', fmt(gone), b) end
+  extend(base .. ':b', gone - now + margin)
+  extend(base .. ':g', gone - now + margin)
+end
+
 local function expire_counter(base, ms)
   redis.call('PEXPIRE', base, fmt(ms))
   redis.call('PEXPIRE', base .. ':t', fmt(ms))
   redis.call('PEXPIRE', base .. ':l', fmt(ms))
+  extend(base .. ':b', ms)
+  extend(base .. ':g', ms)
 end
 `;
 
@@ -105,7 +113,8 @@ function script(name: string, body: string): LuaScript {
  * All-or-nothing reservation across counters (Store.reserve).
  * KEYS[1] entry-id sequence (INCR), KEYS[2] reservation record R, KEYS[3..] counter base keys
  * ARGV[1] now override or '', ARGV[2] lease ms (-1: no lease), ARGV[3] key TTL margin ms,
- * then per counter i (from 0): ARGV[4+3i] max, ARGV[5+3i] amount, ARGV[6+3i] window ms
+ * then per counter i (from 0): ARGV[4+4i] max, ARGV[5+4i] amount, ARGV[6+4i] window ms,
+ * ARGV[7+4i] bucket width ms
  * Returns {1, total...} or {0, index, used, retryAfterMs or nil}; numbers as text.
  */
 export const RESERVE = script(
@@ -115,30 +124,37 @@ local now = now_ms(ARGV[1])
 local lease, margin = tonumber(ARGV[2]), tonumber(ARGV[3])
 local n = #KEYS - 2
 
--- How long until the oldest counted entries worth 'excess' leave the window.
-local function retry_after(base, window, excess)
-  local freed, from = 0, 0
-  while true do
-    local page = redis.call('ZRANGE', base .. ':t', from, from + 99, 'WITHSCORES')
-    if #page == 0 then return false end
-    for j = 1, #page, 2 do
-      local a = redis.call('HGET', base, page[j])
-      if a then
-        freed = freed + tonumber(a)
-        if freed >= excess then return fmt(math.max(0, tonumber(page[j + 1]) + window - now)) end
-      end
-    end
-    from = from + 100
+-- How long until what counts now frees 'excess': buckets leave at their gone-at, an unsettled
+-- entry when it would once settled into a bucket of this width (never earlier than the truth).
+local function retry_after(base, window, width, excess)
+  local leaving = {}
+  local g = redis.call('ZRANGE', base .. ':g', 0, -1, 'WITHSCORES')
+  for j = 1, #g, 2 do
+    local a = redis.call('HGET', base .. ':b', g[j])
+    if a then leaving[#leaving + 1] = {tonumber(g[j + 1]), tonumber(a)} end
   end
+  local live = redis.call('HGETALL', base)
+  for j = 1, #live, 2 do
+    local ts = redis.call('ZSCORE', base .. ':t', live[j])
+    if ts then leaving[#leaving + 1] = {bucket_gone(tonumber(ts), width, window), tonumber(live[j + 1])} end
+  end
+  table.sort(leaving, function(x, y) return x[1] < y[1] end)
+  local freed = 0
+  for _, l in ipairs(leaving) do
+    freed = freed + l[2]
+    if freed >= excess then return fmt(math.max(0, l[1] - now)) end
+  end
+  return false
 end
 
 local totals = {1}
 for i = 1, n do
-  local max, amount, window = tonumber(ARGV[3 * i + 1]), tonumber(ARGV[3 * i + 2]), tonumber(ARGV[3 * i + 3])
+  local max, amount = tonumber(ARGV[4 * i]), tonumber(ARGV[4 * i + 1])
+  local window, width = tonumber(ARGV[4 * i + 2]), tonumber(ARGV[4 * i + 3])
   local used = prune(KEYS[i + 2], window, now)
   if used + amount > max then
     local retry = false
-    if amount <= max then retry = retry_after(KEYS[i + 2], window, used + amount - max) end
+    if amount <= max then retry = retry_after(KEYS[i + 2], window, width, used + amount - max) end
     return {0, i - 1, fmt(used), retry}
   end
   totals[i + 1] = fmt(used + amount)
@@ -147,14 +163,15 @@ end
 local last = redis.call('INCRBY', KEYS[1], n)
 local entries, longest = {}, 0
 for i = 1, n do
-  local base, amount, window = KEYS[i + 2], ARGV[3 * i + 2], tonumber(ARGV[3 * i + 3])
+  local base, amount = KEYS[i + 2], ARGV[4 * i + 1]
+  local window, width = tonumber(ARGV[4 * i + 2]), tonumber(ARGV[4 * i + 3])
   local eid = fmt(last - n + i)
   redis.call('ZADD', base .. ':t', fmt(now), eid)
-  add(base, eid, amount)
+  redis.call('HSET', base, eid, amount)
   if lease >= 0 then redis.call('ZADD', base .. ':l', fmt(now + lease), eid) end
-  expire_counter(base, window + margin)
-  entries[i] = {base, eid, window, amount}
-  if window > longest then longest = window end
+  expire_counter(base, window + width + margin)
+  entries[i] = {base, eid, window, amount, width}
+  if window + width > longest then longest = window + width end
 end
 -- A reused id takes the name over; the older entries keep counting until their lease ends.
 redis.call('SET', KEYS[2], cjson.encode(entries), 'PX', fmt(longest + margin))
@@ -164,9 +181,11 @@ return totals
 );
 
 /**
- * Replaces held amounts with actual ones and ends the lease (Store.settle); a lapsed entry still in
- * its window counts again. KEYS[1] reservation record R
- * ARGV[1] now override or '', ARGV[2..] actual amount per counter in reserve order ('' keeps it)
+ * Moves each entry's actual amount into the bucket of its reservation time and forgets the entry
+ * (Store.settle); a lapsed entry still in its window counts again this way.
+ * KEYS[1] reservation record R
+ * ARGV[1] now override or '', ARGV[2] key TTL margin ms,
+ * ARGV[3..] actual amount per counter in reserve order ('' keeps the reserved one)
  */
 export const SETTLE = script(
   "settle",
@@ -175,15 +194,18 @@ local rec = redis.call('GET', KEYS[1])
 if not rec then return 0 end
 redis.call('DEL', KEYS[1])
 local now = now_ms(ARGV[1])
+local margin = tonumber(ARGV[2])
 for i, e in ipairs(cjson.decode(rec)) do
-  local base, eid, window, reserved = e[1], e[2], e[3], e[4]
+  local base, eid, window, reserved, width = e[1], e[2], tonumber(e[3]), e[4], tonumber(e[5] or 1)
   prune(base, window, now)
-  if redis.call('ZSCORE', base .. ':t', eid) then
-    local actual = ARGV[i + 1]
-    if actual == nil or actual == '' then actual = redis.call('HGET', base, eid) or reserved end
-    drop(base, eid)
-    add(base, eid, actual)
+  local ts = redis.call('ZSCORE', base .. ':t', eid)
+  if ts then
+    local actual = ARGV[i + 2]
+    if actual == nil or actual == '' then actual = reserved end
+    redis.call('HDEL', base, eid)
+    redis.call('ZREM', base .. ':t', eid)
     redis.call('ZREM', base .. ':l', eid)
+    add_bucket(base, tonumber(ts), width, window, actual, now, margin)
   end
 end
 return 1
@@ -202,7 +224,7 @@ if not rec then return 0 end
 redis.call('DEL', KEYS[1])
 for _, e in ipairs(cjson.decode(rec)) do
   local base, eid = e[1], e[2]
-  drop(base, eid)
+  redis.call('HDEL', base, eid)
   redis.call('ZREM', base .. ':t', eid)
   redis.call('ZREM', base .. ':l', eid)
 end
@@ -225,36 +247,30 @@ return out
 );
 
 /**
- * Adds settled entries at the times they were spent, once per id: what a process charged to its
- * local store while Redis was away (FailoverStore). No max: the spend already happened.
- * KEYS[1] once-marker, KEYS[2] entry-id sequence, KEYS[3..] counter base keys
+ * Adds settled amounts to the buckets of the times they were spent, once per id: what a process
+ * charged to its local store while Redis was away (FailoverStore). No max: the spend already happened.
+ * KEYS[1] once-marker, KEYS[2..] counter base keys
  * ARGV[1] now override or '', ARGV[2] key TTL margin ms,
- * then per counter i (from 0): ARGV[3+3i] amount, ARGV[4+3i] window ms, ARGV[5+3i] spent at (epoch ms)
+ * then per counter i (from 0): ARGV[3+4i] amount, ARGV[4+4i] window ms, ARGV[5+4i] spent at
+ * (epoch ms), ARGV[6+4i] bucket width ms
  */
 export const CHARGE = script(
   "charge",
   `
 local now = now_ms(ARGV[1])
 local margin = tonumber(ARGV[2])
-local n = #KEYS - 2
+local n = #KEYS - 1
 local longest = 0
 for i = 1, n do
-  local window = tonumber(ARGV[3 * i + 1])
-  if window > longest then longest = window end
+  local span = tonumber(ARGV[4 * i]) + tonumber(ARGV[4 * i + 2])
+  if span > longest then longest = span end
 end
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', fmt(longest + margin)) then return 0 end
-local last = redis.call('INCRBY', KEYS[2], n)
-extend(KEYS[2], longest + margin)
 for i = 1, n do
-  local base, amount, window = KEYS[i + 2], ARGV[3 * i], tonumber(ARGV[3 * i + 1])
-  local at = math.min(tonumber(ARGV[3 * i + 2]), now)
+  local base, amount, window = KEYS[i + 1], ARGV[4 * i - 1], tonumber(ARGV[4 * i])
+  local at, width = math.min(tonumber(ARGV[4 * i + 1]), now), tonumber(ARGV[4 * i + 2])
   prune(base, window, now)
-  if at > now - window and tonumber(amount) ~= 0 then
-    local eid = fmt(last - n + i)
-    redis.call('ZADD', base .. ':t', fmt(at), eid)
-    add(base, eid, amount)
-    expire_counter(base, window + margin)
-  end
+  add_bucket(base, at, width, window, amount, now, margin)
 end
 return 1
 `,

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { Redis, type RedisOptions } from "ioredis";
 import type { UsageRecord } from "../core/usage-record.js";
+import { bucketWidth } from "./buckets.js";
 import * as lua from "./redis-scripts.js";
 import type { LuaScript } from "./redis-scripts.js";
 import type { Counter, ReserveResult, Store, StoredKey, UsageQuery } from "./store.js";
@@ -167,7 +168,7 @@ export class RedisStore implements Store {
     for (const c of counters) assertAmounts(c.key, [c.amount, c.windowMs], c.max);
     const keys = [`${this.prefix}seq`, this.recordKey(id), ...counters.map((c) => this.counterKey(c.key))];
     const args = [this.now(), Number.isFinite(leaseMs) ? num(leaseMs) : "-1", num(TTL_MARGIN_MS)];
-    for (const c of counters) args.push(num(c.max), num(c.amount), num(c.windowMs));
+    for (const c of counters) args.push(num(c.max), num(c.amount), num(c.windowMs), num(bucketWidth(c.windowMs, c.max)));
     const reply = (await this.run(lua.RESERVE, keys, args)) as (string | number | null)[];
     if (reply[0] === 1) return { ok: true, totals: reply.slice(1).map(Number) };
     const [, index, used, retry] = reply;
@@ -176,7 +177,7 @@ export class RedisStore implements Store {
 
   async settle(id: string, actual: number[]): Promise<void> {
     assertAmounts(id, actual);
-    await this.writeBehind(() => this.run(lua.SETTLE, [this.recordKey(id)], [this.now(), ...actual.map(num)]));
+    await this.writeBehind(() => this.run(lua.SETTLE, [this.recordKey(id)], [this.now(), num(TTL_MARGIN_MS), ...actual.map(num)]));
   }
 
   async release(id: string): Promise<void> {
@@ -190,9 +191,10 @@ export class RedisStore implements Store {
   async charge(id: string, entries: { key: string; windowMs: number; amount: number; at: number }[]): Promise<void> {
     if (!entries.length) return;
     for (const e of entries) assertAmounts(e.key, [e.amount, e.windowMs, e.at]);
-    const keys = [`${this.prefix}ch:${id}`, `${this.prefix}seq`, ...entries.map((e) => this.counterKey(e.key))];
+    const keys = [`${this.prefix}ch:${id}`, ...entries.map((e) => this.counterKey(e.key))];
     const args = [num(TTL_MARGIN_MS)];
-    for (const e of entries) args.push(num(e.amount), num(e.windowMs), num(e.at));
+    // No max is known here: the amounts go into the coarse buckets, which count them longer, never shorter.
+    for (const e of entries) args.push(num(e.amount), num(e.windowMs), num(e.at), num(bucketWidth(e.windowMs, Infinity)));
     await this.writeBehind(() => this.run(lua.CHARGE, keys, [this.now(), ...args]));
   }
 
@@ -278,6 +280,16 @@ export class RedisStore implements Store {
       if (page.length < 1000) return out;
       from = `(${page[page.length - 1]![0]}`;
     }
+  }
+
+  /**
+   * Tests only: what Redis holds for one counter key as of the last operation on it: its buckets
+   * plus its unsettled reservations (HLEN + ZCARD), i.e. what a reserve on it reads.
+   */
+  async debugSize(key: string): Promise<number> {
+    const base = this.counterKey(key);
+    const [buckets, live] = await Promise.all([this.redis.hlen(`${base}:b`), this.redis.zcard(`${base}:t`)]);
+    return buckets + live;
   }
 
   /** Ships what is buffered (waiting up to 5 s for Redis), then disconnects. */

@@ -21,10 +21,12 @@ async function tempDir(): Promise<string> {
 describeStoreContract("sqlite", async () => {
   const dir = await tempDir();
   let now = Date.UTC(2025, 0, 1);
+  const store = SqliteStore.open(join(dir, "tollgate.db"), { now: () => now });
   return {
-    store: SqliteStore.open(join(dir, "tollgate.db"), { now: () => now }),
+    store,
     advance: (ms) => void (now += ms),
     cleanup: () => rm(dir, { recursive: true, force: true }),
+    size: (key) => store.debugSize(key),
   };
 });
 
@@ -65,7 +67,7 @@ describe("sqlite store", () => {
     const raw = new Database(path, { readonly: true });
     try {
       expect(raw.pragma("journal_mode", { simple: true })).toBe("wal");
-      expect(raw.pragma("user_version", { simple: true })).toBe(1);
+      expect(raw.pragma("user_version", { simple: true })).toBe(2);
     } finally {
       raw.close();
     }
@@ -110,7 +112,23 @@ describe("sqlite store", () => {
     expect(await b.peek([counter])).toEqual([2]);
   });
 
-  it("deletes entries that left their window, across all keys, so the table does not grow forever", async () => {
+  it("drops version 1's sliding log when it opens a version 1 file", async () => {
+    const path = join(dir, "tollgate.db");
+    const raw = new Database(path);
+    raw.exec("CREATE TABLE counter_entries (seq INTEGER PRIMARY KEY, key TEXT)");
+    raw.pragma("user_version = 1");
+    raw.close();
+    openStore(path);
+    const check = new Database(path, { readonly: true });
+    try {
+      expect(check.pragma("user_version", { simple: true })).toBe(2);
+      expect(check.prepare("SELECT name FROM sqlite_master WHERE name = 'counter_entries'").all()).toEqual([]);
+    } finally {
+      check.close();
+    }
+  });
+
+  it("deletes buckets and reservations that left their window, across all keys, so the tables do not grow forever", async () => {
     const path = join(dir, "tollgate.db");
     let now = Date.UTC(2025, 0, 1);
     const store = openStore(path, { now: () => now });
@@ -121,12 +139,14 @@ describe("sqlite store", () => {
     }
     // An unsettled reservation whose lease ran out stays until its window ends, so a late settle can still count.
     await store.reserve("late", [{ key: "rpm", max: 10, amount: 1, windowMs: 5_000 }], 100);
-    now += 1_000;
+    // Settled amounts of a 1 s window sit in 16 ms buckets (ceil(1000 / 64)): gone a bucket later at most.
+    now += 1_016;
     await store.reserve("next", [{ key: "budget:2025-01-02", max: 1e9, amount: 1, windowMs: 1_000 }], HOUR);
 
     const raw = new Database(path, { readonly: true });
     try {
-      expect(raw.prepare("SELECT key FROM counter_entries ORDER BY key").pluck().all()).toEqual(["budget:2025-01-02", "rpm"]);
+      expect(raw.prepare("SELECT key FROM counter_buckets ORDER BY key").pluck().all()).toEqual([]);
+      expect(raw.prepare("SELECT key FROM counter_live ORDER BY key").pluck().all()).toEqual(["budget:2025-01-02", "rpm"]);
     } finally {
       raw.close();
     }

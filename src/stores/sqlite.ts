@@ -2,9 +2,11 @@ import { mkdirSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import Database from "better-sqlite3";
 import type { UsageRecord } from "../core/usage-record.js";
+import { bucketGoneAt, bucketStart, bucketWidth, retryAfter } from "./buckets.js";
 import type { Counter, ReserveResult, Store, StoredKey, UsageQuery } from "./store.js";
 
-const SCHEMA_VERSION = 1;
+/** 2: counters became buckets + live reservations (counter_entries, the sliding log, is dropped). */
+const SCHEMA_VERSION = 2;
 
 /**
  * A score this many half-lives old is worth less than 2^-64 of what it was: deleting it changes a
@@ -13,11 +15,24 @@ const SCHEMA_VERSION = 1;
 const SCORE_FORGET_HALF_LIVES = 64;
 
 const SCHEMA = `
-  -- One row per reserved amount. seq orders rows reserved in the same millisecond.
-  -- held = 1 while the row belongs to a reservation that settle/release can still find;
-  -- lease_until is NULL once settled. gone_at = ts + window_ms, so one indexed delete prunes
-  -- every key, including keys that are never used again (yesterday's budget).
-  CREATE TABLE IF NOT EXISTS counter_entries (
+  -- Settled amounts, summed per time bucket (see Counter in store.ts): at most ~65 rows per key
+  -- in its window, however much traffic it saw. gone_at = the bucket's last ms + window_ms, the
+  -- first instant it no longer counts, so one indexed delete prunes every key, including keys
+  -- that are never used again (yesterday's budget).
+  CREATE TABLE IF NOT EXISTS counter_buckets (
+    key TEXT NOT NULL,
+    bucket_start INTEGER NOT NULL,
+    amount REAL NOT NULL,
+    gone_at INTEGER NOT NULL,
+    PRIMARY KEY (key, bucket_start)
+  ) WITHOUT ROWID;
+  CREATE INDEX IF NOT EXISTS counter_buckets_gone_at ON counter_buckets (gone_at);
+
+  -- Reservations not settled yet, one row per counter: the in-flight requests. held = 1 while
+  -- settle/release can still find the row (a reused id detaches the older rows). A row whose
+  -- lease ran out stops counting but stays until gone_at, so a late settle still counts.
+  -- lease_until is NULL for no lease. width is the bucket width the settle will use.
+  CREATE TABLE IF NOT EXISTS counter_live (
     seq INTEGER PRIMARY KEY,
     key TEXT NOT NULL,
     id TEXT NOT NULL,
@@ -26,13 +41,13 @@ const SCHEMA = `
     amount REAL NOT NULL,
     lease_until INTEGER,
     window_ms INTEGER NOT NULL,
+    width INTEGER NOT NULL,
     gone_at INTEGER NOT NULL,
     held INTEGER NOT NULL DEFAULT 1
   );
-  -- Covers the sum, which reads every live entry of a key on every reserve.
-  CREATE INDEX IF NOT EXISTS counter_entries_key_ts ON counter_entries (key, ts, lease_until, amount);
-  CREATE INDEX IF NOT EXISTS counter_entries_gone_at ON counter_entries (gone_at);
-  CREATE INDEX IF NOT EXISTS counter_entries_held ON counter_entries (id, pos) WHERE held = 1;
+  CREATE INDEX IF NOT EXISTS counter_live_key ON counter_live (key, ts, lease_until, amount);
+  CREATE INDEX IF NOT EXISTS counter_live_gone_at ON counter_live (gone_at);
+  CREATE INDEX IF NOT EXISTS counter_live_held ON counter_live (id, pos) WHERE held = 1;
 
   CREATE TABLE IF NOT EXISTS scores (
     key TEXT PRIMARY KEY,
@@ -71,9 +86,19 @@ export interface SqliteStoreOptions {
   now?: () => number;
 }
 
-interface LiveEntry {
+interface Leaving {
+  goneAt: number;
+  amount: number;
+}
+
+interface HeldRow {
+  seq: number;
+  key: string;
+  pos: number;
   ts: number;
   amount: number;
+  window_ms: number;
+  width: number;
 }
 
 /**
@@ -111,14 +136,20 @@ export class SqliteStore implements Store {
     }
   }
 
-  private readonly sweepEntries;
+  private readonly sweepBuckets;
+  private readonly sweepLive;
+  private readonly sumBuckets;
   private readonly sumLive;
-  private readonly listLive;
+  private readonly leavingBuckets;
+  private readonly leavingLive;
   private readonly detachHeld;
-  private readonly insertEntry;
-  private readonly heldEntries;
-  private readonly settleEntry;
+  private readonly insertLive;
+  private readonly heldRows;
+  private readonly addToBucket;
+  private readonly deleteLive;
   private readonly releaseHeld;
+  private readonly countBuckets;
+  private readonly countLive;
   private readonly getScore;
   private readonly putScore;
   private readonly sweepScores;
@@ -145,30 +176,41 @@ export class SqliteStore implements Store {
     private readonly db: Database.Database,
     private readonly now: () => number,
   ) {
-    this.sweepEntries = db.prepare<[number]>("DELETE FROM counter_entries WHERE gone_at <= ?");
+    this.sweepBuckets = db.prepare<[number]>("DELETE FROM counter_buckets WHERE gone_at <= ?");
+    this.sweepLive = db.prepare<[number]>("DELETE FROM counter_live WHERE gone_at <= ?");
+    // Both sums read one key's rows through an index: O(buckets + in-flight), never O(traffic).
+    this.sumBuckets = db
+      .prepare<[string, number], number>("SELECT COALESCE(SUM(amount), 0) FROM counter_buckets WHERE key = ? AND gone_at > ?")
+      .pluck();
     this.sumLive = db
       .prepare<[string, number, number], number>(
-        `SELECT COALESCE(SUM(amount), 0) FROM counter_entries
-         WHERE key = ? AND ts > ? AND (lease_until IS NULL OR lease_until > ?)`,
+        `SELECT COALESCE(SUM(amount), 0) FROM counter_live
+         WHERE key = ? AND ts > ? - window_ms AND (lease_until IS NULL OR lease_until > ?)`,
       )
       .pluck();
-    this.listLive = db.prepare<[string, number, number], LiveEntry>(
-      `SELECT ts, amount FROM counter_entries
-       WHERE key = ? AND ts > ? AND (lease_until IS NULL OR lease_until > ?)
-       ORDER BY ts, seq`,
+    this.leavingBuckets = db.prepare<[string, number], Leaving>(
+      "SELECT gone_at AS goneAt, amount FROM counter_buckets WHERE key = ? AND gone_at > ?",
     );
-    this.detachHeld = db.prepare<[string]>("UPDATE counter_entries SET held = 0 WHERE id = ? AND held = 1");
-    this.insertEntry = db.prepare<[string, string, number, number, number, number | null, number, number]>(
-      `INSERT INTO counter_entries (key, id, pos, ts, amount, lease_until, window_ms, gone_at, held)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)`,
+    this.leavingLive = db.prepare<[string, number, number], { ts: number; amount: number; window_ms: number; width: number }>(
+      `SELECT ts, amount, window_ms, width FROM counter_live
+       WHERE key = ? AND ts > ? - window_ms AND (lease_until IS NULL OR lease_until > ?)`,
     );
-    this.heldEntries = db.prepare<[string], { seq: number; pos: number }>(
-      "SELECT seq, pos FROM counter_entries WHERE id = ? AND held = 1",
+    this.detachHeld = db.prepare<[string]>("UPDATE counter_live SET held = 0 WHERE id = ? AND held = 1");
+    this.insertLive = db.prepare<[string, string, number, number, number, number | null, number, number, number]>(
+      `INSERT INTO counter_live (key, id, pos, ts, amount, lease_until, window_ms, width, gone_at, held)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)`,
     );
-    this.settleEntry = db.prepare<[number | null, number]>(
-      "UPDATE counter_entries SET amount = COALESCE(?, amount), lease_until = NULL, held = 0 WHERE seq = ?",
+    this.heldRows = db.prepare<[string], HeldRow>(
+      "SELECT seq, key, pos, ts, amount, window_ms, width FROM counter_live WHERE id = ? AND held = 1",
     );
-    this.releaseHeld = db.prepare<[string]>("DELETE FROM counter_entries WHERE id = ? AND held = 1");
+    this.addToBucket = db.prepare<[string, number, number, number]>(
+      `INSERT INTO counter_buckets (key, bucket_start, amount, gone_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (key, bucket_start) DO UPDATE SET amount = amount + excluded.amount, gone_at = MAX(gone_at, excluded.gone_at)`,
+    );
+    this.deleteLive = db.prepare<[number]>("DELETE FROM counter_live WHERE seq = ?");
+    this.releaseHeld = db.prepare<[string]>("DELETE FROM counter_live WHERE id = ? AND held = 1");
+    this.countBuckets = db.prepare<[string], number>("SELECT COUNT(*) FROM counter_buckets WHERE key = ?").pluck();
+    this.countLive = db.prepare<[string], number>("SELECT COUNT(*) FROM counter_live WHERE key = ?").pluck();
 
     this.getScore = db.prepare<[string], { value: number; ts: number }>("SELECT value, ts FROM scores WHERE key = ?");
     this.putScore = db.prepare<[string, number, number, number]>(
@@ -203,36 +245,42 @@ export class SqliteStore implements Store {
       .pluck();
 
     this.reserveTx = db.transaction((id: string, counters: Counter[], leaseMs: number, now: number): ReserveResult => {
-      this.sweepEntries.run(now);
+      this.sweepBuckets.run(now);
+      this.sweepLive.run(now);
       const totals: number[] = [];
       for (let i = 0; i < counters.length; i++) {
         const c = counters[i]!;
-        const start = now - c.windowMs;
-        const used = this.sumLive.get(c.key, start, now)!;
+        const used = this.total(c.key, now);
         totals.push(used + c.amount);
         if (used + c.amount > c.max) {
-          const live = c.amount <= c.max ? this.listLive.all(c.key, start, now) : [];
-          return { ok: false, index: i, used, retryAfterMs: retryAfter(live, c.windowMs, used + c.amount - c.max, c.amount <= c.max, now) };
+          const retry = c.amount <= c.max ? retryAfter(this.leaving(c.key, bucketWidth(c.windowMs, c.max), now), used + c.amount - c.max, now) : undefined;
+          return { ok: false, index: i, used, retryAfterMs: retry };
         }
       }
-      // A reused id takes over the name; the older entries keep counting until their lease ends,
+      // A reused id takes over the name; the older rows keep counting until their lease ends,
       // as they would in memory, but settle/release now address only the new ones.
       this.detachHeld.run(id);
       const leaseUntil = now + leaseMs;
       counters.forEach((c, i) => {
-        this.insertEntry.run(c.key, id, i, now, c.amount, Number.isFinite(leaseUntil) ? leaseUntil : null, c.windowMs, now + c.windowMs);
+        const width = bucketWidth(c.windowMs, c.max);
+        const lease = Number.isFinite(leaseUntil) ? leaseUntil : null;
+        this.insertLive.run(c.key, id, i, now, c.amount, lease, c.windowMs, width, bucketGoneAt(now, width, c.windowMs));
       });
       return { ok: true, totals };
     });
 
-    this.settleTx = db.transaction((id: string, actual: number[]) => {
-      for (const row of this.heldEntries.all(id)) this.settleEntry.run(actual[row.pos] ?? null, row.seq);
+    // The amount goes into the bucket of its reservation time, even when the lease ran out.
+    this.settleTx = db.transaction((id: string, actual: number[], now: number) => {
+      for (const row of this.heldRows.all(id)) {
+        this.deleteLive.run(row.seq);
+        const amount = actual[row.pos] ?? row.amount;
+        const goneAt = bucketGoneAt(row.ts, row.width, row.window_ms);
+        if (goneAt > now && amount !== 0) this.addToBucket.run(row.key, bucketStart(row.ts, row.width), amount, goneAt);
+      }
     });
 
     // One read transaction so the totals come from the same snapshot.
-    this.peekTx = db.transaction((counters: Pick<Counter, "key" | "windowMs">[], now: number) =>
-      counters.map((c) => this.sumLive.get(c.key, now - c.windowMs, now)!),
-    );
+    this.peekTx = db.transaction((counters: Pick<Counter, "key" | "windowMs">[], now: number) => counters.map((c) => this.total(c.key, now)));
 
     this.scoreTx = db.transaction((key: string, delta: number, halfLifeMs: number, now: number) => {
       this.sweepScores.run(now);
@@ -269,7 +317,7 @@ export class SqliteStore implements Store {
   }
 
   async settle(id: string, actual: number[]): Promise<void> {
-    this.settleTx.immediate(id, actual);
+    this.settleTx.immediate(id, actual, this.now());
   }
 
   async release(id: string): Promise<void> {
@@ -319,6 +367,27 @@ export class SqliteStore implements Store {
   async close(): Promise<void> {
     if (this.db.open) this.db.close();
   }
+
+  /** Tests only: rows a reserve reads for this counter (buckets plus unsettled reservations, pruned first). */
+  debugSize(key: string): number {
+    const now = this.now();
+    this.sweepBuckets.run(now);
+    this.sweepLive.run(now);
+    return this.countBuckets.get(key)! + this.countLive.get(key)!;
+  }
+
+  private total(key: string, now: number): number {
+    return this.sumBuckets.get(key, now)! + this.sumLive.get(key, now, now)!;
+  }
+
+  /** What counts now and when it stops; an unsettled amount leaves when it would once settled. */
+  private leaving(key: string, width: number, now: number): Leaving[] {
+    const out = this.leavingBuckets.all(key, now);
+    for (const r of this.leavingLive.all(key, now, now)) {
+      out.push({ goneAt: bucketGoneAt(r.ts, Math.max(width, r.width), r.window_ms), amount: r.amount });
+    }
+    return out;
+  }
 }
 
 function migrate(db: Database.Database): void {
@@ -327,18 +396,9 @@ function migrate(db: Database.Database): void {
     if (version > SCHEMA_VERSION) {
       throw new Error(`store schema version ${version} is newer than this tollgate understands (${SCHEMA_VERSION})`);
     }
+    // Version 1 kept a sliding log; nothing was deployed on it, so its rows are simply dropped.
+    if (version < 2) db.exec("DROP TABLE IF EXISTS counter_entries");
     db.exec(SCHEMA);
     if (version < SCHEMA_VERSION) db.pragma(`user_version = ${SCHEMA_VERSION}`);
   }).immediate();
-}
-
-/** How long until the oldest live entries worth `excess` leave the window; same rule as the memory store. */
-function retryAfter(live: LiveEntry[], windowMs: number, excess: number, fits: boolean, now: number): number | undefined {
-  if (!fits) return undefined;
-  let freed = 0;
-  for (const e of live) {
-    freed += e.amount;
-    if (freed >= excess) return Math.max(0, e.ts + windowMs - now);
-  }
-  return undefined;
 }

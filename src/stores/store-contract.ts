@@ -7,6 +7,11 @@ export interface OpenedStore {
   /** Moves the store's clock forward; absent when the store runs on real time. */
   advance?: (ms: number) => void;
   cleanup?: () => Promise<void>;
+  /**
+   * Tests only: what the store holds for one counter key (buckets plus unsettled reservations,
+   * after pruning), i.e. what a reserve on it reads.
+   */
+  size?: (key: string) => Promise<number> | number;
 }
 
 const MINUTE = 60_000;
@@ -15,6 +20,11 @@ const HOUR = 60 * MINUTE;
 const LONG_LEASE = HOUR;
 /** So long that real time passing during a test changes a score by less than toBeCloseTo sees. */
 const NO_DECAY = 1e15;
+/** A window of 64 s has 1 s buckets (ceil(64 s / 64)) once max is above EXACT_MAX (64). */
+const W64 = 64_000;
+const DAY_FOR_SMALL = 86_400_000;
+const BUCKET = 1_000;
+const BIG = 1e12;
 
 function counter(key: string, max: number, amount: number, windowMs = MINUTE): Counter {
   return { key, max, amount, windowMs };
@@ -169,6 +179,119 @@ export function describeStoreContract(name: string, open: () => Promise<OpenedSt
         await fill("one", 10);
         expect(await store.reserve(rid(), [counter("two", 10, 10)], LONG_LEASE)).toMatchObject({ ok: true });
         expect(await store.peek([{ key: "one", windowMs: MINUTE }, { key: "two", windowMs: MINUTE }])).toEqual([10, 10]);
+      });
+    });
+
+    describe("buckets (max above 64: settled amounts summed per 1/64 of the window)", () => {
+      it("a settled amount counts at least windowMs and at most windowMs + one bucket width after it was reserved", async (ctx) => {
+        const advance = clock(ctx);
+        // The test clocks start on a whole second, so offsets are positions inside a 1 s bucket.
+        for (const offset of [0, 1, 500, 999]) {
+          const key = `edge-${offset}`;
+          advance(offset);
+          await fill(key, 7, BIG, W64);
+          advance(W64 - 1);
+          expect(await store.peek([{ key, windowMs: W64 }])).toEqual([7]);
+          advance(BUCKET);
+          expect(await store.peek([{ key, windowMs: W64 }])).toEqual([0]);
+          advance(BUCKET - offset + 1); // back on a whole second for the next offset
+        }
+      });
+
+      it("admits at most max in any window, whatever the amounts and the times", async (ctx) => {
+        const advance = clock(ctx);
+        const max = 1_000;
+        const admitted: { t: number; amount: number }[] = [];
+        let t = 0;
+        for (let i = 0; i < 600; i++) {
+          const id = rid();
+          const amount = 20 + ((i * 37) % 90);
+          const r = await store.reserve(id, [counter("bw", max, amount, W64)], LONG_LEASE);
+          if (r.ok) {
+            // Some settle lower, some exactly: a settle above the reservation may go past max, by design.
+            const actual = i % 3 === 0 ? amount - 10 : amount;
+            await store.settle(id, [actual]);
+            admitted.push({ t, amount: actual });
+          }
+          const step = 137 + ((i * 53) % 700);
+          advance(step);
+          t += step;
+        }
+        expect(admitted.length).toBeGreaterThan(50);
+        for (const a of admitted) {
+          const inWindow = admitted.filter((u) => u.t > a.t - W64 && u.t <= a.t).reduce((x, u) => x + u.amount, 0);
+          expect(inWindow).toBeLessThanOrEqual(max);
+        }
+      });
+
+      it("retryAfterMs is never earlier than the store admits, and not later than one bucket after", async (ctx) => {
+        const advance = clock(ctx);
+        advance(250);
+        await fill("ra", 600, BIG, W64);
+        advance(10_000);
+        await fill("ra", 400, BIG, W64);
+        const counter1000 = counter("ra", 1_000, 100, W64);
+        const r = refused(await store.reserve(rid(), [counter1000], LONG_LEASE));
+        // The first 600 left exactly at 250 + W64 would be in 53 750 ms; buckets may add up to 1 s.
+        expect(r.retryAfterMs).toBeGreaterThanOrEqual(W64 - 10_000);
+        expect(r.retryAfterMs).toBeLessThanOrEqual(W64 - 10_000 + BUCKET);
+        advance(r.retryAfterMs! - 1);
+        expect(await store.reserve(rid(), [counter1000], LONG_LEASE)).toMatchObject({ ok: false });
+        advance(1);
+        expect(await store.reserve(rid(), [counter1000], LONG_LEASE)).toMatchObject({ ok: true });
+      });
+
+      it("a late settle goes into the bucket of its reservation time", async (ctx) => {
+        const advance = clock(ctx);
+        const late = rid("late");
+        await store.reserve(late, [counter("lb", BIG, 500, W64)], 1_000);
+        advance(30_000);
+        expect(await store.peek([{ key: "lb", windowMs: W64 }])).toEqual([0]);
+        await store.settle(late, [300]);
+        expect(await store.peek([{ key: "lb", windowMs: W64 }])).toEqual([300]);
+        advance(W64 - 30_000 + BUCKET - 1);
+        expect(await store.peek([{ key: "lb", windowMs: W64 }])).toEqual([0]);
+      });
+
+      it("a settle after the reservation left its window adds nothing", async (ctx) => {
+        const advance = clock(ctx);
+        const late = rid("late");
+        await store.reserve(late, [counter("gone", BIG, 500, W64)], 1_000);
+        advance(W64 + BUCKET);
+        await store.settle(late, [300]);
+        expect(await store.peek([{ key: "gone", windowMs: W64 }])).toEqual([0]);
+      });
+
+      it("holds a bounded number of rows however many reservations were settled: 20,000 in one day", async (ctx) => {
+        const advance = clock(ctx);
+        const size = opened.size;
+        if (!size) return ctx.skip("store has no size inspector");
+        const DAY = 86_400_000;
+        const c = counter("route:usd", BIG, 100, DAY);
+        for (let i = 0; i < 20_000; i++) {
+          const id = rid("bulk");
+          expect(await store.reserve(id, [c], LONG_LEASE)).toMatchObject({ ok: true });
+          await store.settle(id, [90]);
+          advance(DAY / 20_000 - 1); // spread over the whole window: every bucket gets some
+        }
+        expect(await store.peek([c])).toEqual([20_000 * 90]);
+        // 64 buckets of 1/64 day, plus the one the window's far edge cuts.
+        expect(await size("route:usd")).toBeLessThanOrEqual(65);
+        // In-flight reservations are kept apart until they settle: they add one row each.
+        const held = [rid(), rid(), rid()];
+        for (const id of held) await store.reserve(id, [c], LONG_LEASE);
+        expect(await size("route:usd")).toBeLessThanOrEqual(68);
+        for (const id of held) await store.release(id);
+        expect(await size("route:usd")).toBeLessThanOrEqual(65);
+      }, 60_000);
+
+      it("a counter with max up to 64 stays exact: 1 ms buckets", async (ctx) => {
+        const advance = clock(ctx);
+        await fill("small", 1, 64, DAY_FOR_SMALL);
+        advance(DAY_FOR_SMALL - 1);
+        expect(await store.peek([{ key: "small", windowMs: DAY_FOR_SMALL }])).toEqual([1]);
+        advance(1);
+        expect(await store.peek([{ key: "small", windowMs: DAY_FOR_SMALL }])).toEqual([0]);
       });
     });
 
@@ -495,12 +618,17 @@ export function describeStoreContract(name: string, open: () => Promise<OpenedSt
       });
 
       it("hands out copies: changing a returned key does not change the stored one", async () => {
-        const mine = { ...base };
+        const mine = { ...base, grants: [...base.grants], routes: [...base.routes!] };
         await store.putKey(mine);
+        mine.grants.push("pushed-after-put");
+        mine.routes.push("/pushed-after-put");
         mine.plan = "changed-after-put";
         const found = (await store.findKey(base.hash))!;
         found.plan = "hacked";
         found.revokedAt = 1;
+        found.grants.push("added");
+        found.routes!.push("/added");
+        (await store.listKeys())[0]!.grants.push("listed");
         expect(await store.findKey(base.hash)).toEqual(base);
       });
 

@@ -5,10 +5,27 @@ import type { UsageRecord } from "../core/usage-record.js";
  * the same primitive: a counter over a window that admits a reservation only if the whole amount
  * fits, taken atomically across several counters at once, and later settled to the actual amount.
  *
- * A counter is a sliding log: every reservation is an entry (id, time, amount); the counter's value
- * is the sum of the entries younger than `windowMs`. That is exact — "at most N in any window" —
- * where fixed windows admit 2N across a boundary. Calendar budgets use a key that names the period
- * (e.g. the UTC day) with a window that covers it, so they reset when the key changes.
+ * A counter is a sliding window over `(now - windowMs, now]`, held in two parts so that checking it
+ * costs the same however much traffic it saw:
+ * - unsettled reservations, one entry each (time, amount, lease end): the requests in flight. One
+ *   counts while it is inside the window and its lease runs;
+ * - settled amounts, summed into time buckets aligned to the epoch. Settle puts the actual amount
+ *   into the bucket of the reservation's time (not the settle's), so a late settle, even after the
+ *   lease ran out, still counts, and leaves the window when the reservation would have.
+ *
+ * Bucket width (see stores/buckets.ts): 1 ms when the reserving counter's `max` is at most 64,
+ * which is exact, and still only about `max` buckets, since a window holds at most that many
+ * admitted reservations; otherwise ceil(windowMs / 64), so at most 65 buckets overlap a window.
+ * A bucket counts in full while any millisecond of it is inside the window: a settled amount
+ * reserved at t counts at least until t + windowMs and at most until t + windowMs + width - 1.
+ * That errs one way only: a limit may refuse up to one bucket (1/64 of its window) early, and
+ * never admits more than `max` in any window of `windowMs` (SPEC §7.1, §7.3) — fixed windows, by
+ * contrast, admit 2N across a boundary. A counter's representation is chosen by the `max` it is
+ * reserved with; a key reserved with several maxes keeps each amount in the bucket its own
+ * reservation chose.
+ *
+ * Calendar budgets use a key that names the period (e.g. the UTC day) with a window that covers
+ * it, so they reset when the key changes.
  */
 export interface Counter {
   key: string;
@@ -62,10 +79,17 @@ export interface Store {
   /**
    * Adds `amount` to every counter, or to none: refused when any counter would exceed `max`.
    * The entries are held under `id` until settled; an unsettled entry stops counting once
-   * `leaseMs` has passed, so a crashed process's reservations come back.
+   * `leaseMs` has passed, so a crashed process's reservations come back. Work is O(buckets +
+   * unsettled reservations) per counter, independent of how many were settled in the window.
+   * `retryAfterMs` on a refusal is when enough buckets (and in-flight entries, taken as if
+   * settled) leave the window: it may be up to one bucket late, never early.
    */
   reserve(id: string, counters: Counter[], leaseMs: number): Promise<ReserveResult>;
-  /** Replaces the reserved amounts with the actual ones (same order as reserve) and ends the lease. Idempotent. */
+  /**
+   * Replaces the reserved amounts with the actual ones (same order as reserve) and ends the lease:
+   * each actual amount goes into the bucket of the reservation's time. Idempotent. Still counts
+   * after the lease ran out (nothing is free); adds nothing once the reservation left its window.
+   */
   settle(id: string, actual: number[]): Promise<void>;
   /** Drops a reservation entirely (the request was refused or never ran). */
   release(id: string): Promise<void>;
