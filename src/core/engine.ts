@@ -66,7 +66,8 @@ export class Engine {
       providers: opts.providers,
       blocklist: compileNetworks(opts.config.abuse.blocklist),
       allowlist: compileNetworks(opts.config.abuse.allowlist),
-      now: opts.now ?? Date.now,
+      // Calendar periods follow the store's clock when it has one (Redis), so replicas agree on the day.
+      now: opts.now ?? (opts.store.clock ? () => opts.store.clock!() : Date.now),
     };
   }
 

@@ -44,6 +44,11 @@ export class FailoverStore implements Store {
     if (!primary.isReady) void this.failOver(new StoreUnavailableError(`redis at ${primary.address} is not reachable`));
   }
 
+  /** Redis's clock while it was last reachable; the local one is what is left without it. */
+  clock(): number {
+    return this.primary.clock();
+  }
+
   /** True while limits are local. */
   get degraded(): boolean {
     return this.down;

@@ -45,6 +45,14 @@ describe("redis store", () => {
     await Promise.all(open.splice(0).map((s) => s.close()));
   });
 
+  it("keeps a clock aligned to the Redis server's TIME, for calendar periods", async () => {
+    const s = await store();
+    await sleep(50);
+    const [sec, usec] = await s.redis.time();
+    const redisNow = Number(sec) * 1000 + Number(usec) / 1000;
+    expect(Math.abs(s.clock() - redisNow)).toBeLessThan(50);
+  });
+
   it("gives every key it writes the namespace's hash tag, and every key but API keys a TTL", async () => {
     const s = await store();
     await s.reserve("a", [counter("u:1", 10, 1), counter("gw", 100, 5, 32 * 86_400_000)], 10_000);

@@ -32,6 +32,8 @@ export class StoreUnavailableError extends Error {
 
 /** Every command's cap: a Redis that stops answering costs a request at most this, never a hang. */
 const COMMAND_TIMEOUT_MS = 650;
+/** How often the clock offset to Redis is measured again. */
+const CLOCK_SYNC_MS = 30_000;
 /** After a command went unanswered, how long the next ones fail at once (unless Redis answers). */
 const SILENT_BACKOFF_MS = 1_000;
 /** How long appendUsage waits for Redis before leaving the record to the write-behind buffer. */
@@ -101,6 +103,7 @@ export class RedisStore implements Store {
     // Without a listener ioredis prints every reconnect failure; availability is reported by its owner.
     redis.on("error", () => {});
     redis.on("ready", () => {
+      void this.syncClock();
       this.silentUntil = 0;
       this.usage.retryNow();
       this.writes.retryNow();
@@ -120,6 +123,26 @@ export class RedisStore implements Store {
       batchSize: 1,
       max: MAX_PENDING_WRITES,
     });
+  }
+
+  /** Redis TIME minus the local clock, measured at the midpoint of a TIME round trip. */
+  private clockOffsetMs = 0;
+  private readonly clockTimer = setInterval(() => void this.syncClock(), CLOCK_SYNC_MS).unref();
+
+  /** The Redis server's clock, as near as one round trip can tell (see Store.clock). */
+  clock(): number {
+    return this.opts.clock?.() ?? Date.now() + this.clockOffsetMs;
+  }
+
+  private async syncClock(): Promise<void> {
+    try {
+      const before = Date.now();
+      const [sec, usec] = await this.redis.time();
+      const after = Date.now();
+      this.clockOffsetMs = Math.round(Number(sec) * 1000 + Number(usec) / 1000 - (before + after) / 2);
+    } catch {
+      // Keep the last offset; the scripts keep using TIME themselves.
+    }
   }
 
   /** `host:port/db`, never the password: safe for logs. */
@@ -294,6 +317,7 @@ export class RedisStore implements Store {
 
   /** Ships what is buffered (waiting up to 5 s for Redis), then disconnects. */
   async close(): Promise<void> {
+    clearInterval(this.clockTimer);
     if (this.closed) return;
     this.closed = true;
     const [records, writes] = await Promise.all([this.usage.drain(CLOSE_DRAIN_MS), this.writes.drain(CLOSE_DRAIN_MS)]);

@@ -112,4 +112,11 @@ export interface Store {
   queryUsage(query: UsageQuery): Promise<UsageRecord[]>;
 
   close(): Promise<void>;
+
+  /**
+   * The store's own clock (epoch ms), for stores shared by several hosts: the engine takes calendar
+   * periods ("which UTC day is it") from it, so replicas with skewed clocks charge the same day's
+   * budget. Absent: the local clock.
+   */
+  clock?(): number;
 }
