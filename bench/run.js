@@ -1,9 +1,11 @@
 // `npm run bench`: tollgate's cost per request next to the mock upstream and a bare proxy, what
-// budgets and limits add on each store, the pre-flight estimate, and cancellation latency.
+// budgets and limits add on each store (memory, SQLite, Redis), the Redis commands a request costs,
+// the pre-flight estimate, and cancellation latency.
 // Prints a table per section and writes every figure to bench/results.json.
 //
 // Environment: BENCH_SECONDS (measured seconds per target, default 5),
-// BENCH_PROFILE=DIR (run every throughput gateway under --cpu-prof, profiles written to DIR;
+// The Redis store runs against a private redis-server on a free loopback port (needs `redis-server`
+// on PATH, as the tests do). BENCH_PROFILE=DIR (run every throughput gateway under --cpu-prof, profiles written to DIR;
 // summarise one with `node bench/profile-top.js DIR/<name>.cpuprofile`).
 import { execFileSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
@@ -14,7 +16,8 @@ import { tempDir } from "./configs.js";
 import { CONNECTIONS, cpuMs, fmt, machineBusyMs, pct, ROOT, ROUNDS, SECONDS_PER_TARGET, section as heading, signed, table, WARMUP_S } from "./lib.js";
 import { budgetPeriods, preflight, PROMPT_CHARS } from "./preflight.js";
 import { storeScan } from "./store-scan.js";
-import { features, MOCK_BEHAVIOR, proxyOverhead, startMock } from "./throughput.js";
+import { commandsPerRequest, LOADED_REQUESTS, SEQUENTIAL_REQUESTS, startRedis } from "./redis.js";
+import { features, FEATURE_SETS, MOCK_BEHAVIOR, proxyOverhead, startMock } from "./throughput.js";
 
 const started = performance.now();
 const results = {
@@ -79,6 +82,8 @@ console.log(
 
 // ---------------------------------------------------------------------------------------------
 const mock = await startMock(MOCK_BEHAVIOR);
+const redis = await startRedis();
+results.machine.redis = redis.version;
 let overhead;
 let featureRows;
 try {
@@ -154,10 +159,11 @@ try {
 
   // -------------------------------------------------------------------------------------------
   section("2. Budgets and layered limits: tollgate non-streaming, side by side, per store");
+  const STORES = ["memory", "sqlite", "redis"];
   featureRows = {};
   const rows2 = [];
-  for (const store of ["memory", "sqlite"]) {
-    const fr = await features(mock, store);
+  for (const store of STORES) {
+    const fr = await features(mock, store, { redis });
     featureRows[store] = fr;
     const base = fr.find((r) => r.key === "none");
     for (const r of fr) {
@@ -173,6 +179,7 @@ try {
         fmt(r.p99),
         fmt(cpu),
         r === base ? "-" : signed(r.addedCpuUsPerReq, 0),
+        fmt(cpuOf(r, "redis")?.usPerReq),
         r.roundRps.map((x) => fmt(x)).join(" -> "),
         fmt(r.served),
         `${fmt(r.rssMbAtStart)} -> ${fmt(r.rssMb)}`,
@@ -180,31 +187,98 @@ try {
     }
   }
   results.features = featureRows;
-  console.log(table(["store   config", "req/s", "% of none", "p50 ms", "p99 ms", "CPU µs/req", "Δ CPU µs", "req/s by round", "served", "RSS MB start -> end"], rows2));
-  console.log("\n" + ["memory", "sqlite"].map((k) => `${k}: ${otherLoadNote(featureRows[k])}`).join("; "));
+  console.log(
+    table(["store   config", "req/s", "% of none", "p50 ms", "p99 ms", "CPU µs/req", "Δ CPU µs", "redis µs/req", "req/s by round", "served", "RSS MB start -> end"], rows2),
+  );
+  console.log("\n" + STORES.map((k) => `${k}: ${otherLoadNote(featureRows[k])}`).join(";\n"));
+  // Tollgate on Redis next to tollgate on memory, config by config (the two ran minutes apart, not interleaved).
+  results.redisVsMemory = FEATURE_SETS.map(({ key, label }) => {
+    const [m, r] = ["memory", "redis"].map((s) => featureRows[s].find((x) => x.key === key));
+    return {
+      key,
+      label,
+      pctOfMemoryRps: (100 * r.rps) / m.rps,
+      addedP50Ms: r.p50 - m.p50,
+      addedP99Ms: r.p99 - m.p99,
+      addedTollgateCpuUsPerReq: cpuOf(r, "proxy")?.usPerReq - cpuOf(m, "proxy")?.usPerReq,
+      redisCpuUsPerReq: cpuOf(r, "redis")?.usPerReq,
+    };
+  });
+  console.log(
+    `\ntollgate on redis vs on memory (redis-server ${redis.version}, one for the three gateways, a database each; ` +
+      `the memory and redis rows ran about a minute apart, not interleaved, and redis-server shares the machine's CPUs):`,
+  );
+  for (const x of results.redisVsMemory) {
+    console.log(
+      `  ${x.label.padEnd(36)} ${pct(x.pctOfMemoryRps).padStart(4)} of memory's req/s, p50 ${signed(x.addedP50Ms, 0)} ms, p99 ${signed(x.addedP99Ms, 0)} ms, ` +
+        `tollgate CPU ${signed(x.addedTollgateCpuUsPerReq, 0)} µs/req, redis-server ${fmt(x.redisCpuUsPerReq)} µs/req`,
+    );
+  }
   console.log(
     "budgets on: plan budget daily $1,000,000 + monthly $10,000,000, route { per: route, usd: $1,000,000, window: 1d }; " +
       "five limits: per user/ip/key/route requests (1e9 per 1m) + per user tokens (1e12 per 1d). None ever refuses: " +
-      "the figures are what checking them costs. One key, so every counter is hot (one user, one IP): " +
-      "each usd/token counter (and each 1m request counter, as a gateway lives < 1 min here) ends with about `served` entries (see 2b).",
+      "the figures are what checking them costs. One key, so every counter is hot (one user, one IP). " +
+      "A counter keeps its settled amounts in at most ~65 time buckets per window (1/64 of the window wide), plus its in-flight " +
+      "reservations, so what a check reads no longer grows with `served` (see 2b).",
+  );
+
+  // -------------------------------------------------------------------------------------------
+  section("2b. Store: one reservation (reserve + settle, one usd counter, 1-day window) vs settled reservations already in its window");
+  await redis.flushAll();
+  const scan = await storeScan({ redis: redis.url(0) });
+  results.storeScan = scan;
+  const scanRows = [];
+  const scanKinds = Object.keys(scan);
+  for (const kind of scanKinds) {
+    for (const p of scan[kind].points) scanRows.push([kind, fmt(p.entries), fmt(p.usPerReservation, 1)]);
+  }
+  console.log(table(["store", "settled in window", "median µs"], scanRows));
+  console.log(
+    `\nslope per 1,000 settled reservations already in the window: ${scanKinds.map((k) => `${k} ${signed(scan[k].usPer1000Entries, 2)} µs`).join(", ")}. ` +
+      `A counter keeps settled amounts in time buckets (1/64 of its window wide: 22.5 min for 1 day), at most ~65 per window, ` +
+      `plus its in-flight reservations; the 20,000 here land in one or two buckets, and a full day of traffic would fill at most 65. ` +
+      `So a reservation costs the same however much traffic the window has seen: the slope is noise around 0. ` +
+      `A request with budgets on touches 5 counters (quota peeks daily+monthly, budget reserves daily+monthly+route usd).`,
+  );
+
+  // -------------------------------------------------------------------------------------------
+  section(
+    `2c. Redis commands per request: ${fmt(LOADED_REQUESTS)} requests at ${CONNECTIONS} connections, then ${fmt(SEQUENTIAL_REQUESTS)} one at a time, per config`,
+  );
+  const counts = await commandsPerRequest(redis, mock.url, FEATURE_SETS);
+  results.redisCommands = counts;
+  const cols = counts.flatMap((c) => [
+    [c, "loaded"],
+    [c, "sequential"],
+  ]);
+  const upper = (k) => k.replace(/^(\S+)/, (m) => m.toUpperCase());
+  const keysOf = (field) => {
+    const all = new Map();
+    for (const [c, m] of cols) for (const [k, v] of Object.entries(c[m][field])) all.set(k, (all.get(k) ?? 0) + v);
+    return [...all.entries()].sort((a, b) => b[1] - a[1]).map(([k]) => k);
+  };
+  const line = (label, get) => [label, ...cols.map(([c, m]) => fmt(get(c[m]), 2))];
+  const rows2c = [
+    ...keysOf("sentPerRequest").map((k) => line(`sent      ${upper(k)}`, (x) => x.sentPerRequest[k] ?? 0)),
+    line("sent      total (round trips)", (x) => x.sentTotalPerRequest),
+    ...keysOf("inScriptsPerRequest").map((k) => line(`in script ${upper(k)}`, (x) => x.inScriptsPerRequest[k] ?? 0)),
+    line("in script total", (x) => x.inScriptsTotalPerRequest),
+    line("all       INFO commandstats total", (x) => x.totalPerRequest),
+  ];
+  const short = { none: "none", budgets: "budgets", limits: "5 limits" };
+  console.log(table(["calls per served request", ...cols.map(([c, m]) => `${short[c.key] ?? c.key} ${m === "loaded" ? `${CONNECTIONS}c` : "1by1"}`)], rows2c));
+  const unattributed = counts.flatMap((c) => [c.loaded.unattributed, c.sequential.unattributed]);
+  console.log(
+    `\nPer config: FLUSHALL, a fresh gateway on db 0, 50 warm-up requests, then INFO commandstats before and after each count ` +
+      `(all 2xx; the count waits until Redis has been quiet for 300 ms, so usage records shipped behind are in it). ` +
+      `"sent" is what tollgate sends (one EVALSHA per script run; EVAL only after NOSCRIPT); "in script" is what those scripts run ` +
+      `inside Redis (INFO commandstats counts both), told apart by a MONITOR connection, which slows Redis: ` +
+      `under load only the share of usage records per APPEND_USAGE batch depends on timing. ` +
+      `Commands the two sources did not agree on: ${unattributed.every((u) => u === 0) ? "none" : unattributed.join(", ")}.`,
   );
 } finally {
-  await mock.stop();
+  await Promise.all([mock.stop(), redis.stop()]);
 }
-
-section("2b. Store: one reservation (reserve + settle, one usd counter, 1-day window) vs entries already in its window");
-const scan = await storeScan();
-results.storeScan = scan;
-const scanRows = [];
-for (const kind of ["memory", "sqlite"]) {
-  for (const p of scan[kind].points) scanRows.push([kind, fmt(p.entries), fmt(p.usPerReservation, 1)]);
-}
-console.log(table(["store", "entries in window", "median µs"], scanRows));
-console.log(
-  `\nslope: memory ${fmt(scan.memory.usPer1000Entries, 1)} µs, sqlite ${fmt(scan.sqlite.usPer1000Entries, 1)} µs per 1,000 entries per counter scanned. ` +
-    `A request with budgets on scans 5 counters (quota peeks daily+monthly, budget reserves daily+monthly+route usd); ` +
-    `usd and token windows hold one entry per request, bounded by traffic, not by the limit.`,
-);
 
 // ---------------------------------------------------------------------------------------------
 section(`3. Pre-flight estimate: input tokens of a ${fmt(PROMPT_CHARS)}-character English prompt (in-process, after warm-up)`);

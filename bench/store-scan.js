@@ -51,7 +51,10 @@ async function scan(store, checkpoints) {
   return { points, usPer1000Entries: slope * 1000, interceptUs: my - slope * mx };
 }
 
-/** Memory and SQLite always; Redis when `redis` is true (starts its own redis-server). */
+/**
+ * Memory and SQLite always; Redis when `redis` is true (starts its own redis-server) or a URL
+ * (an empty Redis the caller owns, e.g. `npm run bench`'s).
+ */
 export async function storeScan({ redis = false } = {}) {
   const out = {};
   const memory = new MemoryStore();
@@ -67,18 +70,21 @@ export async function storeScan({ redis = false } = {}) {
     await sqlite.close();
   }
   if (redis) {
-    const { RedisServer } = await import("../dist/testing/redis-server.js");
     const { RedisStore } = await import("../dist/stores/redis.js");
-    const server = await RedisServer.start();
+    let server;
+    if (typeof redis !== "string") {
+      const { RedisServer } = await import("../dist/testing/redis-server.js");
+      server = await RedisServer.start();
+    }
     try {
-      const store = await RedisStore.open(server.url(), { log: () => {} });
+      const store = await RedisStore.open(typeof redis === "string" ? redis : server.url(), { log: () => {} });
       try {
         out.redis = await scan(store, CHECKPOINTS.redis);
       } finally {
         await store.close();
       }
     } finally {
-      await server.dispose();
+      await server?.dispose();
     }
   }
   return out;

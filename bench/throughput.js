@@ -1,5 +1,5 @@
 // Sections 1 and 2: what tollgate costs per request next to the mock upstream and a bare proxy,
-// and what its budgets and layered limits add, on the memory and SQLite stores.
+// and what its budgets and layered limits add, on the memory, SQLite and Redis stores.
 import { assertAllOk, compare, rssMb, startBareProxy, startMock, startTollgate, timedRequest } from "./lib.js";
 import { chatBody, gatewayConfig, sqlitePath, writeConfig } from "./configs.js";
 
@@ -44,10 +44,22 @@ export const FEATURE_SETS = [
   { key: "limits", label: "five layered limits", opts: { limits: true } },
 ];
 
-/** Section 2: budgets on/off and five limits vs none, side by side, on one store kind. */
-export async function features(mock, storeKind) {
-  const starting = FEATURE_SETS.map((f) => {
-    const store = storeKind === "memory" ? "memory:" : `sqlite:${sqlitePath(`features-${f.key}`)}`;
+function storeUrl(storeKind, f, i, redis) {
+  if (storeKind === "memory") return "memory:";
+  if (storeKind === "sqlite") return `sqlite:${sqlitePath(`features-${f.key}`)}`;
+  // One redis-server for the three gateways running side by side, a database each (as separate namespaces would be).
+  if (storeKind === "redis") return redis.url(i);
+  throw new Error(`unknown store ${storeKind}`);
+}
+
+/**
+ * Section 2: budgets on/off and five limits vs none, side by side, on one store kind.
+ * For "redis", `redis` is the bench's redis-server (bench/redis.js); it is emptied first.
+ */
+export async function features(mock, storeKind, { redis } = {}) {
+  if (storeKind === "redis") await redis.flushAll();
+  const starting = FEATURE_SETS.map((f, i) => {
+    const store = storeUrl(storeKind, f, i, redis);
     const config = gatewayConfig({ upstreamUrl: mock.url, store, ...f.opts });
     return startTollgate(writeConfig(`${storeKind}-${f.key}`, config), { profileName: `${storeKind}-${f.key}` });
   });
@@ -59,7 +71,12 @@ export async function features(mock, storeKind) {
     const rssAtStart = gateways.map((g) => rssMb(g.pid));
     const body = chatBody();
     const rows = await compare(
-      FEATURE_SETS.map((f, i) => ({ label: f.label, url: `${gateways[i].url}/chat${CHAT}`, body, procs: { proxy: gateways[i].pid, mock: mock.pid } })),
+      FEATURE_SETS.map((f, i) => ({
+        label: f.label,
+        url: `${gateways[i].url}/chat${CHAT}`,
+        body,
+        procs: { proxy: gateways[i].pid, mock: mock.pid, ...(redis?.pid ? { redis: redis.pid } : {}) },
+      })),
     );
     rows.forEach((r, i) => {
       assertAllOk(`${storeKind} ${r.label}`, r);
