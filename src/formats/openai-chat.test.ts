@@ -33,6 +33,11 @@ describe("openai chat format", () => {
     expect(i.promptChars).toBeGreaterThanOrEqual("be brief".length + 3 + "result".length);
   });
 
+  it("lists a file sent by id as stored state: its size is unknown to the gateway", () => {
+    const i = inspect({ messages: [{ role: "user", content: [{ type: "file", file: { file_id: "file-abc" } }] }] });
+    expect(i.storedState).toEqual(["messages[0].content[0].file.file_id"]);
+  });
+
   it("counts an astral character once", () => {
     const i = inspect({ messages: [{ role: "user", content: "😀😀" }] });
     expect(i.promptChars).toBe(2);

@@ -20,13 +20,14 @@ export const openaiChat: RequestFormat = {
     const messages = optArray(body, "messages");
     if (!messages || messages.length === 0) throw invalid("messages", "expected a non-empty array of messages");
     const prompt: Inspection["prompt"] = { messages: [], toolDefinitions: [], attachments: [] };
+    const storedState: string[] = [];
     let promptChars = 0;
     messages.forEach((m, i) => {
       const msg = asObject(m, `messages[${i}]`);
       const role = optString(msg, "role", `messages[${i}].role`);
       if (!role || !ROLES.has(role)) throw invalid(`messages[${i}].role`, `expected one of ${[...ROLES].join(", ")}`);
       const texts: string[] = [];
-      readContent(msg.content, `messages[${i}].content`, texts, prompt.attachments);
+      readContent(msg.content, `messages[${i}].content`, texts, prompt.attachments, storedState);
       const name = optString(msg, "name", `messages[${i}].name`);
       if (name) texts.push(name);
       const calls = optArray(msg, "tool_calls", `messages[${i}].tool_calls`) ?? [];
@@ -59,7 +60,7 @@ export const openaiChat: RequestFormat = {
       outputTokens,
       choices: optCount(body, "n", 1) ?? 1,
       sensitiveParams,
-      storedState: [],
+      storedState,
       clientWantsStreamUsage: streamOptions?.include_usage === true,
     };
   },
@@ -161,7 +162,7 @@ function num(v: unknown): number | undefined {
 }
 
 /** Collects the text and attachments of one message's content (string or parts). */
-function readContent(content: unknown, param: string, texts: string[], attachments: Attachment[]): void {
+function readContent(content: unknown, param: string, texts: string[], attachments: Attachment[], storedState: string[]): void {
   if (content === undefined || content === null) return;
   if (typeof content === "string") {
     texts.push(content);
@@ -194,6 +195,8 @@ function readContent(content: unknown, param: string, texts: string[], attachmen
       }
       case "file": {
         const file = asObject(part.file, `${param}[${i}].file`);
+        // A file by id was uploaded to the provider earlier: its size, and so its tokens, are unknown here.
+        if (optString(file, "file_id", `${param}[${i}].file.file_id`) !== undefined) storedState.push(`${param}[${i}].file.file_id`);
         attachments.push({ kind: "file", bytes: base64Bytes(optString(file, "file_data", `${param}[${i}].file.file_data`) ?? "") });
         break;
       }
