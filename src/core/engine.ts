@@ -221,15 +221,14 @@ export class Engine {
     if (error !== undefined) rec.code = toTollgateError(error, undefined).code;
 
     try {
-      if (ex.budget) {
-        if (generated) {
-          const tokens = inputTokens + outputTokens;
-          await this.store.settle(ex.budget.id, ex.budget.counters.map((c) => (c.unit === "usd" ? cost : c.unit === "tokens" ? tokens : c.amount)));
-        } else {
-          await this.store.release(ex.budget.id);
-        }
-      }
-      await this.settleAdmission(ex, meter.toolCalls);
+      const tokens = inputTokens + outputTokens;
+      const budget = !ex.budget
+        ? undefined
+        : generated
+          ? this.store.settle(ex.budget.id, ex.budget.counters.map((c) => (c.unit === "usd" ? cost : c.unit === "tokens" ? tokens : c.amount)))
+          : this.store.release(ex.budget.id);
+      // Independent writes: issued together, so a networked store can pipeline them.
+      await Promise.all([budget, this.settleAdmission(ex, meter.toolCalls)]);
     } finally {
       await this.write(ex);
     }
@@ -238,8 +237,10 @@ export class Engine {
 
   /** Makes what gate 3 took permanent; the run's tool-call counter takes the calls the model made. */
   private async settleAdmission(ex: Exchange, toolCalls: number): Promise<void> {
-    if (ex.quota) await this.store.settle(ex.quota.id, ex.quota.counters.map((c) => (c.unit === "tool_calls" ? toolCalls : c.amount)));
-    if (ex.runStart) await this.store.settle(ex.runStart.id, ex.runStart.counters.map((c) => c.amount));
+    await Promise.all([
+      ex.quota && this.store.settle(ex.quota.id, ex.quota.counters.map((c) => (c.unit === "tool_calls" ? toolCalls : c.amount))),
+      ex.runStart && this.store.settle(ex.runStart.id, ex.runStart.counters.map((c) => c.amount)),
+    ]);
   }
 
   /** Records a refusal: gives back what earlier gates took and feeds the suspicion score. */
