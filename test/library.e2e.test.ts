@@ -33,6 +33,7 @@ const config = (upstream: string, store: string) => ({
     chat: { path: "/chat", plans: ["free"], default_model: "gpt-4o-mini" },
     agent: { path: "/agent", plans: ["free"], default_model: "gpt-4o-mini", input: { max_docs: 6, max_output_tokens: 200 }, runs: { max_steps: 5, max_tool_calls: 100 } },
     tools: { path: "/tools", plans: ["free"], input: { max_output_tokens: 200 }, runs: { max_steps: 50, max_tool_calls: 5 } },
+    shared: { path: "/shared", plans: ["free"], default_model: "gpt-4o-mini", limits: [{ per: "user", requests: 3, window: "1m" }] },
     summarize: { path: "/summarize", plans: ["free"], limits: [{ per: "user", files: 2, window: "1h" }], input: { max_attachments: 1, max_attachment_bytes: 5_242_880 } },
   },
 });
@@ -77,6 +78,9 @@ beforeAll(async () => {
   app.post("/api/summarize", tg.express({ route: "summarize" }), express.raw({ type: "*/*", limit: "20mb" }), async (req, res) => {
     const gate = (req as Req).tollgate;
     await gate.upload({ size: (req.body as Buffer).length, name: "doc.pdf" });
+    res.json({ ok: true });
+  });
+  app.post("/api/shared", tg.express({ route: "shared" }), (_req, res) => {
     res.json({ ok: true });
   });
   app.post("/api/retrieve", tg.express({ route: "agent" }), (req, res) => {
@@ -215,7 +219,7 @@ describe("library mode: Express + the AI SDK", () => {
     expect(mock.requests).toHaveLength(0);
   });
 
-  it("shares budgets with the gateway when both use the same store", async () => {
+  it("shares budgets and window limits with the gateway when both use the same store", async () => {
     const gw = await GatewayProcess.start(config(mock.url, tg.config.store));
     try {
       mock.setBehavior({ outputTokens: 200 });
@@ -234,6 +238,19 @@ describe("library mode: Express + the AI SDK", () => {
       });
       expect(r.status).toBe(402);
       expect((await r.json()).error.code).toBe("budget_exceeded");
+
+      // Window limits too: 3 requests a minute per user, two taken in the app, one by the gateway.
+      expect((await post("/api/shared", "tg_lib_key")).status).toBe(200);
+      expect((await post("/api/shared", "tg_lib_key")).status).toBe(200);
+      const viaGateway = () =>
+        fetch(`${gw.url}/shared/v1/chat/completions`, {
+          method: "POST",
+          headers: { authorization: "Bearer tg_lib_key", "content-type": "application/json" },
+          body: JSON.stringify({ messages: [{ role: "user", content: "hi" }], max_tokens: 20 }),
+        });
+      expect((await viaGateway()).status).toBe(200);
+      expect((await viaGateway()).status).toBe(429);
+      expect((await post("/api/shared", "tg_lib_key")).status).toBe(429);
     } finally {
       await gw.stop();
     }
