@@ -1,7 +1,7 @@
 import { TollgateError } from "../core/errors.js";
 import type { Attachment, PromptShape } from "../core/metering/tokens.js";
 import { anthropicErrorBody } from "./errors.js";
-import { asObject, base64Bytes, codePoints, invalid, optArray, optBool, optCount, optString } from "./fields.js";
+import { asObject, base64Bytes, codePoints, invalid, optArray, optBool, optCount, optString, usageCount } from "./fields.js";
 import type { Reading, RequestFormat, ReportedUsage, SseEvent, StreamTail } from "./format.js";
 
 const ROLES = new Set(["user", "assistant"]);
@@ -124,7 +124,7 @@ export const anthropicMessages: RequestFormat = {
     switch (data.type ?? event.event) {
       case "message_start": {
         const u = data.message?.usage;
-        s.input = { input: num(u?.input_tokens), read: num(u?.cache_read_input_tokens), write: num(u?.cache_creation_input_tokens) };
+        s.input = { input: usageCount(u?.input_tokens), read: usageCount(u?.cache_read_input_tokens), write: usageCount(u?.cache_creation_input_tokens) };
         // message_start's output_tokens is a placeholder (usually 1), never the final count.
         return { id: data.message?.id, model: data.message?.model, usage: inputUsage(s.input) };
       }
@@ -146,11 +146,11 @@ export const anthropicMessages: RequestFormat = {
         // Newer API versions repeat the input counters here as whole-message totals; absent ones keep
         // what message_start said.
         s.input = {
-          input: num(u?.input_tokens) ?? s.input.input,
-          read: num(u?.cache_read_input_tokens) ?? s.input.read,
-          write: num(u?.cache_creation_input_tokens) ?? s.input.write,
+          input: usageCount(u?.input_tokens) ?? s.input.input,
+          read: usageCount(u?.cache_read_input_tokens) ?? s.input.read,
+          write: usageCount(u?.cache_creation_input_tokens) ?? s.input.write,
         };
-        return { usage: { ...inputUsage(s.input), outputTokens: num(u?.output_tokens) } };
+        return { usage: { ...inputUsage(s.input), outputTokens: usageCount(u?.output_tokens) } };
       }
       case "error":
         return { error: data.error?.message ?? "upstream error" };
@@ -375,8 +375,8 @@ export interface AnthropicUsage {
  */
 export function fromAnthropicUsage(u: AnthropicUsage | undefined): ReportedUsage | undefined {
   if (!u || typeof u !== "object") return undefined;
-  const input: InputCounts = { input: num(u.input_tokens), read: num(u.cache_read_input_tokens), write: num(u.cache_creation_input_tokens) };
-  return { ...inputUsage(input), outputTokens: num(u.output_tokens) };
+  const input: InputCounts = { input: usageCount(u.input_tokens), read: usageCount(u.cache_read_input_tokens), write: usageCount(u.cache_creation_input_tokens) };
+  return { ...inputUsage(input), outputTokens: usageCount(u.output_tokens) };
 }
 
 function inputUsage(c: InputCounts): ReportedUsage {
@@ -387,6 +387,3 @@ function inputUsage(c: InputCounts): ReportedUsage {
   };
 }
 
-function num(v: unknown): number | undefined {
-  return typeof v === "number" && Number.isFinite(v) && v >= 0 ? Math.ceil(v) : undefined;
-}

@@ -67,3 +67,8 @@ export function base64Bytes(data: string): number {
   if (b64[len - 2] === "=") pad++;
   return Math.max(0, Math.floor((len * 3) / 4) - pad);
 }
+
+/** A token count from a provider's usage: a non-negative finite number, rounded up; else unknown. */
+export function usageCount(v: unknown): number | undefined {
+  return typeof v === "number" && Number.isFinite(v) && v >= 0 ? Math.ceil(v) : undefined;
+}

@@ -1,7 +1,7 @@
 import { TollgateError } from "../core/errors.js";
 import type { Attachment } from "../core/metering/tokens.js";
 import { openaiErrorBody } from "./errors.js";
-import { asObject, base64Bytes, codePoints, invalid, optArray, optBool, optCount, optString } from "./fields.js";
+import { asObject, base64Bytes, codePoints, invalid, optArray, optBool, optCount, optString, usageCount } from "./fields.js";
 import type { Inspection, Reading, RequestFormat, ReportedUsage, SseEvent, UpstreamPlan } from "./format.js";
 
 const ROLES = new Set(["system", "developer", "user", "assistant", "tool", "function"]);
@@ -150,16 +150,13 @@ export interface OpenAIUsage {
 export function fromOpenAIUsage(u: OpenAIUsage | undefined): ReportedUsage | undefined {
   if (!u || typeof u !== "object") return undefined;
   return {
-    inputTokens: num(u.prompt_tokens),
-    outputTokens: num(u.completion_tokens),
-    cachedInputTokens: num(u.prompt_tokens_details?.cached_tokens),
-    reasoningTokens: num(u.completion_tokens_details?.reasoning_tokens),
+    inputTokens: usageCount(u.prompt_tokens),
+    outputTokens: usageCount(u.completion_tokens),
+    cachedInputTokens: usageCount(u.prompt_tokens_details?.cached_tokens),
+    reasoningTokens: usageCount(u.completion_tokens_details?.reasoning_tokens),
   };
 }
 
-function num(v: unknown): number | undefined {
-  return typeof v === "number" && Number.isFinite(v) && v >= 0 ? Math.ceil(v) : undefined;
-}
 
 /** Collects the text and attachments of one message's content (string or parts). */
 function readContent(content: unknown, param: string, texts: string[], attachments: Attachment[], storedState: string[]): void {

@@ -1,7 +1,7 @@
 import { TollgateError } from "../core/errors.js";
 import type { Attachment, PromptShape } from "../core/metering/tokens.js";
 import { openaiErrorBody } from "./errors.js";
-import { asObject, base64Bytes, codePoints, invalid, optArray, optBool, optCount, optString } from "./fields.js";
+import { asObject, base64Bytes, codePoints, invalid, optArray, optBool, optCount, optString, usageCount } from "./fields.js";
 import type { Reading, RequestFormat, ReportedUsage, SseEvent, StreamTail } from "./format.js";
 
 const ROLES = new Set(["user", "assistant", "system", "developer"]);
@@ -362,13 +362,10 @@ interface ResponsesUsage {
 export function fromResponsesUsage(u: ResponsesUsage | null | undefined): ReportedUsage | undefined {
   if (!u || typeof u !== "object") return undefined;
   return {
-    inputTokens: num(u.input_tokens),
-    outputTokens: num(u.output_tokens),
-    cachedInputTokens: num(u.input_tokens_details?.cached_tokens),
-    reasoningTokens: num(u.output_tokens_details?.reasoning_tokens),
+    inputTokens: usageCount(u.input_tokens),
+    outputTokens: usageCount(u.output_tokens),
+    cachedInputTokens: usageCount(u.input_tokens_details?.cached_tokens),
+    reasoningTokens: usageCount(u.output_tokens_details?.reasoning_tokens),
   };
 }
 
-function num(v: unknown): number | undefined {
-  return typeof v === "number" && Number.isFinite(v) && v >= 0 ? Math.ceil(v) : undefined;
-}
