@@ -3,36 +3,6 @@ import type { Micros } from "./money.js";
 
 export type GroupBy = "user" | "route" | "model" | "ip";
 
-export interface UsageRow {
-  group: string;
-  requests: number;
-  denied: number;
-  downgraded: number;
-  input_tokens: number;
-  output_tokens: number;
-  cost_micros: Micros;
-}
-
-/** Records carry dollars for readers; they were micro-dollars exactly, so this is lossless. */
-export const recordMicros = (r: UsageRecord): Micros => Math.round(r.cost_usd * 1e6);
-
-/** Totals per group, most expensive first. */
-export function summarize(records: UsageRecord[], by: GroupBy): UsageRow[] {
-  const rows = new Map<string, UsageRow>();
-  for (const r of records) {
-    const group = (r[by] ?? "-") as string;
-    let row = rows.get(group);
-    if (!row) rows.set(group, (row = { group, requests: 0, denied: 0, downgraded: 0, input_tokens: 0, output_tokens: 0, cost_micros: 0 }));
-    row.requests++;
-    if (r.decision === "deny") row.denied++;
-    if (r.decision === "downgrade") row.downgraded++;
-    row.input_tokens += r.input_tokens;
-    row.output_tokens += r.output_tokens;
-    row.cost_micros += recordMicros(r);
-  }
-  return [...rows.values()].sort((a, b) => b.cost_micros - a.cost_micros || b.requests - a.requests);
-}
-
 export interface Totals {
   requests: number;
   denied: number;
@@ -42,16 +12,39 @@ export interface Totals {
   cost_micros: Micros;
 }
 
-export function totalsOf(records: UsageRecord[]): Totals {
-  const t: Totals = { requests: 0, denied: 0, downgraded: 0, input_tokens: 0, output_tokens: 0, cost_micros: 0 };
+export interface UsageRow extends Totals {
+  group: string;
+}
+
+/** Records carry dollars for readers; they were micro-dollars exactly, so this is lossless. */
+export const recordMicros = (r: UsageRecord): Micros => Math.round(r.cost_usd * 1e6);
+
+const zero = (): Totals => ({ requests: 0, denied: 0, downgraded: 0, input_tokens: 0, output_tokens: 0, cost_micros: 0 });
+
+function add(t: Totals, r: UsageRecord): void {
+  t.requests++;
+  if (r.decision === "deny") t.denied++;
+  if (r.decision === "downgrade") t.downgraded++;
+  t.input_tokens += r.input_tokens;
+  t.output_tokens += r.output_tokens;
+  t.cost_micros += recordMicros(r);
+}
+
+/** Totals per group, most expensive first. */
+export function summarize(records: UsageRecord[], by: GroupBy): UsageRow[] {
+  const rows = new Map<string, UsageRow>();
   for (const r of records) {
-    t.requests++;
-    if (r.decision === "deny") t.denied++;
-    if (r.decision === "downgrade") t.downgraded++;
-    t.input_tokens += r.input_tokens;
-    t.output_tokens += r.output_tokens;
-    t.cost_micros += recordMicros(r);
+    const group = (r[by] ?? "-") as string;
+    let row = rows.get(group);
+    if (!row) rows.set(group, (row = { group, ...zero() }));
+    add(row, r);
   }
+  return [...rows.values()].sort((a, b) => b.cost_micros - a.cost_micros || b.requests - a.requests);
+}
+
+export function totalsOf(records: UsageRecord[]): Totals {
+  const t = zero();
+  for (const r of records) add(t, r);
   return t;
 }
 
@@ -85,7 +78,7 @@ export function timeSeries(records: UsageRecord[], opts: { since: number; until:
   const n = Math.max(1, Math.ceil((opts.until - first) / bucketMs));
   if (n > MAX_BUCKETS) throw new RangeError(`${n} buckets is more than ${MAX_BUCKETS}: choose a larger bucket or a shorter period`);
   const empty = (): SeriesValues => ({ requests: Array(n).fill(0), denied: Array(n).fill(0), tokens: Array(n).fill(0), cost_micros: Array(n).fill(0) });
-  const add = (v: SeriesValues, i: number, r: UsageRecord) => {
+  const addAt = (v: SeriesValues, i: number, r: UsageRecord) => {
     v.requests[i]++;
     if (r.decision === "deny") v.denied[i]++;
     v.tokens[i] += r.input_tokens + r.output_tokens;
@@ -98,13 +91,13 @@ export function timeSeries(records: UsageRecord[], opts: { since: number; until:
   for (const r of records) {
     const i = Math.floor((Date.parse(r.ts) - first) / bucketMs);
     if (i < 0 || i >= n) continue;
-    add(total, i, r);
+    addAt(total, i, r);
     if (!by) continue;
     const raw = (r[by] ?? "-") as string;
     const group = keep!.has(raw) ? raw : "other";
     let values = groups.get(group);
     if (!values) groups.set(group, (values = empty()));
-    add(values, i, r);
+    addAt(values, i, r);
   }
   const series = [...groups.entries()]
     .map(([group, v]) => ({ group, ...v }))
