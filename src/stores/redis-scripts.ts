@@ -8,14 +8,21 @@
  *   B:t   ZSET  entry id by reservation time: unsettled entries still inside the window, counted
  *               or lapsed (lease ran out: no longer counted, but a late settle still finds its time)
  *   B:l   ZSET  entry id by lease end: unsettled entries that have a lease and still count
- *   B:b   HASH  bucket start -> settled amount in that bucket
+ *   B:b   HASH  bucket start -> settled amount in that bucket, plus the counter's bookkeeping:
+ *               s   the sum of the buckets (kept on settle, summed afresh whenever a bucket leaves)
+ *               nt, nl, ng  lower bounds of the lowest score in B:t, B:l, B:g: a prune looks into
+ *                   a ZSET only once something in it can have left (1e300: empty)
+ *               x   when all five keys expire (script time); TTLs are set only when that is too soon
  *   B:g   ZSET  bucket start by gone-at (the bucket's last ms + window: the first instant it no
  *               longer counts)
+ * B, B:t, B:l and B:g also hold a sentinel member '~' (amount 0, score +inf) that no scan or sum
+ * sees: it keeps them from vanishing when emptied, and with them the TTL that x vouches for.
  * Settle moves an entry's actual amount into the bucket of its reservation time and forgets the
  * entry; a counter therefore holds at most ~65 buckets plus its in-flight reservations, and a
  * reserve reads only those. Bucket widths come from the caller (bucketWidth in buckets.ts): 1 ms
  * for a max up to 64 (exact), else ceil(window / 64). A reservation's record, R, is a string
- * (JSON) naming its entries, so settle and release find them; deleting R is what makes both
+ * (JSON) naming its entries ({base, id, window, amount, width, reserved at}; records from before
+ * 'reserved at' are still read), so settle and release find them; deleting R is what makes both
  * idempotent.
  *
  * Companion keys (B:t, B:l, B:b, B:g) are derived inside the scripts by suffix rather than passed
@@ -44,59 +51,139 @@ end
 local function bucket_start(ts, width) return math.floor(ts / width) * width end
 local function bucket_gone(ts, width, window) return bucket_start(ts, width) + width - 1 + window end
 
+-- The sentinel member of B, B:t, B:l and B:g (see the header), and "nothing there" for the
+-- lower bounds in B:b.
+local SENTINEL = '~'
+local NONE = 1e300
+
+-- Runs cmd on key with the members in list, a thousand at a time (unpack has a stack limit).
+local function batched(cmd, key, list)
+  for j = 1, #list, 1000 do
+    redis.call(cmd, key, unpack(list, j, math.min(j + 999, #list)))
+  end
+end
+
+-- Lowest score in a ZSET, ignoring the sentinel (whose score is +inf anyway); NONE when empty.
+local function zmin(key)
+  local r = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if #r == 0 or r[1] == SENTINEL then return NONE end
+  return tonumber(r[2])
+end
+
+-- Writes the counter's changed B:b fields (meta and buckets) in one HSET. Never creates B:b on
+-- its own: a B:b that did not exist is created by keep(), which gives it its TTL.
+local function flush(base, m)
+  if not m.exists then return end
+  local args = {}
+  for f, v in pairs(m.dirty) do
+    args[#args + 1] = f
+    args[#args + 1] = fmt(v)
+  end
+  if #args > 0 then redis.call('HSET', base .. ':b', unpack(args)) end
+  m.dirty = {}
+end
+
 -- Forgets unsettled entries that left the window, stops counting lapsed leases, drops buckets
--- that left the window; returns the total: O(buckets + unsettled entries).
-local function prune(base, window, now)
-  local times, leases, gone = base .. ':t', base .. ':l', base .. ':g'
-  local cut = fmt(now - window)
-  local old = redis.call('ZRANGEBYSCORE', times, '-inf', cut)
-  if #old > 0 then
-    for _, eid in ipairs(old) do
-      redis.call('HDEL', base, eid)
-      redis.call('ZREM', leases, eid)
+-- that left the window: each only when its lower bound in B:b says something can have left.
+-- Returns the counter's state m (B:b's fields, changes pending in m.dirty for flush) and, with
+-- want_live, the total: the bucket sum plus the counted unsettled entries (HVALS of B). With
+-- 'bucket' it also reads that bucket's amount (m.cur; nil when it may have been dropped here).
+local function prune(base, window, now, want_live, bucket)
+  local times, leases, gone, buckets = base .. ':t', base .. ':l', base .. ':g', base .. ':b'
+  local v = redis.call('HMGET', buckets, 's', 'nt', 'nl', 'ng', 'x', bucket or 's')
+  local m = {s = tonumber(v[1]), nt = tonumber(v[2]), nl = tonumber(v[3]), ng = tonumber(v[4]), x = tonumber(v[5]), dirty = {}}
+  if bucket then m.cur = {bucket, tonumber(v[6] or '0')} end
+  m.exists = v[1] ~= false or v[2] ~= false or v[3] ~= false or v[4] ~= false or v[5] ~= false
+  local cut = now - window
+  if not (m.nt and m.nt > cut) then
+    local old = redis.call('ZRANGEBYSCORE', times, '-inf', fmt(cut))
+    if #old > 0 then
+      batched('HDEL', base, old)
+      batched('ZREM', leases, old)
+      redis.call('ZREMRANGEBYSCORE', times, '-inf', fmt(cut))
     end
-    redis.call('ZREMRANGEBYSCORE', times, '-inf', cut)
+    m.nt = zmin(times)
+    m.dirty.nt = m.nt
   end
-  local lapsed = redis.call('ZRANGEBYSCORE', leases, '-inf', fmt(now))
-  if #lapsed > 0 then
-    for _, eid in ipairs(lapsed) do redis.call('HDEL', base, eid) end
-    redis.call('ZREMRANGEBYSCORE', leases, '-inf', fmt(now))
+  if not (m.nl and m.nl > now) then
+    local lapsed = redis.call('ZRANGEBYSCORE', leases, '-inf', fmt(now))
+    if #lapsed > 0 then
+      batched('HDEL', base, lapsed)
+      redis.call('ZREMRANGEBYSCORE', leases, '-inf', fmt(now))
+    end
+    m.nl = zmin(leases)
+    m.dirty.nl = m.nl
   end
-  local stale = redis.call('ZRANGEBYSCORE', gone, '-inf', fmt(now))
-  if #stale > 0 then
-    for _, b in ipairs(stale) do redis.call('HDEL', base .. ':b', b) end
-    redis.call('ZREMRANGEBYSCORE', gone, '-inf', fmt(now))
+  if not (m.ng and m.ng > now) then
+    local stale = redis.call('ZRANGEBYSCORE', gone, '-inf', fmt(now))
+    if #stale > 0 then
+      batched('HDEL', buckets, stale)
+      redis.call('ZREMRANGEBYSCORE', gone, '-inf', fmt(now))
+      m.s = nil
+      m.cur = nil
+    end
+    m.ng = zmin(gone)
+    m.dirty.ng = m.ng
   end
-  local sum = 0
-  for _, a in ipairs(redis.call('HVALS', base)) do sum = sum + tonumber(a) end
-  for _, a in ipairs(redis.call('HVALS', base .. ':b')) do sum = sum + tonumber(a) end
-  return sum
+  if m.s == nil then
+    -- Summed afresh after buckets left (and for a B:b from before the running sum): exact again.
+    local sum, all = 0, redis.call('HGETALL', buckets)
+    for j = 1, #all, 2 do
+      if tonumber(all[j]) then sum = sum + tonumber(all[j + 1]) end
+    end
+    if #all > 0 then m.exists = true end
+    m.s = sum
+    m.dirty.s = sum
+  end
+  if not want_live then return m end
+  local total = m.s
+  for _, a in ipairs(redis.call('HVALS', base)) do total = total + tonumber(a) end
+  return m, total
+end
+
+-- Keeps all five keys of a counter until at least 'needed' (script time): when B:b's x says they
+-- expire earlier, (re)creates the sentinels and sets every TTL a margin past 'needed', so this
+-- runs about once a margin per counter. The sentinels keep B, B:t, B:l and B:g from vanishing
+-- when emptied, which would drop their TTL with them.
+local function keep(base, m, needed, margin, now)
+  if m.x and m.x >= needed then return end
+  local target = needed + margin
+  redis.call('HSET', base, SENTINEL, '0')
+  redis.call('ZADD', base .. ':t', '+inf', SENTINEL)
+  redis.call('ZADD', base .. ':l', '+inf', SENTINEL)
+  redis.call('ZADD', base .. ':g', '+inf', SENTINEL)
+  m.x = target
+  m.dirty.x = target
+  m.exists = true
+  flush(base, m)
+  local ms = fmt(target - now)
+  for _, k in ipairs({base, base .. ':t', base .. ':l', base .. ':b', base .. ':g'}) do redis.call('PEXPIRE', k, ms) end
 end
 
 -- Never shortens a TTL: the entry-id sequence must outlive every entry that took an id from it.
-local function extend(key, ms)
-  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, fmt(ms)) end
+-- Extends a margin further than asked, so most calls find the TTL long enough and only read it.
+local function extend(key, ms, margin)
+  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, fmt(ms + margin)) end
 end
 
--- Adds a settled amount to its bucket; a bucket keeps the latest gone-at any amount gave it.
-local function add_bucket(base, ts, width, window, amount, now, margin)
+-- Adds a settled amount to its bucket and to the running sum (written by the caller's flush); a
+-- bucket keeps the latest gone-at any amount gave it.
+local function add_bucket(base, m, ts, width, window, amount, now, margin)
   local gone = bucket_gone(ts, width, window)
-  if gone <= now or tonumber(amount) == 0 then return end
+  amount = tonumber(amount)
+  if gone <= now or amount == 0 then return end
+  keep(base, m, gone + margin, margin, now)
   local b = fmt(bucket_start(ts, width))
-  local cur = tonumber(redis.call('HGET', base .. ':b', b) or '0')
-  redis.call('HSET', base .. ':b', b, fmt(cur + tonumber(amount)))
-  local g = redis.call('ZSCORE', base .. ':g', b)
-  if not g or tonumber(g) < gone then redis.call('ZADD', base .. ':g', fmt(gone), b) end
-  extend(base .. ':b', gone - now + margin)
-  extend(base .. ':g', gone - now + margin)
-end
-
-local function expire_counter(base, ms)
-  redis.call('PEXPIRE', base, fmt(ms))
-  redis.call('PEXPIRE', base .. ':t', fmt(ms))
-  redis.call('PEXPIRE', base .. ':l', fmt(ms))
-  extend(base .. ':b', ms)
-  extend(base .. ':g', ms)
+  local cur
+  if m.cur and m.cur[1] == b then cur = m.cur[2] else cur = tonumber(redis.call('HGET', base .. ':b', b) or '0') end
+  m.dirty[b] = cur + amount
+  m.s = m.s + amount
+  m.dirty.s = m.s
+  redis.call('ZADD', base .. ':g', 'GT', fmt(gone), b)
+  if gone < m.ng then
+    m.ng = gone
+    m.dirty.ng = gone
+  end
 end
 `;
 
@@ -135,7 +222,7 @@ local function retry_after(base, window, width, excess)
   end
   local live = redis.call('HGETALL', base)
   for j = 1, #live, 2 do
-    local ts = redis.call('ZSCORE', base .. ':t', live[j])
+    local ts = live[j] ~= SENTINEL and redis.call('ZSCORE', base .. ':t', live[j])
     if ts then leaving[#leaving + 1] = {bucket_gone(tonumber(ts), width, window), tonumber(live[j + 1])} end
   end
   table.sort(leaving, function(x, y) return x[1] < y[1] end)
@@ -147,12 +234,14 @@ local function retry_after(base, window, width, excess)
   return false
 end
 
-local totals = {1}
+local totals, state = {1}, {}
 for i = 1, n do
   local max, amount = tonumber(ARGV[4 * i]), tonumber(ARGV[4 * i + 1])
   local window, width = tonumber(ARGV[4 * i + 2]), tonumber(ARGV[4 * i + 3])
-  local used = prune(KEYS[i + 2], window, now)
+  local m, used = prune(KEYS[i + 2], window, now, true)
+  state[i] = m
   if used + amount > max then
+    for j = 1, i do flush(KEYS[j + 2], state[j]) end
     local retry = false
     if amount <= max then retry = retry_after(KEYS[i + 2], window, width, used + amount - max) end
     return {0, i - 1, fmt(used), retry}
@@ -165,17 +254,28 @@ local entries, longest = {}, 0
 for i = 1, n do
   local base, amount = KEYS[i + 2], ARGV[4 * i + 1]
   local window, width = tonumber(ARGV[4 * i + 2]), tonumber(ARGV[4 * i + 3])
-  local eid = fmt(last - n + i)
+  local eid, m = fmt(last - n + i), state[i]
+  keep(base, m, now + window + width + margin, margin, now)
   redis.call('ZADD', base .. ':t', fmt(now), eid)
+  if now < m.nt then
+    m.nt = now
+    m.dirty.nt = now
+  end
   redis.call('HSET', base, eid, amount)
-  if lease >= 0 then redis.call('ZADD', base .. ':l', fmt(now + lease), eid) end
-  expire_counter(base, window + width + margin)
-  entries[i] = {base, eid, window, amount, width}
+  if lease >= 0 then
+    redis.call('ZADD', base .. ':l', fmt(now + lease), eid)
+    if now + lease < m.nl then
+      m.nl = now + lease
+      m.dirty.nl = now + lease
+    end
+  end
+  flush(base, m)
+  entries[i] = {base, eid, window, amount, width, now}
   if window + width > longest then longest = window + width end
 end
 -- A reused id takes the name over; the older entries keep counting until their lease ends.
 redis.call('SET', KEYS[2], cjson.encode(entries), 'PX', fmt(longest + margin))
-extend(KEYS[1], longest + margin)
+extend(KEYS[1], longest + margin, margin)
 return totals
 `,
 );
@@ -197,16 +297,19 @@ local now = now_ms(ARGV[1])
 local margin = tonumber(ARGV[2])
 for i, e in ipairs(cjson.decode(rec)) do
   local base, eid, window, reserved, width = e[1], e[2], tonumber(e[3]), e[4], tonumber(e[5] or 1)
-  prune(base, window, now)
-  local ts = redis.call('ZSCORE', base .. ':t', eid)
-  if ts then
+  -- The reservation time is in the record (records written before it was are looked up in B:t);
+  -- the entry is still there exactly when ZREM finds it after the prune.
+  local ts = tonumber(e[6])
+  local m = prune(base, window, now, false, ts and fmt(bucket_start(ts, width)))
+  if not ts then ts = tonumber(redis.call('ZSCORE', base .. ':t', eid)) end
+  if ts and redis.call('ZREM', base .. ':t', eid) == 1 then
     local actual = ARGV[i + 2]
     if actual == nil or actual == '' then actual = reserved end
     redis.call('HDEL', base, eid)
-    redis.call('ZREM', base .. ':t', eid)
     redis.call('ZREM', base .. ':l', eid)
-    add_bucket(base, tonumber(ts), width, window, actual, now, margin)
+    add_bucket(base, m, tonumber(ts), width, window, actual, now, margin)
   end
+  flush(base, m)
 end
 return 1
 `,
@@ -241,7 +344,11 @@ export const PEEK = script(
   `
 local now = now_ms(ARGV[1])
 local out = {}
-for i = 1, #KEYS do out[i] = fmt(prune(KEYS[i], tonumber(ARGV[i + 1]), now)) end
+for i = 1, #KEYS do
+  local m, total = prune(KEYS[i], tonumber(ARGV[i + 1]), now, true)
+  flush(KEYS[i], m)
+  out[i] = fmt(total)
+end
 return out
 `,
 );
@@ -269,8 +376,9 @@ if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', fmt(longest + margin)) then r
 for i = 1, n do
   local base, amount, window = KEYS[i + 1], ARGV[4 * i - 1], tonumber(ARGV[4 * i])
   local at, width = math.min(tonumber(ARGV[4 * i + 1]), now), tonumber(ARGV[4 * i + 2])
-  prune(base, window, now)
-  add_bucket(base, at, width, window, amount, now, margin)
+  local m = prune(base, window, now, false)
+  add_bucket(base, m, at, width, window, amount, now, margin)
+  flush(base, m)
 end
 return 1
 `,

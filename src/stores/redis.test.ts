@@ -169,6 +169,47 @@ describe("redis store", () => {
     expect(await reader.queryUsage({ since: 0 })).toHaveLength(500);
   });
 
+  it("sums a counter afresh once its buckets leave: no rounding left over from the running sum", async () => {
+    let now = Date.UTC(2025, 0, 1);
+    const s = await store({ clock: () => now });
+    const usd = (amount: number) => counter("usd", 1e9, amount, HOUR);
+    for (const [i, amount] of [0.1, 0.2, 0.7].entries()) {
+      await s.reserve(`f${i}`, [usd(amount)], MINUTE);
+      await s.settle(`f${i}`, [amount]);
+      now += 20 * MINUTE;
+    }
+    now += 5 * MINUTE;
+    // The first bucket (0.1) has left; what is left is summed again, not 0.1 + 0.2 + 0.7 - 0.1.
+    expect(await s.peek([{ key: "usd", windowMs: HOUR }])).toEqual([0.2 + 0.7]);
+    now += 2 * HOUR;
+    expect(await s.peek([{ key: "usd", windowMs: HOUR }])).toEqual([0]);
+  });
+
+  it("still counts a counter written without the running sum and records written without the reservation time", async () => {
+    let now = Date.UTC(2025, 0, 1);
+    const s = await store({ clock: () => now });
+    await s.reserve("a", [counter("k", 100, 5)], HOUR);
+    await s.settle("a", [4]);
+    await s.reserve("b", [counter("k", 100, 10)], HOUR);
+    // As the scripts before the running sum left them: no B:b fields but buckets, no sentinels,
+    // and a record whose entries do not carry their reservation time.
+    const base = "tg:{tollgate}:c:k";
+    await s.redis.hdel(`${base}:b`, "s", "nt", "nl", "ng", "x");
+    await s.redis.hdel(base, "~");
+    for (const z of [":t", ":l", ":g"]) await s.redis.zrem(`${base}${z}`, "~");
+    const rec = "tg:{tollgate}:r:b";
+    const entries = JSON.parse((await s.redis.get(rec))!) as unknown[][];
+    await s.redis.set(rec, JSON.stringify(entries.map((e) => e.slice(0, 5))), "PX", HOUR);
+    expect(await s.peek([{ key: "k", windowMs: MINUTE }])).toEqual([14]);
+    await s.settle("b", [7]);
+    expect(await s.peek([{ key: "k", windowMs: MINUTE }])).toEqual([11]);
+    expect(await s.reserve("c", [counter("k", 100, 1)], HOUR)).toEqual({ ok: true, totals: [12] });
+    for (const key of await s.redis.keys(`${base}*`)) expect([key, await s.redis.pttl(key)]).toEqual([key, expect.toSatisfy((t: number) => t > 0)]);
+    now += 2 * MINUTE;
+    expect(await s.peek([{ key: "k", windowMs: MINUTE }])).toEqual([0]);
+    expect(await s.debugSize("k")).toBe(0);
+  });
+
   it("refuses to open when Redis cannot be reached in time", async () => {
     const gone = await RedisServer.start();
     const url = gone.url();

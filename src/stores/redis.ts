@@ -307,11 +307,12 @@ export class RedisStore implements Store {
 
   /**
    * Tests only: what Redis holds for one counter key as of the last operation on it: its buckets
-   * plus its unsettled reservations (HLEN + ZCARD), i.e. what a reserve on it reads.
+   * plus its unsettled reservations (members of B:g and B:t but their sentinels), i.e. what a reserve on it reads.
    */
   async debugSize(key: string): Promise<number> {
     const base = this.counterKey(key);
-    const [buckets, live] = await Promise.all([this.redis.hlen(`${base}:b`), this.redis.zcard(`${base}:t`)]);
+    // ZCOUNT up to (+inf: leaves out the sentinel member the scripts keep in every ZSET.
+    const [buckets, live] = await Promise.all([this.redis.zcount(`${base}:g`, "-inf", "(+inf"), this.redis.zcount(`${base}:t`, "-inf", "(+inf")]);
     return buckets + live;
   }
 
