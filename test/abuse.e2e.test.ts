@@ -17,7 +17,7 @@ beforeAll(async () => {
     plans: { free: { models: ["gpt-4o", "gpt-4o-mini"] } },
     jwt: { secret: SECRET },
     routes: { chat: { path: "/chat", plans: ["free"], input: { max_prompt_chars: 2000, max_output_tokens: 50 } } },
-    abuse: { blocklist: ["192.0.2.0/24"], downgrade_to: "gpt-4o-mini", downgrade_at: 50, block_at: 100, many_users_threshold: 5 },
+    abuse: { blocklist: ["192.0.2.0/24"], allowlist: ["100.64.0.0/10"], downgrade_to: "gpt-4o-mini", downgrade_at: 50, block_at: 100, many_users_threshold: 5 },
   });
 });
 afterAll(async () => {
@@ -69,6 +69,12 @@ describe("abuse signals", () => {
     expect(blocked.signals.some((s) => /^score:\d+\(network\)$/.test(s))).toBe(true);
     const farmSignals = new Set(gw.records.filter((r) => r.user?.startsWith("farm-")).flatMap((r) => r.signals));
     for (const s of ["ip_many_users", "near_cap_prompt", "new_identity_expensive_model"]) expect(farmSignals).toContain(s);
+  });
+
+  it("never downgrades or blocks an allowlisted network, whatever its traffic looks like", async () => {
+    const results = [];
+    for (let i = 0; i < 15; i++) results.push(await ask(`office-${i}`, `100.64.7.${10 + i}`, "x".repeat(1990)));
+    expect(results.every((r) => r.status === 200 && r.model === "gpt-4o")).toBe(true);
   });
 
   it("refuses a blocklisted network with 403 blocked before anything else", async () => {
