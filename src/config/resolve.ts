@@ -18,6 +18,7 @@ export interface ResolvedConfig {
     timeoutMs: number;
     firstByteTimeoutMs: number;
     idleTimeoutMs: number;
+    bodyTimeoutMs: number;
     log: "usage" | "none";
     metrics: "open" | "admin" | "off";
   };
@@ -316,6 +317,7 @@ export function resolveConfig(raw: RawConfig): ResolvedConfig {
       timeoutMs: ms(raw.server.timeout),
       firstByteTimeoutMs: ms(raw.server.first_byte_timeout),
       idleTimeoutMs: ms(raw.server.idle_timeout),
+      bodyTimeoutMs: ms(raw.server.body_timeout),
       log: raw.server.log,
       metrics: raw.server.metrics,
     },

@@ -172,6 +172,9 @@ export const serverSchema = z.strictObject({
   timeout: duration.default("120s"),
   first_byte_timeout: duration.default("30s"),
   idle_timeout: duration.default("30s"),
+  body_timeout: duration
+    .default("10s")
+    .describe("How long a client may take to send its request body. Quota is reserved only once the body is in, so a slow body holds no limit's slot; this bounds how long it holds a socket."),
   log: z.enum(["usage", "none"]).default("usage").describe("usage: one JSON usage record per request on stdout."),
   metrics: z
     .enum(["open", "admin", "off"])

@@ -12,7 +12,7 @@ import { budget } from "./gates/budget.js";
 import { identify } from "./gates/identify.js";
 import { modelPolicy } from "./gates/model-policy.js";
 import { normalise } from "./gates/normalise.js";
-import { quota } from "./gates/quota.js";
+import { quota, quotaPeek } from "./gates/quota.js";
 import { Identifier } from "./identity.js";
 import { Meter } from "./metering/meter.js";
 import { costOf } from "./metering/prices.js";
@@ -25,6 +25,12 @@ import type { Ended, UsageRecord, UsageSource } from "./usage-record.js";
  */
 export const ADMISSION: readonly Gate[] = [identify, abuse, quota];
 export const PREPARATION: readonly Gate[] = [normalise, modelPolicy, budget];
+/**
+ * Admission while the body is still arriving (the gateway): gate 3 only checks, and takes its
+ * reservation at the start of preparation, so a stalled body holds no quota.
+ */
+const ADMISSION_BODY_PENDING: readonly Gate[] = [identify, abuse, quotaPeek];
+const PREPARATION_DEFERRED_QUOTA: readonly Gate[] = [quota, ...PREPARATION];
 export const GATE_ORDER = ["identify", "abuse", "quota", "normalise", "model", "budget", "provider", "settle"] as const;
 
 export interface EngineOptions {
@@ -77,9 +83,12 @@ export class Engine {
     return new Exchange(caller, route, caller.requestId ?? randomUUID());
   }
 
-  /** Gates 1-3: identify, abuse, quota. Throws the refusal after recording it. */
-  async admit(ex: Exchange): Promise<void> {
-    await this.run(ex, ADMISSION);
+  /**
+   * Gates 1-3: identify, abuse, quota. Throws the refusal after recording it. With `bodyPending`
+   * gate 3 refuses what is already full but reserves nothing until `prepare` has the body.
+   */
+  async admit(ex: Exchange, opts: { bodyPending?: boolean } = {}): Promise<void> {
+    await this.run(ex, opts.bodyPending ? ADMISSION_BODY_PENDING : ADMISSION);
   }
 
   /**
@@ -143,7 +152,7 @@ export class Engine {
         ex.inspection = format.inspect(body);
         ex.inspectedBody = body as Record<string, unknown>;
       },
-      ...PREPARATION,
+      ...(ex.quotaDeferred ? PREPARATION_DEFERRED_QUOTA : PREPARATION),
     ]);
   }
 

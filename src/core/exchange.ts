@@ -58,6 +58,8 @@ export class Exchange {
   parent?: Exchange;
   children = 0;
   quota?: { id: string; counters: HeldCounter[] };
+  /** Gate 3 only checked before the body arrived; its reservation is taken once the body is in. */
+  quotaDeferred = false;
   /** The runs-per-window slot a run's first step took. */
   runStart?: { id: string; counters: HeldCounter[] };
   budget?: { id: string; counters: HeldCounter[] };

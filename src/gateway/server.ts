@@ -18,9 +18,6 @@ import { parseJson, readBody } from "./body.js";
 import { createDashboard } from "./dashboard.js";
 import { ENDPOINTS } from "./endpoints.js";
 
-/** How long a client may take to send its body, separate from the generation's wall clock. */
-const BODY_TIMEOUT_MS = 30_000;
-
 export interface Gateway {
   server: Server;
   /** Stops accepting, waits for in-flight requests (up to `graceMs`), then closes. */
@@ -100,10 +97,11 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
       requestId,
     });
     try {
-      await engine.admit(ex);
+      // Nothing is reserved until the body is in: a stalled body must not hold a limit's slot.
+      await engine.admit(ex, { bodyPending: true });
       let body: unknown;
       try {
-        body = parseJson(await readBody(req, cfg.server.maxBodyBytes, BODY_TIMEOUT_MS));
+        body = parseJson(await readBody(req, cfg.server.maxBodyBytes, cfg.server.bodyTimeoutMs));
       } catch (err) {
         const refusal = toTollgateError(err, undefined);
         await engine.refuse(ex, refusal);

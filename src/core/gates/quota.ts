@@ -1,6 +1,7 @@
 import { TollgateError } from "../errors.js";
 import { leaseMs, type Gate } from "../gate.js";
-import type { HeldCounter } from "../exchange.js";
+import type { Exchange, HeldCounter } from "../exchange.js";
+import type { ReserveResult } from "../../stores/store.js";
 import { fireSignal } from "./abuse.js";
 import { budgetCounters, budgetRefusal } from "./budget.js";
 import { checkRunAge, runLimit, startRunIfNew, stepCounters } from "./runs.js";
@@ -10,37 +11,33 @@ import { describeLimit, limitKey } from "./scope.js";
 const BURST_SHARE = 0.9;
 const BURST_MIN_LIMIT = 5;
 
-/**
- * Gate 3: request-count windows, taken before the body is read, so a limited caller's flood of
- * large bodies costs one store round trip each. Also a cheap "budget already spent" check.
- * Token, file and spend limits need the body and are reserved at gate 6.
- */
-export const quota: Gate = async function quota(ex, env) {
+/** The request-window and run-step counters one call takes at gate 3. */
+function windowCounters(ex: Exchange): { limits: HeldCounter[]; steps: HeldCounter[] } {
   const limits: HeldCounter[] = ex.route.limits
     .filter((l) => l.unit === "requests")
     .map((l) => ({ key: limitKey(l, ex), max: l.max, amount: 1, windowMs: l.windowMs, unit: "requests", label: describeLimit(l, `${l.max} requests`), limitId: l.id }));
-  const steps = stepCounters(ex);
+  return { limits, steps: stepCounters(ex) };
+}
+
+/**
+ * Gate 3: request-count windows and the run's step counters, reserved. Also a cheap "budget
+ * already spent" check when the body is not read yet (the library's app requests have none):
+ * once it is, gate 6 reserves the budget anyway.
+ */
+export const quota: Gate = async function quota(ex, env) {
+  const { limits, steps } = windowCounters(ex);
   const counters = [...limits, ...steps];
 
   // The spent-budget check reserves nothing, so it runs alongside the window reservation: one
   // store round trip on the admission path instead of two.
-  const spent = budgetCounters(ex, env, 0).filter((c) => c.unit === "usd");
+  const spent = ex.quotaDeferred ? [] : budgetCounters(ex, env, 0).filter((c) => c.unit === "usd");
   const spentTotals = spent.length ? env.store.peek(spent) : undefined;
   spentTotals?.catch(() => {});
 
   if (counters.length) {
     const id = `${ex.id}:q`;
     const result = await env.store.reserve(id, counters, leaseMs(ex));
-    if (!result.ok) {
-      const c = counters[result.index]!;
-      if (c.unit === "steps" || c.unit === "tool_calls") {
-        throw runLimit(`this run has reached ${c.label}`);
-      }
-      const retry = Math.max(1, Math.ceil((result.retryAfterMs ?? c.windowMs) / 1000));
-      rateLimitHeaders(ex.headers, counters, counters.map((x, i) => (i === result.index ? x.max : 0)));
-      ex.headers["ratelimit"] = `"${c.limitId}";r=0;t=${retry}`;
-      throw new TollgateError("rate_limited", `rate limited by ${c.label}; retry in ${retry}s`, { retryAfterSeconds: retry, limit: c.limitId });
-    }
+    if (!result.ok) throw windowRefusal(ex, counters, result);
     ex.quota = { id, counters };
     if (limits.length) rateLimitHeaders(ex.headers, limits, result.totals);
     if (limits.some((c, i) => c.max >= BURST_MIN_LIMIT && result.totals[i]! >= BURST_SHARE * c.max)) await fireSignal(ex, env, "burst_under_limit");
@@ -59,6 +56,42 @@ export const quota: Gate = async function quota(ex, env) {
     if (full >= 0) throw budgetRefusal(spent[full]!, totals[full]!, 0, env.now());
   }
 };
+
+/**
+ * Gate 3 while the body has not arrived yet (the gateway): refuses a caller whose windows or
+ * budget are already full, without reading the body, but holds nothing — a slow or stalled body
+ * must not keep a slot that a paying caller could use (SPEC §7.8). The reservation itself is
+ * taken by `quota` once the body is in (`ex.quotaDeferred`). One store round trip, a peek.
+ */
+export const quotaPeek: Gate = async function quotaPeek(ex, env) {
+  const { limits, steps } = windowCounters(ex);
+  const counters = [...limits, ...steps.filter((c) => c.unit !== "runs")];
+  const spent = budgetCounters(ex, env, 0).filter((c) => c.unit === "usd");
+  ex.quotaDeferred = true;
+  if (!counters.length && !spent.length) return;
+  const totals = await env.store.peek([...counters, ...spent]);
+  if (counters.some((c, i) => totals[i]! + c.amount > c.max)) {
+    // Full, as far as a peek can tell: a reservation (which holds nothing when refused) names the
+    // counter and how long until it has room. Should a slot have freed meanwhile, give it back.
+    const id = `${ex.id}:p`;
+    const result = await env.store.reserve(id, counters, leaseMs(ex));
+    if (!result.ok) throw windowRefusal(ex, counters, result);
+    await env.store.release(id);
+  }
+  const full = spent.findIndex((c, i) => totals[counters.length + i]! >= c.max);
+  if (full >= 0) throw budgetRefusal(spent[full]!, totals[counters.length + full]!, 0, env.now());
+};
+
+/** The refusal for a window reservation that did not fit, with RateLimit headers naming it. */
+function windowRefusal(ex: Exchange, counters: HeldCounter[], result: Extract<ReserveResult, { ok: false }>): TollgateError {
+  const c = counters[result.index]!;
+  if (c.unit === "steps" || c.unit === "tool_calls") return runLimit(`this run has reached ${c.label}`);
+  const retry = Math.max(1, Math.ceil((result.retryAfterMs ?? c.windowMs) / 1000));
+  const limits = counters.filter((x) => x.unit === "requests");
+  rateLimitHeaders(ex.headers, limits, limits.map((x) => (x === c ? x.max : 0)));
+  ex.headers["ratelimit"] = `"${c.limitId}";r=0;t=${retry}`;
+  return new TollgateError("rate_limited", `rate limited by ${c.label}; retry in ${retry}s`, { retryAfterSeconds: retry, limit: c.limitId });
+}
 
 /** IETF RateLimit-Policy / RateLimit (draft-ietf-httpapi-ratelimit-headers). */
 function rateLimitHeaders(headers: Record<string, string>, counters: HeldCounter[], totals: number[]): void {
