@@ -116,7 +116,7 @@ export const inputSchema = z.strictObject({
     .enum(["reject", "allow"])
     .optional()
     .describe(
-      "Input tollgate cannot see: Responses previous_response_id, conversation, stored prompt, item_reference, background; files and documents by id or URL; provider-hosted tools (web search, file search, code execution, MCP). reject (default) or allow, reserving the model's whole context window as input.",
+      "Cost tollgate cannot see or estimate: Responses previous_response_id, conversation, stored prompt, item_reference, background; files and documents by id or URL; provider-hosted tools (web search, file search, code execution, MCP) and Chat web_search_options; Chat audio output (modalities: audio, audio) and earlier audio replies by id. reject (default: param_not_allowed) or allow, reserving the model's whole context window as input.",
     ),
 });
 

@@ -1,6 +1,6 @@
 import { TollgateError } from "../core/errors.js";
 import type { Attachment } from "../core/metering/tokens.js";
-import { codePoints } from "./fields.js";
+import { addDefinition, codePoints } from "./fields.js";
 import type { Inspection, Reading, RequestFormat } from "./format.js";
 
 /**
@@ -32,7 +32,11 @@ export const aiSdkCall: RequestFormat = {
       promptChars += codePoints(text);
       prompt.messages.push({ role: m.role, text });
     }
-    for (const t of call.params.tools ?? []) prompt.toolDefinitions.push(JSON.stringify(t));
+    const tools = call.params.tools ?? [];
+    for (const t of tools) promptChars += addDefinition(prompt, t);
+    // A JSON output schema is rendered into the prompt like a tool.
+    const format = call.params.responseFormat as { type?: string; schema?: unknown } | undefined;
+    if (format?.type === "json" && format.schema !== undefined) promptChars += addDefinition(prompt, format.schema);
     const max = call.params.maxOutputTokens;
     if (max !== undefined && (!Number.isSafeInteger(max) || max < 1)) throw new TollgateError("invalid_request", "maxOutputTokens: expected a whole number of at least 1", { param: "maxOutputTokens" });
     return {
@@ -41,7 +45,7 @@ export const aiSdkCall: RequestFormat = {
       prompt,
       promptChars,
       messages: prompt.messages.length,
-      tools: prompt.toolDefinitions.length,
+      tools: tools.length,
       attachments: prompt.attachments,
       outputTokens: (max === undefined ? {} : { maxOutputTokens: max }) as Record<string, number>,
       choices: 1,

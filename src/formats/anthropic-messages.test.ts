@@ -37,7 +37,9 @@ describe("anthropic messages format: what the model reads", () => {
     expect(i.prompt.messages[3]!.text).toBe("sunny");
     expect(i.tools).toBe(1);
     expect(i.prompt.toolDefinitions).toHaveLength(1);
-    expect(i.promptChars).toBe("be brief".length + "weather?".length + 'hmm\nget_weather\n{"city":"Paris"}'.length + "sunny".length);
+    // The tool definition is billed as input too, as its JSON.
+    const tool = JSON.stringify({ name: "get_weather", input_schema: { type: "object" } });
+    expect(i.promptChars).toBe("be brief".length + "weather?".length + 'hmm\nget_weather\n{"city":"Paris"}'.length + "sunny".length + tool.length);
     expect(i.storedState).toEqual([]);
     expect(i.hiddenOutput).toBe(false);
   });

@@ -1,7 +1,7 @@
 import { TollgateError } from "../core/errors.js";
 import type { Attachment, PromptShape } from "../core/metering/tokens.js";
 import { anthropicErrorBody } from "./errors.js";
-import { asObject, base64Bytes, codePoints, invalid, optArray, optBool, optCount, optString, usageCount } from "./fields.js";
+import { addDefinition, asObject, base64Bytes, codePoints, invalid, optArray, optBool, optCount, optString, usageCount } from "./fields.js";
 import type { Reading, RequestFormat, ReportedUsage, SseEvent, StreamTail } from "./format.js";
 
 const ROLES = new Set(["user", "assistant"]);
@@ -57,7 +57,8 @@ export const anthropicMessages: RequestFormat = {
       const tool = asObject(t, `tools[${i}]`);
       const type = optString(tool, "type", `tools[${i}].type`);
       if (type !== undefined && !CLIENT_TOOL.test(type)) c.storedState.push(`tools[${i}]`);
-      c.prompt.toolDefinitions.push(JSON.stringify(tool));
+      // Name, description and input_schema are rendered into the prompt and billed as input.
+      c.chars += addDefinition(c.prompt, tool);
     });
     if ((optArray(body, "mcp_servers") ?? []).length > 0) c.storedState.push("mcp_servers");
     const thinking = readThinking(body);

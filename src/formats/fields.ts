@@ -1,4 +1,5 @@
 import { TollgateError } from "../core/errors.js";
+import type { PromptShape } from "../core/metering/tokens.js";
 
 /**
  * Readers for client JSON that refuse what a provider would misread: a wrong type, a negative or
@@ -54,6 +55,17 @@ export function codePoints(text: string): number {
     }
   }
   return n;
+}
+
+/**
+ * A definition the provider renders into the prompt and bills (a tool, a legacy function, an output
+ * schema): its JSON joins the estimate, and its characters, returned, join the prompt caps. The
+ * JSON is made once and serves both.
+ */
+export function addDefinition(prompt: PromptShape, definition: unknown): number {
+  const json = JSON.stringify(definition);
+  prompt.toolDefinitions.push(json);
+  return codePoints(json);
 }
 
 /** Decoded size of base64 text (or a data: URL) without decoding it. */

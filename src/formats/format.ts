@@ -22,8 +22,16 @@ export interface Inspection {
   choices: number;
   /** Parameters present that routes may forbid: logprobs, top_logprobs, logit_bias, service_tier... */
   sensitiveParams: string[];
-  /** Fields pointing at provider-side state the gateway cannot see (previous_response_id, background). */
+  /**
+   * Fields whose cost the gateway cannot see or estimate: provider-side state (previous_response_id,
+   * background, files by id), provider-hosted tools (web search, MCP) and audio output.
+   */
   storedState: string[];
+  /**
+   * Text the client predicts the reply to be (Chat `prediction`): what the model does not use is
+   * billed as output, so it is reserved at the output rate on top of the clamped output.
+   */
+  predictedOutput?: string;
   /** Inputs of an embeddings call. */
   embeddingInputs?: number;
   /** The client asked for usage in the stream itself. */

@@ -57,6 +57,43 @@ describe("openai chat format", () => {
     expect(refusal({ messages: [{ role: "user", content: "x" }], max_completion_tokens: "100" }).param).toBe("max_completion_tokens");
   });
 
+  it("counts every billed field toward the prompt caps: tools, legacy functions, the output schema, the prediction", () => {
+    const msg = { messages: [{ role: "user", content: "x" }] };
+    const big = "d".repeat(5000);
+    const tool = { type: "function", function: { name: "f", description: big, parameters: { type: "object" } } };
+    const fn = { name: "g", parameters: { type: "object", properties: { a: { type: "string", description: big } } } };
+    const schema = { type: "json_schema", json_schema: { name: "s", schema: { type: "object", description: big } } };
+    expect(inspect({ ...msg, tools: [tool] }).promptChars).toBe(1 + JSON.stringify(tool).length);
+    const withFunctions = inspect({ ...msg, functions: [fn] });
+    expect(withFunctions.promptChars).toBe(1 + JSON.stringify(fn).length);
+    expect(withFunctions.tools).toBe(1);
+    expect(withFunctions.prompt.toolDefinitions).toEqual([JSON.stringify(fn)]);
+    const withSchema = inspect({ ...msg, response_format: schema });
+    expect(withSchema.promptChars).toBe(1 + JSON.stringify(schema).length);
+    expect(withSchema.prompt.toolDefinitions).toEqual([JSON.stringify(schema)]);
+    const predicted = inspect({ ...msg, prediction: { type: "content", content: big } });
+    expect(predicted.promptChars).toBe(1 + 5000);
+    expect(predicted.predictedOutput).toBe(big);
+    expect(inspect({ ...msg, prediction: { type: "content", content: [{ type: "text", text: "ab" }, { type: "text", text: "c" }] } }).predictedOutput).toBe("abc");
+    expect(refusal({ ...msg, prediction: { type: "content", content: 5 } }).param).toBe("prediction.content");
+    expect(refusal({ ...msg, response_format: "json" }).param).toBe("response_format");
+  });
+
+  it("counts legacy function calls and refusals in earlier assistant turns", () => {
+    const call = { name: "f", arguments: "a".repeat(3000) };
+    const i = inspect({ messages: [{ role: "assistant", content: null, function_call: call, refusal: "no" }] });
+    expect(i.promptChars).toBe("no".length + 1 + JSON.stringify(call).length);
+  });
+
+  it("lists cost drivers it cannot estimate: web search and audio output", () => {
+    const msg = { messages: [{ role: "user", content: "x" }] };
+    expect(inspect({ ...msg, web_search_options: {} }).storedState).toEqual(["web_search_options"]);
+    expect(inspect({ ...msg, modalities: ["text", "audio"], audio: { voice: "alloy", format: "wav" } }).storedState).toEqual(["modalities"]);
+    expect(inspect({ ...msg, audio: { voice: "alloy", format: "wav" } }).storedState).toEqual(["audio"]);
+    expect(inspect({ ...msg, modalities: ["text"] }).storedState).toEqual([]);
+    expect(inspect({ messages: [{ role: "assistant", audio: { id: "audio_1" } }] }).storedState).toEqual(["messages[0].audio"]);
+  });
+
   it("refuses malformed messages with the path of the bad field", () => {
     expect(refusal({}).param).toBe("messages");
     expect(refusal({ messages: [] }).param).toBe("messages");

@@ -1,7 +1,7 @@
 import { TollgateError } from "../core/errors.js";
 import type { Attachment } from "../core/metering/tokens.js";
 import { openaiErrorBody } from "./errors.js";
-import { asObject, base64Bytes, codePoints, invalid, optArray, optBool, optCount, optString, usageCount } from "./fields.js";
+import { addDefinition, asObject, base64Bytes, codePoints, invalid, optArray, optBool, optCount, optString, usageCount } from "./fields.js";
 import type { Inspection, Reading, RequestFormat, ReportedUsage, SseEvent, UpstreamPlan } from "./format.js";
 
 const ROLES = new Set(["system", "developer", "user", "assistant", "tool", "function"]);
@@ -30,14 +30,32 @@ export const openaiChat: RequestFormat = {
       readContent(msg.content, `messages[${i}].content`, texts, prompt.attachments, storedState);
       const name = optString(msg, "name", `messages[${i}].name`);
       if (name) texts.push(name);
+      const refusal = optString(msg, "refusal", `messages[${i}].refusal`);
+      if (refusal) texts.push(refusal);
       const calls = optArray(msg, "tool_calls", `messages[${i}].tool_calls`) ?? [];
       calls.forEach((c, j) => texts.push(JSON.stringify(asObject(c, `messages[${i}].tool_calls[${j}]`))));
+      if (msg.function_call !== undefined && msg.function_call !== null) texts.push(JSON.stringify(asObject(msg.function_call, `messages[${i}].function_call`)));
+      // An earlier audio reply by id: the provider re-reads audio tollgate never saw.
+      if (msg.audio !== undefined && msg.audio !== null) storedState.push(`messages[${i}].audio`);
       const text = texts.join("\n");
       promptChars += codePoints(text);
       prompt.messages.push({ role, text });
     });
-    const tools = [...(optArray(body, "tools") ?? []), ...(optArray(body, "functions") ?? [])];
-    tools.forEach((t, i) => prompt.toolDefinitions.push(JSON.stringify(asObject(t, `tools[${i}]`))));
+    // Tools (descriptions and parameters), legacy functions and the output schema are all rendered
+    // into the prompt and billed as input.
+    const tools = optArray(body, "tools") ?? [];
+    const functions = optArray(body, "functions") ?? [];
+    tools.forEach((t, i) => (promptChars += addDefinition(prompt, asObject(t, `tools[${i}]`))));
+    functions.forEach((f, i) => (promptChars += addDefinition(prompt, asObject(f, `functions[${i}]`))));
+    if (body.response_format !== undefined && body.response_format !== null) promptChars += addDefinition(prompt, asObject(body.response_format, "response_format"));
+    const predictedOutput = readPrediction(body.prediction);
+    if (predictedOutput !== undefined) promptChars += codePoints(predictedOutput);
+    // Cost drivers with no estimate: searches the provider runs and bills, and audio output billed
+    // at audio rates. Refused unless the route allows unseen cost (input.stored_state: allow).
+    if (body.web_search_options !== undefined && body.web_search_options !== null) storedState.push("web_search_options");
+    const modalities = optArray(body, "modalities") ?? [];
+    if (modalities.includes("audio")) storedState.push("modalities");
+    else if (body.audio !== undefined && body.audio !== null) storedState.push("audio");
 
     const outputTokens: Record<string, number> = {};
     for (const f of OUTPUT_FIELDS) {
@@ -55,12 +73,13 @@ export const openaiChat: RequestFormat = {
       prompt,
       promptChars,
       messages: messages.length,
-      tools: tools.length,
+      tools: tools.length + functions.length,
       attachments: prompt.attachments,
       outputTokens,
       choices: optCount(body, "n", 1) ?? 1,
       sensitiveParams,
       storedState,
+      predictedOutput,
       clientWantsStreamUsage: streamOptions?.include_usage === true,
     };
   },
@@ -157,6 +176,22 @@ export function fromOpenAIUsage(u: OpenAIUsage | undefined): ReportedUsage | und
   };
 }
 
+
+/** `prediction: { type: "content", content }`: the text the reply is expected to repeat. */
+function readPrediction(raw: unknown): string | undefined {
+  if (raw === undefined || raw === null) return undefined;
+  const prediction = asObject(raw, "prediction");
+  const content = prediction.content;
+  if (typeof content === "string") return content;
+  if (!Array.isArray(content)) throw invalid("prediction.content", "expected a string or an array of text parts");
+  return content
+    .map((p, i) => {
+      const text = optString(asObject(p, `prediction.content[${i}]`), "text", `prediction.content[${i}].text`);
+      if (text === undefined) throw invalid(`prediction.content[${i}].text`, "expected a string");
+      return text;
+    })
+    .join("");
+}
 
 /** Collects the text and attachments of one message's content (string or parts). */
 function readContent(content: unknown, param: string, texts: string[], attachments: Attachment[], storedState: string[]): void {

@@ -65,6 +65,14 @@ describe("openai responses format: what the model reads", () => {
     expect(inline.storedState).toEqual([]);
   });
 
+  it("counts tools and the output schema toward the prompt caps", () => {
+    const tool = { type: "function", name: "f", description: "d".repeat(4000), parameters: {} };
+    const format = { type: "json_schema", name: "s", schema: { type: "object", description: "s".repeat(4000) } };
+    const i = inspect({ input: "hello", tools: [tool], text: { format } });
+    expect(i.promptChars).toBe(5 + JSON.stringify(tool).length + JSON.stringify(format).length);
+    expect(i.prompt.toolDefinitions).toEqual([JSON.stringify(tool), JSON.stringify(format)]);
+  });
+
   it("flags logprobs and priority tiers for the route to allow", () => {
     const i = inspect({ input: "x", top_logprobs: 5, include: ["message.output_text.logprobs"], service_tier: "priority" });
     expect(i.sensitiveParams).toEqual(["top_logprobs", "logprobs", "service_tier"]);

@@ -1,7 +1,7 @@
 import { TollgateError } from "../core/errors.js";
 import type { Attachment, PromptShape } from "../core/metering/tokens.js";
 import { openaiErrorBody } from "./errors.js";
-import { asObject, base64Bytes, codePoints, invalid, optArray, optBool, optCount, optString, usageCount } from "./fields.js";
+import { addDefinition, asObject, base64Bytes, codePoints, invalid, optArray, optBool, optCount, optString, usageCount } from "./fields.js";
 import type { Reading, RequestFormat, ReportedUsage, SseEvent, StreamTail } from "./format.js";
 
 const ROLES = new Set(["user", "assistant", "system", "developer"]);
@@ -50,11 +50,11 @@ export const openaiResponses: RequestFormat = {
       const tool = asObject(t, `tools[${i}]`);
       const type = optString(tool, "type", `tools[${i}].type`);
       if (!type || !CLIENT_TOOL.test(type)) c.storedState.push(`tools[${i}]`);
-      c.prompt.toolDefinitions.push(JSON.stringify(tool));
+      c.chars += addDefinition(c.prompt, tool);
     });
     // A structured-output schema is prompt text too.
     const text = body.text === undefined || body.text === null ? undefined : asObject(body.text, "text");
-    if (text?.format !== undefined && text.format !== null) c.prompt.toolDefinitions.push(JSON.stringify(text.format));
+    if (text?.format !== undefined && text.format !== null) c.chars += addDefinition(c.prompt, asObject(text.format, "text.format"));
 
     for (const key of ["previous_response_id", "conversation", "prompt"]) {
       if (body[key] !== undefined && body[key] !== null) c.storedState.push(key);

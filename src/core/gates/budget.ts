@@ -2,7 +2,7 @@ import { PERIOD_WINDOW_MS, period } from "../calendar.js";
 import { TollgateError } from "../errors.js";
 import type { Exchange, HeldCounter } from "../exchange.js";
 import { leaseMs, type Gate, type GateEnv } from "../gate.js";
-import { estimateInputTokens, tokenizerFor } from "../metering/tokens.js";
+import { countTextTokens, estimateInputTokens, tokenizerFor } from "../metering/tokens.js";
 import { catalogLimits, worstCaseCost } from "../metering/prices.js";
 import { formatUsd, type Micros } from "../money.js";
 import { runBudgetCounter, runLimit } from "./runs.js";
@@ -17,11 +17,14 @@ import { describeLimit, limitKey } from "./scope.js";
 export const budget: Gate = async function budget(ex, env) {
   const inspection = ex.inspection!;
   const model = ex.model!;
-  let inputTokens = estimateInputTokens(inspection.prompt, tokenizerFor(model.upstream), model.upstream);
+  const tokenizer = tokenizerFor(model.upstream);
+  let inputTokens = estimateInputTokens(inspection.prompt, tokenizer, model.upstream);
   // State the gateway cannot see (previous_response_id, a file by URL) can make the prompt as long
   // as the model's context window, and no longer. Gate 4 let it through only if the route allows it.
   if (inspection.storedState.length) inputTokens = Math.max(inputTokens, catalogLimits(model.upstream, model.providerType)?.context ?? UNKNOWN_CONTEXT_TOKENS);
-  const outputTokens = ex.upstream!.maxOutputTokens * inspection.choices;
+  // A prediction the model does not use is billed as output, beyond what the clamp lets it write.
+  const predicted = inspection.predictedOutput ? countTextTokens(inspection.predictedOutput, tokenizer) : 0;
+  const outputTokens = (ex.upstream!.maxOutputTokens + predicted) * inspection.choices;
   const estimate = worstCaseCost(model.price, inputTokens, outputTokens);
   ex.estimatedInputTokens = inputTokens;
   ex.estimate = estimate;

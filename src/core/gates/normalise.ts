@@ -46,7 +46,7 @@ export const normalise: Gate = async function normalise(ex, env) {
   }
   if (inspection.storedState.length && caps.storedState === "reject") {
     const p = inspection.storedState[0]!;
-    throw new TollgateError("param_not_allowed", `${p} refers to state tollgate cannot meter; this route does not allow it`, { param: p });
+    throw new TollgateError("param_not_allowed", `${p} adds cost tollgate cannot see or estimate; this route does not allow it (input.stored_state)`, { param: p });
   }
 
   const cap = caps.maxOutputTokens;
