@@ -83,6 +83,12 @@ describe("config", () => {
     ]);
   });
 
+  it("refuses a pooled limit naming a plan that does not exist", () => {
+    const doc = base() as any;
+    doc.routes.chat.limits.push({ per: "plan", plans: ["anonymus"], requests: 600, window: "1m" });
+    expect(issues(doc)).toEqual(['routes.chat.limits[2].plans[0]: unknown plan "anonymus" (known: free)']);
+  });
+
   it("checks references between sections", () => {
     const doc = base() as any;
     doc.plans.free.models.push("gpt-9");

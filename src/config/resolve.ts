@@ -82,7 +82,7 @@ export interface StaticKey {
 }
 
 export type LimitUnit = "requests" | "tokens" | "files" | "usd";
-export type LimitScope = "user" | "ip" | "key" | "route";
+export type LimitScope = "user" | "ip" | "key" | "route" | "plan" | "network";
 
 export interface ResolvedLimit {
   /** Stable id for store keys and headers, e.g. "chat.1". */
@@ -92,6 +92,8 @@ export interface ResolvedLimit {
   /** Requests, tokens or files; micro-dollars for usd. */
   max: number;
   windowMs: number;
+  /** Only callers of these plans are limited; absent: everyone. */
+  plans?: ReadonlySet<string>;
 }
 
 export interface InputCaps {
@@ -246,6 +248,7 @@ export function resolveConfig(raw: RawConfig): ResolvedConfig {
     if (prior) issues.push({ path: `routes.${name}.path`, message: `"${r.path}" is already the path of route ${prior}` });
     paths.set(route.path, name);
     r.plans.forEach((p, i) => checkPlan(p, `routes.${name}.plans[${i}]`));
+    r.limits?.forEach((l, i) => l.plans?.forEach((p, j) => checkPlan(p, `routes.${name}.limits[${i}].plans[${j}]`)));
     if (r.default_model) checkModel(r.default_model, `routes.${name}.default_model`);
     r.models?.forEach((m, i) => checkModel(m, `routes.${name}.models[${i}]`));
     routes.push(route);
@@ -353,7 +356,7 @@ function resolveRoute(
     limits: (r.limits ?? []).map((l, idx) => {
       const unit = (["requests", "tokens", "files", "usd"] as const).find((u) => l[u] !== undefined)!;
       const max = unit === "usd" ? micros(l.usd, `routes.${name}.limits[${idx}].usd`) ?? 0 : (l[unit] as number);
-      return { id: `${name}.${idx}`, per: l.per, unit, max, windowMs: ms(l.window) };
+      return { id: `${name}.${idx}`, per: l.per, unit, max, windowMs: ms(l.window), plans: l.plans && new Set(l.plans) };
     }),
     input: {
       maxPromptChars: i.max_prompt_chars,

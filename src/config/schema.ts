@@ -86,7 +86,14 @@ const limitUnits = ["requests", "tokens", "files", "usd"] as const;
 
 export const limitSchema = z
   .strictObject({
-    per: z.enum(["user", "ip", "key", "route"]),
+    per: z
+      .enum(["user", "ip", "key", "route", "plan", "network"])
+      .describe("What shares one counter: each user, ip (IPv6 by /64), key, the whole route, each plan (a pool all its callers share), or each network (IPv4 /24, IPv6 /48)."),
+    plans: z
+      .array(z.string())
+      .min(1)
+      .optional()
+      .describe("Only callers of these plans are counted and limited (e.g. a pool for anonymous traffic alone); absent: every caller."),
     requests: positiveInt.optional(),
     tokens: positiveInt.optional(),
     files: positiveInt.optional(),

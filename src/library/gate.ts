@@ -3,7 +3,7 @@ import { TollgateError } from "../core/errors.js";
 import type { Exchange, HeldCounter } from "../core/exchange.js";
 import { leaseMs } from "../core/gate.js";
 import { runLimit, runPrefix, runWindowMs } from "../core/gates/runs.js";
-import { describeLimit, limitKey } from "../core/gates/scope.js";
+import { describeLimit, limitKey, limitsFor } from "../core/gates/scope.js";
 import type { Identity } from "../core/identity.js";
 import { Meter } from "../core/metering/meter.js";
 import { tokenizerFor } from "../core/metering/tokens.js";
@@ -131,7 +131,7 @@ export class Gate {
     if (caps.maxAttachments !== undefined && this.uploads + 1 > caps.maxAttachments) {
       throw new TollgateError("input_too_large", `this request already carries ${this.uploads} files; this route allows ${caps.maxAttachments} (max_attachments)`, { limit: "max_attachments" });
     }
-    for (const l of this.exchange.route.limits.filter((x) => x.unit === "files")) {
+    for (const l of limitsFor(this.exchange, "files")) {
       const counter: HeldCounter = { key: limitKey(l, this.exchange), max: l.max, amount: 1, windowMs: l.windowMs, unit: "files", label: describeLimit(l, `${l.max} files`), limitId: l.id };
       await this.take(counter, (retryAfterMs) => {
         const retry = Math.max(1, Math.ceil((retryAfterMs ?? l.windowMs) / 1000));

@@ -6,7 +6,7 @@ import { countTextTokens, estimateInputTokens, tokenizerFor } from "../metering/
 import { catalogLimits, worstCaseCost } from "../metering/prices.js";
 import { formatUsd, type Micros } from "../money.js";
 import { runBudgetCounter, runLimit } from "./runs.js";
-import { describeLimit, limitKey } from "./scope.js";
+import { appliesTo, describeLimit, limitKey } from "./scope.js";
 
 /**
  * Gate 6: the pre-flight reservation. The estimate is an upper bound of what the call can cost —
@@ -83,7 +83,7 @@ export function budgetCounters(ex: Exchange, env: GateEnv, amount: Micros): Held
 /** The route's usd, tokens and files windows. */
 function windowCounters(ex: Exchange, tokens: number, files: number, usd: Micros): HeldCounter[] {
   return ex.route.limits
-    .filter((l) => l.unit !== "requests")
+    .filter((l) => l.unit !== "requests" && appliesTo(l, ex))
     .map((l) => {
       const amount = l.unit === "usd" ? usd : l.unit === "tokens" ? tokens : files;
       const size = l.unit === "usd" ? `$${formatUsd(l.max)}` : `${l.max} ${l.unit}`;

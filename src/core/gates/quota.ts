@@ -5,7 +5,7 @@ import type { ReserveResult } from "../../stores/store.js";
 import { fireSignal } from "./abuse.js";
 import { budgetCounters, budgetRefusal } from "./budget.js";
 import { checkRunAge, runLimit, startRunIfNew, stepCounters } from "./runs.js";
-import { describeLimit, limitKey } from "./scope.js";
+import { describeLimit, limitKey, limitsFor } from "./scope.js";
 
 /** Riding a window to within 10% of its limit is a signal; tiny limits fill up innocently. */
 const BURST_SHARE = 0.9;
@@ -13,9 +13,7 @@ const BURST_MIN_LIMIT = 5;
 
 /** The request-window and run-step counters one call takes at gate 3. */
 function windowCounters(ex: Exchange): { limits: HeldCounter[]; steps: HeldCounter[] } {
-  const limits: HeldCounter[] = ex.route.limits
-    .filter((l) => l.unit === "requests")
-    .map((l) => ({ key: limitKey(l, ex), max: l.max, amount: 1, windowMs: l.windowMs, unit: "requests", label: describeLimit(l, `${l.max} requests`), limitId: l.id }));
+  const limits: HeldCounter[] = limitsFor(ex, "requests").map((l) => ({ key: limitKey(l, ex), max: l.max, amount: 1, windowMs: l.windowMs, unit: "requests", label: describeLimit(l, `${l.max} requests`), limitId: l.id }));
   return { limits, steps: stepCounters(ex) };
 }
 

@@ -1,5 +1,6 @@
 import type { LimitScope, ResolvedLimit } from "../../config/resolve.js";
 import { formatDuration } from "../../config/duration.js";
+import { ipNetwork } from "../client-ip.js";
 import type { Exchange } from "../exchange.js";
 
 /** The value a `per:` scope counts by. An anonymous caller's user and key are its IP group. */
@@ -14,7 +15,21 @@ export function scopeValue(per: LimitScope, ex: Exchange): string {
       return id.keyId ? `k:${id.keyId}` : `ip:${id.ipGroup}`;
     case "route":
       return "*";
+    case "plan":
+      return `p:${id.plan}`;
+    case "network":
+      return `net:${ipNetwork(id.ip)}`;
   }
+}
+
+/** Whether a limit counts this caller: a limit may name the plans whose callers it pools. */
+export function appliesTo(limit: ResolvedLimit, ex: Exchange): boolean {
+  return !limit.plans || limit.plans.has(ex.identity!.plan);
+}
+
+/** The route's limits of one unit that apply to this caller. */
+export function limitsFor(ex: Exchange, unit: ResolvedLimit["unit"]): ResolvedLimit[] {
+  return ex.route.limits.filter((l) => l.unit === unit && appliesTo(l, ex));
 }
 
 export function limitKey(limit: ResolvedLimit, ex: Exchange): string {
@@ -22,6 +37,11 @@ export function limitKey(limit: ResolvedLimit, ex: Exchange): string {
 }
 
 export function describeLimit(limit: ResolvedLimit, amount: string): string {
-  const scope = limit.per === "route" ? "for the whole route" : `per ${limit.per}`;
+  const scope =
+    limit.per === "route"
+      ? "for the whole route"
+      : limit.per === "plan"
+        ? `shared by every caller of plan ${limit.plans?.size === 1 ? [...limit.plans][0] : "(each plan its own pool)"}`
+        : `per ${limit.per}`;
   return `limit ${limit.id} (${amount} per ${formatDuration(limit.windowMs)} ${scope})`;
 }
