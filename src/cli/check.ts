@@ -28,7 +28,12 @@ export function describeConfig(c: ResolvedConfig, file: string): string {
   lines.push("", "routes");
   for (const r of c.routes) {
     lines.push(`  ${r.name.padEnd(14)} ${r.path || "/"}  plans ${r.plans.join(", ")}  default ${r.defaultModel ?? "-"}  max output ${r.input.maxOutputTokens} (${r.input.onExcessOutputTokens})`);
-    for (const l of r.limits) lines.push(`    limit ${l.id}: ${l.unit === "usd" ? usd(l.max) : `${l.max} ${l.unit}`} per ${formatDuration(l.windowMs)} per ${l.per}`);
+    for (const l of r.limits) {
+      const amount = l.unit === "usd" ? usd(l.max) : `${l.max} ${l.unit}`;
+      const window = l.unit === "concurrent" ? "at once" : `per ${formatDuration(l.windowMs)}`;
+      const plans = l.plans ? ` (plans ${[...l.plans].join(", ")})` : "";
+      lines.push(`    limit ${l.id}: ${amount} ${window} per ${l.per}${plans}`);
+    }
   }
   lines.push("", `keys     ${c.keys.length} static (${c.keys.map((k) => `${k.id} ${k.user ?? "service"}/${k.plan}`).join(", ") || "none"})`);
   return lines.join("\n") + "\n";

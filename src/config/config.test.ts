@@ -78,8 +78,17 @@ describe("config", () => {
     const doc = base() as any;
     doc.routes.chat.limits.push({ per: "user", window: "1m" }, { per: "ip", requests: 1, tokens: 5, window: "1m" });
     expect(issues(doc)).toEqual([
-      "routes.chat.limits[2]: a limit counts exactly one of requests, tokens, files, usd (found none)",
-      "routes.chat.limits[3]: a limit counts exactly one of requests, tokens, files, usd (found requests, tokens)",
+      "routes.chat.limits[2]: a limit counts exactly one of requests, tokens, files, usd, concurrent (found none)",
+      "routes.chat.limits[3]: a limit counts exactly one of requests, tokens, files, usd, concurrent (found requests, tokens)",
+    ]);
+  });
+
+  it("refuses a window on a concurrency cap and a window limit without one", () => {
+    const doc = base() as any;
+    doc.routes.chat.limits.push({ per: "user", concurrent: 2, window: "1m" }, { per: "user", requests: 5 });
+    expect(issues(doc)).toEqual([
+      "routes.chat.limits[2].window: a concurrent limit counts requests in flight and takes no window",
+      'routes.chat.limits[3].window: required: a duration like "1m", "1h", "1d"',
     ]);
   });
 

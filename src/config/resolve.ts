@@ -81,7 +81,7 @@ export interface StaticKey {
   expiresAt?: number;
 }
 
-export type LimitUnit = "requests" | "tokens" | "files" | "usd";
+export type LimitUnit = "requests" | "tokens" | "files" | "usd" | "concurrent";
 export type LimitScope = "user" | "ip" | "key" | "route" | "plan" | "network";
 
 export interface ResolvedLimit {
@@ -354,9 +354,9 @@ function resolveRoute(
     models: r.models,
     endpoints: new Set(r.endpoints ?? endpointNames),
     limits: (r.limits ?? []).map((l, idx) => {
-      const unit = (["requests", "tokens", "files", "usd"] as const).find((u) => l[u] !== undefined)!;
+      const unit = (["requests", "tokens", "files", "usd", "concurrent"] as const).find((u) => l[u] !== undefined)!;
       const max = unit === "usd" ? micros(l.usd, `routes.${name}.limits[${idx}].usd`) ?? 0 : (l[unit] as number);
-      return { id: `${name}.${idx}`, per: l.per, unit, max, windowMs: ms(l.window), plans: l.plans && new Set(l.plans) };
+      return { id: `${name}.${idx}`, per: l.per, unit, max, windowMs: l.window ? ms(l.window) : 0, plans: l.plans && new Set(l.plans) };
     }),
     input: {
       maxPromptChars: i.max_prompt_chars,

@@ -82,7 +82,7 @@ export const jwtSchema = z.strictObject({
   default_plan: z.string().optional(),
 });
 
-const limitUnits = ["requests", "tokens", "files", "usd"] as const;
+const limitUnits = ["requests", "tokens", "files", "usd", "concurrent"] as const;
 
 export const limitSchema = z
   .strictObject({
@@ -98,12 +98,19 @@ export const limitSchema = z
     tokens: positiveInt.optional(),
     files: positiveInt.optional(),
     usd: usd.optional(),
-    window: duration,
+    concurrent: positiveInt
+      .optional()
+      .describe("In-flight requests at once: each holds a slot until it ends (or, if its process dies, until its lease runs out). Takes no window."),
+    window: duration.optional().describe("The sliding window the limit counts over; required for every unit but concurrent."),
   })
   .superRefine((limit, ctx) => {
     const units = limitUnits.filter((u) => limit[u] !== undefined);
     if (units.length !== 1) {
       ctx.addIssue({ code: "custom", message: `a limit counts exactly one of ${limitUnits.join(", ")} (found ${units.length ? units.join(", ") : "none"})` });
+    } else if (units[0] === "concurrent" && limit.window !== undefined) {
+      ctx.addIssue({ code: "custom", path: ["window"], message: "a concurrent limit counts requests in flight and takes no window" });
+    } else if (units[0] !== "concurrent" && limit.window === undefined) {
+      ctx.addIssue({ code: "custom", path: ["window"], message: 'required: a duration like "1m", "1h", "1d"' });
     }
   });
 

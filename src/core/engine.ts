@@ -247,7 +247,7 @@ export class Engine {
   /** Makes what gate 3 took permanent; the run's tool-call counter takes the calls the model made. */
   private async settleAdmission(ex: Exchange, toolCalls: number): Promise<void> {
     await Promise.all([
-      ex.quota && this.store.settle(ex.quota.id, ex.quota.counters.map((c) => (c.unit === "tool_calls" ? toolCalls : c.amount))),
+      ex.quota && this.store.settle(ex.quota.id, ex.quota.counters.map((c) => (c.unit === "tool_calls" ? toolCalls : c.unit === "concurrent" ? 0 : c.amount))),
       ex.runStart && this.store.settle(ex.runStart.id, ex.runStart.counters.map((c) => c.amount)),
     ]);
   }

@@ -22,7 +22,7 @@ export interface CallerContext {
 
 /** A counter the request holds, with what it means, to explain a refusal and settle it later. */
 export interface HeldCounter extends Counter {
-  unit: "requests" | "tokens" | "files" | "usd" | "steps" | "tool_calls" | "runs" | "docs";
+  unit: "requests" | "concurrent" | "tokens" | "files" | "usd" | "steps" | "tool_calls" | "runs" | "docs";
   /** Human name: "plan free daily budget", "route chat limit #1 (20 requests per 1d per user)". */
   label: string;
   /** For calendar budgets: when the period resets. */

@@ -83,7 +83,7 @@ export function budgetCounters(ex: Exchange, env: GateEnv, amount: Micros): Held
 /** The route's usd, tokens and files windows. */
 function windowCounters(ex: Exchange, tokens: number, files: number, usd: Micros): HeldCounter[] {
   return ex.route.limits
-    .filter((l) => l.unit !== "requests" && appliesTo(l, ex))
+    .filter((l) => (l.unit === "usd" || l.unit === "tokens" || l.unit === "files") && appliesTo(l, ex))
     .map((l) => {
       const amount = l.unit === "usd" ? usd : l.unit === "tokens" ? tokens : files;
       const size = l.unit === "usd" ? `$${formatUsd(l.max)}` : `${l.max} ${l.unit}`;

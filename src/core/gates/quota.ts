@@ -11,9 +11,17 @@ import { describeLimit, limitKey, limitsFor } from "./scope.js";
 const BURST_SHARE = 0.9;
 const BURST_MIN_LIMIT = 5;
 
-/** The request-window and run-step counters one call takes at gate 3. */
+/**
+ * The request-window, in-flight and run-step counters one call takes at gate 3. An in-flight slot
+ * is a reservation that is never kept: it counts while its lease runs and settles to 0 when the
+ * request ends, so a crashed process's slots come back when their leases run out.
+ */
 function windowCounters(ex: Exchange): { limits: HeldCounter[]; steps: HeldCounter[] } {
   const limits: HeldCounter[] = limitsFor(ex, "requests").map((l) => ({ key: limitKey(l, ex), max: l.max, amount: 1, windowMs: l.windowMs, unit: "requests", label: describeLimit(l, `${l.max} requests`), limitId: l.id }));
+  for (const l of limitsFor(ex, "concurrent")) {
+    const lease = leaseMs(ex);
+    limits.push({ key: limitKey(l, ex), max: l.max, amount: 1, windowMs: lease, unit: "concurrent", label: describeLimit(l, `${l.max} concurrent requests`), limitId: l.id });
+  }
   return { limits, steps: stepCounters(ex) };
 }
 
@@ -38,7 +46,7 @@ export const quota: Gate = async function quota(ex, env) {
     if (!result.ok) throw windowRefusal(ex, counters, result);
     ex.quota = { id, counters };
     if (limits.length) rateLimitHeaders(ex.headers, limits, result.totals);
-    if (limits.some((c, i) => c.max >= BURST_MIN_LIMIT && result.totals[i]! >= BURST_SHARE * c.max)) await fireSignal(ex, env, "burst_under_limit");
+    if (limits.some((c, i) => c.unit === "requests" && c.max >= BURST_MIN_LIMIT && result.totals[i]! >= BURST_SHARE * c.max)) await fireSignal(ex, env, "burst_under_limit");
     if (steps.length) {
       const step = result.totals[limits.length]!;
       ex.record.run_step = step;
@@ -84,17 +92,23 @@ export const quotaPeek: Gate = async function quotaPeek(ex, env) {
 function windowRefusal(ex: Exchange, counters: HeldCounter[], result: Extract<ReserveResult, { ok: false }>): TollgateError {
   const c = counters[result.index]!;
   if (c.unit === "steps" || c.unit === "tool_calls") return runLimit(`this run has reached ${c.label}`);
-  const retry = Math.max(1, Math.ceil((result.retryAfterMs ?? c.windowMs) / 1000));
-  const limits = counters.filter((x) => x.unit === "requests");
-  rateLimitHeaders(ex.headers, limits, limits.map((x) => (x === c ? x.max : 0)));
-  ex.headers["ratelimit"] = `"${c.limitId}";r=0;t=${retry}`;
+  // An in-flight slot frees when some request ends, which no store can foresee: try again soon.
+  const retry = c.unit === "concurrent" ? 1 : Math.max(1, Math.ceil((result.retryAfterMs ?? c.windowMs) / 1000));
+  rateLimitHeaders(ex.headers, counters, counters.map((x) => (x === c ? x.max : 0)));
+  if (c.unit === "requests") ex.headers["ratelimit"] = `"${c.limitId}";r=0;t=${retry}`;
   return new TollgateError("rate_limited", `rate limited by ${c.label}; retry in ${retry}s`, { retryAfterSeconds: retry, limit: c.limitId });
 }
 
-/** IETF RateLimit-Policy / RateLimit (draft-ietf-httpapi-ratelimit-headers). */
+/** IETF RateLimit-Policy / RateLimit (draft-ietf-httpapi-ratelimit-headers), for request windows. */
 function rateLimitHeaders(headers: Record<string, string>, counters: HeldCounter[], totals: number[]): void {
-  headers["ratelimit-policy"] = counters.map((c) => `"${c.limitId}";q=${c.max};w=${Math.ceil(c.windowMs / 1000)}`).join(", ");
-  headers["ratelimit"] = counters
-    .map((c, i) => `"${c.limitId}";r=${Math.max(0, c.max - totals[i]!)};t=${Math.ceil(c.windowMs / 1000)}`)
-    .join(", ");
+  const policy: string[] = [];
+  const state: string[] = [];
+  counters.forEach((c, i) => {
+    if (c.unit !== "requests") return;
+    policy.push(`"${c.limitId}";q=${c.max};w=${Math.ceil(c.windowMs / 1000)}`);
+    state.push(`"${c.limitId}";r=${Math.max(0, c.max - totals[i]!)};t=${Math.ceil(c.windowMs / 1000)}`);
+  });
+  if (!policy.length) return;
+  headers["ratelimit-policy"] = policy.join(", ");
+  headers["ratelimit"] = state.join(", ");
 }

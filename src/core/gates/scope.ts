@@ -43,5 +43,6 @@ export function describeLimit(limit: ResolvedLimit, amount: string): string {
       : limit.per === "plan"
         ? `shared by every caller of plan ${limit.plans?.size === 1 ? [...limit.plans][0] : "(each plan its own pool)"}`
         : `per ${limit.per}`;
-  return `limit ${limit.id} (${amount} per ${formatDuration(limit.windowMs)} ${scope})`;
+  const window = limit.unit === "concurrent" ? "at once" : `per ${formatDuration(limit.windowMs)}`;
+  return `limit ${limit.id} (${amount} ${window} ${scope})`;
 }

@@ -1,0 +1,113 @@
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import OpenAI from "openai";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { MockUpstream, type RecordedRequest } from "../src/testing/mock-upstream.js";
+import { GatewayProcess } from "./gateway-process.js";
+
+/**
+ * Concurrency caps (`{ per: user, concurrent: N }`): in-flight requests held as leases in the
+ * store, given back when a request ends and, for a process that died, when the lease runs out.
+ */
+let mock: MockUpstream;
+const gateways: GatewayProcess[] = [];
+
+beforeAll(async () => {
+  mock = await MockUpstream.start();
+});
+afterAll(async () => {
+  await Promise.all(gateways.map((g) => g.stop("SIGKILL")));
+  await mock?.close();
+});
+beforeEach(() => mock.reset());
+
+function config(store: string, timeout = "30s") {
+  return {
+    store,
+    server: { timeout },
+    providers: { up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "sk-up" } },
+    models: { "gpt-4o-mini": { provider: "up" } },
+    plans: { free: { models: ["gpt-4o-mini"] } },
+    keys: [
+      { key: "tg_ann", user: "ann", plan: "free" },
+      { key: "tg_bob", user: "bob", plan: "free" },
+    ],
+    routes: { chat: { path: "/chat", plans: ["free"], default_model: "gpt-4o-mini", limits: [{ per: "user", concurrent: 2 }] } },
+  };
+}
+
+/** 200 once the whole answer (every chunk of a stream) has arrived, else the refusal. */
+const ask = (url: string, key: string, stream = false) =>
+  new OpenAI({ baseURL: `${url}/chat/v1`, apiKey: key, maxRetries: 0 }).chat.completions
+    .create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "hi" }], stream })
+    .then(async (r) => {
+      if (Symbol.asyncIterator in r) for await (const _ of r);
+      return 200;
+    })
+    .then(
+      (ok) => ok,
+      (e: { status?: number; error?: { code?: string; message?: string } }) => ({ status: e.status, code: e.error?.code, message: e.error?.message }),
+    );
+
+/** Most requests the mock was serving at one moment. */
+function peakInFlight(requests: RecordedRequest[]): number {
+  const edges = requests.flatMap((r) => [
+    { t: r.receivedAt, d: 1 },
+    { t: r.finishedAt ?? r.closedAt ?? Infinity, d: -1 },
+  ]);
+  edges.sort((a, b) => a.t - b.t || a.d - b.d);
+  let now = 0;
+  let peak = 0;
+  for (const e of edges) peak = Math.max(peak, (now += e.d));
+  return peak;
+}
+
+describe.each([
+  ["memory", () => "memory:"],
+  ["sqlite", () => `sqlite:${join(mkdtempSync(join(tmpdir(), "tg-conc-")), "t.db")}`],
+])("a concurrency cap of 2 on %s", (_name, store) => {
+  it("admits exactly 2 of 50 parallel requests at a time, another user is unaffected, and slots come back as requests end", async () => {
+    const gw = await GatewayProcess.start(config(store()));
+    gateways.push(gw);
+    mock.setBehavior({ outputTokens: 10, tokenIntervalMs: 40 });
+    const results = await Promise.all([...Array.from({ length: 50 }, () => ask(gw.url, "tg_ann")), ask(gw.url, "tg_bob")]);
+    const ann = results.slice(0, 50);
+    expect(ann.filter((r) => r === 200)).toHaveLength(2);
+    const refused = ann.filter((r) => r !== 200) as { status: number; code: string; message: string }[];
+    expect(refused).toHaveLength(48);
+    expect(refused.every((r) => r.status === 429 && r.code === "rate_limited")).toBe(true);
+    expect(refused[0]!.message).toMatch(/2 concurrent requests at once per user/);
+    expect(results[50]).toBe(200);
+    // Two of ann's and bob's one: never more at the provider.
+    expect(peakInFlight(mock.requests)).toBeLessThanOrEqual(3);
+
+    // Sequential requests are never refused: each one's slot is back when it ends.
+    for (let i = 0; i < 5; i++) expect(await ask(gw.url, "tg_ann")).toBe(200);
+    // Two streams at once are fine; their slots come back when the streams end.
+    expect(await Promise.all([ask(gw.url, "tg_ann", true), ask(gw.url, "tg_ann", true)])).toEqual([200, 200]);
+    expect(await ask(gw.url, "tg_ann")).toBe(200);
+  });
+});
+
+describe("a process killed with requests in flight", () => {
+  it("holds their slots until the leases run out, then gives them back", async () => {
+    const db = `sqlite:${join(mkdtempSync(join(tmpdir(), "tg-conc-kill-")), "t.db")}`;
+    // A 1 s wall clock: leases run 6 s.
+    let gw = await GatewayProcess.start(config(db, "1s"));
+    mock.setBehavior({ neverEnd: true, tokenIntervalMs: 50 });
+    const hanging = [ask(gw.url, "tg_ann", true), ask(gw.url, "tg_ann", true)];
+    await mock.waitForRequests(2);
+    await gw.stop("SIGKILL");
+    await Promise.allSettled(hanging);
+    mock.reset();
+
+    gw = await GatewayProcess.start(config(db, "1s"));
+    gateways.push(gw);
+    mock.setBehavior({ outputTokens: 2 });
+    const early = await ask(gw.url, "tg_ann");
+    expect(early).toMatchObject({ status: 429, code: "rate_limited" });
+    await new Promise((r) => setTimeout(r, 6_500));
+    expect(await ask(gw.url, "tg_ann")).toBe(200);
+  }, 30_000);
+});
