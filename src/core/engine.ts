@@ -15,6 +15,7 @@ import { normalise } from "./gates/normalise.js";
 import { quota, quotaPeek } from "./gates/quota.js";
 import { Identifier } from "./identity.js";
 import { Meter } from "./metering/meter.js";
+import { quotaReport, type QuotaReport } from "./quota-report.js";
 import { costOf } from "./metering/prices.js";
 import { tokenizerFor } from "./metering/tokens.js";
 import type { Ended, UsageRecord, UsageSource } from "./usage-record.js";
@@ -96,7 +97,7 @@ export class Engine {
    * listing spends nothing, so it takes no quota and writes no usage record.
    */
   async modelsFor(ex: Exchange): Promise<string[]> {
-    for (const gate of [identify, abuse]) await gate(ex, this.env);
+    await this.look(ex);
     const id = ex.identity!;
     const plan = this.config.plans[id.plan];
     return (plan?.models ?? []).filter((name) => {
@@ -106,6 +107,24 @@ export class Engine {
       if (model.requires.includes("paid") && !plan?.paid) return false;
       return true;
     });
+  }
+
+  /**
+   * The caller's budgets and limits on this route (GET /v1/me), so an app can show "you have
+   * $0.42 left today": identity and abuse gates, then one peek; nothing is reserved or recorded.
+   */
+  async quotaFor(ex: Exchange): Promise<QuotaReport> {
+    await this.look(ex);
+    return quotaReport(ex, this.env).catch((err) => Promise.reject(storeFailure(err)));
+  }
+
+  /** Identity and abuse gates for a request that only reads (models, quota): nothing recorded. */
+  private async look(ex: Exchange): Promise<void> {
+    try {
+      for (const gate of [identify, abuse]) await gate(ex, this.env);
+    } catch (err) {
+      throw storeFailure(err);
+    }
   }
 
   /**
@@ -280,7 +299,7 @@ export class Engine {
     } catch (err) {
       // Gates touch nothing but the store and the config: an error that is not a refusal is the
       // store failing, and SPEC §7.6 wants that explicit.
-      const refusal = TollgateError.is(err) ? err : new TollgateError("store_unavailable", "the store is unavailable", { cause: err });
+      const refusal = storeFailure(err);
       await this.refuse(ex, refusal);
       throw refusal;
     }
@@ -322,6 +341,11 @@ function foldInto(parent: Exchange, child: Exchange): void {
   if (c.decision === "deny") [p.decision, p.code] = ["deny", c.code];
   else if (c.decision === "downgrade" && p.decision === "allow") p.decision = "downgrade";
   for (const s of child.signals) if (!parent.signals.includes(s)) parent.signals.push(s);
+}
+
+/** Gates touch nothing but the store and the config: an error that is not a refusal is the store failing. */
+function storeFailure(err: unknown): TollgateError {
+  return TollgateError.is(err) ? err : new TollgateError("store_unavailable", "the store is unavailable", { cause: err });
 }
 
 function endedBy(err: unknown, signal: AbortSignal): Ended {

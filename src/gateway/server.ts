@@ -78,6 +78,7 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
     const { route, rest } = match;
     const api = rest === "/v1/messages" || rest.startsWith("/v1/messages/") ? "anthropic" : "openai";
     if (rest === "/v1/models" && req.method === "GET") return listModels(req, res, route, requestId);
+    if (rest === "/v1/me" && req.method === "GET") return quota(req, res, route, requestId);
     const endpoint = ENDPOINTS[rest];
     if (!endpoint || !route.endpoints.has(endpoint.name)) {
       return sendError(res, api, new TollgateError("not_found", `${url} is not an endpoint of this gateway`));
@@ -189,6 +190,17 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
       await it.return?.().catch(() => {});
       res.end();
       await engine.finish(ex, { ended, meter });
+    }
+  }
+
+  /** GET {path}/v1/me: the caller's own budgets and limits, for any credential the route accepts. */
+  async function quota(req: IncomingMessage, res: ServerResponse, route: ResolvedRoute, requestId: string) {
+    const ex = engine.open({ route: route.name, endpoint: "models", ip: clientIp(req.socket.remoteAddress, header(req, "x-forwarded-for"), cfg.server.trustProxy), credentials: { token: credential(req), actAsUser: header(req, "x-tollgate-user"), actAsPlan: header(req, "x-tollgate-plan") }, requestId });
+    const api = header(req, "anthropic-version") !== undefined ? "anthropic" : "openai";
+    try {
+      sendJson(res, 200, await engine.quotaFor(ex));
+    } catch (err) {
+      sendError(res, api, toTollgateError(err, undefined));
     }
   }
 

@@ -1,0 +1,86 @@
+import type { Exchange } from "./exchange.js";
+import { leaseMs, type GateEnv } from "./gate.js";
+import { budgetCounters } from "./gates/budget.js";
+import { appliesTo, describeLimit, limitKey } from "./gates/scope.js";
+
+/** One budget that applies to the caller: money over a calendar period. */
+export interface BudgetStatus {
+  /** "plan free daily budget", "the gateway's daily budget". */
+  name: string;
+  limit_usd: number;
+  /** Spent and reserved by requests in flight. */
+  used_usd: number;
+  remaining_usd: number;
+  /** When the period ends and the budget starts again (ISO 8601). */
+  resets_at: string | null;
+}
+
+/** One route limit that applies to the caller. */
+export interface LimitStatus {
+  /** The limit's id in the config ("chat.0"), as in RateLimit headers and refusals. */
+  id: string;
+  description: string;
+  per: string;
+  unit: string;
+  limit: number;
+  /** Counted in the sliding window (or in flight, for `concurrent`), reservations included. */
+  used: number;
+  remaining: number;
+  /** The sliding window, in seconds; null for `concurrent`. */
+  window_s: number | null;
+}
+
+/** What `GET {path}/v1/me` answers: who the caller is and how much it has left on this route. */
+export interface QuotaReport {
+  user: string;
+  plan: string;
+  key_id: string | null;
+  verified: boolean;
+  route: string;
+  budgets: BudgetStatus[];
+  limits: LimitStatus[];
+}
+
+const usd = (micros: number) => micros / 1e6;
+
+/**
+ * The caller's budgets and limits on one route, read in one store round trip (a peek: nothing is
+ * reserved or recorded). The identity and abuse gates have run, so operator overrides apply.
+ */
+export async function quotaReport(ex: Exchange, env: GateEnv): Promise<QuotaReport> {
+  const id = ex.identity!;
+  const budgets = budgetCounters(ex, env, 0);
+  const limits = ex.route.limits.filter((l) => appliesTo(l, ex));
+  const totals = await env.store.peek([
+    ...budgets,
+    ...limits.map((l) => ({ key: limitKey(l, ex), windowMs: l.unit === "concurrent" ? leaseMs(ex) : l.windowMs })),
+  ]);
+  return {
+    user: id.user,
+    plan: id.plan,
+    key_id: id.keyId,
+    verified: id.verified,
+    route: ex.route.name,
+    budgets: budgets.map((b, i) => ({
+      name: b.label,
+      limit_usd: usd(b.max),
+      used_usd: usd(totals[i]!),
+      remaining_usd: usd(Math.max(0, b.max - totals[i]!)),
+      resets_at: b.resetsAt !== undefined ? new Date(b.resetsAt).toISOString() : null,
+    })),
+    limits: limits.map((l, i) => {
+      const used = totals[budgets.length + i]!;
+      const money = l.unit === "usd";
+      return {
+        id: l.id,
+        description: describeLimit(l, money ? `$${usd(l.max)}` : `${l.max} ${l.unit}`),
+        per: l.per,
+        unit: l.unit,
+        limit: money ? usd(l.max) : l.max,
+        used: money ? usd(used) : used,
+        remaining: money ? usd(Math.max(0, l.max - used)) : Math.max(0, l.max - used),
+        window_s: l.unit === "concurrent" ? null : Math.round(l.windowMs / 1000),
+      };
+    }),
+  };
+}

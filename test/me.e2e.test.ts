@@ -1,0 +1,78 @@
+import OpenAI from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { QuotaReport } from "../src/core/quota-report.js";
+import { MockUpstream } from "../src/testing/mock-upstream.js";
+import { GatewayProcess } from "./gateway-process.js";
+
+/** GET {path}/v1/me: the caller's own budgets and limits, so an app can show what is left. */
+let mock: MockUpstream;
+let gw: GatewayProcess;
+
+beforeAll(async () => {
+  mock = await MockUpstream.start();
+  gw = await GatewayProcess.start({
+    store: "memory:",
+    providers: { up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "sk-up" } },
+    models: { "gpt-4o-mini": { provider: "up" } },
+    plans: { anonymous: { models: ["gpt-4o-mini"], budget: { daily: 0.01 } }, free: { models: ["gpt-4o-mini"], budget: { daily: 0.5, monthly: 5 } } },
+    keys: [{ key: "tg_me", user: "meg", plan: "free" }],
+    routes: {
+      chat: {
+        path: "/chat",
+        plans: ["anonymous", "free"],
+        default_model: "gpt-4o-mini",
+        limits: [
+          { per: "user", requests: 20, window: "1h" },
+          { per: "user", concurrent: 3 },
+          { per: "plan", plans: ["anonymous"], requests: 600, window: "1m" },
+        ],
+      },
+    },
+  });
+});
+afterAll(async () => {
+  await gw?.stop();
+  await mock?.close();
+});
+
+describe("GET /v1/me", () => {
+  it("answers the caller with each budget and limit that applies, matching what its records charged", async () => {
+    const client = new OpenAI({ baseURL: `${gw.url}/chat/v1`, apiKey: "tg_me", maxRetries: 0 });
+    mock.setBehavior({ outputTokens: 12 });
+    for (let i = 0; i < 3; i++) await client.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "hello there" }] });
+    await gw.waitForRecords(3);
+    const spent = gw.records.filter((r) => r.user === "meg").reduce((a, r) => a + Math.round(r.cost_usd * 1e6), 0);
+    expect(spent).toBeGreaterThan(0);
+
+    const me = (await client.get("/me")) as QuotaReport;
+    expect(me).toMatchObject({ user: "meg", plan: "free", verified: false, route: "chat" });
+    expect(me.key_id).toBeTypeOf("string");
+    const daily = me.budgets.find((b) => b.name.includes("daily"))!;
+    expect(daily.limit_usd).toBe(0.5);
+    expect(Math.round(daily.used_usd * 1e6)).toBe(spent);
+    expect(Math.round(daily.remaining_usd * 1e6)).toBe(500_000 - spent);
+    expect(Date.parse(daily.resets_at!)).toBeGreaterThan(Date.now());
+    expect(me.budgets.find((b) => b.name.includes("monthly"))!.limit_usd).toBe(5);
+
+    // The anonymous pool does not apply to a free caller; the two user limits do.
+    expect(me.limits.map((l) => l.id)).toEqual(["chat.0", "chat.1"]);
+    expect(me.limits[0]).toMatchObject({ per: "user", unit: "requests", limit: 20, used: 3, remaining: 17, window_s: 3600 });
+    expect(me.limits[1]).toMatchObject({ per: "user", unit: "concurrent", limit: 3, used: 0, remaining: 3, window_s: null });
+    // Asking spends nothing and writes no record.
+    expect(((await client.get("/me")) as QuotaReport).limits[0]!.used).toBe(3);
+    expect(gw.records.filter((r) => r.user === "meg")).toHaveLength(3);
+  });
+
+  it("answers an anonymous caller with its pool, and refuses bad credentials with 401", async () => {
+    const res = await fetch(`${gw.url}/chat/v1/me`);
+    expect(res.status).toBe(200);
+    const me = (await res.json()) as QuotaReport;
+    expect(me.plan).toBe("anonymous");
+    expect(me.limits.map((l) => l.id)).toEqual(["chat.0", "chat.1", "chat.2"]);
+    expect(me.budgets[0]!.limit_usd).toBe(0.01);
+
+    const bad = await fetch(`${gw.url}/chat/v1/me`, { headers: { authorization: "Bearer tg_nope" } });
+    expect(bad.status).toBe(401);
+    expect(((await bad.json()) as { error: { code: string } }).error.code).toBe("unauthorized");
+  });
+});
