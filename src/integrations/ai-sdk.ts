@@ -1,7 +1,8 @@
 import type { LanguageModelV3CallOptions, LanguageModelV3Middleware, LanguageModelV3StreamPart, LanguageModelV3Usage } from "@ai-sdk/provider";
 import type { Ended } from "../core/usage-record.js";
 import { aiSdkCall, type AiSdkCall } from "../formats/ai-sdk-call.js";
-import type { Gate, ModelCall } from "../library/gate.js";
+import { Gate, type ModelCall } from "../library/gate.js";
+import { installMethods } from "../library/subpath-methods.js";
 
 /** The admitted call behind each transformed params object, from transformParams to wrapGenerate/wrapStream. */
 const calls = new WeakMap<object, ModelCall>();
@@ -109,3 +110,16 @@ function fromUsage(u: LanguageModelV3Usage) {
     reasoningTokens: u.outputTokens.reasoning,
   };
 }
+
+declare module "../library/gate.js" {
+  interface Gate {
+    /** Vercel AI SDK middleware for `wrapLanguageModel` (`aiSdkMiddleware(gate)`): every model call through it is metered and capped. */
+    aiSdk(): LanguageModelV3Middleware;
+  }
+}
+
+installMethods(Gate.prototype, {
+  aiSdk(this: Gate) {
+    return aiSdkMiddleware(this);
+  },
+});

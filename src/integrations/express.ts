@@ -1,14 +1,21 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { TollgateError } from "../core/errors.js";
 import { refusalOf, type Gate } from "../library/gate.js";
-import { refusalBody, refusalHeaders, type Tollgate } from "../library/tollgate.js";
+import { installMethods } from "../library/subpath-methods.js";
+import { refusalBody, refusalHeaders, Tollgate } from "../library/tollgate.js";
 import { admitFromNode } from "./node-request.js";
 
 type Next = (err?: unknown) => void;
 type Req = IncomingMessage & { tollgate?: Gate };
 
+export interface ExpressOptions {
+  /** A route name from the config; an unknown name throws here, when the middleware is made. */
+  route: string;
+}
+
 /** Express middleware: gates 1-3, then `req.tollgate` is the request's Gate. */
-export function expressMiddleware(tg: Tollgate, opts: { route: string }) {
+export function expressMiddleware(tg: Tollgate, opts: ExpressOptions) {
+  tg.checkRoute(opts.route);
   return async function tollgate(req: Req, res: ServerResponse, next: Next): Promise<void> {
     let gate: Gate;
     try {
@@ -42,3 +49,30 @@ function sendRefusal(res: ServerResponse, err: TollgateError): void {
   res.writeHead(err.status, { ...refusalHeaders(err), "content-type": "application/json", "content-length": Buffer.byteLength(body) });
   res.end(body);
 }
+
+// Express's own extension point (what @types/express-serve-static-core merges into its Request):
+// a global interface, so this declaration imports nothing from Express.
+declare global {
+  namespace Express {
+    interface Request {
+      /** The request's Gate, on routes behind tollgate's middleware. */
+      tollgate: Gate;
+    }
+  }
+}
+
+declare module "../library/tollgate.js" {
+  interface Tollgate {
+    /** Express middleware (`expressMiddleware(tg, opts)`); pair it with `tg.expressErrors()` after your routes. */
+    express(opts: ExpressOptions): ReturnType<typeof expressMiddleware>;
+    /** Express error handler that turns a TollgateError from a handler into its refusal. */
+    expressErrors(): ReturnType<typeof expressErrorHandler>;
+  }
+}
+
+installMethods(Tollgate.prototype, {
+  express(this: Tollgate, opts: ExpressOptions) {
+    return expressMiddleware(this, opts);
+  },
+  expressErrors: () => expressErrorHandler(),
+});

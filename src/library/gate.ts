@@ -9,9 +9,8 @@ import { Meter } from "../core/metering/meter.js";
 import { tokenizerFor } from "../core/metering/tokens.js";
 import type { Ended, UsageRecord } from "../core/usage-record.js";
 import type { ReportedUsage, RequestFormat } from "../formats/format.js";
-import type { LanguageModelV3Middleware } from "@ai-sdk/provider";
-import { aiSdkMiddleware } from "../integrations/ai-sdk.js";
 import { meteredFetch } from "../integrations/metered-fetch.js";
+import { awaitSubpaths } from "./subpath-methods.js";
 
 /** How long a request's record waits for model calls that have not settled. */
 const END_GRACE_MS = 5_000;
@@ -189,11 +188,6 @@ export class Gate {
     return meteredFetch(this, base);
   }
 
-  /** Vercel AI SDK middleware for `wrapLanguageModel`: every model call through it is metered and capped. */
-  aiSdk(): LanguageModelV3Middleware {
-    return aiSdkMiddleware(this);
-  }
-
   /** Writes the request's usage record; the adapters call it when the response ends. */
   /** Resolves once the request's record is written. */
   get ended(): Promise<UsageRecord> {
@@ -240,6 +234,8 @@ export class Gate {
     if (!this.controller.signal.aborted) this.controller.abort({ tollgate: reason });
   }
 }
+
+awaitSubpaths(Gate.prototype, "gate", { aiSdk: { subpath: "tollgate/ai-sdk" } });
 
 /**
  * The refusal behind an error a handler threw: a TollgateError itself, or the error an SDK raised
