@@ -9,8 +9,6 @@ import { join } from "node:path";
 import { stringify } from "yaml";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { createTollgate, type Gate, type Tollgate, type UsageRecord } from "../src/index.js";
-import "../src/entry/ai-sdk.js";
-import "../src/entry/express.js";
 import { MockUpstream } from "../src/testing/mock-upstream.js";
 import { GatewayProcess } from "./gateway-process.js";
 
@@ -35,8 +33,8 @@ const config = (upstream: string, store: string) => ({
     chat: { path: "/chat", plans: ["free"], default_model: "gpt-4o-mini" },
     agent: { path: "/agent", plans: ["free"], default_model: "gpt-4o-mini", input: { max_docs: 6, max_output_tokens: 200 }, runs: { max_steps: 5, max_tool_calls: 100 } },
     tools: { path: "/tools", plans: ["free"], input: { max_output_tokens: 200 }, runs: { max_steps: 50, max_tool_calls: 5 } },
-    shared: { path: "/shared", plans: ["free"], default_model: "gpt-4o-mini", limits: [{ per: "user", requests: 3, window: "1m" }] },
-    summarize: { path: "/summarize", plans: ["free"], limits: [{ per: "user", files: 2, window: "1h" }], input: { max_attachments: 1, max_attachment_bytes: 5_242_880 } },
+    shared: { path: "/shared", plans: ["free"], default_model: "gpt-4o-mini", input: { max_output_tokens: 200 }, limits: [{ per: "user", requests: 3, window: "1m" }] },
+    summarize: { path: "/summarize", plans: ["free"], limits: [{ per: "user", files: 2, window: "1h" }], input: { max_output_tokens: 200, max_attachments: 1, max_attachment_bytes: 5_242_880 } },
   },
 });
 
@@ -134,10 +132,18 @@ describe("library mode: Express + the AI SDK", () => {
     expect(res.status).toBe(429);
     expect((await res.json()).error.code).toBe("run_limit_exceeded");
     expect(mock.requests).toHaveLength(5);
-    const rec = await recordFor((r) => r.run_id === "loop-1");
-    expect(rec).toMatchObject({ route: "agent", user: "lia", decision: "deny", code: "run_limit_exceeded", run_step: 5, tool_calls: 5, model: "gpt-4o-mini" });
-    expect(rec.output_tokens).toBeGreaterThan(0);
-    expect(rec.cost_usd).toBeGreaterThan(0);
+    // The app request's record: the run's counters and how it ended, no cost of its calls (SPEC §6).
+    const rec = await recordFor((r) => r.run_id === "loop-1" && r.endpoint === "app");
+    expect(rec).toMatchObject({ route: "agent", user: "lia", decision: "deny", code: "run_limit_exceeded", ended: "refused", run_step: 5, tool_calls: 5, cost_usd: 0, parent_id: null });
+    // Each model call wrote its own record, tied to the app request.
+    await recordFor((r) => records.filter((c) => c.parent_id === rec.request_id).length === 5);
+    const calls = records.filter((c) => c.parent_id === rec.request_id);
+    for (const c of calls) {
+      expect(c).toMatchObject({ model: "gpt-4o-mini", user: "lia", run_id: "loop-1", decision: "allow", ended: "complete", usage_source: "provider" });
+      expect(c.output_tokens).toBeGreaterThan(0);
+      expect(c.cost_usd).toBeGreaterThan(0);
+    }
+    expect(calls.map((c) => c.run_step).sort()).toEqual([1, 2, 3, 4, 5]);
     // The output cap went upstream on every step.
     expect(mock.requests.every((r) => r.body.max_tokens === 200)).toBe(true);
   });
@@ -150,8 +156,8 @@ describe("library mode: Express + the AI SDK", () => {
     expect(body.error.code).toBe("run_limit_exceeded");
     expect(body.error.message).toMatch(/max_tool_calls of 5/);
     expect(mock.requests).toHaveLength(3);
-    const rec = await recordFor((r) => r.run_id === "tools-1");
-    expect(rec.tool_calls).toBe(5);
+    const rec = await recordFor((r) => r.run_id === "tools-1" && r.endpoint === "app");
+    expect(rec).toMatchObject({ tool_calls: 5, ended: "refused", code: "run_limit_exceeded" });
   });
 
   it("meters an app's own openai SDK calls through gate.fetch(): clamped upstream, settled from usage, capped streams", async () => {
@@ -209,7 +215,7 @@ describe("library mode: Express + the AI SDK", () => {
     ac.abort();
     const closedAt = await mock.waitForClose(mock.requests[0]!, 2_000);
     expect(closedAt - gone).toBeLessThan(200);
-    const rec = await recordFor((r) => r.route === "agent" && r.ended === "client_disconnect");
+    const rec = await recordFor((r) => r.route === "agent" && r.ended === "client_disconnect" && r.parent_id !== null);
     expect(rec.output_tokens).toBeGreaterThan(0);
     expect(rec.cost_usd).toBeGreaterThan(0);
   });
@@ -256,5 +262,5 @@ describe("library mode: Express + the AI SDK", () => {
     } finally {
       await gw.stop();
     }
-  });
+  }, 60_000);
 });

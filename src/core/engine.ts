@@ -3,8 +3,9 @@ import type { ResolvedConfig } from "../config/resolve.js";
 import type { RequestFormat } from "../formats/format.js";
 import type { Provider, UpstreamResult } from "../providers/provider.js";
 import type { Store } from "../stores/store.js";
+import { AppRequest } from "./app-request.js";
 import { compileNetworks } from "./client-ip.js";
-import { TollgateError } from "./errors.js";
+import { storeFailure, TollgateError } from "./errors.js";
 import { Exchange, type CallerContext } from "./exchange.js";
 import type { Gate, GateEnv } from "./gate.js";
 import { abuse, abuseEnabled, ipScoreKey, userScoreKey } from "./gates/abuse.js";
@@ -14,6 +15,7 @@ import { modelPolicy } from "./gates/model-policy.js";
 import { normalise } from "./gates/normalise.js";
 import { quota, quotaPeek } from "./gates/quota.js";
 import { Identifier } from "./identity.js";
+import { abortReason } from "./metered-stream.js";
 import { Meter } from "./metering/meter.js";
 import { quotaReport, type QuotaReport } from "./quota-report.js";
 import { costOf } from "./metering/prices.js";
@@ -32,6 +34,7 @@ export const PREPARATION: readonly Gate[] = [normalise, modelPolicy, budget];
  */
 const ADMISSION_BODY_PENDING: readonly Gate[] = [identify, abuse, quotaPeek];
 const PREPARATION_DEFERRED_QUOTA: readonly Gate[] = [quota, ...PREPARATION];
+export { abortReason };
 export const GATE_ORDER = ["identify", "abuse", "quota", "normalise", "model", "budget", "provider", "settle"] as const;
 
 export interface EngineOptions {
@@ -128,14 +131,15 @@ export class Engine {
   }
 
   /**
-   * A model call inside an admitted request (library mode: an agent loop makes several). The child
-   * shares the parent's identity and run, runs gates 4-6 and settles on its own, and folds its
-   * usage into the parent's record instead of writing one of its own.
+   * A model call inside an admitted app request (library mode: an agent loop makes several). The
+   * child shares the parent's identity, run and operator policy, runs gates 4-6 and settles on its
+   * own, and writes its own record with `parent_id` (SPEC §6).
    */
   child(parent: Exchange, endpoint: Exchange["caller"]["endpoint"]): Exchange {
     const ex = new Exchange({ ...parent.caller, endpoint }, parent.route, `${parent.id}:${++parent.children}`);
     ex.parent = parent;
     ex.identity = parent.identity;
+    ex.policy = parent.policy;
     ex.downgrade = parent.downgrade;
     ex.newIdentity = parent.newIdentity;
     ex.signals = [...parent.signals];
@@ -143,7 +147,19 @@ export class Engine {
     ex.record.key_id = parent.record.key_id;
     ex.record.plan = parent.record.plan;
     ex.record.run_id = parent.record.run_id;
+    ex.record.run_step = parent.record.run_step;
+    ex.record.parent_id = parent.id;
     return ex;
+  }
+
+  /** The engine's side of an admitted app request (library mode): its counters and model calls. */
+  app(ex: Exchange): AppRequest {
+    return new AppRequest(this, this.env, ex);
+  }
+
+  /** The meter for a prepared call: its format, tokenizer and output cap. */
+  meterFor(ex: Exchange): Meter {
+    return new Meter(ex.format!, ex.inspection!, tokenizerFor(ex.model!.upstream), ex.upstream!.maxOutputTokens * ex.inspection!.choices);
   }
 
   /**
@@ -177,7 +193,7 @@ export class Engine {
 
   /** Gate 7: the provider call; the signal must fire on client disconnect and the wall-clock cap. */
   async call(ex: Exchange, signal: AbortSignal): Promise<{ result: UpstreamResult; meter: Meter }> {
-    const meter = new Meter(ex.format!, ex.inspection!, tokenizerFor(ex.model!.upstream), ex.upstream!.maxOutputTokens * ex.inspection!.choices);
+    const meter = this.meterFor(ex);
     const provider = this.env.providers[ex.model!.provider]!;
     try {
       signal.throwIfAborted();
@@ -309,7 +325,6 @@ export class Engine {
     const rec = ex.record;
     rec.signals = ex.signals;
     rec.duration_ms = Math.round(performance.now() - ex.startedAt);
-    if (ex.parent) return foldInto(ex.parent, ex);
     try {
       await this.store.appendUsage(rec);
     } finally {
@@ -318,47 +333,12 @@ export class Engine {
   }
 }
 
-/** A child call's usage, added to its parent's record; money is summed in micro-dollars. */
-function foldInto(parent: Exchange, child: Exchange): void {
-  const p = parent.record;
-  const c = child.record;
-  parent.costMicros += child.costMicros;
-  parent.estimate += child.estimate;
-  p.cost_usd = parent.costMicros / 1e6;
-  p.estimated_cost_usd = parent.estimate / 1e6;
-  p.input_tokens += c.input_tokens;
-  p.output_tokens += c.output_tokens;
-  p.tool_calls += c.tool_calls;
-  p.attachments += c.attachments;
-  p.model_requested = c.model_requested ?? p.model_requested;
-  p.model = c.model ?? p.model;
-  p.stream ||= c.stream;
-  p.ttft_ms ??= c.ttft_ms;
-  p.usage_source = c.usage_source ?? p.usage_source;
-  p.endpoint = c.endpoint;
-  Object.assign(p.clamped, c.clamped);
-  if (c.ended && c.ended !== "complete") p.ended = c.ended;
-  if (c.decision === "deny") [p.decision, p.code] = ["deny", c.code];
-  else if (c.decision === "downgrade" && p.decision === "allow") p.decision = "downgrade";
-  for (const s of child.signals) if (!parent.signals.includes(s)) parent.signals.push(s);
-}
-
-/** Gates touch nothing but the store and the config: an error that is not a refusal is the store failing. */
-function storeFailure(err: unknown): TollgateError {
-  return TollgateError.is(err) ? err : new TollgateError("store_unavailable", "the store is unavailable", { cause: err });
-}
-
 function endedBy(err: unknown, signal: AbortSignal): Ended {
   if (signal.aborted) return abortReason(signal);
   if (TollgateError.is(err) && err.code === "upstream_timeout") return "timeout";
   return "upstream_error";
 }
 
-/** The reason an abort signal carries, as the usage record names it. */
-export function abortReason(signal: AbortSignal): Ended {
-  const r = signal.reason as { tollgate?: Ended } | undefined;
-  return r?.tollgate ?? "client_disconnect";
-}
 
 export function toTollgateError(err: unknown, signal: AbortSignal | undefined): TollgateError {
   if (TollgateError.is(err)) return err;

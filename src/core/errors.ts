@@ -63,3 +63,11 @@ export class TollgateError extends Error {
     return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[MARK] === true;
   }
 }
+
+/**
+ * An error from a store call as the caller sees it: a refusal passes through; anything else is the
+ * store failing, which SPEC §7.6 wants explicit (`on_store_error: closed`).
+ */
+export function storeFailure(err: unknown): TollgateError {
+  return TollgateError.is(err) ? err : new TollgateError("store_unavailable", "the store is unavailable", { cause: err });
+}

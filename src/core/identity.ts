@@ -7,7 +7,8 @@ import { TollgateError } from "./errors.js";
 
 /** Who is calling, as gate 1 decided. */
 export interface Identity {
-  kind: "key" | "service" | "jwt" | "anonymous";
+  /** `app`: the app's own session said who it is (library mode, `identify`). */
+  kind: "key" | "service" | "jwt" | "app" | "anonymous";
   /** End user: the key's user, the service key's x-tollgate-user, the JWT claim, or the IP group. */
   user: string;
   keyId: string | null;
@@ -24,6 +25,15 @@ export interface Credentials {
   /** x-tollgate-user / x-tollgate-plan: honoured only for service keys. */
   actAsUser?: string;
   actAsPlan?: string;
+  /** Library mode: who the app's own session says is calling; outranks any token. */
+  app?: AppIdentity;
+}
+
+/** What an app's `identify` returns: its own user, the plan it puts them on, whether they are verified. */
+export interface AppIdentity {
+  user: string;
+  plan: string;
+  verified?: boolean;
 }
 
 export const KEY_PREFIX = "tg_";
@@ -65,6 +75,13 @@ export class Identifier {
   async identify(creds: Credentials, route: ResolvedRoute, ip: string): Promise<Identity> {
     const group = ipGroup(ip);
     let identity: Identity;
+    if (creds.app) {
+      const { user, plan, verified } = creds.app;
+      if (typeof user !== "string" || !user) throw new TollgateError("unauthorized", "identify() returned no user");
+      if (!this.config.plans[plan] && plan !== "anonymous") throw new TollgateError("forbidden", `identify() named plan ${JSON.stringify(plan)}, which the config does not define`);
+      if (!route.plans.includes(plan)) throw new TollgateError("forbidden", `plan ${plan} may not use route ${route.name}`);
+      return { kind: "app", user, keyId: null, plan, verified: verified === true, ip, ipGroup: group };
+    }
     if (!creds.token) {
       identity = { kind: "anonymous", user: group, keyId: null, plan: "anonymous", verified: false, ip, ipGroup: group };
       if (!route.plans.includes("anonymous")) throw new TollgateError("unauthorized", "this route needs an API key");

@@ -1,7 +1,8 @@
 import type { ErrorCode } from "./errors.js";
 
 export type Decision = "allow" | "downgrade" | "deny";
-export type Ended = "complete" | "client_disconnect" | "output_cap" | "timeout" | "upstream_error";
+/** `refused`: an app request (library mode) stopped by a refusal after its admission. */
+export type Ended = "complete" | "client_disconnect" | "output_cap" | "timeout" | "upstream_error" | "refused";
 export type UsageSource = "provider" | "counted" | "reserved";
 
 /**
@@ -38,6 +39,8 @@ export interface UsageRecord {
   ended: Ended | null;
   signals: string[];
   clamped: Record<string, { from: number | null; to: number }>;
+  /** Library mode: a model call's record names the app request it was made in. */
+  parent_id: string | null;
 }
 
 export function emptyUsageRecord(requestId: string, now: Date): UsageRecord {
@@ -70,5 +73,6 @@ export function emptyUsageRecord(requestId: string, now: Date): UsageRecord {
     ended: null,
     signals: [],
     clamped: {},
+    parent_id: null,
   };
 }

@@ -1,30 +1,34 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { TollgateError } from "../core/errors.js";
 import { refusalOf, type Gate } from "../library/gate.js";
-import { installMethods } from "../library/subpath-methods.js";
-import { refusalBody, refusalHeaders, Tollgate } from "../library/tollgate.js";
-import { admitFromNode } from "./node-request.js";
+import { refusalBody, refusalHeaders, type Identify, type Tollgate } from "../library/tollgate.js";
+import { admitFromNode, holdResponse } from "./node-request.js";
 
 type Next = (err?: unknown) => void;
 type Req = IncomingMessage & { tollgate?: Gate };
 
-export interface ExpressOptions {
-  /** A route name from the config; an unknown name throws here, when the middleware is made. */
+export interface ExpressOptions<R = Req> {
   route: string;
+  /** The app's own session: who is calling. `null` falls back to the request's credentials. */
+  identify?: Identify<R>;
 }
 
 /** Express middleware: gates 1-3, then `req.tollgate` is the request's Gate. */
-export function expressMiddleware(tg: Tollgate, opts: ExpressOptions) {
-  tg.checkRoute(opts.route);
-  return async function tollgate(req: Req, res: ServerResponse, next: Next): Promise<void> {
+export function expressMiddleware<R extends IncomingMessage = Req>(tg: Tollgate, opts: ExpressOptions<R>) {
+  return async function tollgate(req: R, res: ServerResponse, next: Next): Promise<void> {
     let gate: Gate;
     try {
-      gate = await tg.admit(admitFromNode(req, res, opts.route, tg.config.server.trustProxy));
+      const identify = opts.identify;
+      gate = await tg.admit({ ...admitFromNode(req, res, opts.route, tg.config.server.trustProxy), identify: identify && (() => identify(req)) });
     } catch (err) {
       if (TollgateError.is(err)) return sendRefusal(res, err);
       return next(err);
     }
-    req.tollgate = gate;
+    (req as Req).tollgate = gate;
+    holdResponse(res, gate, (refusal) => {
+      void gate.end(refusal);
+      sendRefusal(res, refusal, gate);
+    });
     res.once("close", () => void gate.end());
     next();
   };
@@ -40,39 +44,12 @@ export function expressErrorHandler() {
       res.destroy();
       return;
     }
-    sendRefusal(res, refusal);
+    sendRefusal(res, refusal, req.tollgate);
   };
 }
 
-function sendRefusal(res: ServerResponse, err: TollgateError): void {
+function sendRefusal(res: ServerResponse, err: TollgateError, gate?: Gate): void {
   const body = JSON.stringify(refusalBody(err));
-  res.writeHead(err.status, { ...refusalHeaders(err), "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+  res.writeHead(err.status, { ...refusalHeaders(err, gate), "content-type": "application/json", "content-length": Buffer.byteLength(body) });
   res.end(body);
 }
-
-// Express's own extension point (what @types/express-serve-static-core merges into its Request):
-// a global interface, so this declaration imports nothing from Express.
-declare global {
-  namespace Express {
-    interface Request {
-      /** The request's Gate, on routes behind tollgate's middleware. */
-      tollgate: Gate;
-    }
-  }
-}
-
-declare module "../library/tollgate.js" {
-  interface Tollgate {
-    /** Express middleware (`expressMiddleware(tg, opts)`); pair it with `tg.expressErrors()` after your routes. */
-    express(opts: ExpressOptions): ReturnType<typeof expressMiddleware>;
-    /** Express error handler that turns a TollgateError from a handler into its refusal. */
-    expressErrors(): ReturnType<typeof expressErrorHandler>;
-  }
-}
-
-installMethods(Tollgate.prototype, {
-  express(this: Tollgate, opts: ExpressOptions) {
-    return expressMiddleware(this, opts);
-  },
-  expressErrors: () => expressErrorHandler(),
-});

@@ -1,13 +1,26 @@
-import type { FastifyPluginAsync } from "fastify";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import { TollgateError } from "../core/errors.js";
 import { refusalOf, type Gate } from "../library/gate.js";
-import { installMethods } from "../library/subpath-methods.js";
-import { refusalBody, refusalHeaders, Tollgate } from "../library/tollgate.js";
-import { admitFromNode } from "./node-request.js";
+import { refusalBody, refusalHeaders, type Identify, type Tollgate } from "../library/tollgate.js";
+import { admitFromNode, holdResponse } from "./node-request.js";
 
-export interface FastifyOptions {
-  /** A route name from the config; an unknown name fails the plugin's registration. */
-  route: string;
+/** The few parts of Fastify the plugin uses, so Fastify stays the app's dependency, not ours. */
+export interface FastifyLike {
+  decorateRequest(name: string, value: unknown): unknown;
+  addHook(name: "onRequest", fn: (req: FastifyReq, reply: FastifyReply) => Promise<unknown>): unknown;
+  addHook(name: "onResponse", fn: (req: FastifyReq, reply: FastifyReply) => Promise<void>): unknown;
+  addHook(name: "onError", fn: (req: FastifyReq, reply: FastifyReply, err: unknown) => Promise<void>): unknown;
+  setErrorHandler(fn: (err: unknown, req: FastifyReq, reply: FastifyReply) => unknown): unknown;
+}
+export interface FastifyReq {
+  raw: IncomingMessage;
+  tollgate?: Gate | null;
+}
+export interface FastifyReply {
+  raw: ServerResponse;
+  code(status: number): FastifyReply;
+  headers(h: Record<string, string>): FastifyReply;
+  send(body: unknown): FastifyReply;
 }
 
 /**
@@ -15,20 +28,25 @@ export interface FastifyOptions {
  * registered in passes gates 1-3; `request.tollgate` is the Gate. A TollgateError thrown in a
  * handler becomes its refusal.
  */
-export function fastifyPlugin(tg: Tollgate): FastifyPluginAsync<FastifyOptions> {
-  const plugin: FastifyPluginAsync<FastifyOptions> = async function tollgatePlugin(app, opts) {
-    // Registration runs at startup (app.ready/listen), before any request.
-    tg.checkRoute(opts.route);
-    // Fastify wants a starting value; the onRequest hook sets the Gate before any handler in this
-    // scope runs (or answers the refusal itself), so handlers always see a Gate.
-    app.decorateRequest("tollgate", null as unknown as Gate);
+export function fastifyPlugin(tg: Tollgate) {
+  const plugin = async function tollgatePlugin(app: FastifyLike, opts: { route: string; identify?: Identify<FastifyReq> }): Promise<void> {
+    app.decorateRequest("tollgate", null);
     app.addHook("onRequest", async (req, reply) => {
+      let gate: Gate;
       try {
-        req.tollgate = await tg.admit(admitFromNode(req.raw, reply.raw, opts.route, tg.config.server.trustProxy));
+        const identify = opts.identify;
+        gate = await tg.admit({ ...admitFromNode(req.raw, reply.raw, opts.route, tg.config.server.trustProxy), identify: identify && (() => identify(req)) });
       } catch (err) {
         if (!TollgateError.is(err)) throw err;
         return reply.code(err.status).headers(refusalHeaders(err)).send(refusalBody(err));
       }
+      req.tollgate = gate;
+      holdResponse(reply.raw, gate, (refusal) => {
+        void gate.end(refusal);
+        const body = JSON.stringify(refusalBody(refusal));
+        reply.raw.writeHead(refusal.status, { ...refusalHeaders(refusal, gate), "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+        reply.raw.end(body);
+      });
     });
     app.addHook("onError", async (req, _reply, err) => {
       const refusal = refusalOf(err, req.tollgate ?? undefined);
@@ -39,7 +57,7 @@ export function fastifyPlugin(tg: Tollgate): FastifyPluginAsync<FastifyOptions> 
     app.setErrorHandler((err, req, reply) => {
       const refusal = refusalOf(err, req.tollgate ?? undefined);
       if (!refusal) return reply.send(err);
-      return reply.code(refusal.status).headers(refusalHeaders(refusal)).send(refusalBody(refusal));
+      return reply.code(refusal.status).headers(refusalHeaders(refusal, req.tollgate ?? undefined)).send(refusalBody(refusal));
     });
     app.addHook("onResponse", async (req) => {
       await req.tollgate?.end();
@@ -49,29 +67,3 @@ export function fastifyPlugin(tg: Tollgate): FastifyPluginAsync<FastifyOptions> 
   (plugin as unknown as Record<symbol, unknown>)[Symbol.for("skip-override")] = true;
   return plugin;
 }
-
-declare module "fastify" {
-  interface FastifyRequest {
-    /** The request's Gate, in the scope where tollgate's plugin is registered. */
-    tollgate: Gate;
-  }
-}
-
-declare module "../library/tollgate.js" {
-  interface Tollgate {
-    /** A Fastify plugin (`fastifyPlugin(tg)`): `app.register(tg.fastify, { route })`. */
-    readonly fastify: ReturnType<typeof fastifyPlugin>;
-  }
-}
-
-const plugins = new WeakMap<Tollgate, ReturnType<typeof fastifyPlugin>>();
-installMethods(Tollgate.prototype, {
-  // One plugin per instance: Fastify tells registrations apart by the function.
-  fastify: {
-    get(this: Tollgate) {
-      let plugin = plugins.get(this);
-      if (!plugin) plugins.set(this, (plugin = fastifyPlugin(this)));
-      return plugin;
-    },
-  },
-});

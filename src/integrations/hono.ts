@@ -1,28 +1,27 @@
-import type { MiddlewareHandler } from "hono";
 import { refusalOf, type Gate } from "../library/gate.js";
-import { installMethods } from "../library/subpath-methods.js";
-import { Tollgate } from "../library/tollgate.js";
+import type { Identify, Tollgate } from "../library/tollgate.js";
 import { TollgateError } from "../core/errors.js";
-import { admitFromRequest, refusalResponse } from "./fetch.js";
+import { admitFromRequest, answer, refusalResponse } from "./fetch.js";
 
-export interface HonoOptions {
-  /** A route name from the config; an unknown name throws here, when the middleware is made. */
-  route: string;
-  /** The client's address, where the runtime has no socket to read it from. */
-  ip?: (req: Request) => string;
+/** The parts of Hono's Context the middleware uses. */
+export interface HonoContext {
+  req: { raw: Request };
+  env?: { incoming?: { socket?: { remoteAddress?: string } } };
+  set(key: "tollgate", value: Gate): void;
+  error?: Error;
+  res: Response;
 }
 
 /** Hono middleware: gates 1-3, then `c.get("tollgate")` is the request's Gate. */
-export function honoMiddleware(tg: Tollgate, opts: HonoOptions) {
-  tg.checkRoute(opts.route);
-  const middleware: MiddlewareHandler<{ Variables: { tollgate: Gate } }> = async function tollgate(c, next) {
+export function honoMiddleware(tg: Tollgate, opts: { route: string; ip?: (req: Request) => string; identify?: Identify<HonoContext> }) {
+  return async function tollgate(c: HonoContext, next: () => Promise<void>): Promise<Response | void> {
     // On @hono/node-server the socket is at c.env.incoming; elsewhere the forwarded address rules.
-    const env = c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined;
-    const socketIp = env?.incoming?.socket?.remoteAddress;
+    const socketIp = c.env?.incoming?.socket?.remoteAddress;
     const ip = opts.ip ?? (socketIp ? () => socketIp : undefined);
     let gate: Gate;
     try {
-      gate = await tg.admit(admitFromRequest(c.req.raw, opts.route, tg.config.server.trustProxy, ip));
+      const identify = opts.identify;
+      gate = await tg.admit(admitFromRequest(c.req.raw, opts.route, tg.config.server.trustProxy, ip, identify && (() => identify(c))));
     } catch (err) {
       if (TollgateError.is(err)) return refusalResponse(err);
       throw err;
@@ -32,38 +31,15 @@ export function honoMiddleware(tg: Tollgate, opts: HonoOptions) {
     // Hono catches handler errors into c.error; a refusal becomes its HTTP answer.
     const refusal = refusalOf(c.error, gate);
     if (refusal) {
-      c.res = refusalResponse(refusal);
+      c.res = refusalResponse(refusal, gate);
       await gate.end(refusal);
       return;
     }
-    if (c.error || !c.res.body) {
+    if (c.error) {
       await gate.end(c.error);
       return;
     }
-    // A streamed answer is still running: the record is written once its body has been sent.
-    const res = c.res;
-    c.res = new Response(res.body!.pipeThrough(new TransformStream({ flush: () => void gate.end() })), res);
     c.req.raw.signal.addEventListener("abort", () => void gate.end(), { once: true });
+    c.res = await answer(c.res, gate);
   };
-  return middleware;
 }
-
-declare module "hono" {
-  interface ContextVariableMap {
-    /** The request's Gate, behind tollgate's middleware. */
-    tollgate: Gate;
-  }
-}
-
-declare module "../library/tollgate.js" {
-  interface Tollgate {
-    /** Hono middleware (`honoMiddleware(tg, opts)`); the handler reads the Gate with `c.get("tollgate")`. */
-    hono(opts: HonoOptions): ReturnType<typeof honoMiddleware>;
-  }
-}
-
-installMethods(Tollgate.prototype, {
-  hono(this: Tollgate, opts: HonoOptions) {
-    return honoMiddleware(this, opts);
-  },
-});

@@ -1,5 +1,7 @@
+import { toTollgateError } from "../core/engine.js";
 import { TollgateError } from "../core/errors.js";
-import type { Ended } from "../core/usage-record.js";
+import { abortReason, meteredStream } from "../core/metered-stream.js";
+import type { SseEvent } from "../formats/format.js";
 import { ENDPOINTS } from "../gateway/endpoints.js";
 import type { Gate, ModelCall } from "../library/gate.js";
 import { formatSse, parseSse } from "../providers/sse.js";
@@ -39,57 +41,31 @@ export function meteredFetch(gate: Gate, base: typeof fetch): typeof fetch {
     try {
       res = await base(input instanceof Request ? input.url : input, { ...init, body: JSON.stringify(call.body), signal });
     } catch (err) {
-      await call.fail(err);
+      await call.end(gate.signal.aborted ? { ended: abortReason(gate.signal) } : { ended: "upstream_error", error: toTollgateError(err, undefined) });
       throw err;
     }
+    call.meter.started = res.ok;
     if (!res.ok || !res.body) {
-      await call.fail(new TollgateError("upstream_error", `the provider answered HTTP ${res.status}`));
+      await call.end({ ended: "upstream_error", error: new TollgateError("upstream_error", `the provider answered HTTP ${res.status}`) });
       return res;
     }
     if (!String(res.headers.get("content-type")).includes("text/event-stream")) {
       const json = await res.json().catch(() => undefined);
       call.meter.response(json);
-      await call.finish("complete");
+      await call.end({ ended: "complete" });
       return new Response(JSON.stringify(json), { status: res.status, headers: res.headers });
     }
-    return new Response(meterStream(res.body, call, upstreamAbort, gate), { status: res.status, headers: res.headers });
+    const encoder = new TextEncoder();
+    const events = meteredStream<SseEvent>(parseSse(res.body)[Symbol.asyncIterator](), {
+      signal: gate.signal,
+      read(event) {
+        const { forward } = call.meter.event(event);
+        if (call.meter.capped) return { end: { ended: "output_cap" } };
+        return { forward: forward || event.data === "[DONE]" ? [event] : [] };
+      },
+      settle: (t) => call.end(t),
+      stop: () => upstreamAbort.abort(),
+    });
+    return new Response(events.pipeThrough(new TransformStream<SseEvent, Uint8Array>({ transform: (e, c) => c.enqueue(encoder.encode(formatSse(e))) })), { status: res.status, headers: res.headers });
   };
-}
-
-function meterStream(body: ReadableStream<Uint8Array>, call: ModelCall, upstreamAbort: AbortController, gate: Gate): ReadableStream<Uint8Array> {
-  const events = parseSse(body)[Symbol.asyncIterator]();
-  const encoder = new TextEncoder();
-  let finished: Promise<void> | undefined;
-  const finish = (ended: Ended) => (finished ??= call.finish(ended));
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      let next;
-      try {
-        next = await events.next();
-      } catch (err) {
-        await finish(gate.signal.aborted ? "client_disconnect" : "upstream_error");
-        controller.error(err);
-        return;
-      }
-      if (next.done) {
-        await finish("complete");
-        controller.close();
-        return;
-      }
-      const { forward } = call.meter.event(next.value);
-      if (call.meter.capped) {
-        upstreamAbort.abort();
-        await events.return?.(undefined);
-        await finish("output_cap");
-        controller.close();
-        return;
-      }
-      if (forward || next.value.data === "[DONE]") controller.enqueue(encoder.encode(formatSse(next.value)));
-    },
-    async cancel() {
-      upstreamAbort.abort();
-      await events.return?.(undefined).catch(() => {});
-      await finish("client_disconnect");
-    },
-  });
 }

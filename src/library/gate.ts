@@ -1,24 +1,19 @@
-import type { Engine } from "../core/engine.js";
+import type { LanguageModelV3Middleware } from "@ai-sdk/provider";
+import type { AppRequest, ModelCall as CoreModelCall } from "../core/app-request.js";
 import { TollgateError } from "../core/errors.js";
-import type { Exchange, HeldCounter } from "../core/exchange.js";
-import { leaseMs } from "../core/gate.js";
-import { runLimit, runPrefix, runWindowMs } from "../core/gates/runs.js";
-import { describeLimit, limitKey, limitsFor } from "../core/gates/scope.js";
+import type { Exchange } from "../core/exchange.js";
 import type { Identity } from "../core/identity.js";
-import { Meter } from "../core/metering/meter.js";
-import { tokenizerFor } from "../core/metering/tokens.js";
+import type { Terminal } from "../core/metered-stream.js";
+import type { Meter } from "../core/metering/meter.js";
 import type { Ended, UsageRecord } from "../core/usage-record.js";
-import type { ReportedUsage, RequestFormat } from "../formats/format.js";
+import type { RequestFormat } from "../formats/format.js";
+import { aiSdkMiddleware } from "../integrations/ai-sdk.js";
 import { meteredFetch } from "../integrations/metered-fetch.js";
-import { awaitSubpaths } from "./subpath-methods.js";
-
-/** How long a request's record waits for model calls that have not settled. */
-const END_GRACE_MS = 5_000;
 
 /** Why a Gate's signal fired. */
 export type GateAbortReason = Ended | "run_limit";
 
-/** A model call the app makes itself, admitted through gates 4-6; settle it once it is done. */
+/** A model call the app makes itself, admitted through gates 4-6; it ends exactly once. */
 export interface ModelCall {
   /** The body to send: tollgate's model id and output cap applied. */
   readonly body: Record<string, unknown>;
@@ -29,37 +24,29 @@ export interface ModelCall {
   readonly signal: AbortSignal;
   /** Counts the response as it passes (wire-format events or bodies of the call's format). */
   readonly meter: Meter;
-  /** Replaces the reservation with the actual cost. Unknown usage: give the counted output text. */
-  settle(usage: ReportedUsage & { outputText?: string; toolCalls?: number }, ended?: Ended): Promise<void>;
-  /** Settles from what `meter` saw. */
-  finish(ended?: Ended): Promise<void>;
-  /** The call failed before the provider produced anything: give the reservation back. */
-  fail(error?: unknown): Promise<void>;
+  /** Settles the call from what `meter` saw and writes its record; only the first call counts. */
+  end(t?: Terminal): Promise<UsageRecord>;
 }
 
 /**
  * The per-request handle an app gets in library mode (`req.tollgate`, `c.get("tollgate")`). It is
- * admitted already (gates 1-3); each model call, step, tool call, retrieval and upload inside the
- * request goes through it, so the model never decides when enough work has been done.
+ * admitted already (gates 1-3). It translates and nothing more: every step, tool call, retrieval,
+ * upload and model call is counted by the engine (core/app-request.ts); the Gate adds the request's
+ * abort signal and the SDK shells (`aiSdk()`, `fetch()`).
  */
 export class Gate {
   private readonly controller = new AbortController();
   private readonly timer: NodeJS.Timeout;
-  private docs = 0;
-  private uploads = 0;
-  private seq = 0;
   /** The last refusal a metered SDK call answered with; adapters map the SDK's error back to it. */
   lastRefusal?: TollgateError;
-  /** Model calls admitted but not yet settled: the record waits for them. */
-  private readonly unsettled = new Set<Promise<void>>();
+  /** Set once the app wraps a model: its response waits for the first call's admission. */
+  private firstCall?: { decided: Promise<TollgateError | undefined>; decide: (r: TollgateError | undefined) => void };
 
   constructor(
-    private readonly engine: Engine,
-    /** The admitted request. */
-    readonly exchange: Exchange,
+    private readonly app: AppRequest,
     clientSignal?: AbortSignal,
   ) {
-    const route = exchange.route;
+    const route = app.exchange.route;
     const wallClock = Math.min(route.timeoutMs, route.runs?.maxDurationMs ?? Infinity);
     this.timer = setTimeout(() => this.abort("timeout"), wallClock);
     this.timer.unref();
@@ -86,59 +73,38 @@ export class Gate {
     return this.exchange.record;
   }
 
-  /** One agent step (model call). Throws run_limit_exceeded past the run's max_steps. */
-  async step(): Promise<number> {
-    this.signal.throwIfAborted();
-    const runs = this.exchange.route.runs;
-    const prefix = runPrefix(this.exchange);
-    if (!runs || !prefix) return ++this.exchange.record.run_step!;
-    const counter: HeldCounter = { key: `${prefix}:steps`, max: runs.maxSteps ?? Number.MAX_SAFE_INTEGER, amount: 1, windowMs: runWindowMs(this.exchange), unit: "steps", label: `the run's max_steps of ${runs.maxSteps}` };
-    const total = await this.take(counter, () => runLimit(`this run has reached ${counter.label}`));
-    this.exchange.record.run_step = total;
-    return total;
+  /** The admitted app request (engine side). */
+  get exchange(): Exchange {
+    return this.app.exchange;
   }
 
-  /** One tool call; throws run_limit_exceeded past the run's max_tool_calls. */
-  async toolCall(name: string): Promise<void> {
-    this.signal.throwIfAborted();
-    const runs = this.exchange.route.runs;
-    const prefix = runPrefix(this.exchange);
-    if (runs?.maxToolCalls !== undefined && prefix) {
-      const counter: HeldCounter = { key: `${prefix}:tools`, max: runs.maxToolCalls, amount: 1, windowMs: runWindowMs(this.exchange), unit: "tool_calls", label: `the run's max_tool_calls of ${runs.maxToolCalls}` };
-      await this.take(counter, () => runLimit(`tool call ${JSON.stringify(name)} refused: this run has reached ${counter.label}`));
-    }
-    this.exchange.record.tool_calls++;
+  /** Response headers as the gateway sends them: request id, rate limits, and the first call's model and budget. */
+  get headers(): Record<string, string> {
+    return { "x-tollgate-request-id": this.requestId, ...this.exchange.headers, ...this.callHeaders };
+  }
+  private callHeaders: Record<string, string> = {};
+
+  /** One agent step (model call). Throws run_limit_exceeded past the run's max_steps. */
+  step(): Promise<number> {
+    return this.guard(() => this.app.step());
+  }
+
+  /**
+   * One tool call; throws run_limit_exceeded past max_tool_calls. A tool call the model made through
+   * `aiSdk()` was counted already: confirming it here does not count it twice.
+   */
+  toolCall(name: string): Promise<void> {
+    return this.guard(() => this.app.toolCall(name));
   }
 
   /** How many documents this request may retrieve, at most `requested` (max_docs per request and per run). */
   retrieval(requested: number): number {
-    const caps = [this.exchange.route.input.maxDocs, this.exchange.route.runs?.maxDocs].filter((c): c is number => c !== undefined);
-    const left = Math.max(0, Math.min(Infinity, ...caps) - this.docs);
-    const allowed = Math.max(0, Math.min(Math.floor(requested), left));
-    this.docs += allowed;
-    this.exchange.record.docs_retrieved = this.docs;
-    return allowed;
+    return this.app.retrieval(requested);
   }
 
   /** Checks one uploaded file: its size (413), the count per request (413) and `files` windows (429). */
-  async upload(file: { size: number; name?: string }): Promise<void> {
-    const caps = this.exchange.route.input;
-    const what = file.name ? `file ${JSON.stringify(file.name)}` : "the file";
-    if (caps.maxAttachmentBytes !== undefined && file.size > caps.maxAttachmentBytes) {
-      throw new TollgateError("input_too_large", `${what} is ${file.size} bytes; this route allows ${caps.maxAttachmentBytes} (max_attachment_bytes)`, { limit: "max_attachment_bytes" });
-    }
-    if (caps.maxAttachments !== undefined && this.uploads + 1 > caps.maxAttachments) {
-      throw new TollgateError("input_too_large", `this request already carries ${this.uploads} files; this route allows ${caps.maxAttachments} (max_attachments)`, { limit: "max_attachments" });
-    }
-    for (const l of limitsFor(this.exchange, "files")) {
-      const counter: HeldCounter = { key: limitKey(l, this.exchange), max: l.max, amount: 1, windowMs: l.windowMs, unit: "files", label: describeLimit(l, `${l.max} files`), limitId: l.id };
-      await this.take(counter, (retryAfterMs) => {
-        const retry = Math.max(1, Math.ceil((retryAfterMs ?? l.windowMs) / 1000));
-        return new TollgateError("rate_limited", `rate limited by ${counter.label}; retry in ${retry}s`, { retryAfterSeconds: retry, limit: l.id });
-      });
-    }
-    this.uploads++;
-    this.exchange.record.attachments = this.uploads;
+  upload(file: { size: number; name?: string }): Promise<void> {
+    return this.app.upload(file);
   }
 
   /**
@@ -146,38 +112,38 @@ export class Gate {
    * model policy, the output clamp, the budget reservation). Counts as one step of the run.
    */
   async model(format: RequestFormat, body: unknown): Promise<ModelCall> {
-    await this.step();
-    const ex = this.engine.child(this.exchange, format.endpoint);
-    await this.engine.prepare(ex, format, body);
-    const meter = new Meter(format, ex.inspection!, tokenizerFor(ex.model!.upstream), ex.upstream!.maxOutputTokens * ex.inspection!.choices);
-    meter.sent = true;
-    const engine = this.engine;
-    let done!: () => void;
-    const settled = new Promise<void>((r) => (done = r));
-    this.unsettled.add(settled);
-    void settled.then(() => this.unsettled.delete(settled));
-    const finish = async (ended: Ended = "complete") => {
-      meter.started = true;
-      await engine.finish(ex, { ended, meter }).finally(done);
-    };
+    let call: CoreModelCall;
+    try {
+      // No abort on a refusal here: the AI SDK must still deliver it as an error part.
+      this.signal.throwIfAborted();
+      call = await this.app.model(format, body);
+    } catch (err) {
+      if (TollgateError.is(err)) this.firstCall?.decide(err);
+      throw err;
+    }
+    if (!Object.keys(this.callHeaders).length) {
+      const h = call.exchange.headers;
+      for (const name of ["x-tollgate-model", "x-tollgate-budget-remaining", "x-tollgate-clamped", "x-tollgate-downgraded"]) if (h[name]) this.callHeaders[name] = h[name]!;
+    }
+    this.firstCall?.decide(undefined);
     return {
-      body: ex.upstreamBody!,
-      model: ex.model!.name,
-      upstreamModel: ex.model!.upstream,
-      maxOutputTokens: ex.upstream!.maxOutputTokens,
+      body: call.body,
+      model: call.model,
+      upstreamModel: call.upstreamModel,
+      maxOutputTokens: call.maxOutputTokens,
       signal: this.signal,
-      meter,
-      async settle(usage, ended = "complete") {
-        if (usage.inputTokens !== undefined || usage.outputTokens !== undefined) meter.usage = usage;
-        if (usage.outputText) meter.countText(usage.outputText);
-        meter.toolCalls = usage.toolCalls ?? 0;
-        await finish(ended);
-      },
-      finish,
-      async fail(error) {
-        await engine.finish(ex, { ended: "upstream_error", meter }, error ?? new TollgateError("upstream_error", "the model call failed")).finally(done);
-      },
+      meter: call.meter,
+      end: (t = { ended: "complete" }) => call.end(t),
     };
+  }
+
+  /**
+   * Resolves once the response may start: at once when the app has wrapped no model, else when its
+   * first model call is admitted (undefined) or refused (the refusal, to be answered with its own
+   * status instead of a stream that breaks).
+   */
+  firstDecision(): Promise<TollgateError | undefined> | undefined {
+    return this.firstCall?.decided;
   }
 
   /**
@@ -185,49 +151,59 @@ export class Gate {
    * Anthropic's too): every model call through it is admitted, clamped, reserved, metered and settled.
    */
   fetch(base: typeof fetch = globalThis.fetch): typeof fetch {
+    this.awaitFirstCall();
     return meteredFetch(this, base);
   }
 
-  /** Writes the request's usage record; the adapters call it when the response ends. */
+  /** Vercel AI SDK middleware for `wrapLanguageModel`: every model call through it is metered and capped. */
+  aiSdk(): LanguageModelV3Middleware {
+    this.awaitFirstCall();
+    return aiSdkMiddleware(this);
+  }
+
+  /** Counts a tool call the model made (the AI SDK middleware). */
+  modelToolCall(name: string): Promise<void> {
+    return this.app.toolCall(name, true);
+  }
+
   /** Resolves once the request's record is written. */
   get ended(): Promise<UsageRecord> {
     return (this.endedPromise ??= new Promise<UsageRecord>((r) => (this.resolveEnded = r)));
   }
   private endedPromise?: Promise<UsageRecord>;
   private resolveEnded?: (r: UsageRecord) => void;
+  private ending?: Promise<UsageRecord>;
 
-  async end(error?: unknown): Promise<UsageRecord> {
+  /** Writes the request's usage record; the adapters call it when the response ends. */
+  end(error?: unknown): Promise<UsageRecord> {
     void this.ended;
-    const record = await this.endOnce(error);
-    this.resolveEnded?.(record);
-    return record;
+    return (this.ending ??= (async () => {
+      clearTimeout(this.timer);
+      this.firstCall?.decide(undefined);
+      if (TollgateError.is(error)) this.app.refused(error);
+      const reason = this.signal.aborted ? (this.signal.reason as { tollgate?: GateAbortReason })?.tollgate : undefined;
+      const record = await this.app.close(reason && reason !== "run_limit" ? reason : "complete");
+      this.resolveEnded?.(record);
+      return record;
+    })());
   }
 
-  private async endOnce(error?: unknown): Promise<UsageRecord> {
-    clearTimeout(this.timer);
-    const ex = this.exchange;
-    // Calls still streaming settle first (they end quickly once the response is gone), so their
-    // cost lands in this record; a call the app never settles is not waited for past the grace.
-    if (this.unsettled.size) await Promise.race([Promise.all(this.unsettled), new Promise((r) => setTimeout(r, END_GRACE_MS).unref())]);
-    if (TollgateError.is(error) && ex.record.code === null) {
-      ex.record.decision = "deny";
-      ex.record.code = error.code;
-    }
-    const reason = this.signal.aborted ? (this.signal.reason as { tollgate?: GateAbortReason })?.tollgate : undefined;
-    return this.engine.close(ex, reason && reason !== "run_limit" ? reason : "complete");
+  private awaitFirstCall(): void {
+    if (this.firstCall) return;
+    let decide!: (r: TollgateError | undefined) => void;
+    const decided = new Promise<TollgateError | undefined>((r) => (decide = r));
+    this.firstCall = { decided, decide };
   }
 
-  /** Takes one unit of a counter for good; throws what `refusal` makes when it is full. */
-  private async take(counter: HeldCounter, refusal: (retryAfterMs?: number) => TollgateError): Promise<number> {
-    const id = `${this.exchange.id}:g${++this.seq}`;
-    const result = await this.engine.store.reserve(id, [counter], leaseMs(this.exchange));
-    if (!result.ok) {
-      const err = refusal(result.retryAfterMs);
-      if (err.code === "run_limit_exceeded") this.abort("run_limit");
+  /** Runs a counter move; a run limit also aborts the request's signal, so nothing more is generated. */
+  private async guard<T>(move: () => Promise<T>): Promise<T> {
+    this.signal.throwIfAborted();
+    try {
+      return await move();
+    } catch (err) {
+      if (TollgateError.is(err) && err.code === "run_limit_exceeded") this.abort("run_limit");
       throw err;
     }
-    await this.engine.store.settle(id, [counter.amount]);
-    return result.totals[0]!;
   }
 
   private abort(reason: GateAbortReason): void {
@@ -235,14 +211,14 @@ export class Gate {
   }
 }
 
-awaitSubpaths(Gate.prototype, "gate", { aiSdk: { subpath: "tollgate/ai-sdk" } });
-
 /**
- * The refusal behind an error a handler threw: a TollgateError itself, or the error an SDK raised
- * for a refusal the gate's metered fetch answered with.
+ * The refusal behind an error a handler threw: a TollgateError itself (also when the AI SDK
+ * wrapped it), or the error an SDK raised for a refusal the gate's metered fetch answered with.
  */
 export function refusalOf(err: unknown, gate: Gate | undefined): TollgateError | undefined {
-  if (TollgateError.is(err)) return err;
+  for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    if (TollgateError.is(e)) return e;
+  }
   const status = (err as { status?: unknown })?.status;
   if (gate?.lastRefusal && status === gate.lastRefusal.status) return gate.lastRefusal;
   return undefined;

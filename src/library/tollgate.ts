@@ -1,15 +1,19 @@
-import { ConfigError } from "../config/errors.js";
 import { loadConfigFile, parseConfig } from "../config/load.js";
 import { resolveConfig, type ResolvedConfig } from "../config/resolve.js";
 import type { RawConfig } from "../config/schema.js";
 import { toTollgateError, type Engine } from "../core/engine.js";
 import { TollgateError } from "../core/errors.js";
+import type { AppIdentity } from "../core/identity.js";
 import type { UsageRecord } from "../core/usage-record.js";
 import { Observability } from "../observability/index.js";
 import { startRuntime } from "../runtime.js";
 import type { Store } from "../stores/store.js";
+import type { IncomingMessage } from "node:http";
+import { expressErrorHandler, expressMiddleware, type ExpressOptions } from "../integrations/express.js";
+import { fastifyPlugin } from "../integrations/fastify.js";
+import { fetchHandler, type FetchOptions } from "../integrations/fetch.js";
+import { honoMiddleware } from "../integrations/hono.js";
 import { Gate } from "./gate.js";
-import { awaitSubpaths } from "./subpath-methods.js";
 
 export interface TollgateOptions {
   /** A config file path (YAML or JSON), or an object of the config file's shape. */
@@ -34,7 +38,15 @@ export interface AdmitRequest {
   runId?: string;
   /** Fires when the client goes away. */
   signal?: AbortSignal;
+  /**
+   * Who the app's own session says is calling; `null` (or no function) falls back to the
+   * credentials above.
+   */
+  identify?: () => AppIdentity | null | undefined | Promise<AppIdentity | null | undefined>;
 }
+
+/** An adapter's `identify`: the app's session, read from the framework's own request. */
+export type Identify<Req> = (req: Req) => AppIdentity | null | undefined | Promise<AppIdentity | null | undefined>;
 
 /** The library: the same engine, config, stores and usage records as the gateway, inside an app. */
 export class Tollgate {
@@ -75,12 +87,15 @@ export class Tollgate {
    * TollgateError (already recorded).
    */
   async admit(req: AdmitRequest): Promise<Gate> {
-    this.checkRoute(req.route);
+    if (!this.config.routes.some((r) => r.name === req.route)) {
+      throw new Error(`tollgate: no route named ${JSON.stringify(req.route)} in the config`);
+    }
+    const app = (await req.identify?.()) ?? undefined;
     const ex = this.engine.open({
       route: req.route,
       endpoint: "chat_completions",
       ip: req.ip,
-      credentials: { token: req.token, actAsUser: req.actAsUser, actAsPlan: req.actAsPlan },
+      credentials: { token: req.token, actAsUser: req.actAsUser, actAsPlan: req.actAsPlan, app },
       runId: req.runId,
       library: true,
     });
@@ -88,26 +103,44 @@ export class Tollgate {
     try {
       await this.engine.admit(ex);
     } catch (err) {
-      throw toTollgateError(err, undefined);
+      const refusal = toTollgateError(err, undefined);
+      refusedHeaders.set(refusal, { "x-tollgate-request-id": ex.id, ...pick(ex.headers, "ratelimit", "ratelimit-policy") });
+      throw refusal;
     }
-    const gate = new Gate(this.engine, ex, req.signal);
+    const gate = new Gate(this.engine.app(ex), req.signal);
     this.open.add(gate);
     void gate.ended.then(() => this.open.delete(gate));
     return gate;
   }
 
-  /**
-   * Throws a ConfigError unless the config has a route of this name. The adapters call it when
-   * they are created, so a misspelled route stops the app at startup, not at its first request.
-   */
-  checkRoute(route: string): void {
-    if (this.config.routes.some((r) => r.name === route)) return;
-    const names = this.config.routes.map((r) => r.name).join(", ") || "none";
-    throw new ConfigError([{ path: `routes.${route}`, message: `no route named ${JSON.stringify(route)} in the config (its routes: ${names})` }]);
-  }
-
   /** Requests admitted and not yet ended: close() lets them write their records first. */
   private readonly open = new Set<Gate>();
+
+  /** Express middleware; pair it with `tg.expressErrors()` after your routes. */
+  express<R extends IncomingMessage = IncomingMessage>(opts: ExpressOptions<R>) {
+    return expressMiddleware(this, opts);
+  }
+
+  /** Express error handler that turns a TollgateError from a handler into its refusal. */
+  expressErrors() {
+    return expressErrorHandler();
+  }
+
+  /** A Fastify plugin: `app.register(tg.fastify, { route })`. */
+  get fastify() {
+    return (this.fastifyPlugin ??= fastifyPlugin(this));
+  }
+  private fastifyPlugin?: ReturnType<typeof fastifyPlugin>;
+
+  /** Hono middleware; the handler reads the Gate with `c.get("tollgate")`. */
+  hono(opts: Parameters<typeof honoMiddleware>[1]) {
+    return honoMiddleware(this, opts);
+  }
+
+  /** Wraps a Web-standard `(Request) => Response` handler (Next.js route handlers, Bun, Deno). */
+  fetch(handler: (req: Request, gate: Gate) => Response | Promise<Response>, opts: FetchOptions) {
+    return fetchHandler(this, handler, opts);
+  }
 
   async close(): Promise<void> {
     const pending = [...this.open].map((g) => g.end());
@@ -116,15 +149,7 @@ export class Tollgate {
   }
 }
 
-awaitSubpaths(Tollgate.prototype, "tg", {
-  express: { subpath: "tollgate/express" },
-  expressErrors: { subpath: "tollgate/express" },
-  fastify: { subpath: "tollgate/fastify", getter: true },
-  hono: { subpath: "tollgate/hono" },
-  fetch: { subpath: "tollgate/fetch" },
-});
-
-/** `createTollgate({ config })`: the library (README "Library mode"; every config key in docs/config.md). */
+/** `createTollgate({ config })`: see SPEC §9. */
 export function createTollgate(opts: TollgateOptions): Promise<Tollgate> {
   return Tollgate.create(opts);
 }
@@ -134,6 +159,16 @@ export function refusalBody(err: TollgateError) {
   return { error: { message: err.message, type: "tollgate_error", code: err.code, param: err.param ?? null } };
 }
 
-export function refusalHeaders(err: TollgateError): Record<string, string> {
-  return err.retryAfterSeconds !== undefined ? { "retry-after": String(err.retryAfterSeconds) } : {};
+/** Headers of a refusal at admission, as the gateway sends them (request id, rate limits). */
+const refusedHeaders = new WeakMap<TollgateError, Record<string, string>>();
+
+export function refusalHeaders(err: TollgateError, gate?: Gate): Record<string, string> {
+  return {
+    ...(gate ? { "x-tollgate-request-id": gate.requestId, ...pick(gate.exchange.headers, "ratelimit", "ratelimit-policy") } : refusedHeaders.get(err)),
+    ...(err.retryAfterSeconds !== undefined ? { "retry-after": String(err.retryAfterSeconds) } : {}),
+  };
+}
+
+function pick(headers: Record<string, string>, ...names: string[]): Record<string, string> {
+  return Object.fromEntries(names.filter((n) => headers[n] !== undefined).map((n) => [n, headers[n]!]));
 }

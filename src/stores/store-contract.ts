@@ -698,6 +698,7 @@ export function describeStoreContract(name: string, open: () => Promise<OpenedSt
         ended: "complete",
         signals: ["burst", "new_ip"],
         clamped: { max_tokens: { from: 4_096, to: 1_024 }, temperature: { from: null, to: 1 } },
+        parent_id: null,
         ...extra,
       });
 

@@ -44,8 +44,9 @@ export async function fireSignal(ex: Exchange, env: GateEnv, name: SignalName): 
 export const abuse: Gate = async function abuse(ex, env) {
   const ip = ex.caller.ip;
   // An operator's block (admin API) outranks every network rule, the allowlist included; only the
-  // admin API sets policies, so without an admin_key there is nothing to read.
-  if (env.config.adminKey !== undefined) {
+  // admin API sets policies, so a gateway without an admin_key has nothing to read. An app shares
+  // its store with a gateway whose config it need not carry, so library requests always read them.
+  if (env.config.adminKey !== undefined || ex.caller.library) {
     ex.policy = await callerPolicy(env.store, ex.identity!);
     if (ex.policy.blocked.length) {
       ex.signals.push(...ex.policy.blocked.map((kind) => `admin_block:${kind}`));

@@ -56,6 +56,20 @@ export const budget: Gate = async function budget(ex, env) {
   if (remaining !== Infinity) ex.headers["x-tollgate-budget-remaining"] = formatUsd(Math.max(0, remaining));
 };
 
+/**
+ * The least a model call on this route can reserve: one input token and the route's output cap on
+ * the cheapest model this caller's plan may use there.
+ */
+export function cheapestCall(ex: Exchange, env: GateEnv): Micros {
+  const plan = env.config.plans[ex.identity!.plan];
+  const costs = (plan?.models ?? [])
+    .filter((name) => !ex.route.models || ex.route.models.includes(name))
+    .map((name) => env.config.models[name])
+    .filter((m) => m !== undefined)
+    .map((m) => worstCaseCost(m.price, 1, ex.route.input.maxOutputTokens));
+  return costs.length ? Math.min(...costs) : 0;
+}
+
 /** The context window assumed for stored state on a model the catalog does not know: the largest offered. */
 export const UNKNOWN_CONTEXT_TOKENS = 2_000_000;
 

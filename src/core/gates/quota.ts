@@ -3,7 +3,7 @@ import { leaseMs, type Gate } from "../gate.js";
 import type { Exchange, HeldCounter } from "../exchange.js";
 import type { ReserveResult } from "../../stores/store.js";
 import { fireSignal } from "./abuse.js";
-import { budgetCounters, budgetRefusal } from "./budget.js";
+import { budgetCounters, budgetRefusal, cheapestCall } from "./budget.js";
 import { checkRunAge, runLimit, startRunIfNew, stepCounters } from "./runs.js";
 import { describeLimit, limitKey, limitsFor } from "./scope.js";
 
@@ -55,11 +55,13 @@ export const quota: Gate = async function quota(ex, env) {
     }
   }
 
-  // Refuse a caller whose budget is already gone without reading the body.
+  // Refuse a caller whose budget is already gone without reading the body. An app request has no
+  // body to size: it needs what its cheapest model call would reserve.
   if (spentTotals) {
     const totals = await spentTotals;
-    const full = totals.findIndex((t, i) => t >= spent[i]!.max);
-    if (full >= 0) throw budgetRefusal(spent[full]!, totals[full]!, 0, env.now());
+    const need = ex.caller.library ? cheapestCall(ex, env) : 0;
+    const full = totals.findIndex((t, i) => t >= spent[i]!.max || t + need > spent[i]!.max);
+    if (full >= 0) throw budgetRefusal(spent[full]!, totals[full]!, need, env.now());
   }
 };
 

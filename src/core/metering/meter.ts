@@ -42,8 +42,9 @@ export class Meter {
    * overran.
    */
   get counted(): number {
-    if (this.capCounter === this.counter) return this.counter.total;
-    return Math.min(this.counter.total, Math.max(this.cap, this.capCounter.total));
+    const total = this.capCounter === this.counter ? this.counter.total : Math.min(this.counter.total, Math.max(this.cap, this.capCounter.total));
+    // The event that crossed the cap was withheld: the client got at most the cap.
+    return this.capped ? Math.min(total, this.cap) : total;
   }
 
   /** Counts output text the transport saw some other way (library mode). */
@@ -57,7 +58,11 @@ export class Meter {
 
   /** Reads one stream event; says whether to forward it and whether the cap is reached. */
   event(e: SseEvent): { forward: boolean } {
-    const r = this.format.readEvent(e, this.inspection, this.last);
+    return this.read(this.format.readEvent(e, this.inspection, this.last));
+  }
+
+  /** Counts one part of a response read by the transport itself (the AI SDK's stream parts). */
+  read(r: Reading): { forward: boolean } {
     const before = this.counter.total;
     this.apply(r);
     this.last.outputTokens = this.counted;

@@ -1,0 +1,125 @@
+import { describe, expect, it } from "vitest";
+import { TollgateError } from "./errors.js";
+import { meteredStream, type MeteredStreamHooks, type Terminal } from "./metered-stream.js";
+
+/** A source whose parts arrive when the test says so, like a provider's stream. */
+function source<T>() {
+  const waiting: ((r: IteratorResult<T>) => void)[] = [];
+  const failing: ((e: unknown) => void)[] = [];
+  let returned = 0;
+  // The stream pulls on its own schedule: a part is handed over once it has asked for one.
+  const pulled = async () => {
+    while (!waiting.length) await tick();
+  };
+  const it: AsyncIterator<T> = {
+    next: () => new Promise<IteratorResult<T>>((resolve, reject) => (waiting.push(resolve), failing.push(reject))),
+    async return() {
+      returned++;
+      return { done: true, value: undefined };
+    },
+  };
+  return {
+    it,
+    push: async (value: T) => (await pulled(), failing.shift(), waiting.shift()!({ done: false, value })),
+    done: async () => (await pulled(), failing.shift(), waiting.shift()!({ done: true, value: undefined })),
+    fail: async (err: unknown) => (await pulled(), waiting.shift(), failing.shift()!(err)),
+    get returned() {
+      return returned;
+    },
+    get pending() {
+      return waiting.length;
+    },
+  };
+}
+
+function harness(hooks: Partial<MeteredStreamHooks<string>> = {}) {
+  const src = source<string>();
+  const settles: Terminal[] = [];
+  const stops: Terminal[] = [];
+  const stream = meteredStream(src.it, {
+    read: (p) => (p === "CAP" ? { end: { ended: "output_cap" } } : p === "TOOL" ? { end: { ended: "refused", error: new TollgateError("run_limit_exceeded", "max_tool_calls") } } : { forward: [p] }),
+    settle: async (t) => void settles.push(t),
+    stop: (t) => void stops.push(t),
+    tail: (t) => (t.error ? [`error:${t.error.code}`] : t.ended === "output_cap" ? ["finish:length"] : []),
+    ...hooks,
+  });
+  return { src, settles, stops, reader: stream.getReader() };
+}
+
+const tick = () => new Promise((r) => setTimeout(r, 0));
+
+describe("meteredStream: exactly one terminal event", () => {
+  it("settles a complete stream once, and a cancel after the end does nothing", async () => {
+    const { src, settles, stops, reader } = harness();
+    const read = reader.read();
+    await src.push("a");
+    expect(await read).toEqual({ done: false, value: "a" });
+    const last = reader.read();
+    await src.done();
+    expect(await last).toEqual({ done: true, value: undefined });
+    await reader.cancel();
+    expect(settles).toEqual([{ ended: "complete" }]);
+    expect(stops).toEqual([]);
+  });
+
+  it("a client leaving while a read is pending settles once as client_disconnect, and the late part is dropped", async () => {
+    const { src, settles, stops, reader } = harness();
+    void reader.read().catch(() => {});
+    await tick();
+    await reader.cancel();
+    await src.push("late");
+    await tick();
+    expect(settles).toEqual([{ ended: "client_disconnect" }]);
+    expect(stops).toHaveLength(1);
+    expect(src.returned).toBe(1);
+  });
+
+  it("a refusal mid-stream ends it with an error part, never an exception, and settles once", async () => {
+    const { src, settles, reader } = harness();
+    const first = reader.read();
+    await src.push("TOOL");
+    expect(await first).toEqual({ done: false, value: "error:run_limit_exceeded" });
+    expect(await reader.read()).toEqual({ done: true, value: undefined });
+    await reader.cancel();
+    expect(settles.map((s) => [s.ended, s.error?.code])).toEqual([["refused", "run_limit_exceeded"]]);
+  });
+
+  it("the output cap stops the provider, closes with the cap's tail and settles once", async () => {
+    const { src, settles, stops, reader } = harness();
+    const first = reader.read();
+    await src.push("CAP");
+    expect(await first).toEqual({ done: false, value: "finish:length" });
+    expect(await reader.read()).toEqual({ done: true, value: undefined });
+    expect(settles).toEqual([{ ended: "output_cap" }]);
+    expect(stops).toEqual([{ ended: "output_cap" }]);
+    expect(src.returned).toBe(1);
+  });
+
+  it("a provider failure after the request was aborted is named by the abort's reason", async () => {
+    const abort = new AbortController();
+    const { src, settles, reader } = harness({ signal: abort.signal });
+    const first = reader.read();
+    abort.abort({ tollgate: "timeout" });
+    await src.fail(new Error("socket hang up"));
+    expect(await first).toEqual({ done: true, value: undefined });
+    expect(settles).toEqual([{ ended: "timeout" }]);
+  });
+
+  it("a provider failure ends as upstream_error with an error part", async () => {
+    const { src, settles, reader } = harness();
+    const first = reader.read();
+    await src.fail(new Error("socket hang up"));
+    expect(await first).toEqual({ done: false, value: "error:upstream_error" });
+    expect(settles.map((s) => s.ended)).toEqual(["upstream_error"]);
+  });
+
+  it("racing terminals (cancel, cap and end together) still settle exactly once", async () => {
+    for (let i = 0; i < 20; i++) {
+      const { src, settles, reader } = harness();
+      const read = reader.read().catch(() => undefined);
+      await src.push("CAP");
+      await Promise.all([reader.cancel(), read]);
+      expect(settles).toHaveLength(1);
+    }
+  });
+});

@@ -1,0 +1,106 @@
+import { TollgateError } from "./errors.js";
+import type { Ended } from "./usage-record.js";
+
+/** How a metered stream ended: the one terminal event, with the refusal or failure behind it. */
+export interface Terminal {
+  ended: Ended;
+  error?: TollgateError;
+}
+
+/** What one part of the provider's answer means: pass these parts on, or the stream ends here. */
+export type Verdict<T> = { forward: T[] } | { end: Terminal };
+
+export interface MeteredStreamHooks<T> {
+  /** Meters one part; may refuse (a tool call past the run's cap) or cut (the output cap). */
+  read(part: T): Verdict<T> | Promise<Verdict<T>>;
+  /** Settles the call: called exactly once, whichever terminal event comes first. */
+  settle(end: Terminal): Promise<unknown>;
+  /** Parts that close a stream ended early (an error part, a finish event in the stream's own format). */
+  tail?(end: Terminal): T[];
+  /** Stops the provider's generation; called for every terminal but `complete`. */
+  stop?(end: Terminal): void;
+  /** The request's signal: a read failing after it fired ends the stream with its reason. */
+  signal?: AbortSignal;
+}
+
+/** The reason an abort signal carries, as the usage record names it. */
+export function abortReason(signal: AbortSignal): Ended {
+  const r = signal.reason as { tollgate?: Ended } | undefined;
+  return r?.tollgate ?? "client_disconnect";
+}
+
+/**
+ * The one place a metered model stream ends — the gateway's SSE relay, the library's metered
+ * `fetch` and the AI SDK middleware all pass the provider's stream through it. Like undici's
+ * decorator handler, it has exactly one terminal event (complete, output cap, client disconnect,
+ * upstream error, refusal): whichever comes first settles the call; every later one is ignored.
+ * A refusal never escapes as an exception: the stream closes with the tail the hooks give for it.
+ */
+export function meteredStream<T>(source: AsyncIterator<T>, hooks: MeteredStreamHooks<T>): ReadableStream<T> {
+  let terminal: Promise<void> | undefined;
+  const end = (t: Terminal, controller?: ReadableStreamDefaultController<T>): Promise<void> =>
+    (terminal ??= (async () => {
+      if (t.ended !== "complete") hooks.stop?.(t);
+      // The provider's side ends before we settle, so nothing more is generated unseen.
+      if (t.ended !== "complete") await source.return?.().catch(() => {});
+      try {
+        await hooks.settle(t);
+      } finally {
+        if (controller) {
+          try {
+            for (const part of hooks.tail?.(t) ?? []) controller.enqueue(part);
+            controller.close();
+          } catch {
+            // The reader went away while we settled: nothing is left to tell.
+          }
+        }
+      }
+    })());
+
+  return new ReadableStream<T>({
+    async pull(controller) {
+      let next: IteratorResult<T>;
+      try {
+        next = await source.next();
+      } catch (err) {
+        return end(failed(err, hooks.signal), controller);
+      }
+      if (terminal) return;
+      if (next.done) return end({ ended: "complete" }, controller);
+      let verdict: Verdict<T>;
+      try {
+        verdict = await hooks.read(next.value);
+      } catch (err) {
+        return end(failed(err, hooks.signal), controller);
+      }
+      if (terminal) return;
+      if ("end" in verdict) return end(verdict.end, controller);
+      for (const part of verdict.forward) controller.enqueue(part);
+    },
+    async cancel() {
+      await end({ ended: "client_disconnect" });
+    },
+  });
+}
+
+/** The terminal for a read that threw: the request's abort reason, a refusal, or the provider failing. */
+function failed(err: unknown, signal: AbortSignal | undefined): Terminal {
+  if (signal?.aborted) return { ended: abortReason(signal) };
+  if (TollgateError.is(err)) return { ended: err.code === "upstream_timeout" ? "timeout" : err.status < 500 ? "refused" : "upstream_error", error: err };
+  return { ended: "upstream_error", error: new TollgateError("upstream_error", "the provider's stream failed", { cause: err }) };
+}
+
+/** Reads a ReadableStream as an iterator whose `return` cancels it (AI SDK streams are not async-iterable everywhere). */
+export function readerOf<T>(stream: ReadableStream<T>): AsyncIterator<T> {
+  const reader = stream.getReader();
+  return {
+    async next() {
+      const r = await reader.read();
+      return r.done ? { done: true, value: undefined } : { done: false, value: r.value };
+    },
+    async return() {
+      await reader.cancel().catch(() => {});
+      return { done: true, value: undefined };
+    },
+  };
+}
