@@ -1,330 +1,256 @@
-// `npm run bench`: tollgate's cost per request next to the mock upstream and a bare proxy, what
-// budgets and limits add on each store (memory, SQLite, Redis), the Redis commands a request costs,
-// the pre-flight estimate, and cancellation latency.
-// Prints a table per section and writes every figure to bench/results.json.
+// `npm run bench`: what a user of tollgate feels, as issue 15 measures it. A fast mock upstream in
+// its own process, a bare undici proxy (the floor any Node gateway pays) and tollgate on each store,
+// all driven by an external load generator (wrk, or autocannon) at 32 connections, back to back in
+// one run. The robust figure is the gateway's CPU µs per request (from /proc), and its ratio to the
+// floor's in the same run; req/s and latency depend on what else the 2 shared cores are doing.
 //
-// Environment: BENCH_SECONDS (measured seconds per target, default 5),
-// The Redis store runs against a private redis-server on a free loopback port (needs `redis-server`
-// on PATH, as the tests do). BENCH_PROFILE=DIR (run every throughput gateway under --cpu-prof, profiles written to DIR;
-// summarise one with `node bench/profile-top.js DIR/<name>.cpuprofile`).
+// Environment: BENCH_SECONDS (per measurement, default 4), BENCH_WARMUP (s, 1), BENCH_ROUNDS (2,
+// target order rotated each round), BENCH_TARGETS (floor,tg-nolimits,tg-memory,tg-sqlite,tg-redis),
+// BENCH_SCENARIOS (nonstream,stream,refusal), BENCH_CONNECTIONS (32), BENCH_LOADGEN (wrk|autocannon),
+// BENCH_PROFILE=DIR (tollgate runs under --cpu-prof; summarise with `node bench/profile-stages.js`),
+// BENCH_BASE=DIR (another built checkout: a target named `tg-memory@base` runs DIR's dist, so a
+// change is measured before/after in the same run).
+// `npm run bench:details` has the older sections: Redis commands per request, store scans, the
+// pre-flight estimate and cancellation latency.
 import { execFileSync } from "node:child_process";
-import { writeFileSync } from "node:fs";
-import { cpus } from "node:os";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
-import { cancellation, GIVE_UP_MS, HOLD_MS, RUNS, SLOW_STREAM, SPEC_MS } from "./cancel.js";
-import { tempDir } from "./configs.js";
-import { CONNECTIONS, cpuMs, fmt, machineBusyMs, pct, ROOT, ROUNDS, SECONDS_PER_TARGET, section as heading, signed, table, WARMUP_S } from "./lib.js";
-import { budgetPeriods, preflight, PROMPT_CHARS } from "./preflight.js";
-import { storeScan } from "./store-scan.js";
-import { commandsPerRequest, LOADED_REQUESTS, SEQUENTIAL_REQUESTS, startRedis } from "./redis.js";
-import { features, FEATURE_SETS, MOCK_BEHAVIOR, proxyOverhead, startMock } from "./throughput.js";
+import { stringify } from "yaml";
+import { cpuMs, fmt, ROOT, rssMb, table } from "./lib.js";
+import { load, LOADGEN } from "./loadgen.js";
+import { freePort, machineBusy, startProcess, stopAll, stopProcess, waitPort } from "./procs.js";
 
-const started = performance.now();
-const results = {
-  when: new Date().toISOString(),
-  machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version },
-  settings: { connections: CONNECTIONS, secondsPerTarget: SECONDS_PER_TARGET, rounds: ROUNDS, warmupSeconds: WARMUP_S, mock: MOCK_BEHAVIOR },
+const env = process.env;
+const SECONDS = Number(env.BENCH_SECONDS ?? 4);
+const WARMUP = Number(env.BENCH_WARMUP ?? 1);
+const ROUNDS = Number(env.BENCH_ROUNDS ?? 2);
+const CONNS = Number(env.BENCH_CONNECTIONS ?? 32);
+const TARGETS = (env.BENCH_TARGETS ?? "floor,tg-nolimits,tg-memory,tg-sqlite,tg-redis").split(",");
+const SCENARIOS = (env.BENCH_SCENARIOS ?? "nonstream,stream,refusal").split(",");
+const KEY = "sk-bench-mock";
+const MODEL = "gpt-4o-mini";
+const dir = mkdtempSync(join(tmpdir(), "tollgate-bench-"));
+
+const MESSAGES = [
+  { role: "system", content: "You are a helpful assistant." },
+  { role: "user", content: "Say hello in one short sentence." },
+];
+/** The shared harness's scenarios: 16-token answers, 50-token streams with a usage chunk, a bad key. */
+const SCENARIO = {
+  nonstream: { tokens: 16, key: KEY, body: { model: MODEL, messages: MESSAGES, max_tokens: 256, temperature: 0 } },
+  stream: { tokens: 50, key: KEY, body: { model: MODEL, messages: MESSAGES, max_tokens: 256, temperature: 0, stream: true, stream_options: { include_usage: true } } },
+  refusal: { tokens: 16, key: "sk-not-a-key", body: { model: MODEL, messages: MESSAGES, max_tokens: 256, temperature: 0 }, expect: 401 },
 };
 
-const cpuOf = (row, proc) => row.cpu[proc];
-
-// Seconds each section took, printed at the end.
-const timings = [];
-let sectionStart;
-let sectionName;
-function section(title) {
-  closeSection();
-  sectionName = title.split(" ")[0].replace(/\.$/, "");
-  sectionStart = performance.now();
-  heading(title);
-}
-function closeSection() {
-  if (sectionName) timings.push([sectionName, (performance.now() - sectionStart) / 1000]);
-  sectionName = undefined;
-}
-
-function git(...args) {
-  try {
-    return execFileSync("git", args, { cwd: ROOT, encoding: "utf8" }).trim();
-  } catch {
-    return undefined;
-  }
-}
-results.source = { commit: git("rev-parse", "--short", "HEAD"), uncommittedFiles: git("status", "--porcelain", "--", "src")?.split("\n").filter(Boolean).length };
-
-/** Share of the machine's CPU used by other processes over `ms` (a shared machine is noisy). */
-async function otherLoad(ms) {
-  const m0 = machineBusyMs();
-  const o0 = cpuMs(process.pid);
-  const t0 = performance.now();
-  await new Promise((r) => setTimeout(r, ms));
-  const m1 = machineBusyMs();
-  if (m0 === undefined || m1 === undefined) return undefined;
-  return Math.max(0, (100 * (m1 - m0 - (cpuMs(process.pid) - o0))) / ((performance.now() - t0) * cpus().length));
-}
-const otherLoadNote = (rows) => `other processes on the machine used ${pct(rows[0]?.otherLoadPct)} of its CPU during these runs`;
-
-console.log("# tollgate bench");
-console.log(
-  `\n${results.machine.cpus} CPUs (${results.machine.model}), Node ${process.version}. autocannon, ${CONNECTIONS} connections, ` +
-    `${SECONDS_PER_TARGET} s measured per target as ${ROUNDS} interleaved rounds (A B C A B C) after a ${WARMUP_S} s warm-up each.\n` +
-    `Processes: autocannon in the bench process; the mock upstream, the bare proxy and each tollgate are separate processes.\n` +
-    `Gateways run with server.log: none, so writing usage records to stdout is not part of the figures.\n` +
-    `Mock: ${MOCK_BEHAVIOR.outputTokens} output tokens, no delay. CPU µs/req: user+system CPU of that process / requests served ` +
-    `(from /proc; steadier than req/s on a shared machine). Latency percentiles have 1 ms resolution.`,
-);
-
-results.otherLoadBeforePct = await otherLoad(1_000);
-console.log(
-  `Source: ${results.source.commit ?? "?"} (+${results.source.uncommittedFiles ?? "?"} uncommitted files under src/), built into dist/. ` +
-    `Other processes used ${pct(results.otherLoadBeforePct)} of the machine's CPU in the second before the bench.`,
-);
-
-// ---------------------------------------------------------------------------------------------
-const mock = await startMock(MOCK_BEHAVIOR);
-const redis = await startRedis();
-results.machine.redis = redis.version;
-let overhead;
-let featureRows;
-try {
-  section("1. Proxy overhead: mock directly vs bare Node proxy vs tollgate (memory store, no budgets, no limits)");
-  overhead = await proxyOverhead(mock);
-  results.proxyOverhead = overhead;
-  const rows = [];
-  const ratios = [];
-  for (const [mode, label] of [["non_streaming", "non-stream"], ["streaming", "stream"]]) {
-    const all = overhead.modes[mode];
-    const find = (l) => all.find((r) => r.label === l);
-    const [direct, bare, buffered, tg] = [find("mock directly"), find("bare proxy"), find("bare proxy, buffered"), find("tollgate")];
-    for (const r of all) {
-      const proxy = cpuOf(r, "proxy");
-      rows.push([
-        `${label}  ${r.label}`,
-        fmt(r.rps),
-        fmt(r.p50),
-        fmt(r.p99),
-        fmt(r.mean, 1),
-        r === direct ? "-" : pct((100 * r.rps) / bare.rps),
-        r === direct ? "-" : signed(r.p50 - bare.p50, 0),
-        r === direct ? "-" : signed(r.p99 - bare.p99, 0),
-        proxy ? fmt(proxy.usPerReq) : "-",
-        proxy ? pct(proxy.pctOfCore) : "-",
-        fmt(cpuOf(r, "mock")?.usPerReq),
-        fmt(cpuOf(r, "client")?.usPerReq),
-      ]);
-    }
-    const tgCpu = cpuOf(tg, "proxy")?.usPerReq;
-    const bareCpu = cpuOf(bare, "proxy")?.usPerReq;
-    const ratio = {
-      mode,
-      tollgatePctOfBareRps: (100 * tg.rps) / bare.rps,
-      bareProxyPctOfMockRps: (100 * bare.rps) / direct.rps,
-      addedP50Ms: tg.p50 - bare.p50,
-      addedP99Ms: tg.p99 - bare.p99,
-      tollgateCpuUsPerReq: tgCpu,
-      bareCpuUsPerReq: bareCpu,
-      addedCpuUsPerReq: tgCpu - bareCpu,
-      cpuRatio: tgCpu / bareCpu,
-      ...(buffered && {
-        tollgatePctOfBufferedRps: (100 * tg.rps) / buffered.rps,
-        addedCpuUsPerReqVsBuffered: tgCpu - cpuOf(buffered, "proxy")?.usPerReq,
-        bufferedCpuUsPerReq: cpuOf(buffered, "proxy")?.usPerReq,
-      }),
-    };
-    ratios.push(ratio);
-  }
-  overhead.ratios = ratios;
-  console.log(
-    table(
-      ["target", "req/s", "p50 ms", "p99 ms", "mean ms", "% of bare", "Δp50", "Δp99", "proxy CPU µs/req", "proxy CPU", "mock µs/req", "client µs/req"],
-      rows,
-    ),
-  );
-  console.log("");
-  for (const r of ratios) {
-    console.log(
-      `${r.mode === "streaming" ? "stream:    " : "non-stream:"} tollgate = ${pct(r.tollgatePctOfBareRps)} of the bare proxy's req/s ` +
-        `(bare proxy = ${pct(r.bareProxyPctOfMockRps)} of the mock's), added latency p50 ${signed(r.addedP50Ms, 0)} ms, p99 ${signed(r.addedP99Ms, 0)} ms; ` +
-        `CPU ${fmt(r.tollgateCpuUsPerReq)} vs ${fmt(r.bareCpuUsPerReq)} µs/req (${fmt(r.cpuRatio, 1)}x, ${signed(r.addedCpuUsPerReq, 0)} µs)` +
-        (r.bufferedCpuUsPerReq === undefined
-          ? ""
-          : `;\n            vs the buffered bare proxy: ${pct(r.tollgatePctOfBufferedRps)} of its req/s, CPU ${signed(r.addedCpuUsPerReqVsBuffered, 0)} µs/req`),
-    );
-  }
-  console.log(otherLoadNote(overhead.modes.non_streaming) + " (non-stream), " + pct(overhead.modes.streaming[0]?.otherLoadPct) + " (stream)");
-  console.log(
-    `first request to a fresh tollgate: ${fmt(overhead.coldFirstRequestMs, 1)} ms (second: ${fmt(overhead.secondRequestMs, 1)} ms); ` +
-      `tollgate RSS after the runs: ${fmt(overhead.tollgateRssMb)} MB`,
-  );
-
-  // -------------------------------------------------------------------------------------------
-  section("2. Budgets and layered limits: tollgate non-streaming, side by side, per store");
-  const STORES = ["memory", "sqlite", "redis"];
-  featureRows = {};
-  const rows2 = [];
-  for (const store of STORES) {
-    const fr = await features(mock, store, { redis });
-    featureRows[store] = fr;
-    const base = fr.find((r) => r.key === "none");
-    for (const r of fr) {
-      const cpu = cpuOf(r, "proxy")?.usPerReq;
-      const baseCpu = cpuOf(base, "proxy")?.usPerReq;
-      r.pctOfNone = (100 * r.rps) / base.rps;
-      r.addedCpuUsPerReq = cpu - baseCpu;
-      rows2.push([
-        `${store.padEnd(6)}  ${r.label}`,
-        fmt(r.rps),
-        r === base ? "-" : pct(r.pctOfNone),
-        fmt(r.p50),
-        fmt(r.p99),
-        fmt(cpu),
-        r === base ? "-" : signed(r.addedCpuUsPerReq, 0),
-        fmt(cpuOf(r, "redis")?.usPerReq),
-        r.roundRps.map((x) => fmt(x)).join(" -> "),
-        fmt(r.served),
-        `${fmt(r.rssMbAtStart)} -> ${fmt(r.rssMb)}`,
-      ]);
-    }
-  }
-  results.features = featureRows;
-  console.log(
-    table(["store   config", "req/s", "% of none", "p50 ms", "p99 ms", "CPU µs/req", "Δ CPU µs", "redis µs/req", "req/s by round", "served", "RSS MB start -> end"], rows2),
-  );
-  console.log("\n" + STORES.map((k) => `${k}: ${otherLoadNote(featureRows[k])}`).join(";\n"));
-  // Tollgate on Redis next to tollgate on memory, config by config (the two ran minutes apart, not interleaved).
-  results.redisVsMemory = FEATURE_SETS.map(({ key, label }) => {
-    const [m, r] = ["memory", "redis"].map((s) => featureRows[s].find((x) => x.key === key));
-    return {
-      key,
-      label,
-      pctOfMemoryRps: (100 * r.rps) / m.rps,
-      addedP50Ms: r.p50 - m.p50,
-      addedP99Ms: r.p99 - m.p99,
-      addedTollgateCpuUsPerReq: cpuOf(r, "proxy")?.usPerReq - cpuOf(m, "proxy")?.usPerReq,
-      redisCpuUsPerReq: cpuOf(r, "redis")?.usPerReq,
-    };
-  });
-  console.log(
-    `\ntollgate on redis vs on memory (redis-server ${redis.version}, one for the three gateways, a database each; ` +
-      `the memory and redis rows ran about a minute apart, not interleaved, and redis-server shares the machine's CPUs):`,
-  );
-  for (const x of results.redisVsMemory) {
-    console.log(
-      `  ${x.label.padEnd(36)} ${pct(x.pctOfMemoryRps).padStart(4)} of memory's req/s, p50 ${signed(x.addedP50Ms, 0)} ms, p99 ${signed(x.addedP99Ms, 0)} ms, ` +
-        `tollgate CPU ${signed(x.addedTollgateCpuUsPerReq, 0)} µs/req, redis-server ${fmt(x.redisCpuUsPerReq)} µs/req`,
-    );
-  }
-  console.log(
-    "budgets on: plan budget daily $1,000,000 + monthly $10,000,000, route { per: route, usd: $1,000,000, window: 1d }; " +
-      "five limits: per user/ip/key/route requests (1e9 per 1m) + per user tokens (1e12 per 1d). None ever refuses: " +
-      "the figures are what checking them costs. One key, so every counter is hot (one user, one IP). " +
-      "A counter keeps its settled amounts in at most ~65 time buckets per window (1/64 of the window wide), plus its in-flight " +
-      "reservations, so what a check reads no longer grows with `served` (see 2b).",
-  );
-
-  // -------------------------------------------------------------------------------------------
-  section("2b. Store: one reservation (reserve + settle, one usd counter, 1-day window) vs settled reservations already in its window");
-  await redis.flushAll();
-  const scan = await storeScan({ redis: redis.url(0) });
-  results.storeScan = scan;
-  const scanRows = [];
-  const scanKinds = Object.keys(scan);
-  for (const kind of scanKinds) {
-    for (const p of scan[kind].points) scanRows.push([kind, fmt(p.entries), fmt(p.usPerReservation, 1)]);
-  }
-  console.log(table(["store", "settled in window", "median µs"], scanRows));
-  console.log(
-    `\nslope per 1,000 settled reservations already in the window: ${scanKinds.map((k) => `${k} ${signed(scan[k].usPer1000Entries, 2)} µs`).join(", ")}. ` +
-      `A counter keeps settled amounts in time buckets (1/64 of its window wide: 22.5 min for 1 day), at most ~65 per window, ` +
-      `plus its in-flight reservations; the 20,000 here land in one or two buckets, and a full day of traffic would fill at most 65. ` +
-      `So a reservation costs the same however much traffic the window has seen: the slope is noise around 0. ` +
-      `A request with budgets on touches 5 counters (quota peeks daily+monthly, budget reserves daily+monthly+route usd).`,
-  );
-
-  // -------------------------------------------------------------------------------------------
-  section(
-    `2c. Redis commands per request: ${fmt(LOADED_REQUESTS)} requests at ${CONNECTIONS} connections, then ${fmt(SEQUENTIAL_REQUESTS)} one at a time, per config`,
-  );
-  const counts = await commandsPerRequest(redis, mock.url, FEATURE_SETS);
-  results.redisCommands = counts;
-  const cols = counts.flatMap((c) => [
-    [c, "loaded"],
-    [c, "sequential"],
-  ]);
-  const upper = (k) => k.replace(/^(\S+)/, (m) => m.toUpperCase());
-  const keysOf = (field) => {
-    const all = new Map();
-    for (const [c, m] of cols) for (const [k, v] of Object.entries(c[m][field])) all.set(k, (all.get(k) ?? 0) + v);
-    return [...all.entries()].sort((a, b) => b[1] - a[1]).map(([k]) => k);
+/** The shared harness's tollgate configs (../shared/bench/tollgate-bench*.yaml), on each store. */
+function tollgateConfig(store, limits) {
+  return {
+    server: { host: "127.0.0.1", port: 0 },
+    store,
+    providers: { mock: { type: "openai", base_url: "env:MOCK_URL", api_key: "sk-upstream-bench" } },
+    models: { [MODEL]: { provider: "mock", price: { input: 0.15, output: 0.6 } } },
+    plans: { bench: { models: [MODEL], ...(limits ? { budget: { daily: 1_000_000 } } : {}) } },
+    keys: [{ key: KEY, user: "bench-user", plan: "bench" }],
+    routes: {
+      main: {
+        path: "/",
+        plans: ["bench"],
+        ...(limits && {
+          limits: [
+            { per: "user", requests: 100_000_000, window: "1m" },
+            { per: "ip", requests: 100_000_000, window: "1m" },
+            { per: "user", tokens: 10_000_000_000, window: "1d" },
+          ],
+          input: { max_prompt_chars: 8000, max_output_tokens: 800 },
+        }),
+      },
+    },
   };
-  const line = (label, get) => [label, ...cols.map(([c, m]) => fmt(get(c[m]), 2))];
-  const rows2c = [
-    ...keysOf("sentPerRequest").map((k) => line(`sent      ${upper(k)}`, (x) => x.sentPerRequest[k] ?? 0)),
-    line("sent      total (round trips)", (x) => x.sentTotalPerRequest),
-    ...keysOf("inScriptsPerRequest").map((k) => line(`in script ${upper(k)}`, (x) => x.inScriptsPerRequest[k] ?? 0)),
-    line("in script total", (x) => x.inScriptsTotalPerRequest),
-    line("all       INFO commandstats total", (x) => x.totalPerRequest),
-  ];
-  const short = { none: "none", budgets: "budgets", limits: "5 limits" };
-  console.log(table(["calls per served request", ...cols.map(([c, m]) => `${short[c.key] ?? c.key} ${m === "loaded" ? `${CONNECTIONS}c` : "1by1"}`)], rows2c));
-  const unattributed = counts.flatMap((c) => [c.loaded.unattributed, c.sequential.unattributed]);
-  console.log(
-    `\nPer config: FLUSHALL, a fresh gateway on db 0, 50 warm-up requests, then INFO commandstats before and after each count ` +
-      `(all 2xx; the count waits until Redis has been quiet for 300 ms, so usage records shipped behind are in it). ` +
-      `"sent" is what tollgate sends (one EVALSHA per script run; EVAL only after NOSCRIPT); "in script" is what those scripts run ` +
-      `inside Redis (INFO commandstats counts both), told apart by a MONITOR connection, which slows Redis: ` +
-      `under load only the share of usage records per APPEND_USAGE batch depends on timing. ` +
-      `Commands the two sources did not agree on: ${unattributed.every((u) => u === 0) ? "none" : unattributed.join(", ")}.`,
-  );
+}
+
+const LABEL = {
+  floor: "node-floor (bare undici proxy)",
+  "tg-nolimits": "tollgate, memory, no limits",
+  "tg-memory": "tollgate, memory, 3 limits + budget",
+  "tg-sqlite": "tollgate, SQLite, same limits",
+  "tg-redis": "tollgate, Redis, same limits",
+};
+
+async function startMock() {
+  const port = await freePort();
+  const p = startProcess("mock", process.execPath, [join(ROOT, "bench", "fast-mock.js")], { env: { PORT: String(port), TOKENS: "16" }, logFile: join(dir, "mock.log") });
+  await waitPort(port, p);
+  return { ...p, origin: `http://127.0.0.1:${port}`, port };
+}
+
+async function startRedis() {
+  const { RedisServer } = await import("../dist/testing/redis-server.js");
+  const server = await RedisServer.start();
+  const { Redis } = await import("ioredis");
+  const admin = new Redis(server.url(), { maxRetriesPerRequest: 1 });
+  const info = await admin.info("server");
+  admin.disconnect();
+  return { server, pid: Number(/process_id:(\d+)/.exec(info)?.[1]), version: /redis_version:(\S+)/.exec(info)?.[1] };
+}
+
+async function startTarget(target, mock, redis) {
+  const [name, variant] = target.split("@");
+  const root = variant === "base" ? env.BENCH_BASE : ROOT;
+  if (!root) throw new Error(`${target}: set BENCH_BASE to the checkout to compare with`);
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}/v1/chat/completions`;
+  if (name === "floor") {
+    const p = startProcess(name, process.execPath, [join(ROOT, "bench", "node-floor.js")], { env: { PORT: String(port), UPSTREAM: mock.origin }, logFile: join(dir, `${name}.log`) });
+    await waitPort(port, p);
+    return { name: target, p, url };
+  }
+  const store = { "tg-nolimits": "memory:", "tg-memory": "memory:", "tg-sqlite": `sqlite:${join(dir, "bench.db")}`, "tg-redis": redis?.server.url(1) }[name];
+  if (!store) throw new Error(`unknown target ${name}`);
+  const config = join(dir, `${target}.yaml`);
+  const dbs = targets.length + 1;
+  writeFileSync(config, stringify(tollgateConfig(name === "tg-sqlite" ? `sqlite:${join(dir, `${target}.db`)}` : name === "tg-redis" ? redis.server.url(dbs) : store, name !== "tg-nolimits")));
+  const prof = env.BENCH_PROFILE ? ["--cpu-prof", "--cpu-prof-dir", env.BENCH_PROFILE, "--cpu-prof-name", `${target}.cpuprofile`] : [];
+  const p = startProcess(target, process.execPath, [...prof, join(root, "dist", "cli", "main.js"), "serve", "--config", config, "--port", String(port)], {
+    env: { MOCK_URL: `${mock.origin}/v1` },
+    logFile: join(dir, `${target}.log`),
+  });
+  await waitPort(port, p);
+  return { name: target, p, url, redisPid: name === "tg-redis" ? redis.pid : undefined };
+}
+
+async function setMockTokens(mock, tokens) {
+  const res = await fetch(`${mock.origin}/__config`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ tokens }) });
+  if (!res.ok) throw new Error(`mock /__config: ${res.status}`);
+}
+
+/** One request per target and scenario, checked, before any load: a broken target must not produce figures. */
+async function smoke(t, sc, name) {
+  const res = await fetch(t.url, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${sc.key}` }, body: JSON.stringify(sc.body) });
+  const text = await res.text();
+  const want = sc.expect ?? 200;
+  if (t.name === "floor" && sc.expect) return;
+  if (res.status !== want) throw new Error(`${t.name} ${name}: status ${res.status}, expected ${want}: ${text.slice(0, 300)}`);
+  if (want === 200 && !text.includes('"completion_tokens"')) throw new Error(`${t.name} ${name}: no usage in the answer: ${text.slice(0, 300)}`);
+}
+
+const results = { when: new Date().toISOString(), machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version }, loadgen: LOADGEN, connections: CONNS, seconds: SECONDS, rounds: ROUNDS, cells: {} };
+const started = performance.now();
+const gitHead = (() => {
+  try {
+    return execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: ROOT, encoding: "utf8" }).trim();
+  } catch {
+    return "?";
+  }
+})();
+
+console.log("# tollgate bench\n");
+console.log(
+  `${results.machine.cpus} CPUs (${results.machine.model}), Node ${process.version}, source ${gitHead}. Load: ${LOADGEN} in a child process, ${CONNS} connections, ` +
+    `${ROUNDS} round(s) of ${SECONDS} s per target and scenario (after ${WARMUP} s warm-up), target order rotated each round. Scratch: ${dir}`,
+);
+
+const redisWanted = TARGETS.some((t) => t.startsWith("tg-redis"));
+const mock = await startMock();
+const redis = redisWanted ? await startRedis() : undefined;
+const targets = [];
+try {
+  for (const name of TARGETS) targets.push(await startTarget(name, mock, redis));
+  for (const name of SCENARIOS) {
+    const sc = SCENARIO[name];
+    if (!sc) throw new Error(`unknown scenario ${name}`);
+    await setMockTokens(mock, sc.tokens);
+    const runs = targets.filter((t) => !(t.name === "floor" && sc.expect));
+    for (const t of runs) await smoke(t, sc, name);
+    const acc = new Map(runs.map((t) => [t.name, { requests: 0, warmup: 0, seconds: 0, cpuMs: 0, redisMs: 0, non2xx: 0, errors: 0, p50: [], p99: [], busy: [] }]));
+    for (let round = 0; round < ROUNDS; round++) {
+      const order = runs.map((_, i) => runs[(i + round) % runs.length]);
+      for (const t of order) {
+        const o = { url: t.url, body: sc.body, headers: { "content-type": "application/json", authorization: `Bearer ${sc.key}` }, connections: CONNS, dir };
+        if (WARMUP > 0) acc.get(t.name).warmup += (await load({ ...o, seconds: WARMUP, tag: `${t.name}-${name}-warm` })).requests;
+        const c0 = cpuMs(t.p.pid);
+        const r0 = t.redisPid ? cpuMs(t.redisPid) : 0;
+        const m0 = machineBusy();
+        const r = await load({ ...o, seconds: SECONDS, tag: `${t.name}-${name}` });
+        const m1 = machineBusy();
+        const a = acc.get(t.name);
+        a.cpuMs += cpuMs(t.p.pid) - c0;
+        if (t.redisPid) a.redisMs += cpuMs(t.redisPid) - r0;
+        a.requests += r.requests;
+        a.seconds += r.seconds;
+        a.non2xx += r.non2xx;
+        a.errors += r.errors;
+        a.p50.push(r.p50);
+        a.p99.push(r.p99);
+        if (m0 && m1) a.busy.push((100 * (1 - (m1.idle - m0.idle) / (m1.total - m0.total))) | 0);
+      }
+    }
+    const cell = {};
+    for (const t of runs) {
+      const a = acc.get(t.name);
+      const expectedNon2xx = sc.expect ? a.requests : 0;
+      if (a.errors || a.non2xx !== expectedNon2xx) throw new Error(`${t.name} ${name}: ${a.errors} errors, ${a.non2xx} non-2xx of ${a.requests} (expected ${expectedNon2xx})`);
+      cell[t.name] = {
+        requests: a.requests,
+        /** Warm-up included: what a --cpu-prof profile of the run saw (the smoke request aside). */
+        served: a.requests + a.warmup,
+        rps: a.requests / a.seconds,
+        p50: median(a.p50),
+        p99: median(a.p99),
+        cpuUsPerReq: (1000 * a.cpuMs) / a.requests,
+        redisUsPerReq: t.redisPid ? (1000 * a.redisMs) / a.requests : undefined,
+        machineBusyPct: median(a.busy),
+        rssMb: rssMb(t.p.pid),
+      };
+    }
+    results.cells[name] = cell;
+  }
 } finally {
-  await Promise.all([mock.stop(), redis.stop()]);
+  await Promise.all(targets.map((t) => stopProcess(t.p)));
+  await stopProcess(mock);
+  await redis?.server.dispose();
+  await stopAll();
 }
 
-// ---------------------------------------------------------------------------------------------
-section(`3. Pre-flight estimate: input tokens of a ${fmt(PROMPT_CHARS)}-character English prompt (in-process, after warm-up)`);
-const pf = preflight();
-results.preflight = pf;
-console.log(
-  table(
-    ["estimate", "tokens", "median µs", "p99 µs", "iterations"],
-    pf.rows.map((r) => [r.label, fmt(r.tokens), fmt(r.medianUs, 1), fmt(r.p99Us, 1), fmt(r.iterations)]),
-  ),
-);
-console.log(`\nfirst estimate in a fresh process (loads the o200k BPE table): ${fmt(pf.coldFirstEstimateMs)} ms`);
-
-const periods = budgetPeriods();
-results.budgetPeriods = periods;
-console.log("\nbudget bookkeeping that does not depend on the prompt (calendar/period() from dist/core/calendar.js):\n");
-console.log(table(["per call", "median µs", "p99 µs", "iterations"], periods.map((r) => [r.label, fmt(r.medianUs, 1), fmt(r.p99Us, 1), fmt(r.iterations)])));
-console.log("a request with a plan budget computes both periods twice (gate 3 peek, gate 6 reservation).");
-
-// ---------------------------------------------------------------------------------------------
-section(`4. Cancellation: client disconnect -> upstream abort (stream ${JSON.stringify(SLOW_STREAM)}, client leaves after ${HOLD_MS} ms)`);
-const cx = await cancellation();
-results.cancellation = { runs: RUNS, holdMs: HOLD_MS, giveUpMs: GIVE_UP_MS, specMs: SPEC_MS, rows: cx };
-console.log(
-  table(
-    ["path", "runs", "aborted", "median ms", `p99 ms`, "max ms", `<= ${SPEC_MS} ms`],
-    cx.map((r) => [r.label, fmt(r.runs), `${r.aborted}/${r.runs}`, fmt(r.medianMs, 2), fmt(r.p99Ms, 2), fmt(r.maxMs, 2), `${r.withinSpec}/${r.runs}`]),
-  ),
-);
-const naive = cx.find((r) => r.orphanReport);
-if (naive?.orphanReport) {
-  const o = naive.orphanReport;
-  console.log(
-    `\nnaive bare proxy: ${o.stillOpenAtEnd}/${naive.runs} upstream streams were still open when the proxy was stopped ` +
-      `(${GIVE_UP_MS} ms wait each); the mock kept generating after the client left: ${o.tokensAfterClientLeft.join(", ")} tokens ` +
-      `over ${o.secondsSinceClientLeft.join(", ")} s. p99 of ${RUNS} runs is their maximum.`,
-  );
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.floor((s.length - 1) / 2)] : NaN;
 }
 
-// ---------------------------------------------------------------------------------------------
-closeSection();
-results.sectionSeconds = Object.fromEntries(timings.map(([k, v]) => [k, Math.round(v)]));
-const outPath = join(ROOT, "bench", "results.json");
+// A refusal is compared with the floor serving a whole non-streaming request: turning a request
+// away should cost less than proxying it.
+const floorOf = (scenario) => results.cells[scenario === "refusal" ? "nonstream" : scenario]?.floor;
+const rows = [];
+for (const [scenario, cell] of Object.entries(results.cells)) {
+  const floor = floorOf(scenario);
+  for (const [name, c] of Object.entries(cell)) {
+    const isFloor = name === "floor";
+    c.cpuXFloor = floor && !isFloor ? c.cpuUsPerReq / floor.cpuUsPerReq : undefined;
+    c.rpsXFloor = floor && !isFloor && scenario !== "refusal" ? c.rps / floor.rps : undefined;
+    c.p99MinusFloorMs = floor && !isFloor && scenario !== "refusal" ? c.p99 - floor.p99 : undefined;
+    rows.push([
+      scenario,
+      LABEL[name.split("@")[0]] ? `${LABEL[name.split("@")[0]]}${name.includes("@") ? ` @${name.split("@")[1]}` : ""}` : name,
+      fmt(c.rps),
+      c.rpsXFloor === undefined ? "-" : `${fmt(c.rpsXFloor, 2)}×`,
+      fmt(c.p50, 2),
+      fmt(c.p99, 2),
+      c.p99MinusFloorMs === undefined ? "-" : `${c.p99MinusFloorMs >= 0 ? "+" : ""}${fmt(c.p99MinusFloorMs, 1)}`,
+      fmt(c.cpuUsPerReq),
+      isFloor ? "1.0×" : c.cpuXFloor === undefined ? "-" : `${fmt(c.cpuXFloor, 2)}×`,
+      c.redisUsPerReq === undefined ? "-" : fmt(c.redisUsPerReq),
+      `${fmt(c.machineBusyPct)}%`,
+    ]);
+  }
+}
+console.log("");
+console.log(table(["scenario", "target", "req/s", "× floor", "p50 ms", "p99 ms", "Δp99 ms", "gateway CPU µs/req", "× floor CPU", "redis-server µs/req", "machine busy"], rows));
+console.log(
+  `\n× floor: against node-floor in the same run and scenario (a refusal against the floor's non-streaming request). ` +
+    `Gateway CPU µs/req: user+system CPU of the gateway process / requests served, from /proc; the figure to compare on a shared machine. ` +
+    `Streams: 50 tokens, latency to the last byte. Refusal: a bad key, 401.`,
+);
 results.totalSeconds = (performance.now() - started) / 1000;
-writeFileSync(outPath, JSON.stringify(results, null, 2) + "\n");
-console.log(
-  `\nfigures written to ${outPath}; configs in ${tempDir()}; total ${fmt(results.totalSeconds)} s ` +
-    `(${timings.map(([k, v]) => `§${k} ${fmt(v)} s`).join(", ")})`,
-);
+const out = join(ROOT, "bench", "results.json");
+writeFileSync(out, JSON.stringify(results, null, 2) + "\n");
+console.log(`\nfigures in ${out}; ${fmt(results.totalSeconds)} s in all.`);
