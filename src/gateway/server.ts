@@ -68,7 +68,9 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const requestId = randomUUID();
     res.setHeader("x-tollgate-request-id", requestId);
-    const url = (req.url ?? "/").split("?")[0]!;
+    const raw = req.url ?? "/";
+    const q = raw.indexOf("?");
+    const url = q < 0 ? raw : raw.slice(0, q);
     if (url === "/healthz" && req.method === "GET") return sendJson(res, 200, { status: "ok" });
     if (url === "/metrics" && req.method === "GET") return admin.metrics(req, res);
     if (url === "/admin" || url.startsWith("/admin/")) return admin.handle(req, res, url);

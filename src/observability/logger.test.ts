@@ -29,12 +29,13 @@ function sink() {
 }
 
 describe("logs", () => {
-  it("writes each usage record as exactly its own JSON, one line, nothing added", () => {
+  it("writes each usage record as exactly its own JSON, one line, nothing added, within the same turn", async () => {
     const out = sink();
     const logs = createLogs(config, { stdout: out.stream, stderr: sink().stream });
     const rec = { ...emptyUsageRecord("req-1", new Date(0)), user: 'a "quoted"\nuser', clamped: { max_tokens: { from: null, to: 800 } }, signals: ["near_cap_prompt"], cost_usd: 0.000123 };
     logs.usage(rec);
     logs.usage(emptyUsageRecord("req-2", new Date(0)));
+    await new Promise((r) => setImmediate(r));
     expect(out.lines).toEqual([JSON.stringify(rec), JSON.stringify(emptyUsageRecord("req-2", new Date(0)))]);
   });
 
@@ -53,10 +54,11 @@ describe("logs", () => {
     expect(JSON.parse(err.lines[0]!)).toMatchObject({ level: 30, msg: "plain", headers: { authorization: "[redacted]", "x-api-key": "[redacted]" }, api_key: "[redacted]" });
   });
 
-  it("writes nothing on stdout with server.log: none", () => {
+  it("writes nothing on stdout with server.log: none", async () => {
     const out = sink();
     const logs = createLogs({ ...config, server: { ...config.server, log: "none" } }, { stdout: out.stream, stderr: sink().stream });
     logs.usage(emptyUsageRecord("req-3", new Date(0)));
+    await new Promise((r) => setImmediate(r));
     expect(out.lines).toEqual([]);
   });
 });

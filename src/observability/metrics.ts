@@ -25,11 +25,13 @@ export class Metrics {
   private readonly signals: Counter<"signal">;
   private readonly storeErrors: Counter<"op">;
   private readonly storeLatency: Histogram<"op">;
-  private readonly inFlight: Gauge;
   /** Held reservations by id: kind and when the store stops counting them anyway (lease end). */
   private readonly held = new Map<string, { kind: string; until: number }>();
+  private readonly routes: Set<string>;
+  private active = 0;
 
   constructor(private readonly config: ResolvedConfig) {
+    this.routes = new Set(config.routes.map((r) => r.name));
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
     this.requests = new Counter({ name: "tollgate_requests_total", help: "AI requests by route, endpoint, decision and refusal code.", labelNames: ["route", "endpoint", "decision", "code"], registers });
@@ -66,7 +68,16 @@ export class Metrics {
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
       registers,
     });
-    this.inFlight = new Gauge({ name: "tollgate_requests_in_flight", help: "Requests being handled by the gateway.", registers });
+    const metrics = this;
+    // Read at scrape time: a plain integer per request instead of a labelled gauge update each way.
+    new Gauge({
+      name: "tollgate_requests_in_flight",
+      help: "Requests being handled by the gateway.",
+      registers,
+      collect() {
+        this.set(metrics.active);
+      },
+    });
     const held = this.held;
     new Gauge({
       name: "tollgate_reservations_in_flight",
@@ -105,11 +116,11 @@ export class Metrics {
 
   /** Counts the gateway's in-flight requests around `fn`. */
   async track<T>(fn: () => Promise<T>): Promise<T> {
-    this.inFlight.inc();
+    this.active++;
     try {
       return await fn();
     } finally {
-      this.inFlight.dec();
+      this.active--;
     }
   }
 
@@ -118,26 +129,39 @@ export class Metrics {
    * reservations followed from reserve to settle/release. Other members pass through untouched.
    */
   instrumentStore(store: Store): Store {
+    // One wrapper per operation, made on first use: the store is called several times per request,
+    // and a fresh closure, bind and label hash on every call showed up in the profile.
+    const wrappers = new Map<string | symbol, unknown>();
     return new Proxy(store, {
       get: (target, prop, receiver) => {
         const value = Reflect.get(target, prop, receiver) as unknown;
         if (typeof value !== "function") return value;
-        if (typeof prop !== "string" || !STORE_OPS.has(prop)) return value.bind(target);
-        return async (...args: unknown[]) => {
-          const stop = this.storeLatency.startTimer({ op: prop });
-          try {
-            const result = await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
-            this.followReservation(prop, args, result);
-            return result;
-          } catch (err) {
-            this.storeErrors.inc({ op: prop });
-            throw err;
-          } finally {
-            stop();
-          }
-        };
+        let wrapper = wrappers.get(prop);
+        if (wrapper === undefined) {
+          wrapper = typeof prop === "string" && STORE_OPS.has(prop) ? this.timed(prop, target) : value.bind(target);
+          wrappers.set(prop, wrapper);
+        }
+        return wrapper;
       },
     });
+  }
+
+  private timed(op: string, target: Store): (...args: unknown[]) => Promise<unknown> {
+    const latency = this.storeLatency.labels({ op });
+    const methods = target as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
+    return async (...args: unknown[]) => {
+      const started = performance.now();
+      try {
+        const result = await methods[op]!.apply(target, args);
+        this.followReservation(op, args, result);
+        return result;
+      } catch (err) {
+        this.storeErrors.inc({ op });
+        throw err;
+      } finally {
+        latency.observe((performance.now() - started) / 1000);
+      }
+    };
   }
 
   private followReservation(op: string, args: unknown[], result: unknown): void {
@@ -154,7 +178,7 @@ export class Metrics {
   }
 
   private route(name: string | null): string {
-    return name !== null && this.config.routes.some((r) => r.name === name) ? name : "";
+    return name !== null && this.routes.has(name) ? name : "";
   }
   private model(name: string | null): string {
     return name !== null && name in this.config.models ? name : "";

@@ -1,4 +1,4 @@
-import { context, SpanKind, SpanStatusCode, trace, type Attributes, type Span, type Tracer } from "@opentelemetry/api";
+import { context, isSpanContextValid, SpanKind, SpanStatusCode, trace, type Attributes, type Span, type Tracer } from "@opentelemetry/api";
 import type { ResolvedConfig } from "../config/resolve.js";
 import { ERROR_CODES } from "../core/errors.js";
 import type { UsageRecord } from "../core/usage-record.js";
@@ -21,6 +21,9 @@ export class Tracing {
   /** Runs `fn` inside the request's span; ends the span if no record did (a bug path). */
   async around<T>(requestId: string, route: string, fn: () => Promise<T>): Promise<T> {
     const span = this.tracer.startSpan("tollgate.request", { kind: SpanKind.CLIENT, attributes: { "tollgate.request_id": requestId, "tollgate.route": route } });
+    // No SDK registered: the API's no-op span records nothing and carries no context to propagate,
+    // so the map, the context switch and (in record) the attributes would all be work for nothing.
+    if (!span.isRecording() && !isSpanContextValid(span.spanContext())) return fn();
     this.open.set(requestId, span);
     try {
       return await context.with(trace.setSpan(context.active(), span), fn);
@@ -33,6 +36,8 @@ export class Tracing {
     let span = this.open.get(r.request_id);
     if (span) this.open.delete(r.request_id);
     else span = this.tracer.startSpan("tollgate.request", { kind: SpanKind.CLIENT, startTime: Date.parse(r.ts) });
+    // A span that is not recording (no SDK, or sampled out) ignores names, attributes and status.
+    if (!span.isRecording()) return span.end();
     const operation = r.endpoint === "embeddings" ? "embeddings" : "chat";
     span.updateName(`${operation} ${r.model ?? r.model_requested ?? "unknown"}`);
     span.setAttributes(this.attributes(r, operation));
