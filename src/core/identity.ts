@@ -49,6 +49,19 @@ export function hashKey(secret: string): string {
 type KeyRecord = Pick<StoredKey, "id" | "user" | "plan" | "service" | "grants" | "routes" | "verified" | "expiresAt" | "revokedAt">;
 
 /**
+ * How long a key hash the store does not know is answered from memory. A flood of one bad key
+ * then costs a store lookup every few seconds instead of one per request. It cannot hide a key
+ * created later (a new key is 192 random bits, so nobody sent it before it existed); its only
+ * effect is that a key refused during a Redis outage (unknown to the local fallback) keeps being
+ * refused for up to this long after Redis is back.
+ */
+export const UNKNOWN_KEY_TTL_MS = 5_000;
+/** Revoked and expired keys never come back, so their refusal can be remembered longer. */
+const DEAD_KEY_TTL_MS = 5 * 60_000;
+/** Bound on remembered refusals: a flood of distinct random keys cannot grow memory. */
+const MAX_REMEMBERED_REFUSALS = 10_000;
+
+/**
  * Gate 1. Keys are looked up by their SHA-256, so no comparison ever runs over the secret itself
  * (constant time by construction), and the store never holds a usable key.
  */
@@ -56,6 +69,8 @@ export class Identifier {
   private readonly staticKeys = new Map<string, KeyRecord>();
   private readonly jwtKey?: Uint8Array | JWTVerifyGetKey;
   private readonly jwtAlgorithms: string[] = [];
+  /** Hashes the store did not know, or knew as revoked/expired, until when that answer is trusted. */
+  private readonly refused = new Map<string, { until: number; key?: KeyRecord }>();
 
   constructor(
     private readonly config: ResolvedConfig,
@@ -90,7 +105,7 @@ export class Identifier {
     if (this.jwtKey && looksLikeJwt(creds.token)) {
       identity = await this.fromJwt(creds.token, ip, group);
     } else {
-      const key = this.staticKeys.get(hashKey(creds.token)) ?? (await this.store.findKey(hashKey(creds.token)));
+      const key = await this.findKey(hashKey(creds.token));
       if (!key) throw new TollgateError("unauthorized", "invalid API key");
       if (key.revokedAt !== undefined && key.revokedAt !== null) throw new TollgateError("unauthorized", "this API key was revoked");
       if (key.expiresAt !== undefined && key.expiresAt !== null && key.expiresAt <= Date.now()) throw new TollgateError("unauthorized", "this API key has expired");
@@ -104,6 +119,29 @@ export class Identifier {
     }
     if (!route.plans.includes(identity.plan)) throw new TollgateError("forbidden", `plan ${identity.plan} may not use route ${route.name}`);
     return identity;
+  }
+
+  /**
+   * A live key is always read from the store, so a revocation by the CLI (another process) or the
+   * admin API applies to the very next request; only unknown, revoked and expired hashes, whose
+   * answer cannot turn into a yes, are remembered.
+   */
+  private async findKey(hash: string): Promise<KeyRecord | undefined> {
+    const key = this.staticKeys.get(hash);
+    if (key) return key;
+    const now = Date.now();
+    const seen = this.refused.get(hash);
+    if (seen) {
+      if (seen.until > now) return seen.key;
+      this.refused.delete(hash);
+    }
+    const stored = await this.store.findKey(hash);
+    const dead = stored && ((stored.revokedAt !== undefined && stored.revokedAt !== null) || (stored.expiresAt !== undefined && stored.expiresAt !== null && stored.expiresAt <= now));
+    if (!stored || dead) {
+      if (this.refused.size >= MAX_REMEMBERED_REFUSALS) this.refused.delete(this.refused.keys().next().value!);
+      this.refused.set(hash, { until: now + (dead ? DEAD_KEY_TTL_MS : UNKNOWN_KEY_TTL_MS), key: stored });
+    }
+    return stored;
   }
 
   private async fromJwt(token: string, ip: string, group: string): Promise<Identity> {

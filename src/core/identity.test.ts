@@ -1,0 +1,72 @@
+import { describe, expect, it } from "vitest";
+import { resolveConfig } from "../config/resolve.js";
+import { configSchema } from "../config/schema.js";
+import { MemoryStore } from "../stores/memory.js";
+import { Identifier, UNKNOWN_KEY_TTL_MS } from "./identity.js";
+import { createKey } from "./keys.js";
+
+const config = resolveConfig(
+  configSchema.parse({
+    providers: { sim: { type: "simulated" } },
+    models: { "gpt-4o-mini": { provider: "sim" } },
+    plans: { free: { models: ["gpt-4o-mini"] } },
+    routes: { chat: { path: "/chat", plans: ["free"] } },
+  }),
+);
+const route = config.routes[0]!;
+
+/** A memory store that counts how often gate 1 asks it for a key. */
+function countingStore() {
+  const store = new MemoryStore();
+  const calls = { findKey: 0 };
+  const findKey = store.findKey.bind(store);
+  store.findKey = async (hash) => {
+    calls.findKey++;
+    return findKey(hash);
+  };
+  return { store, calls };
+}
+
+const refusal = (p: Promise<unknown>) => p.then(() => "allowed", (err: Error & { code?: string }) => `${err.code}: ${err.message}`);
+
+describe("key lookup", () => {
+  it("asks the store once for a flood of one unknown key, and again once the answer expires", async () => {
+    const { store, calls } = countingStore();
+    const id = new Identifier(config, store);
+    for (let i = 0; i < 50; i++) expect(await refusal(id.identify({ token: "tg_not_a_real_key_123" }, route, "203.0.113.1"))).toBe("unauthorized: invalid API key");
+    expect(calls.findKey).toBe(1);
+    const realNow = Date.now;
+    Date.now = () => realNow() + UNKNOWN_KEY_TTL_MS + 1;
+    try {
+      await refusal(id.identify({ token: "tg_not_a_real_key_123" }, route, "203.0.113.1"));
+    } finally {
+      Date.now = realNow;
+    }
+    expect(calls.findKey).toBe(2);
+  });
+
+  it("applies a revocation made in the store (as the CLI does, from another process) to the very next request", async () => {
+    const { store, calls } = countingStore();
+    const id = new Identifier(config, store);
+    const { id: keyId, key } = await createKey(store, config, { user: "erin", plan: "free" });
+    expect((await id.identify({ token: key }, route, "203.0.113.1")).user).toBe("erin");
+    expect((await id.identify({ token: key }, route, "203.0.113.1")).user).toBe("erin");
+    expect(await store.revokeKey(keyId)).toBe(true);
+    expect(await refusal(id.identify({ token: key }, route, "203.0.113.1"))).toBe("unauthorized: this API key was revoked");
+    const asked = calls.findKey;
+    // A revoked key never comes back: hammering it no longer reaches the store.
+    for (let i = 0; i < 20; i++) expect(await refusal(id.identify({ token: key }, route, "203.0.113.1"))).toBe("unauthorized: this API key was revoked");
+    expect(calls.findKey).toBe(asked);
+  });
+
+  it("forgets the oldest remembered refusals rather than growing without bound", async () => {
+    const { store, calls } = countingStore();
+    const id = new Identifier(config, store);
+    for (let i = 0; i < 10_001; i++) await refusal(id.identify({ token: `tg_random_guess_${i}` }, route, "203.0.113.1"));
+    expect(calls.findKey).toBe(10_001);
+    await refusal(id.identify({ token: "tg_random_guess_0" }, route, "203.0.113.1"));
+    expect(calls.findKey).toBe(10_002);
+    await refusal(id.identify({ token: "tg_random_guess_10000" }, route, "203.0.113.1"));
+    expect(calls.findKey).toBe(10_002);
+  });
+});
