@@ -1,4 +1,4 @@
-import { context, isSpanContextValid, SpanKind, SpanStatusCode, trace, type Attributes, type Span, type Tracer } from "@opentelemetry/api";
+import { context, isSpanContextValid, ProxyTracerProvider, SpanKind, SpanStatusCode, trace, type Attributes, type Span, type Tracer } from "@opentelemetry/api";
 import type { ResolvedConfig } from "../config/resolve.js";
 import { ERROR_CODES } from "../core/errors.js";
 import type { UsageRecord } from "../core/usage-record.js";
@@ -20,9 +20,9 @@ export class Tracing {
 
   /** Runs `fn` inside the request's span; ends the span if no record did (a bug path). */
   async around<T>(requestId: string, route: string, fn: () => Promise<T>): Promise<T> {
+    if (!sdkRegistered()) return fn();
     const span = this.tracer.startSpan("tollgate.request", { kind: SpanKind.CLIENT, attributes: { "tollgate.request_id": requestId, "tollgate.route": route } });
-    // No SDK registered: the API's no-op span records nothing and carries no context to propagate,
-    // so the map, the context switch and (in record) the attributes would all be work for nothing.
+    // A span that neither records nor carries a context to propagate needs no map or context switch.
     if (!span.isRecording() && !isSpanContextValid(span.spanContext())) return fn();
     this.open.set(requestId, span);
     try {
@@ -35,6 +35,7 @@ export class Tracing {
   record(r: UsageRecord): void {
     let span = this.open.get(r.request_id);
     if (span) this.open.delete(r.request_id);
+    else if (!sdkRegistered()) return;
     else span = this.tracer.startSpan("tollgate.request", { kind: SpanKind.CLIENT, startTime: Date.parse(r.ts) });
     // A span that is not recording (no SDK, or sampled out) ignores names, attributes and status.
     if (!span.isRecording()) return span.end();
@@ -87,4 +88,13 @@ export class Tracing {
     if (r.ttft_ms !== null) a["tollgate.ttft_ms"] = r.ttft_ms;
     return a;
   }
+}
+
+/**
+ * Whether a host registered an OTel SDK (checked per request, so one registered after startup is
+ * picked up). Without one every span is the API's no-op, and even making it showed in the profile.
+ */
+function sdkRegistered(): boolean {
+  const provider = trace.getTracerProvider();
+  return !(provider instanceof ProxyTracerProvider) || provider.getDelegateTracer("tollgate") !== undefined;
 }
