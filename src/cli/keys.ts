@@ -1,7 +1,20 @@
 import type { ResolvedConfig } from "../config/resolve.js";
 import { TollgateError } from "../core/errors.js";
-import { createKey, keyInfo } from "../core/keys.js";
+import { createKey, keyInfo, type NewKey } from "../core/keys.js";
+import { parseUsd } from "../core/money.js";
 import { openStore } from "../stores/open.js";
+
+/** --daily / --monthly / --total in US dollars. */
+function keyBudget(opts: { daily?: string; monthly?: string; total?: string }): NewKey["budget"] {
+  const out: NonNullable<NewKey["budget"]> = {};
+  for (const k of ["daily", "monthly", "total"] as const) {
+    const v = opts[k];
+    if (v === undefined) continue;
+    if (!/^\d+(\.\d+)?$/.test(v)) throw usage(`keys create: --${k} expects an amount in US dollars, like 5 or 0.50`);
+    out[k] = parseUsd(v);
+  }
+  return Object.keys(out).length ? out : undefined;
+}
 
 function usage(message: string): Error {
   return Object.assign(new Error(message), { code: "ERR_PARSE_ARGS_USAGE" });
@@ -10,7 +23,7 @@ function usage(message: string): Error {
 export async function keysCommand(
   config: ResolvedConfig,
   positionals: string[],
-  opts: { user?: string; plan?: string; routes?: string; service?: boolean; expires?: string; json?: boolean },
+  opts: { user?: string; plan?: string; routes?: string; service?: boolean; expires?: string; org?: string; daily?: string; monthly?: string; total?: string; json?: boolean },
 ): Promise<void> {
   const [action, arg] = positionals;
   const store = await openStore(config.store);
@@ -25,7 +38,7 @@ export async function keysCommand(
       const routes = opts.routes?.split(",").map((r) => r.trim()).filter(Boolean);
       let created;
       try {
-        created = await createKey(store, config, { user: opts.user, plan: opts.plan, routes, service: opts.service, expiresAt });
+        created = await createKey(store, config, { user: opts.user, plan: opts.plan, routes, service: opts.service, expiresAt, org: opts.org, budget: keyBudget(opts) });
       } catch (err) {
         if (TollgateError.is(err)) throw usage(`keys create: ${err.message}`);
         throw err;

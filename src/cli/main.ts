@@ -18,6 +18,7 @@ Commands:
   demo [--port N] [--traffic]                   run the gateway on the bundled demo config (offline);
                                                 --traffic also sends it normal and abusive traffic
   keys create --user ID --plan PLAN [--routes a,b] [--service] [--expires ISO]
+              [--org ORG] [--daily USD] [--monthly USD] [--total USD]
   keys list | keys revoke KEY_ID                manage keys in the store
   usage [--since 24h] [--by user|route|model|ip] [--top N] [--series 1h] [--json]
                                                 spend and token totals from the usage records;
@@ -43,6 +44,10 @@ async function main(argv: string[]): Promise<void> {
       routes: { type: "string" },
       service: { type: "boolean" },
       expires: { type: "string" },
+      org: { type: "string" },
+      daily: { type: "string" },
+      monthly: { type: "string" },
+      total: { type: "string" },
       since: { type: "string" },
       by: { type: "string" },
       json: { type: "boolean" },

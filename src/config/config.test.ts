@@ -92,6 +92,13 @@ describe("config", () => {
     ]);
   });
 
+  it("refuses a key naming an org that is not under orgs", () => {
+    const doc = base() as any;
+    doc.orgs = { acme: { budget: { daily: 10 } } };
+    doc.keys = [{ key: "k", user: "u", plan: "free", org: "acmee" }];
+    expect(issues(doc)).toEqual(['keys[0].org: unknown org "acmee" (known: acme)']);
+  });
+
   it("refuses a pooled limit naming a plan that does not exist", () => {
     const doc = base() as any;
     doc.routes.chat.limits.push({ per: "plan", plans: ["anonymus"], requests: 600, window: "1m" });

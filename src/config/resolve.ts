@@ -27,6 +27,8 @@ export interface ResolvedConfig {
   adminKey?: string;
   timezone: string;
   budget: BudgetCaps;
+  /** Orgs by name: their callers share these budgets. */
+  orgs: Record<string, { budget: BudgetCaps }>;
   providers: Record<string, ProviderConfig>;
   models: Record<string, ResolvedModel>;
   plans: Record<string, ResolvedPlan>;
@@ -69,8 +71,15 @@ export interface ResolvedPlan {
   paid: boolean;
 }
 
+/** A key's own spend caps; `total` never resets. */
+export interface KeyBudget extends BudgetCaps {
+  total?: Micros;
+}
+
 export interface StaticKey {
   id: string;
+  org?: string;
+  budget?: KeyBudget;
   key: string;
   user?: string;
   plan: string;
@@ -267,8 +276,15 @@ export function resolveConfig(raw: RawConfig): ResolvedConfig {
       expiresAt = Date.parse(k.expires);
       if (Number.isNaN(expiresAt)) issues.push({ path: `keys[${i}].expires`, message: "expected an ISO-8601 time" });
     }
+    if (k.org !== undefined && !raw.orgs?.[k.org]) issues.push({ path: `keys[${i}].org`, message: `unknown org "${k.org}" (known: ${Object.keys(raw.orgs ?? {}).join(", ") || "none"})` });
     keys.push({
       id: k.id ?? `cfg_${createHash("sha256").update(k.key).digest("hex").slice(0, 12)}`,
+      org: k.org,
+      budget: k.budget && {
+        daily: micros(k.budget.daily, `keys[${i}].budget.daily`),
+        monthly: micros(k.budget.monthly, `keys[${i}].budget.monthly`),
+        total: micros(k.budget.total, `keys[${i}].budget.total`),
+      },
       key: k.key,
       user: k.user,
       plan: k.plan,
@@ -329,6 +345,12 @@ export function resolveConfig(raw: RawConfig): ResolvedConfig {
     adminKey: raw.admin_key,
     timezone: raw.timezone,
     budget: { daily: micros(raw.budget?.daily, "budget.daily"), monthly: micros(raw.budget?.monthly, "budget.monthly") },
+    orgs: Object.fromEntries(
+      Object.entries(raw.orgs ?? {}).map(([name, o]) => [
+        name,
+        { budget: { daily: micros(o.budget?.daily, `orgs.${name}.budget.daily`), monthly: micros(o.budget?.monthly, `orgs.${name}.budget.monthly`) } },
+      ]),
+    ),
     providers,
     models,
     plans,

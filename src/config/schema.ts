@@ -59,6 +59,16 @@ export const planSchema = z.strictObject({
   paid: z.boolean().optional().describe("Callers on this plan satisfy `requires: [paid]`."),
 });
 
+export const keyBudgetSchema = z.strictObject({
+  daily: usd.optional(),
+  monthly: usd.optional(),
+  total: usd.optional().describe("A lifetime cap: what this key may ever spend (trial keys). Never resets."),
+});
+
+export const orgSchema = z.strictObject({
+  budget: budgetSchema.optional().describe("Spend of all the org's callers together over the calendar day / month, across all routes."),
+});
+
 export const keySchema = z.strictObject({
   key: z.string().min(1),
   id: z.string().optional(),
@@ -69,6 +79,8 @@ export const keySchema = z.strictObject({
   routes: z.array(z.string()).optional(),
   verified: z.boolean().optional(),
   expires: z.string().optional().describe("ISO-8601 time after which the key is refused."),
+  org: z.string().optional().describe("The org (under orgs:) whose budget this key's calls also count against."),
+  budget: keyBudgetSchema.optional().describe("This key's own spend caps, on top of its user's, org's and plan's."),
 });
 
 export const jwtSchema = z.strictObject({
@@ -80,6 +92,7 @@ export const jwtSchema = z.strictObject({
   plan_claim: z.string().default("plan"),
   verified_claim: z.string().default("email_verified"),
   default_plan: z.string().optional(),
+  org_claim: z.string().optional().describe("The claim naming the caller's org (under orgs:); absent or unknown: no org."),
 });
 
 const limitUnits = ["requests", "tokens", "files", "usd", "concurrent"] as const;
@@ -210,6 +223,7 @@ export const configSchema = z.strictObject({
   providers: z.record(z.string(), providerSchema),
   models: z.record(z.string(), modelSchema),
   plans: z.record(z.string(), planSchema),
+  orgs: z.record(z.string(), orgSchema).optional().describe("Companies or teams: their callers share the org's budget on top of their own."),
   keys: z.array(keySchema).optional(),
   jwt: jwtSchema.optional(),
   routes: z.record(z.string(), routeSchema),

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { createRemoteJWKSet, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from "jose";
-import type { ResolvedConfig, ResolvedRoute, StaticKey } from "../config/resolve.js";
+import type { KeyBudget, ResolvedConfig, ResolvedRoute, StaticKey } from "../config/resolve.js";
 import type { Store, StoredKey } from "../stores/store.js";
 import { ipGroup } from "./client-ip.js";
 import { TollgateError } from "./errors.js";
@@ -16,6 +16,10 @@ export interface Identity {
   verified: boolean;
   ip: string;
   ipGroup: string;
+  /** The org whose budget the caller also spends (keys[].org, a JWT org_claim, a service key's x-tollgate-org). */
+  org?: string;
+  /** The key's own spend caps (keys[].budget). */
+  keyBudget?: KeyBudget;
 }
 
 /** What the transport layer extracted from the request; nothing here is trusted yet. */
@@ -25,6 +29,8 @@ export interface Credentials {
   /** x-tollgate-user / x-tollgate-plan: honoured only for service keys. */
   actAsUser?: string;
   actAsPlan?: string;
+  /** x-tollgate-org: honoured only for service keys, and only for an org under orgs:. */
+  actAsOrg?: string;
   /** Library mode: who the app's own session says is calling; outranks any token. */
   app?: AppIdentity;
 }
@@ -34,6 +40,8 @@ export interface AppIdentity {
   user: string;
   plan: string;
   verified?: boolean;
+  /** The org (under orgs:) whose budget this user also spends. */
+  org?: string;
 }
 
 export const KEY_PREFIX = "tg_";
@@ -46,7 +54,10 @@ export function hashKey(secret: string): string {
   return createHash("sha256").update(secret).digest("hex");
 }
 
-type KeyRecord = Pick<StoredKey, "id" | "user" | "plan" | "service" | "grants" | "routes" | "verified" | "expiresAt" | "revokedAt">;
+type KeyRecord = Pick<StoredKey, "id" | "user" | "plan" | "service" | "grants" | "routes" | "verified" | "expiresAt" | "revokedAt"> & {
+  org?: string;
+  budget?: KeyBudget;
+};
 
 /**
  * How long a key hash the store does not know is answered from memory. A flood of one bad key
@@ -91,11 +102,12 @@ export class Identifier {
     const group = ipGroup(ip);
     let identity: Identity;
     if (creds.app) {
-      const { user, plan, verified } = creds.app;
+      const { user, plan, verified, org } = creds.app;
       if (typeof user !== "string" || !user) throw new TollgateError("unauthorized", "identify() returned no user");
       if (!this.config.plans[plan] && plan !== "anonymous") throw new TollgateError("forbidden", `identify() named plan ${JSON.stringify(plan)}, which the config does not define`);
       if (!route.plans.includes(plan)) throw new TollgateError("forbidden", `plan ${plan} may not use route ${route.name}`);
-      return { kind: "app", user, keyId: null, plan, verified: verified === true, ip, ipGroup: group };
+      if (org !== undefined && !this.config.orgs[org]) throw new TollgateError("forbidden", `identify() named org ${JSON.stringify(org)}, which the config does not define`);
+      return { kind: "app", user, keyId: null, plan, verified: verified === true, ip, ipGroup: group, org };
     }
     if (!creds.token) {
       identity = { kind: "anonymous", user: group, keyId: null, plan: "anonymous", verified: false, ip, ipGroup: group };
@@ -110,11 +122,15 @@ export class Identifier {
       if (key.revokedAt !== undefined && key.revokedAt !== null) throw new TollgateError("unauthorized", "this API key was revoked");
       if (key.expiresAt !== undefined && key.expiresAt !== null && key.expiresAt <= Date.now()) throw new TollgateError("unauthorized", "this API key has expired");
       if (key.routes && !key.routes.includes(route.name)) throw new TollgateError("forbidden", `this key may not use route ${route.name}`);
-      identity = { kind: "key", user: key.user ?? key.id, keyId: key.id, plan: key.plan, verified: key.verified, ip, ipGroup: group };
+      identity = { kind: "key", user: key.user ?? key.id, keyId: key.id, plan: key.plan, verified: key.verified, ip, ipGroup: group, org: key.org, keyBudget: key.budget };
       if (key.service && creds.actAsUser) {
         const plan = creds.actAsPlan ?? key.plan;
         if (!key.grants.includes(plan)) throw new TollgateError("forbidden", `this service key may not grant plan ${plan}`);
         identity = { ...identity, kind: "service", user: creds.actAsUser, plan, verified: false };
+      }
+      if (key.service && creds.actAsOrg !== undefined) {
+        if (!this.config.orgs[creds.actAsOrg]) throw new TollgateError("forbidden", `unknown org ${JSON.stringify(creds.actAsOrg.slice(0, 64))}`);
+        identity.org = creds.actAsOrg;
       }
     }
     if (!route.plans.includes(identity.plan)) throw new TollgateError("forbidden", `plan ${identity.plan} may not use route ${route.name}`);
@@ -162,12 +178,23 @@ export class Identifier {
     const claimed = payload[jwt.plan_claim];
     const plan = typeof claimed === "string" ? claimed : jwt.default_plan;
     if (!plan || (!this.config.plans[plan] && plan !== "anonymous")) throw new TollgateError("forbidden", "the token names no known plan");
-    return { kind: "jwt", user, keyId: null, plan, verified: payload[jwt.verified_claim] === true, ip, ipGroup: group };
+    const org = jwt.org_claim ? payload[jwt.org_claim] : undefined;
+    return {
+      kind: "jwt",
+      user,
+      keyId: null,
+      plan,
+      verified: payload[jwt.verified_claim] === true,
+      ip,
+      ipGroup: group,
+      // An org the config does not know has no budget to share: the caller is counted alone.
+      org: typeof org === "string" && this.config.orgs[org] ? org : undefined,
+    };
   }
 }
 
 function fromStatic(k: StaticKey): KeyRecord {
-  return { id: k.id, user: k.user, plan: k.plan, service: k.service, grants: k.grants, routes: k.routes, verified: k.verified, expiresAt: k.expiresAt };
+  return { id: k.id, user: k.user, plan: k.plan, service: k.service, grants: k.grants, routes: k.routes, verified: k.verified, expiresAt: k.expiresAt, org: k.org, budget: k.budget };
 }
 
 function looksLikeJwt(token: string): boolean {

@@ -12,6 +12,9 @@ export interface NewKey {
   grants?: string[];
   verified?: boolean;
   expiresAt?: number;
+  org?: string;
+  /** Micro-dollars. */
+  budget?: { daily?: number; monthly?: number; total?: number };
 }
 
 /** A key as listings show it: never the secret, never its hash. */
@@ -30,6 +33,7 @@ export async function createKey(store: Store, config: ResolvedConfig, spec: NewK
   for (const g of spec.grants ?? []) {
     if (!config.plans[g]) throw new TollgateError("invalid_request", `unknown plan "${g}"`, { param: "grants" });
   }
+  if (spec.org !== undefined && !config.orgs[spec.org]) throw new TollgateError("invalid_request", `unknown org "${spec.org}"`, { param: "org" });
   const secret = newKeySecret();
   const stored: StoredKey = {
     id: `key_${randomUUID().replace(/-/g, "").slice(0, 16)}`,
@@ -43,6 +47,8 @@ export async function createKey(store: Store, config: ResolvedConfig, spec: NewK
     verified: spec.verified ?? false,
     createdAt: Date.now(),
     expiresAt: spec.expiresAt,
+    org: spec.org,
+    budget: spec.budget,
   };
   await store.putKey(stored);
   return { id: stored.id, key: secret, info: keyInfo(stored) };

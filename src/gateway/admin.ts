@@ -2,7 +2,8 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Engine } from "../core/engine.js";
 import { TollgateError } from "../core/errors.js";
-import { createKey, keyInfo } from "../core/keys.js";
+import { createKey, keyInfo, type NewKey } from "../core/keys.js";
+import { parseUsd } from "../core/money.js";
 import { openaiErrorBody } from "../formats/errors.js";
 import { optArray, optBool, optString } from "../formats/fields.js";
 import type { Observability } from "../observability/index.js";
@@ -34,6 +35,8 @@ const KEY_ROUTES: AdminRoute[] = [
         service: optBool(body, "service"),
         verified: optBool(body, "verified"),
         expiresAt,
+        org: optString(body, "org"),
+        budget: keyBudget(body),
       });
       // The id only: the secret leaves in this response and nowhere else.
       observability?.logs.ops.info({ admin: "key_create", key_id: created.id, user: created.info.user ?? null, plan: created.info.plan }, "an operator created a key");
@@ -133,4 +136,18 @@ function send(res: ServerResponse, status: number, body: unknown, headers: Recor
   const text = JSON.stringify(body);
   res.writeHead(status, { ...headers, "content-type": "application/json", "content-length": Buffer.byteLength(text), "cache-control": "no-store" });
   res.end(text);
+}
+
+/** `budget: { daily, monthly, total }` in US dollars, as in the config file. */
+function keyBudget(body: Record<string, unknown>): NewKey["budget"] {
+  const raw = body.budget;
+  if (raw === undefined) return undefined;
+  if (!raw || typeof raw !== "object" || Array.isArray(raw)) throw new TollgateError("invalid_request", "budget: expected { daily, monthly, total } in US dollars", { param: "budget" });
+  const out: NonNullable<NewKey["budget"]> = {};
+  for (const [k, v] of Object.entries(raw)) {
+    if (k !== "daily" && k !== "monthly" && k !== "total") throw new TollgateError("invalid_request", `budget.${k}: unknown; expected daily, monthly or total`, { param: `budget.${k}` });
+    if (typeof v !== "number" || !(v >= 0)) throw new TollgateError("invalid_request", `budget.${k}: expected a non-negative number of US dollars`, { param: `budget.${k}` });
+    out[k] = parseUsd(v);
+  }
+  return out;
 }

@@ -6,6 +6,7 @@ import { abortReason, toTollgateError, type Engine } from "../core/engine.js";
 import { TollgateError } from "../core/errors.js";
 import type { Exchange } from "../core/exchange.js";
 import { clientIp } from "../core/client-ip.js";
+import type { Credentials } from "../core/identity.js";
 import type { Meter } from "../core/metering/meter.js";
 import type { Ended } from "../core/usage-record.js";
 import { anthropicErrorBody, openaiErrorBody } from "../formats/errors.js";
@@ -95,7 +96,7 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
       route: route.name,
       endpoint: format.endpoint,
       ip: clientIp(req.socket.remoteAddress, header(req, "x-forwarded-for"), cfg.server.trustProxy),
-      credentials: { token: credential(req), actAsUser: header(req, "x-tollgate-user"), actAsPlan: header(req, "x-tollgate-plan") },
+      credentials: credentials(req),
       runId: header(req, "x-tollgate-run"),
       requestId,
     });
@@ -197,7 +198,7 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
 
   /** GET {path}/v1/me: the caller's own budgets and limits, for any credential the route accepts. */
   async function quota(req: IncomingMessage, res: ServerResponse, route: ResolvedRoute, requestId: string) {
-    const ex = engine.open({ route: route.name, endpoint: "models", ip: clientIp(req.socket.remoteAddress, header(req, "x-forwarded-for"), cfg.server.trustProxy), credentials: { token: credential(req), actAsUser: header(req, "x-tollgate-user"), actAsPlan: header(req, "x-tollgate-plan") }, requestId });
+    const ex = engine.open({ route: route.name, endpoint: "models", ip: clientIp(req.socket.remoteAddress, header(req, "x-forwarded-for"), cfg.server.trustProxy), credentials: credentials(req), requestId });
     const api = header(req, "anthropic-version") !== undefined ? "anthropic" : "openai";
     try {
       sendJson(res, 200, await engine.quotaFor(ex));
@@ -251,6 +252,11 @@ function matchRoute(routes: ResolvedRoute[], url: string): { route: ResolvedRout
 function header(req: IncomingMessage, name: string): string | undefined {
   const v = req.headers[name];
   return Array.isArray(v) ? v[0] : v;
+}
+
+/** What the caller presented; a service key's x-tollgate-* headers are honoured by gate 1 only for service keys. */
+function credentials(req: IncomingMessage): Credentials {
+  return { token: credential(req), actAsUser: header(req, "x-tollgate-user"), actAsPlan: header(req, "x-tollgate-plan"), actAsOrg: header(req, "x-tollgate-org") };
 }
 
 function credential(req: IncomingMessage): string | undefined {

@@ -67,6 +67,10 @@ export interface StoredKey {
   createdAt: number;
   expiresAt?: number;
   revokedAt?: number;
+  /** The org whose budget this key's calls also count against. */
+  org?: string;
+  /** The key's own spend caps in micro-dollars; `total` never resets (trial keys). */
+  budget?: { daily?: number; monthly?: number; total?: number };
 }
 
 export interface UsageQuery {

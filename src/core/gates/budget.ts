@@ -73,7 +73,14 @@ export function cheapestCall(ex: Exchange, env: GateEnv): Micros {
 /** The context window assumed for stored state on a model the catalog does not know: the largest offered. */
 export const UNKNOWN_CONTEXT_TOKENS = 2_000_000;
 
-/** Calendar budgets: the plan's per-user daily/monthly and the gateway's own. */
+/** A key's `total` budget counts over this window: longer than any key lives. */
+const LIFETIME_MS = 100 * 365 * 86_400_000;
+
+/**
+ * Calendar budgets, every level that applies, reserved together in one atomic step: the user's
+ * (the plan's daily/monthly, or the operator's override), the org's, the key's own (daily,
+ * monthly, lifetime total) and the gateway's. No level is skipped because another exists.
+ */
 export function budgetCounters(ex: Exchange, env: GateEnv, amount: Micros): HeldCounter[] {
   const now = env.now();
   const tz = env.config.timezone;
@@ -89,6 +96,19 @@ export function budgetCounters(ex: Exchange, env: GateEnv, amount: Micros): Held
   const override = ex.policy?.budget;
   add(override?.daily ?? plan?.budget.daily, "day", `bud:d:${user}`, override?.daily !== undefined ? "this caller's daily budget (set by the operator)" : `the ${id.plan} plan's daily budget`);
   add(override?.monthly ?? plan?.budget.monthly, "month", `bud:m:${user}`, override?.monthly !== undefined ? "this caller's monthly budget (set by the operator)" : `the ${id.plan} plan's monthly budget`);
+  if (id.org !== undefined) {
+    const org = env.config.orgs[id.org]?.budget;
+    add(org?.daily, "day", `bud:o:d:${id.org}`, `org ${id.org}'s daily budget`);
+    add(org?.monthly, "month", `bud:o:m:${id.org}`, `org ${id.org}'s monthly budget`);
+  }
+  if (id.keyId !== null && id.keyBudget) {
+    add(id.keyBudget.daily, "day", `bud:k:d:${id.keyId}`, "this key's daily budget");
+    add(id.keyBudget.monthly, "month", `bud:k:m:${id.keyId}`, "this key's monthly budget");
+    if (id.keyBudget.total !== undefined) {
+      // A lifetime: one counter that never changes its key, over a window no key outlives.
+      out.push({ key: `bud:k:t:${id.keyId}`, max: id.keyBudget.total, amount, windowMs: LIFETIME_MS, unit: "usd", label: "this key's total budget" });
+    }
+  }
   add(env.config.budget.daily, "day", "bud:gw:d", "the gateway's daily budget");
   add(env.config.budget.monthly, "month", "bud:gw:m", "the gateway's monthly budget");
   return out;
