@@ -13,9 +13,9 @@ function parseInput(args: string): unknown {
   }
 }
 
-function anthropicUsage(p: Plan, outputTokens: number) {
+function anthropicUsage(p: Plan, outputTokens: unknown) {
   return {
-    input_tokens: p.promptTokens,
+    input_tokens: p.reportedInput,
     cache_creation_input_tokens: 0,
     cache_read_input_tokens: 0,
     output_tokens: outputTokens,
@@ -37,7 +37,7 @@ export function anthropicMessage(p: Plan, b: MockBehavior) {
     content,
     stop_reason: anthropicStop(p),
     stop_sequence: null,
-    ...(b.omitUsage ? {} : { usage: anthropicUsage(p, p.outputTokens) }),
+    ...(b.omitUsage ? {} : { usage: anthropicUsage(p, p.reportedOutput) }),
   };
 }
 
@@ -68,6 +68,7 @@ export async function streamMessages(ex: Exchange, p: Plan): Promise<void> {
     if (!(await ping())) return;
     const delta = (t: string) => send("content_block_delta", { index, delta: { type: "text_delta", text: t } });
     for (const t of p.text) if (!(await ex.token(delta(t)))) return;
+    if (ex.b.errorIn200 !== undefined) return ex.endWith(messagesErrorEvent(ex.b.errorIn200));
     if (ex.b.neverEnd) return ex.forever(p.text.length, delta);
     if (!ex.checkFail()) return;
     if (!(await ex.write(send("content_block_stop", { index })))) return;
@@ -86,8 +87,13 @@ export async function streamMessages(ex: Exchange, p: Plan): Promise<void> {
     index++;
   }
   if (!ex.checkFail()) return;
-  const usage = ex.b.omitUsage ? {} : { usage: { output_tokens: p.outputTokens } };
+  const usage = ex.b.omitUsage ? {} : { usage: { output_tokens: p.reportedOutput } };
   if (!(await ex.write(send("message_delta", { delta: { stop_reason: anthropicStop(p), stop_sequence: null }, ...usage })))) return;
   if (!(await ex.write(send("message_stop")))) return;
   ex.finish();
+}
+
+/** Anthropic's `event: error` (overloaded, or a proxy's authentication failure). */
+export function messagesErrorEvent(message: string): string {
+  return namedSse("error", { type: "error", error: { type: "authentication_error", message } });
 }

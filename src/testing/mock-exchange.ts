@@ -114,10 +114,12 @@ export class Exchange {
 
   /**
    * Emits one token chunk: waits the token interval, then writes. Returns false when the stream
-   * must stop (client gone, or `failAfterChunks` reached and the connection was broken).
+   * must stop (client gone, `failAfterChunks` reached and the connection broken, or
+   * `stallAfterChunks` reached and the client gave up on the silence).
    */
   async token(data: string): Promise<boolean> {
     if (!this.checkFail()) return false;
+    if (this.rec.chunksSent >= (this.b.stallAfterChunks ?? Infinity)) return this.stall();
     if (!(await this.sleep(this.interval))) return false;
     if (!(await this.write(data))) return false;
     this.rec.chunksSent++;
@@ -132,6 +134,23 @@ export class Exchange {
       return false;
     }
     return true;
+  }
+
+  /** Silence with the connection open, until the client gives up (`stallAfterChunks`). */
+  async stall(): Promise<false> {
+    while (await this.sleep(2 ** 31 - 1));
+    return false;
+  }
+
+  /** Sends status, headers and the first half of `body`, then goes silent. */
+  async stallMidBody(body: string): Promise<void> {
+    this.res.writeHead(200, { "content-type": "application/json", ...this.idHeader() });
+    if (await this.write(body.slice(0, body.length >> 1))) await this.stall();
+  }
+
+  /** Writes a last event and ends the stream (an error event instead of the rest of the reply). */
+  async endWith(data: string): Promise<void> {
+    if (await this.write(data)) this.finish();
   }
 
   get interval(): number {

@@ -1,12 +1,12 @@
 /** The mock upstream's OpenAI Chat Completions replies, whole and streamed. */
 import { sse, type Exchange } from "./mock-exchange.js";
-import { callId, CREATED, type MockBehavior, type Plan } from "./mock-plan.js";
+import { callId, CREATED, reportedTotal, type MockBehavior, type Plan } from "./mock-plan.js";
 
 function chatUsage(p: Plan) {
   return {
-    prompt_tokens: p.promptTokens,
-    completion_tokens: p.outputTokens,
-    total_tokens: p.promptTokens + p.outputTokens,
+    prompt_tokens: p.reportedInput,
+    completion_tokens: p.reportedOutput,
+    total_tokens: reportedTotal(p),
     prompt_tokens_details: { cached_tokens: 0, audio_tokens: 0 },
     completion_tokens_details: {
       reasoning_tokens: p.reasoningTokens,
@@ -62,6 +62,7 @@ export async function streamChat(ex: Exchange, p: Plan, body: any): Promise<void
   const textOnly = p.text.length > 0 || p.toolCalls.length === 0;
   if (!(await ex.write(delta({ role: "assistant", content: textOnly ? "" : null, refusal: null })))) return;
   for (const t of p.text) if (!(await ex.token(delta({ content: t })))) return;
+  if (ex.b.errorIn200 !== undefined) return ex.endWith(chatErrorEvent(ex.b.errorIn200));
   if (ex.b.neverEnd) return ex.forever(p.text.length, (t) => delta({ content: t }));
   for (const [i, c] of p.toolCalls.entries()) {
     const head = { index: i, id: callId(p, i), type: "function", function: { name: c.name, arguments: "" } };
@@ -75,4 +76,9 @@ export async function streamChat(ex: Exchange, p: Plan, body: any): Promise<void
   if (includeUsage && !(await ex.write(frame([], { usage: chatUsage(p) })))) return;
   if (!(await ex.write("data: [DONE]\n\n"))) return;
   ex.finish();
+}
+
+/** What an OpenAI-compatible backend that fails mid-stream sends: a chunk that is only an error. */
+export function chatErrorEvent(message: string): string {
+  return sse({ error: { message, type: "invalid_request_error", param: null, code: "invalid_api_key" } });
 }

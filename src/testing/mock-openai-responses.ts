@@ -1,14 +1,14 @@
 /** The mock upstream's OpenAI Responses replies, whole and streamed. */
 import { namedSse, type Exchange } from "./mock-exchange.js";
-import { callId, CREATED, hasMessageItem, type MockBehavior, type Plan } from "./mock-plan.js";
+import { callId, CREATED, hasMessageItem, reportedTotal, type MockBehavior, type Plan } from "./mock-plan.js";
 
 function responseUsage(p: Plan) {
   return {
-    input_tokens: p.promptTokens,
+    input_tokens: p.reportedInput,
     input_tokens_details: { cached_tokens: 0 },
-    output_tokens: p.outputTokens,
+    output_tokens: p.reportedOutput,
     output_tokens_details: { reasoning_tokens: p.reasoningTokens },
-    total_tokens: p.promptTokens + p.outputTokens,
+    total_tokens: reportedTotal(p),
   };
 }
 
@@ -86,6 +86,7 @@ export async function streamResponses(ex: Exchange, p: Plan): Promise<void> {
     if (!(await ex.write(send("response.content_part.added", { ...at, part: outputTextPart("") })))) return;
     const delta = (d: string) => send("response.output_text.delta", { ...at, delta: d, logprobs: [] });
     for (const t of p.text) if (!(await ex.token(delta(t)))) return;
+    if (ex.b.errorIn200 !== undefined) return ex.endWith(responsesErrorEvent(ex.b.errorIn200, seq));
     if (ex.b.neverEnd) return ex.forever(p.text.length, delta);
     if (!ex.checkFail()) return;
     const text = p.text.join("");
@@ -115,4 +116,9 @@ export async function streamResponses(ex: Exchange, p: Plan): Promise<void> {
   const type = p.truncated ? "response.incomplete" : "response.completed";
   if (!(await ex.write(send(type, { response: final })))) return;
   ex.finish();
+}
+
+/** The Responses API's own `error` event. */
+export function responsesErrorEvent(message: string, seq = 0): string {
+  return namedSse("error", { type: "error", sequence_number: seq, code: "invalid_api_key", message, param: null });
 }

@@ -34,6 +34,21 @@ export interface MockBehavior {
   toolCalls?: { name: string; arguments: string }[];
   /** Hidden reasoning tokens to report; added to completion/output tokens, as OpenAI does. */
   reasoningTokens?: number;
+  /**
+   * Answer HTTP 200 with an error object carrying this message, as some OpenAI-compatible backends
+   * do (often echoing the key they were sent). Streams send it as an error event after the planned
+   * tokens, or alone when none are planned (`outputTokens: 0`).
+   */
+  errorIn200?: string;
+  /** Report these raw values as input / output tokens instead of the true counts (1e308, -5, 2.5, "12"). */
+  reportUsage?: { input?: unknown; output?: unknown };
+  /** The `model` the answer names, instead of the one asked for. */
+  answerModel?: string;
+  /**
+   * Go silent without closing: a stream after N token chunks, a non-stream reply after its headers
+   * and the first half of its body.
+   */
+  stallAfterChunks?: number;
 }
 
 /** One request as the mock saw it, updated while the response is in flight. */
@@ -176,6 +191,9 @@ export interface Plan {
   outputTokens: number;
   /** Generation was cut by the requested max tokens. */
   truncated: boolean;
+  /** What the usage says: the true counts unless the behavior reports others. */
+  reportedInput: unknown;
+  reportedOutput: unknown;
 }
 
 export function makePlan(api: "chat" | "responses" | "messages", body: any, b: MockBehavior, n: number): Plan {
@@ -203,17 +221,25 @@ export function makePlan(api: "chat" | "responses" | "messages", body: any, b: M
     textTokens = count;
   }
   const reasoningTokens = b.reasoningTokens ?? 0;
+  const promptTokens = countPromptTokens(api, body);
+  const outputTokens = textTokens + toolTokens + reasoningTokens;
   return {
     n,
-    model: typeof body?.model === "string" ? body.model : "mock-model",
-    promptTokens: countPromptTokens(api, body),
+    model: b.answerModel ?? (typeof body?.model === "string" ? body.model : "mock-model"),
+    promptTokens,
     text,
     toolCalls: toolCalls.map(({ name, arguments: args, chunks }) => ({ name, arguments: args, chunks })),
     reasoningTokens,
-    outputTokens: textTokens + toolTokens + reasoningTokens,
+    outputTokens,
     truncated,
+    reportedInput: b.reportUsage && "input" in b.reportUsage ? b.reportUsage.input : promptTokens,
+    reportedOutput: b.reportUsage && "output" in b.reportUsage ? b.reportUsage.output : outputTokens,
   };
 }
+
+/** total_tokens as a provider would add it up; whatever the parts are when they are not numbers. */
+export const reportedTotal = (p: Plan): unknown =>
+  typeof p.reportedInput === "number" && typeof p.reportedOutput === "number" ? p.reportedInput + p.reportedOutput : p.reportedOutput;
 
 /** Fixed so replies are byte-for-byte reproducible. */
 export const CREATED = 1_700_000_000;

@@ -328,3 +328,71 @@ describe("failure behaviors", () => {
     await expect(mock.waitForRequests(1, 20)).rejects.toThrow(/only 0/);
   });
 });
+
+describe("hostile-upstream fault modes", () => {
+  const post = (path: string, body: object) =>
+    fetch(`${mock.url}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+
+  it("answers 200 with an error object, whole or as a stream event after the planned tokens", async () => {
+    mock.setBehavior({ errorIn200: "Incorrect API key provided: sk-leak" });
+    const chat = await post("/v1/chat/completions", { model: "gpt-4o-mini", messages });
+    expect(chat.status).toBe(200);
+    expect((await chat.json()).error.message).toContain("sk-leak");
+    const claude = await post("/v1/messages", { model: "claude-haiku-4-5", max_tokens: 10, messages: [messages[1]] });
+    expect(await claude.json()).toMatchObject({ type: "error", error: { message: expect.stringContaining("sk-leak") } });
+
+    mock.setBehavior({ errorIn200: "sk-leak", outputTokens: 0 });
+    const alone = await (await post("/v1/messages", { model: "claude-haiku-4-5", max_tokens: 10, stream: true, messages: [messages[1]] })).text();
+    expect(alone).toMatch(/^event: error\ndata: .*sk-leak/);
+    mock.setBehavior({ errorIn200: "sk-leak", outputTokens: 2 });
+    const mid = await (await post("/v1/chat/completions", { model: "gpt-4o-mini", stream: true, messages })).text();
+    const events = mid.trim().split("\n\n").map((e) => JSON.parse(e.slice("data: ".length)));
+    expect(events.filter((e) => e.choices?.[0]?.delta?.content)).toHaveLength(2);
+    expect(events.at(-1).error.message).toBe("sk-leak");
+  });
+
+  it("reports the usage and the model it is told to, in every format", async () => {
+    mock.setBehavior({ reportUsage: { input: -5, output: 1e308 }, answerModel: "gpt-4o" });
+    const chat = await openai.chat.completions.create({ model: "gpt-4o-mini", messages });
+    expect(chat.model).toBe("gpt-4o");
+    expect(chat.usage).toMatchObject({ prompt_tokens: -5, completion_tokens: 1e308 });
+    const resp = await openai.responses.create({ model: "gpt-4o-mini", input: "hi" });
+    expect(resp.usage).toMatchObject({ input_tokens: -5, output_tokens: 1e308 });
+    mock.setBehavior({ reportUsage: { output: 2.5 } });
+    const stream = anthropic.messages.stream({ model: "claude-haiku-4-5", max_tokens: 10, messages: [messages[1]] });
+    expect((await stream.finalMessage()).usage.output_tokens).toBe(2.5);
+  });
+
+  it("stalls a stream after N chunks and a whole reply halfway through its body", async () => {
+    mock.setBehavior({ stallAfterChunks: 2 });
+    const res = await post("/v1/chat/completions", { model: "gpt-4o-mini", stream: true, messages });
+    const reader = res.body!.getReader();
+    let seen = "";
+    const read = (async () => {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        seen += new TextDecoder().decode(value);
+      }
+    })().catch(() => {});
+    await new Promise((r) => setTimeout(r, 200));
+    expect(mock.requests[0].chunksSent).toBe(2);
+    expect(mock.requests[0].finishedAt).toBeUndefined();
+    expect(seen).not.toContain("[DONE]");
+    await reader.cancel();
+    await read;
+
+    mock.reset();
+    mock.setBehavior({ stallAfterChunks: 0 });
+    const whole = await post("/v1/chat/completions", { model: "gpt-4o-mini", messages });
+    expect(whole.status).toBe(200);
+    const bodyReader = whole.body!.getReader();
+    const first = await bodyReader.read();
+    expect(new TextDecoder().decode(first.value)).toMatch(/^\{"id":"chatcmpl-mock-1"/);
+    const next = await Promise.race([bodyReader.read(), new Promise((r) => setTimeout(() => r("silent"), 200))]);
+    expect(next).toBe("silent");
+    await bodyReader.cancel();
+    await mock.waitForClose(mock.requests[0]);
+    expect(mock.requests[0].closedAt).toBeDefined();
+  });
+});

@@ -9,10 +9,10 @@ import http from "node:http";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { performance } from "node:perf_hooks";
-import { anthropicMessage, streamMessages } from "./mock-anthropic-messages.js";
+import { anthropicMessage, messagesErrorEvent, streamMessages } from "./mock-anthropic-messages.js";
 import { Exchange } from "./mock-exchange.js";
-import { chatCompletion, streamChat } from "./mock-openai-chat.js";
-import { responseObject, streamResponses } from "./mock-openai-responses.js";
+import { chatCompletion, chatErrorEvent, streamChat } from "./mock-openai-chat.js";
+import { responseObject, responsesErrorEvent, streamResponses } from "./mock-openai-responses.js";
 import { CREATED, countTokens, makePlan, type BehaviorSource, type MockBehavior, type RecordedRequest } from "./mock-plan.js";
 
 export { MOCK_WORDS, countPromptTokens, countTokens, mockChunk, mockText } from "./mock-plan.js";
@@ -234,10 +234,11 @@ export class MockUpstream {
       return ex.json(b.status, errorBody(format, b.status, `mock upstream error (status ${b.status})`));
     }
     if (route === "GET /v1/models") return this.models(ex, format);
-    if (route === "POST /v1/embeddings") return this.embeddings(ex, rec.body, n);
+    const stream = rec.body?.stream === true;
+    if (b.errorIn200 !== undefined && !stream) return ex.json(200, errorBody(format, 401, b.errorIn200));
+    if (route === "POST /v1/embeddings") return this.embeddings(ex, rec.body, n, b);
 
     const plan = makePlan(api!, rec.body, b, n);
-    const stream = rec.body?.stream === true;
     if (!stream) {
       if (b.neverEnd) {
         res.writeHead(200, { "content-type": "application/json", ...ex.idHeader() });
@@ -248,9 +249,9 @@ export class MockUpstream {
       if (ex.interval > 0 && !(await ex.sleep(ex.interval * generated))) return;
       if (b.failAfterChunks !== undefined) return ex.breakConnection();
       if (b.malformedJson) return ex.sendRaw(200, '{"id": "mock", "object": {not json');
-      if (api === "chat") return ex.json(200, chatCompletion(plan, b));
-      if (api === "responses") return ex.json(200, responseObject(plan, b, "final"));
-      return ex.json(200, anthropicMessage(plan, b));
+      const reply = api === "chat" ? chatCompletion(plan, b) : api === "responses" ? responseObject(plan, b, "final") : anthropicMessage(plan, b);
+      if (b.stallAfterChunks !== undefined) return ex.stallMidBody(JSON.stringify(reply));
+      return ex.json(200, reply);
     }
 
     ex.startSse();
@@ -258,6 +259,10 @@ export class MockUpstream {
       const event = api === "responses" ? "event: response.created\n" : api === "messages" ? "event: message_start\n" : "";
       if (!(await ex.write(`${event}data: {not json\n\n`))) return;
       return ex.finish();
+    }
+    if (b.errorIn200 !== undefined && plan.text.length === 0 && plan.toolCalls.length === 0) {
+      // A backend that fails before generating sends the error as its only event.
+      return ex.endWith(api === "chat" ? chatErrorEvent(b.errorIn200) : api === "responses" ? responsesErrorEvent(b.errorIn200) : messagesErrorEvent(b.errorIn200));
     }
     if (api === "chat") return streamChat(ex, plan, rec.body);
     if (api === "responses") return streamResponses(ex, plan);
@@ -280,7 +285,7 @@ export class MockUpstream {
     });
   }
 
-  private embeddings(ex: Exchange, body: any, n: number): void {
+  private embeddings(ex: Exchange, body: any, n: number, b: MockBehavior): void {
     const raw = body?.input;
     // Token-id arrays are accepted too; their length is their token count.
     const inputs: (string | number[])[] =
@@ -297,11 +302,12 @@ export class MockUpstream {
       const embedding = base64 ? Buffer.from(new Float32Array(vector).buffer).toString("base64") : vector;
       return { object: "embedding", index, embedding };
     });
+    const reported = b.reportUsage && "input" in b.reportUsage ? b.reportUsage.input : tokens;
     ex.json(200, {
       object: "list",
       data,
-      model: typeof body?.model === "string" ? body.model : "mock-embedding",
-      usage: { prompt_tokens: tokens, total_tokens: tokens },
+      model: b.answerModel ?? (typeof body?.model === "string" ? body.model : "mock-embedding"),
+      usage: { prompt_tokens: reported, total_tokens: reported },
       id: `emb-mock-${n}`,
     });
   }
