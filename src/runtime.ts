@@ -16,6 +16,8 @@ export interface Runtime {
 
 export interface RuntimeOptions {
   onRecord?: (r: UsageRecord) => void;
+  /** Operational warnings from settlement (implausible usage, a store that refused a charge). */
+  warn?: (fields: Record<string, unknown>, message: string) => void;
   store?: Store;
   /** Wraps the opened store (metrics time every operation and count its failures). */
   instrumentStore?: (store: Store) => Store;
@@ -25,7 +27,7 @@ export async function startRuntime(config: ResolvedConfig, opts: RuntimeOptions 
   const opened = opts.store ?? (await openStore(config.store, { onStoreError: config.onStoreError }));
   const store = opts.instrumentStore ? opts.instrumentStore(opened) : opened;
   const providers = createProviders(config);
-  const engine = new Engine({ config, store, providers, onRecord: opts.onRecord });
+  const engine = new Engine({ config, store, providers, onRecord: opts.onRecord, warn: opts.warn });
   return {
     engine,
     store,

@@ -18,9 +18,9 @@ import { Identifier } from "./identity.js";
 import { abortReason } from "./metered-stream.js";
 import { Meter } from "./metering/meter.js";
 import { quotaReport, type QuotaReport } from "./quota-report.js";
-import { costOf } from "./metering/prices.js";
+import { chargeFor, reservation, type Charge } from "./metering/settlement.js";
 import { tokenizerFor } from "./metering/tokens.js";
-import type { Ended, UsageRecord, UsageSource } from "./usage-record.js";
+import type { Ended, UsageRecord } from "./usage-record.js";
 
 /**
  * The gates in SPEC §2 order (docs/lifecycle.md draws them). Admission runs before the body is
@@ -43,6 +43,8 @@ export interface EngineOptions {
   providers: Record<string, Provider>;
   /** Receives every usage record once it is final (after the store has it). */
   onRecord?: (record: UsageRecord) => void;
+  /** Operational warnings (the ops log); stderr when not given. Never passed a secret. */
+  warn?: (fields: Record<string, unknown>, message: string) => void;
   now?: () => number;
 }
 
@@ -62,12 +64,14 @@ export class Engine {
   readonly store: Store;
   private readonly env: GateEnv;
   private readonly onRecord: (record: UsageRecord) => void;
+  private readonly warn: (fields: Record<string, unknown>, message: string) => void;
   private readonly routes: Map<string, ResolvedConfig["routes"][number]>;
 
   constructor(opts: EngineOptions) {
     this.config = opts.config;
     this.store = opts.store;
     this.onRecord = opts.onRecord ?? (() => {});
+    this.warn = opts.warn ?? ((fields, message) => process.stderr.write(`tollgate: ${message} ${JSON.stringify(fields)}\n`));
     this.routes = new Map(opts.config.routes.map((r) => [r.name, r]));
     this.env = {
       config: opts.config,
@@ -208,6 +212,11 @@ export class Engine {
         idleTimeoutMs: this.config.server.idleTimeoutMs,
       });
       meter.started = true;
+      if (result.kind === "json") {
+        meter.response(result.body);
+        // The answer is never forwarded: its message may name the provider key (SPEC §5.2).
+        if (meter.error) throw new TollgateError("upstream_error", `the provider ${provider.name} answered with an error`);
+      }
       return { result, meter };
     } catch (err) {
       const failure = toTollgateError(err, signal);
@@ -225,58 +234,42 @@ export class Engine {
     ex.finished = true;
     const rec = ex.record;
     const { meter } = outcome;
-    const model = ex.model!;
-    const reported = meter.usage;
-    const inputTokens = reported?.inputTokens ?? ex.estimatedInputTokens;
-    let outputTokens: number;
-    let source: UsageSource;
-    if (reported?.outputTokens !== undefined) {
-      outputTokens = reported.outputTokens;
-      source = "provider";
-    } else if (
-      (meter.started && (model.reasoning || ex.inspection!.hiddenOutput) && outcome.ended !== "complete" && outcome.ended !== "upstream_error") ||
-      (meter.started && ex.inspection!.detached) ||
-      (meter.sent && !meter.started && (outcome.ended === "client_disconnect" || outcome.ended === "timeout"))
-    ) {
-      // What was generated cannot be known: a reasoning model's hidden tokens never appear in the
-      // stream, a detached (background) generation goes on after we stop watching, and a call we
-      // abandoned before the provider answered may have run to its cap.
-      // The reservation is the bound we can prove, so that is what is charged.
-      outputTokens = Math.max(meter.counted, ex.upstream!.maxOutputTokens * ex.inspection!.choices);
-      source = "reserved";
-    } else {
-      outputTokens = meter.counted;
-      source = "counted";
-    }
-    // The provider bills the prompt once it has started on it, even if the client leaves before
-    // the first token; a call that failed before any token is not charged.
-    const generated = outputTokens > 0 || reported?.inputTokens !== undefined || (meter.started && outcome.ended !== "upstream_error");
-    const cost = generated
-      ? costOf(model.price, { inputTokens, outputTokens, cachedInputTokens: reported?.cachedInputTokens, cacheWriteTokens: reported?.cacheWriteTokens })
-      : 0;
-    rec.input_tokens = generated ? inputTokens : 0;
-    rec.output_tokens = outputTokens;
+    const charge = chargeFor(ex, outcome.ended, meter, this.config);
+    for (const w of charge.warnings) this.warn({ request_id: ex.id, ...w.fields }, w.message);
+    applyCharge(ex, charge);
     rec.tool_calls = meter.toolCalls;
-    ex.costMicros = cost;
-    rec.cost_usd = cost / 1e6;
-    rec.usage_source = generated ? source : null;
     rec.ended = outcome.ended;
     rec.ttft_ms = meter.firstTokenAt !== undefined ? Math.round(meter.firstTokenAt - ex.startedAt) : null;
     if (error !== undefined) rec.code = toTollgateError(error, undefined).code;
-
+    // A served request is never thrown away: whatever fails while settling, the record is written.
+    await Promise.all([this.settleBudget(ex, charge, meter), this.settleAdmission(ex, meter.toolCalls).catch((err) => this.settleFailed(ex, "quota", err, "settling a served request's quota failed; its lease expires on its own"))]);
     try {
-      const tokens = inputTokens + outputTokens;
-      const budget = !ex.budget
-        ? undefined
-        : generated
-          ? this.store.settle(ex.budget.id, ex.budget.counters.map((c) => (c.unit === "usd" ? cost : c.unit === "tokens" ? tokens : c.amount)))
-          : this.store.release(ex.budget.id);
-      // Independent writes: issued together, so a networked store can pipeline them.
-      await Promise.all([budget, this.settleAdmission(ex, meter.toolCalls)]);
-    } finally {
       await this.write(ex);
+    } catch (err) {
+      this.warn({ request_id: ex.id, reason: reasonOf(err) }, "the store did not take a served request's usage record; it is on stdout only");
     }
     return rec;
+  }
+
+  /** Commits the charge against the budget; when the store refuses it, the reservation is charged. */
+  private async settleBudget(ex: Exchange, charge: Charge, meter: Meter): Promise<void> {
+    const budget = ex.budget;
+    if (!budget) return;
+    if (!charge.generated) return this.store.release(budget.id).catch((err) => this.settleFailed(ex, "budget", err, "releasing a failed call's reservation failed; its lease expires on its own"));
+    const tokens = charge.inputTokens + charge.outputTokens;
+    try {
+      await this.store.settle(budget.id, budget.counters.map((c) => (c.unit === "usd" ? charge.cost : c.unit === "tokens" ? tokens : c.amount)));
+    } catch (err) {
+      this.settleFailed(ex, "budget", err, "settling a served request failed; its reservation is charged");
+      applyCharge(ex, reservation(ex, meter));
+      await this.store.settle(budget.id, budget.counters.map((c) => c.amount)).catch(() => {
+        // The lease expires and settles on its own; the record already says what was charged.
+      });
+    }
+  }
+
+  private settleFailed(ex: Exchange, what: string, err: unknown, message: string): void {
+    this.warn({ request_id: ex.id, settling: what, reason: reasonOf(err) }, message);
   }
 
   /** Makes what gate 3 took permanent; the run's tool-call counter takes the calls the model made. */
@@ -331,6 +324,21 @@ export class Engine {
       this.onRecord(rec);
     }
   }
+}
+
+/** Puts a charge on the request's record. */
+function applyCharge(ex: Exchange, charge: Charge): void {
+  const rec = ex.record;
+  rec.input_tokens = charge.generated ? charge.inputTokens : 0;
+  rec.output_tokens = charge.outputTokens;
+  ex.costMicros = charge.cost;
+  rec.cost_usd = charge.cost / 1e6;
+  rec.usage_source = charge.generated ? charge.source : null;
+}
+
+/** An error's message for the ops log; store and network errors name no secret. */
+function reasonOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }
 
 function endedBy(err: unknown, signal: AbortSignal): Ended {

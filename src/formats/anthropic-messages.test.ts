@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { TollgateError } from "../core/errors.js";
 import { configPrice, costOf } from "../core/metering/prices.js";
 import { anthropicMessages as fmt } from "./anthropic-messages.js";
+import { UPSTREAM_ERROR } from "./fields.js";
 import type { StreamTail } from "./format.js";
 
 const base = { model: "sonnet", max_tokens: 100, messages: [{ role: "user", content: "hi" }] };
@@ -161,7 +162,8 @@ describe("anthropic messages format: usage and cost", () => {
     const delta = fmt.readEvent(ev("message_delta", { delta: { stop_reason: "end_turn" }, usage: { output_tokens: 12 } }), i, tail);
     // The cache counters of message_start still hold when message_delta does not repeat them.
     expect(delta.usage).toEqual({ inputTokens: 15, cachedInputTokens: 5, cacheWriteTokens: undefined, outputTokens: 12 });
-    expect(fmt.readEvent(ev("error", { error: { type: "overloaded_error", message: "Overloaded" } }), i, tail).error).toBe("Overloaded");
+    // The provider's own message is never kept: it can name the key (SPEC §5.2).
+    expect(fmt.readEvent(ev("error", { error: { type: "overloaded_error", message: "Overloaded sk-ant-x" } }), i, tail).error).toBe(UPSTREAM_ERROR);
     expect(fmt.readEvent({ event: "content_block_delta", data: "{nope" }, i, tail).error).toBeDefined();
   });
 });

@@ -1,7 +1,7 @@
 import { TollgateError } from "../core/errors.js";
 import type { Attachment, PromptShape } from "../core/metering/tokens.js";
 import { anthropicErrorBody } from "./errors.js";
-import { addDefinition, asObject, base64Bytes, codePoints, invalid, optArray, optBool, optCount, optString, usageCount } from "./fields.js";
+import { addDefinition, answerIsError, asObject, base64Bytes, codePoints, invalid, optArray, optBool, optCount, optString, UPSTREAM_ERROR, usageCount } from "./fields.js";
 import type { Reading, RequestFormat, ReportedUsage, SseEvent, StreamTail } from "./format.js";
 
 const ROLES = new Set(["user", "assistant"]);
@@ -99,6 +99,7 @@ export const anthropicMessages: RequestFormat = {
   },
 
   readResponse(raw) {
+    if (answerIsError(raw)) return { error: UPSTREAM_ERROR };
     const body = raw as { id?: string; model?: string; usage?: AnthropicUsage; content?: unknown[] };
     let text = "";
     let toolCalls = 0;
@@ -117,6 +118,8 @@ export const anthropicMessages: RequestFormat = {
     } catch {
       return { error: "malformed event from upstream" };
     }
+    // An OpenAI-style `{"error": …}` from a compatible proxy is as much an error as the API's own event.
+    if (answerIsError(data)) return { error: UPSTREAM_ERROR };
     const s = streamState(tail);
     // What this event changes in the stream's shape is applied once the next event is read: if the
     // meter withholds this one (output cap), the end we write must not mention it.
@@ -154,7 +157,7 @@ export const anthropicMessages: RequestFormat = {
         return { usage: { ...inputUsage(s.input), outputTokens: usageCount(u?.output_tokens) } };
       }
       case "error":
-        return { error: data.error?.message ?? "upstream error" };
+        return { error: UPSTREAM_ERROR };
       default:
         return {};
     }

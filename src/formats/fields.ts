@@ -80,7 +80,26 @@ export function base64Bytes(data: string): number {
   return Math.max(0, Math.floor((len * 3) / 4) - pad);
 }
 
-/** A token count from a provider's usage: a non-negative finite number, rounded up; else unknown. */
+/**
+ * A token count from a provider's usage: undefined when not reported; NaN when reported but not a
+ * non-negative safe integer (1e308, -5, 2.5, "12"), so settlement can tell a count it must not
+ * trust from one that never came. NaN survives the sums and `??` the readers do.
+ */
 export function usageCount(v: unknown): number | undefined {
-  return typeof v === "number" && Number.isFinite(v) && v >= 0 ? Math.ceil(v) : undefined;
+  if (v === undefined || v === null) return undefined;
+  return typeof v === "number" && Number.isSafeInteger(v) && v >= 0 ? v : NaN;
+}
+
+/** What a reading says when the provider answered with an error; its own text is never kept. */
+export const UPSTREAM_ERROR = "the provider answered with an error";
+
+/**
+ * A provider answer that is not an object, or carries an error object: some OpenAI-compatible
+ * backends answer HTTP 200 with `{"error": …}` (Anthropic's shape adds `type: "error"`), and
+ * its message can hold the provider key. It is an upstream_error whatever the status.
+ */
+export function answerIsError(body: unknown): boolean {
+  if (body === null || typeof body !== "object" || Array.isArray(body)) return true;
+  const b = body as { error?: unknown; type?: unknown };
+  return (b.error !== undefined && b.error !== null && b.error !== false) || b.type === "error";
 }

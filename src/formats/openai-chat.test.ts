@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { TollgateError } from "../core/errors.js";
+import { UPSTREAM_ERROR } from "./fields.js";
 import { openaiChat } from "./openai-chat.js";
 
 const inspect = (body: unknown) => openaiChat.inspect(body);
@@ -126,5 +127,21 @@ describe("openai chat format", () => {
     const r3 = openaiChat.readEvent({ data: JSON.stringify({ choices: [], usage: { prompt_tokens: 5, completion_tokens: 7 } }) }, i);
     expect(r3).toMatchObject({ drop: true, usage: { inputTokens: 5, outputTokens: 7 } });
     expect(openaiChat.readEvent({ data: "{broken" }, i).error).toBeDefined();
+  });
+
+  it("reads any error object as an error, whatever the status, and keeps none of its text", () => {
+    const leak = { error: { message: "Incorrect API key provided: Bearer sk-abc", type: "invalid_request_error" } };
+    expect(openaiChat.readResponse(leak)).toEqual({ error: UPSTREAM_ERROR });
+    expect(openaiChat.readResponse({ type: "error", error: { message: "sk-abc" } }).error).toBe(UPSTREAM_ERROR);
+    expect(openaiChat.readResponse("sk-abc").error).toBe(UPSTREAM_ERROR);
+    const i = inspect({ messages: [{ role: "user", content: "x" }], stream: true });
+    expect(openaiChat.readEvent({ data: JSON.stringify(leak) }, i)).toEqual({ error: UPSTREAM_ERROR });
+  });
+
+  it("tells usage that cannot be true (NaN) from usage that never came (undefined)", () => {
+    const usage = (u: object) => openaiChat.readResponse({ choices: [], usage: u }).usage;
+    expect(usage({ prompt_tokens: 5, completion_tokens: 7 })).toMatchObject({ inputTokens: 5, outputTokens: 7 });
+    for (const bad of [1e308, -5, 2.5, "12", {}]) expect(usage({ prompt_tokens: 5, completion_tokens: bad })!.outputTokens).toBeNaN();
+    expect(usage({ prompt_tokens: 5 })!.outputTokens).toBeUndefined();
   });
 });

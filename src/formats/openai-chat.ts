@@ -1,7 +1,7 @@
 import { TollgateError } from "../core/errors.js";
 import type { Attachment } from "../core/metering/tokens.js";
 import { openaiErrorBody } from "./errors.js";
-import { addDefinition, asObject, base64Bytes, codePoints, invalid, optArray, optBool, optCount, optString, usageCount } from "./fields.js";
+import { addDefinition, answerIsError, asObject, base64Bytes, codePoints, invalid, optArray, optBool, optCount, optString, UPSTREAM_ERROR, usageCount } from "./fields.js";
 import type { Inspection, Reading, RequestFormat, ReportedUsage, SseEvent, UpstreamPlan } from "./format.js";
 
 const ROLES = new Set(["system", "developer", "user", "assistant", "tool", "function"]);
@@ -96,6 +96,7 @@ export const openaiChat: RequestFormat = {
   },
 
   readResponse(raw) {
+    if (answerIsError(raw)) return { error: UPSTREAM_ERROR };
     const body = raw as { id?: string; model?: string; usage?: OpenAIUsage; choices?: { message?: { content?: unknown; tool_calls?: unknown[]; refusal?: unknown } }[] };
     let text = "";
     let toolCalls = 0;
@@ -113,13 +114,13 @@ export const openaiChat: RequestFormat = {
 
   readEvent(event, inspection) {
     if (event.data === "[DONE]") return {};
-    let chunk: { id?: string; model?: string; usage?: OpenAIUsage | null; error?: { message?: string }; choices?: ChunkChoice[] };
+    let chunk: { id?: string; model?: string; usage?: OpenAIUsage | null; choices?: ChunkChoice[] };
     try {
       chunk = JSON.parse(event.data);
     } catch {
       return { error: "malformed event from upstream" };
     }
-    if (chunk.error) return { error: chunk.error.message ?? "upstream error" };
+    if (answerIsError(chunk)) return { error: UPSTREAM_ERROR };
     let text = "";
     let toolCalls = 0;
     for (const c of chunk.choices ?? []) {

@@ -1,5 +1,5 @@
 import { openaiErrorBody } from "./errors.js";
-import { asObject, codePoints, invalid, optCount, optString } from "./fields.js";
+import { answerIsError, asObject, codePoints, invalid, optCount, optString, UPSTREAM_ERROR, usageCount } from "./fields.js";
 import type { Inspection, RequestFormat } from "./format.js";
 
 /**
@@ -55,9 +55,9 @@ export const openaiEmbeddings: RequestFormat = {
   },
 
   readResponse(raw) {
+    if (answerIsError(raw)) return { error: UPSTREAM_ERROR };
     const body = raw as { id?: string; model?: string; usage?: { prompt_tokens?: unknown } };
-    const input = body.usage?.prompt_tokens;
-    const inputTokens = typeof input === "number" && Number.isFinite(input) && input >= 0 ? Math.ceil(input) : undefined;
+    const inputTokens = usageCount(body.usage?.prompt_tokens);
     // An embedding generates nothing: zero output is known, not unknown.
     return { usage: inputTokens === undefined ? undefined : { inputTokens, outputTokens: 0 }, id: body.id, model: body.model };
   },

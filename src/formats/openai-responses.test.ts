@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { TollgateError } from "../core/errors.js";
+import { UPSTREAM_ERROR } from "./fields.js";
 import type { StreamTail } from "./format.js";
 import { openaiResponses as fmt } from "./openai-responses.js";
 
@@ -138,8 +139,9 @@ describe("openai responses format: streams", () => {
     const done = fmt.readEvent(ev("response.completed", { response: { usage: { input_tokens: 5, output_tokens: 4 } } }), i, tail);
     expect(done.usage).toMatchObject({ inputTokens: 5, outputTokens: 4 });
     expect(done.drop).toBeUndefined();
-    expect(fmt.readEvent(ev("response.failed", { response: { error: { message: "boom" } } }), i, tail).error).toBe("boom");
-    expect(fmt.readEvent(ev("error", { message: "bad" }), i, tail).error).toBe("bad");
+    // The provider's own message is never kept: it can name the key (SPEC §5.2).
+    expect(fmt.readEvent(ev("response.failed", { response: { error: { message: "boom sk-x" } } }), i, tail).error).toBe(UPSTREAM_ERROR);
+    expect(fmt.readEvent(ev("error", { message: "bad sk-x" }), i, tail).error).toBe(UPSTREAM_ERROR);
   });
 
   it("ends a capped stream with response.incomplete holding what the client saw, not the withheld delta", () => {

@@ -1,7 +1,7 @@
 import { TollgateError } from "../core/errors.js";
 import type { Attachment, PromptShape } from "../core/metering/tokens.js";
 import { openaiErrorBody } from "./errors.js";
-import { addDefinition, asObject, base64Bytes, codePoints, invalid, optArray, optBool, optCount, optString, usageCount } from "./fields.js";
+import { addDefinition, answerIsError, asObject, base64Bytes, codePoints, invalid, optArray, optBool, optCount, optString, UPSTREAM_ERROR, usageCount } from "./fields.js";
 import type { Reading, RequestFormat, ReportedUsage, SseEvent, StreamTail } from "./format.js";
 
 const ROLES = new Set(["user", "assistant", "system", "developer"]);
@@ -99,6 +99,8 @@ export const openaiResponses: RequestFormat = {
   },
 
   readResponse(raw) {
+    // A failed response carries its usage beside the error: what was generated is still billed.
+    if (answerIsError(raw)) return { error: UPSTREAM_ERROR, usage: fromResponsesUsage((raw as { usage?: ResponsesUsage } | null)?.usage) };
     const body = raw as { id?: string; model?: string; usage?: ResponsesUsage; output?: unknown[] };
     let text = "";
     let toolCalls = 0;
@@ -117,6 +119,8 @@ export const openaiResponses: RequestFormat = {
     } catch {
       return { error: "malformed event from upstream" };
     }
+    // An OpenAI-style `{"error": …}` from a compatible proxy is as much an error as the API's own event.
+    if (answerIsError(data)) return { error: UPSTREAM_ERROR };
     const s = streamState(tail);
     // The latest event's effect on the output is applied once the next one is read: when the meter
     // withholds an event at the output cap, the closing response must not contain it.
@@ -161,9 +165,9 @@ export const openaiResponses: RequestFormat = {
       case "response.incomplete":
         return { usage: fromResponsesUsage(data.response?.usage) };
       case "response.failed":
-        return { usage: fromResponsesUsage(data.response?.usage), error: data.response?.error?.message ?? "the response failed" };
+        return { usage: fromResponsesUsage(data.response?.usage), error: UPSTREAM_ERROR };
       case "error":
-        return { error: data.message ?? "upstream error" };
+        return { error: UPSTREAM_ERROR };
       default:
         return {};
     }

@@ -130,9 +130,10 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
         return sendError(res, format.api, toTollgateError(err, abort.signal), ex);
       }
       if (call.result.kind === "json") {
-        call.meter.response(call.result.body);
-        sendJson(res, 200, call.result.body, ex.headers);
+        // Settled and recorded before the answer leaves: a served request is durable whatever
+        // happens to the write (SPEC §6).
         await engine.finish(ex, { ended: "complete", meter: call.meter });
+        sendJson(res, 200, call.result.body, ex.headers);
       } else {
         await pipeStream(res, ex, format, call.result.events, call.meter, abort);
       }

@@ -65,7 +65,7 @@ export class Tollgate {
       observability.onRecord(r);
       opts.onRecord?.(r);
     };
-    const runtime = await startRuntime(config, { onRecord, store: opts.store, instrumentStore: (s) => observability.instrumentStore(s) });
+    const runtime = await startRuntime(config, { onRecord, warn: (fields, message) => observability.logs.ops.warn(fields, message), store: opts.store, instrumentStore: (s) => observability.instrumentStore(s) });
     const tg = new Tollgate(runtime.engine, config, async () => {
       observability.close();
       await runtime.close();

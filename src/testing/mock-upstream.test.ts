@@ -337,7 +337,7 @@ describe("hostile-upstream fault modes", () => {
     mock.setBehavior({ errorIn200: "Incorrect API key provided: sk-leak" });
     const chat = await post("/v1/chat/completions", { model: "gpt-4o-mini", messages });
     expect(chat.status).toBe(200);
-    expect((await chat.json()).error.message).toContain("sk-leak");
+    expect(((await chat.json()) as { error: { message: string } }).error.message).toContain("sk-leak");
     const claude = await post("/v1/messages", { model: "claude-haiku-4-5", max_tokens: 10, messages: [messages[1]] });
     expect(await claude.json()).toMatchObject({ type: "error", error: { message: expect.stringContaining("sk-leak") } });
 
