@@ -179,6 +179,15 @@ describe("library mode: Express + the AI SDK", () => {
     expect(mock.requests[0]!.chunksSent).toBeLessThan(400);
   });
 
+  it("gate.fetch(): a 200 answer carrying an error object is a failed call, its body not passed on, nothing charged", async () => {
+    mock.setBehavior({ errorIn200: "Incorrect API key provided: Bearer sk-up-leaked" });
+    const res = await post("/api/sdk", "tg_lib_key", JSON.stringify({ stream: false }));
+    expect(res.status).toBeGreaterThanOrEqual(500);
+    expect(await res.text()).not.toContain("sk-up-leaked");
+    const rec = await recordFor((r) => r.endpoint === "chat_completions" && r.ended === "upstream_error");
+    expect(rec).toMatchObject({ code: "upstream_error", cost_usd: 0 });
+  });
+
   it("feeds the same Prometheus metrics as the gateway", async () => {
     const { contentType, body } = await tg.metrics();
     expect(contentType).toMatch(/text\/plain/);

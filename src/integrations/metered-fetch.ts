@@ -52,6 +52,12 @@ export function meteredFetch(gate: Gate, base: typeof fetch): typeof fetch {
     if (!String(res.headers.get("content-type")).includes("text/event-stream")) {
       const json = await res.json().catch(() => undefined);
       call.meter.response(json);
+      if (call.meter.error) {
+        // An error object in a 2xx answer is a failed call (SPEC §5.2); its body is not passed on.
+        const err = new TollgateError("upstream_error", "the provider answered with an error");
+        await call.end({ ended: "upstream_error", error: err });
+        return Response.json(format.errorBody(err), { status: err.status, headers: { "x-should-retry": "false" } });
+      }
       await call.end({ ended: "complete" });
       return new Response(JSON.stringify(json), { status: res.status, headers: res.headers });
     }
