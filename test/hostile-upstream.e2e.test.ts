@@ -242,6 +242,15 @@ describe("an upstream that answers another model", () => {
     await expect.poll(() => gw.stderr).toMatch(/answered with model gpt-4o/);
   });
 
+  it("streamed: the model named in the chunks is priced the same way", async () => {
+    mock.setBehavior({ answerModel: "gpt-4o" });
+    const { res, text, record } = await post("/v1/chat/completions", { stream: true, stream_options: { include_usage: true } });
+    expect(res.status).toBe(200);
+    const usage = text.split("\n\n").map((e) => e.slice("data: ".length)).filter((d) => d.startsWith("{")).map((d) => JSON.parse(d)).find((c) => c.usage)!.usage;
+    const answered = costOf(catalogPrice("gpt-4o", "openai")!, { inputTokens: usage.prompt_tokens, outputTokens: usage.completion_tokens });
+    expect(Math.round(record.cost_usd * 1e6)).toBe(answered);
+  });
+
   it("is charged at the asked price when the answered model is cheaper", async () => {
     mock.setBehavior({ answerModel: "gpt-4o-mini" });
     const { res, text, record } = await post("/v1/chat/completions", { model: "premium" });
