@@ -173,6 +173,7 @@ describe("usage that cannot be true is charged as the reservation, recorded and 
     [`more output than the clamp of ${CLAMP}`, { output: CLAMP * 50 }],
     ["1e308 input tokens", { input: 1e308 }],
     ["negative input tokens", { input: -1 }],
+    ["a billion input tokens for a short prompt", { input: 1_000_000_000 }],
   ];
   for (const [what, reportUsage] of implausible) {
     for (const path of ["/v1/chat/completions", "/v1/messages"] as const) {

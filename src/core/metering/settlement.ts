@@ -26,7 +26,7 @@ export interface Charge {
  */
 export function chargeFor(ex: Exchange, ended: Ended, meter: Meter, config: ResolvedConfig): Charge {
   const warnings: Charge["warnings"] = [];
-  const doubt = implausible(meter.usage, reservedOutput(ex));
+  const doubt = implausible(meter.usage, reservedOutput(ex), ex.estimatedInputTokens);
   if (doubt.length) {
     warnings.push({ message: "implausible usage from the provider; charged the reservation", fields: { fields: doubt } });
     return { ...reservation(ex, meter), warnings };
@@ -73,13 +73,23 @@ function reservedOutput(ex: Exchange): number {
 
 const safeCount = (n: number) => (Number.isSafeInteger(n) && n >= 0 ? n : 0);
 
+/**
+ * How far the provider's input count may exceed gate 6's estimate before it cannot be true: the
+ * estimate counts (or bounds by bytes) what was sent, and per-message framing adds a little. A
+ * count far beyond it (a billion tokens for a short prompt) would charge past the reservation.
+ */
+const INPUT_SLACK_FACTOR = 4;
+const INPUT_SLACK_TOKENS = 10_000;
+
 /** The usage fields that cannot be true, by name (their values are the provider's, not logged). */
-function implausible(u: ReportedUsage | undefined, maxOutput: number): string[] {
+function implausible(u: ReportedUsage | undefined, maxOutput: number, estimatedInput: number): string[] {
   if (!u) return [];
   const bad = Object.entries(u)
     .filter(([, v]) => v !== undefined && !(Number.isSafeInteger(v) && (v as number) >= 0))
     .map(([k]) => k);
   if (u.outputTokens !== undefined && Number.isSafeInteger(u.outputTokens) && u.outputTokens > maxOutput) bad.push(`outputTokens over the clamp of ${maxOutput}`);
+  const maxInput = estimatedInput * INPUT_SLACK_FACTOR + INPUT_SLACK_TOKENS;
+  if (u.inputTokens !== undefined && Number.isSafeInteger(u.inputTokens) && u.inputTokens > maxInput) bad.push(`inputTokens over ${maxInput}, far beyond what was sent`);
   return bad;
 }
 
