@@ -30,6 +30,9 @@ export interface GatewayOptions {
   observability?: Observability;
 }
 
+/** Framing events held back with the status line until the first one that carries output. */
+const MAX_HELD_EVENTS = 16;
+
 /** The OpenAI/Anthropic-compatible HTTP gateway: a thin shell that feeds requests through the engine. */
 export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gateway {
   const cfg = engine.config;
@@ -147,13 +150,25 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
     const it = events[Symbol.asyncIterator]();
     let ended: Ended = "complete";
     let failure: TollgateError | undefined;
-    // Hold the status line until the first event: a provider that fails or sends garbage before any
-    // content still gets the caller a proper HTTP error instead of a 200 that breaks mid-way.
-    let first: IteratorResult<SseEvent> | undefined;
+    // Hold the status line until the first event that carries output: a provider that fails or
+    // sends garbage before any content (Anthropic's message_start, then an error) still gets the
+    // caller a proper HTTP error instead of a 200 that breaks mid-way. The events before it are
+    // framing (a role, a message or item being opened) and leave together with it.
+    const held: SseEvent[] = [];
+    let done = false;
     try {
-      first = await it.next();
-      if (!first.done) meter.event(first.value);
-      if (meter.error) failure = new TollgateError("upstream_error", "the provider sent a malformed or failed stream");
+      while (held.length < MAX_HELD_EVENTS) {
+        const next = await it.next();
+        if (next.done) {
+          done = true;
+          break;
+        }
+        const { forward } = meter.event(next.value);
+        if (meter.error) failure = new TollgateError("upstream_error", "the provider sent a malformed or failed stream");
+        if (meter.error || meter.capped) break;
+        if (forward) held.push(next.value);
+        if (meter.counted > 0 || meter.toolCalls > 0) break;
+      }
     } catch (err) {
       failure = toTollgateError(err, abort.signal);
       ended = abort.signal.aborted ? abortReason(abort.signal) : failure.code === "upstream_timeout" ? "timeout" : "upstream_error";
@@ -165,8 +180,12 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
     }
     res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive", ...ex.headers });
     try {
-      if (first && !first.done) {
-        writeEvent(res, formatSse(first.value));
+      for (const e of held) writeEvent(res, formatSse(e));
+      if (meter.capped) {
+        ended = "output_cap";
+        abort.abort({ tollgate: "output_cap" });
+        writeAll(res, format.endStream("output_cap", meter.last, ""));
+      } else if (!done) {
         for (;;) {
           const next = await it.next();
           if (next.done) break;

@@ -37,7 +37,7 @@ export interface MockBehavior {
   /**
    * Answer HTTP 200 with an error object carrying this message, as some OpenAI-compatible backends
    * do (often echoing the key they were sent). Streams send it as an error event after the planned
-   * tokens, or alone when none are planned (`outputTokens: 0`).
+   * tokens (`outputTokens: 0`: right after the framing events; on Chat Completions, alone).
    */
   errorIn200?: string;
   /** Report these raw values as input / output tokens instead of the true counts (1e308, -5, 2.5, "12"). */

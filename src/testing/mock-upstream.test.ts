@@ -342,8 +342,11 @@ describe("hostile-upstream fault modes", () => {
     expect(await claude.json()).toMatchObject({ type: "error", error: { message: expect.stringContaining("sk-leak") } });
 
     mock.setBehavior({ errorIn200: "sk-leak", outputTokens: 0 });
-    const alone = await (await post("/v1/messages", { model: "claude-haiku-4-5", max_tokens: 10, stream: true, messages: [messages[1]] })).text();
-    expect(alone).toMatch(/^event: error\ndata: .*sk-leak/);
+    const alone = await (await post("/v1/chat/completions", { model: "gpt-4o-mini", stream: true, messages })).text();
+    expect(alone).toMatch(/^data: \{"error":\{"message":"sk-leak"/);
+    const framed = await (await post("/v1/messages", { model: "claude-haiku-4-5", max_tokens: 10, stream: true, messages: [messages[1]] })).text();
+    expect(framed).toMatch(/^event: message_start\n/);
+    expect(framed).toMatch(/event: error\ndata: .*sk-leak.*\n\n$/);
     mock.setBehavior({ errorIn200: "sk-leak", outputTokens: 2 });
     const mid = await (await post("/v1/chat/completions", { model: "gpt-4o-mini", stream: true, messages })).text();
     const events = mid.trim().split("\n\n").map((e) => JSON.parse(e.slice("data: ".length)));

@@ -9,10 +9,10 @@ import http from "node:http";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { performance } from "node:perf_hooks";
-import { anthropicMessage, messagesErrorEvent, streamMessages } from "./mock-anthropic-messages.js";
+import { anthropicMessage, streamMessages } from "./mock-anthropic-messages.js";
 import { Exchange } from "./mock-exchange.js";
 import { chatCompletion, chatErrorEvent, streamChat } from "./mock-openai-chat.js";
-import { responseObject, responsesErrorEvent, streamResponses } from "./mock-openai-responses.js";
+import { responseObject, streamResponses } from "./mock-openai-responses.js";
 import { CREATED, countTokens, makePlan, type BehaviorSource, type MockBehavior, type RecordedRequest } from "./mock-plan.js";
 
 export { MOCK_WORDS, countPromptTokens, countTokens, mockChunk, mockText } from "./mock-plan.js";
@@ -260,9 +260,10 @@ export class MockUpstream {
       if (!(await ex.write(`${event}data: {not json\n\n`))) return;
       return ex.finish();
     }
-    if (b.errorIn200 !== undefined && plan.text.length === 0 && plan.toolCalls.length === 0) {
-      // A backend that fails before generating sends the error as its only event.
-      return ex.endWith(api === "chat" ? chatErrorEvent(b.errorIn200) : api === "responses" ? responsesErrorEvent(b.errorIn200) : messagesErrorEvent(b.errorIn200));
+    if (b.errorIn200 !== undefined && api === "chat" && plan.text.length === 0 && plan.toolCalls.length === 0) {
+      // An OpenAI-compatible backend that fails before generating sends the error as its only
+      // event; Anthropic and Responses open the message first (message_start, response.created).
+      return ex.endWith(chatErrorEvent(b.errorIn200));
     }
     if (api === "chat") return streamChat(ex, plan, rec.body);
     if (api === "responses") return streamResponses(ex, plan);

@@ -119,8 +119,9 @@ function counted(ex: Exchange, ended: Ended, meter: Meter): Charge {
     source = "counted";
   }
   // The provider bills the prompt once it has started on it, even if the client leaves before
-  // the first token; a call that failed before any token is not charged.
-  const generated = outputTokens > 0 || reported?.inputTokens !== undefined || (meter.started && ended !== "upstream_error");
+  // the first token; a call that failed before any token is not charged, even when the provider
+  // had already said how long the prompt was (Anthropic's message_start, then an error).
+  const generated = outputTokens > 0 || (ended !== "upstream_error" && (reported?.inputTokens !== undefined || meter.started));
   return { inputTokens: generated ? inputTokens : 0, outputTokens, source, generated, cost: 0, warnings: [] };
 }
 
