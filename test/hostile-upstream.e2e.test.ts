@@ -281,6 +281,14 @@ describe("an upstream that goes silent", () => {
     expect(record.cost_usd).toBeGreaterThan(0);
   });
 
+  it("a stream that opens and goes silent before any token is a 504 upstream_timeout at idle_timeout", async () => {
+    mock.setBehavior({ stallAfterChunks: 0 });
+    const { res, text, record } = await post("/v1/messages", { stream: true });
+    expect(res.status).toBe(504);
+    expect(JSON.parse(text)).toMatchObject({ type: "error", error: { code: "upstream_timeout" } });
+    expect(record).toMatchObject({ ended: "timeout", output_tokens: 0 });
+  });
+
   it("a whole reply that stalls halfway through its body is a 504, charged its reservation since what ran upstream is unknown", async () => {
     mock.setBehavior({ stallAfterChunks: 0 });
     const { res, text, record } = await post("/v1/chat/completions");
