@@ -104,7 +104,9 @@ describe.skipIf(!HAVE_CHROMIUM && !process.env.CI)("dashboard in Chromium", () =
     await expect.poll(() => page.locator('#top-users button[data-id="bob"]').innerText(), { timeout: 10_000 }).toBe("Unblock");
     expect(await page.locator("#block-result").innerText()).toContain("Blocked user bob");
     expect(await asBob()).toEqual({ status: 403, code: "blocked" });
-    const refusal = gw.records.at(-1)!;
+    // Usage lines leave once per event-loop turn: wait for bob's refusal rather than take the last line.
+    await expect.poll(() => gw.records.some((r) => r.user === "bob" && r.code === "blocked"), { timeout: 5_000 }).toBe(true);
+    const refusal = gw.records.findLast((r) => r.user === "bob" && r.code === "blocked")!;
     expect(refusal).toMatchObject({ user: "bob", decision: "deny", code: "blocked", signals: ["admin_block:user"] });
 
     // The refusal reaches the live tail and the flagged callers, with the signal that fired.

@@ -35,7 +35,6 @@ const client = (apiKey = CALLER_KEY) => new OpenAI({ baseURL: `${gw.url}/chat/v1
 
 describe("gateway: OpenAI chat completions through every gate", () => {
   it("serves a completion with the provider's key, never the caller's, and records its usage", async () => {
-    const before = gw.records.length;
     const { data, response } = await client()
       .chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Say hello" }] })
       .withResponse();
@@ -49,7 +48,7 @@ describe("gateway: OpenAI chat completions through every gate", () => {
     // The route's cap went upstream although the client asked for nothing.
     expect(upstream.body.max_tokens).toBe(50);
 
-    const [rec] = (await gw.waitForRecords(before + 1)).slice(before);
+    const rec = await gw.recordFor(response.headers.get("x-tollgate-request-id"));
     expect(rec).toMatchObject({
       user: "alice",
       route: "chat",
@@ -74,8 +73,9 @@ describe("gateway: OpenAI chat completions through every gate", () => {
   });
 
   it("streams through the SDK and strips the usage chunk the client did not ask for", async () => {
-    const before = gw.records.length;
-    const stream = await client().chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Stream please" }], stream: true });
+    const { data: stream, response } = await client()
+      .chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Stream please" }], stream: true })
+      .withResponse();
     let text = "";
     let usageChunks = 0;
     for await (const chunk of stream) {
@@ -85,7 +85,7 @@ describe("gateway: OpenAI chat completions through every gate", () => {
     expect(text.length).toBeGreaterThan(0);
     expect(usageChunks).toBe(0);
     expect(mock.requests[0]!.body.stream_options).toEqual({ include_usage: true });
-    const [rec] = (await gw.waitForRecords(before + 1)).slice(before);
+    const rec = await gw.recordFor(response.headers.get("x-tollgate-request-id"));
     expect(rec).toMatchObject({ stream: true, ended: "complete", usage_source: "provider", output_tokens: 20 });
     expect(rec!.ttft_ms).not.toBeNull();
   });
@@ -112,13 +112,12 @@ describe("gateway: OpenAI chat completions through every gate", () => {
   });
 
   it("refuses an unknown model with 403 model_not_allowed before anything goes upstream", async () => {
-    const before = gw.records.length;
     const err = await client().chat.completions.create({ model: "gpt-5-pro", messages: [{ role: "user", content: "x" }] }).catch((e) => e);
     expect(err).toBeInstanceOf(OpenAI.PermissionDeniedError);
     expect(err.code).toBe("model_not_allowed");
     expect(err.param).toBe("model");
     expect(mock.requests).toHaveLength(0);
-    const [rec] = (await gw.waitForRecords(before + 1)).slice(before);
+    const rec = await gw.recordFor(err.headers.get("x-tollgate-request-id"));
     expect(rec).toMatchObject({ decision: "deny", code: "model_not_allowed", model_requested: "gpt-5-pro", cost_usd: 0 });
   });
 

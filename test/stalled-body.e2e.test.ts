@@ -69,6 +69,7 @@ describe("a stalled request body", () => {
       expect(a).toContain('"code":"invalid_request"');
       expect(a).toContain("did not arrive within 2s");
     }
+    await gw.waitForRecords(4);
     const refusals = gw.records.filter((r) => r.code === "invalid_request");
     expect(refusals).toHaveLength(3);
     expect(refusals.every((r) => r.decision === "deny" && r.user === "127.0.0.1")).toBe(true);
