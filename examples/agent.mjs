@@ -2,6 +2,7 @@
 // each metered and capped through the request's Gate.
 import { createOpenAI } from "@ai-sdk/openai";
 import { generateText, wrapLanguageModel } from "ai";
+import "tollgate/ai-sdk"; // gate.aiSdk()
 import { simulatedFetch } from "tollgate/testing";
 
 const openai = createOpenAI({ apiKey: "unused", fetch: simulatedFetch() });

@@ -6,6 +6,8 @@ import type { Server } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import "../src/entry/ai-sdk.js";
+import "../src/entry/express.js";
 import { createTollgate, errorMessage, type Gate, type Tollgate, type UsageRecord } from "../src/index.js";
 import { MockUpstream } from "../src/testing/mock-upstream.js";
 import { GatewayProcess } from "./gateway-process.js";

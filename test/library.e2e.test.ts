@@ -9,6 +9,8 @@ import { join } from "node:path";
 import { stringify } from "yaml";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { createTollgate, type Gate, type Tollgate, type UsageRecord } from "../src/index.js";
+import "../src/entry/ai-sdk.js";
+import "../src/entry/express.js";
 import { MockUpstream } from "../src/testing/mock-upstream.js";
 import { GatewayProcess } from "./gateway-process.js";
 

@@ -1,5 +1,6 @@
 import express from "express";
 import { createTollgate } from "tollgate";
+import "tollgate/express"; // tg.express(), tg.expressErrors() and the type of req.tollgate
 import { CONFIG, runAgent, summarize } from "../agent.mjs";
 
 const tg = await createTollgate({ config: CONFIG });

@@ -1,5 +1,6 @@
 import Fastify from "fastify";
 import { createTollgate } from "tollgate";
+import "tollgate/fastify"; // tg.fastify and the type of req.tollgate
 import { CONFIG, runAgent, summarize } from "../agent.mjs";
 
 const tg = await createTollgate({ config: CONFIG });

@@ -1,6 +1,7 @@
 import { serve } from "@hono/node-server";
 import { Hono } from "hono";
 import { createTollgate } from "tollgate";
+import "tollgate/hono"; // tg.hono() and the type of c.get("tollgate")
 import { CONFIG, runAgent, summarize } from "../agent.mjs";
 
 const tg = await createTollgate({ config: CONFIG });

@@ -1,5 +1,6 @@
 // A Next.js-style route module (app/api/agent/route.ts): Web-standard Request in, Response out.
 import { createTollgate } from "tollgate";
+import "tollgate/fetch"; // tg.fetch()
 import { CONFIG, runAgent, summarize } from "../agent.mjs";
 
 const tg = await createTollgate({ config: CONFIG });

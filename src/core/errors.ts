@@ -71,3 +71,14 @@ export class TollgateError extends Error {
 export function storeFailure(err: unknown): TollgateError {
   return TollgateError.is(err) ? err : new TollgateError("store_unavailable", "the store is unavailable", { cause: err });
 }
+
+/**
+ * The message to show an end user for an error the AI SDK reports: tollgate's own for a refusal,
+ * else the AI SDK's generic one. `result.toUIMessageStreamResponse({ onError: errorMessage })`.
+ */
+export function errorMessage(error: unknown): string {
+  for (let e = error, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    if (TollgateError.is(e)) return e.message;
+  }
+  return "An error occurred.";
+}

@@ -3,7 +3,8 @@ import { toTollgateError } from "../core/engine.js";
 import { TollgateError } from "../core/errors.js";
 import { abortReason, meteredStream, readerOf, type Terminal } from "../core/metered-stream.js";
 import { aiSdkCall, type AiSdkCall } from "../formats/ai-sdk-call.js";
-import type { Gate, ModelCall } from "../library/gate.js";
+import { Gate, type ModelCall } from "../library/gate.js";
+import { installMethods } from "../library/subpath-methods.js";
 
 /** The admitted call behind each transformed params object, from transformParams to wrapGenerate/wrapStream. */
 const calls = new WeakMap<object, { call: ModelCall; stop: AbortController }>();
@@ -112,17 +113,6 @@ export function aiSdkMiddleware(gate: Gate): LanguageModelV3Middleware {
   };
 }
 
-/**
- * The message to show an end user for an error the AI SDK reports: tollgate's own for a refusal,
- * else the AI SDK's generic one. `result.toUIMessageStreamResponse({ onError: errorMessage })`.
- */
-export function errorMessage(error: unknown): string {
-  for (let e = error, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
-    if (TollgateError.is(e)) return e.message;
-  }
-  return "An error occurred.";
-}
-
 function failure(err: unknown, gate: Gate): Terminal {
   if (gate.signal.aborted) return { ended: abortReason(gate.signal) };
   return { ended: "upstream_error", error: toTollgateError(err, undefined) };
@@ -144,3 +134,17 @@ function countedUsage(output: number): LanguageModelV3Usage {
     outputTokens: { total: output, text: output, reasoning: undefined },
   };
 }
+
+declare module "../library/gate.js" {
+  interface Gate {
+    /** Vercel AI SDK middleware for `wrapLanguageModel` (`aiSdkMiddleware(gate)`): every model call through it is metered and capped. */
+    aiSdk(): LanguageModelV3Middleware;
+  }
+}
+
+installMethods(Gate.prototype, {
+  aiSdk(this: Gate) {
+    this.expectModelCalls();
+    return aiSdkMiddleware(this);
+  },
+});

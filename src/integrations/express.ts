@@ -1,13 +1,15 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { TollgateError } from "../core/errors.js";
 import { refusalOf, type Gate } from "../library/gate.js";
-import { refusalBody, refusalHeaders, type Identify, type Tollgate } from "../library/tollgate.js";
+import { installMethods } from "../library/subpath-methods.js";
+import { refusalBody, refusalHeaders, Tollgate, type Identify } from "../library/tollgate.js";
 import { admitFromNode, holdResponse } from "./node-request.js";
 
 type Next = (err?: unknown) => void;
 type Req = IncomingMessage & { tollgate?: Gate };
 
 export interface ExpressOptions<R = Req> {
+  /** A route name from the config; an unknown name throws here, when the middleware is made. */
   route: string;
   /** The app's own session: who is calling. `null` falls back to the request's credentials. */
   identify?: Identify<R>;
@@ -15,6 +17,7 @@ export interface ExpressOptions<R = Req> {
 
 /** Express middleware: gates 1-3, then `req.tollgate` is the request's Gate. */
 export function expressMiddleware<R extends IncomingMessage = Req>(tg: Tollgate, opts: ExpressOptions<R>) {
+  tg.checkRoute(opts.route);
   return async function tollgate(req: R, res: ServerResponse, next: Next): Promise<void> {
     let gate: Gate;
     try {
@@ -53,3 +56,30 @@ function sendRefusal(res: ServerResponse, err: TollgateError, gate?: Gate): void
   res.writeHead(err.status, { ...refusalHeaders(err, gate), "content-type": "application/json", "content-length": Buffer.byteLength(body) });
   res.end(body);
 }
+
+// Express's own extension point (what @types/express-serve-static-core merges into its Request):
+// a global interface, so this declaration imports nothing from Express.
+declare global {
+  namespace Express {
+    interface Request {
+      /** The request's Gate, on routes behind tollgate's middleware. */
+      tollgate: Gate;
+    }
+  }
+}
+
+declare module "../library/tollgate.js" {
+  interface Tollgate {
+    /** Express middleware (`expressMiddleware(tg, opts)`); pair it with `tg.expressErrors()` after your routes. */
+    express<R extends IncomingMessage = IncomingMessage>(opts: ExpressOptions<R>): ReturnType<typeof expressMiddleware<R>>;
+    /** Express error handler that turns a TollgateError from a handler into its refusal. */
+    expressErrors(): ReturnType<typeof expressErrorHandler>;
+  }
+}
+
+installMethods(Tollgate.prototype, {
+  express(this: Tollgate, opts: ExpressOptions<IncomingMessage>) {
+    return expressMiddleware(this, opts);
+  },
+  expressErrors: () => expressErrorHandler(),
+});

@@ -1,26 +1,15 @@
-import type { IncomingMessage, ServerResponse } from "node:http";
+import type { FastifyPluginAsync, FastifyRequest } from "fastify";
 import { TollgateError } from "../core/errors.js";
 import { refusalOf, type Gate } from "../library/gate.js";
-import { refusalBody, refusalHeaders, type Identify, type Tollgate } from "../library/tollgate.js";
+import { installMethods } from "../library/subpath-methods.js";
+import { refusalBody, refusalHeaders, Tollgate, type Identify } from "../library/tollgate.js";
 import { admitFromNode, holdResponse } from "./node-request.js";
 
-/** The few parts of Fastify the plugin uses, so Fastify stays the app's dependency, not ours. */
-export interface FastifyLike {
-  decorateRequest(name: string, value: unknown): unknown;
-  addHook(name: "onRequest", fn: (req: FastifyReq, reply: FastifyReply) => Promise<unknown>): unknown;
-  addHook(name: "onResponse", fn: (req: FastifyReq, reply: FastifyReply) => Promise<void>): unknown;
-  addHook(name: "onError", fn: (req: FastifyReq, reply: FastifyReply, err: unknown) => Promise<void>): unknown;
-  setErrorHandler(fn: (err: unknown, req: FastifyReq, reply: FastifyReply) => unknown): unknown;
-}
-export interface FastifyReq {
-  raw: IncomingMessage;
-  tollgate?: Gate | null;
-}
-export interface FastifyReply {
-  raw: ServerResponse;
-  code(status: number): FastifyReply;
-  headers(h: Record<string, string>): FastifyReply;
-  send(body: unknown): FastifyReply;
+export interface FastifyOptions {
+  /** A route name from the config; an unknown name fails the plugin's registration. */
+  route: string;
+  /** The app's own session: who is calling. `null` falls back to the request's credentials. */
+  identify?: Identify<FastifyRequest>;
 }
 
 /**
@@ -28,9 +17,13 @@ export interface FastifyReply {
  * registered in passes gates 1-3; `request.tollgate` is the Gate. A TollgateError thrown in a
  * handler becomes its refusal.
  */
-export function fastifyPlugin(tg: Tollgate) {
-  const plugin = async function tollgatePlugin(app: FastifyLike, opts: { route: string; identify?: Identify<FastifyReq> }): Promise<void> {
-    app.decorateRequest("tollgate", null);
+export function fastifyPlugin(tg: Tollgate): FastifyPluginAsync<FastifyOptions> {
+  const plugin: FastifyPluginAsync<FastifyOptions> = async function tollgatePlugin(app, opts) {
+    // Registration runs at startup (app.ready/listen), before any request.
+    tg.checkRoute(opts.route);
+    // Fastify wants a starting value; the onRequest hook sets the Gate before any handler in this
+    // scope runs (or answers the refusal itself), so handlers always see a Gate.
+    app.decorateRequest("tollgate", null as unknown as Gate);
     app.addHook("onRequest", async (req, reply) => {
       let gate: Gate;
       try {
@@ -67,3 +60,29 @@ export function fastifyPlugin(tg: Tollgate) {
   (plugin as unknown as Record<symbol, unknown>)[Symbol.for("skip-override")] = true;
   return plugin;
 }
+
+declare module "fastify" {
+  interface FastifyRequest {
+    /** The request's Gate, in the scope where tollgate's plugin is registered. */
+    tollgate: Gate;
+  }
+}
+
+declare module "../library/tollgate.js" {
+  interface Tollgate {
+    /** A Fastify plugin (`fastifyPlugin(tg)`): `app.register(tg.fastify, { route })`. */
+    readonly fastify: ReturnType<typeof fastifyPlugin>;
+  }
+}
+
+const plugins = new WeakMap<Tollgate, ReturnType<typeof fastifyPlugin>>();
+installMethods(Tollgate.prototype, {
+  // One plugin per instance: Fastify tells registrations apart by the function.
+  fastify: {
+    get(this: Tollgate) {
+      let plugin = plugins.get(this);
+      if (!plugin) plugins.set(this, (plugin = fastifyPlugin(this)));
+      return plugin;
+    },
+  },
+});

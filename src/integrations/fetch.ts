@@ -1,15 +1,20 @@
 import { clientIp } from "../core/client-ip.js";
 import { TollgateError } from "../core/errors.js";
 import { refusalOf, type Gate } from "../library/gate.js";
-import { refusalBody, refusalHeaders, type AdmitRequest, type Identify, type Tollgate } from "../library/tollgate.js";
+import { installMethods } from "../library/subpath-methods.js";
+import { refusalBody, refusalHeaders, Tollgate, type AdmitRequest, type Identify } from "../library/tollgate.js";
 
 export interface FetchOptions {
+  /** A route name from the config; an unknown name throws here, when the handler is made. */
   route: string;
   /** The client's address; Web Requests carry no socket. Default: X-Forwarded-For under trust_proxy, else "0.0.0.0". */
   ip?: (req: Request) => string;
   /** The app's own session: who is calling. `null` falls back to the request's credentials. */
   identify?: Identify<Request>;
 }
+
+/** The app's handler behind `fetchHandler`: the Request and its admitted Gate. */
+export type FetchRouteHandler = (req: Request, gate: Gate) => Response | Promise<Response>;
 
 /** What gate 1 reads from a Web-standard Request. */
 export function admitFromRequest(req: Request, route: string, trustProxy: number, ip?: (req: Request) => string, identify?: Identify<Request>): AdmitRequest {
@@ -34,7 +39,8 @@ export function refusalResponse(err: TollgateError, gate?: Gate): Response {
  * Wraps a Web-standard handler (Next.js route handlers, Bun, Deno): `export const POST = tg.fetch(handler, { route })`.
  * The usage record is written when the response body has been sent (or the client left).
  */
-export function fetchHandler(tg: Tollgate, handler: (req: Request, gate: Gate) => Response | Promise<Response>, opts: FetchOptions) {
+export function fetchHandler(tg: Tollgate, handler: FetchRouteHandler, opts: FetchOptions) {
+  tg.checkRoute(opts.route);
   return async function tollgateFetch(req: Request): Promise<Response> {
     let gate: Gate;
     try {
@@ -117,3 +123,16 @@ async function holdBody(res: Response, gate: Gate): Promise<ReadableStream<Uint8
     cancel: (reason) => reader.cancel(reason),
   });
 }
+
+declare module "../library/tollgate.js" {
+  interface Tollgate {
+    /** Wraps a Web-standard handler (`fetchHandler(tg, handler, opts)`): Next.js route handlers, Bun, Deno. */
+    fetch(handler: FetchRouteHandler, opts: FetchOptions): ReturnType<typeof fetchHandler>;
+  }
+}
+
+installMethods(Tollgate.prototype, {
+  fetch(this: Tollgate, handler: FetchRouteHandler, opts: FetchOptions) {
+    return fetchHandler(this, handler, opts);
+  },
+});

@@ -1,22 +1,26 @@
+import type { Context, MiddlewareHandler } from "hono";
 import { refusalOf, type Gate } from "../library/gate.js";
-import type { Identify, Tollgate } from "../library/tollgate.js";
+import { installMethods } from "../library/subpath-methods.js";
+import { Tollgate, type Identify } from "../library/tollgate.js";
 import { TollgateError } from "../core/errors.js";
 import { admitFromRequest, answer, refusalResponse } from "./fetch.js";
 
-/** The parts of Hono's Context the middleware uses. */
-export interface HonoContext {
-  req: { raw: Request };
-  env?: { incoming?: { socket?: { remoteAddress?: string } } };
-  set(key: "tollgate", value: Gate): void;
-  error?: Error;
-  res: Response;
+export interface HonoOptions {
+  /** A route name from the config; an unknown name throws here, when the middleware is made. */
+  route: string;
+  /** The client's address, where the runtime has no socket to read it from. */
+  ip?: (req: Request) => string;
+  /** The app's own session, read from Hono's context. `null` falls back to the request's credentials. */
+  identify?: Identify<Context<{ Variables: { tollgate: Gate } }>>;
 }
 
 /** Hono middleware: gates 1-3, then `c.get("tollgate")` is the request's Gate. */
-export function honoMiddleware(tg: Tollgate, opts: { route: string; ip?: (req: Request) => string; identify?: Identify<HonoContext> }) {
-  return async function tollgate(c: HonoContext, next: () => Promise<void>): Promise<Response | void> {
+export function honoMiddleware(tg: Tollgate, opts: HonoOptions) {
+  tg.checkRoute(opts.route);
+  const middleware: MiddlewareHandler<{ Variables: { tollgate: Gate } }> = async function tollgate(c, next) {
     // On @hono/node-server the socket is at c.env.incoming; elsewhere the forwarded address rules.
-    const socketIp = c.env?.incoming?.socket?.remoteAddress;
+    const env = c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined;
+    const socketIp = env?.incoming?.socket?.remoteAddress;
     const ip = opts.ip ?? (socketIp ? () => socketIp : undefined);
     let gate: Gate;
     try {
@@ -42,4 +46,25 @@ export function honoMiddleware(tg: Tollgate, opts: { route: string; ip?: (req: R
     c.req.raw.signal.addEventListener("abort", () => void gate.end(), { once: true });
     c.res = await answer(c.res, gate);
   };
+  return middleware;
 }
+
+declare module "hono" {
+  interface ContextVariableMap {
+    /** The request's Gate, behind tollgate's middleware. */
+    tollgate: Gate;
+  }
+}
+
+declare module "../library/tollgate.js" {
+  interface Tollgate {
+    /** Hono middleware (`honoMiddleware(tg, opts)`); the handler reads the Gate with `c.get("tollgate")`. */
+    hono(opts: HonoOptions): ReturnType<typeof honoMiddleware>;
+  }
+}
+
+installMethods(Tollgate.prototype, {
+  hono(this: Tollgate, opts: HonoOptions) {
+    return honoMiddleware(this, opts);
+  },
+});

@@ -1,4 +1,3 @@
-import type { LanguageModelV3Middleware } from "@ai-sdk/provider";
 import type { AppRequest, ModelCall as CoreModelCall } from "../core/app-request.js";
 import { TollgateError } from "../core/errors.js";
 import type { Exchange } from "../core/exchange.js";
@@ -7,8 +6,8 @@ import type { Terminal } from "../core/metered-stream.js";
 import type { Meter } from "../core/metering/meter.js";
 import type { Ended, UsageRecord } from "../core/usage-record.js";
 import type { RequestFormat } from "../formats/format.js";
-import { aiSdkMiddleware } from "../integrations/ai-sdk.js";
 import { meteredFetch } from "../integrations/metered-fetch.js";
+import { awaitSubpaths } from "./subpath-methods.js";
 
 /** Why a Gate's signal fired. */
 export type GateAbortReason = Ended | "run_limit";
@@ -151,14 +150,8 @@ export class Gate {
    * Anthropic's too): every model call through it is admitted, clamped, reserved, metered and settled.
    */
   fetch(base: typeof fetch = globalThis.fetch): typeof fetch {
-    this.awaitFirstCall();
+    this.expectModelCalls();
     return meteredFetch(this, base);
-  }
-
-  /** Vercel AI SDK middleware for `wrapLanguageModel`: every model call through it is metered and capped. */
-  aiSdk(): LanguageModelV3Middleware {
-    this.awaitFirstCall();
-    return aiSdkMiddleware(this);
   }
 
   /** Counts a tool call the model made (the AI SDK middleware). */
@@ -188,7 +181,8 @@ export class Gate {
     })());
   }
 
-  private awaitFirstCall(): void {
+  /** The app wrapped a model (aiSdk(), fetch()): its response waits for the first call's admission. */
+  expectModelCalls(): void {
     if (this.firstCall) return;
     let decide!: (r: TollgateError | undefined) => void;
     const decided = new Promise<TollgateError | undefined>((r) => (decide = r));
@@ -210,6 +204,8 @@ export class Gate {
     if (!this.controller.signal.aborted) this.controller.abort({ tollgate: reason });
   }
 }
+
+awaitSubpaths(Gate.prototype, "gate", { aiSdk: { subpath: "tollgate/ai-sdk" } });
 
 /**
  * The refusal behind an error a handler threw: a TollgateError itself (also when the AI SDK

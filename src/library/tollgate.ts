@@ -1,3 +1,4 @@
+import { ConfigError } from "../config/errors.js";
 import { loadConfigFile, parseConfig } from "../config/load.js";
 import { resolveConfig, type ResolvedConfig } from "../config/resolve.js";
 import type { RawConfig } from "../config/schema.js";
@@ -8,12 +9,8 @@ import type { UsageRecord } from "../core/usage-record.js";
 import { Observability } from "../observability/index.js";
 import { startRuntime } from "../runtime.js";
 import type { Store } from "../stores/store.js";
-import type { IncomingMessage } from "node:http";
-import { expressErrorHandler, expressMiddleware, type ExpressOptions } from "../integrations/express.js";
-import { fastifyPlugin } from "../integrations/fastify.js";
-import { fetchHandler, type FetchOptions } from "../integrations/fetch.js";
-import { honoMiddleware } from "../integrations/hono.js";
 import { Gate } from "./gate.js";
+import { awaitSubpaths } from "./subpath-methods.js";
 
 export interface TollgateOptions {
   /** A config file path (YAML or JSON), or an object of the config file's shape. */
@@ -87,9 +84,7 @@ export class Tollgate {
    * TollgateError (already recorded).
    */
   async admit(req: AdmitRequest): Promise<Gate> {
-    if (!this.config.routes.some((r) => r.name === req.route)) {
-      throw new Error(`tollgate: no route named ${JSON.stringify(req.route)} in the config`);
-    }
+    this.checkRoute(req.route);
     const app = (await req.identify?.()) ?? undefined;
     const ex = this.engine.open({
       route: req.route,
@@ -113,34 +108,18 @@ export class Tollgate {
     return gate;
   }
 
+  /**
+   * Throws a ConfigError unless the config has a route of this name. The adapters call it when
+   * they are created, so a misspelled route stops the app at startup, not at its first request.
+   */
+  checkRoute(route: string): void {
+    if (this.config.routes.some((r) => r.name === route)) return;
+    const names = this.config.routes.map((r) => r.name).join(", ") || "none";
+    throw new ConfigError([{ path: `routes.${route}`, message: `no route named ${JSON.stringify(route)} in the config (its routes: ${names})` }]);
+  }
+
   /** Requests admitted and not yet ended: close() lets them write their records first. */
   private readonly open = new Set<Gate>();
-
-  /** Express middleware; pair it with `tg.expressErrors()` after your routes. */
-  express<R extends IncomingMessage = IncomingMessage>(opts: ExpressOptions<R>) {
-    return expressMiddleware(this, opts);
-  }
-
-  /** Express error handler that turns a TollgateError from a handler into its refusal. */
-  expressErrors() {
-    return expressErrorHandler();
-  }
-
-  /** A Fastify plugin: `app.register(tg.fastify, { route })`. */
-  get fastify() {
-    return (this.fastifyPlugin ??= fastifyPlugin(this));
-  }
-  private fastifyPlugin?: ReturnType<typeof fastifyPlugin>;
-
-  /** Hono middleware; the handler reads the Gate with `c.get("tollgate")`. */
-  hono(opts: Parameters<typeof honoMiddleware>[1]) {
-    return honoMiddleware(this, opts);
-  }
-
-  /** Wraps a Web-standard `(Request) => Response` handler (Next.js route handlers, Bun, Deno). */
-  fetch(handler: (req: Request, gate: Gate) => Response | Promise<Response>, opts: FetchOptions) {
-    return fetchHandler(this, handler, opts);
-  }
 
   async close(): Promise<void> {
     const pending = [...this.open].map((g) => g.end());
@@ -149,7 +128,15 @@ export class Tollgate {
   }
 }
 
-/** `createTollgate({ config })`: see SPEC §9. */
+awaitSubpaths(Tollgate.prototype, "tg", {
+  express: { subpath: "tollgate/express" },
+  expressErrors: { subpath: "tollgate/express" },
+  fastify: { subpath: "tollgate/fastify", getter: true },
+  hono: { subpath: "tollgate/hono" },
+  fetch: { subpath: "tollgate/fetch" },
+});
+
+/** `createTollgate({ config })`: the library (README "Library mode"; every config key in docs/config.md). */
 export function createTollgate(opts: TollgateOptions): Promise<Tollgate> {
   return Tollgate.create(opts);
 }

@@ -2,7 +2,7 @@ import type { Store } from "./store.js";
 import { MemoryStore } from "./memory.js";
 
 export interface OpenStoreOptions {
-  /** What a Redis store does when Redis is away (SPEC §4 `on_store_error`). Default closed. */
+  /** What a Redis store does when Redis is away (`on_store_error` in docs/config.md). Default closed. */
   onStoreError?: "closed" | "open";
   /** Where availability changes are announced. Default stderr. */
   log?: (line: string) => void;
@@ -12,11 +12,21 @@ export interface OpenStoreOptions {
 export async function openStore(url: string, opts: OpenStoreOptions = {}): Promise<Store> {
   if (url === "memory:" || url === "memory") return new MemoryStore();
   if (url.startsWith("sqlite:")) {
-    const { SqliteStore } = await import("./sqlite.js");
+    const { SqliteStore } = await import("./sqlite.js").catch(sqliteMissing);
     return SqliteStore.open(url.slice("sqlite:".length));
   }
   if (url.startsWith("redis://") || url.startsWith("rediss://")) return openRedis(url, opts);
   throw new Error(`store ${url.split(":")[0]}: is not supported yet`);
+}
+
+/**
+ * better-sqlite3 is an optional dependency (a native build that users of memory: or Redis should
+ * not need), so a `sqlite:` store without it says how to get it rather than failing on an import.
+ */
+function sqliteMissing(err: unknown): never {
+  const missing = (err as { code?: string }).code === "ERR_MODULE_NOT_FOUND" && /better-sqlite3/.test(String((err as Error).message));
+  if (!missing) throw err;
+  throw new Error("store sqlite: needs the better-sqlite3 package, an optional dependency of tollgate that is not installed here: run `npm install better-sqlite3` (or use a memory: or redis:// store)");
 }
 
 async function openRedis(url: string, opts: OpenStoreOptions): Promise<Store> {
