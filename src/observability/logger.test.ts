@@ -1,4 +1,7 @@
+import { execFileSync } from "node:child_process";
+import { join } from "node:path";
 import { Writable } from "node:stream";
+import { pathToFileURL } from "node:url";
 import { describe, expect, it } from "vitest";
 import { resolveConfig } from "../config/resolve.js";
 import { configSchema } from "../config/schema.js";
@@ -60,5 +63,32 @@ describe("logs", () => {
     logs.usage(emptyUsageRecord("req-3", new Date(0)));
     await new Promise((r) => setImmediate(r));
     expect(out.lines).toEqual([]);
+  });
+});
+
+describe("usage line batching", () => {
+  it("writes the records finished in one turn of the event loop in one write, each still its own line", async () => {
+    const writes: string[] = [];
+    const stream = new Writable({
+      write(chunk, _enc, done) {
+        writes.push(String(chunk));
+        done();
+      },
+    });
+    const logs = createLogs(config, { stdout: stream, stderr: sink().stream });
+    for (let i = 0; i < 100; i++) logs.usage(emptyUsageRecord(`req-${i}`, new Date(0)));
+    expect(writes).toEqual([]);
+    await new Promise((r) => setImmediate(r));
+    expect(writes).toHaveLength(1);
+    expect(writes[0]!.split("\n").filter(Boolean).map((l) => JSON.parse(l).request_id)).toEqual(Array.from({ length: 100 }, (_, i) => `req-${i}`));
+    logs.usage(emptyUsageRecord("req-next", new Date(0)));
+    await new Promise((r) => setImmediate(r));
+    expect(writes).toHaveLength(2);
+  });
+
+  it("does not lose lines still batched when the process exits at once (serve ends in process.exit)", () => {
+    const batch = pathToFileURL(join(import.meta.dirname, "../../dist/observability/line-batch.js")).href;
+    const script = `import { LineBatch } from ${JSON.stringify(batch)}; const b = new LineBatch(process.stdout); b.push("one\\n"); b.push("two\\n"); process.exit(0);`;
+    expect(execFileSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" })).toBe("one\ntwo\n");
   });
 });

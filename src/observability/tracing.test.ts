@@ -161,4 +161,17 @@ describe("tracing", () => {
     tracing.record({ ...served("req-3"), code: "upstream_error", ended: "upstream_error" });
     expect(spans.at(-1)!.status).toEqual({ code: SpanStatusCode.ERROR, message: "upstream_error" });
   });
+
+  it("starts spans for an SDK registered after the gateway started, and makes none before", async () => {
+    const tracing = new Tracing(config);
+    trace.disable();
+    const before = spans.length;
+    expect(await tracing.around("req-4", "chat", async () => "answered")).toBe("answered");
+    tracing.record(served("req-4"));
+    expect(spans.length).toBe(before);
+    trace.setGlobalTracerProvider(provider);
+    await tracing.around("req-5", "chat", async () => tracing.record(served("req-5")));
+    expect(spans.length).toBe(before + 1);
+    expect(spans.at(-1)!.attributes["tollgate.request_id"]).toBe("req-5");
+  });
 });
