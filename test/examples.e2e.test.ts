@@ -61,3 +61,27 @@ for (const example of ["express", "fastify", "hono", "next"]) {
     });
   });
 }
+
+for (const example of ["express", "next"]) {
+  describe(`examples/${example}: streaming chat`, () => {
+    it("streams a UI message answer for the app's own user and refuses a spent budget with 402 before any token", async () => {
+      const url = await start(example);
+      const ask = (cookie: string | null) =>
+        fetch(url + "/api/chat", { method: "POST", headers: { "content-type": "application/json", ...(cookie ? { cookie } : {}) }, body: JSON.stringify({ messages: [{ role: "user", parts: [{ type: "text", text: "hi" }] }] }) });
+
+      const ok = await ask("session=alice");
+      expect(ok.status).toBe(200);
+      expect(ok.headers.get("x-tollgate-model")).toBe("gpt-4o-mini");
+      const text = await ok.text();
+      expect(text).toContain('"type":"text-delta"');
+      expect(text).not.toContain('"type":"error"');
+
+      // identify() put this user on the trial plan, whose budget cannot cover one call.
+      const broke = await ask("session=trial-bob");
+      expect(broke.status).toBe(402);
+      expect((await broke.json()).error).toMatchObject({ code: "budget_exceeded", message: expect.stringMatching(/trial plan's daily budget/) });
+
+      expect((await ask(null)).status).toBe(401);
+    });
+  });
+}
