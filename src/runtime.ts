@@ -1,4 +1,5 @@
 import type { ResolvedConfig } from "./config/resolve.js";
+import { CHECKPOINT_MS } from "./core/checkpoint.js";
 import { Engine } from "./core/engine.js";
 import type { UsageRecord } from "./core/usage-record.js";
 import type { Provider } from "./providers/provider.js";
@@ -14,6 +15,9 @@ export interface Runtime {
   close(): Promise<void>;
 }
 
+/** How often lapsed checkpoints are looked for; as often as they are taken. */
+const RECOVER_EVERY_MS = CHECKPOINT_MS;
+
 export interface RuntimeOptions {
   onRecord?: (r: UsageRecord) => void;
   /** Operational warnings from settlement (implausible usage, a store that refused a charge). */
@@ -28,11 +32,25 @@ export async function startRuntime(config: ResolvedConfig, opts: RuntimeOptions 
   const store = opts.instrumentStore ? opts.instrumentStore(opened) : opened;
   const providers = createProviders(config);
   const engine = new Engine({ config, store, providers, onRecord: opts.onRecord, warn: opts.warn });
+  // Streams a dead process left open are settled at their checkpoints once their leases end:
+  // now, for those that ended while nothing ran, and every second after (SPEC §7.4).
+  let recovering: Promise<unknown> | undefined;
+  const recover = () => {
+    // One pass at a time; the store reports its own outages, and the next tick tries again.
+    recovering ??= engine
+      .recover()
+      .catch(() => {})
+      .finally(() => (recovering = undefined));
+  };
+  recover();
+  const recoverTimer = setInterval(recover, RECOVER_EVERY_MS).unref();
   return {
     engine,
     store,
     providers,
     async close() {
+      clearInterval(recoverTimer);
+      await recovering;
       await Promise.allSettled(Object.values(providers).map((p) => p.close()));
       await store.close();
     },

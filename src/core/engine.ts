@@ -2,8 +2,9 @@ import { randomUUID } from "node:crypto";
 import type { ResolvedConfig } from "../config/resolve.js";
 import type { RequestFormat } from "../formats/format.js";
 import type { Provider, UpstreamResult } from "../providers/provider.js";
-import type { Store } from "../stores/store.js";
+import { StoreUnavailableError, type Store } from "../stores/store.js";
 import { AppRequest } from "./app-request.js";
+import { admissionActuals, budgetActuals, startCheckpoints } from "./checkpoint.js";
 import { compileNetworks } from "./client-ip.js";
 import { storeFailure, TollgateError } from "./errors.js";
 import { Exchange, type CallerContext } from "./exchange.js";
@@ -216,6 +217,8 @@ export class Engine {
         meter.response(result.body);
         // The answer is never forwarded: its message may name the provider key (SPEC §5.2).
         if (meter.error) throw new TollgateError("upstream_error", `the provider ${provider.name} answered with an error`);
+      } else {
+        ex.stopCheckpoints = startCheckpoints(ex, meter, this.store, this.config);
       }
       return { result, meter };
     } catch (err) {
@@ -232,6 +235,7 @@ export class Engine {
   async finish(ex: Exchange, outcome: Outcome, error?: unknown): Promise<UsageRecord> {
     if (ex.finished) return ex.record;
     ex.finished = true;
+    ex.stopCheckpoints?.();
     const rec = ex.record;
     const { meter } = outcome;
     const charge = chargeFor(ex, outcome.ended, meter, this.config);
@@ -258,7 +262,7 @@ export class Engine {
     if (!charge.generated) return this.store.release(budget.id).catch((err) => this.settleFailed(ex, "budget", err, "releasing a failed call's reservation failed; its lease expires on its own"));
     const tokens = charge.inputTokens + charge.outputTokens;
     try {
-      await this.store.settle(budget.id, budget.counters.map((c) => (c.unit === "usd" ? charge.cost : c.unit === "tokens" ? tokens : c.amount)));
+      await this.store.settle(budget.id, budgetActuals(budget.counters, charge.cost, tokens));
     } catch (err) {
       this.settleFailed(ex, "budget", err, "settling a served request failed; its reservation is charged");
       applyCharge(ex, reservation(ex, meter));
@@ -275,8 +279,8 @@ export class Engine {
   /** Makes what gate 3 took permanent; the run's tool-call counter takes the calls the model made. */
   private async settleAdmission(ex: Exchange, toolCalls: number): Promise<void> {
     await Promise.all([
-      ex.quota && this.store.settle(ex.quota.id, ex.quota.counters.map((c) => (c.unit === "tool_calls" ? toolCalls : c.unit === "concurrent" ? 0 : c.amount))),
-      ex.runStart && this.store.settle(ex.runStart.id, ex.runStart.counters.map((c) => c.amount)),
+      ex.quota && this.store.settle(ex.quota.id, admissionActuals(ex.quota.counters, toolCalls)),
+      ex.runStart && this.store.settle(ex.runStart.id, admissionActuals(ex.runStart.counters, 0)),
     ]);
   }
 
@@ -302,12 +306,22 @@ export class Engine {
     await this.write(ex);
   }
 
+  /**
+   * Settles the reservations of processes that died mid-stream at their last checkpoint and
+   * writes their records (SPEC §7.4); the runtime calls it at start and every second.
+   */
+  async recover(): Promise<UsageRecord[]> {
+    const records = await this.store.recover();
+    for (const r of records) this.onRecord(r);
+    return records;
+  }
+
   private async run(ex: Exchange, gates: readonly Gate[]): Promise<void> {
     try {
       for (const gate of gates) await gate(ex, this.env);
     } catch (err) {
-      // Gates touch nothing but the store and the config: an error that is not a refusal is the
-      // store failing, and SPEC §7.6 wants that explicit.
+      // A refusal, or the store failing (SPEC §7.6: explicit). Anything else is a bug: it goes
+      // up unchanged, to be logged and answered 500, and the leases give back what it held.
       const refusal = storeFailure(err);
       await this.refuse(ex, refusal);
       throw refusal;
@@ -350,6 +364,7 @@ function endedBy(err: unknown, signal: AbortSignal): Ended {
 
 export function toTollgateError(err: unknown, signal: AbortSignal | undefined): TollgateError {
   if (TollgateError.is(err)) return err;
+  if (err instanceof StoreUnavailableError) return storeFailure(err);
   if (signal?.aborted && abortReason(signal) === "timeout") return new TollgateError("upstream_timeout", "the request ran past the wall-clock cap");
   return new TollgateError("upstream_error", "the provider call failed", { cause: err });
 }

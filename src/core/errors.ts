@@ -1,3 +1,5 @@
+import { StoreUnavailableError } from "../stores/store.js";
+
 /**
  * The one error catalogue (SPEC §5.2). Every refusal tollgate makes is a TollgateError with a
  * stable `code` and its HTTP `status`; the gateway and the adapters only translate it into the
@@ -64,12 +66,21 @@ export class TollgateError extends Error {
   }
 }
 
+/** Store failures are 503 with a Retry-After: a store usually answers again within seconds. */
+const STORE_RETRY_AFTER_S = 1;
+
 /**
- * An error from a store call as the caller sees it: a refusal passes through; anything else is the
- * store failing, which SPEC §7.6 wants explicit (`on_store_error: closed`).
+ * An error from a store call as the caller sees it: a refusal passes through, the store failing
+ * (StoreUnavailableError, which every store throws for that and only that) is 503
+ * `store_unavailable` (SPEC §7.6). Anything else is a bug, not a refusal: it is rethrown, to be
+ * logged and answered 500.
  */
 export function storeFailure(err: unknown): TollgateError {
-  return TollgateError.is(err) ? err : new TollgateError("store_unavailable", "the store is unavailable", { cause: err });
+  if (TollgateError.is(err)) return err;
+  if (err instanceof StoreUnavailableError) {
+    return new TollgateError("store_unavailable", "the store is unavailable", { retryAfterSeconds: STORE_RETRY_AFTER_S, cause: err });
+  }
+  throw err;
 }
 
 /**

@@ -66,6 +66,8 @@ export class Exchange {
   /** Response headers the transport should send (rate limits, model, budget, clamps). */
   readonly headers: Record<string, string> = {};
   finished = false;
+  /** Stops an open stream's checkpoints (engine.call starts them, finish stops them). */
+  stopCheckpoints?: () => void;
 
   constructor(
     readonly caller: CallerContext,

@@ -12,6 +12,7 @@ import type { Ended } from "../core/usage-record.js";
 import { anthropicErrorBody, openaiErrorBody } from "../formats/errors.js";
 import type { RequestFormat, SseEvent } from "../formats/format.js";
 import type { UpstreamResult } from "../providers/provider.js";
+import { StoreUnavailableError } from "../stores/store.js";
 import { formatSse } from "../providers/sse.js";
 import type { Observability } from "../observability/index.js";
 import { createAdmin } from "./admin.js";
@@ -49,6 +50,8 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
       if (--inFlight === 0) idle?.();
     });
     handle(req, res).catch((err) => {
+      // The store failed after the gates (settling, the record): the store has said what failed.
+      if (err instanceof StoreUnavailableError) return sendError(res, "openai", toTollgateError(err, undefined));
       // A bug, not a refusal: answer if we still can, never with internals.
       if (obs) obs.logs.ops.error({ err }, "internal error");
       else process.stderr.write(`tollgate: internal error: ${(err as Error)?.stack ?? err}\n`);
@@ -75,7 +78,7 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
     const raw = req.url ?? "/";
     const q = raw.indexOf("?");
     const url = q < 0 ? raw : raw.slice(0, q);
-    if (url === "/healthz" && req.method === "GET") return sendJson(res, 200, { status: "ok" });
+    if (url === "/healthz" && req.method === "GET") return health(res);
     if (url === "/metrics" && req.method === "GET") return admin.metrics(req, res);
     if (url === "/admin" || url.startsWith("/admin/")) return admin.handle(req, res, url);
     if (url === "/dashboard" || url.startsWith("/dashboard/")) return dashboard(req, res, url);
@@ -116,7 +119,7 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
       }
       await engine.prepare(ex, format, body);
     } catch (err) {
-      return sendError(res, format.api, toTollgateError(err, undefined), ex);
+      return sendError(res, format.api, refusal(err), ex);
     }
 
     const abort = new AbortController();
@@ -223,8 +226,25 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
     try {
       sendJson(res, 200, await engine.quotaFor(ex));
     } catch (err) {
-      sendError(res, api, toTollgateError(err, undefined));
+      sendError(res, api, refusal(err));
     }
+  }
+
+  /**
+   * SPEC §5.2: 503 naming the failing part while the store cannot serve and on_store_error is
+   * closed (every request would be refused); otherwise 200, with the store's state.
+   */
+  async function health(res: ServerResponse) {
+    let store;
+    try {
+      store = (await engine.store.health?.()) ?? { ok: true, detail: engine.store.kind };
+    } catch (err) {
+      store = { ok: false, detail: `${engine.store.kind} store health check failed` };
+      if (obs) obs.logs.ops.error({ err }, "store health check failed");
+      else process.stderr.write(`tollgate: store health check failed: ${(err as Error)?.stack ?? err}\n`);
+    }
+    const down = !store.ok && cfg.onStoreError === "closed";
+    sendJson(res, down ? 503 : 200, { status: down ? "unavailable" : "ok", store: { kind: engine.store.kind, ok: store.ok, detail: store.detail } }, down ? { "retry-after": "1" } : {});
   }
 
   async function listModels(req: IncomingMessage, res: ServerResponse, route: ResolvedRoute, requestId: string) {
@@ -235,7 +255,7 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
     try {
       models = await engine.modelsFor(ex);
     } catch (err) {
-      return sendError(res, anthropic ? "anthropic" : "openai", toTollgateError(err, undefined));
+      return sendError(res, anthropic ? "anthropic" : "openai", refusal(err));
     }
     if (anthropic) {
       const createdAt = new Date(0).toISOString();
@@ -258,6 +278,12 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
       await closed;
     },
   };
+}
+
+/** A refusal or a store failure, as the error to answer; anything else is a bug, rethrown to the 500 handler. */
+function refusal(err: unknown): TollgateError {
+  if (TollgateError.is(err) || err instanceof StoreUnavailableError) return toTollgateError(err, undefined);
+  throw err;
 }
 
 function matchRoute(routes: ResolvedRoute[], url: string): { route: ResolvedRoute; rest: string } | undefined {

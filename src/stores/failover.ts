@@ -1,7 +1,7 @@
 import type { UsageRecord } from "../core/usage-record.js";
 import { MemoryStore } from "./memory.js";
-import { StoreUnavailableError, type RedisStore } from "./redis.js";
-import type { Counter, ReserveResult, Store, StoredKey, UsageQuery } from "./store.js";
+import type { RedisStore } from "./redis.js";
+import { StoreUnavailableError, type Checkpoint, type Counter, type ReserveResult, type Store, type StoreHealth, type StoredKey, type UsageQuery } from "./store.js";
 
 /** While Redis is away, how often to check whether it takes writes again. */
 const PROBE_MS = 500;
@@ -85,6 +85,22 @@ export class FailoverStore implements Store {
   async release(id: string): Promise<void> {
     if (this.held.delete(id)) return this.local.release(id);
     return this.primary.release(id);
+  }
+
+  async checkpoint(cp: Checkpoint): Promise<void> {
+    if (this.held.has(cp.settles[0]?.id ?? "")) return this.local.checkpoint(cp);
+    await this.primary.checkpoint(cp);
+  }
+
+  /** Checkpoints of dead processes are in Redis; this process's own local ones cannot outlive it. */
+  async recover(): Promise<UsageRecord[]> {
+    return this.down ? [] : this.primary.recover();
+  }
+
+  /** Open mode serves through an outage, on local limits: healthy, and says so. */
+  async health(): Promise<StoreHealth> {
+    const redis = await this.primary.health();
+    return redis.ok ? redis : { ok: true, detail: `${redis.detail}; limits are local to this process until it returns` };
   }
 
   async peek(counters: Pick<Counter, "key" | "windowMs">[]): Promise<number[]> {

@@ -1,6 +1,6 @@
 import type { UsageRecord } from "../core/usage-record.js";
 import { bucketGoneAt, bucketStart, bucketWidth, retryAfter } from "./buckets.js";
-import type { Counter, ReserveResult, Store, StoredKey, UsageQuery } from "./store.js";
+import type { Checkpoint, Counter, ReserveResult, Store, StoredKey, UsageQuery } from "./store.js";
 
 /** One counter's share of a reservation that is not settled yet. */
 interface Live {
@@ -73,6 +73,8 @@ export class MemoryStore implements Store {
   private readonly sets = new Map<string, Map<string, number>>();
   private readonly keys = new Map<string, StoredKey>();
   private readonly usage: UsageRecord[] = [];
+  /** By the id of the reservation they belong to. */
+  private readonly checkpoints = new Map<string, Checkpoint>();
   private readonly sweepers: Sweeper<string, unknown>[];
 
   constructor(private readonly now: () => number = Date.now) {
@@ -116,6 +118,7 @@ export class MemoryStore implements Store {
     const r = this.reservations.get(id);
     if (!r) return;
     this.reservations.delete(id);
+    this.checkpoints.delete(id);
     r.entries.forEach((e, i) => {
       const state = this.counter(e.key);
       unlist(state, e);
@@ -138,10 +141,31 @@ export class MemoryStore implements Store {
     const r = this.reservations.get(id);
     if (!r) return;
     this.reservations.delete(id);
+    this.checkpoints.delete(id);
     for (const e of r.entries) {
       const state = this.counters.get(e.key);
       if (state) unlist(state, e);
     }
+  }
+
+  async checkpoint(cp: Checkpoint): Promise<void> {
+    const id = cp.settles[0]?.id;
+    if (id !== undefined && this.reservations.has(id)) this.checkpoints.set(id, structuredClone(cp));
+  }
+
+  async recover(): Promise<UsageRecord[]> {
+    const now = this.now();
+    const out: UsageRecord[] = [];
+    for (const [id, cp] of this.checkpoints) {
+      const r = this.reservations.get(id);
+      if (r && r.entries.some((e) => e.leaseUntil > now)) continue;
+      this.checkpoints.delete(id);
+      if (!r) continue;
+      for (const s of cp.settles) await this.settle(s.id, s.actual);
+      this.usage.push(cp.record);
+      out.push(cp.record);
+    }
+    return out;
   }
 
   async peek(counters: Pick<Counter, "key" | "windowMs">[]): Promise<number[]> {

@@ -185,6 +185,43 @@ local function add_bucket(base, m, ts, width, window, amount, now, margin)
     m.dirty.ng = gone
   end
 end
+
+-- Settles reservation record R at the actual amounts (in reserve order; nil or '' keeps the
+-- reserved one) and forgets R and its checkpoint (R:cp). Returns 0 when R was already gone.
+-- A lapsed entry still in its window counts again this way.
+local function settle_rec(rkey, actual, now, margin)
+  local rec = redis.call('GET', rkey)
+  if not rec then return 0 end
+  redis.call('DEL', rkey, rkey .. ':cp')
+  for i, e in ipairs(cjson.decode(rec)) do
+    local base, eid, window, reserved, width = e[1], e[2], tonumber(e[3]), e[4], tonumber(e[5] or 1)
+    -- The reservation time is in the record (records written before it was are looked up in B:t);
+    -- the entry is still there exactly when ZREM finds it after the prune.
+    local ts = tonumber(e[6])
+    local m = prune(base, window, now, false, ts and fmt(bucket_start(ts, width)))
+    if not ts then ts = tonumber(redis.call('ZSCORE', base .. ':t', eid)) end
+    if ts and redis.call('ZREM', base .. ':t', eid) == 1 then
+      local amount = actual[i]
+      if amount == nil or amount == '' then amount = reserved end
+      redis.call('HDEL', base, eid)
+      redis.call('ZREM', base .. ':l', eid)
+      add_bucket(base, m, tonumber(ts), width, window, amount, now, margin)
+    end
+    flush(base, m)
+  end
+  return 1
+end
+
+-- The latest lease end among reservation record R's entries that still hold a lease, or nil.
+local function lease_end(rec)
+  local due
+  for _, e in ipairs(cjson.decode(rec)) do
+    local z = redis.call('ZSCORE', e[1] .. ':l', e[2])
+    local l = z and tonumber(z)
+    if l and (not due or l > due) then due = l end
+  end
+  return due
+end
 `;
 
 export interface LuaScript {
@@ -282,7 +319,7 @@ return totals
 
 /**
  * Moves each entry's actual amount into the bucket of its reservation time and forgets the entry
- * (Store.settle); a lapsed entry still in its window counts again this way.
+ * (Store.settle, see settle_rec).
  * KEYS[1] reservation record R
  * ARGV[1] now override or '', ARGV[2] key TTL margin ms,
  * ARGV[3..] actual amount per counter in reserve order ('' keeps the reserved one)
@@ -290,28 +327,9 @@ return totals
 export const SETTLE = script(
   "settle",
   `
-local rec = redis.call('GET', KEYS[1])
-if not rec then return 0 end
-redis.call('DEL', KEYS[1])
-local now = now_ms(ARGV[1])
-local margin = tonumber(ARGV[2])
-for i, e in ipairs(cjson.decode(rec)) do
-  local base, eid, window, reserved, width = e[1], e[2], tonumber(e[3]), e[4], tonumber(e[5] or 1)
-  -- The reservation time is in the record (records written before it was are looked up in B:t);
-  -- the entry is still there exactly when ZREM finds it after the prune.
-  local ts = tonumber(e[6])
-  local m = prune(base, window, now, false, ts and fmt(bucket_start(ts, width)))
-  if not ts then ts = tonumber(redis.call('ZSCORE', base .. ':t', eid)) end
-  if ts and redis.call('ZREM', base .. ':t', eid) == 1 then
-    local actual = ARGV[i + 2]
-    if actual == nil or actual == '' then actual = reserved end
-    redis.call('HDEL', base, eid)
-    redis.call('ZREM', base .. ':l', eid)
-    add_bucket(base, m, tonumber(ts), width, window, actual, now, margin)
-  end
-  flush(base, m)
-end
-return 1
+local actual = {}
+for i = 3, #ARGV do actual[i - 2] = ARGV[i] end
+return settle_rec(KEYS[1], actual, now_ms(ARGV[1]), tonumber(ARGV[2]))
 `,
 );
 
@@ -324,7 +342,7 @@ export const RELEASE = script(
   `
 local rec = redis.call('GET', KEYS[1])
 if not rec then return 0 end
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[1] .. ':cp')
 for _, e in ipairs(cjson.decode(rec)) do
   local base, eid = e[1], e[2]
   redis.call('HDEL', base, eid)
@@ -502,4 +520,62 @@ return #ARGV - 2
 `,
 );
 
-export const SCRIPTS = [RESERVE, SETTLE, RELEASE, PEEK, CHARGE, SCORE, DISTINCT, PUT_KEY, LIST_KEYS, REVOKE_KEY, APPEND_USAGE] as const;
+/**
+ * Keeps what an open stream delivered beside its reservation (Store.checkpoint): R:cp, a HASH of
+ * s (the settlements, [[R, [amount...]], ...] as JSON) and r (the usage record, JSON kept as
+ * sent), indexed in the checkpoint ZSET by the reservation's lease end. R:cp expires with R.
+ * Nothing when R is gone (settled or released) or holds no lease.
+ * KEYS[1] reservation record R, KEYS[2] checkpoint ZSET; ARGV[1] settlements, ARGV[2] record
+ */
+export const CHECKPOINT = script(
+  "checkpoint",
+  `
+local rec = redis.call('GET', KEYS[1])
+if not rec then return 0 end
+local due = lease_end(rec)
+local ttl = redis.call('PTTL', KEYS[1])
+if not due or ttl <= 0 then return 0 end
+redis.call('HSET', KEYS[1] .. ':cp', 's', ARGV[1], 'r', ARGV[2])
+redis.call('PEXPIRE', KEYS[1] .. ':cp', ttl)
+redis.call('ZADD', KEYS[2], fmt(due), KEYS[1])
+return 1
+`,
+);
+
+/**
+ * Settles the checkpointed reservations whose leases ran out at their checkpoints and appends
+ * their usage records (Store.recover); one script, so across processes each is settled and
+ * recorded once. A checkpoint whose reservation is gone is dropped; one whose lease was found
+ * still running is looked at again at its end.
+ * KEYS[1] checkpoint ZSET, KEYS[2] usage stream
+ * ARGV[1] now override or '', ARGV[2] key TTL margin ms, ARGV[3] usage retention ms
+ * Returns the records written, as JSON.
+ */
+export const RECOVER = script(
+  "recover",
+  `
+local now = now_ms(ARGV[1])
+local margin, retention = tonumber(ARGV[2]), tonumber(ARGV[3])
+local out = {}
+for _, rkey in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', fmt(now), 'LIMIT', 0, 100)) do
+  local cp = redis.call('HMGET', rkey .. ':cp', 's', 'r')
+  local rec = cp[1] and redis.call('GET', rkey)
+  local due = rec and lease_end(rec)
+  if due and due > now then
+    redis.call('ZADD', KEYS[1], fmt(due), rkey)
+  else
+    redis.call('ZREM', KEYS[1], rkey)
+    if rec then
+      for _, s in ipairs(cjson.decode(cp[1])) do settle_rec(s[1], s[2], now, margin) end
+      redis.call('DEL', rkey .. ':cp')
+      redis.call('XADD', KEYS[2], 'MINID', '~', fmt(math.max(0, now - retention)), '*', 'r', cp[2])
+      redis.call('PEXPIRE', KEYS[2], fmt(retention))
+      out[#out + 1] = cp[2]
+    end
+  end
+end
+return out
+`,
+);
+
+export const SCRIPTS = [RESERVE, SETTLE, RELEASE, CHECKPOINT, RECOVER, PEEK, CHARGE, SCORE, DISTINCT, PUT_KEY, LIST_KEYS, REVOKE_KEY, APPEND_USAGE] as const;

@@ -4,7 +4,7 @@ import type { UsageRecord } from "../core/usage-record.js";
 import { bucketWidth } from "./buckets.js";
 import * as lua from "./redis-scripts.js";
 import type { LuaScript } from "./redis-scripts.js";
-import type { Counter, ReserveResult, Store, StoredKey, UsageQuery } from "./store.js";
+import { StoreUnavailableError, type Checkpoint, type Counter, type ReserveResult, type Store, type StoreHealth, type StoredKey, type UsageQuery } from "./store.js";
 import { WriteBehind } from "./write-behind.js";
 
 export interface RedisStoreOptions {
@@ -25,10 +25,7 @@ export interface RedisStoreOptions {
   log?: (line: string) => void;
 }
 
-/** The store cannot reach Redis (or Redis cannot take writes); the request may be retried later. */
-export class StoreUnavailableError extends Error {
-  override readonly name = "StoreUnavailableError";
-}
+export { StoreUnavailableError };
 
 /** Every command's cap: a Redis that stops answering costs a request at most this, never a hang. */
 const COMMAND_TIMEOUT_MS = 650;
@@ -219,6 +216,26 @@ export class RedisStore implements Store {
     // No max is known here: the amounts go into the coarse buckets, which count them longer, never shorter.
     for (const e of entries) args.push(num(e.amount), num(e.windowMs), num(e.at), num(bucketWidth(e.windowMs, Infinity)));
     await this.writeBehind(() => this.run(lua.CHARGE, keys, [this.now(), ...args]));
+  }
+
+  async checkpoint(cp: Checkpoint): Promise<void> {
+    const first = cp.settles[0];
+    if (!first) return;
+    for (const s of cp.settles) assertAmounts(s.id, s.actual);
+    const settles = JSON.stringify(cp.settles.map((s) => [this.recordKey(s.id), s.actual]));
+    await this.run(lua.CHECKPOINT, [this.recordKey(first.id), `${this.prefix}cps`], [settles, JSON.stringify(cp.record)]);
+  }
+
+  async recover(): Promise<UsageRecord[]> {
+    const keys = [`${this.prefix}cps`, `${this.prefix}usage`];
+    const reply = (await this.run(lua.RECOVER, keys, [this.now(), num(TTL_MARGIN_MS), num(this.retentionMs)])) as string[];
+    return reply.map((json) => JSON.parse(json) as UsageRecord);
+  }
+
+  async health(): Promise<StoreHealth> {
+    if (!this.isReady) return { ok: false, detail: `redis at ${this.address} is not connected (${this.redis.status})` };
+    if (this.silent) return { ok: false, detail: `redis at ${this.address} stopped answering` };
+    return { ok: true, detail: `redis at ${this.address}` };
   }
 
   async peek(counters: Pick<Counter, "key" | "windowMs">[]): Promise<number[]> {

@@ -3,7 +3,8 @@ import { dirname, resolve } from "node:path";
 import Database from "better-sqlite3";
 import type { UsageRecord } from "../core/usage-record.js";
 import { bucketGoneAt, bucketStart, bucketWidth, retryAfter } from "./buckets.js";
-import type { Counter, ReserveResult, Store, StoredKey, UsageQuery } from "./store.js";
+import { setTimeout as sleep } from "node:timers/promises";
+import { StoreUnavailableError, type Checkpoint, type Counter, type ReserveResult, type Store, type StoreHealth, type StoredKey, type UsageQuery } from "./store.js";
 
 /** 2: counters became buckets + live reservations (counter_entries, the sliding log, is dropped). */
 const SCHEMA_VERSION = 2;
@@ -79,12 +80,44 @@ const SCHEMA = `
     record TEXT NOT NULL
   );
   CREATE INDEX IF NOT EXISTS usage_records_ts ON usage_records (ts);
+
+  -- What an open stream had delivered (Store.checkpoint), by the reservation it settles first.
+  -- due: that reservation's lease end as of the checkpoint; recover() looks at nothing earlier.
+  CREATE TABLE IF NOT EXISTS checkpoints (
+    id TEXT PRIMARY KEY,
+    due INTEGER NOT NULL,
+    json TEXT NOT NULL
+  );
+  CREATE INDEX IF NOT EXISTS checkpoints_due ON checkpoints (due);
 `;
 
 export interface SqliteStoreOptions {
   /** Clock in epoch milliseconds; tests inject one to move time. */
   now?: () => number;
+  /** Where the store says it became unavailable and came back. Default stderr. */
+  log?: (line: string) => void;
 }
+
+/**
+ * How long one attempt waits for another process's write lock. The driver is synchronous: this
+ * wait blocks the event loop, so it is kept to a few ms and the waiting is done between attempts
+ * (BUSY_BACKOFF_MS), where the loop serves other requests. A normal transaction holds the lock for
+ * well under a millisecond; a lock held past the backoff is a stuck writer, and costs a request a
+ * quick 503 instead of stalling every request of every process.
+ */
+const BUSY_TIMEOUT_MS = 5;
+const BUSY_BACKOFF_MS = [2, 5, 10, 20, 40, 80];
+/** After the lock stayed busy through every retry, later calls try once until one succeeds or this passes. */
+const LOCKED_FAST_FAIL_MS = 1_000;
+/** While opening, the schema and WAL switch race other processes: they may wait longer. */
+const OPEN_BUSY_TIMEOUT_MS = 5_000;
+
+/**
+ * SQLite result codes that mean the database cannot serve right now (locked, disk full, I/O or
+ * permission trouble), as opposed to a bug in a statement.
+ */
+const UNAVAILABLE = /^SQLITE_(BUSY|LOCKED|FULL|IOERR|READONLY|CANTOPEN|PROTOCOL|NOMEM|CORRUPT|NOTADB|PERM|AUTH)/;
+const BUSY = /^SQLITE_(BUSY|LOCKED)/;
 
 interface Leaving {
   goneAt: number;
@@ -106,7 +139,9 @@ interface HeldRow {
  * and keys and usage survive restarts. Same semantics as MemoryStore.
  *
  * better-sqlite3 is synchronous, so each method does its work before returning its promise; the
- * event loop is blocked for the length of one small transaction.
+ * event loop is blocked for the length of one small transaction, and for at most BUSY_TIMEOUT_MS
+ * per attempt when another process holds the write lock. A database that cannot serve (locked
+ * past the retries, disk full, I/O error) throws StoreUnavailableError and says so once on the log.
  */
 export class SqliteStore implements Store {
   readonly kind = "sqlite" as const;
@@ -119,7 +154,7 @@ export class SqliteStore implements Store {
     try {
       // Set before anything else: opening a new file races other processes over the WAL switch
       // and the schema, and without a busy timeout the loser fails instead of waiting.
-      db.pragma("busy_timeout = 5000");
+      db.pragma(`busy_timeout = ${OPEN_BUSY_TIMEOUT_MS}`);
       db.pragma("journal_mode = WAL");
       // Durability promise: an acknowledged write survives a crash of the process. In WAL mode
       // every commit is written to the -wal file before it returns, so once it is in the OS page
@@ -129,7 +164,9 @@ export class SqliteStore implements Store {
       // disk's flush rate, for a guarantee the store does not promise.
       db.pragma("synchronous = NORMAL");
       migrate(db);
-      return new SqliteStore(db, opts.now ?? Date.now);
+      db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      const log = opts.log ?? ((line: string) => process.stderr.write(line + "\n"));
+      return new SqliteStore(db, opts.now ?? Date.now, path, log);
     } catch (err) {
       db.close();
       throw err;
@@ -171,10 +208,22 @@ export class SqliteStore implements Store {
   private readonly scoreTx;
   private readonly distinctTx;
   private readonly revokeTx;
+  private readonly putCheckpointTx;
+  private readonly recoverTx;
+  private readonly releaseTx;
+  private readonly deleteCheckpoint;
+  private readonly anyDue;
+
+  /** What failed, while the store cannot serve: set by a failed call, cleared by a write that succeeds. */
+  private failure?: string;
+  /** performance.now() until which a busy lock fails after one attempt (see LOCKED_FAST_FAIL_MS). */
+  private lockedUntil = 0;
 
   private constructor(
     private readonly db: Database.Database,
     private readonly now: () => number,
+    private readonly path: string,
+    private readonly log: (line: string) => void,
   ) {
     this.sweepBuckets = db.prepare<[number]>("DELETE FROM counter_buckets WHERE gone_at <= ?");
     this.sweepLive = db.prepare<[number]>("DELETE FROM counter_live WHERE gone_at <= ?");
@@ -269,8 +318,10 @@ export class SqliteStore implements Store {
       return { ok: true, totals };
     });
 
+    this.deleteCheckpoint = db.prepare<[string]>("DELETE FROM checkpoints WHERE id = ?");
     // The amount goes into the bucket of its reservation time, even when the lease ran out.
     this.settleTx = db.transaction((id: string, actual: number[], now: number) => {
+      this.deleteCheckpoint.run(id);
       for (const row of this.heldRows.all(id)) {
         this.deleteLive.run(row.seq);
         const amount = actual[row.pos] ?? row.amount;
@@ -296,6 +347,43 @@ export class SqliteStore implements Store {
       return this.countMembers.get(key)!;
     });
 
+    this.releaseTx = db.transaction((id: string) => {
+      this.deleteCheckpoint.run(id);
+      this.releaseHeld.run(id);
+    });
+
+    // due is the reservation's lease end; a reservation already settled (or without a lease,
+    // which never lapses) gets no checkpoint.
+    const leaseOf = db.prepare<[string], { n: number; until: number | null }>(
+      "SELECT COUNT(*) AS n, MAX(lease_until) AS until FROM counter_live WHERE id = ? AND held = 1",
+    );
+    const putCheckpoint = db.prepare<[string, number, string]>("INSERT OR REPLACE INTO checkpoints (id, due, json) VALUES (?, ?, ?)");
+    this.putCheckpointTx = db.transaction((id: string, json: string) => {
+      const lease = leaseOf.get(id)!;
+      if (lease.n > 0 && lease.until !== null) putCheckpoint.run(id, lease.until, json);
+    });
+    this.anyDue = db.prepare<[number], number>("SELECT 1 FROM checkpoints WHERE due <= ? LIMIT 1").pluck();
+    const dueCheckpoints = db.prepare<[number], { id: string; json: string }>("SELECT id, json FROM checkpoints WHERE due <= ? ORDER BY due LIMIT 100");
+    const postpone = db.prepare<[number, string]>("UPDATE checkpoints SET due = ? WHERE id = ?");
+    // One transaction: whichever process runs it first settles and writes the record, exactly once.
+    this.recoverTx = db.transaction((now: number) => {
+      const out: UsageRecord[] = [];
+      for (const row of dueCheckpoints.all(now)) {
+        const lease = leaseOf.get(row.id)!;
+        if (lease.n > 0 && (lease.until === null || lease.until > now)) {
+          postpone.run(lease.until ?? Number.MAX_SAFE_INTEGER, row.id);
+          continue;
+        }
+        this.deleteCheckpoint.run(row.id);
+        if (lease.n === 0) continue;
+        const cp = JSON.parse(row.json) as Checkpoint;
+        for (const settle of cp.settles) this.settleTx(settle.id, settle.actual, now);
+        this.insertUsage.run(usageTs(cp.record), JSON.stringify(cp.record));
+        out.push(cp.record);
+      }
+      return out;
+    });
+
     this.revokeTx = db.transaction((id: string, now: number) => {
       const rows = this.keysById.all(id);
       for (const row of rows) {
@@ -313,59 +401,127 @@ export class SqliteStore implements Store {
   // waited for (busy_timeout) rather than failing with SQLITE_BUSY on the upgrade.
 
   async reserve(id: string, counters: Counter[], leaseMs: number): Promise<ReserveResult> {
-    return this.reserveTx.immediate(id, counters, leaseMs, this.now());
+    return this.guard("reserve", true, () => this.reserveTx.immediate(id, counters, leaseMs, this.now()));
   }
 
   async settle(id: string, actual: number[]): Promise<void> {
-    this.settleTx.immediate(id, actual, this.now());
+    await this.guard("settle", true, () => this.settleTx.immediate(id, actual, this.now()));
   }
 
   async release(id: string): Promise<void> {
-    this.releaseHeld.run(id);
+    await this.guard("release", true, () => this.releaseTx.immediate(id));
+  }
+
+  async checkpoint(cp: Checkpoint): Promise<void> {
+    const id = cp.settles[0]?.id;
+    if (id === undefined) return;
+    const json = JSON.stringify(cp);
+    await this.guard("checkpoint", true, () => this.putCheckpointTx.immediate(id, json));
+  }
+
+  /** Takes the write lock only when a checkpoint is due: most seconds, one indexed read. */
+  async recover(): Promise<UsageRecord[]> {
+    const now = this.now();
+    if (!(await this.guard("recover", false, () => this.anyDue.get(now)))) return [];
+    return this.guard("recover", true, () => this.recoverTx.immediate(now));
   }
 
   async peek(counters: Pick<Counter, "key" | "windowMs">[]): Promise<number[]> {
-    return this.peekTx.deferred(counters, this.now());
+    return this.guard("peek", false, () => this.peekTx.deferred(counters, this.now()));
   }
 
   async score(key: string, delta: number, halfLifeMs: number): Promise<number> {
-    return this.scoreTx.immediate(key, delta, halfLifeMs, this.now());
+    return this.guard("score", true, () => this.scoreTx.immediate(key, delta, halfLifeMs, this.now()));
   }
 
   async distinct(key: string, member: string, ttlMs: number): Promise<number> {
-    return this.distinctTx.immediate(key, member, ttlMs, this.now());
+    return this.guard("distinct", true, () => this.distinctTx.immediate(key, member, ttlMs, this.now()));
   }
 
   async putKey(key: StoredKey): Promise<void> {
-    this.upsertKey.run(key.hash, key.id, JSON.stringify(key));
+    await this.guard("putKey", true, () => this.upsertKey.run(key.hash, key.id, JSON.stringify(key)));
   }
 
   async findKey(hash: string): Promise<StoredKey | undefined> {
-    const json = this.keyByHash.get(hash);
+    const json = await this.guard("findKey", false, () => this.keyByHash.get(hash));
     return json === undefined ? undefined : (JSON.parse(json) as StoredKey);
   }
 
   async listKeys(): Promise<StoredKey[]> {
-    return this.allKeys.all().map((json) => JSON.parse(json) as StoredKey);
+    return (await this.guard("listKeys", false, () => this.allKeys.all())).map((json) => JSON.parse(json) as StoredKey);
   }
 
   /** Revokes every key filed under `id`: ids are meant to be unique, and when they are not, revoking only one would leave a live secret behind. */
   async revokeKey(id: string): Promise<boolean> {
-    return this.revokeTx.immediate(id, this.now());
+    return this.guard("revokeKey", true, () => this.revokeTx.immediate(id, this.now()));
   }
 
   async appendUsage(record: UsageRecord): Promise<void> {
-    const ts = Date.parse(record.ts);
-    this.insertUsage.run(Number.isNaN(ts) ? null : ts, JSON.stringify(record));
+    await this.guard("appendUsage", true, () => this.insertUsage.run(usageTs(record), JSON.stringify(record)));
   }
 
   async queryUsage(q: UsageQuery): Promise<UsageRecord[]> {
-    const rows = q.until === undefined ? this.usageSince.all(q.since) : this.usageBetween.all(q.since, q.until);
+    const rows = await this.guard("queryUsage", false, () => (q.until === undefined ? this.usageSince.all(q.since) : this.usageBetween.all(q.since, q.until)));
     return rows.map((json) => JSON.parse(json) as UsageRecord);
   }
 
   async close(): Promise<void> {
     if (this.db.open) this.db.close();
+  }
+
+  /** A real write, tried once: a held lock and a full disk both show. */
+  async health(): Promise<StoreHealth> {
+    try {
+      this.distinctTx.immediate("tg:probe", "probe", 1_000, this.now());
+      this.recovered();
+      return { ok: true, detail: `sqlite:${this.path}` };
+    } catch (err) {
+      const code = sqliteCode(err);
+      if (code === undefined || !UNAVAILABLE.test(code)) throw err;
+      return { ok: false, detail: this.failing(code, err) };
+    }
+  }
+
+  /**
+   * Runs one store operation. A busy lock is retried after async backoffs (the loop is free
+   * meanwhile); whatever still keeps the database from serving becomes StoreUnavailableError.
+   * Any other error is a bug and passes through unchanged.
+   */
+  private async guard<T>(op: string, write: boolean, fn: () => T): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const value = fn();
+        if (write) this.recovered();
+        return value;
+      } catch (err) {
+        const code = sqliteCode(err);
+        if (code === undefined || !UNAVAILABLE.test(code)) throw err;
+        const busy = BUSY.test(code);
+        if (busy && attempt < BUSY_BACKOFF_MS.length && performance.now() >= this.lockedUntil) {
+          await sleep(BUSY_BACKOFF_MS[attempt]!);
+          continue;
+        }
+        if (busy) this.lockedUntil = performance.now() + LOCKED_FAST_FAIL_MS;
+        throw new StoreUnavailableError(`${op}: ${this.failing(code, err)}`, { cause: err });
+      }
+    }
+  }
+
+  /** Notes what failed; the first failure after a healthy spell goes to the log. */
+  private failing(code: string, err: unknown): string {
+    const detail = `sqlite:${this.path} ${BUSY.test(code) ? "is locked by another connection" : "cannot write"} (${code}: ${(err as Error).message})`;
+    if (this.failure === undefined) {
+      this.log(`tollgate: store ${detail}; requests that need it are refused with 503 store_unavailable until it recovers`);
+    }
+    this.failure = detail;
+    return detail;
+  }
+
+  private recovered(): void {
+    this.lockedUntil = 0;
+    if (this.failure === undefined) return;
+    this.failure = undefined;
+    this.log(`tollgate: store sqlite:${this.path} is back`);
   }
 
   /** Tests only: rows a reserve reads for this counter (buckets plus unsettled reservations, pruned first). */
@@ -388,6 +544,16 @@ export class SqliteStore implements Store {
     }
     return out;
   }
+}
+
+function usageTs(record: UsageRecord): number | null {
+  const ts = Date.parse(record.ts);
+  return Number.isNaN(ts) ? null : ts;
+}
+
+function sqliteCode(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return err instanceof Database.SqliteError && typeof code === "string" ? code : undefined;
 }
 
 function migrate(db: Database.Database): void {

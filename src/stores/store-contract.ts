@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, type TestContext } from "vitest";
-import type { UsageRecord } from "../core/usage-record.js";
+import { emptyUsageRecord, type UsageRecord } from "../core/usage-record.js";
 import type { Counter, ReserveResult, Store, StoredKey } from "./store.js";
 
 export interface OpenedStore {
@@ -664,6 +664,82 @@ export function describeStoreContract(name: string, open: () => Promise<OpenedSt
         advance(5_000);
         expect(await store.revokeKey(base.id)).toBe(true);
         expect((await store.findKey(base.hash))!.revokedAt).toBe(first);
+      });
+    });
+
+    describe("checkpoints (SPEC §7.4: a crash forgets at most the last second)", () => {
+      const LEASE = 10_000;
+      const crashed = (id: string, extra: Partial<UsageRecord> = {}): UsageRecord => ({
+        ...emptyUsageRecord(id, new Date()),
+        output_tokens: 30,
+        cost_usd: 0.000007,
+        usage_source: "counted",
+        ended: "client_disconnect",
+        signals: [],
+        clamped: { max_tokens: { from: null, to: 100 } },
+        ...extra,
+      });
+      const recordsOf = async (id: string) => (await store.queryUsage({ since: 0 })).filter((r) => r.request_id === id);
+      const total = async (key: string) => (await store.peek([{ key, windowMs: HOUR }]))[0];
+
+      it("an expired lease settles at its checkpoint, and its record is written once", async (ctx) => {
+        const advance = clock(ctx);
+        const id = rid("cp");
+        const rec = crashed(id);
+        expect(await store.reserve(`${id}:b`, [counter("bud", 1_000, 500, HOUR), counter("tok", 1_000, 400, HOUR)], LEASE)).toMatchObject({ ok: true });
+        await store.checkpoint({ settles: [{ id: `${id}:b`, actual: [3, 40] }], record: crashed(id, { output_tokens: 10 }) });
+        await store.checkpoint({ settles: [{ id: `${id}:b`, actual: [7, 60] }], record: rec });
+        // While the lease runs the process may still be alive: nothing is settled yet.
+        expect(await store.recover()).toEqual([]);
+        expect(await total("bud")).toBe(500);
+        advance(LEASE);
+        expect(await store.recover()).toEqual([rec]);
+        expect(await total("bud")).toBe(7);
+        expect(await total("tok")).toBe(60);
+        expect(await store.recover()).toEqual([]);
+        expect(await recordsOf(id)).toEqual([rec]);
+      });
+
+      it("settles every reservation the checkpoint names", async (ctx) => {
+        const advance = clock(ctx);
+        const id = rid("cp");
+        await store.reserve(`${id}:q`, [counter("req", 10, 1, HOUR)], LEASE);
+        await store.reserve(`${id}:b`, [counter("bud", 1_000, 500, HOUR)], LEASE);
+        await store.checkpoint({ settles: [{ id: `${id}:b`, actual: [9] }, { id: `${id}:q`, actual: [1] }], record: crashed(id) });
+        advance(LEASE + 1);
+        expect(await store.recover()).toHaveLength(1);
+        expect(await total("bud")).toBe(9);
+        expect(await total("req")).toBe(1);
+      });
+
+      it("a reservation settled or released normally drops its checkpoint: no second charge, no record", async (ctx) => {
+        const advance = clock(ctx);
+        const settled = rid("cp");
+        const released = rid("cp");
+        await store.reserve(settled, [counter("bud", 1_000, 500, HOUR)], LEASE);
+        await store.reserve(released, [counter("bud", 1_000, 100, HOUR)], LEASE);
+        await store.checkpoint({ settles: [{ id: settled, actual: [7] }], record: crashed(settled) });
+        await store.checkpoint({ settles: [{ id: released, actual: [5] }], record: crashed(released) });
+        await store.settle(settled, [11]);
+        await store.release(released);
+        await store.checkpoint({ settles: [{ id: settled, actual: [13] }], record: crashed(settled) });
+        advance(LEASE + 1);
+        expect(await store.recover()).toEqual([]);
+        expect(await total("bud")).toBe(11);
+        expect(await recordsOf(settled)).toEqual([]);
+      });
+
+      it("concurrent recoveries settle and record each checkpoint once", async (ctx) => {
+        const advance = clock(ctx);
+        const ids = [rid("cp"), rid("cp"), rid("cp")];
+        for (const id of ids) {
+          await store.reserve(id, [counter("bud", 1_000, 100, HOUR)], LEASE);
+          await store.checkpoint({ settles: [{ id, actual: [5] }], record: crashed(id) });
+        }
+        advance(LEASE);
+        const passes = await Promise.all([store.recover(), store.recover(), store.recover()]);
+        expect(passes.flat().map((r) => r.request_id).sort()).toEqual([...ids].sort());
+        expect(await total("bud")).toBe(15);
       });
     });
 

@@ -73,6 +73,31 @@ export interface StoredKey {
   budget?: { daily?: number; monthly?: number; total?: number };
 }
 
+/**
+ * What an open stream had delivered by its last checkpoint (SPEC §7.4): what each reservation the
+ * request holds is settled at, and the usage record written, if its process dies before it
+ * settles. The first reservation names the checkpoint: settling or releasing it drops it.
+ */
+export interface Checkpoint {
+  settles: { id: string; actual: number[] }[];
+  record: UsageRecord;
+}
+
+/** Whether the store can serve now; `detail` names the failing part (never a secret). */
+export interface StoreHealth {
+  ok: boolean;
+  detail: string;
+}
+
+/**
+ * The store failed (down, locked, disk full), not the request: the engine refuses with 503
+ * `store_unavailable`. Every store throws this, and only this, for such failures, so nothing
+ * upstream of it has to guess.
+ */
+export class StoreUnavailableError extends Error {
+  override readonly name = "StoreUnavailableError";
+}
+
 export interface UsageQuery {
   since: number;
   until?: number;
@@ -95,6 +120,17 @@ export interface Store {
    * after the lease ran out (nothing is free); adds nothing once the reservation left its window.
    */
   settle(id: string, actual: number[]): Promise<void>;
+  /**
+   * Replaces the checkpoint of the reservation `checkpoint.settles[0].id` (a no-op once that is
+   * settled or released). One write: taken about once a second per open stream.
+   */
+  checkpoint(checkpoint: Checkpoint): Promise<void>;
+  /**
+   * Settles every checkpointed reservation whose lease ran out at its checkpoint and writes its
+   * usage record, exactly once across every process sharing the store; returns those records.
+   * A checkpoint whose reservation was settled or released is dropped without a record.
+   */
+  recover(): Promise<UsageRecord[]>;
   /** Drops a reservation entirely (the request was refused or never ran). */
   release(id: string): Promise<void>;
   /** Current totals of counters, without reserving. */
@@ -116,6 +152,9 @@ export interface Store {
   queryUsage(query: UsageQuery): Promise<UsageRecord[]>;
 
   close(): Promise<void>;
+
+  /** Whether the store can serve now (GET /healthz); absent: always. */
+  health?(): Promise<StoreHealth>;
 
   /**
    * The store's own clock (epoch ms), for stores shared by several hosts: the engine takes calendar

@@ -1,0 +1,141 @@
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import Database from "better-sqlite3";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { UsageRecord } from "../src/core/usage-record.js";
+import { MockUpstream } from "../src/testing/mock-upstream.js";
+import { RedisServer } from "../src/testing/redis-server.js";
+import { GatewayProcess } from "./gateway-process.js";
+
+let mock: MockUpstream;
+let redis: RedisServer;
+beforeAll(async () => {
+  [mock, redis] = await Promise.all([MockUpstream.start(), RedisServer.start()]);
+});
+afterAll(async () => {
+  await mock?.close();
+  await redis?.stop();
+});
+
+const gateways: GatewayProcess[] = [];
+afterEach(async () => {
+  await Promise.all(gateways.splice(0).map((g) => g.stop("SIGKILL")));
+  mock.reset();
+});
+
+async function start(config: object): Promise<GatewayProcess> {
+  const gw = await GatewayProcess.start(config);
+  gateways.push(gw);
+  return gw;
+}
+
+const BUDGET_MICROS = 100_000;
+/** The mock streams one token per interval: 20 tokens a second. */
+const TOKEN_MS = 50;
+/** Lease = timeout + 5 s: a dead process's reservations lapse 9 s after they were taken. */
+const TIMEOUT = "4s";
+
+function config(store: string) {
+  return {
+    store,
+    providers: { up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "sk-up-secret" } },
+    models: { "house-model": { provider: "up", upstream: "gpt-4o-mini", price: { input: 0.5, output: 1.5 } } },
+    plans: { free: { models: ["house-model"], budget: { daily: BUDGET_MICROS / 1e6 } } },
+    keys: [{ key: "tg_crash_user", user: "carol", plan: "free" }],
+    routes: { chat: { path: "/chat", plans: ["free"], default_model: "house-model", timeout: TIMEOUT, input: { max_output_tokens: 1000 } } },
+  };
+}
+
+const ask = (url: string, body: object = {}) =>
+  fetch(`${url}/chat/v1/chat/completions`, {
+    method: "POST",
+    headers: { authorization: "Bearer tg_crash_user", "content-type": "application/json" },
+    body: JSON.stringify({ messages: [{ role: "user", content: "count to a thousand" }], max_tokens: 1000, ...body }),
+  });
+
+/** The budget holds what the recovered streams cost: the next request sees it spent. */
+async function expectBudgetSpent(gw: GatewayProcess, recovered: UsageRecord[]): Promise<void> {
+  mock.setBehavior({ outputTokens: 5 });
+  const next = await ask(gw.url);
+  expect(next.status).toBe(200);
+  const own = await gw.recordFor(next.headers.get("x-tollgate-request-id"));
+  const charged = recovered.reduce((sum, r) => sum + Math.round(r.cost_usd * 1e6), 0);
+  // The header is what is left after this request's own reservation.
+  const remaining = Math.round(Number(next.headers.get("x-tollgate-budget-remaining")) * 1e6);
+  expect(remaining).toBe(BUDGET_MICROS - charged - Math.round(own.estimated_cost_usd * 1e6));
+}
+
+/**
+ * Opens two streams, waits until each has delivered `tokens` tokens, and kills the gateway with
+ * SIGKILL; returns the streams' request ids and how many tokens each had been sent.
+ */
+async function crashMidStream(gw: GatewayProcess, tokens: number): Promise<{ ids: string[]; sent: number[] }> {
+  mock.setBehavior({ outputTokens: 1000, tokenIntervalMs: TOKEN_MS });
+  const streams = await Promise.all([ask(gw.url, { stream: true }), ask(gw.url, { stream: true })]);
+  for (const s of streams) expect(s.status).toBe(200);
+  const ids = streams.map((s) => s.headers.get("x-tollgate-request-id")!);
+  // Read the bodies so the gateway keeps writing; they end when the process dies.
+  for (const s of streams) void s.text().catch(() => {});
+  const deadline = Date.now() + 10_000;
+  while (mock.requests.slice(-2).some((r) => r.chunksSent < tokens)) {
+    if (Date.now() > deadline) throw new Error("the streams did not deliver in time");
+    await sleep(10);
+  }
+  await gw.stop("SIGKILL");
+  return { ids, sent: mock.requests.slice(-2).map((r) => r.chunksSent) };
+}
+
+async function waitFor<T>(what: string, get: () => T | undefined, timeoutMs: number): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = get();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+/** A crash forgets at most one second of delivered tokens: what was charged is within that of what was sent. */
+function expectRecovered(rec: UsageRecord, sent: number): void {
+  expect(rec.decision).toBe("allow");
+  expect(rec.ended).toBe("client_disconnect");
+  expect(rec.usage_source).toBe("counted");
+  expect(rec.signals).toContain("recovered_after_crash");
+  expect(rec.output_tokens).toBeLessThanOrEqual(sent);
+  expect(rec.output_tokens).toBeGreaterThanOrEqual(sent - 1_000 / TOKEN_MS);
+  expect(rec.cost_usd).toBeGreaterThan(0);
+}
+
+describe("kill -9 mid-stream (SPEC §7.4)", () => {
+  it("sqlite: after a restart, the two streams are charged what they delivered and recorded", async () => {
+    const store = `sqlite:${join(mkdtempSync(join(tmpdir(), "tg-crash-")), "t.db")}`;
+    const first = await start(config(store));
+    const { ids, sent } = await crashMidStream(first, 30);
+
+    const second = await start(config(store));
+    const records = await Promise.all(ids.map((id) => waitFor(`the record of ${id}`, () => second.records.find((r) => r.request_id === id), 15_000)));
+    records.forEach((rec, i) => expectRecovered(rec, sent[i]!));
+
+    await expectBudgetSpent(second, records);
+    // Written once: a later restart finds nothing more to recover.
+    const usage = (await second.stop("SIGTERM"), new Database(store.slice("sqlite:".length), { readonly: true }));
+    const stored = usage.prepare("SELECT record FROM usage_records").pluck().all() as string[];
+    usage.close();
+    for (const id of ids) expect(stored.filter((r) => (JSON.parse(r) as UsageRecord).request_id === id)).toHaveLength(1);
+  }, 40_000);
+
+  it("redis: the gateway that stayed up settles a dead one's streams, exactly once among its peers", async () => {
+    const store = redis.url(3);
+    const [doomed, peerA, peerB] = await Promise.all([start(config(store)), start(config(store)), start(config(store))]);
+    const { ids, sent } = await crashMidStream(doomed, 30);
+
+    const recordOf = (id: string) => [...peerA.records, ...peerB.records].filter((r) => r.request_id === id);
+    const records = await Promise.all(ids.map((id) => waitFor(`the record of ${id}`, () => recordOf(id)[0], 15_000)));
+    records.forEach((rec, i) => expectRecovered(rec, sent[i]!));
+    await sleep(2_000);
+    for (const id of ids) expect(recordOf(id)).toHaveLength(1);
+    await expectBudgetSpent(peerA, records);
+  }, 40_000);
+});
