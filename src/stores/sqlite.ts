@@ -99,16 +99,16 @@ export interface SqliteStoreOptions {
 }
 
 /**
- * How long one attempt waits for another process's write lock. The driver is synchronous: this
- * wait blocks the event loop, so it is kept to a few ms and the waiting is done between attempts
- * (BUSY_BACKOFF_MS), where the loop serves other requests. A normal transaction holds the lock for
- * well under a millisecond; a lock held past the backoff is a stuck writer, and costs a request a
- * quick 503 instead of stalling every request of every process.
+ * The driver is synchronous: SQLite's own busy wait would block the event loop, and did for
+ * seconds while another process held the write lock. So it does not wait at all (busy_timeout 0):
+ * a busy lock is retried after async backoffs, while the loop serves other requests. Other
+ * processes committing meanwhile (PRAGMA data_version moves) is contention, and waiting goes on
+ * up to BUSY_MAX_MS; a lock under which nothing commits for BUSY_STUCK_MS is a stuck writer, and
+ * costs the request a quick 503 instead.
  */
-const BUSY_TIMEOUT_MS = 5;
-const BUSY_BACKOFF_MS = [2, 5, 10, 20, 40, 80];
-/** After the lock stayed busy through every retry, later calls try once until one succeeds or this passes. */
-const LOCKED_FAST_FAIL_MS = 1_000;
+const BUSY_BACKOFF_MS = [1, 2, 5, 10, 20, 40, 60, 80, 100];
+const BUSY_STUCK_MS = 250;
+const BUSY_MAX_MS = 2_000;
 /** While opening, the schema and WAL switch race other processes: they may wait longer. */
 const OPEN_BUSY_TIMEOUT_MS = 5_000;
 
@@ -139,8 +139,8 @@ interface HeldRow {
  * and keys and usage survive restarts. Same semantics as MemoryStore.
  *
  * better-sqlite3 is synchronous, so each method does its work before returning its promise; the
- * event loop is blocked for the length of one small transaction, and for at most BUSY_TIMEOUT_MS
- * per attempt when another process holds the write lock. A database that cannot serve (locked
+ * event loop is blocked for the length of one small transaction, never while another process holds
+ * the write lock (see BUSY_BACKOFF_MS). A database that cannot serve (locked
  * past the retries, disk full, I/O error) throws StoreUnavailableError and says so once on the log.
  */
 export class SqliteStore implements Store {
@@ -164,7 +164,7 @@ export class SqliteStore implements Store {
       // disk's flush rate, for a guarantee the store does not promise.
       db.pragma("synchronous = NORMAL");
       migrate(db);
-      db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      db.pragma("busy_timeout = 0");
       const log = opts.log ?? ((line: string) => process.stderr.write(line + "\n"));
       return new SqliteStore(db, opts.now ?? Date.now, path, log);
     } catch (err) {
@@ -216,8 +216,6 @@ export class SqliteStore implements Store {
 
   /** What failed, while the store cannot serve: set by a failed call, cleared by a write that succeeds. */
   private failure?: string;
-  /** performance.now() until which a busy lock fails after one attempt (see LOCKED_FAST_FAIL_MS). */
-  private lockedUntil = 0;
 
   private constructor(
     private readonly db: Database.Database,
@@ -469,16 +467,14 @@ export class SqliteStore implements Store {
     if (this.db.open) this.db.close();
   }
 
-  /** A real write, tried once: a held lock and a full disk both show. */
+  /** A real write: a stuck lock and a full disk both show. */
   async health(): Promise<StoreHealth> {
     try {
-      this.distinctTx.immediate("tg:probe", "probe", 1_000, this.now());
-      this.recovered();
+      await this.guard("health", true, () => this.distinctTx.immediate("tg:probe", "probe", 1_000, this.now()));
       return { ok: true, detail: `sqlite:${this.path}` };
     } catch (err) {
-      const code = sqliteCode(err);
-      if (code === undefined || !UNAVAILABLE.test(code)) throw err;
-      return { ok: false, detail: this.failing(code, err) };
+      if (!(err instanceof StoreUnavailableError)) throw err;
+      return { ok: false, detail: this.failure ?? err.message };
     }
   }
 
@@ -488,6 +484,9 @@ export class SqliteStore implements Store {
    * Any other error is a bug and passes through unchanged.
    */
   private async guard<T>(op: string, write: boolean, fn: () => T): Promise<T> {
+    const start = performance.now();
+    let progressAt = start;
+    let version: unknown;
     for (let attempt = 0; ; attempt++) {
       try {
         const value = fn();
@@ -496,14 +495,28 @@ export class SqliteStore implements Store {
       } catch (err) {
         const code = sqliteCode(err);
         if (code === undefined || !UNAVAILABLE.test(code)) throw err;
-        const busy = BUSY.test(code);
-        if (busy && attempt < BUSY_BACKOFF_MS.length && performance.now() >= this.lockedUntil) {
-          await sleep(BUSY_BACKOFF_MS[attempt]!);
-          continue;
+        if (BUSY.test(code)) {
+          const now = performance.now();
+          const seen = this.dataVersion();
+          if (seen !== version) [version, progressAt] = [seen, now];
+          if (now - progressAt < BUSY_STUCK_MS && now - start < BUSY_MAX_MS) {
+            const backoff = BUSY_BACKOFF_MS[Math.min(attempt, BUSY_BACKOFF_MS.length - 1)]!;
+            // Jitter: processes that collided once should not collide again in step.
+            await sleep(backoff * (0.5 + Math.random()));
+            continue;
+          }
         }
-        if (busy) this.lockedUntil = performance.now() + LOCKED_FAST_FAIL_MS;
         throw new StoreUnavailableError(`${op}: ${this.failing(code, err)}`, { cause: err });
       }
+    }
+  }
+
+  /** Changes whenever another connection commits: what tells contention from a stuck lock. */
+  private dataVersion(): unknown {
+    try {
+      return this.db.pragma("data_version", { simple: true });
+    } catch {
+      return undefined;
     }
   }
 
@@ -518,7 +531,6 @@ export class SqliteStore implements Store {
   }
 
   private recovered(): void {
-    this.lockedUntil = 0;
     if (this.failure === undefined) return;
     this.failure = undefined;
     this.log(`tollgate: store sqlite:${this.path} is back`);
