@@ -107,8 +107,8 @@ export interface SqliteStoreOptions {
  * costs the request a quick 503 instead.
  */
 const BUSY_BACKOFF_MS = [1, 2, 5, 10, 20, 40, 60, 80, 100];
-const BUSY_STUCK_MS = 250;
-const BUSY_MAX_MS = 2_000;
+const BUSY_STUCK_MS = 500;
+const BUSY_MAX_MS = 3_000;
 /** While opening, the schema and WAL switch race other processes: they may wait longer. */
 const OPEN_BUSY_TIMEOUT_MS = 5_000;
 
