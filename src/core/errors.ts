@@ -88,8 +88,13 @@ export function storeFailure(err: unknown): TollgateError {
  * else the AI SDK's generic one. `result.toUIMessageStreamResponse({ onError: errorMessage })`.
  */
 export function errorMessage(error: unknown): string {
+  return findRefusal(error)?.message ?? "An error occurred.";
+}
+
+/** The TollgateError behind an error, also when a library (the AI SDK, a retry wrapper) wrapped it as a cause. */
+export function findRefusal(error: unknown): TollgateError | undefined {
   for (let e = error, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
-    if (TollgateError.is(e)) return e.message;
+    if (TollgateError.is(e)) return e;
   }
-  return "An error occurred.";
+  return undefined;
 }

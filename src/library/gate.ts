@@ -1,5 +1,5 @@
 import type { AppRequest, ModelCall as CoreModelCall } from "../core/app-request.js";
-import { TollgateError } from "../core/errors.js";
+import { findRefusal, TollgateError } from "../core/errors.js";
 import type { Exchange } from "../core/exchange.js";
 import type { Identity } from "../core/identity.js";
 import type { Terminal } from "../core/metered-stream.js";
@@ -212,9 +212,8 @@ awaitSubpaths(Gate.prototype, "gate", { aiSdk: { subpath: "tollgate/ai-sdk" } })
  * wrapped it), or the error an SDK raised for a refusal the gate's metered fetch answered with.
  */
 export function refusalOf(err: unknown, gate: Gate | undefined): TollgateError | undefined {
-  for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
-    if (TollgateError.is(e)) return e;
-  }
+  const found = findRefusal(err);
+  if (found) return found;
   const status = (err as { status?: unknown })?.status;
   if (gate?.lastRefusal && status === gate.lastRefusal.status) return gate.lastRefusal;
   return undefined;
