@@ -17,7 +17,9 @@ beforeAll(async () => {
       store: "memory:",
       // Anthropic's base URL has no /v1: the format adds /v1/messages.
       providers: { anth: { type: "anthropic", base_url: mock.url, api_key: "env:UPSTREAM_KEY" } },
-      models: { sonnet: { provider: "anth", upstream: "claude-sonnet-4-20250514" } },
+      // The mock writes and counts o200k tokens, so the gateway is told to count them the same way
+      // (cut-stream-calibration.e2e.test.ts covers Claude's own calibrated count).
+      models: { sonnet: { provider: "anth", upstream: "claude-sonnet-4-20250514", tokenizer: "o200k_base" } },
       plans: { free: { models: ["sonnet"], budget: { daily: 1 } }, broke: { models: ["sonnet"], budget: { daily: 0.0001 } } },
       keys: [
         { key: CALLER, user: "alice", plan: "free" },

@@ -1,7 +1,7 @@
 import type { ResolvedConfig } from "../config/resolve.js";
 import { createGateway } from "../gateway/server.js";
 import { Observability } from "../observability/index.js";
-import { preloadTokenizers, tokenizerFor } from "../core/metering/tokens.js";
+import { encodingOf, preloadTokenizers } from "../core/metering/tokens.js";
 import { startRuntime } from "../runtime.js";
 import { sharedStoreWarning } from "../stores/replicas.js";
 
@@ -20,7 +20,7 @@ export async function serve(config: ResolvedConfig, opts: ServeOptions = {}): Pr
   const warning = sharedStoreWarning(config.store);
   if (warning) process.stderr.write(warning);
   // Load the tokenizer tables the configured models need now, not on the first request (~0.5 s).
-  preloadTokenizers([...new Set(Object.values(config.models).map((m) => tokenizerFor(m.upstream)))]);
+  preloadTokenizers([...new Set(Object.values(config.models).map((m) => encodingOf(m.tokenizer)))]);
   const runtime = await startRuntime(config, { onRecord: observability.onRecord, warn: (fields, message) => observability.logs.ops.warn(fields, message), instrumentStore: (s) => observability.instrumentStore(s) });
   const gateway = createGateway(runtime.engine, { observability });
   const host = opts.host ?? config.server.host;

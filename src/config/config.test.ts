@@ -46,6 +46,20 @@ describe("config", () => {
     expect(c.server).toMatchObject({ port: 8787, host: "127.0.0.1", timeoutMs: 120_000, trustProxy: 0 });
   });
 
+  it("takes a model's tokenizer from config, or infers it from the upstream model id", () => {
+    const doc = base() as any;
+    doc.models["house-model"].tokenizer = "claude";
+    doc.models.sonnet = { provider: "local", upstream: "claude-sonnet-4-20250514", price: { input: 3, output: 15 } };
+    doc.models.oss = { provider: "local", upstream: "gpt-oss-120b", price: { input: 0.1, output: 0.5 } };
+    const c = resolveConfig(parseConfig(doc, env));
+    expect(c.models["house-model"]!.tokenizer).toBe("claude");
+    expect(c.models.sonnet!.tokenizer).toBe("claude");
+    expect(c.models.oss!.tokenizer).toBe("o200k_base");
+    expect(c.models["gpt-4o-mini"]!.tokenizer).toBe("o200k_base");
+    doc.models["house-model"].tokenizer = "sentencepiece";
+    expect(issues(doc)[0]).toMatch(/^models\.house-model\.tokenizer: .*o200k_base.*claude/);
+  });
+
   it("names a bad duration's exact field", () => {
     const doc = base();
     (doc.routes.chat.limits[1] as { window: string }).window = "1 day";

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { parseUsd, type Micros } from "../core/money.js";
 import { catalogPrice, configPrice, type ModelPrice, type ProviderKind } from "../core/metering/prices.js";
+import { tokenizerFor, type Tokenizer } from "../core/metering/tokenizer-choice.js";
 import { parseDuration } from "./duration.js";
 import { ConfigError, type ConfigIssue } from "./errors.js";
 import { endpointNames, type RawConfig, type RawRoute } from "./schema.js";
@@ -56,6 +57,8 @@ export interface ResolvedModel {
   price: ModelPrice;
   requires: ("verified" | "paid")[];
   reasoning: boolean;
+  /** Counts the model's text when the provider's usage never came (tokenizer-choice.ts). */
+  tokenizer: Tokenizer;
   maxOutputTokens?: number;
 }
 
@@ -227,6 +230,7 @@ export function resolveConfig(raw: RawConfig): ResolvedConfig {
       price,
       requires: m.requires ?? [],
       reasoning: m.reasoning ?? /^(o\d|gpt-5)/.test(upstream),
+      tokenizer: m.tokenizer ?? tokenizerFor(upstream),
     };
   }
 

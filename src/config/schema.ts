@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { TOKENIZER_NAMES, TOKENIZERS } from "../core/metering/tokenizer-choice.js";
 import { DURATION_HINT, parseDuration } from "./duration.js";
 
 /**
@@ -46,6 +47,14 @@ export const modelSchema = z.strictObject({
   price: priceSchema.optional().describe("Overrides the bundled catalog price."),
   requires: z.array(z.enum(["verified", "paid"])).optional().describe("Callers must be verified (JWT claim or key) or on a paid plan."),
   reasoning: z.boolean().optional().describe("Hidden reasoning tokens: a cut stream is charged its full reserved output."),
+  tokenizer: z
+    .enum(TOKENIZER_NAMES)
+    .optional()
+    .describe(
+      `How the tokens of a stream cut before the provider's usage came are counted (default: inferred from the upstream model id). ${Object.entries(TOKENIZERS)
+        .map(([name, what]) => `${name}: ${what}`)
+        .join("; ")}.`,
+    ),
 });
 
 export const budgetSchema = z.strictObject({

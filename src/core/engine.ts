@@ -20,7 +20,6 @@ import { abortReason } from "./metered-stream.js";
 import { Meter } from "./metering/meter.js";
 import { quotaReport, type QuotaReport } from "./quota-report.js";
 import { chargeFor, reservation, type Charge } from "./metering/settlement.js";
-import { tokenizerFor } from "./metering/tokens.js";
 import type { Ended, UsageRecord } from "./usage-record.js";
 
 /**
@@ -164,7 +163,7 @@ export class Engine {
 
   /** The meter for a prepared call: its format, tokenizer and output cap. */
   meterFor(ex: Exchange): Meter {
-    return new Meter(ex.format!, ex.inspection!, tokenizerFor(ex.model!.upstream), ex.upstream!.maxOutputTokens * ex.inspection!.choices);
+    return new Meter(ex.format!, ex.inspection!, ex.model!.tokenizer, ex.upstream!.maxOutputTokens * ex.inspection!.choices);
   }
 
   /**

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { EndpointName, ProviderConfig } from "../config/resolve.js";
-import { countTextTokens, tokenizerFor, type TokenizerName } from "../core/metering/tokens.js";
+import { boundingTokenizer, countTextTokens, tokenizerFor, type TokenizerName } from "../core/metering/tokens.js";
 import type { Inspection, SseEvent } from "../formats/format.js";
 import type { Provider, UpstreamCall, UpstreamResult } from "./provider.js";
 
@@ -43,7 +43,9 @@ export class SimulatedProvider implements Provider {
   async call(c: UpstreamCall): Promise<UpstreamResult> {
     c.signal.throwIfAborted();
     const inspection = c.format.inspect(c.body);
-    const tokenizer = tokenizerFor(c.plan.model);
+    // Usage no larger than the gateway's reservation can hold: bytes for a model without an
+    // OpenAI tokenizer, which is what a provider of unknown vocabulary may bill.
+    const tokenizer = boundingTokenizer(tokenizerFor(c.plan.model));
     if (c.format.endpoint === "embeddings") return { kind: "json", body: embeddings(c, inspection, tokenizer) };
     const seed = hash(inspection.prompt.messages.map((m) => m.text).join("\n"));
     const natural = 16 + (seed % 48);

@@ -2,7 +2,7 @@ import { PERIOD_WINDOW_MS, period } from "../calendar.js";
 import { TollgateError } from "../errors.js";
 import type { Exchange, HeldCounter } from "../exchange.js";
 import { leaseMs, type Gate, type GateEnv } from "../gate.js";
-import { countTextTokens, estimateInputTokens, tokenizerFor } from "../metering/tokens.js";
+import { boundingTokenizer, countTextTokens, estimateInputTokens } from "../metering/tokens.js";
 import { catalogLimits, worstCaseCost } from "../metering/prices.js";
 import { formatUsd, type Micros } from "../money.js";
 import { runBudgetCounter, runLimit } from "./runs.js";
@@ -17,7 +17,7 @@ import { appliesTo, describeLimit, limitKey } from "./scope.js";
 export const budget: Gate = async function budget(ex, env) {
   const inspection = ex.inspection!;
   const model = ex.model!;
-  const tokenizer = tokenizerFor(model.upstream);
+  const tokenizer = boundingTokenizer(model.tokenizer);
   let inputTokens = estimateInputTokens(inspection.prompt, tokenizer, model.upstream);
   // State the gateway cannot see (previous_response_id, a file by URL) can make the prompt as long
   // as the model's context window, and no longer. Gate 4 let it through only if the route allows it.

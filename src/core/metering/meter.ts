@@ -1,5 +1,5 @@
 import type { Inspection, Reading, ReportedUsage, RequestFormat, SseEvent, StreamTail } from "../../formats/format.js";
-import { createTokenCounter, type TokenCounter, type TokenizerName } from "./tokens.js";
+import { createTokenCounter, isEncoding, type TokenCounter, type Tokenizer } from "./tokens.js";
 
 /**
  * Counts what a response carries as it passes: output tokens (text and tool-call arguments,
@@ -8,8 +8,8 @@ import { createTokenCounter, type TokenCounter, type TokenizerName } from "./tok
  */
 export class Meter {
   private readonly counter: TokenCounter;
-  /** What the output cap is checked against; see the constructor. */
-  private readonly capCounter: TokenCounter;
+  /** The count is exact (an OpenAI encoding), not a calibrated estimate. */
+  private readonly exact: boolean;
   toolCalls = 0;
   usage?: ReportedUsage;
   firstTokenAt?: number;
@@ -24,27 +24,34 @@ export class Meter {
   constructor(
     private readonly format: RequestFormat,
     private readonly inspection: Inspection,
-    tokenizer: TokenizerName,
+    tokenizer: Tokenizer,
     /** Most output tokens the response may carry, all choices together. */
     private readonly cap: number,
   ) {
     this.counter = createTokenCounter(tokenizer);
-    // "bytes" bounds what an unknown tokenizer (Claude, Gemini) bills, but a token is 3-4 bytes of
-    // text: checked against the cap it would cut honest streams at a third of their length. The cap
-    // guards against a provider ignoring the max_tokens it was sent, so it is checked with o200k, a
-    // close estimate of modern BPE vocabularies.
-    this.capCounter = tokenizer === "bytes" ? createTokenCounter("o200k_base") : this.counter;
+    this.exact = isEncoding(tokenizer);
   }
 
   /**
-   * Output tokens to bill when the provider's usage never came. A byte count above the cap is the
-   * bound's slack, not tokens — the provider was told the cap — unless the estimate says it
-   * overran.
+   * Output tokens to bill when the provider's usage never came (SPEC §7.8: the model's own
+   * tokenizer, else its calibrated estimate). An estimate above the cap is the estimate's error,
+   * not tokens — the provider was told the cap — unless even its lowest reading overran.
    */
   get counted(): number {
-    const total = this.capCounter === this.counter ? this.counter.total : Math.min(this.counter.total, Math.max(this.cap, this.capCounter.total));
+    const n = this.counter.total;
+    const counted = this.exact || this.fewest > this.cap ? n : Math.min(n, this.cap);
     // The event that crossed the cap was withheld: the client got at most the cap.
-    return this.capped ? Math.min(total, this.cap) : total;
+    return this.capped ? Math.min(counted, this.cap) : counted;
+  }
+
+  /**
+   * The fewest tokens the provider can have generated: the count, or for a calibrated estimate
+   * (kept within 25% of the provider's count) four fifths of it. The output cap guards against a
+   * provider ignoring the max_tokens it was sent, and must not cut an honest stream short.
+   */
+  private get fewest(): number {
+    const n = this.counter.total;
+    return this.exact ? n : Math.floor((n * 4) / 5);
   }
 
   /** Counts output text the transport saw some other way (library mode). */
@@ -66,7 +73,7 @@ export class Meter {
     const before = this.counter.total;
     this.apply(r);
     this.last.outputTokens = this.counted;
-    if (this.capCounter.total > this.cap) {
+    if (this.fewest > this.cap) {
       // This event would take the client past the cap: withhold it and end the stream here.
       this.capped = true;
       return { forward: false };
@@ -77,7 +84,6 @@ export class Meter {
 
   private addText(text: string): void {
     this.counter.add(text);
-    if (this.capCounter !== this.counter) this.capCounter.add(text);
   }
 
   private apply(r: Reading): void {

@@ -5,6 +5,7 @@ import type { Micros } from "../money.js";
 import type { Ended, UsageSource } from "../usage-record.js";
 import type { Meter } from "./meter.js";
 import { catalogPrice, costOf, type ModelPrice } from "./prices.js";
+import { boundingTokenizer, estimateInputTokens } from "./tokens.js";
 
 /** What one provider call is charged, and anything about it an operator should hear of. */
 export interface Charge {
@@ -97,7 +98,7 @@ function implausible(u: ReportedUsage | undefined, maxOutput: number, estimatedI
 function counted(ex: Exchange, ended: Ended, meter: Meter): Charge {
   const model = ex.model!;
   const reported = meter.usage;
-  const inputTokens = reported?.inputTokens ?? ex.estimatedInputTokens;
+  const inputTokens = reported?.inputTokens ?? countedInputTokens(ex);
   let outputTokens: number;
   let source: UsageSource;
   if (reported?.outputTokens !== undefined) {
@@ -142,3 +143,15 @@ function answeredPrice(ex: Exchange, meter: Meter, config: ResolvedConfig): { mo
 
 /** A model id without its snapshot date: -YYYY-MM-DD (OpenAI), -YYYYMMDD (Anthropic), @YYYYMMDD (Vertex). */
 const undated = (id: string) => id.replace(/(?:-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8})$/, "");
+
+/**
+ * Input tokens to charge when the provider's usage never came. The reservation's count is a bound
+ * (bytes, for a model without an OpenAI tokenizer), which SPEC §7.8 forbids charging: this is the
+ * model's calibrated estimate, never above that bound. Counted only when needed, after the call.
+ */
+function countedInputTokens(ex: Exchange): number {
+  const model = ex.model!;
+  const bound = ex.estimatedInputTokens;
+  if (boundingTokenizer(model.tokenizer) !== "bytes" || ex.inspection!.storedState.length) return bound;
+  return Math.min(bound, estimateInputTokens(ex.inspection!.prompt, model.tokenizer, model.upstream));
+}

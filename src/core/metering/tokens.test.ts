@@ -7,6 +7,7 @@ import {
   type Attachment,
   type PromptShape,
   type TokenizerName,
+  boundingTokenizer,
   countTextTokens,
   createTokenCounter,
   estimateInputTokens,
@@ -79,7 +80,7 @@ const shape = (messages: { role: string; text: string }[], toolDefinitions: stri
 });
 
 describe("tokenizerFor", () => {
-  it("maps OpenAI families to their encodings and everything else to bytes", () => {
+  it("maps OpenAI families (and gpt-oss) to their encodings and other families to a calibration", () => {
     const cases: [string, TokenizerName][] = [
       ["gpt-4o", "o200k_base"],
       ["gpt-4o-mini-2024-07-18", "o200k_base"],
@@ -98,13 +99,24 @@ describe("tokenizerFor", () => {
       ["gpt-3.5-turbo", "cl100k_base"],
       ["text-embedding-3-small", "cl100k_base"],
       ["text-embedding-ada-002", "cl100k_base"],
-      ["claude-sonnet-4-20250514", "bytes"],
-      ["gemini-2.5-pro", "bytes"],
-      ["gpt-oss-120b", "bytes"],
-      ["my-azure-deployment", "bytes"],
-      ["", "bytes"],
+      ["gpt-oss-120b", "o200k_base"],
+      ["openai/gpt-oss-20b", "o200k_base"],
+      ["claude-sonnet-4-20250514", "claude"],
+      ["anthropic/claude-3-5-haiku", "claude"],
+      ["gemini-2.5-pro", "gemini"],
+      ["models/gemini-2.0-flash", "gemini"],
+      ["gemma-3-27b-it", "gemini"],
+      ["meta-llama/Llama-3.3-70B-Instruct", "llama"],
+      ["my-azure-deployment", "llama"],
+      ["", "llama"],
     ];
     for (const [model, expected] of cases) expect(tokenizerFor(model), model).toBe(expected);
+  });
+
+  it("bounds reservations with bytes wherever the count is a calibrated estimate", () => {
+    expect(boundingTokenizer("o200k_base")).toBe("o200k_base");
+    expect(boundingTokenizer("cl100k_base")).toBe("cl100k_base");
+    for (const t of ["claude", "gemini", "llama"] as const) expect(boundingTokenizer(t)).toBe("bytes");
   });
 });
 

@@ -1,12 +1,18 @@
-import { createRequire } from "node:module";
+import { countTextTokens } from "./encodings.js";
+import { isEncoding, type TokenizerName } from "./tokenizer-choice.js";
 
 /**
- * Token counting for the pre-flight estimate and for output as it streams. Every number here is an
- * upper bound of what the provider bills: an estimate below the bill lets a request spend money the
- * reservation did not hold.
+ * The prompt's input tokens. With a bounding tokenizer (an OpenAI encoding, or "bytes") the count
+ * is an upper bound of what the provider bills, which is what a reservation needs: an estimate below
+ * the bill lets a request spend money the reservation did not hold. With a calibrated family
+ * (tokenizer-choice.ts) it is the best estimate, which is what a charge needs when the provider's
+ * usage never came. Tokenizer choice, counting and calibration live beside this file.
  */
 
-export type TokenizerName = "o200k_base" | "cl100k_base" | "bytes";
+export { countTextTokens, LONG_CHUNK_CHARS, preloadTokenizers } from "./encodings.js";
+export { CALIBRATION } from "./calibration.js";
+export { createTokenCounter, findStableCut, type TokenCounter } from "./token-counter.js";
+export { boundingTokenizer, encodingOf, isEncoding, TOKENIZER_NAMES, TOKENIZERS, tokenizerFor, type Tokenizer, type TokenizerName } from "./tokenizer-choice.js";
 
 export interface Attachment {
   kind: "image" | "file" | "audio";
@@ -24,173 +30,6 @@ export interface PromptShape {
   attachments: Attachment[];
   /** Input sent as token ids rather than text (embeddings): its length is its token count. */
   tokenIds?: number;
-}
-
-export interface TokenCounter {
-  add(delta: string): void;
-  readonly total: number;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Tokenizer choice
-
-const O200K_MODELS = /^(gpt-4o|gpt-4\.1|gpt-4\.5|gpt-5|o1|o3|o4|chatgpt-4o)/;
-const CL100K_MODELS = /^(gpt-4|gpt-3\.5-turbo|text-embedding-3|text-embedding-ada-002)/;
-
-/**
- * The tokenizer whose count bounds a model's billing. Anything not known to be an OpenAI model
- * (Anthropic, Gemini, gpt-oss, Azure deployment names, ...) gets "bytes": byte-level BPE never emits
- * more tokens than the text has UTF-8 bytes, whatever its vocabulary.
- */
-export function tokenizerFor(upstreamModel: string): TokenizerName {
-  const id = upstreamModel.trim().toLowerCase().replace(/^openai\//, "");
-  if (O200K_MODELS.test(id)) return "o200k_base";
-  if (CL100K_MODELS.test(id)) return "cl100k_base";
-  return "bytes";
-}
-
-// ---------------------------------------------------------------------------------------------
-// Encodings
-
-type EncodingModule = typeof import("gpt-tokenizer/encoding/o200k_base");
-type SplitRegexModule = typeof import("gpt-tokenizer/encodingParams/constants");
-
-/** gpt-tokenizer's per-chunk BPE, which its countTokens runs on every pre-tokenizer chunk. */
-interface BpeCore {
-  getBpeRankFromString(chunk: string): number | undefined;
-  bytePairEncode(chunk: string): number[];
-}
-
-// require() rather than a static import: each BPE table costs 150-350 ms and tens of MB to load,
-// and processes that never count (CLI commands, bytes-only configs) should not pay it.
-const requireCjs = createRequire(import.meta.url);
-
-// Special-token text such as "<|endoftext|>" in a prompt is ordinary text to the API; by default
-// gpt-tokenizer throws on it, which would let any caller fail the estimate.
-const PLAIN_TEXT = { disallowedSpecial: new Set<string>() };
-
-/**
- * gpt-tokenizer's BPE merge is quadratic in the length of one pre-tokenizer chunk: 32,000 chars
- * of unbroken CJK take 6 s, of emoji 3 s, which any caller could send. A chunk longer than this is
- * counted as its UTF-8 bytes instead, an upper bound (a token is at least one byte) in linear time.
- * Ordinary text never has such chunks: words, numbers and punctuation runs split far sooner.
- */
-export const LONG_CHUNK_CHARS = 64;
-
-type SplitTokenizer = "o200k_base" | "cl100k_base";
-
-interface Encoding {
-  /** Tokens of the text; exact unless a chunk is longer than LONG_CHUNK_CHARS. */
-  count(text: string): number;
-  /** The tokenizer's own pre-tokenizer regex (global). */
-  split: RegExp;
-}
-
-const encodings = new Map<SplitTokenizer, Encoding>();
-
-function encoding(name: SplitTokenizer): Encoding {
-  let enc = encodings.get(name);
-  if (!enc) {
-    enc = loadEncoding(name);
-    encodings.set(name, enc);
-  }
-  return enc;
-}
-
-function loadEncoding(name: SplitTokenizer): Encoding {
-  const mod = requireCjs(`gpt-tokenizer/encoding/${name}`) as EncodingModule;
-  // The split regex must be the tokenizer's own, so it comes from the library rather than a copy.
-  const regexes = requireCjs("gpt-tokenizer/encodingParams/constants") as SplitRegexModule;
-  const source = name === "o200k_base" ? regexes.O200K_TOKEN_SPLIT_REGEX : regexes.CL100K_TOKEN_SPLIT_REGEX;
-  const split = new RegExp(source.source, source.flags.includes("g") ? source.flags : `${source.flags}g`);
-  const core = (mod.default as unknown as { bytePairEncodingCoreProcessor?: Partial<BpeCore> }).bytePairEncodingCoreProcessor;
-
-  if (core && typeof core.getBpeRankFromString === "function" && typeof core.bytePairEncode === "function") {
-    const bpe = core as BpeCore;
-    // The same loop as gpt-tokenizer's countNative (with no special tokens allowed), except for long chunks.
-    return {
-      split,
-      count(text) {
-        let n = 0;
-        for (const [chunk] of text.matchAll(split)) {
-          if (chunk.length > LONG_CHUNK_CHARS) n += utf8Bytes(chunk);
-          else n += bpe.getBpeRankFromString(chunk) !== undefined ? 1 : bpe.bytePairEncode(chunk).length;
-        }
-        return n;
-      },
-    };
-  }
-  // A gpt-tokenizer without that internal: the public count, or bytes for text with a long chunk.
-  return {
-    split,
-    count(text) {
-      for (const [chunk] of text.matchAll(split)) if (chunk.length > LONG_CHUNK_CHARS) return utf8Bytes(text);
-      return mod.countTokens(text, PLAIN_TEXT);
-    },
-  };
-}
-
-/** Loads the BPE tables now, so the first request does not wait for them. */
-export function preloadTokenizers(names: TokenizerName[] = ["o200k_base", "cl100k_base"]): void {
-  for (const name of names) if (name !== "bytes") encoding(name);
-}
-
-function utf8Bytes(text: string): number {
-  return Buffer.byteLength(text, "utf8");
-}
-
-function countUncached(text: string, tokenizer: TokenizerName): number {
-  if (text.length === 0) return 0;
-  if (tokenizer === "bytes") return utf8Bytes(text);
-  return encoding(tokenizer).count(text);
-}
-
-// Chat clients resend the whole history and the same system prompt on every turn, so most long
-// texts have been counted before. Short texts are cheaper to count than to cache.
-const CACHE_MIN_CHARS = 256;
-const CACHE_MAX_ENTRIES = 1024;
-const CACHE_MAX_CHARS = 4_000_000;
-
-class CountCache {
-  private readonly map = new Map<string, number>();
-  private chars = 0;
-
-  get(text: string): number | undefined {
-    const n = this.map.get(text);
-    if (n !== undefined) {
-      this.map.delete(text);
-      this.map.set(text, n);
-    }
-    return n;
-  }
-
-  set(text: string, n: number): void {
-    if (text.length > CACHE_MAX_CHARS / 4) return;
-    this.map.set(text, n);
-    this.chars += text.length;
-    while (this.map.size > CACHE_MAX_ENTRIES || this.chars > CACHE_MAX_CHARS) {
-      const oldest = this.map.keys().next().value as string;
-      this.map.delete(oldest);
-      this.chars -= oldest.length;
-    }
-  }
-}
-
-const caches = { o200k_base: new CountCache(), cl100k_base: new CountCache() };
-
-/**
- * Token count of plain text: exact, except that a pre-tokenizer chunk longer than
- * LONG_CHUNK_CHARS counts as its UTF-8 bytes (more, never less). UTF-8 bytes for "bytes".
- */
-export function countTextTokens(text: string, tokenizer: TokenizerName): number {
-  if (tokenizer === "bytes" || text.length < CACHE_MIN_CHARS) return countUncached(text, tokenizer);
-  const cache = caches[tokenizer];
-  let n = cache.get(text);
-  if (n === undefined) {
-    n = countUncached(text, tokenizer);
-    cache.set(text, n);
-  }
-  return n;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -304,7 +143,7 @@ function imageRulesFor(tokenizer: TokenizerName, model: string | undefined): Ima
     if (model.includes("claude")) return [ANTHROPIC_RULE];
     if (model.includes("gemini")) return [GEMINI_RULE];
   }
-  if (tokenizer === "bytes") return [...ALL_OPENAI_RULES, ANTHROPIC_RULE, GEMINI_RULE];
+  if (!isEncoding(tokenizer)) return [...ALL_OPENAI_RULES, ANTHROPIC_RULE, GEMINI_RULE];
   return ALL_OPENAI_RULES;
 }
 
@@ -383,130 +222,3 @@ function imageTokensByRule(rule: ImageRule, dims: { w: number; h: number } | und
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Streaming output
-
-/**
- * Counts streamed text so that `total` equals countTextTokens of everything added so far (so the
- * exact count, or more where a chunk is longer than LONG_CHUNK_CHARS).
- *
- * Summing per-delta counts is NOT a bound: BPE can split a concatenation into more tokens than its
- * parts ("generate" + "loop" is 2 tokens apart, 4 together in o200k). So we keep the text since
- * the last *stable cut* and re-count it on each read; the tokens before the cut are committed.
- *
- * A stable cut is a position p where the tokenizer's pre-tokenizer regex starts a chunk and the
- * text after p holds (a) a letter or digit, (b) a character that is not a letter, mark or
- * apostrophe, and (c) a non-digit. No alternative of the o200k/cl100k split regex can match across
- * all three (letter runs stop at (b), punctuation and whitespace runs at (a), digit runs at (c)),
- * so no chunk starting before p can ever reach the end of the text: appending more text cannot
- * change any chunk before p. The regex has no lookbehind, so the text after p chunks the same on
- * its own, and since our count is a sum over chunks, committed = count(text) - count(text after p)
- * stays right forever.
- *
- * Text with no stable cut (pure emoji, digits or whitespace) would make each read re-count a
- * growing tail; past TAIL_LIMIT chars we fall back to UTF-8 bytes for the rest of the stream,
- * which still bounds it (each token is at least one byte, and the tail starts at a stable cut).
- */
-const COMPACT_AT = 256;
-const TAIL_LIMIT = 2048;
-
-const LETTER_OR_DIGIT = /[\p{L}\p{N}]/u;
-const NOT_LETTER_MARK_APOSTROPHE = /[^\p{L}\p{M}']/u;
-const NOT_DIGIT = /\P{N}/u;
-
-/** The last chunk start p > 0 after which the text satisfies the stable-cut conditions, or 0. */
-export function findStableCut(text: string, tokenizer: SplitTokenizer): number {
-  const starts: number[] = [];
-  for (const m of text.matchAll(encoding(tokenizer).split)) starts.push(m.index);
-  let letterOrDigit = false;
-  let breaksLetters = false;
-  let nonDigit = false;
-  let end = text.length;
-  for (let i = starts.length - 1; i > 0; i--) {
-    const start = starts[i]!;
-    const chunk = text.slice(start, end);
-    letterOrDigit ||= LETTER_OR_DIGIT.test(chunk);
-    breaksLetters ||= NOT_LETTER_MARK_APOSTROPHE.test(chunk);
-    nonDigit ||= NOT_DIGIT.test(chunk);
-    if (letterOrDigit && breaksLetters && nonDigit) return start;
-    end = start;
-  }
-  return 0;
-}
-
-class BpeCounter implements TokenCounter {
-  private committed = 0;
-  private tail = "";
-  private cached = 0;
-  private stale = false;
-  private bytesMode = false;
-  private readonly bytes = new BytesCounter();
-
-  constructor(private readonly tokenizer: SplitTokenizer) {}
-
-  add(delta: string): void {
-    if (delta.length === 0) return;
-    if (this.bytesMode) {
-      this.bytes.add(delta);
-      return;
-    }
-    this.tail += delta;
-    this.stale = true;
-  }
-
-  get total(): number {
-    if (this.bytesMode) return this.committed + this.bytes.total;
-    if (!this.stale) return this.cached;
-    const enc = encoding(this.tokenizer);
-    let tailTokens = enc.count(this.tail);
-    if (this.tail.length > COMPACT_AT) {
-      const cut = findStableCut(this.tail, this.tokenizer);
-      if (cut > 0) {
-        const rest = this.tail.slice(cut);
-        const restTokens = enc.count(rest);
-        this.committed += tailTokens - restTokens;
-        this.tail = rest;
-        tailTokens = restTokens;
-      }
-      if (this.tail.length > TAIL_LIMIT) {
-        this.bytesMode = true;
-        this.bytes.add(this.tail);
-        this.tail = "";
-        return this.committed + this.bytes.total;
-      }
-    }
-    this.cached = this.committed + tailTokens;
-    this.stale = false;
-    return this.cached;
-  }
-}
-
-/**
- * Exact UTF-8 length of the concatenation. A delta may end between the halves of a surrogate pair:
- * alone the high half would count as a 3-byte U+FFFD, with its partner the pair is 4 bytes, so it
- * is held back (and counted as 3 while held, the most it can add).
- */
-class BytesCounter implements TokenCounter {
-  private committed = 0;
-  private held = "";
-
-  add(delta: string): void {
-    if (delta.length === 0) return;
-    let text = this.held + delta;
-    this.held = "";
-    const last = text.charCodeAt(text.length - 1);
-    if (last >= 0xd800 && last <= 0xdbff) {
-      this.held = text.slice(-1);
-      text = text.slice(0, -1);
-    }
-    this.committed += utf8Bytes(text);
-  }
-
-  get total(): number {
-    return this.committed + (this.held ? 3 : 0);
-  }
-}
-
-export function createTokenCounter(tokenizer: TokenizerName): TokenCounter {
-  return tokenizer === "bytes" ? new BytesCounter() : new BpeCounter(tokenizer);
-}
