@@ -1,4 +1,5 @@
-import { mkdtempSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { appendFileSync, mkdtempSync, unlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -138,4 +139,82 @@ describe("kill -9 mid-stream (SPEC §7.4)", () => {
     for (const id of ids) expect(recordOf(id)).toHaveLength(1);
     await expectBudgetSpent(peerA, records);
   }, 40_000);
+});
+
+describe("store failures are 503 store_unavailable, fast (SPEC §5.2, §7.6)", () => {
+  it("sqlite locked by another process: requests and /healthz answer 503 well under a second, and recover", async () => {
+    const path = join(mkdtempSync(join(tmpdir(), "tg-lock-")), "t.db");
+    const gw = await start(config(`sqlite:${path}`));
+    mock.setBehavior({ outputTokens: 5 });
+    expect((await ask(gw.url)).status).toBe(200);
+
+    const holder = new Database(path);
+    holder.exec("BEGIN IMMEDIATE");
+    try {
+      const t0 = performance.now();
+      const [refused, health] = await Promise.all([ask(gw.url), fetch(`${gw.url}/healthz`)]);
+      const elapsed = performance.now() - t0;
+      expect(refused.status).toBe(503);
+      expect(refused.headers.get("retry-after")).toBe("1");
+      expect((await refused.json()).error.code).toBe("store_unavailable");
+      expect(health.status).toBe(503);
+      expect((await health.json()).store).toMatchObject({ kind: "sqlite", ok: false, detail: expect.stringMatching(/locked/) });
+      // The old driver waited 5 s on busy_timeout with the event loop blocked.
+      expect(elapsed).toBeLessThan(2_000);
+      expect(gw.stderr).toMatch(/store sqlite:\S+ is locked/);
+    } finally {
+      holder.exec("ROLLBACK");
+      holder.close();
+    }
+    expect((await ask(gw.url)).status).toBe(200);
+    expect((await fetch(`${gw.url}/healthz`)).status).toBe(200);
+  }, 30_000);
+});
+
+/** A private 4 MB tmpfs for one process, through an unprivileged user+mount namespace where the kernel allows one. */
+function tmpfsWrap(dir: string): string[] | undefined {
+  const probe = spawnSync("unshare", ["-rm", "sh", "-c", `mount -t tmpfs -o size=4m tmpfs '${dir}'`]);
+  return probe.status === 0 ? ["unshare", "-rm", "sh", "-c", `mount -t tmpfs -o size=4m tmpfs '${dir}' && exec "$@"`, "sh"] : undefined;
+}
+
+describe("a full disk", () => {
+  const dir = mkdtempSync(join(tmpdir(), "tg-full-"));
+  const wrap = tmpfsWrap(dir);
+
+  it.skipIf(!wrap)("sqlite on a full disk: 503 store_unavailable with Retry-After and a stderr line naming the store; served again once there is room", async () => {
+    const gw = await GatewayProcess.start(config(`sqlite:${join(dir, "t.db")}`), {}, wrap);
+    gateways.push(gw);
+    mock.setBehavior({ outputTokens: 5 });
+    expect((await ask(gw.url)).status).toBe(200);
+
+    // The gateway's tmpfs, seen through its own root: fill it to the last byte.
+    const filler = join(`/proc/${gw.child.pid}/root`, dir, "filler");
+    const chunk = Buffer.alloc(64 * 1024, 1);
+    try {
+      for (;;) appendFileSync(filler, chunk);
+    } catch (err) {
+      expect((err as NodeJS.ErrnoException).code).toBe("ENOSPC");
+    }
+    try {
+      const statuses = new Set<number>();
+      // A write that still fits a page the WAL already holds may pass; within a few requests the disk is out.
+      let res: Response | undefined;
+      for (let i = 0; i < 50; i++) {
+        res = await ask(gw.url);
+        statuses.add(res.status);
+        if (res.status === 503) break;
+      }
+      expect(res!.status).toBe(503);
+      expect(statuses.has(502)).toBe(false);
+      expect(res!.headers.get("retry-after")).toBe("1");
+      expect((await res!.json()).error.code).toBe("store_unavailable");
+      expect(gw.stderr).toMatch(/store sqlite:\S+t\.db cannot write \(SQLITE_FULL/);
+      expect(gw.stderr).not.toContain("sk-up-secret");
+      expect((await fetch(`${gw.url}/healthz`)).status).toBe(503);
+    } finally {
+      unlinkSync(filler);
+    }
+    expect((await ask(gw.url)).status).toBe(200);
+    expect((await fetch(`${gw.url}/healthz`)).status).toBe(200);
+  }, 30_000);
 });

@@ -17,11 +17,13 @@ export class GatewayProcess {
 
   private constructor(readonly child: ChildProcess, readonly configPath: string) {}
 
-  static async start(config: object | string, env: NodeJS.ProcessEnv = {}): Promise<GatewayProcess> {
+  /** `wrap`: a command that runs the gateway's command line (e.g. `unshare -rm sh -c '…; exec "$@"' sh`). */
+  static async start(config: object | string, env: NodeJS.ProcessEnv = {}, wrap: string[] = []): Promise<GatewayProcess> {
     const dir = mkdtempSync(join(tmpdir(), "tollgate-e2e-"));
     const configPath = join(dir, "tollgate.yaml");
     writeFileSync(configPath, typeof config === "string" ? config : stringify(config));
-    const child = spawn(process.execPath, [CLI, "serve", "--config", configPath, "--port", "0"], {
+    const command = [...wrap, process.execPath, CLI, "serve", "--config", configPath, "--port", "0"];
+    const child = spawn(command[0]!, command.slice(1), {
       env: { ...process.env, ...env },
       stdio: ["ignore", "pipe", "pipe"],
     });
