@@ -1,12 +1,13 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Engine } from "../core/engine.js";
-import { TollgateError } from "../core/errors.js";
+import { storeFailure, TollgateError } from "../core/errors.js";
 import { createKey, keyInfo, type NewKey } from "../core/keys.js";
 import { parseUsd } from "../core/money.js";
 import { openaiErrorBody } from "../formats/errors.js";
 import { optArray, optBool, optString } from "../formats/fields.js";
 import type { Observability } from "../observability/index.js";
+import { StoreUnavailableError } from "../stores/store.js";
 import { jsonBody, type AdminCall, type AdminRoute } from "./admin-params.js";
 import { POLICY_ROUTES } from "./admin-policy.js";
 import { USAGE_ROUTES } from "./admin-usage.js";
@@ -106,9 +107,13 @@ export function createAdmin(engine: Engine, observability?: Observability): Admi
         throw new TollgateError(pathMatched ? "invalid_request" : "not_found", `no admin endpoint ${req.method} ${path}`);
       } catch (err) {
         if (res.headersSent) return void res.destroy();
-        const e = TollgateError.is(err) ? err : new TollgateError("store_unavailable", "the store is unavailable");
         if (!TollgateError.is(err)) observability?.logs.ops.error({ err, path }, "admin request failed");
-        return send(res, e.status, openaiErrorBody(e));
+        // The store failing is a 503 with Retry-After; anything else is a bug, a 500 (never a guessed 503).
+        if (!TollgateError.is(err) && !(err instanceof StoreUnavailableError)) {
+          return send(res, 500, { error: { message: "internal error", type: "api_error", code: "internal_error", param: null } });
+        }
+        const e = storeFailure(err);
+        return send(res, e.status, openaiErrorBody(e), e.retryAfterSeconds !== undefined ? { "retry-after": String(e.retryAfterSeconds) } : {});
       }
     },
 
