@@ -14,14 +14,43 @@ export function clientIp(socketAddress: string | undefined, forwardedFor: string
   return isIP(ip) ? ip : socket;
 }
 
-/** "::ffff:1.2.3.4" -> "1.2.3.4"; strips brackets and zones; lower-case. */
+/**
+ * One spelling per caller, so limits, scores and blocklists cannot be dodged by respelling an
+ * address: an IPv4-mapped IPv6 address in any form (::ffff:1.2.3.4, 0:0:0:0:0:ffff:1.2.3.4,
+ * ::ffff:102:304) is its IPv4 address, and any other IPv6 address takes its RFC 5952 form.
+ * Strips brackets and zones. Anything that is not an address is returned trimmed and lower-cased.
+ */
 export function normaliseIp(raw: string): string {
   let ip = raw.trim().toLowerCase();
   if (ip.startsWith("[") && ip.includes("]")) ip = ip.slice(1, ip.indexOf("]"));
   const zone = ip.indexOf("%");
   if (zone >= 0) ip = ip.slice(0, zone);
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(ip);
-  return mapped ? mapped[1]! : ip;
+  if (!ip.includes(":") || isIP(ip) !== 6) return ip;
+  const groups = expandIpv6(ip);
+  if (groups.slice(0, 5).every((g) => g === "0") && groups[5] === "ffff") {
+    const hi = parseInt(groups[6]!, 16);
+    const lo = parseInt(groups[7]!, 16);
+    return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+  }
+  return compressIpv6(groups);
+}
+
+/** RFC 5952: the longest run of two or more zero groups (the first of equals) becomes "::". */
+function compressIpv6(groups: string[]): string {
+  let best = -1;
+  let bestLen = 1;
+  for (let i = 0; i < groups.length; ) {
+    if (groups[i] !== "0") {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < groups.length && groups[j] === "0") j++;
+    if (j - i > bestLen) [best, bestLen] = [i, j - i];
+    i = j;
+  }
+  if (best < 0) return groups.join(":");
+  return `${groups.slice(0, best).join(":")}::${groups.slice(best + bestLen).join(":")}`;
 }
 
 /**

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { resolveConfig } from "../config/resolve.js";
 import { configSchema } from "../config/schema.js";
 import { MemoryStore } from "../stores/memory.js";
-import { Identifier, UNKNOWN_KEY_TTL_MS } from "./identity.js";
+import { Identifier, readCredential, UNKNOWN_KEY_TTL_MS } from "./identity.js";
 import { createKey } from "./keys.js";
 
 const config = resolveConfig(
@@ -68,5 +68,33 @@ describe("key lookup", () => {
     expect(calls.findKey).toBe(10_002);
     await refusal(id.identify({ token: "tg_random_guess_10000" }, route, "203.0.113.1"));
     expect(calls.findKey).toBe(10_002);
+  });
+});
+
+describe("readCredential", () => {
+  it("reads a Bearer token, else x-api-key", () => {
+    expect(readCredential("Bearer tg_abc", undefined)).toEqual({ token: "tg_abc" });
+    expect(readCredential("bearer   tg_abc  ", "tg_other")).toEqual({ token: "tg_abc" });
+    expect(readCredential(undefined, " tg_key ")).toEqual({ token: "tg_key" });
+  });
+
+  it("reports no credentials as none: the caller is anonymous", () => {
+    expect(readCredential(undefined, undefined)).toEqual({});
+    expect(readCredential("", "  ")).toEqual({});
+  });
+
+  it("reports credentials present but unusable, without repeating them", () => {
+    const basic = readCredential("Basic dXNlcjpzZWNyZXQ=", undefined);
+    expect(basic.token).toBeUndefined();
+    expect(basic.unusable).toMatch(/Bearer/);
+    expect(basic.unusable).not.toContain("dXNlcjpzZWNyZXQ=");
+    expect(readCredential("Bearer ", undefined).unusable).toMatch(/empty Bearer/);
+    expect(readCredential("Bearer", undefined).unusable).toMatch(/empty Bearer/);
+    expect(readCredential("tg_abc", undefined).unusable).toBeDefined();
+  });
+
+  it("uses a usable x-api-key beside an Authorization meant for something else", () => {
+    expect(readCredential("Basic dXNlcjpwYXNz", "tg_key")).toEqual({ token: "tg_key" });
+    expect(readCredential("Bearer ", "tg_key")).toEqual({ token: "tg_key" });
   });
 });

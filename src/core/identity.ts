@@ -26,6 +26,8 @@ export interface Identity {
 export interface Credentials {
   /** Bearer token or x-api-key. */
   token?: string;
+  /** Why the credential sent cannot be used (another scheme, an empty Bearer): refused, never anonymous. */
+  unusable?: string;
   /** x-tollgate-user / x-tollgate-plan: honoured only for service keys. */
   actAsUser?: string;
   actAsPlan?: string;
@@ -42,6 +44,24 @@ export interface AppIdentity {
   verified?: boolean;
   /** The org (under orgs:) whose budget this user also spends. */
   org?: string;
+}
+
+/**
+ * The credential a request carries: `Authorization: Bearer KEY`, else `x-api-key: KEY` (Anthropic's
+ * SDKs). Credentials present but unusable (`Basic …`, an empty `Bearer`) come back as `unusable`,
+ * so gate 1 refuses them instead of serving the caller as anonymous (SPEC §5.1). An empty header
+ * is no credential. The message never repeats what was sent.
+ */
+export function readCredential(authorization: string | undefined, apiKey: string | undefined): Pick<Credentials, "token" | "unusable"> {
+  const auth = authorization?.trim();
+  const bearer = auth ? /^Bearer(?:\s+(.*))?$/i.exec(auth) : null;
+  const token = bearer?.[1]?.trim();
+  if (token) return { token };
+  const key = apiKey?.trim();
+  if (key) return { token: key };
+  if (bearer) return { unusable: "the Authorization header carries an empty Bearer token" };
+  if (auth) return { unusable: "the Authorization header must be Bearer KEY; other schemes are not accepted" };
+  return {};
 }
 
 export const KEY_PREFIX = "tg_";
@@ -109,6 +129,8 @@ export class Identifier {
       if (org !== undefined && !this.config.orgs[org]) throw new TollgateError("forbidden", `identify() named org ${JSON.stringify(org)}, which the config does not define`);
       return { kind: "app", user, keyId: null, plan, verified: verified === true, ip, ipGroup: group, org };
     }
+    // After the app's own session, which may use Authorization for its own scheme.
+    if (creds.unusable) throw new TollgateError("unauthorized", creds.unusable);
     if (!creds.token) {
       identity = { kind: "anonymous", user: group, keyId: null, plan: "anonymous", verified: false, ip, ipGroup: group };
       if (!route.plans.includes("anonymous")) throw new TollgateError("unauthorized", "this route needs an API key");

@@ -41,6 +41,14 @@ describe("openai embeddings format", () => {
     expect(refusal({ input: "x", dimensions: 0 }).param).toBe("dimensions");
   });
 
+  it("refuses more than 2,048 inputs with param_not_allowed; a long token-id array is one input", () => {
+    expect(fmt.inspect({ input: Array(2048).fill("x") }).embeddingInputs).toBe(2048);
+    const over = refusal({ input: Array(4096).fill("x") });
+    expect(over).toMatchObject({ code: "param_not_allowed", status: 400, param: "input" });
+    expect(refusal({ input: Array(2049).fill([1]) }).code).toBe("param_not_allowed");
+    expect(fmt.inspect({ input: Array(4096).fill(7) }).embeddingInputs).toBe(1);
+  });
+
   it("passes encoding_format through and sets only the model", () => {
     const body = { model: "alias", input: "x", encoding_format: "base64", dimensions: 256 };
     expect(fmt.rewrite(body, { model: "text-embedding-3-small", maxOutputTokens: 0, reasoning: false }, fmt.inspect(body))).toEqual({ ...body, model: "text-embedding-3-small" });

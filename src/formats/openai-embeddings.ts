@@ -1,3 +1,4 @@
+import { TollgateError } from "../core/errors.js";
 import { openaiErrorBody } from "./errors.js";
 import { answerIsError, asObject, codePoints, invalid, optCount, optString, UPSTREAM_ERROR, usageCount } from "./fields.js";
 import type { Inspection, RequestFormat } from "./format.js";
@@ -73,6 +74,9 @@ export const openaiEmbeddings: RequestFormat = {
   errorBody: openaiErrorBody,
 };
 
+/** Inputs per embeddings call (OpenAI's limit, SPEC §5.2). */
+export const MAX_INPUTS = 2048;
+
 /** The inputs of one call: strings or token-id arrays, each non-empty as OpenAI requires. */
 function readInputs(input: unknown): (string | number[])[] {
   if (typeof input === "string") {
@@ -81,6 +85,11 @@ function readInputs(input: unknown): (string | number[])[] {
   }
   if (!Array.isArray(input) || input.length === 0) throw invalid("input", "expected a string, an array of strings or an array of token ids");
   if (input.every((v) => typeof v === "number")) return [tokenIds(input, "input")];
+  // OpenAI's own limit: a longer batch is refused upstream after a reservation, or, by a lenient
+  // backend, served as one request with thousands of inputs.
+  if (input.length > MAX_INPUTS) {
+    throw new TollgateError("param_not_allowed", `input has ${input.length} items; an embeddings call takes at most ${MAX_INPUTS}`, { param: "input" });
+  }
   return input.map((v, i) => {
     if (typeof v === "string") {
       if (!v) throw invalid(`input[${i}]`, "expected a non-empty string");

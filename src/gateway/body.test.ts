@@ -29,6 +29,21 @@ describe("parseJson", () => {
     expect(refused("[".repeat(100_000) + "]".repeat(100_000)).message).toMatch(/nests deeper/);
     expect(() => parseJson(Buffer.from("[".repeat(MAX_JSON_DEPTH) + "]".repeat(MAX_JSON_DEPTH)))).not.toThrow();
   });
+  it("refuses a lone surrogate escape anywhere, and keeps a real pair", () => {
+    for (const body of ['{"c":"a\\ud800b"}', '{"c":"\\udfff"}', '{"c":"\\ud800"}', '{"c":"\\ud800\\u0041"}', '{"c":"\\ude00\\ud83d"}', '{"k\\udc00":1}', '["\\uD800x"]']) {
+      expect(refused(body).message, body).toMatch(/lone UTF-16 surrogate/);
+    }
+    expect(parseJson(Buffer.from('{"c":"\\ud83d\\ude00 \\\\ud800"}'))).toEqual({ c: "\u{1F600} \\ud800" });
+    expect(parseJson(Buffer.from('{"c":"\\u00e9\\n"}'))).toEqual({ c: "é\n" });
+  });
+  it("refuses bytes that are not UTF-8 instead of replacing them", () => {
+    const bad = Buffer.concat([Buffer.from('{"c":"a'), Buffer.from([0xff, 0xfe]), Buffer.from('b"}')]);
+    expect(() => parseJson(bad)).toThrow(/not valid UTF-8/);
+    // A surrogate encoded as UTF-8 bytes (CESU-8) is not UTF-8 either.
+    const cesu = Buffer.concat([Buffer.from('{"c":"'), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from('"}')]);
+    expect(() => parseJson(cesu)).toThrow(/not valid UTF-8/);
+    expect(parseJson(Buffer.from('{"c":"héllo 😀"}'))).toEqual({ c: "héllo 😀" });
+  });
   it("refuses malformed JSON", () => {
     expect(refused('{"a":').message).toMatch(/not valid JSON/);
   });

@@ -1,3 +1,4 @@
+import { isUtf8 } from "node:buffer";
 import type { IncomingMessage } from "node:http";
 import { TollgateError } from "../core/errors.js";
 
@@ -57,11 +58,14 @@ function tooLarge(size: number, max: number, atLeast = false): TollgateError {
 
 /**
  * Parses a JSON body, refusing what JSON.parse would accept but a provider could read differently:
- * excessive nesting (refused by a linear scan before JSON.parse can recurse into it), duplicate
- * keys (JSON.parse keeps the last, another parser the first) and numbers JSON cannot hold
- * (`1e400` parses as Infinity and would be re-serialised as null).
+ * bytes that are not UTF-8, excessive nesting (refused by a linear scan before JSON.parse can
+ * recurse into it), duplicate keys (JSON.parse keeps the last, another parser the first), a lone
+ * surrogate escape (`"\ud800"` is no character; providers reject or mangle it) and numbers JSON
+ * cannot hold (`1e400` parses as Infinity and would be re-serialised as null).
  */
 export function parseJson(buf: Buffer): unknown {
+  // toString would turn broken bytes into U+FFFD silently: what went upstream would not be what was sent.
+  if (!isUtf8(buf)) throw new TollgateError("invalid_request", "the request body is not valid UTF-8");
   const text = buf.toString("utf8");
   scanStructure(text);
   let value: unknown;
@@ -79,7 +83,11 @@ interface Frame {
   expectKey: boolean;
 }
 
-/** One pass over the text: nesting depth and duplicate object keys. Syntax errors are left to JSON.parse. */
+/**
+ * One pass over the text: nesting depth, duplicate object keys and lone surrogate escapes (valid
+ * UTF-8 cannot hold a raw surrogate, so escapes are the only way in). Syntax errors are left to
+ * JSON.parse.
+ */
 function scanStructure(text: string): void {
   const stack: Frame[] = [];
   for (let i = 0; i < text.length; i++) {
@@ -87,11 +95,22 @@ function scanStructure(text: string): void {
     if (c === 34 /* " */) {
       const start = i;
       let escaped = false;
+      // Where the low half of a pair must start, after a high-surrogate escape.
+      let lowAt = -1;
       for (i++; i < text.length; i++) {
         const d = text.charCodeAt(i);
         if (d === 92 /* \ */) {
           escaped = true;
-          i++;
+          if (text.charCodeAt(i + 1) === 117 /* u */) {
+            const unit = hex4(text, i + 2);
+            if (unit >= 0xdc00 && unit <= 0xdfff && lowAt !== i) throw loneSurrogate();
+            if (unit >= 0xd800 && unit <= 0xdbff) {
+              const low = text.charCodeAt(i + 7) === 117 && text.charCodeAt(i + 6) === 92 ? hex4(text, i + 8) : -1;
+              if (low < 0xdc00 || low > 0xdfff) throw loneSurrogate();
+              lowAt = i + 6;
+            }
+            i += 5;
+          } else i++;
         } else if (d === 34) break;
       }
       const top = stack[stack.length - 1];
@@ -119,6 +138,22 @@ function scanStructure(text: string): void {
       if (top?.keys) top.expectKey = true;
     }
   }
+}
+
+/** The value of four hex digits at `at`, or -1. */
+function hex4(text: string, at: number): number {
+  let v = 0;
+  for (let k = at; k < at + 4; k++) {
+    const h = text.charCodeAt(k);
+    const d = h >= 48 && h <= 57 ? h - 48 : h >= 65 && h <= 70 ? h - 55 : h >= 97 && h <= 102 ? h - 87 : -1;
+    if (d < 0) return -1;
+    v = v * 16 + d;
+  }
+  return v;
+}
+
+function loneSurrogate(): TollgateError {
+  return new TollgateError("invalid_request", "the request body has a lone UTF-16 surrogate escape (\\ud800-\\udfff without its pair), which is no character");
 }
 
 function checkNumbers(value: unknown, path: string): void {

@@ -6,7 +6,7 @@ import { abortReason, toTollgateError, type Engine } from "../core/engine.js";
 import { TollgateError } from "../core/errors.js";
 import type { Exchange } from "../core/exchange.js";
 import { clientIp } from "../core/client-ip.js";
-import type { Credentials } from "../core/identity.js";
+import { readCredential, type Credentials } from "../core/identity.js";
 import type { Meter } from "../core/metering/meter.js";
 import type { Ended } from "../core/usage-record.js";
 import { anthropicErrorBody, openaiErrorBody } from "../formats/errors.js";
@@ -248,7 +248,7 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
   }
 
   async function listModels(req: IncomingMessage, res: ServerResponse, route: ResolvedRoute, requestId: string) {
-    const ex = engine.open({ route: route.name, endpoint: "models", ip: clientIp(req.socket.remoteAddress, header(req, "x-forwarded-for"), cfg.server.trustProxy), credentials: { token: credential(req) }, requestId });
+    const ex = engine.open({ route: route.name, endpoint: "models", ip: clientIp(req.socket.remoteAddress, header(req, "x-forwarded-for"), cfg.server.trustProxy), credentials: credential(req), requestId });
     // Anthropic's SDK sends anthropic-version and expects Anthropic's list shape.
     const anthropic = header(req, "anthropic-version") !== undefined;
     let models: string[];
@@ -302,16 +302,11 @@ function header(req: IncomingMessage, name: string): string | undefined {
 
 /** What the caller presented; a service key's x-tollgate-* headers are honoured by gate 1 only for service keys. */
 function credentials(req: IncomingMessage): Credentials {
-  return { token: credential(req), actAsUser: header(req, "x-tollgate-user"), actAsPlan: header(req, "x-tollgate-plan"), actAsOrg: header(req, "x-tollgate-org") };
+  return { ...credential(req), actAsUser: header(req, "x-tollgate-user"), actAsPlan: header(req, "x-tollgate-plan"), actAsOrg: header(req, "x-tollgate-org") };
 }
 
-function credential(req: IncomingMessage): string | undefined {
-  const auth = header(req, "authorization");
-  if (auth) {
-    const m = /^Bearer\s+(.+)$/i.exec(auth.trim());
-    if (m) return m[1]!.trim();
-  }
-  return header(req, "x-api-key")?.trim() || undefined;
+function credential(req: IncomingMessage): Pick<Credentials, "token" | "unusable"> {
+  return readCredential(header(req, "authorization"), header(req, "x-api-key"));
 }
 
 /**

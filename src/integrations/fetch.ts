@@ -1,5 +1,6 @@
 import { clientIp } from "../core/client-ip.js";
 import { TollgateError } from "../core/errors.js";
+import { readCredential } from "../core/identity.js";
 import { refusalOf, type Gate } from "../library/gate.js";
 import { installMethods } from "../library/subpath-methods.js";
 import { refusalBody, refusalHeaders, Tollgate, type AdmitRequest, type Identify } from "../library/tollgate.js";
@@ -18,11 +19,12 @@ export type FetchRouteHandler = (req: Request, gate: Gate) => Response | Promise
 
 /** What gate 1 reads from a Web-standard Request. */
 export function admitFromRequest(req: Request, route: string, trustProxy: number, ip?: (req: Request) => string, identify?: Identify<Request>): AdmitRequest {
-  const auth = /^Bearer\s+(.+)$/i.exec(req.headers.get("authorization") ?? "");
+  const { token, unusable } = readCredential(req.headers.get("authorization") ?? undefined, req.headers.get("x-api-key") ?? undefined);
   return {
     route,
     ip: ip ? ip(req) : clientIp("0.0.0.0", req.headers.get("x-forwarded-for") ?? undefined, trustProxy),
-    token: auth?.[1]?.trim() ?? req.headers.get("x-api-key")?.trim() ?? undefined,
+    token,
+    unusableCredential: unusable,
     actAsUser: req.headers.get("x-tollgate-user") ?? undefined,
     actAsPlan: req.headers.get("x-tollgate-plan") ?? undefined,
     runId: req.headers.get("x-tollgate-run") ?? undefined,

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { clientIp } from "../core/client-ip.js";
 import type { TollgateError } from "../core/errors.js";
+import { readCredential } from "../core/identity.js";
 import type { Gate } from "../library/gate.js";
 import type { AdmitRequest } from "../library/tollgate.js";
 
@@ -10,7 +11,7 @@ export function admitFromNode(req: IncomingMessage, res: ServerResponse, route: 
     const v = req.headers[name];
     return Array.isArray(v) ? v[0] : v;
   };
-  const auth = /^Bearer\s+(.+)$/i.exec(header("authorization") ?? "");
+  const { token, unusable } = readCredential(header("authorization"), header("x-api-key"));
   const controller = new AbortController();
   // The response closing before it finished means the client went away.
   res.once("close", () => {
@@ -19,7 +20,8 @@ export function admitFromNode(req: IncomingMessage, res: ServerResponse, route: 
   return {
     route,
     ip: clientIp(req.socket.remoteAddress, header("x-forwarded-for"), trustProxy),
-    token: auth?.[1]?.trim() ?? header("x-api-key")?.trim(),
+    token,
+    unusableCredential: unusable,
     actAsUser: header("x-tollgate-user"),
     actAsPlan: header("x-tollgate-plan"),
     runId: header("x-tollgate-run"),

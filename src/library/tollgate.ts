@@ -2,6 +2,7 @@ import { ConfigError } from "../config/errors.js";
 import { loadConfigFile, parseConfig } from "../config/load.js";
 import { resolveConfig, type ResolvedConfig } from "../config/resolve.js";
 import type { RawConfig } from "../config/schema.js";
+import { normaliseIp } from "../core/client-ip.js";
 import { toTollgateError, type Engine } from "../core/engine.js";
 import { TollgateError } from "../core/errors.js";
 import type { AppIdentity } from "../core/identity.js";
@@ -28,6 +29,8 @@ export interface AdmitRequest {
   ip: string;
   /** Bearer token or x-api-key, if any. */
   token?: string;
+  /** Why the credential the request carries cannot be used (see `readCredential`): refused as unauthorized, never anonymous. */
+  unusableCredential?: string;
   /** Honoured for service keys only (x-tollgate-user / x-tollgate-plan). */
   actAsUser?: string;
   actAsPlan?: string;
@@ -89,8 +92,9 @@ export class Tollgate {
     const ex = this.engine.open({
       route: req.route,
       endpoint: "chat_completions",
-      ip: req.ip,
-      credentials: { token: req.token, actAsUser: req.actAsUser, actAsPlan: req.actAsPlan, app },
+      // An app's own `ip` function may pass any spelling; one caller is one address.
+      ip: normaliseIp(req.ip),
+      credentials: { token: req.token, unusable: req.unusableCredential, actAsUser: req.actAsUser, actAsPlan: req.actAsPlan, app },
       runId: req.runId,
       library: true,
     });

@@ -1,0 +1,40 @@
+import { describe, expect, it } from "vitest";
+import { clientIp, compileNetworks, inNetworks, ipGroup, normaliseIp } from "./client-ip.js";
+
+describe("normaliseIp: one spelling per caller", () => {
+  it("reads every spelling of an IPv4-mapped IPv6 address as the IPv4 address", () => {
+    for (const spelling of ["1.2.3.4", "::ffff:1.2.3.4", "::FFFF:1.2.3.4", "0:0:0:0:0:ffff:1.2.3.4", "0000:0000:0000:0000:0000:ffff:1.2.3.4", "::ffff:102:304", "[::ffff:1.2.3.4]", " 0:0::ffff:0102:0304 "]) {
+      expect(normaliseIp(spelling), spelling).toBe("1.2.3.4");
+    }
+  });
+
+  it("writes IPv6 in its RFC 5952 form", () => {
+    expect(normaliseIp("2001:0DB8:0000:0000:0000:0000:0000:0001")).toBe("2001:db8::1");
+    expect(normaliseIp("2001:db8:0:0:1:0:0:1")).toBe("2001:db8::1:0:0:1");
+    expect(normaliseIp("fe80::1%eth0")).toBe("fe80::1");
+    expect(normaliseIp("::1")).toBe("::1");
+    expect(normaliseIp("::")).toBe("::");
+    expect(normaliseIp("2001:db8:1:2:3:4:5:6")).toBe("2001:db8:1:2:3:4:5:6");
+    // Not IPv4-mapped: ::ffff:0:1.2.3.4 (SIIT) and ::1.2.3.4 stay IPv6.
+    expect(normaliseIp("::ffff:0:1.2.3.4")).toBe("::ffff:0:102:304");
+  });
+
+  it("leaves what is not an address alone", () => {
+    expect(normaliseIp("unknown")).toBe("unknown");
+    expect(normaliseIp("")).toBe("");
+  });
+});
+
+describe("clientIp", () => {
+  it("is the same caller from the socket or a trusted X-Forwarded-For, whatever the spelling", () => {
+    expect(clientIp("0:0:0:0:0:ffff:1.2.3.4", undefined, 0)).toBe("1.2.3.4");
+    expect(clientIp("::ffff:127.0.0.1", "0:0:0:0:0:ffff:1.2.3.4", 1)).toBe("1.2.3.4");
+    expect(clientIp("::ffff:127.0.0.1", "9.9.9.9, ::ffff:1.2.3.4", 1)).toBe("1.2.3.4");
+    expect(ipGroup(clientIp("::1", "::ffff:102:304", 1))).toBe(ipGroup("1.2.3.4"));
+  });
+
+  it("blocklists a mapped spelling of a blocked IPv4 network", () => {
+    const list = compileNetworks(["203.0.113.0/24"]);
+    expect(inNetworks(list, clientIp("::1", "0:0:0:0:0:ffff:203.0.113.9", 1))).toBe(true);
+  });
+});
