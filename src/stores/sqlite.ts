@@ -109,6 +109,8 @@ export interface SqliteStoreOptions {
 const BUSY_BACKOFF_MS = [1, 2, 5, 10, 20, 40, 60, 80, 100];
 const BUSY_STUCK_MS = 500;
 const BUSY_MAX_MS = 3_000;
+/** Once a lock was found stuck, later calls try once (no wait) until one succeeds or this passes: a request's several store calls cost one wait, not one each. */
+const STUCK_FAST_FAIL_MS = 1_000;
 /** While opening, the schema and WAL switch race other processes: they may wait longer. */
 const OPEN_BUSY_TIMEOUT_MS = 5_000;
 
@@ -214,6 +216,8 @@ export class SqliteStore implements Store {
   private readonly deleteCheckpoint;
   private readonly anyDue;
 
+  /** performance.now() until which a busy lock fails at the first attempt (STUCK_FAST_FAIL_MS). */
+  private stuckUntil = 0;
   /** What failed, while the store cannot serve: set by a failed call, cleared by a write that succeeds. */
   private failure?: string;
 
@@ -499,12 +503,13 @@ export class SqliteStore implements Store {
           const now = performance.now();
           const seen = this.dataVersion();
           if (seen !== version) [version, progressAt] = [seen, now];
-          if (now - progressAt < BUSY_STUCK_MS && now - start < BUSY_MAX_MS) {
+          if (now >= this.stuckUntil && now - progressAt < BUSY_STUCK_MS && now - start < BUSY_MAX_MS) {
             const backoff = BUSY_BACKOFF_MS[Math.min(attempt, BUSY_BACKOFF_MS.length - 1)]!;
             // Jitter: processes that collided once should not collide again in step.
             await sleep(backoff * (0.5 + Math.random()));
             continue;
           }
+          if (now - progressAt >= BUSY_STUCK_MS) this.stuckUntil = now + STUCK_FAST_FAIL_MS;
         }
         throw new StoreUnavailableError(`${op}: ${this.failing(code, err)}`, { cause: err });
       }
@@ -531,6 +536,7 @@ export class SqliteStore implements Store {
   }
 
   private recovered(): void {
+    this.stuckUntil = 0;
     if (this.failure === undefined) return;
     this.failure = undefined;
     this.log(`tollgate: store sqlite:${this.path} is back`);
