@@ -3,7 +3,7 @@ import { TOKENIZER_NAMES, TOKENIZERS } from "../core/metering/tokenizer-choice.j
 import { DURATION_HINT, parseDuration } from "./duration.js";
 
 /**
- * The config file's shape (SPEC §4). Every object is strict: a misspelled key is an error, because a
+ * The config file's shape (docs/config.md is generated from it: `npm run docs:config`). Every object is strict: a misspelled key is an error, because a
  * limit that is written down but silently ignored is the worst failure this product can have.
  * Values stay as the user wrote them here; resolve.ts turns them into milliseconds, micro-dollars
  * and prices, so the JSON Schema that editors see matches the file.
@@ -26,27 +26,36 @@ const nonNegativeInt = z.number().int().nonnegative();
 
 export const providerSchema = z.strictObject({
   type: z.enum(["openai", "anthropic", "simulated"]).describe("Wire protocol: openai (any OpenAI-compatible API), anthropic, or the built-in simulated provider."),
-  base_url: z.url({ protocol: /^https?$/, error: "expected an http(s) URL" }).optional(),
+  base_url: z.url({ protocol: /^https?$/, error: "expected an http(s) URL" }).optional().describe("The API's base URL, e.g. https://api.openai.com/v1; required for openai and anthropic."),
   api_key: z.string().optional().describe("The provider's key; use env:NAME. Never sent to or shown to callers."),
   headers: z.record(z.string(), z.string()).optional().describe("Extra headers sent upstream (e.g. OpenAI-Organization)."),
-  tokens_per_second: positiveInt.optional().describe("simulated: streaming speed (default 200)."),
-  anthropic_version: z.string().optional(),
+  tokens_per_second: positiveInt.optional().describe("simulated: streaming speed in tokens per second.").meta({ default: 200 }),
+  anthropic_version: z.string().optional().describe("anthropic: the anthropic-version header sent upstream.").meta({ default: "2023-06-01" }),
 });
 
 export const priceSchema = z.strictObject({
-  input: usdPerMillion,
-  output: usdPerMillion,
-  cached_input: usdPerMillion.optional(),
-  cache_write: usdPerMillion.optional(),
-  tiers: z.array(z.strictObject({ above_input_tokens: positiveInt, input: usdPerMillion, output: usdPerMillion })).optional(),
+  input: usdPerMillion.describe("US dollars per 1M input tokens."),
+  output: usdPerMillion.describe("US dollars per 1M output tokens (reasoning tokens included)."),
+  cached_input: usdPerMillion.optional().describe("US dollars per 1M input tokens read from the provider's prompt cache (default: the input price)."),
+  cache_write: usdPerMillion.optional().describe("US dollars per 1M input tokens written to the provider's prompt cache (default: the input price)."),
+  tiers: z
+    .array(
+      z.strictObject({
+        above_input_tokens: positiveInt.describe("The tier applies to requests with more input tokens than this."),
+        input: usdPerMillion.describe("US dollars per 1M input tokens in this tier."),
+        output: usdPerMillion.describe("US dollars per 1M output tokens in this tier."),
+      }),
+    )
+    .optional()
+    .describe("Long-context prices: the highest tier whose threshold a request's input exceeds sets its prices."),
 });
 
 export const modelSchema = z.strictObject({
-  provider: z.string(),
+  provider: z.string().describe("A name under providers."),
   upstream: z.string().optional().describe("The provider's model id, when the public name is an alias."),
   price: priceSchema.optional().describe("Overrides the bundled catalog price."),
   requires: z.array(z.enum(["verified", "paid"])).optional().describe("Callers must be verified (JWT claim or key) or on a paid plan."),
-  reasoning: z.boolean().optional().describe("Hidden reasoning tokens: a cut stream is charged its full reserved output."),
+  reasoning: z.boolean().optional().describe("Hidden reasoning tokens: a cut stream is charged its full reserved output (default: true for o-series and gpt-5 models)."),
   tokenizer: z
     .enum(TOKENIZER_NAMES)
     .optional()
@@ -58,19 +67,19 @@ export const modelSchema = z.strictObject({
 });
 
 export const budgetSchema = z.strictObject({
-  daily: usd.optional(),
-  monthly: usd.optional(),
+  daily: usd.optional().describe("US dollars per calendar day (in `timezone`)."),
+  monthly: usd.optional().describe("US dollars per calendar month (in `timezone`)."),
 });
 
 export const planSchema = z.strictObject({
   models: z.array(z.string()).describe("Models this plan may call (public names)."),
   budget: budgetSchema.optional().describe("Per-user spend over the calendar day / month, across all routes."),
-  paid: z.boolean().optional().describe("Callers on this plan satisfy `requires: [paid]`."),
+  paid: z.boolean().optional().describe("Callers on this plan satisfy `requires: [paid]`.").meta({ default: false }),
 });
 
 export const keyBudgetSchema = z.strictObject({
-  daily: usd.optional(),
-  monthly: usd.optional(),
+  daily: usd.optional().describe("US dollars this key may spend per calendar day (in `timezone`)."),
+  monthly: usd.optional().describe("US dollars this key may spend per calendar month (in `timezone`)."),
   total: usd.optional().describe("A lifetime cap: what this key may ever spend (trial keys). Never resets."),
 });
 
@@ -79,14 +88,14 @@ export const orgSchema = z.strictObject({
 });
 
 export const keySchema = z.strictObject({
-  key: z.string().min(1),
-  id: z.string().optional(),
-  user: z.string().optional(),
-  plan: z.string(),
-  service: z.boolean().optional().describe("May act for end users with x-tollgate-user / x-tollgate-plan."),
+  key: z.string().min(1).describe("The secret callers send as a bearer token or x-api-key; use env:NAME."),
+  id: z.string().optional().describe("The key's id in usage records and the admin API (default: cfg_ and a hash of the key)."),
+  user: z.string().optional().describe("The user the key belongs to (default: the key's id)."),
+  plan: z.string().describe("A name under plans."),
+  service: z.boolean().optional().describe("May act for end users with x-tollgate-user / x-tollgate-plan.").meta({ default: false }),
   grants: z.array(z.string()).optional().describe("Plans a service key may grant with x-tollgate-plan (default: its own)."),
-  routes: z.array(z.string()).optional(),
-  verified: z.boolean().optional(),
+  routes: z.array(z.string()).optional().describe("Route names this key may use (default: every route its plan may use)."),
+  verified: z.boolean().optional().describe("Callers with this key satisfy `requires: [verified]`.").meta({ default: false }),
   expires: z.string().optional().describe("ISO-8601 time after which the key is refused."),
   org: z.string().optional().describe("The org (under orgs:) whose budget this key's calls also count against."),
   budget: keyBudgetSchema.optional().describe("This key's own spend caps, on top of its user's, org's and plan's."),
@@ -95,12 +104,12 @@ export const keySchema = z.strictObject({
 export const jwtSchema = z.strictObject({
   secret: z.string().optional().describe("HS256 shared secret."),
   jwks: z.url().optional().describe("JWKS URL for RS256/ES256 tokens."),
-  issuer: z.string().optional(),
-  audience: z.string().optional(),
-  user_claim: z.string().default("sub"),
-  plan_claim: z.string().default("plan"),
-  verified_claim: z.string().default("email_verified"),
-  default_plan: z.string().optional(),
+  issuer: z.string().optional().describe("Tokens must carry this iss claim."),
+  audience: z.string().optional().describe("Tokens must carry this aud claim."),
+  user_claim: z.string().default("sub").describe("The claim that names the user."),
+  plan_claim: z.string().default("plan").describe("The claim that names the user's plan."),
+  verified_claim: z.string().default("email_verified").describe("The claim that, when true, satisfies `requires: [verified]`."),
+  default_plan: z.string().optional().describe("The plan of a token without a plan claim (without either, the token is refused)."),
   org_claim: z.string().optional().describe("The claim naming the caller's org (under orgs:); absent or unknown: no org."),
 });
 
@@ -116,10 +125,10 @@ export const limitSchema = z
       .min(1)
       .optional()
       .describe("Only callers of these plans are counted and limited (e.g. a pool for anonymous traffic alone); absent: every caller."),
-    requests: positiveInt.optional(),
-    tokens: positiveInt.optional(),
-    files: positiveInt.optional(),
-    usd: usd.optional(),
+    requests: positiveInt.optional().describe("Requests per window."),
+    tokens: positiveInt.optional().describe("Tokens (input + output) per window."),
+    files: positiveInt.optional().describe("Uploaded files (attachments) per window."),
+    usd: usd.optional().describe("Spend in US dollars per window, reserved before the call and settled on its usage."),
     concurrent: positiveInt
       .optional()
       .describe("In-flight requests at once: each holds a slot until it ends (or, if its process dies, until its lease runs out). Takes no window."),
@@ -137,77 +146,82 @@ export const limitSchema = z
   });
 
 export const inputSchema = z.strictObject({
-  max_prompt_chars: positiveInt.optional(),
-  max_output_tokens: positiveInt.optional(),
-  on_excess_output_tokens: z.enum(["clamp", "reject"]).optional(),
-  max_messages: positiveInt.optional(),
-  max_tools: nonNegativeInt.optional(),
-  max_attachments: nonNegativeInt.optional(),
-  max_attachment_bytes: positiveInt.optional(),
-  max_docs: nonNegativeInt.optional(),
-  max_n: positiveInt.optional().describe("Largest `n` (choices per request) allowed; default 1."),
-  max_embedding_inputs: positiveInt.optional(),
-  allow_logprobs: z.boolean().optional(),
+  max_prompt_chars: positiveInt.optional().describe("Longest prompt in characters (413 input_too_large; absent: no cap)."),
+  max_output_tokens: positiveInt.optional().describe("Output tokens a request may ask for; a request that names none gets this as its cap.").meta({ default: 4096 }),
+  on_excess_output_tokens: z.enum(["clamp", "reject"]).optional().describe("A request asking for more than max_output_tokens: clamp it to the cap, or reject it (400 output_tokens_exceeded).").meta({ default: "clamp" }),
+  max_messages: positiveInt.optional().describe("Most messages (or input items) per request (absent: no cap)."),
+  max_tools: nonNegativeInt.optional().describe("Most tool definitions per request (absent: no cap)."),
+  max_attachments: nonNegativeInt.optional().describe("Most files (images, documents, audio) per request (absent: no cap)."),
+  max_attachment_bytes: positiveInt.optional().describe("Largest file in bytes (absent: no cap)."),
+  max_docs: nonNegativeInt.optional().describe("Retrieval results per request: what gate.retrieval(k) allows in library mode (absent: no cap)."),
+  max_n: positiveInt.optional().describe("Largest `n` (choices per request) allowed.").meta({ default: 1 }),
+  max_embedding_inputs: positiveInt.optional().describe("Most inputs per embeddings request (absent: no cap)."),
+  allow_logprobs: z.boolean().optional().describe("Allow logprobs / top_logprobs / logit_bias (otherwise 400 param_not_allowed).").meta({ default: false }),
   stored_state: z
     .enum(["reject", "allow"])
     .optional()
     .describe(
       "Cost tollgate cannot see or estimate: Responses previous_response_id, conversation, stored prompt, item_reference, background; files and documents by id or URL; provider-hosted tools (web search, file search, code execution, MCP) and Chat web_search_options; Chat audio output (modalities: audio, audio) and earlier audio replies by id. reject (default: param_not_allowed) or allow, reserving the model's whole context window as input.",
-    ),
+    )
+    .meta({ default: "reject" }),
 });
 
 export const runsSchema = z.strictObject({
-  per: z.enum(["user", "ip", "key"]).default("user"),
-  max: positiveInt.optional(),
-  window: duration.optional(),
-  max_steps: positiveInt.optional(),
-  max_tool_calls: nonNegativeInt.optional(),
-  max_docs: nonNegativeInt.optional(),
-  max_usd: usd.optional(),
-  max_duration: duration.optional(),
+  per: z.enum(["user", "ip", "key"]).default("user").describe("Whose runs `max` counts."),
+  max: positiveInt.optional().describe("Runs (x-tollgate-run ids) per caller per window (absent: no cap)."),
+  window: duration.optional().describe("The window `max` counts over."),
+  max_steps: positiveInt.optional().describe("Model calls (steps) per run; past it 429 run_limit_exceeded (absent: no cap)."),
+  max_tool_calls: nonNegativeInt.optional().describe("Tool calls per run (absent: no cap)."),
+  max_docs: nonNegativeInt.optional().describe("Retrieval results per run (absent: no cap)."),
+  max_usd: usd.optional().describe("Spend in US dollars per run (absent: no cap)."),
+  max_duration: duration.optional().describe("Wall-clock time per run (absent: no cap)."),
 });
 
 export const endpointNames = ["chat_completions", "responses", "messages", "embeddings", "models"] as const;
 
 export const routeSchema = z.strictObject({
-  path: z.string().regex(/^\/[A-Za-z0-9._~\-/]*$/, { error: 'expected a path starting with "/", like "/chat"' }),
-  plans: z.array(z.string()).min(1),
-  default_model: z.string().optional(),
+  path: z
+    .string()
+    .regex(/^\/[A-Za-z0-9._~\-/]*$/, { error: 'expected a path starting with "/", like "/chat"' })
+    .describe("Mount point: the OpenAI API at PATH/v1/…, Anthropic's at PATH/v1/messages."),
+  plans: z.array(z.string()).min(1).describe("Plans whose callers may use this route."),
+  default_model: z.string().optional().describe("The model of a request that names none."),
   models: z.array(z.string()).optional().describe("Restricts this route to these models (on top of the plan)."),
   endpoints: z.array(z.enum(endpointNames)).optional().describe("Endpoints this route exposes (default: all)."),
-  limits: z.array(limitSchema).optional(),
-  input: inputSchema.optional(),
-  runs: runsSchema.optional(),
-  timeout: duration.optional(),
+  limits: z.array(limitSchema).optional().describe("Window limits; every one must admit a request."),
+  input: inputSchema.optional().describe("Caps on what one request may carry or ask for."),
+  runs: runsSchema.optional().describe("The envelope of an agent run (requests sharing an x-tollgate-run id, or one library request)."),
+  timeout: duration.optional().describe("Wall-clock cap per request on this route (default and upper bound: server.timeout)."),
 });
 
 export const abuseSchema = z.strictObject({
-  blocklist: z.array(z.string()).optional(),
-  allowlist: z.array(z.string()).optional(),
-  downgrade_to: z.string().optional(),
-  downgrade_at: z.number().nonnegative().optional(),
-  block_at: z.number().nonnegative().optional(),
-  half_life: duration.optional(),
+  blocklist: z.array(z.string()).optional().describe("IP addresses and CIDR ranges refused with 403."),
+  allowlist: z.array(z.string()).optional().describe("IP addresses and CIDR ranges never downgraded or blocked for suspicion."),
+  downgrade_to: z.string().optional().describe("The model a suspicious caller gets instead of the one it asked for."),
+  downgrade_at: z.number().nonnegative().optional().describe("Suspicion score from which a caller is downgraded (absent: never)."),
+  block_at: z.number().nonnegative().optional().describe("Suspicion score from which a caller is refused with 403 (absent: never)."),
+  half_life: duration.optional().describe("A suspicion score halves over this long.").meta({ default: "1h" }),
   signals: z
     .strictObject({
-      refused: z.number().nonnegative().optional(),
-      near_cap_prompt: z.number().nonnegative().optional(),
-      ip_many_users: z.number().nonnegative().optional(),
-      burst_under_limit: z.number().nonnegative().optional(),
-      new_identity_expensive_model: z.number().nonnegative().optional(),
+      refused: z.number().nonnegative().optional().describe("Added when a request is refused (any 4xx but a block).").meta({ default: 5 }),
+      near_cap_prompt: z.number().nonnegative().optional().describe("Added for a prompt within 10% of max_prompt_chars.").meta({ default: 5 }),
+      ip_many_users: z.number().nonnegative().optional().describe("Added when more than many_users_threshold users call from one network.").meta({ default: 10 }),
+      burst_under_limit: z.number().nonnegative().optional().describe("Added when a caller reaches 90% of a requests limit of 5 or more.").meta({ default: 5 }),
+      new_identity_expensive_model: z.number().nonnegative().optional().describe("Added when an identity with only a few requests so far calls an expensive model.").meta({ default: 5 }),
     })
-    .optional(),
-  many_users_threshold: positiveInt.optional(),
+    .optional()
+    .describe("The weight each signal adds to the caller's suspicion score."),
+  many_users_threshold: positiveInt.optional().describe("Distinct users from one network before ip_many_users fires.").meta({ default: 5 }),
 });
 
 export const serverSchema = z.strictObject({
-  port: z.number().int().min(0).max(65535).default(8787),
-  host: z.string().default("127.0.0.1"),
-  trust_proxy: nonNegativeInt.default(0),
-  max_body_bytes: positiveInt.default(1_048_576),
-  timeout: duration.default("120s"),
-  first_byte_timeout: duration.default("30s"),
-  idle_timeout: duration.default("30s"),
+  port: z.number().int().min(0).max(65535).default(8787).describe("The gateway's port (0: any free port)."),
+  host: z.string().default("127.0.0.1").describe("The address the gateway listens on."),
+  trust_proxy: nonNegativeInt.default(0).describe("Trusted reverse-proxy hops in X-Forwarded-For; 0: the socket address is the client's."),
+  max_body_bytes: positiveInt.default(1_048_576).describe("Largest request body in bytes (413)."),
+  timeout: duration.default("120s").describe("Total wall-clock cap per request, streaming included."),
+  first_byte_timeout: duration.default("30s").describe("The provider's time to its first byte."),
+  idle_timeout: duration.default("30s").describe("Longest silence between stream chunks."),
   body_timeout: duration
     .default("10s")
     .describe("How long a client may take to send its request body. Quota is reserved only once the body is in, so a slow body holds no limit's slot; this bounds how long it holds a socket."),
@@ -219,24 +233,28 @@ export const serverSchema = z.strictObject({
 });
 
 export const configSchema = z.strictObject({
-  server: serverSchema.default(serverSchema.parse({})),
+  server: serverSchema.default(serverSchema.parse({})).describe("The gateway's HTTP server; library mode reads trust_proxy and timeout."),
   store: z
     .string()
     // `store: memory:` is not valid YAML (it reads as a mapping), so plain `memory` is accepted too.
     .regex(/^(memory:?|sqlite:.+|redis:\/\/.+|rediss:\/\/.+)$/, { error: 'expected "memory:", "sqlite:PATH" or "redis://HOST:PORT[/DB]"' })
-    .default("sqlite:./.tollgate/tollgate.db"),
-  on_store_error: z.enum(["closed", "open"]).default("closed"),
-  admin_key: z.string().optional(),
-  timezone: z.string().default("UTC"),
+    .default("sqlite:./.tollgate/tollgate.db")
+    .describe("Where counters, keys and usage live: memory:, sqlite:PATH (needs the optional better-sqlite3 package) or redis://HOST:PORT[/DB] (see docs/stores.md)."),
+  on_store_error: z
+    .enum(["closed", "open"])
+    .default("closed")
+    .describe("When Redis is unavailable: closed refuses with 503 store_unavailable; open falls back to this process's in-memory limits."),
+  admin_key: z.string().optional().describe("Bearer token for /admin/* and the dashboard; use env:NAME (absent: both disabled)."),
+  timezone: z.string().default("UTC").describe("The IANA time zone whose calendar days and months budgets reset on."),
   budget: budgetSchema.optional().describe("Caps the whole gateway's spend."),
-  providers: z.record(z.string(), providerSchema),
-  models: z.record(z.string(), modelSchema),
-  plans: z.record(z.string(), planSchema),
+  providers: z.record(z.string(), providerSchema).describe("Upstream APIs, by a name of your choice."),
+  models: z.record(z.string(), modelSchema).describe("Models callers may name, by public name. Each needs a price, from the bundled catalog or `price`."),
+  plans: z.record(z.string(), planSchema).describe("What a caller may use and spend, by plan name."),
   orgs: z.record(z.string(), orgSchema).optional().describe("Companies or teams: their callers share the org's budget on top of their own."),
-  keys: z.array(keySchema).optional(),
-  jwt: jwtSchema.optional(),
-  routes: z.record(z.string(), routeSchema),
-  abuse: abuseSchema.optional(),
+  keys: z.array(keySchema).optional().describe("Static API keys; more live in the store (`tollgate keys`, the admin API)."),
+  jwt: jwtSchema.optional().describe("End-user tokens (HS256 secret or a JWKS URL)."),
+  routes: z.record(z.string(), routeSchema).describe("The gateway's routes (and library mode's route names), by name."),
+  abuse: abuseSchema.optional().describe("Blocklists and the suspicion score that downgrades or blocks a caller."),
 });
 
 export type RawConfig = z.output<typeof configSchema>;

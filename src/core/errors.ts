@@ -1,7 +1,7 @@
 import { StoreUnavailableError } from "../stores/store.js";
 
 /**
- * The one error catalogue (SPEC §5.2). Every refusal tollgate makes is a TollgateError with a
+ * The one error catalogue. Every refusal tollgate makes is a TollgateError with a
  * stable `code` and its HTTP `status`; the gateway and the adapters only translate it into the
  * caller's API format.
  */

@@ -6,7 +6,7 @@ export type Ended = "complete" | "client_disconnect" | "output_cap" | "timeout" 
 export type UsageSource = "provider" | "counted" | "reserved";
 
 /**
- * One record per request, refused ones included (SPEC §6). Field names are the contract:
+ * One record per request, refused ones included. Field names are the contract:
  * dashboards and the acceptance checks read them as they are. Money here is in US dollars for
  * readers; the engine computes it from integer micro-dollars.
  */

@@ -19,7 +19,7 @@ import type { UsageRecord } from "../core/usage-record.js";
  * A bucket counts in full while any millisecond of it is inside the window: a settled amount
  * reserved at t counts at least until t + windowMs and at most until t + windowMs + width - 1.
  * That errs one way only: a limit may refuse up to one bucket (1/64 of its window) early, and
- * never admits more than `max` in any window of `windowMs` (SPEC §7.1, §7.3) — fixed windows, by
+ * never admits more than `max` in any window of `windowMs` — fixed windows, by
  * contrast, admit 2N across a boundary. A counter's representation is chosen by the `max` it is
  * reserved with; a key reserved with several maxes keeps each amount in the bucket its own
  * reservation chose.
