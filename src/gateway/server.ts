@@ -139,7 +139,8 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
         // Settled and recorded before the answer leaves: a served request is durable whatever
         // happens to the write (SPEC §6).
         await engine.finish(ex, { ended: "complete", meter: call.meter });
-        sendJson(res, 200, call.result.body, ex.headers);
+        // The provider's bytes go out unchanged: nothing between the call and here alters the body.
+        sendJson(res, 200, call.result.raw ?? call.result.body, ex.headers);
       } else {
         await pipeStream(res, ex, format, call.result.events, call.meter, abort);
       }
@@ -358,7 +359,7 @@ function discardRestOfBody(req: IncomingMessage): void {
 }
 
 function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  const text = JSON.stringify(body);
+  const text = Buffer.isBuffer(body) ? body : JSON.stringify(body);
   res.writeHead(status, { ...headers, "content-type": "application/json", "content-length": Buffer.byteLength(text) });
   res.end(text);
 }

@@ -1,8 +1,7 @@
-import { Agent, errors as undiciErrors, request } from "undici";
+import { Pool } from "undici";
 import type { EndpointName, ProviderConfig } from "../config/resolve.js";
-import { TollgateError } from "../core/errors.js";
 import type { Provider, UpstreamCall, UpstreamResult } from "./provider.js";
-import { parseSse } from "./sse.js";
+import { UpstreamHandler, upstreamFailure } from "./upstream-handler.js";
 
 /** How one provider family is spoken to: which endpoints it has and how it authenticates. */
 interface Profile {
@@ -22,20 +21,29 @@ const PROFILES: Record<"openai" | "anthropic", Profile> = {
 };
 
 /**
- * An HTTP provider over undici with a keep-alive pool per provider. The URL is fixed by config:
- * nothing in a client's request picks the host (SPEC §7.5).
+ * An HTTP provider over one undici keep-alive Pool for its origin, so no call resolves an origin
+ * or builds headers: both header sets are built once here. The URL is fixed by config: nothing in
+ * a client's request picks the host (SPEC §7.5).
  */
 export class HttpProvider implements Provider {
   readonly name: string;
-  private readonly agent: Agent;
+  private readonly pool: Pool;
   private readonly profile: Profile;
-  private readonly baseHeaders: Record<string, string>;
+  /** The base URL's path (e.g. `/v1`), which each format's upstream path extends. */
+  private readonly basePath: string;
+  private readonly jsonHeaders: Record<string, string>;
+  private readonly streamHeaders: Record<string, string>;
 
-  constructor(private readonly cfg: ProviderConfig & { type: "openai" | "anthropic" }) {
+  constructor(cfg: ProviderConfig & { type: "openai" | "anthropic" }) {
     this.name = cfg.name;
     this.profile = PROFILES[cfg.type];
-    this.agent = new Agent({ keepAliveTimeout: 30_000, connections: 256, pipelining: 1 });
-    this.baseHeaders = { "content-type": "application/json", "user-agent": "tollgate", ...cfg.headers, ...this.profile.headers(cfg) };
+    // Config validation requires base_url for every HTTP provider type.
+    const url = new URL(cfg.baseUrl!);
+    this.basePath = url.pathname.replace(/\/+$/, "");
+    this.pool = new Pool(url.origin, { keepAliveTimeout: 30_000, connections: 256, pipelining: 1 });
+    const base = { "content-type": "application/json", "user-agent": "tollgate", ...cfg.headers, ...this.profile.headers(cfg) };
+    this.jsonHeaders = { ...base, accept: "application/json" };
+    this.streamHeaders = { ...base, accept: "text/event-stream" };
   }
 
   supports(endpoint: EndpointName): boolean {
@@ -43,67 +51,23 @@ export class HttpProvider implements Provider {
   }
 
   async call(c: UpstreamCall): Promise<UpstreamResult> {
-    const url = this.cfg.baseUrl + c.format.upstreamPath;
-    let res;
-    try {
-      res = await request(url, {
+    if (c.signal.aborted) throw upstreamFailure(undefined, c.signal);
+    const handler = new UpstreamHandler(this.name, c.stream, c.signal);
+    this.pool.dispatch(
+      {
         method: "POST",
-        dispatcher: this.agent,
-        headers: { ...this.baseHeaders, accept: c.stream ? "text/event-stream" : "application/json" },
+        path: this.basePath + c.format.upstreamPath,
+        headers: c.stream ? this.streamHeaders : this.jsonHeaders,
         body: JSON.stringify(c.body),
-        signal: c.signal,
         headersTimeout: c.firstByteTimeoutMs,
         bodyTimeout: c.idleTimeoutMs,
-      });
-    } catch (err) {
-      throw upstreamFailure(err, c.signal);
-    }
-    if (res.statusCode >= 400) {
-      // Drain without echoing: a provider's error body can name its URL, the org or the key.
-      await res.body.dump().catch(() => {});
-      throw new TollgateError("upstream_error", `the provider ${this.name} answered HTTP ${res.statusCode}`);
-    }
-    const type = String(res.headers["content-type"] ?? "");
-    if (c.stream && type.includes("text/event-stream")) {
-      const body = res.body;
-      const signal = c.signal;
-      return {
-        kind: "stream",
-        events: (async function* () {
-          try {
-            yield* parseSse(body);
-          } catch (err) {
-            throw upstreamFailure(err, signal);
-          } finally {
-            body.destroy();
-          }
-        })(),
-      };
-    }
-    let text: string;
-    try {
-      text = await res.body.text();
-    } catch (err) {
-      throw upstreamFailure(err, c.signal);
-    }
-    try {
-      return { kind: "json", body: JSON.parse(text) };
-    } catch {
-      throw new TollgateError("upstream_error", `the provider ${this.name} sent a response that is not JSON`);
-    }
+      },
+      handler,
+    );
+    return handler.promise;
   }
 
   async close(): Promise<void> {
-    await this.agent.close();
+    await this.pool.close();
   }
-}
-
-function upstreamFailure(err: unknown, signal: AbortSignal): Error {
-  if (signal.aborted) return signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason));
-  if (TollgateError.is(err)) return err;
-  if (err instanceof undiciErrors.HeadersTimeoutError) return new TollgateError("upstream_timeout", "the provider did not answer within first_byte_timeout");
-  if (err instanceof undiciErrors.BodyTimeoutError) return new TollgateError("upstream_timeout", "the provider went silent for longer than idle_timeout");
-  // undici's messages carry the host and port; say only what kind of failure it was.
-  const code = (err as { code?: string }).code;
-  return new TollgateError("upstream_error", `the provider could not be reached${code ? ` (${code})` : ""}`);
 }

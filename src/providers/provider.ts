@@ -13,7 +13,8 @@ export interface UpstreamCall {
 }
 
 export type UpstreamResult =
-  | { kind: "json"; body: unknown }
+  /** `raw` is the answer's bytes as the provider sent them, for forwarding unchanged. */
+  | { kind: "json"; body: unknown; raw?: Buffer }
   | { kind: "stream"; events: AsyncIterable<SseEvent> };
 
 /**

@@ -1,19 +1,97 @@
-import { createParser } from "eventsource-parser";
 import type { SseEvent } from "../formats/format.js";
 
-/** The one SSE parser: bytes from any provider in, events out. */
+const LF = 10;
+const CR = 13;
+
+/**
+ * The one SSE parser: bytes from any provider in, events out through a callback, synchronously, so
+ * a socket read becomes events without a generator hop per event. Lines are cut on the bytes
+ * (a UTF-8 sequence never contains CR or LF) and each line is decoded once.
+ */
+export class SseParser {
+  private rest: Buffer | undefined;
+  private skipLf = false;
+  private started = false;
+  private event: string | undefined;
+  private data: string | undefined;
+
+  constructor(private readonly onEvent: (e: SseEvent) => void) {}
+
+  feed(chunk: Uint8Array | string): void {
+    let buf = typeof chunk === "string" ? Buffer.from(chunk) : Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    if (this.rest) {
+      buf = Buffer.concat([this.rest, buf]);
+      this.rest = undefined;
+    }
+    let pos = 0;
+    if (!this.started && buf.length > 0) {
+      if (buf.length < 3 && buf[0] === 0xef) return void (this.rest = buf);
+      this.started = true;
+      if (buf[0] === 0xef && buf[1] === 0xbb && buf[2] === 0xbf) pos = 3;
+    }
+    if (this.skipLf && pos < buf.length) {
+      this.skipLf = false;
+      if (buf[pos] === LF) pos++;
+    }
+    const len = buf.length;
+    let lf = buf.indexOf(LF, pos);
+    let cr = buf.indexOf(CR, pos);
+    while (pos < len) {
+      if (lf !== -1 && lf < pos) lf = buf.indexOf(LF, pos);
+      if (cr !== -1 && cr < pos) cr = buf.indexOf(CR, pos);
+      let end: number;
+      let next: number;
+      if (cr === -1 || (lf !== -1 && lf < cr)) {
+        if (lf === -1) break;
+        end = lf;
+        next = lf + 1;
+      } else {
+        end = cr;
+        next = cr + 1;
+        // A CR that ends this read may be the first half of a CRLF split across two reads.
+        if (next === len) this.skipLf = true;
+        else if (buf[next] === LF) next++;
+      }
+      this.line(buf.toString("utf8", pos, end));
+      pos = next;
+    }
+    if (pos < len) this.rest = buf.subarray(pos);
+  }
+
+  private line(l: string): void {
+    if (l.length === 0) {
+      const data = this.data;
+      const event = this.event;
+      this.data = this.event = undefined;
+      if (data !== undefined) this.onEvent(event ? { event, data } : { data });
+      return;
+    }
+    const colon = l.indexOf(":");
+    if (colon === 0) return; // a comment (keep-alive)
+    let field: string;
+    let value: string;
+    if (colon === -1) {
+      field = l;
+      value = "";
+    } else {
+      field = l.slice(0, colon);
+      value = l.slice(l.charCodeAt(colon + 1) === 32 ? colon + 2 : colon + 1);
+    }
+    if (field === "data") this.data = this.data === undefined ? value : this.data + "\n" + value;
+    else if (field === "event") this.event = value;
+    // id and retry matter to a browser reconnecting, not to a proxy that never reconnects.
+  }
+}
+
+/** The parser as an async iterable, for callers that hold a body stream (the metered fetch). */
 export async function* parseSse(body: AsyncIterable<Uint8Array | string>): AsyncGenerator<SseEvent> {
   const queue: SseEvent[] = [];
-  const parser = createParser({
-    onEvent: (e) => queue.push(e.event ? { event: e.event, data: e.data } : { data: e.data }),
-  });
-  const decoder = new TextDecoder();
+  const parser = new SseParser((e) => queue.push(e));
   for await (const chunk of body) {
-    parser.feed(typeof chunk === "string" ? chunk : decoder.decode(chunk, { stream: true }));
-    while (queue.length) yield queue.shift()!;
+    parser.feed(chunk);
+    for (let i = 0; i < queue.length; i++) yield queue[i]!;
+    queue.length = 0;
   }
-  parser.feed(decoder.decode());
-  while (queue.length) yield queue.shift()!;
 }
 
 export function formatSse(e: SseEvent): string {
