@@ -6,7 +6,7 @@
 //
 // Environment: BENCH_SECONDS (per measurement, default 4), BENCH_WARMUP (s, 1), BENCH_ROUNDS (2,
 // target order rotated each round), BENCH_TARGETS (floor,tg-nolimits,tg-memory,tg-sqlite,tg-redis),
-// BENCH_SCENARIOS (nonstream,stream,refusal), BENCH_CONNECTIONS (32), BENCH_LOADGEN (wrk|autocannon),
+// BENCH_SCENARIOS (nonstream,stream,refusal,ratelimited), BENCH_CONNECTIONS (32), BENCH_LOADGEN (wrk|autocannon),
 // BENCH_PROFILE=DIR (tollgate runs under --cpu-prof; summarise with `node bench/profile-stages.js`),
 // BENCH_BASE=DIR (another built checkout: a target named `tg-memory@base` runs DIR's dist, so a
 // change is measured before/after in the same run).
@@ -41,6 +41,8 @@ const SCENARIO = {
   nonstream: { tokens: 16, key: KEY, body: { model: MODEL, messages: MESSAGES, max_tokens: 256, temperature: 0 } },
   stream: { tokens: 50, key: KEY, body: { model: MODEL, messages: MESSAGES, max_tokens: 256, temperature: 0, stream: true, stream_options: { include_usage: true } } },
   refusal: { tokens: 16, key: "sk-not-a-key", body: { model: MODEL, messages: MESSAGES, max_tokens: 256, temperature: 0 }, expect: 401 },
+  // A valid key over its limit: 429 after the first request (needs a target with limits).
+  ratelimited: { tokens: 16, key: "sk-bench-limited", body: { model: MODEL, messages: MESSAGES, max_tokens: 256, temperature: 0 }, expect: 429 },
 };
 
 /** The shared harness's tollgate configs (../shared/bench/tollgate-bench*.yaml), on each store. */
@@ -50,14 +52,18 @@ function tollgateConfig(store, limits) {
     store,
     providers: { mock: { type: "openai", base_url: "env:MOCK_URL", api_key: "sk-upstream-bench" } },
     models: { [MODEL]: { provider: "mock", price: { input: 0.15, output: 0.6 } } },
-    plans: { bench: { models: [MODEL], ...(limits ? { budget: { daily: 1_000_000 } } : {}) } },
-    keys: [{ key: KEY, user: "bench-user", plan: "bench" }],
+    plans: { bench: { models: [MODEL], ...(limits ? { budget: { daily: 1_000_000 } } : {}) }, limited: { models: [MODEL] } },
+    keys: [
+      { key: KEY, user: "bench-user", plan: "bench" },
+      { key: "sk-bench-limited", user: "bench-limited", plan: "limited" },
+    ],
     routes: {
       main: {
         path: "/",
-        plans: ["bench"],
+        plans: ["bench", "limited"],
         ...(limits && {
           limits: [
+            { per: "user", requests: 1, window: "1d", plans: ["limited"] },
             { per: "user", requests: 100_000_000, window: "1m" },
             { per: "ip", requests: 100_000_000, window: "1m" },
             { per: "user", tokens: 10_000_000_000, window: "1d" },
@@ -126,7 +132,10 @@ async function setMockTokens(mock, tokens) {
 
 /** One request per target and scenario, checked, before any load: a broken target must not produce figures. */
 async function smoke(t, sc, name) {
-  const res = await fetch(t.url, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${sc.key}` }, body: JSON.stringify(sc.body) });
+  const send = () => fetch(t.url, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${sc.key}` }, body: JSON.stringify(sc.body) });
+  let res = await send();
+  // The limited key's one request a day is served: the next is the 429 measured.
+  if (sc.expect === 429 && res.status === 200) res = (await res.text(), await send());
   const text = await res.text();
   const want = sc.expect ?? 200;
   if (t.name === "floor" && sc.expect) return;
@@ -219,15 +228,15 @@ function median(xs) {
 
 // A refusal is compared with the floor serving a whole non-streaming request: turning a request
 // away should cost less than proxying it.
-const floorOf = (scenario) => results.cells[scenario === "refusal" ? "nonstream" : scenario]?.floor;
+const floorOf = (scenario) => results.cells[SCENARIO[scenario]?.expect ? "nonstream" : scenario]?.floor;
 const rows = [];
 for (const [scenario, cell] of Object.entries(results.cells)) {
   const floor = floorOf(scenario);
   for (const [name, c] of Object.entries(cell)) {
     const isFloor = name === "floor";
     c.cpuXFloor = floor && !isFloor ? c.cpuUsPerReq / floor.cpuUsPerReq : undefined;
-    c.rpsXFloor = floor && !isFloor && scenario !== "refusal" ? c.rps / floor.rps : undefined;
-    c.p99MinusFloorMs = floor && !isFloor && scenario !== "refusal" ? c.p99 - floor.p99 : undefined;
+    c.rpsXFloor = floor && !isFloor && !SCENARIO[scenario]?.expect ? c.rps / floor.rps : undefined;
+    c.p99MinusFloorMs = floor && !isFloor && !SCENARIO[scenario]?.expect ? c.p99 - floor.p99 : undefined;
     rows.push([
       scenario,
       LABEL[name.split("@")[0]] ? `${LABEL[name.split("@")[0]]}${name.includes("@") ? ` @${name.split("@")[1]}` : ""}` : name,

@@ -51,6 +51,7 @@ export async function startRuntime(config: ResolvedConfig, opts: RuntimeOptions 
     async close() {
       clearInterval(recoverTimer);
       await recovering;
+      await engine.flushRefusals();
       await Promise.allSettled(Object.values(providers).map((p) => p.close()));
       await store.close();
     },

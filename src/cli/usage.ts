@@ -2,7 +2,7 @@ import type { ResolvedConfig } from "../config/resolve.js";
 import { parseDuration } from "../config/duration.js";
 import { formatUsd } from "../core/money.js";
 import { summarize, timeSeries, type GroupBy, type TimeSeries } from "../core/usage-report.js";
-import type { UsageRecord } from "../core/usage-record.js";
+import { requestsOf, type UsageRecord } from "../core/usage-record.js";
 import { openStore } from "../stores/open.js";
 
 const GROUPS: GroupBy[] = ["user", "route", "model", "ip"];
@@ -55,7 +55,7 @@ function totalsReport(records: UsageRecord[], o: { since: string; by: GroupBy; t
   const table = rows.map((r) => [r.group, r.requests, r.denied, r.downgraded, r.input_tokens, r.output_tokens, formatUsd(r.cost_micros)].map(String));
   const total = records.reduce((t, r) => t + Math.round(r.cost_usd * 1e6), 0);
   const shown = Number.isFinite(o.top) && summarize(records, o.by).length > rows.length ? ` (top ${rows.length} ${o.by}s shown)` : "";
-  return [...align([header, ...table]), "", `${records.length} requests, $${formatUsd(total)} in the last ${o.since}${shown}`].join("\n") + "\n";
+  return [...align([header, ...table]), "", `${totalRequests(records)} requests, $${formatUsd(total)} in the last ${o.since}${shown}`].join("\n") + "\n";
 }
 
 function seriesReport(
@@ -92,7 +92,7 @@ function seriesReport(
     "█".repeat(Math.round((s.total.cost_micros[i]! / max) * BAR_WIDTH)),
   ]);
   const total = s.total.cost_micros.reduce((a, b) => a + b, 0);
-  return [...align([header, ...rows], true), "", `${records.length} requests, $${formatUsd(total)} in the last ${o.since}, per ${o.series}`].join("\n") + "\n";
+  return [...align([header, ...rows], true), "", `${totalRequests(records)} requests, $${formatUsd(total)} in the last ${o.since}, per ${o.series}`].join("\n") + "\n";
 }
 
 /** Left-aligns the first column, right-aligns the others (but a trailing bar column stays left). */
@@ -105,4 +105,9 @@ function align(rows: string[][], lastLeft = false): string[] {
       .join("  ")
       .trimEnd(),
   );
+}
+
+/** Requests the records stand for: a refusal summary counts as its `count`. */
+function totalRequests(records: UsageRecord[]): number {
+  return records.reduce((n, r) => n + requestsOf(r), 0);
 }

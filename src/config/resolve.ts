@@ -22,6 +22,7 @@ export interface ResolvedConfig {
     bodyTimeoutMs: number;
     log: "usage" | "none";
     metrics: "open" | "admin" | "off";
+    maxRefusalRecordsPerSecond: number;
   };
   store: string;
   onStoreError: "closed" | "open";
@@ -343,6 +344,7 @@ export function resolveConfig(raw: RawConfig): ResolvedConfig {
       bodyTimeoutMs: ms(raw.server.body_timeout),
       log: raw.server.log,
       metrics: raw.server.metrics,
+      maxRefusalRecordsPerSecond: raw.server.max_refusal_records_per_s,
     },
     store: raw.store,
     onStoreError: raw.on_store_error,

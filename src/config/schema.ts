@@ -226,6 +226,11 @@ export const serverSchema = z.strictObject({
     .default("10s")
     .describe("How long a client may take to send its request body. Quota is reserved only once the body is in, so a slow body holds no limit's slot; this bounds how long it holds a socket."),
   log: z.enum(["usage", "none"]).default("usage").describe("usage: one JSON usage record per request on stdout."),
+  max_refusal_records_per_s: nonNegativeInt
+    .default(100)
+    .describe(
+      "Refused requests that get a usage record of their own, per refusal code and second (per process). Beyond it, one summary record per code (and route, endpoint) and second carries `count`, the refusals it stands for, so a flood of refusals cannot fill the store; metrics and `tollgate usage` still count every refusal.",
+    ),
   metrics: z
     .enum(["open", "admin", "off"])
     .default("open")

@@ -20,6 +20,7 @@ import { abortReason } from "./metered-stream.js";
 import { Meter } from "./metering/meter.js";
 import { quotaReport, type QuotaReport } from "./quota-report.js";
 import { chargeFor, reservation, type Charge } from "./metering/settlement.js";
+import { RefusalRecords } from "./refusal-records.js";
 import type { Ended, UsageRecord } from "./usage-record.js";
 
 /**
@@ -66,6 +67,9 @@ export class Engine {
   private readonly onRecord: (record: UsageRecord) => void;
   private readonly warn: (fields: Record<string, unknown>, message: string) => void;
   private readonly routes: Map<string, ResolvedConfig["routes"][number]>;
+  private readonly refusals: RefusalRecords;
+  /** Summary records being written, so close() can wait for them. */
+  private readonly summaryWrites = new Set<Promise<void>>();
 
   constructor(opts: EngineOptions) {
     this.config = opts.config;
@@ -73,6 +77,7 @@ export class Engine {
     this.onRecord = opts.onRecord ?? (() => {});
     this.warn = opts.warn ?? ((fields, message) => process.stderr.write(`tollgate: ${message} ${JSON.stringify(fields)}\n`));
     this.routes = new Map(opts.config.routes.map((r) => [r.name, r]));
+    this.refusals = new RefusalRecords(opts.config.server.maxRefusalRecordsPerSecond, (summary) => this.writeSummary(summary));
     this.env = {
       config: opts.config,
       store: opts.store,
@@ -302,7 +307,27 @@ export class Engine {
       // Not the network's score: one careless user behind a shared NAT must not block the /24.
     }
     await Promise.allSettled(releases);
+    rec.signals = ex.signals;
+    // Under a flood most refusals are only counted into their second's summary record.
+    if (!this.refusals.admit(rec)) return;
     await this.write(ex);
+  }
+
+  /** Writes the refusal summaries still open; the runtime calls it before closing the store. */
+  async flushRefusals(): Promise<void> {
+    this.refusals.flush();
+    await Promise.allSettled([...this.summaryWrites]);
+  }
+
+  private writeSummary(summary: UsageRecord): void {
+    const done = this.store
+      .appendUsage(summary)
+      .catch((err: unknown) => this.warn({ err: (err as Error).message, count: summary.count, code: summary.code }, "a refusal summary record could not be stored"))
+      .finally(() => {
+        this.onRecord(summary);
+        this.summaryWrites.delete(done);
+      });
+    this.summaryWrites.add(done);
   }
 
   /**

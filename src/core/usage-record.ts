@@ -41,6 +41,16 @@ export interface UsageRecord {
   clamped: Record<string, { from: number | null; to: number }>;
   /** Library mode: a model call's record names the app request it was made in. */
   parent_id: string | null;
+  /**
+   * Only on a summary record: the refusals of one code, route and endpoint in one second that got
+   * no record of their own (server.max_refusal_records_per_s). Absent: the record is one request.
+   */
+  count?: number;
+}
+
+/** How many requests a record stands for: a summary's `count`, else one. */
+export function requestsOf(r: UsageRecord): number {
+  return r.count ?? 1;
 }
 
 export function emptyUsageRecord(requestId: string, now: Date): UsageRecord {

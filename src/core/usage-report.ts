@@ -1,4 +1,4 @@
-import type { UsageRecord } from "./usage-record.js";
+import { requestsOf, type UsageRecord } from "./usage-record.js";
 import type { Micros } from "./money.js";
 
 export type GroupBy = "user" | "route" | "model" | "ip";
@@ -22,9 +22,11 @@ export const recordMicros = (r: UsageRecord): Micros => Math.round(r.cost_usd * 
 const zero = (): Totals => ({ requests: 0, denied: 0, downgraded: 0, input_tokens: 0, output_tokens: 0, cost_micros: 0 });
 
 function add(t: Totals, r: UsageRecord): void {
-  t.requests++;
-  if (r.decision === "deny") t.denied++;
-  if (r.decision === "downgrade") t.downgraded++;
+  // A refusal summary stands for `count` requests (SPEC §6).
+  const n = requestsOf(r);
+  t.requests += n;
+  if (r.decision === "deny") t.denied += n;
+  if (r.decision === "downgrade") t.downgraded += n;
   t.input_tokens += r.input_tokens;
   t.output_tokens += r.output_tokens;
   t.cost_micros += recordMicros(r);
@@ -79,8 +81,8 @@ export function timeSeries(records: UsageRecord[], opts: { since: number; until:
   if (n > MAX_BUCKETS) throw new RangeError(`${n} buckets is more than ${MAX_BUCKETS}: choose a larger bucket or a shorter period`);
   const empty = (): SeriesValues => ({ requests: Array(n).fill(0), denied: Array(n).fill(0), tokens: Array(n).fill(0), cost_micros: Array(n).fill(0) });
   const addAt = (v: SeriesValues, i: number, r: UsageRecord) => {
-    v.requests[i]++;
-    if (r.decision === "deny") v.denied[i]++;
+    v.requests[i] += requestsOf(r);
+    if (r.decision === "deny") v.denied[i] += requestsOf(r);
     v.tokens[i] += r.input_tokens + r.output_tokens;
     v.cost_micros[i] += recordMicros(r);
   };
@@ -113,7 +115,7 @@ export function refusalsByCode(records: UsageRecord[]): { code: string; count: n
   for (const r of records) {
     if (r.decision !== "deny" || !r.code) continue;
     const row = rows.get(r.code) ?? { code: r.code, count: 0, last_ts: r.ts };
-    row.count++;
+    row.count += requestsOf(r);
     if (r.ts > row.last_ts) row.last_ts = r.ts;
     rows.set(r.code, row);
   }
@@ -143,9 +145,9 @@ export function flaggedCallers(records: UsageRecord[], limit = 50): FlaggedCalle
     const key = `${r.user}\u0000${r.ip}`;
     let row = rows.get(key);
     if (!row) rows.set(key, (row = { user: r.user, ip: r.ip, requests: 0, downgraded: 0, blocked: 0, signals: {}, last_ts: r.ts }));
-    row.requests++;
-    if (blocked) row.blocked++;
-    else row.downgraded++;
+    row.requests += requestsOf(r);
+    if (blocked) row.blocked += requestsOf(r);
+    else row.downgraded += requestsOf(r);
     // "score:57(network)" differs on every request; the part that explains it is the source.
     for (const s of r.signals) {
       const name = s.replace(/^score:\d+/, "score");

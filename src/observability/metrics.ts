@@ -1,7 +1,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { ResolvedConfig } from "../config/resolve.js";
 import { ERROR_CODES } from "../core/errors.js";
-import type { UsageRecord } from "../core/usage-record.js";
+import { requestsOf, type UsageRecord } from "../core/usage-record.js";
 import type { Store } from "../stores/store.js";
 
 /**
@@ -101,7 +101,9 @@ export class Metrics {
     const model = this.model(r.model);
     const plan = this.plan(r.plan);
     const code = r.code && r.code in ERROR_CODES ? r.code : "";
-    this.requests.inc({ route, endpoint: r.endpoint ?? "", decision: r.decision, code });
+    // A refusal summary stands for `count` refusals: the counters stay exact under a flood.
+    const n = requestsOf(r);
+    this.requests.inc({ route, endpoint: r.endpoint ?? "", decision: r.decision, code }, n);
     if (r.cost_usd > 0) this.spend.inc({ route, model, plan }, r.cost_usd);
     if (r.input_tokens > 0) this.tokens.inc({ route, model, plan, direction: "input" }, r.input_tokens);
     if (r.output_tokens > 0) this.tokens.inc({ route, model, plan, direction: "output" }, r.output_tokens);
@@ -111,7 +113,7 @@ export class Metrics {
       if (r.ended !== "complete") this.cancellations.inc({ route, ended: r.ended });
     }
     if (r.ttft_ms !== null) this.ttft.observe({ route, model }, r.ttft_ms / 1000);
-    for (const s of r.signals) this.signals.inc({ signal: signalLabel(s) });
+    for (const s of r.signals) this.signals.inc({ signal: signalLabel(s) }, n);
   }
 
   /** Counts the gateway's in-flight requests around `fn`. */

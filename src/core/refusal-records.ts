@@ -1,0 +1,76 @@
+import { randomUUID } from "node:crypto";
+import { emptyUsageRecord, type UsageRecord } from "./usage-record.js";
+
+/**
+ * Caps per-request refusal records (SPEC §6, `server.max_refusal_records_per_s`). In each second,
+ * the first `max` refusals of a code get their own record; the rest of that second are folded into
+ * one summary record per code, route and endpoint whose `count` says how many it stands for. The
+ * route and endpoint are part of the key so that the summary's labels are exact for metrics; both
+ * come from the config, so the number of summaries per second stays bounded.
+ *
+ * A summary is emitted once its second is over: by the first refusal of a later second, or by a
+ * timer while any summary is open, or by flush() at shutdown.
+ */
+export class RefusalRecords {
+  private readonly perCode = new Map<string, { second: number; kept: number }>();
+  private readonly open = new Map<string, UsageRecord>();
+  private timer?: NodeJS.Timeout;
+
+  constructor(
+    private readonly max: number,
+    private readonly emit: (summary: UsageRecord) => void,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** True: the refusal gets a record of its own. False: it was counted into its second's summary. */
+  admit(rec: UsageRecord): boolean {
+    const now = this.now();
+    const second = Math.floor(now / 1000);
+    const code = rec.code ?? "";
+    let c = this.perCode.get(code);
+    if (!c || c.second !== second) this.perCode.set(code, (c = { second, kept: 0 }));
+    if (c.kept < this.max) {
+      c.kept++;
+      return true;
+    }
+    const key = `${code}\u0000${rec.route ?? ""}\u0000${rec.endpoint ?? ""}`;
+    let summary = this.open.get(key);
+    if (summary && Date.parse(summary.ts) !== second * 1000) {
+      this.open.delete(key);
+      this.emit(summary);
+      summary = undefined;
+    }
+    if (!summary) {
+      summary = emptyUsageRecord(`refusals-${randomUUID()}`, new Date(second * 1000));
+      Object.assign(summary, { route: rec.route, endpoint: rec.endpoint, decision: "deny", code: rec.code, count: 0 });
+      this.open.set(key, summary);
+    }
+    summary.count!++;
+    for (const s of rec.signals) if (!summary.signals.includes(s)) summary.signals.push(s);
+    this.arm();
+    return false;
+  }
+
+  /** Emits every open summary (those of the current second too): at shutdown. */
+  flush(): void {
+    this.emitBefore(Infinity);
+  }
+
+  private emitBefore(second: number): void {
+    for (const [key, summary] of this.open) {
+      if (Date.parse(summary.ts) >= second * 1000) continue;
+      this.open.delete(key);
+      this.emit(summary);
+    }
+    if (!this.open.size && this.timer) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+    }
+  }
+
+  private arm(): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => this.emitBefore(Math.floor(this.now() / 1000)), 250);
+    this.timer.unref();
+  }
+}
