@@ -87,7 +87,7 @@ describe.each([
     // Two streams at once are fine; their slots come back when the streams end.
     expect(await Promise.all([ask(gw.url, "tg_ann", true), ask(gw.url, "tg_ann", true)])).toEqual([200, 200]);
     expect(await ask(gw.url, "tg_ann")).toBe(200);
-  });
+  }, 60_000);
 });
 
 describe("a process killed with requests in flight", () => {

@@ -208,7 +208,8 @@ describe("a full disk", () => {
       expect(statuses.has(502)).toBe(false);
       expect(res!.headers.get("retry-after")).toBe("1");
       expect((await res!.json()).error.code).toBe("store_unavailable");
-      expect(gw.stderr).toMatch(/store sqlite:\S+t\.db cannot write \(SQLITE_FULL/);
+      // The ops log line reaches the pipe on its own schedule: wait for it rather than race it.
+      await expect.poll(() => gw.stderr, { timeout: 5_000 }).toMatch(/store sqlite:\S+t\.db cannot write \(SQLITE_FULL/);
       expect(gw.stderr).not.toContain("sk-up-secret");
       expect((await fetch(`${gw.url}/healthz`)).status).toBe(503);
     } finally {

@@ -92,7 +92,7 @@ describe.each([
     const orgBudget = me.budgets.find((b) => b.name === "org acme's daily budget")!;
     expect(micros(orgBudget.used_usd)).toBe(org);
     expect(me.budgets.some((b) => b.name === "the pro plan's daily budget")).toBe(true);
-  });
+  }, 60_000);
 });
 
 describe("a key's own budget", () => {
