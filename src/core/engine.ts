@@ -36,7 +36,6 @@ export const PREPARATION: readonly Gate[] = [normalise, modelPolicy, budget];
 const ADMISSION_BODY_PENDING: readonly Gate[] = [identify, abuse, quotaPeek];
 const PREPARATION_DEFERRED_QUOTA: readonly Gate[] = [quota, ...PREPARATION];
 export { abortReason };
-export const GATE_ORDER = ["identify", "abuse", "quota", "normalise", "model", "budget", "provider", "settle"] as const;
 
 export interface EngineOptions {
   config: ResolvedConfig;
