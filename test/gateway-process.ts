@@ -75,6 +75,20 @@ export class GatewayProcess {
   }
 
   /** Waits for the usage record of one request (records are printed just after the response). */
+  /**
+   * Waits until the records stand for `n` requests: past server.max_refusal_records_per_s a
+   * summary record carries `count` refusals, written once its second is over.
+   */
+  async waitForRequests(n: number, timeoutMs = 5_000): Promise<UsageRecord[]> {
+    const start = Date.now();
+    const total = () => this.records.reduce((a, r) => a + (r.count ?? 1), 0);
+    while (total() < n) {
+      if (Date.now() - start > timeoutMs) throw new Error(`expected records for ${n} requests, got ${total()}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return this.records;
+  }
+
   async recordFor(requestId: string | null, timeoutMs = 5_000) {
     const start = Date.now();
     for (;;) {

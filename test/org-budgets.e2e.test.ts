@@ -64,7 +64,7 @@ describe.each([
     const carol = client(gw.url, "tg_backend", { "x-tollgate-user": "carol", "x-tollgate-org": "acme" });
     const results = await Promise.all(Array.from({ length: 200 }, (_, i) => ask([alice, bob, carol][i % 3]!)));
     const served = results.filter((r) => r === 200).length;
-    await gw.waitForRecords(200);
+    await gw.waitForRequests(200);
 
     expect(served).toBeGreaterThan(5);
     const refusals = results.filter((r) => r !== 200) as string[];
@@ -75,7 +75,7 @@ describe.each([
     let made = 200;
     for (; made < 300 && last === 200; made++) last = await ask(bob);
     expect(String(last)).toMatch(/^402 org acme's daily budget of \$0\.001 would be exceeded/);
-    await gw.waitForRecords(made);
+    await gw.waitForRequests(made);
 
     const spend = (user: string) => gw.records.filter((r) => r.user === user).reduce((a, r) => a + micros(r.cost_usd), 0);
     const org = spend("alice") + spend("bob") + spend("carol");
