@@ -46,7 +46,11 @@ export class GatewayProcess {
     });
     child.stderr!.setEncoding("utf8").on("data", (d: string) => (gw.stderr += d));
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`gateway did not start:\n${gw.stderr}`)), 15_000);
+      // A gateway that is still starting when the test gives up must not outlive it.
+      const timer = setTimeout(() => {
+        child.kill("SIGKILL");
+        reject(new Error(`gateway did not start:\n${gw.stderr}`));
+      }, 15_000);
       const check = () => {
         const m = /tollgate listening on (http:\/\/\S+)/.exec(gw.stdout);
         if (m) {
