@@ -137,4 +137,28 @@ describe("config", () => {
     doc.server = { port: "eighty" };
     expect(issues(doc)).toEqual(["server.port: Invalid input: expected number, received string", "plans.free.budget.daily: expected a non-negative amount of US dollars"]);
   });
+
+  it("budget_downgrade_to must name a known model, in the exact field; soft is a share between 0 and 1", () => {
+    const doc = base() as any;
+    doc.plans.free.budget_downgrade_to = "gpt-4o-mni";
+    doc.routes.chat.budget_downgrade_to = "nope";
+    expect(issues(doc)).toEqual([
+      'plans.free.budget_downgrade_to: unknown model "gpt-4o-mni" (known: gpt-4o-mini, house-model)',
+      'routes.chat.budget_downgrade_to: unknown model "nope" (known: gpt-4o-mini, house-model)',
+    ]);
+    const soft = base() as any;
+    soft.plans.free.budget.soft = 1;
+    soft.budget = { daily: 5, soft: 0 };
+    expect(issues(soft)).toEqual([
+      "budget.soft: expected a share of the budget between 0 and 1, like 0.8",
+      "plans.free.budget.soft: expected a share of the budget between 0 and 1, like 0.8",
+    ]);
+    const ok = base() as any;
+    ok.plans.free.budget.soft = 0.8;
+    ok.plans.free.budget_downgrade_to = "gpt-4o-mini";
+    ok.orgs = { acme: { budget: { monthly: 10, soft: 0.9 } } };
+    const c = resolveConfig(parseConfig(ok, env));
+    expect(c.plans.free).toMatchObject({ budget: { daily: 100_000, soft: 0.8 }, budgetDowngradeTo: "gpt-4o-mini" });
+    expect(c.orgs.acme!.budget).toMatchObject({ monthly: 10_000_000, soft: 0.9 });
+  });
 });

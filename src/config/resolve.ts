@@ -66,12 +66,16 @@ export interface ResolvedModel {
 export interface BudgetCaps {
   daily?: Micros;
   monthly?: Micros;
+  /** The share of each cap past which the caller is under budget pressure (0 < soft < 1). */
+  soft?: number;
 }
 
 export interface ResolvedPlan {
   name: string;
   models: string[];
   budget: BudgetCaps;
+  /** The model served under budget pressure (a route's outranks it). */
+  budgetDowngradeTo?: string;
   paid: boolean;
 }
 
@@ -144,6 +148,8 @@ export interface ResolvedRoute {
   plans: string[];
   defaultModel?: string;
   models?: string[];
+  /** The model served under budget pressure, before the plan's. */
+  budgetDowngradeTo?: string;
   endpoints: Set<EndpointName>;
   limits: ResolvedLimit[];
   input: InputCaps;
@@ -242,10 +248,12 @@ export function resolveConfig(raw: RawConfig): ResolvedConfig {
   const plans: Record<string, ResolvedPlan> = {};
   for (const [name, p] of Object.entries(raw.plans)) {
     p.models.forEach((m, i) => checkModel(m, `plans.${name}.models[${i}]`));
+    if (p.budget_downgrade_to !== undefined) checkModel(p.budget_downgrade_to, `plans.${name}.budget_downgrade_to`);
     plans[name] = {
       name,
       models: p.models,
-      budget: { daily: micros(p.budget?.daily, `plans.${name}.budget.daily`), monthly: micros(p.budget?.monthly, `plans.${name}.budget.monthly`) },
+      budget: { daily: micros(p.budget?.daily, `plans.${name}.budget.daily`), monthly: micros(p.budget?.monthly, `plans.${name}.budget.monthly`), soft: p.budget?.soft },
+      budgetDowngradeTo: p.budget_downgrade_to,
       paid: p.paid ?? false,
     };
   }
@@ -265,6 +273,7 @@ export function resolveConfig(raw: RawConfig): ResolvedConfig {
     r.limits?.forEach((l, i) => l.plans?.forEach((p, j) => checkPlan(p, `routes.${name}.limits[${i}].plans[${j}]`)));
     if (r.default_model) checkModel(r.default_model, `routes.${name}.default_model`);
     r.models?.forEach((m, i) => checkModel(m, `routes.${name}.models[${i}]`));
+    if (r.budget_downgrade_to !== undefined) checkModel(r.budget_downgrade_to, `routes.${name}.budget_downgrade_to`);
     routes.push(route);
   }
 
@@ -289,6 +298,7 @@ export function resolveConfig(raw: RawConfig): ResolvedConfig {
         daily: micros(k.budget.daily, `keys[${i}].budget.daily`),
         monthly: micros(k.budget.monthly, `keys[${i}].budget.monthly`),
         total: micros(k.budget.total, `keys[${i}].budget.total`),
+        soft: k.budget.soft,
       },
       key: k.key,
       user: k.user,
@@ -350,11 +360,11 @@ export function resolveConfig(raw: RawConfig): ResolvedConfig {
     onStoreError: raw.on_store_error,
     adminKey: raw.admin_key,
     timezone: raw.timezone,
-    budget: { daily: micros(raw.budget?.daily, "budget.daily"), monthly: micros(raw.budget?.monthly, "budget.monthly") },
+    budget: { daily: micros(raw.budget?.daily, "budget.daily"), monthly: micros(raw.budget?.monthly, "budget.monthly"), soft: raw.budget?.soft },
     orgs: Object.fromEntries(
       Object.entries(raw.orgs ?? {}).map(([name, o]) => [
         name,
-        { budget: { daily: micros(o.budget?.daily, `orgs.${name}.budget.daily`), monthly: micros(o.budget?.monthly, `orgs.${name}.budget.monthly`) } },
+        { budget: { daily: micros(o.budget?.daily, `orgs.${name}.budget.daily`), monthly: micros(o.budget?.monthly, `orgs.${name}.budget.monthly`), soft: o.budget?.soft } },
       ]),
     ),
     providers,
@@ -380,6 +390,7 @@ function resolveRoute(
     plans: r.plans,
     defaultModel: r.default_model,
     models: r.models,
+    budgetDowngradeTo: r.budget_downgrade_to,
     endpoints: new Set(r.endpoints ?? endpointNames),
     limits: (r.limits ?? []).map((l, idx) => {
       const unit = (["requests", "tokens", "files", "usd", "concurrent"] as const).find((u) => l[u] !== undefined)!;

@@ -66,14 +66,28 @@ export const modelSchema = z.strictObject({
     ),
 });
 
+const soft = z
+  .number()
+  .gt(0, { error: "expected a share of the budget between 0 and 1, like 0.8" })
+  .lt(1, { error: "expected a share of the budget between 0 and 1, like 0.8" })
+  .describe(
+    "A share of each of these budgets (0 < soft < 1) past which the caller is under budget pressure: its requests are served by the route's or plan's `budget_downgrade_to` model (or the asked one, if neither names one), recorded `decision: downgrade` with the signal `budget_soft`. The budget itself still refuses with 402 when spent.",
+  );
+
 export const budgetSchema = z.strictObject({
   daily: usd.optional().describe("US dollars per calendar day (in `timezone`)."),
   monthly: usd.optional().describe("US dollars per calendar month (in `timezone`)."),
+  soft: soft.optional(),
 });
+
+const budgetDowngradeTo = z
+  .string()
+  .describe("The model served instead of the asked one while the caller is past a budget's `soft` share (when this plan and route allow it; a route's outranks its plan's).");
 
 export const planSchema = z.strictObject({
   models: z.array(z.string()).describe("Models this plan may call (public names)."),
   budget: budgetSchema.optional().describe("Per-user spend over the calendar day / month, across all routes."),
+  budget_downgrade_to: budgetDowngradeTo.optional(),
   paid: z.boolean().optional().describe("Callers on this plan satisfy `requires: [paid]`.").meta({ default: false }),
 });
 
@@ -81,6 +95,7 @@ export const keyBudgetSchema = z.strictObject({
   daily: usd.optional().describe("US dollars this key may spend per calendar day (in `timezone`)."),
   monthly: usd.optional().describe("US dollars this key may spend per calendar month (in `timezone`)."),
   total: usd.optional().describe("A lifetime cap: what this key may ever spend (trial keys). Never resets."),
+  soft: soft.optional(),
 });
 
 export const orgSchema = z.strictObject({
@@ -187,6 +202,7 @@ export const routeSchema = z.strictObject({
   plans: z.array(z.string()).min(1).describe("Plans whose callers may use this route."),
   default_model: z.string().optional().describe("The model of a request that names none."),
   models: z.array(z.string()).optional().describe("Restricts this route to these models (on top of the plan)."),
+  budget_downgrade_to: budgetDowngradeTo.optional(),
   endpoints: z.array(z.enum(endpointNames)).optional().describe("Endpoints this route exposes (default: all)."),
   limits: z.array(limitSchema).optional().describe("Window limits; every one must admit a request."),
   input: inputSchema.optional().describe("Caps on what one request may carry or ask for."),

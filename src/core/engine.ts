@@ -149,6 +149,7 @@ export class Engine {
     ex.identity = parent.identity;
     ex.policy = parent.policy;
     ex.downgrade = parent.downgrade;
+    ex.budgetPressure = parent.budgetPressure;
     ex.newIdentity = parent.newIdentity;
     ex.signals = [...parent.signals];
     ex.record.user = parent.record.user;

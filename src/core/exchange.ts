@@ -29,6 +29,8 @@ export interface HeldCounter extends Counter {
   resetsAt?: number;
   /** For rate limits: the config limit id, for RateLimit headers. */
   limitId?: string;
+  /** For budgets with a `soft` share: the spend (micro-dollars) from which the caller is under pressure. */
+  softAt?: number;
 }
 
 /** One request's journey through the gates; everything the usage record needs accumulates here. */
@@ -38,6 +40,8 @@ export class Exchange {
   readonly record: UsageRecord;
   identity?: Identity;
   downgrade = false;
+  /** A budget is spent past its `soft` share: gate 5 serves the budget_downgrade_to model. */
+  budgetPressure = false;
   /** Few requests on record for this user: asking for an expensive model is a signal. */
   newIdentity = false;
   signals: string[] = [];

@@ -88,30 +88,43 @@ export function budgetCounters(ex: Exchange, env: GateEnv, amount: Micros): Held
   const plan = env.config.plans[id.plan];
   const user = id.kind === "anonymous" ? `ip:${id.ipGroup}` : `u:${id.user}`;
   const out: HeldCounter[] = [];
-  const add = (max: Micros | undefined, unit: "day" | "month", key: string, label: string) => {
+  const add = (max: Micros | undefined, unit: "day" | "month", key: string, label: string, soft: number | undefined) => {
     if (max === undefined) return;
     const p = period(unit, now, tz);
-    out.push({ key: `${key}:${p.key}`, max, amount, windowMs: PERIOD_WINDOW_MS, unit: "usd", label, resetsAt: p.resetsAt });
+    out.push({ key: `${key}:${p.key}`, max, amount, windowMs: PERIOD_WINDOW_MS, unit: "usd", label, resetsAt: p.resetsAt, softAt: softAt(max, soft) });
   };
   const override = ex.policy?.budget;
-  add(override?.daily ?? plan?.budget.daily, "day", `bud:d:${user}`, override?.daily !== undefined ? "this caller's daily budget (set by the operator)" : `the ${id.plan} plan's daily budget`);
-  add(override?.monthly ?? plan?.budget.monthly, "month", `bud:m:${user}`, override?.monthly !== undefined ? "this caller's monthly budget (set by the operator)" : `the ${id.plan} plan's monthly budget`);
+  add(override?.daily ?? plan?.budget.daily, "day", `bud:d:${user}`, override?.daily !== undefined ? "this caller's daily budget (set by the operator)" : `the ${id.plan} plan's daily budget`, plan?.budget.soft);
+  add(override?.monthly ?? plan?.budget.monthly, "month", `bud:m:${user}`, override?.monthly !== undefined ? "this caller's monthly budget (set by the operator)" : `the ${id.plan} plan's monthly budget`, plan?.budget.soft);
   if (id.org !== undefined) {
     const org = env.config.orgs[id.org]?.budget;
-    add(org?.daily, "day", `bud:o:d:${id.org}`, `org ${id.org}'s daily budget`);
-    add(org?.monthly, "month", `bud:o:m:${id.org}`, `org ${id.org}'s monthly budget`);
+    add(org?.daily, "day", `bud:o:d:${id.org}`, `org ${id.org}'s daily budget`, org?.soft);
+    add(org?.monthly, "month", `bud:o:m:${id.org}`, `org ${id.org}'s monthly budget`, org?.soft);
   }
   if (id.keyId !== null && id.keyBudget) {
-    add(id.keyBudget.daily, "day", `bud:k:d:${id.keyId}`, "this key's daily budget");
-    add(id.keyBudget.monthly, "month", `bud:k:m:${id.keyId}`, "this key's monthly budget");
+    const soft = id.keyBudget.soft;
+    add(id.keyBudget.daily, "day", `bud:k:d:${id.keyId}`, "this key's daily budget", soft);
+    add(id.keyBudget.monthly, "month", `bud:k:m:${id.keyId}`, "this key's monthly budget", soft);
     if (id.keyBudget.total !== undefined) {
       // A lifetime: one counter that never changes its key, over a window no key outlives.
-      out.push({ key: `bud:k:t:${id.keyId}`, max: id.keyBudget.total, amount, windowMs: LIFETIME_MS, unit: "usd", label: "this key's total budget" });
+      const max = id.keyBudget.total;
+      out.push({ key: `bud:k:t:${id.keyId}`, max, amount, windowMs: LIFETIME_MS, unit: "usd", label: "this key's total budget", softAt: softAt(max, soft) });
     }
   }
-  add(env.config.budget.daily, "day", "bud:gw:d", "the gateway's daily budget");
-  add(env.config.budget.monthly, "month", "bud:gw:m", "the gateway's monthly budget");
+  const gw = env.config.budget;
+  add(gw.daily, "day", "bud:gw:d", "the gateway's daily budget", gw.soft);
+  add(gw.monthly, "month", "bud:gw:m", "the gateway's monthly budget", gw.soft);
   return out;
+}
+
+/** The spend from which a budget is under pressure, in whole micro-dollars so the comparison stays integer. */
+function softAt(max: Micros, soft: number | undefined): Micros | undefined {
+  return soft === undefined ? undefined : Math.ceil(max * soft);
+}
+
+/** Is any of these budgets, at these spent totals, past its `soft` share? */
+export function pastSoft(counters: HeldCounter[], totals: Micros[]): boolean {
+  return counters.some((c, i) => c.softAt !== undefined && totals[i]! >= c.softAt);
 }
 
 /** The route's usd, tokens and files windows. */

@@ -30,6 +30,17 @@ export const modelPolicy: Gate = async function modelPolicy(ex, env) {
     model = env.config.models[cheaper]!;
     ex.record.decision = "downgrade";
     ex.headers["x-tollgate-downgraded"] = ex.signals.join(", ") || "suspicious";
+  } else if (ex.budgetPressure) {
+    // Under budget pressure the caller gets the operator's cheaper model, but never one its plan or
+    // route would refuse it outright: then it keeps the one it asked for until the hard limit.
+    const fallback = ex.route.budgetDowngradeTo ?? plan?.budgetDowngradeTo;
+    const target = fallback !== undefined ? env.config.models[fallback] : undefined;
+    if (target && target.name !== model.name && allowed(target.name) && meetsRequires(target, id.verified, !!plan?.paid)) {
+      model = target;
+      ex.signals.push(BUDGET_SOFT_SIGNAL);
+      ex.record.decision = "downgrade";
+      ex.headers["x-tollgate-downgraded"] = BUDGET_SOFT_SIGNAL;
+    }
   }
   const provider = env.providers[model.provider]!;
   if (!provider.supports(ex.caller.endpoint)) {
@@ -41,6 +52,13 @@ export const modelPolicy: Gate = async function modelPolicy(ex, env) {
   ex.upstream = { model: model.upstream, maxOutputTokens: inspection.producesOutput === false ? 0 : allowedOutputTokens(inspection.outputTokens, ex.route.input.maxOutputTokens), reasoning: model.reasoning };
   ex.upstreamBody = ex.format!.rewrite(ex.inspectedBody!, ex.upstream, inspection);
 };
+
+/** The signal recorded when a request is downgraded because a budget is past its `soft` share. */
+export const BUDGET_SOFT_SIGNAL = "budget_soft";
+
+function meetsRequires(model: ResolvedModel, verified: boolean, paid: boolean): boolean {
+  return model.requires.every((need) => (need === "verified" ? verified : paid));
+}
 
 /** Output at $10 per 1M tokens or more, or gated by `requires`: worth stealing. */
 const EXPENSIVE_OUTPUT_MICROS_PER_M = 10_000_000;

@@ -3,7 +3,7 @@ import { leaseMs, type Gate } from "../gate.js";
 import type { Exchange, HeldCounter } from "../exchange.js";
 import type { ReserveResult } from "../../stores/store.js";
 import { fireSignal } from "./abuse.js";
-import { budgetCounters, budgetRefusal, cheapestCall } from "./budget.js";
+import { budgetCounters, budgetRefusal, cheapestCall, pastSoft } from "./budget.js";
 import { checkRunAge, runLimit, startRunIfNew, stepCounters } from "./runs.js";
 import { describeLimit, limitKey, limitsFor } from "./scope.js";
 
@@ -62,6 +62,7 @@ export const quota: Gate = async function quota(ex, env) {
     const need = ex.caller.library ? cheapestCall(ex, env) : 0;
     const full = totals.findIndex((t, i) => t >= spent[i]!.max || t + need > spent[i]!.max);
     if (full >= 0) throw budgetRefusal(spent[full]!, totals[full]!, need, env.now());
+    ex.budgetPressure = pastSoft(spent, totals);
   }
 };
 
@@ -88,6 +89,7 @@ export const quotaPeek: Gate = async function quotaPeek(ex, env) {
   }
   const full = spent.findIndex((c, i) => totals[counters.length + i]! >= c.max);
   if (full >= 0) throw budgetRefusal(spent[full]!, totals[counters.length + full]!, 0, env.now());
+  ex.budgetPressure = pastSoft(spent, totals.slice(counters.length));
 };
 
 /** The refusal for a window reservation that did not fit, with RateLimit headers naming it. */
