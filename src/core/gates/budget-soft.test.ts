@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { ENDPOINTS } from "../../gateway/endpoints.js";
 import { testEngine } from "../../testing/test-engine.js";
 
 /**
@@ -82,5 +83,19 @@ describe("soft budget thresholds: downgrade under budget pressure", () => {
     expect((await t.send({ key: "tg_soft_ann", body: ask("big") })).record.model).toBe("big");
     // $0.001 of the gateway's $0.01 is its soft share: bo, who has spent nothing, is downgraded too.
     expect((await t.send({ key: "tg_soft_bo", body: ask("big") })).record).toMatchObject({ decision: "downgrade", model: "small", signals: ["budget_soft"] });
+  });
+
+  it("library mode: an app request under pressure has its model calls downgraded", async () => {
+    const t = testEngine(config());
+    for (let i = 0; i < 2; i++) await t.send({ key: "tg_soft_ann", body: ask("big") });
+    const ex = t.engine.open({ route: "chat", endpoint: "chat_completions", ip: "198.51.100.7", credentials: { token: "tg_soft_ann" }, library: true });
+    await t.engine.admit(ex);
+    const app = t.engine.app(ex);
+    const format = Object.values(ENDPOINTS).find((e) => e.name === "chat_completions")!.format;
+    const call = await app.model(format, ask("big"));
+    expect(call).toMatchObject({ model: "small", body: { model: "small" } });
+    await call.end({ ended: "client_disconnect" });
+    await app.close();
+    expect(t.records.find((r) => r.parent_id === ex.id)).toMatchObject({ decision: "downgrade", model_requested: "big", model: "small", signals: ["budget_soft"] });
   });
 });
