@@ -122,4 +122,30 @@ describe("meteredStream: exactly one terminal event", () => {
       expect(settles).toHaveLength(1);
     }
   });
+
+  it("parts that are metered but not passed on (a usage chunk the caller did not ask for) do not stall the stream", async () => {
+    const { src, settles, reader } = harness({ read: (p) => ({ forward: p === "usage" ? [] : [p] }) });
+    const read = reader.read();
+    await src.push("usage");
+    await src.push("a");
+    const stalled = new Promise((r) => setTimeout(() => r("stalled"), 500));
+    expect(await Promise.race([read, stalled])).toEqual({ done: false, value: "a" });
+    const last = reader.read();
+    await src.push("usage");
+    await src.done();
+    expect(await Promise.race([last, stalled])).toEqual({ done: true, value: undefined });
+    expect(settles).toEqual([{ ended: "complete" }]);
+  });
+
+  it("a reader that gives up because the request's signal fired (a timeout while it waited to write) settles with that reason", async () => {
+    const abort = new AbortController();
+    const { src, settles, stops, reader } = harness({ signal: abort.signal });
+    const first = reader.read();
+    await src.push("a");
+    await first;
+    abort.abort({ tollgate: "timeout" });
+    await reader.cancel();
+    expect(settles).toEqual([{ ended: "timeout" }]);
+    expect(stops).toHaveLength(1);
+  });
 });

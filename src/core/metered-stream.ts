@@ -59,26 +59,34 @@ export function meteredStream<T>(source: AsyncIterator<T>, hooks: MeteredStreamH
 
   return new ReadableStream<T>({
     async pull(controller) {
-      let next: IteratorResult<T>;
-      try {
-        next = await source.next();
-      } catch (err) {
-        return end(failed(err, hooks.signal), controller);
+      // A pull that enqueues nothing is not called again (WHATWG streams), so parts that are
+      // metered but not passed on (a usage chunk the caller did not ask for) are read past here.
+      for (;;) {
+        let next: IteratorResult<T>;
+        try {
+          next = await source.next();
+        } catch (err) {
+          return end(failed(err, hooks.signal), controller);
+        }
+        if (terminal) return;
+        if (next.done) return end({ ended: "complete" }, controller);
+        let verdict: Verdict<T>;
+        try {
+          verdict = await hooks.read(next.value);
+        } catch (err) {
+          return end(failed(err, hooks.signal), controller);
+        }
+        if (terminal) return;
+        if ("end" in verdict) return end(verdict.end, controller);
+        if (!verdict.forward.length) continue;
+        for (const part of verdict.forward) controller.enqueue(part);
+        return;
       }
-      if (terminal) return;
-      if (next.done) return end({ ended: "complete" }, controller);
-      let verdict: Verdict<T>;
-      try {
-        verdict = await hooks.read(next.value);
-      } catch (err) {
-        return end(failed(err, hooks.signal), controller);
-      }
-      if (terminal) return;
-      if ("end" in verdict) return end(verdict.end, controller);
-      for (const part of verdict.forward) controller.enqueue(part);
     },
     async cancel() {
-      await end({ ended: "client_disconnect" });
+      // A reader that gives up because the request's signal fired (a timeout, a stalled client
+      // cut off) ends the stream for that reason; otherwise the reader went away.
+      await end(hooks.signal?.aborted ? { ended: abortReason(hooks.signal) } : { ended: "client_disconnect" });
     },
   });
 }

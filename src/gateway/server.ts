@@ -2,13 +2,13 @@ import { randomUUID } from "node:crypto";
 import { once } from "node:events";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { ResolvedRoute } from "../config/resolve.js";
-import { abortReason, toTollgateError, type Engine } from "../core/engine.js";
+import { toTollgateError, type Engine } from "../core/engine.js";
+import { meteredStream, type Terminal } from "../core/metered-stream.js";
 import { TollgateError } from "../core/errors.js";
 import type { Exchange } from "../core/exchange.js";
 import { clientIp } from "../core/client-ip.js";
 import { readCredential, type Credentials } from "../core/identity.js";
 import type { Meter } from "../core/metering/meter.js";
-import type { Ended } from "../core/usage-record.js";
 import { anthropicErrorBody, openaiErrorBody } from "../formats/errors.js";
 import type { RequestFormat, SseEvent } from "../formats/format.js";
 import type { UpstreamResult } from "../providers/provider.js";
@@ -151,73 +151,75 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
   }
 
   async function pipeStream(res: ServerResponse, ex: Exchange, format: RequestFormat, events: AsyncIterable<SseEvent>, meter: Meter, abort: AbortController) {
-    const it = events[Symbol.asyncIterator]();
-    let ended: Ended = "complete";
-    let failure: TollgateError | undefined;
+    // The wrapper decides how the stream ended and settles exactly once; this shell only writes.
+    let terminal: Terminal | undefined;
+    let settleFailure: unknown;
+    let firstOutput: SseEvent | undefined;
+    const tail = (t: Terminal): SseEvent[] => {
+      if (t.ended === "output_cap") return format.endStream("output_cap", meter.last, "");
+      if (t.ended === "timeout") return format.endStream("timeout", meter.last, "the request ran past the wall-clock cap");
+      if (t.ended === "upstream_error") return format.endStream("upstream_error", meter.last, "the provider's stream failed");
+      return [];
+    };
+    const stream = meteredStream<SseEvent>(events[Symbol.asyncIterator](), {
+      signal: abort.signal,
+      read(event) {
+        const { forward } = meter.event(event);
+        if (meter.error) return { end: { ended: "upstream_error", error: new TollgateError("upstream_error", "the provider sent a malformed or failed stream") } };
+        if (meter.capped) return { end: { ended: "output_cap" } };
+        if (!forward) return { forward: [] };
+        if (!firstOutput && (meter.counted > 0 || meter.toolCalls > 0)) firstOutput = event;
+        return { forward: [event] };
+      },
+      async settle(t) {
+        terminal = t;
+        try {
+          await engine.finish(ex, { ended: t.ended, meter });
+        } catch (err) {
+          settleFailure = err;
+        }
+      },
+      tail,
+      stop: (t) => {
+        if (!abort.signal.aborted) abort.abort({ tollgate: t.ended });
+      },
+    });
+    const reader = stream.getReader();
     // Hold the status line until the first event that carries output: a provider that fails or
     // sends garbage before any content (Anthropic's message_start, then an error) still gets the
     // caller a proper HTTP error instead of a 200 that breaks mid-way. The events before it are
     // framing (a role, a message or item being opened) and leave together with it.
     const held: SseEvent[] = [];
-    let done = false;
-    try {
-      while (held.length < MAX_HELD_EVENTS) {
-        const next = await it.next();
-        if (next.done) {
-          done = true;
-          break;
-        }
-        const { forward } = meter.event(next.value);
-        if (meter.error) failure = new TollgateError("upstream_error", "the provider sent a malformed or failed stream");
-        if (meter.error || meter.capped) break;
-        if (forward) held.push(next.value);
-        if (meter.counted > 0 || meter.toolCalls > 0) break;
-      }
-    } catch (err) {
-      failure = toTollgateError(err, abort.signal);
-      ended = abort.signal.aborted ? abortReason(abort.signal) : failure.code === "upstream_timeout" ? "timeout" : "upstream_error";
-    }
-    if (failure) {
-      await it.return?.();
-      await engine.finish(ex, { ended: ended === "complete" ? "upstream_error" : ended, meter });
-      return sendError(res, format.api, failure, ex);
-    }
-    res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive", ...ex.headers });
-    try {
+    const release = () => {
+      res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive", ...ex.headers });
       for (const e of held) writeEvent(res, formatSse(e));
-      if (meter.capped) {
-        ended = "output_cap";
-        abort.abort({ tollgate: "output_cap" });
-        writeAll(res, format.endStream("output_cap", meter.last, ""));
-      } else if (!done) {
-        for (;;) {
-          const next = await it.next();
-          if (next.done) break;
-          const { forward } = meter.event(next.value);
-          if (meter.error) {
-            ended = "upstream_error";
-            writeAll(res, format.endStream("upstream_error", meter.last, "the provider's stream failed"));
-            break;
-          }
-          if (meter.capped) {
-            ended = "output_cap";
-            abort.abort({ tollgate: "output_cap" });
-            writeAll(res, format.endStream("output_cap", meter.last, ""));
-            break;
-          }
-          if (forward && !writeEvent(res, formatSse(next.value))) await drained(res, abort, cfg.server.idleTimeoutMs);
+      held.length = 0;
+    };
+    try {
+      for (;;) {
+        const next = await reader.read();
+        if (next.done) break;
+        if (!res.headersSent) {
+          held.push(next.value);
+          // Once the stream has ended, what is held goes out (or becomes the HTTP error) at the close.
+          if (next.value === firstOutput || (!terminal && held.length >= MAX_HELD_EVENTS)) release();
+        } else if (!writeEvent(res, formatSse(next.value))) {
+          await drained(res, abort, cfg.server.idleTimeoutMs);
         }
       }
-    } catch (err) {
-      ended = abort.signal.aborted ? abortReason(abort.signal) : toTollgateError(err, undefined).code === "upstream_timeout" ? "timeout" : "upstream_error";
-      if (ended === "timeout" || ended === "upstream_error") {
-        writeAll(res, format.endStream(ended, meter.last, ended === "timeout" ? "the request ran past the wall-clock cap" : "the provider's stream failed"));
-      }
-    } finally {
-      await it.return?.().catch(() => {});
-      res.end();
-      await engine.finish(ex, { ended, meter });
+    } catch {
+      // The client stalled, left or the clock ran out while we waited to write: the wrapper
+      // settles with the signal's reason, and the stream's close is written here.
+      await reader.cancel().catch(() => {});
+      if (res.headersSent && terminal) writeAll(res, tail(terminal));
     }
+    if (settleFailure !== undefined) throw settleFailure;
+    if (!res.headersSent) {
+      const t = terminal!;
+      if (t.ended !== "complete" && t.ended !== "output_cap") return sendError(res, format.api, t.error ?? toTollgateError(undefined, abort.signal), ex);
+      release();
+    }
+    res.end();
   }
 
   /** GET {path}/v1/me: the caller's own budgets and limits, for any credential the route accepts. */
