@@ -171,6 +171,49 @@ describe("sqlite store", () => {
     }
   });
 
+  it("acknowledges a usage record only once another connection can read it, in the order appended", async () => {
+    const path = join(dir, "tollgate.db");
+    const store = openStore(path);
+    const raw = new Database(path, { readonly: true });
+    try {
+      const count = raw.prepare("SELECT COUNT(*) FROM usage_records").pluck();
+      const seenAtAck: number[] = [];
+      // All 40 are appended in one turn, so they share a commit: none may be acknowledged before it.
+      await Promise.all(
+        Array.from({ length: 40 }, (_, i) =>
+          store.appendUsage(emptyUsageRecord(`r${i}`, new Date(Date.UTC(2025, 0, 1)))).then(() => {
+            seenAtAck.push(count.get() as number);
+          }),
+        ),
+      );
+      expect(Math.min(...seenAtAck)).toBe(40);
+      expect(raw.prepare("SELECT record FROM usage_records ORDER BY seq").pluck().all().map((r) => JSON.parse(r as string).request_id)).toEqual(
+        Array.from({ length: 40 }, (_, i) => `r${i}`),
+      );
+    } finally {
+      raw.close();
+    }
+  });
+
+  it("refuses every usage record of a batch it could not commit, and writes the next one once it can", async () => {
+    const path = join(dir, "tollgate.db");
+    const store = openStore(path);
+    const at = new Date(Date.UTC(2025, 0, 1));
+    const holder = new Database(path);
+    holder.exec("BEGIN IMMEDIATE");
+    const refused = await Promise.allSettled([0, 1, 2].map((i) => store.appendUsage(emptyUsageRecord(`lost${i}`, at))));
+    holder.exec("COMMIT");
+    holder.close();
+    expect(refused.map((r) => r.status === "rejected" && (r.reason as Error).name)).toEqual([
+      "StoreUnavailableError",
+      "StoreUnavailableError",
+      "StoreUnavailableError",
+    ]);
+    await new Promise((r) => setTimeout(r, 1_100)); // past the stuck lock's fast-fail spell
+    await store.appendUsage(emptyUsageRecord("kept", at));
+    expect((await store.queryUsage({ since: 0 })).map((r) => r.request_id)).toEqual(["kept"]);
+  });
+
   it("revokes every key filed under the id", async () => {
     const store = openStore(join(dir, "tollgate.db"), { now: () => 42 });
     const base = { id: "dup", prefix: "tg_", plan: "free", service: false, grants: [], verified: true, createdAt: 1 };

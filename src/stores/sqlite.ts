@@ -4,6 +4,7 @@ import Database from "better-sqlite3";
 import type { UsageRecord } from "../core/usage-record.js";
 import { bucketGoneAt, bucketStart, bucketWidth, retryAfter } from "./buckets.js";
 import { setTimeout as sleep } from "node:timers/promises";
+import { CommitBatch } from "./commit-batch.js";
 import { StoreUnavailableError, type Checkpoint, type Counter, type ReserveResult, type Store, type StoreHealth, type StoredKey, type UsageQuery } from "./store.js";
 
 /** 2: counters became buckets + live reservations (counter_entries, the sliding log, is dropped). */
@@ -14,6 +15,13 @@ const SCHEMA_VERSION = 2;
  * read by less than rounding does, and without it every IP or user ever scored keeps a row forever.
  */
 const SCORE_FORGET_HALF_LIVES = 64;
+
+/**
+ * Rows past their gone_at are deleted by a reserve at most this often. Every read filters on
+ * gone_at itself, so the sweep only keeps the tables small; running it on each reserve cost two
+ * deletes per request for nothing.
+ */
+const SWEEP_EVERY_MS = 1_000;
 
 const SCHEMA = `
   -- Settled amounts, summed per time bucket (see Counter in store.ts): at most ~65 rows per key
@@ -177,8 +185,7 @@ export class SqliteStore implements Store {
 
   private readonly sweepBuckets;
   private readonly sweepLive;
-  private readonly sumBuckets;
-  private readonly sumLive;
+  private readonly sumCounter;
   private readonly leavingBuckets;
   private readonly leavingLive;
   private readonly detachHeld;
@@ -215,6 +222,11 @@ export class SqliteStore implements Store {
   private readonly releaseTx;
   private readonly deleteCheckpoint;
   private readonly anyDue;
+  private readonly insertUsageTx;
+  /** Usage rows of one event-loop turn, committed in one transaction. */
+  private readonly usage: CommitBatch<{ ts: number | null; json: string }>;
+  /** Store-clock ms of the last sweep of expired counter rows (SWEEP_EVERY_MS). */
+  private sweptAt = -Infinity;
 
   /** performance.now() until which a busy lock fails at the first attempt (STUCK_FAST_FAIL_MS). */
   private stuckUntil = 0;
@@ -230,13 +242,12 @@ export class SqliteStore implements Store {
     this.sweepBuckets = db.prepare<[number]>("DELETE FROM counter_buckets WHERE gone_at <= ?");
     this.sweepLive = db.prepare<[number]>("DELETE FROM counter_live WHERE gone_at <= ?");
     // Both sums read one key's rows through an index: O(buckets + in-flight), never O(traffic).
-    this.sumBuckets = db
-      .prepare<[string, number], number>("SELECT COALESCE(SUM(amount), 0) FROM counter_buckets WHERE key = ? AND gone_at > ?")
-      .pluck();
-    this.sumLive = db
-      .prepare<[string, number, number], number>(
-        `SELECT COALESCE(SUM(amount), 0) FROM counter_live
-         WHERE key = ? AND ts > ? - window_ms AND (lease_until IS NULL OR lease_until > ?)`,
+    // One statement for the two: a counter costs one step through the driver, not two.
+    this.sumCounter = db
+      .prepare<[string, number, string, number, number], number>(
+        `SELECT (SELECT COALESCE(SUM(amount), 0) FROM counter_buckets WHERE key = ? AND gone_at > ?)
+              + (SELECT COALESCE(SUM(amount), 0) FROM counter_live
+                 WHERE key = ? AND ts > ? - window_ms AND (lease_until IS NULL OR lease_until > ?))`,
       )
       .pluck();
     this.leavingBuckets = db.prepare<[string, number], Leaving>(
@@ -254,9 +265,13 @@ export class SqliteStore implements Store {
     this.heldRows = db.prepare<[string], HeldRow>(
       "SELECT seq, key, pos, ts, amount, window_ms, width FROM counter_live WHERE id = ? AND held = 1",
     );
-    this.addToBucket = db.prepare<[string, number, number, number]>(
+    // A row already gone (not swept yet, see SWEEP_EVERY_MS) starts over instead of adding to
+    // what no longer counts: possible only when the counter's window changed.
+    this.addToBucket = db.prepare<[string, number, number, number, number]>(
       `INSERT INTO counter_buckets (key, bucket_start, amount, gone_at) VALUES (?, ?, ?, ?)
-       ON CONFLICT (key, bucket_start) DO UPDATE SET amount = amount + excluded.amount, gone_at = MAX(gone_at, excluded.gone_at)`,
+       ON CONFLICT (key, bucket_start) DO UPDATE SET
+         amount = CASE WHEN gone_at <= ? THEN excluded.amount ELSE amount + excluded.amount END,
+         gone_at = MAX(gone_at, excluded.gone_at)`,
     );
     this.deleteLive = db.prepare<[number]>("DELETE FROM counter_live WHERE seq = ?");
     this.releaseHeld = db.prepare<[string]>("DELETE FROM counter_live WHERE id = ? AND held = 1");
@@ -296,8 +311,11 @@ export class SqliteStore implements Store {
       .pluck();
 
     this.reserveTx = db.transaction((id: string, counters: Counter[], leaseMs: number, now: number): ReserveResult => {
-      this.sweepBuckets.run(now);
-      this.sweepLive.run(now);
+      if (now - this.sweptAt >= SWEEP_EVERY_MS || now < this.sweptAt) {
+        this.sweepBuckets.run(now);
+        this.sweepLive.run(now);
+        this.sweptAt = now;
+      }
       const totals: number[] = [];
       for (let i = 0; i < counters.length; i++) {
         const c = counters[i]!;
@@ -312,11 +330,12 @@ export class SqliteStore implements Store {
       // as they would in memory, but settle/release now address only the new ones.
       this.detachHeld.run(id);
       const leaseUntil = now + leaseMs;
-      counters.forEach((c, i) => {
+      const lease = Number.isFinite(leaseUntil) ? leaseUntil : null;
+      for (let i = 0; i < counters.length; i++) {
+        const c = counters[i]!;
         const width = bucketWidth(c.windowMs, c.max);
-        const lease = Number.isFinite(leaseUntil) ? leaseUntil : null;
         this.insertLive.run(c.key, id, i, now, c.amount, lease, c.windowMs, width, bucketGoneAt(now, width, c.windowMs));
-      });
+      }
       return { ok: true, totals };
     });
 
@@ -328,7 +347,7 @@ export class SqliteStore implements Store {
         this.deleteLive.run(row.seq);
         const amount = actual[row.pos] ?? row.amount;
         const goneAt = bucketGoneAt(row.ts, row.width, row.window_ms);
-        if (goneAt > now && amount !== 0) this.addToBucket.run(row.key, bucketStart(row.ts, row.width), amount, goneAt);
+        if (goneAt > now && amount !== 0) this.addToBucket.run(row.key, bucketStart(row.ts, row.width), amount, goneAt, now);
       }
     });
 
@@ -385,6 +404,13 @@ export class SqliteStore implements Store {
       }
       return out;
     });
+
+    this.insertUsageTx = db.transaction((rows: { ts: number | null; json: string }[]) => {
+      for (const row of rows) this.insertUsage.run(row.ts, row.json);
+    });
+    // SPEC 7.4: an acknowledged record survives a crash, so a caller hears back only once the
+    // batch holding its row is committed; a batch that cannot be written fails every caller in it.
+    this.usage = new CommitBatch((rows) => this.guard("appendUsage", true, () => this.insertUsageTx.immediate(rows)));
 
     this.revokeTx = db.transaction((id: string, now: number) => {
       const rows = this.keysById.all(id);
@@ -458,16 +484,21 @@ export class SqliteStore implements Store {
     return this.guard("revokeKey", true, () => this.revokeTx.immediate(id, this.now()));
   }
 
-  async appendUsage(record: UsageRecord): Promise<void> {
-    await this.guard("appendUsage", true, () => this.insertUsage.run(usageTs(record), JSON.stringify(record)));
+  /** Serialised now (the caller may reuse the object); written with the rest of this turn's rows. */
+  appendUsage(record: UsageRecord): Promise<void> {
+    return this.usage.add({ ts: usageTs(record), json: JSON.stringify(record) });
   }
 
   async queryUsage(q: UsageQuery): Promise<UsageRecord[]> {
+    // Read your own writes: rows appended before this call are in the answer, as in memory.
+    await this.usage.drain();
     const rows = await this.guard("queryUsage", false, () => (q.until === undefined ? this.usageSince.all(q.since) : this.usageBetween.all(q.since, q.until)));
     return rows.map((json) => JSON.parse(json) as UsageRecord);
   }
 
   async close(): Promise<void> {
+    // Rows already accepted are written (or their callers told they were not) before the file closes.
+    if (this.db.open) await this.usage.drain().catch(() => undefined);
     if (this.db.open) this.db.close();
   }
 
@@ -551,7 +582,7 @@ export class SqliteStore implements Store {
   }
 
   private total(key: string, now: number): number {
-    return this.sumBuckets.get(key, now)! + this.sumLive.get(key, now, now)!;
+    return this.sumCounter.get(key, now, key, now, now)!;
   }
 
   /** What counts now and when it stops; an unsettled amount leaves when it would once settled. */
