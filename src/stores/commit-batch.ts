@@ -27,6 +27,11 @@ export class CommitBatch<T> {
     });
   }
 
+  /** Nothing waiting and nothing being committed: drain() has nothing to wait for. */
+  get idle(): boolean {
+    return this.running === undefined && this.queue.length === 0;
+  }
+
   /** Resolves once every item added so far is committed or refused. */
   async drain(): Promise<void> {
     while (this.running !== undefined || this.queue.length > 0) {

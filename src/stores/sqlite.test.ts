@@ -214,6 +214,23 @@ describe("sqlite store", () => {
     expect((await store.queryUsage({ since: 0 })).map((r) => r.request_id)).toEqual(["kept"]);
   });
 
+  it("a settle is acknowledged once another connection sees it, and a reserve called after it counts it even before that", async () => {
+    const path = join(dir, "tollgate.db");
+    const store = openStore(path);
+    const rpm = (amount: number) => [{ key: "rpm", max: 10, amount, windowMs: 60_000 }];
+    expect(await store.reserve("a", rpm(10), HOUR)).toMatchObject({ ok: true });
+    const settled = store.settle("a", [2]);
+    // Not awaited: the settle waits for the turn's batch, but the reserve must see 2 used, not 10.
+    expect(await store.reserve("b", rpm(8), HOUR)).toEqual({ ok: true, totals: [10] });
+    await settled;
+    const raw = new Database(path, { readonly: true });
+    try {
+      expect(raw.prepare("SELECT SUM(amount) FROM counter_buckets WHERE key = 'rpm'").pluck().get()).toBe(2);
+    } finally {
+      raw.close();
+    }
+  });
+
   it("revokes every key filed under the id", async () => {
     const store = openStore(join(dir, "tollgate.db"), { now: () => 42 });
     const base = { id: "dup", prefix: "tg_", plan: "free", service: false, grants: [], verified: true, createdAt: 1 };
