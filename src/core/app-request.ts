@@ -1,4 +1,5 @@
 import type { RequestFormat } from "../formats/format.js";
+import { startCheckpoints } from "./checkpoint.js";
 import type { Engine } from "./engine.js";
 import { storeFailure, TollgateError } from "./errors.js";
 import type { Exchange, HeldCounter } from "./exchange.js";
@@ -23,6 +24,11 @@ export interface ModelCall {
   readonly maxOutputTokens: number;
   /** Counts the response as it passes. */
   readonly meter: Meter;
+  /**
+   * The provider started streaming: from now on what the stream delivers is checkpointed into the
+   * call's lease every second, so a crash of the app forgets at most a second of it (as in the gateway).
+   */
+  streaming(): void;
   /** Settles the call and writes its record; only the first call counts, later ones get the same record. */
   end(t: Terminal): Promise<UsageRecord>;
 }
@@ -134,7 +140,12 @@ export class AppRequest {
       }
       return done;
     };
-    return { exchange: ex, body: ex.upstreamBody!, model: ex.model!.name, upstreamModel: ex.model!.upstream, maxOutputTokens: ex.upstream!.maxOutputTokens, meter, end };
+    const engine = this.engine;
+    const streaming = () => {
+      meter.started = true;
+      if (!done && !ex.stopCheckpoints) ex.stopCheckpoints = startCheckpoints(ex, meter, engine.store, engine.config);
+    };
+    return { exchange: ex, body: ex.upstreamBody!, model: ex.model!.name, upstreamModel: ex.model!.upstream, maxOutputTokens: ex.upstream!.maxOutputTokens, meter, streaming, end };
   }
 
   /** Marks the app request as stopped by a refusal after its admission (SPEC §6) and returns it. */

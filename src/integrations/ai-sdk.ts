@@ -61,7 +61,7 @@ export function aiSdkMiddleware(gate: Gate): LanguageModelV3Middleware {
       let upstream;
       try {
         upstream = await doStream();
-        call.meter.started = true;
+        call.streaming();
       } catch (err) {
         await call.end(failure(err, gate));
         throw err;

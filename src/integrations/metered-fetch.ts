@@ -49,7 +49,8 @@ export function meteredFetch(gate: Gate, base: typeof fetch): typeof fetch {
       await call.end({ ended: "upstream_error", error: new TollgateError("upstream_error", `the provider answered HTTP ${res.status}`) });
       return res;
     }
-    if (!String(res.headers.get("content-type")).includes("text/event-stream")) {
+    if (String(res.headers.get("content-type")).includes("text/event-stream")) call.streaming();
+    else {
       const json = await res.json().catch(() => undefined);
       call.meter.response(json);
       if (call.meter.error) {

@@ -23,6 +23,8 @@ export interface ModelCall {
   readonly signal: AbortSignal;
   /** Counts the response as it passes (wire-format events or bodies of the call's format). */
   readonly meter: Meter;
+  /** The provider started streaming: what it delivers is checkpointed every second from now on, so a crash forgets at most a second. */
+  streaming(): void;
   /** Settles the call from what `meter` saw and writes its record; only the first call counts. */
   end(t?: Terminal): Promise<UsageRecord>;
 }
@@ -132,6 +134,7 @@ export class Gate {
       maxOutputTokens: call.maxOutputTokens,
       signal: this.signal,
       meter: call.meter,
+      streaming: () => call.streaming(),
       end: (t = { ended: "complete" }) => call.end(t),
     };
   }
