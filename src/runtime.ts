@@ -2,10 +2,10 @@ import type { ResolvedConfig } from "./config/resolve.js";
 import { CHECKPOINT_MS } from "./core/checkpoint.js";
 import { Engine } from "./core/engine.js";
 import type { UsageRecord } from "./core/usage-record.js";
-import type { Provider } from "./providers/provider.js";
+import type { Provider } from "./core/provider.js";
 import { createProviders } from "./providers/registry.js";
 import { openStore } from "./stores/open.js";
-import type { Store } from "./stores/store.js";
+import type { Store } from "./core/store.js";
 
 /** An engine with its store and providers opened from a resolved config; close() releases them. */
 export interface Runtime {

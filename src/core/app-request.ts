@@ -1,4 +1,4 @@
-import type { RequestFormat } from "../formats/format.js";
+import type { RequestFormat } from "./format.js";
 import { startCheckpoints } from "./checkpoint.js";
 import type { Engine } from "./engine.js";
 import { storeFailure, TollgateError } from "./errors.js";

@@ -1,5 +1,5 @@
 import type { ResolvedConfig } from "../config/resolve.js";
-import type { Checkpoint, Store } from "../stores/store.js";
+import type { Checkpoint, Store } from "./store.js";
 import type { Exchange, HeldCounter } from "./exchange.js";
 import type { Meter } from "./metering/meter.js";
 import { chargeFor } from "./metering/settlement.js";

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { Provider } from "../providers/provider.js";
+import type { Provider } from "./provider.js";
 import { testEngine } from "../testing/test-engine.js";
 
 const config = {

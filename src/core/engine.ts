@@ -1,8 +1,8 @@
 import { randomUUID } from "node:crypto";
 import type { ResolvedConfig } from "../config/resolve.js";
-import type { RequestFormat } from "../formats/format.js";
-import type { Provider, UpstreamResult } from "../providers/provider.js";
-import { StoreUnavailableError, type Store } from "../stores/store.js";
+import type { RequestFormat } from "./format.js";
+import type { Provider, UpstreamResult } from "./provider.js";
+import { StoreUnavailableError, type Store } from "./store.js";
 import { AppRequest } from "./app-request.js";
 import { admissionActuals, budgetActuals, startCheckpoints } from "./checkpoint.js";
 import { compileNetworks } from "./client-ip.js";

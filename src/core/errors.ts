@@ -1,4 +1,4 @@
-import { StoreUnavailableError } from "../stores/store.js";
+import { StoreUnavailableError } from "./store.js";
 
 /**
  * The one error catalogue. Every refusal tollgate makes is a TollgateError with a

@@ -1,6 +1,6 @@
 import type { EndpointName, ResolvedModel, ResolvedRoute } from "../config/resolve.js";
-import type { Inspection, RequestFormat, UpstreamPlan } from "../formats/format.js";
-import type { Counter } from "../stores/store.js";
+import type { Inspection, RequestFormat, UpstreamPlan } from "./format.js";
+import type { Counter } from "./store.js";
 import type { Credentials, Identity } from "./identity.js";
 import type { Micros } from "./money.js";
 import type { CallerPolicy } from "./policy.js";

@@ -1,7 +1,7 @@
 import type { BlockList } from "node:net";
 import type { ResolvedConfig } from "../config/resolve.js";
-import type { Provider } from "../providers/provider.js";
-import type { Store } from "../stores/store.js";
+import type { Provider } from "./provider.js";
+import type { Store } from "./store.js";
 import type { Exchange } from "./exchange.js";
 import type { Identifier } from "./identity.js";
 

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { ResolvedConfig } from "../config/resolve.js";
-import type { Store, StoredKey } from "../stores/store.js";
+import type { Store, StoredKey } from "./store.js";
 import { TollgateError } from "./errors.js";
 import { hashKey, newKeySecret } from "./identity.js";
 

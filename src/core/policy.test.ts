@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MemoryStore } from "../stores/memory.js";
 import { RedisStore } from "../stores/redis.js";
 import { SqliteStore } from "../stores/sqlite.js";
-import type { Store } from "../stores/store.js";
+import type { Store } from "./store.js";
 import { RedisServer } from "../testing/redis-server.js";
 import type { Identity } from "./identity.js";
 import { block, blockedSubjects, callerPolicy, ipSubject, readBudgetOverride, setBudgetOverride, unblock } from "./policy.js";

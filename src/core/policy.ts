@@ -1,5 +1,5 @@
 import { isIP } from "node:net";
-import type { Store } from "../stores/store.js";
+import type { Store } from "./store.js";
 import { ipGroup, normaliseIp } from "./client-ip.js";
 import type { Identity } from "./identity.js";
 import type { Micros } from "./money.js";

@@ -1,7 +1,7 @@
 import { TollgateError } from "../core/errors.js";
 import type { Attachment } from "../core/metering/tokens.js";
 import { addDefinition, codePoints } from "./fields.js";
-import type { Inspection, Reading, RequestFormat } from "./format.js";
+import type { Inspection, Reading, RequestFormat } from "../core/format.js";
 
 /**
  * A Vercel AI SDK model call (LanguageModelV3 call options) read as a request format, so the AI SDK

@@ -3,7 +3,7 @@ import { TollgateError } from "../core/errors.js";
 import { configPrice, costOf } from "../core/metering/prices.js";
 import { anthropicMessages as fmt } from "./anthropic-messages.js";
 import { UPSTREAM_ERROR } from "./fields.js";
-import type { StreamTail } from "./format.js";
+import type { StreamTail } from "../core/format.js";
 
 const base = { model: "sonnet", max_tokens: 100, messages: [{ role: "user", content: "hi" }] };
 const inspect = (body: object) => fmt.inspect(body);

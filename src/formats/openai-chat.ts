@@ -2,7 +2,7 @@ import { TollgateError } from "../core/errors.js";
 import type { Attachment } from "../core/metering/tokens.js";
 import { openaiErrorBody } from "./errors.js";
 import { addDefinition, answerIsError, asObject, base64Bytes, codePoints, invalid, optArray, optBool, optCount, optString, UPSTREAM_ERROR, usageCount } from "./fields.js";
-import type { Inspection, Reading, RequestFormat, ReportedUsage, SseEvent, UpstreamPlan } from "./format.js";
+import type { Inspection, Reading, RequestFormat, ReportedUsage, SseEvent, UpstreamPlan } from "../core/format.js";
 
 const ROLES = new Set(["system", "developer", "user", "assistant", "tool", "function"]);
 const OUTPUT_FIELDS = ["max_tokens", "max_completion_tokens"] as const;

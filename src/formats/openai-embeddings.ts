@@ -1,7 +1,7 @@
 import { TollgateError } from "../core/errors.js";
 import { openaiErrorBody } from "./errors.js";
 import { answerIsError, asObject, codePoints, invalid, optCount, optString, UPSTREAM_ERROR, usageCount } from "./fields.js";
-import type { Inspection, RequestFormat } from "./format.js";
+import type { Inspection, RequestFormat } from "../core/format.js";
 
 /**
  * OpenAI Embeddings: POST /v1/embeddings. `input` is a string, an array of strings, an array of

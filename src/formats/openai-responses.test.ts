@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { TollgateError } from "../core/errors.js";
 import { UPSTREAM_ERROR } from "./fields.js";
-import type { StreamTail } from "./format.js";
+import type { StreamTail } from "../core/format.js";
 import { openaiResponses as fmt } from "./openai-responses.js";
 
 const inspect = (body: object) => fmt.inspect(body);

@@ -2,7 +2,7 @@ import { TollgateError } from "../core/errors.js";
 import type { Attachment, PromptShape } from "../core/metering/tokens.js";
 import { openaiErrorBody } from "./errors.js";
 import { addDefinition, answerIsError, asObject, base64Bytes, codePoints, invalid, optArray, optBool, optCount, optString, UPSTREAM_ERROR, usageCount } from "./fields.js";
-import type { Reading, RequestFormat, ReportedUsage, SseEvent, StreamTail } from "./format.js";
+import type { Reading, RequestFormat, ReportedUsage, SseEvent, StreamTail } from "../core/format.js";
 
 const ROLES = new Set(["user", "assistant", "system", "developer"]);
 /**

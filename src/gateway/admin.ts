@@ -7,7 +7,7 @@ import { parseUsd } from "../core/money.js";
 import { openaiErrorBody } from "../formats/errors.js";
 import { optArray, optBool, optString } from "../formats/fields.js";
 import type { Observability } from "../observability/index.js";
-import { StoreUnavailableError } from "../stores/store.js";
+import { StoreUnavailableError } from "../core/store.js";
 import { jsonBody, type AdminCall, type AdminRoute } from "./admin-params.js";
 import { POLICY_ROUTES } from "./admin-policy.js";
 import { USAGE_ROUTES } from "./admin-usage.js";

@@ -1,6 +1,6 @@
 import type { EndpointName } from "../config/resolve.js";
 import { anthropicMessages } from "../formats/anthropic-messages.js";
-import type { RequestFormat } from "../formats/format.js";
+import type { RequestFormat } from "../core/format.js";
 import { openaiChat } from "../formats/openai-chat.js";
 import { openaiEmbeddings } from "../formats/openai-embeddings.js";
 import { openaiResponses } from "../formats/openai-responses.js";

@@ -5,8 +5,8 @@ import { parseConfig } from "../config/load.js";
 import { resolveConfig } from "../config/resolve.js";
 import { Engine } from "../core/engine.js";
 import type { UsageRecord } from "../core/usage-record.js";
-import type { SseEvent } from "../formats/format.js";
-import type { Provider } from "../providers/provider.js";
+import type { SseEvent } from "../core/format.js";
+import type { Provider } from "../core/provider.js";
 import { MemoryStore } from "../stores/memory.js";
 import { createGateway, type Gateway } from "./server.js";
 

@@ -1,7 +1,7 @@
 import { toTollgateError } from "../core/engine.js";
 import { TollgateError } from "../core/errors.js";
 import { abortReason, meteredStream } from "../core/metered-stream.js";
-import type { SseEvent } from "../formats/format.js";
+import type { SseEvent } from "../core/format.js";
 import { ENDPOINTS } from "../gateway/endpoints.js";
 import type { Gate, ModelCall } from "../library/gate.js";
 import { formatSse, parseSse } from "../providers/sse.js";

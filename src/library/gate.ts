@@ -5,7 +5,7 @@ import type { Identity } from "../core/identity.js";
 import type { Terminal } from "../core/metered-stream.js";
 import type { Meter } from "../core/metering/meter.js";
 import type { Ended, UsageRecord } from "../core/usage-record.js";
-import type { RequestFormat } from "../formats/format.js";
+import type { RequestFormat } from "../core/format.js";
 import { meteredFetch } from "../integrations/metered-fetch.js";
 import { awaitSubpaths } from "./subpath-methods.js";
 

@@ -9,7 +9,7 @@ import type { AppIdentity } from "../core/identity.js";
 import type { UsageRecord } from "../core/usage-record.js";
 import { Observability } from "../observability/index.js";
 import { startRuntime } from "../runtime.js";
-import type { Store } from "../stores/store.js";
+import type { Store } from "../core/store.js";
 import { Gate } from "./gate.js";
 import { awaitSubpaths } from "./subpath-methods.js";
 

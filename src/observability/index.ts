@@ -1,7 +1,7 @@
 import type { Writable } from "node:stream";
 import type { ResolvedConfig } from "../config/resolve.js";
 import type { UsageRecord } from "../core/usage-record.js";
-import type { Store } from "../stores/store.js";
+import type { Store } from "../core/store.js";
 import { createLogs, type Logs } from "./logger.js";
 import { Metrics } from "./metrics.js";
 import { Tail } from "./tail.js";

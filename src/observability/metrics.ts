@@ -2,7 +2,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom
 import type { ResolvedConfig } from "../config/resolve.js";
 import { ERROR_CODES } from "../core/errors.js";
 import { requestsOf, type UsageRecord } from "../core/usage-record.js";
-import type { Store } from "../stores/store.js";
+import type { Store } from "../core/store.js";
 
 /**
  * Prometheus metrics on a registry of tollgate's own (never prom-client's global one, which a host

@@ -1,6 +1,6 @@
 import { Pool } from "undici";
 import type { EndpointName, ProviderConfig } from "../config/resolve.js";
-import type { Provider, UpstreamCall, UpstreamResult } from "./provider.js";
+import type { Provider, UpstreamCall, UpstreamResult } from "../core/provider.js";
 import { UpstreamHandler, upstreamFailure } from "./upstream-handler.js";
 
 /** How one provider family is spoken to: which endpoints it has and how it authenticates. */

@@ -1,6 +1,6 @@
 import type { ResolvedConfig } from "../config/resolve.js";
 import { HttpProvider } from "./http.js";
-import type { Provider } from "./provider.js";
+import type { Provider } from "../core/provider.js";
 import { SimulatedProvider } from "./simulated.js";
 
 export function createProviders(config: ResolvedConfig): Record<string, Provider> {

@@ -2,8 +2,8 @@ import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { EndpointName, ProviderConfig } from "../config/resolve.js";
 import { boundingTokenizer, countTextTokens, tokenizerFor, type TokenizerName } from "../core/metering/tokens.js";
-import type { Inspection, SseEvent } from "../formats/format.js";
-import type { Provider, UpstreamCall, UpstreamResult } from "./provider.js";
+import type { Inspection, SseEvent } from "../core/format.js";
+import type { Provider, UpstreamCall, UpstreamResult } from "../core/provider.js";
 
 /** Words that are one o200k token each with their leading space, so usage is exact. */
 const WORDS = [" the", " gate", " model", " token", " budget", " request", " stream", " cost", " user", " route", " limit", " cheap", " safe", " answer", " data", " time"];

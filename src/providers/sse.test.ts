@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { SseEvent } from "../formats/format.js";
+import type { SseEvent } from "../core/format.js";
 import { formatSse, parseSse, SseParser } from "./sse.js";
 
 /** Feeds `text` cut at every given byte offset and returns the events. */

@@ -1,4 +1,4 @@
-import type { SseEvent } from "../formats/format.js";
+import type { SseEvent } from "../core/format.js";
 
 const LF = 10;
 const CR = 13;

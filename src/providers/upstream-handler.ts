@@ -1,7 +1,7 @@
 import { errors as undiciErrors, type Dispatcher } from "undici";
 import { TollgateError } from "../core/errors.js";
-import type { SseEvent } from "../formats/format.js";
-import type { UpstreamResult } from "./provider.js";
+import type { SseEvent } from "../core/format.js";
+import type { UpstreamResult } from "../core/provider.js";
 import { SseParser } from "./sse.js";
 
 /** Events parsed ahead of the consumer before the socket is paused (the backpressure bound). */

@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { RedisServer } from "../testing/redis-server.js";
 import { FailoverStore } from "./failover.js";
 import { RedisStore, StoreUnavailableError } from "./redis.js";
-import type { StoredKey } from "./store.js";
+import type { StoredKey } from "../core/store.js";
 
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;

@@ -1,7 +1,7 @@
 import type { UsageRecord } from "../core/usage-record.js";
 import { MemoryStore } from "./memory.js";
 import type { RedisStore } from "./redis.js";
-import { StoreUnavailableError, type Checkpoint, type Counter, type ReserveResult, type Store, type StoreHealth, type StoredKey, type UsageQuery } from "./store.js";
+import { StoreUnavailableError, type Checkpoint, type Counter, type ReserveResult, type Store, type StoreHealth, type StoredKey, type UsageQuery } from "../core/store.js";
 
 /** While Redis is away, how often to check whether it takes writes again. */
 const PROBE_MS = 500;

@@ -1,6 +1,6 @@
 import type { UsageRecord } from "../core/usage-record.js";
 import { bucketGoneAt, bucketStart, bucketWidth, retryAfter } from "./buckets.js";
-import type { Checkpoint, Counter, ReserveResult, Store, StoredKey, UsageQuery } from "./store.js";
+import type { Checkpoint, Counter, ReserveResult, Store, StoredKey, UsageQuery } from "../core/store.js";
 
 /** One counter's share of a reservation that is not settled yet. */
 interface Live {

@@ -1,4 +1,4 @@
-import type { Store } from "./store.js";
+import type { Store } from "../core/store.js";
 import { MemoryStore } from "./memory.js";
 
 export interface OpenStoreOptions {

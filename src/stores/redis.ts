@@ -4,7 +4,7 @@ import type { UsageRecord } from "../core/usage-record.js";
 import { bucketWidth } from "./buckets.js";
 import * as lua from "./redis-scripts.js";
 import type { LuaScript } from "./redis-scripts.js";
-import { StoreUnavailableError, type Checkpoint, type Counter, type ReserveResult, type Store, type StoreHealth, type StoredKey, type UsageQuery } from "./store.js";
+import { StoreUnavailableError, type Checkpoint, type Counter, type ReserveResult, type Store, type StoreHealth, type StoredKey, type UsageQuery } from "../core/store.js";
 import { WriteBehind } from "./write-behind.js";
 
 export interface RedisStoreOptions {

@@ -5,7 +5,7 @@ import type { UsageRecord } from "../core/usage-record.js";
 import { bucketGoneAt, bucketStart, bucketWidth, retryAfter } from "./buckets.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { CommitBatch } from "./commit-batch.js";
-import { StoreUnavailableError, type Checkpoint, type Counter, type ReserveResult, type Store, type StoreHealth, type StoredKey, type UsageQuery } from "./store.js";
+import { StoreUnavailableError, type Checkpoint, type Counter, type ReserveResult, type Store, type StoreHealth, type StoredKey, type UsageQuery } from "../core/store.js";
 
 /** 2: counters became buckets + live reservations (counter_entries, the sliding log, is dropped). */
 const SCHEMA_VERSION = 2;

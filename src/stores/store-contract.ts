@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, type TestContext } from "vitest";
 import { emptyUsageRecord, type UsageRecord } from "../core/usage-record.js";
-import type { Counter, ReserveResult, Store, StoredKey } from "./store.js";
+import type { Counter, ReserveResult, Store, StoredKey } from "../core/store.js";
 
 export interface OpenedStore {
   store: Store;

@@ -5,7 +5,7 @@ import { TollgateError } from "../core/errors.js";
 import type { Credentials } from "../core/identity.js";
 import type { Ended, UsageRecord } from "../core/usage-record.js";
 import { ENDPOINTS } from "../gateway/endpoints.js";
-import type { Provider } from "../providers/provider.js";
+import type { Provider } from "../core/provider.js";
 import { createProviders } from "../providers/registry.js";
 import { MemoryStore } from "../stores/memory.js";
 

@@ -1,7 +1,7 @@
 import { TollgateError } from "../errors.js";
 import { leaseMs, type Gate } from "../gate.js";
 import type { Exchange, HeldCounter } from "../exchange.js";
-import type { ReserveResult } from "../../stores/store.js";
+import type { ReserveResult } from "../store.js";
 import { fireSignal } from "./abuse.js";
 import { budgetCounters, budgetRefusal, cheapestCall, pastSoft } from "./budget.js";
 import { checkRunAge, runLimit, startRunIfNew, stepCounters } from "./runs.js";

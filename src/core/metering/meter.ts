@@ -1,4 +1,4 @@
-import type { Inspection, Reading, ReportedUsage, RequestFormat, SseEvent, StreamTail } from "../../formats/format.js";
+import type { Inspection, Reading, ReportedUsage, RequestFormat, SseEvent, StreamTail } from "../format.js";
 import { createTokenCounter, isEncoding, type TokenCounter, type Tokenizer } from "./tokens.js";
 
 /**

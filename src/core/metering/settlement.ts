@@ -1,5 +1,5 @@
 import type { ResolvedConfig } from "../../config/resolve.js";
-import type { ReportedUsage } from "../../formats/format.js";
+import type { ReportedUsage } from "../format.js";
 import type { Exchange } from "../exchange.js";
 import type { Micros } from "../money.js";
 import type { Ended, UsageSource } from "../usage-record.js";

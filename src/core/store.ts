@@ -1,4 +1,4 @@
-import type { UsageRecord } from "../core/usage-record.js";
+import type { UsageRecord } from "./usage-record.js";
 
 /**
  * What the engine needs from a store, and nothing more. Every quota, budget and run counter is

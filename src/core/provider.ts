@@ -1,5 +1,5 @@
 import type { EndpointName } from "../config/resolve.js";
-import type { RequestFormat, SseEvent, UpstreamPlan } from "../formats/format.js";
+import type { RequestFormat, SseEvent, UpstreamPlan } from "./format.js";
 
 export interface UpstreamCall {
   format: RequestFormat;

@@ -1,6 +1,6 @@
 import type { EndpointName } from "../config/resolve.js";
-import type { TollgateError } from "../core/errors.js";
-import type { Attachment, PromptShape } from "../core/metering/tokens.js";
+import type { TollgateError } from "./errors.js";
+import type { Attachment, PromptShape } from "./metering/tokens.js";
 
 /**
  * What the engine learns from a request body, in no provider's wire format. Each API format
