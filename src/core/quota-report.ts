@@ -1,7 +1,7 @@
 import type { Exchange } from "./exchange.js";
-import { leaseMs, type GateEnv } from "./gate.js";
+import type { GateEnv } from "./gate.js";
 import { budgetCounters } from "./gates/budget.js";
-import { appliesTo, describeLimit, limitKey } from "./gates/scope.js";
+import { appliesTo, describeLimit, limitKey, limitWindowMs } from "./gates/scope.js";
 
 /** One budget that applies to the caller: money over a calendar period. */
 export interface BudgetStatus {
@@ -53,7 +53,7 @@ export async function quotaReport(ex: Exchange, env: GateEnv): Promise<QuotaRepo
   const limits = ex.route.limits.filter((l) => appliesTo(l, ex));
   const totals = await env.store.peek([
     ...budgets,
-    ...limits.map((l) => ({ key: limitKey(l, ex), windowMs: l.unit === "concurrent" ? leaseMs(ex) : l.windowMs })),
+    ...limits.map((l) => ({ key: limitKey(l, ex), windowMs: limitWindowMs(l, ex) })),
   ]);
   return {
     user: id.user,

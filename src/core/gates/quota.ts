@@ -5,7 +5,7 @@ import type { ReserveResult } from "../store.js";
 import { fireSignal } from "./abuse.js";
 import { budgetCounters, budgetRefusal, cheapestCall, pastSoft } from "./budget.js";
 import { checkRunAge, runLimit, startRunIfNew, stepCounters } from "./runs.js";
-import { describeLimit, limitKey, limitsFor } from "./scope.js";
+import { describeLimit, limitKey, limitsFor, limitWindowMs } from "./scope.js";
 
 /** Riding a window to within 10% of its limit is a signal; tiny limits fill up innocently. */
 const BURST_SHARE = 0.9;
@@ -17,11 +17,15 @@ const BURST_MIN_LIMIT = 5;
  * request ends, so a crashed process's slots come back when their leases run out.
  */
 function windowCounters(ex: Exchange): { limits: HeldCounter[]; steps: HeldCounter[] } {
-  const limits: HeldCounter[] = limitsFor(ex, "requests").map((l) => ({ key: limitKey(l, ex), max: l.max, amount: 1, windowMs: l.windowMs, unit: "requests", label: describeLimit(l, `${l.max} requests`), limitId: l.id }));
-  for (const l of limitsFor(ex, "concurrent")) {
-    const lease = leaseMs(ex);
-    limits.push({ key: limitKey(l, ex), max: l.max, amount: 1, windowMs: lease, unit: "concurrent", label: describeLimit(l, `${l.max} concurrent requests`), limitId: l.id });
-  }
+  const limits: HeldCounter[] = [...limitsFor(ex, "requests"), ...limitsFor(ex, "concurrent")].map((l) => ({
+    key: limitKey(l, ex),
+    max: l.max,
+    amount: 1,
+    windowMs: limitWindowMs(l, ex),
+    unit: l.unit as "requests" | "concurrent",
+    label: describeLimit(l, `${l.max} ${l.unit === "concurrent" ? "concurrent requests" : "requests"}`),
+    limitId: l.id,
+  }));
   return { limits, steps: stepCounters(ex) };
 }
 

@@ -2,6 +2,7 @@ import type { LimitScope, ResolvedLimit } from "../../config/resolve.js";
 import { formatDuration } from "../../config/duration.js";
 import { ipNetwork } from "../client-ip.js";
 import type { Exchange } from "../exchange.js";
+import { leaseMs } from "../gate.js";
 
 /** The value a `per:` scope counts by. An anonymous caller's user and key are its IP group. */
 export function scopeValue(per: LimitScope, ex: Exchange): string {
@@ -20,6 +21,14 @@ export function scopeValue(per: LimitScope, ex: Exchange): string {
     case "network":
       return `net:${ipNetwork(id.ip)}`;
   }
+}
+
+/**
+ * The window a limit's counter spans: its own, or for `concurrent` the request's lease — an
+ * in-flight slot counts while its lease runs and settles to 0 when the request ends.
+ */
+export function limitWindowMs(limit: ResolvedLimit, ex: Exchange): number {
+  return limit.unit === "concurrent" ? leaseMs(ex) : limit.windowMs;
 }
 
 /** Whether a limit counts this caller: a limit may name the plans whose callers it pools. */
