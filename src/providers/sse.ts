@@ -1,7 +1,14 @@
+import { TollgateError } from "../core/errors.js";
 import type { SseEvent } from "../core/format.js";
 
 const LF = 10;
 const CR = 13;
+/**
+ * The most one event may hold while it is being assembled (an unfinished line plus the data
+ * lines so far). A provider's largest real events are a few KiB; without a bound an upstream
+ * that never sends a newline would grow the buffer until the process dies.
+ */
+export const MAX_EVENT_BYTES = 8 * 1024 * 1024;
 
 /**
  * The one SSE parser: bytes from any provider in, events out through a callback, synchronously, so
@@ -17,7 +24,8 @@ export class SseParser {
 
   constructor(private readonly onEvent: (e: SseEvent) => void) {}
 
-  feed(chunk: Uint8Array | string): void {
+  /** Parses what it can of `chunk`; false when the event being assembled outgrew MAX_EVENT_BYTES. */
+  feed(chunk: Uint8Array | string): boolean {
     let buf = typeof chunk === "string" ? Buffer.from(chunk) : Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     if (this.rest) {
       buf = Buffer.concat([this.rest, buf]);
@@ -25,7 +33,10 @@ export class SseParser {
     }
     let pos = 0;
     if (!this.started && buf.length > 0) {
-      if (buf.length < 3 && buf[0] === 0xef) return void (this.rest = buf);
+      if (buf.length < 3 && buf[0] === 0xef) {
+        this.rest = buf;
+        return true;
+      }
       this.started = true;
       if (buf[0] === 0xef && buf[1] === 0xbb && buf[2] === 0xbf) pos = 3;
     }
@@ -56,6 +67,7 @@ export class SseParser {
       pos = next;
     }
     if (pos < len) this.rest = buf.subarray(pos);
+    return (this.rest?.length ?? 0) + (this.data?.length ?? 0) <= MAX_EVENT_BYTES;
   }
 
   private line(l: string): void {
@@ -88,7 +100,7 @@ export async function* parseSse(body: AsyncIterable<Uint8Array | string>): Async
   const queue: SseEvent[] = [];
   const parser = new SseParser((e) => queue.push(e));
   for await (const chunk of body) {
-    parser.feed(chunk);
+    if (!parser.feed(chunk)) throw new TollgateError("upstream_error", `the provider sent a stream event larger than ${MAX_EVENT_BYTES >> 20} MiB`);
     for (let i = 0; i < queue.length; i++) yield queue[i]!;
     queue.length = 0;
   }

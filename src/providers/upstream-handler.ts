@@ -2,12 +2,18 @@ import { errors as undiciErrors, type Dispatcher } from "undici";
 import { TollgateError } from "../core/errors.js";
 import type { SseEvent } from "../core/format.js";
 import type { UpstreamResult } from "../core/provider.js";
-import { SseParser } from "./sse.js";
+import { MAX_EVENT_BYTES, SseParser } from "./sse.js";
 
 /** Events parsed ahead of the consumer before the socket is paused (the backpressure bound). */
 const HIGH_WATER_EVENTS = 64;
 /** An error body is drained so the connection can be reused, up to this many bytes. */
 const MAX_DRAIN_BYTES = 128 * 1024;
+/**
+ * A whole non-streaming answer is buffered to read its usage, so a hostile or broken upstream
+ * could otherwise grow one request's memory without bound. 32 MiB holds any chat, Responses or
+ * embeddings answer a provider sends today (images come as URLs or a few MiB of base64).
+ */
+export const MAX_ANSWER_BYTES = 32 * 1024 * 1024;
 
 type Waiter = { resolve: (r: IteratorResult<SseEvent>) => void; reject: (err: Error) => void };
 
@@ -75,7 +81,10 @@ export class UpstreamHandler implements Dispatcher.DispatchHandler, AsyncIterabl
   onData(chunk: Buffer): boolean {
     if (this.done) return true;
     if (this.mode === "stream") {
-      this.parser!.feed(chunk);
+      if (!this.parser!.feed(chunk)) {
+        this.abort(new TollgateError("upstream_error", `the provider ${this.provider} sent a stream event larger than ${MAX_EVENT_BYTES >> 20} MiB`));
+        return true;
+      }
       this.wake();
       if (this.events.length - this.head >= HIGH_WATER_EVENTS) this.paused = true;
       return !this.paused;
@@ -83,6 +92,11 @@ export class UpstreamHandler implements Dispatcher.DispatchHandler, AsyncIterabl
     this.size += chunk.length;
     if (this.mode === "drain") {
       if (this.size > MAX_DRAIN_BYTES) this.abort(new TollgateError("upstream_error", `the provider ${this.provider} sent an oversized error body`));
+      return true;
+    }
+    if (this.size > MAX_ANSWER_BYTES) {
+      this.chunks = [];
+      this.abort(new TollgateError("upstream_error", `the provider ${this.provider} sent an answer larger than ${MAX_ANSWER_BYTES >> 20} MiB`));
       return true;
     }
     this.chunks.push(chunk);
