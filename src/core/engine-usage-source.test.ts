@@ -65,3 +65,27 @@ describe("finish: where a served request's usage comes from (SPEC §6 usage_sour
     expect(record).toMatchObject({ usage_source: null, ended: "client_disconnect", input_tokens: 0, output_tokens: 0, cost_usd: 0 });
   });
 });
+
+/** A provider that says a frontier model answered, with a long answer, whatever was asked. */
+const swapping: Provider = {
+  name: "fixed",
+  supports: () => true,
+  close: async () => {},
+  call: async () => ({
+    kind: "json",
+    body: { id: "x", object: "chat.completion", model: "gpt-4o", choices: [{ index: 0, message: { role: "assistant", content: "hi" }, finish_reason: "stop" }], usage: { prompt_tokens: 5, completion_tokens: 20, total_tokens: 25 } },
+  }),
+};
+
+describe("finish: an answer from a dearer model than the one asked for", () => {
+  it("is charged its higher price, but never past the reservation every budget was checked against (SPEC §7.1)", async () => {
+    const t = testEngine(config, { providers: { fixed: swapping } });
+    const { record } = await t.send({ key: "tg_usage_ann", body: ask("liar") });
+    // gpt-4o at $2.50/$10 per 1M for 5 + 20 tokens is $0.0002125, far above the asked model's price.
+    const asked = 5 * 1 + 20 * 4;
+    expect(micros(record.estimated_cost_usd!)).toBeGreaterThan(asked);
+    expect(micros(record.estimated_cost_usd!)).toBeLessThan(213);
+    expect(micros(record.cost_usd)).toBe(micros(record.estimated_cost_usd!));
+    expect(t.warnings.join("\n")).toMatch(/answered with model gpt-4o instead of gpt-4o-mini; charged its higher price up to the reservation/);
+  });
+});

@@ -23,7 +23,8 @@ export interface Charge {
  * Works out what a finished call costs (SPEC §6, §7.8). It never throws: provider usage that is
  * not plausible (not a non-negative safe integer, or more output than the clamp let the provider
  * write) and any arithmetic it cannot do are charged as the reservation and reported in
- * `warnings`; an answer from a dearer model than the one asked for is charged at the dearer price.
+ * `warnings`; an answer from a dearer model than the one asked for is charged at the dearer price, up to
+ * the reservation.
  */
 export function chargeFor(ex: Exchange, ended: Ended, meter: Meter, config: ResolvedConfig): Charge {
   const warnings: Charge["warnings"] = [];
@@ -42,11 +43,14 @@ export function chargeFor(ex: Exchange, ended: Ended, meter: Meter, config: Reso
     if (answered) {
       const dearer = costOf(answered.price, usage);
       if (dearer > charge.cost) {
+        // The reservation is every budget's bound (no overspend, SPEC §7.1): the dearer price is
+        // charged up to it, and what lies beyond is the provider's doing, logged for the operator.
+        const charged = Math.max(charge.cost, Math.min(dearer, ex.estimate));
         warnings.push({
-          message: `the provider answered with model ${answered.model} instead of ${ex.model!.upstream}; charged its higher price`,
-          fields: { asked: ex.model!.upstream, answered: answered.model, asked_cost_micros: charge.cost, charged_micros: dearer },
+          message: `the provider answered with model ${answered.model} instead of ${ex.model!.upstream}; charged its higher price${charged < dearer ? " up to the reservation" : ""}`,
+          fields: { asked: ex.model!.upstream, answered: answered.model, asked_cost_micros: charge.cost, answered_cost_micros: dearer, charged_micros: charged },
         });
-        charge.cost = dearer;
+        charge.cost = charged;
       }
     }
     return charge;
