@@ -165,7 +165,25 @@ export interface ResolvedAbuse {
   blockAt?: number;
   halfLifeMs: number;
   manyUsersThreshold: number;
-  weights: { refused: number; nearCapPrompt: number; ipManyUsers: number; burstUnderLimit: number; newIdentityExpensiveModel: number };
+  manyNetworksThreshold: number;
+  manyNetworksWindowMs: number;
+  newIdentityAgeMs: number;
+  newIdentityBaselinePerHour: number;
+  newIdentitySurgeFactor: number;
+  poolPressureAt: number;
+  runChurnThreshold: number;
+  runChurnWindowMs: number;
+  weights: {
+    refused: number;
+    nearCapPrompt: number;
+    ipManyUsers: number;
+    burstUnderLimit: number;
+    newIdentityExpensiveModel: number;
+    keyManyNetworks: number;
+    newIdentityVelocity: number;
+    anonPoolPressure: number;
+    runChurn: number;
+  };
 }
 
 /** When a route sets no output cap, tollgate still sends one upstream so every reservation is bounded. */
@@ -330,12 +348,24 @@ export function resolveConfig(raw: RawConfig): ResolvedConfig {
     blockAt: a.block_at,
     halfLifeMs: a.half_life ? ms(a.half_life) : 3_600_000,
     manyUsersThreshold: a.many_users_threshold ?? 5,
+    manyNetworksThreshold: a.many_networks_threshold ?? 5,
+    manyNetworksWindowMs: ms(a.many_networks_window ?? "1d"),
+    newIdentityAgeMs: ms(a.new_identity_age ?? "1d"),
+    newIdentityBaselinePerHour: a.new_identity_baseline_per_hour ?? 10,
+    newIdentitySurgeFactor: a.new_identity_surge_factor ?? 3,
+    poolPressureAt: a.pool_pressure_at ?? 0.5,
+    runChurnThreshold: a.run_churn_threshold ?? 6,
+    runChurnWindowMs: ms(a.run_churn_window ?? "10m"),
     weights: {
       refused: a.signals?.refused ?? 5,
       nearCapPrompt: a.signals?.near_cap_prompt ?? 5,
       ipManyUsers: a.signals?.ip_many_users ?? 10,
       burstUnderLimit: a.signals?.burst_under_limit ?? 5,
       newIdentityExpensiveModel: a.signals?.new_identity_expensive_model ?? 5,
+      keyManyNetworks: a.signals?.key_many_networks ?? 25,
+      newIdentityVelocity: a.signals?.new_identity_velocity ?? 60,
+      anonPoolPressure: a.signals?.anon_pool_pressure ?? 100,
+      runChurn: a.signals?.run_churn ?? 25,
     },
   };
 

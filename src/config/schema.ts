@@ -224,10 +224,57 @@ export const abuseSchema = z.strictObject({
       ip_many_users: z.number().nonnegative().optional().describe("Added when more than many_users_threshold users call from one network.").meta({ default: 10 }),
       burst_under_limit: z.number().nonnegative().optional().describe("Added when a caller reaches 90% of a requests limit of 5 or more.").meta({ default: 5 }),
       new_identity_expensive_model: z.number().nonnegative().optional().describe("Added when an identity with only a few requests so far calls an expensive model.").meta({ default: 5 }),
+      key_many_networks: z
+        .number()
+        .nonnegative()
+        .optional()
+        .describe("Added on each request of a key (or a signed-in user) seen from more than many_networks_threshold networks (IPv4 /16s, IPv6 /32s) within many_networks_window: a shared or stolen credential.")
+        .meta({ default: 25 }),
+      new_identity_velocity: z
+        .number()
+        .nonnegative()
+        .optional()
+        .describe(
+          "A cohort term: while new identities (younger than new_identity_age) appear at new_identity_surge_factor times their baseline rate or faster, every identity of that cohort scores this much more; identities with a history are untouched. Below block_at, the cohort alone is downgraded and only its members with evidence of their own are blocked.",
+        )
+        .meta({ default: 60 }),
+      anon_pool_pressure: z
+        .number()
+        .nonnegative()
+        .optional()
+        .describe(
+          "A cohort term: anonymous callers on a route with a `per: plan` requests limit for the anonymous plan score this weight times the pool's pressure (anonymous demand over the pool's rate, 0 to 1) once the pressure reaches pool_pressure_at.",
+        )
+        .meta({ default: 100 }),
+      run_churn: z.number().nonnegative().optional().describe("Added on each request of a caller that started more than run_churn_threshold agent runs (fresh x-tollgate-run ids) within run_churn_window.").meta({ default: 25 }),
     })
     .optional()
     .describe("The weight each signal adds to the caller's suspicion score."),
   many_users_threshold: positiveInt.optional().describe("Distinct users from one network before ip_many_users fires.").meta({ default: 5 }),
+  many_networks_threshold: positiveInt.optional().describe("Distinct networks (IPv4 /16s, IPv6 /32s) one key or user may call from within many_networks_window before key_many_networks fires.").meta({ default: 5 }),
+  many_networks_window: duration.optional().describe("The window key_many_networks counts networks over.").meta({ default: "1d" }),
+  new_identity_age: duration.optional().describe("An identity (user or key, not anonymous) first seen less than this long ago belongs to the new-identity cohort.").meta({ default: "1d" }),
+  new_identity_baseline_per_hour: z
+    .number()
+    .positive()
+    .optional()
+    .describe("The least baseline rate of new identities per hour: the baseline is the larger of this and the rate of the past week (a moving average with a week's half-life).")
+    .meta({ default: 10 }),
+  new_identity_surge_factor: z
+    .number()
+    .gt(1)
+    .optional()
+    .describe("new_identity_velocity fires while new identities of the past hour or so appear at this many times the baseline rate or faster.")
+    .meta({ default: 3 }),
+  pool_pressure_at: z
+    .number()
+    .min(0)
+    .max(1)
+    .optional()
+    .describe("The anonymous pool's pressure (0 to 1) from which anon_pool_pressure adds to every anonymous caller's score.")
+    .meta({ default: 0.5 }),
+  run_churn_threshold: positiveInt.optional().describe("Agent runs one caller may start within run_churn_window before run_churn fires.").meta({ default: 6 }),
+  run_churn_window: duration.optional().describe("The window run_churn counts runs over.").meta({ default: "10m" }),
 });
 
 export const serverSchema = z.strictObject({

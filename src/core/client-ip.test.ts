@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { clientIp, compileNetworks, inNetworks, ipGroup, normaliseIp } from "./client-ip.js";
+import { clientIp, compileNetworks, inNetworks, ipGroup, normaliseIp, wideNetwork } from "./client-ip.js";
 
 describe("normaliseIp: one spelling per caller", () => {
   it("reads every spelling of an IPv4-mapped IPv6 address as the IPv4 address", () => {
@@ -36,5 +36,16 @@ describe("clientIp", () => {
   it("blocklists a mapped spelling of a blocked IPv4 network", () => {
     const list = compileNetworks(["203.0.113.0/24"]);
     expect(inNetworks(list, clientIp("::1", "0:0:0:0:0:ffff:203.0.113.9", 1))).toBe(true);
+  });
+});
+
+describe("wideNetwork", () => {
+  it("is an IPv4 /16 or an IPv6 /32, whatever the address inside it", () => {
+    expect(wideNetwork("198.51.100.7")).toBe("198.51.0.0/16");
+    expect(wideNetwork("198.51.7.200")).toBe("198.51.0.0/16");
+    expect(wideNetwork("198.52.100.7")).toBe("198.52.0.0/16");
+    expect(wideNetwork("2001:db8:aa:1::1")).toBe("2001:db8::/32");
+    expect(wideNetwork("2001:db8:ffff:ffff::1")).toBe("2001:db8::/32");
+    expect(wideNetwork("2001:db9::1")).toBe("2001:db9::/32");
   });
 });

@@ -69,6 +69,18 @@ export function ipNetwork(ip: string): string {
   return ip;
 }
 
+/**
+ * The network key_many_networks counts: an IPv4 /16 or an IPv6 /32. A /32 is what a regional
+ * registry allocates to one provider (roughly an ASN), and a /16 is the IPv4 range one ISP's
+ * customers move around in, so a subscriber whose address changes stays on one network while a
+ * credential shared across residential proxies does not.
+ */
+export function wideNetwork(ip: string): string {
+  if (isIP(ip) === 4) return ip.split(".").slice(0, 2).join(".") + ".0.0/16";
+  if (isIP(ip) === 6) return `${expandIpv6(ip).slice(0, 2).join(":")}::/32`;
+  return ip;
+}
+
 function expandIpv6(ip: string): string[] {
   const [head = "", tail] = ip.split("::");
   const left = head ? head.split(":") : [];

@@ -193,7 +193,19 @@ export class Metrics {
 
 const STORE_OPS = new Set(["reserve", "settle", "release", "peek", "score", "distinct", "putKey", "findKey", "listKeys", "revokeKey", "appendUsage", "queryUsage"]);
 
-const KNOWN_SIGNALS = new Set(["blocklist", "ip_many_users", "near_cap_prompt", "burst_under_limit", "new_identity_expensive_model", "admin_block:user", "admin_block:ip"]);
+const KNOWN_SIGNALS = new Set([
+  "blocklist",
+  "ip_many_users",
+  "near_cap_prompt",
+  "burst_under_limit",
+  "new_identity_expensive_model",
+  "key_many_networks",
+  "run_churn",
+  "new_identity_velocity",
+  "anon_pool_pressure",
+  "admin_block:user",
+  "admin_block:ip",
+]);
 
 /** "score:123(network)" -> "score_network": the number would make every value a new series. */
 export function signalLabel(signal: string): string {

@@ -3,6 +3,10 @@ import { TollgateError } from "../errors.js";
 import type { Exchange } from "../exchange.js";
 import type { Gate, GateEnv } from "../gate.js";
 import { callerPolicy } from "../policy.js";
+import { credentialNetworks } from "./signals/network-spread.js";
+import { newIdentityCohort } from "./signals/new-identities.js";
+import { anonPoolPressure } from "./signals/pool-pressure.js";
+import { callerRuns } from "./signals/run-churn.js";
 
 export const userScoreKey = (user: string) => `sus:u:${user}`;
 export const ipScoreKey = (ipGroup: string) => `sus:ip:${ipGroup}`;
@@ -13,7 +17,9 @@ const DAY_MS = 86_400_000;
 const NEW_IDENTITY_REQUESTS = 3;
 const SEEN_HALF_LIFE_MS = 30 * DAY_MS;
 
-export type SignalName = "ip_many_users" | "near_cap_prompt" | "burst_under_limit" | "new_identity_expensive_model";
+export type SignalName = "ip_many_users" | "near_cap_prompt" | "burst_under_limit" | "new_identity_expensive_model" | "key_many_networks" | "run_churn";
+/** Signals whose points belong to a cohort, not to one caller: read live, never stored in a caller's score. */
+export type CohortSignal = "new_identity_velocity" | "anon_pool_pressure";
 
 /** Is suspicion tracked at all? Without downgrade_at or block_at nothing would read the scores. */
 export function abuseEnabled(env: GateEnv): boolean {
@@ -28,7 +34,14 @@ export function abuseEnabled(env: GateEnv): boolean {
 export async function fireSignal(ex: Exchange, env: GateEnv, name: SignalName): Promise<void> {
   if (!abuseEnabled(env) || !ex.identity) return;
   const weights = env.config.abuse.weights;
-  const weight = { ip_many_users: weights.ipManyUsers, near_cap_prompt: weights.nearCapPrompt, burst_under_limit: weights.burstUnderLimit, new_identity_expensive_model: weights.newIdentityExpensiveModel }[name];
+  const weight = {
+    ip_many_users: weights.ipManyUsers,
+    near_cap_prompt: weights.nearCapPrompt,
+    burst_under_limit: weights.burstUnderLimit,
+    new_identity_expensive_model: weights.newIdentityExpensiveModel,
+    key_many_networks: weights.keyManyNetworks,
+    run_churn: weights.runChurn,
+  }[name];
   if (weight <= 0) return;
   ex.signals.push(name);
   const { halfLifeMs } = env.config.abuse;
@@ -38,6 +51,62 @@ export async function fireSignal(ex: Exchange, env: GateEnv, name: SignalName): 
     env.store.score(ipScoreKey(id.ipGroup), weight, halfLifeMs),
     env.store.score(netScoreKey(ipNetwork(id.ip)), weight, halfLifeMs),
   ]);
+}
+
+export interface Suspicion {
+  /** The caller's worst own score (user, address group, network) plus its cohorts' points. */
+  score: number;
+  /** What the score mostly comes from: the caller's own scores, or its cohorts. */
+  source: "user" | "ip" | "network" | "cohort";
+  /** The cohort terms that apply to this caller, with the points each adds. */
+  cohorts: { signal: CohortSignal; points: number }[];
+  /** The anonymous pool's pressure, 0 to 1 (0 for a caller outside it or a route without one). */
+  poolPressure: number;
+  /** Counts the caller-level signals fire on, once the verdict is taken. */
+  observed: { usersOnNetwork: number; credentialNetworks: number; runs: number };
+}
+
+const suspicions = new WeakMap<Exchange, Promise<Suspicion>>();
+
+/**
+ * The caller's suspicion (SPEC §8) for this request, taken once: it also records what this request
+ * adds to the counts the signals read (its network, run, birth, the anonymous pool's demand), so a
+ * second reading of the same request returns the first. Gate 2 decides from it, and other gates
+ * (the proof-of-work gate's difficulty) read the same figures.
+ */
+export function suspicionScore(ex: Exchange, env: GateEnv): Promise<Suspicion> {
+  let s = suspicions.get(ex);
+  if (!s) {
+    s = observe(ex, env);
+    suspicions.set(ex, s);
+  }
+  return s;
+}
+
+async function observe(ex: Exchange, env: GateEnv): Promise<Suspicion> {
+  const { halfLifeMs, weights, poolPressureAt, newIdentitySurgeFactor } = env.config.abuse;
+  const id = ex.identity!;
+  const anonymous = id.kind === "anonymous";
+  const network = ipNetwork(id.ip);
+  const [user, addr, net, seen, usersOnNetwork, nets, runs, cohort, poolPressure] = await Promise.all([
+    env.store.score(userScoreKey(id.user), 0, halfLifeMs),
+    env.store.score(ipScoreKey(id.ipGroup), 0, halfLifeMs),
+    env.store.score(netScoreKey(network), 0, halfLifeMs),
+    env.store.score(`seen:u:${id.user}`, 1, SEEN_HALF_LIFE_MS),
+    anonymous ? 0 : env.store.distinct(`users:net:${network}`, id.user, DAY_MS),
+    credentialNetworks(ex, env),
+    callerRuns(ex, env),
+    anonymous || weights.newIdentityVelocity <= 0 ? undefined : newIdentityCohort(env, id.user),
+    anonymous && weights.anonPoolPressure > 0 ? anonPoolPressure(env, ex.route, true) : 0,
+  ]);
+  ex.newIdentity = seen <= NEW_IDENTITY_REQUESTS;
+  const cohorts: Suspicion["cohorts"] = [];
+  if (cohort?.young && cohort.velocity >= newIdentitySurgeFactor) cohorts.push({ signal: "new_identity_velocity", points: weights.newIdentityVelocity });
+  if (poolPressure > 0 && poolPressure >= poolPressureAt) cohorts.push({ signal: "anon_pool_pressure", points: weights.anonPoolPressure * poolPressure });
+  const own = Math.max(user, addr, net);
+  const shared = cohorts.reduce((sum, c) => sum + c.points, 0);
+  const source = shared > own ? "cohort" : own === user ? "user" : own === addr ? "ip" : "network";
+  return { score: own + shared, source, cohorts, poolPressure, observed: { usersOnNetwork, credentialNetworks: nets, runs } };
 }
 
 /** Gate 2: blocklists and the caller's suspicion score (SPEC §8): block, or mark for a cheaper model. */
@@ -59,19 +128,12 @@ export const abuse: Gate = async function abuse(ex, env) {
     throw new TollgateError("blocked", "requests from this network are blocked");
   }
   if (!abuseEnabled(env)) return;
-  const { downgradeAt, blockAt, halfLifeMs, manyUsersThreshold } = env.config.abuse;
-  const id = ex.identity!;
-  const network = ipNetwork(id.ip);
-  const [user, addr, net, seen, usersOnNetwork] = await Promise.all([
-    env.store.score(userScoreKey(id.user), 0, halfLifeMs),
-    env.store.score(ipScoreKey(id.ipGroup), 0, halfLifeMs),
-    env.store.score(netScoreKey(network), 0, halfLifeMs),
-    env.store.score(`seen:u:${id.user}`, 1, SEEN_HALF_LIFE_MS),
-    id.kind === "anonymous" ? Promise.resolve(0) : env.store.distinct(`users:net:${network}`, id.user, DAY_MS),
-  ]);
-  ex.newIdentity = seen <= NEW_IDENTITY_REQUESTS;
-  const score = Math.max(user, addr, net);
-  const source = score === user ? "user" : score === addr ? "ip" : "network";
+  const { downgradeAt, blockAt, manyUsersThreshold, manyNetworksThreshold, runChurnThreshold } = env.config.abuse;
+  const suspicion = await suspicionScore(ex, env);
+  const { score, source, observed } = suspicion;
+  // A cohort's points are not the caller's own doing, so they are named on every request they
+  // touch: an operator can tell a farm caught by its cohort from a caller caught by its own record.
+  ex.signals.push(...suspicion.cohorts.map((c) => c.signal));
   const verdict = `score:${Math.round(score)}(${source})`;
   if (blockAt !== undefined && score >= blockAt) {
     ex.signals.push(verdict);
@@ -81,5 +143,9 @@ export const abuse: Gate = async function abuse(ex, env) {
     ex.signals.push(verdict);
     ex.downgrade = true;
   }
-  if (usersOnNetwork > manyUsersThreshold) await fireSignal(ex, env, "ip_many_users");
+  await Promise.all([
+    observed.usersOnNetwork > manyUsersThreshold && fireSignal(ex, env, "ip_many_users"),
+    observed.credentialNetworks > manyNetworksThreshold && fireSignal(ex, env, "key_many_networks"),
+    observed.runs > runChurnThreshold && fireSignal(ex, env, "run_churn"),
+  ]);
 };
