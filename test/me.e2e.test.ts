@@ -14,12 +14,15 @@ beforeAll(async () => {
     store: "memory:",
     providers: { up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "sk-up" } },
     models: { "gpt-4o-mini": { provider: "up" } },
-    plans: { anonymous: { models: ["gpt-4o-mini"], budget: { daily: 0.01 } }, free: { models: ["gpt-4o-mini"], budget: { daily: 0.5, monthly: 5 } } },
-    keys: [{ key: "tg_me", user: "meg", plan: "free" }],
+    plans: { anonymous: { models: ["gpt-4o-mini"], budget: { daily: 0.01 } }, free: { models: ["gpt-4o-mini"], budget: { daily: 0.5, monthly: 5 } },
+      // India has one offset all year (UTC+05:30, no DST): its midnight is plain arithmetic here.
+      india: { models: ["gpt-4o-mini"], budget: { daily: 0 }, timezone: "Asia/Kolkata" },
+    },
+    keys: [{ key: "tg_me", user: "meg", plan: "free" }, { key: "tg_me_in", user: "ila", plan: "india" }],
     routes: {
       chat: {
         path: "/chat",
-        plans: ["anonymous", "free"],
+        plans: ["anonymous", "free", "india"],
         default_model: "gpt-4o-mini",
         limits: [
           { per: "user", requests: 20, window: "1h" },
@@ -75,4 +78,28 @@ describe("GET /v1/me", () => {
     expect(bad.status).toBe(401);
     expect(((await bad.json()) as { error: { code: string } }).error.code).toBe("unauthorized");
   });
+
+  it("says when a budget resets: midnight in the plan's time zone, in /v1/me and in the 402", async () => {
+    const DAY = 86_400_000;
+    const IST = 5.5 * 3_600_000;
+    const nextMidnight = (now: number) => (Math.floor((now + IST) / DAY) + 1) * DAY - IST;
+    const before = nextMidnight(Date.now());
+    const client = new OpenAI({ baseURL: `${gw.url}/chat/v1`, apiKey: "tg_me_in", maxRetries: 0 });
+    const me = (await client.get("/me")) as QuotaReport;
+    const err = await client.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "hi" }] }).catch((e: unknown) => e as InstanceType<typeof OpenAI.APIError>);
+    const after = nextMidnight(Date.now());
+    const expected = [before, after].map((t) => new Date(t).toISOString());
+
+    expect(me.budgets).toHaveLength(1);
+    expect(me.budgets[0]).toMatchObject({ name: "the india plan's daily budget", limit_usd: 0, remaining_usd: 0, timezone: "Asia/Kolkata", state: "exhausted" });
+    expect(expected).toContain(me.budgets[0]!.resets_at);
+    expect(err).toBeInstanceOf(OpenAI.APIError);
+    expect(err.status).toBe(402);
+    expect((err.error as { code: string }).code).toBe("budget_exceeded");
+    const at = /it resets at (\S+) \(midnight Asia\/Kolkata\)/.exec(err.message)?.[1];
+    expect(expected).toContain(at);
+    const retryAfter = Number(err.headers?.get("retry-after"));
+    expect(Math.abs(Date.now() + retryAfter * 1000 - Date.parse(at!))).toBeLessThan(5_000);
+  });
 });
+

@@ -30,7 +30,7 @@ export interface ResolvedConfig {
   timezone: string;
   budget: BudgetCaps;
   /** Orgs by name: their callers share these budgets. */
-  orgs: Record<string, { budget: BudgetCaps }>;
+  orgs: Record<string, ResolvedOrg>;
   providers: Record<string, ProviderConfig>;
   models: Record<string, ResolvedModel>;
   plans: Record<string, ResolvedPlan>;
@@ -70,10 +70,18 @@ export interface BudgetCaps {
   soft?: number;
 }
 
+export interface ResolvedOrg {
+  budget: BudgetCaps;
+  /** The IANA zone whose calendar the org's budgets (and its keys') reset on. */
+  timezone: string;
+}
+
 export interface ResolvedPlan {
   name: string;
   models: string[];
   budget: BudgetCaps;
+  /** The IANA zone whose calendar this plan's per-user budgets reset on. */
+  timezone: string;
   /** The model served under budget pressure (a route's outranks it). */
   budgetDowngradeTo?: string;
   paid: boolean;
@@ -202,11 +210,17 @@ export function resolveConfig(raw: RawConfig): ResolvedConfig {
     }
   };
 
-  try {
-    new Intl.DateTimeFormat("en-US", { timeZone: raw.timezone });
-  } catch {
-    issues.push({ path: "timezone", message: `unknown time zone "${raw.timezone}" (expected an IANA name like "UTC" or "Europe/Paris")` });
-  }
+  // A zone the runtime does not know would fail on the first request: refuse it at load, by field.
+  const zone = (name: string | undefined, path: string): string => {
+    if (name === undefined) return raw.timezone;
+    try {
+      new Intl.DateTimeFormat("en-US", { timeZone: name });
+    } catch {
+      issues.push({ path, message: `unknown time zone "${name}" (expected an IANA name like "UTC" or "Europe/Paris")` });
+    }
+    return name;
+  };
+  zone(raw.timezone, "timezone");
 
   const providers: Record<string, ProviderConfig> = {};
   for (const [name, p] of Object.entries(raw.providers)) {
@@ -272,6 +286,7 @@ export function resolveConfig(raw: RawConfig): ResolvedConfig {
       models: p.models,
       budget: { daily: micros(p.budget?.daily, `plans.${name}.budget.daily`), monthly: micros(p.budget?.monthly, `plans.${name}.budget.monthly`), soft: p.budget?.soft },
       budgetDowngradeTo: p.budget_downgrade_to,
+      timezone: zone(p.timezone, `plans.${name}.timezone`),
       paid: p.paid ?? false,
     };
   }
@@ -371,6 +386,16 @@ export function resolveConfig(raw: RawConfig): ResolvedConfig {
 
   if (raw.server.metrics === "admin" && !raw.admin_key) issues.push({ path: "server.metrics", message: '"admin" needs admin_key: without it nobody could scrape /metrics' });
 
+  const orgs: Record<string, ResolvedOrg> = Object.fromEntries(
+    Object.entries(raw.orgs ?? {}).map(([name, o]) => [
+      name,
+      {
+        budget: { daily: micros(o.budget?.daily, `orgs.${name}.budget.daily`), monthly: micros(o.budget?.monthly, `orgs.${name}.budget.monthly`), soft: o.budget?.soft },
+        timezone: zone(o.timezone, `orgs.${name}.timezone`),
+      },
+    ]),
+  );
+
   if (issues.length) throw new ConfigError(issues);
   return {
     server: {
@@ -391,12 +416,7 @@ export function resolveConfig(raw: RawConfig): ResolvedConfig {
     adminKey: raw.admin_key,
     timezone: raw.timezone,
     budget: { daily: micros(raw.budget?.daily, "budget.daily"), monthly: micros(raw.budget?.monthly, "budget.monthly"), soft: raw.budget?.soft },
-    orgs: Object.fromEntries(
-      Object.entries(raw.orgs ?? {}).map(([name, o]) => [
-        name,
-        { budget: { daily: micros(o.budget?.daily, `orgs.${name}.budget.daily`), monthly: micros(o.budget?.monthly, `orgs.${name}.budget.monthly`), soft: o.budget?.soft } },
-      ]),
-    ),
+    orgs,
     providers,
     models,
     plans,

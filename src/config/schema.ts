@@ -74,9 +74,11 @@ const soft = z
     "A share of each of these budgets (0 < soft < 1) past which the caller is under budget pressure: its requests are served by the route's or plan's `budget_downgrade_to` model (or the asked one, if neither names one), recorded `decision: downgrade` with the signal `budget_soft`. The budget itself still refuses with 402 when spent.",
   );
 
+const timezone = z.string().describe('An IANA time zone name, like "UTC", "Europe/Berlin" or "America/New_York".');
+
 export const budgetSchema = z.strictObject({
-  daily: usd.optional().describe("US dollars per calendar day (in `timezone`)."),
-  monthly: usd.optional().describe("US dollars per calendar month (in `timezone`)."),
+  daily: usd.optional().describe("US dollars per calendar day (in the budget's time zone)."),
+  monthly: usd.optional().describe("US dollars per calendar month (in the budget's time zone)."),
   soft: soft.optional(),
 });
 
@@ -88,18 +90,24 @@ export const planSchema = z.strictObject({
   models: z.array(z.string()).describe("Models this plan may call (public names)."),
   budget: budgetSchema.optional().describe("Per-user spend over the calendar day / month, across all routes."),
   budget_downgrade_to: budgetDowngradeTo.optional(),
+  timezone: timezone
+    .optional()
+    .describe("The IANA time zone whose calendar days and months this plan's per-user budgets reset on (default: the top-level `timezone`)."),
   paid: z.boolean().optional().describe("Callers on this plan satisfy `requires: [paid]`.").meta({ default: false }),
 });
 
 export const keyBudgetSchema = z.strictObject({
-  daily: usd.optional().describe("US dollars this key may spend per calendar day (in `timezone`)."),
-  monthly: usd.optional().describe("US dollars this key may spend per calendar month (in `timezone`)."),
+  daily: usd.optional().describe("US dollars this key may spend per calendar day (in its org's time zone, else its plan's)."),
+  monthly: usd.optional().describe("US dollars this key may spend per calendar month (in its org's time zone, else its plan's)."),
   total: usd.optional().describe("A lifetime cap: what this key may ever spend (trial keys). Never resets."),
   soft: soft.optional(),
 });
 
 export const orgSchema = z.strictObject({
   budget: budgetSchema.optional().describe("Spend of all the org's callers together over the calendar day / month, across all routes."),
+  timezone: timezone
+    .optional()
+    .describe("The IANA time zone whose calendar days and months the org's budget (and its keys' budgets) reset on (default: the top-level `timezone`)."),
 });
 
 export const keySchema = z.strictObject({
@@ -313,7 +321,9 @@ export const configSchema = z.strictObject({
     .default("closed")
     .describe("When Redis is unavailable: closed refuses with 503 store_unavailable; open falls back to this process's in-memory limits."),
   admin_key: z.string().optional().describe("Bearer token for /admin/* and the dashboard; use env:NAME (absent: both disabled)."),
-  timezone: z.string().default("UTC").describe("The IANA time zone whose calendar days and months budgets reset on."),
+  timezone: timezone
+    .default("UTC")
+    .describe("The IANA time zone whose calendar days and months budgets reset on: the gateway's budget, and every plan's and org's that names none."),
   budget: budgetSchema.optional().describe("Caps the whole gateway's spend."),
   providers: z.record(z.string(), providerSchema).describe("Upstream APIs, by a name of your choice."),
   models: z.record(z.string(), modelSchema).describe("Models callers may name, by public name. Each needs a price, from the bundled catalog or `price`."),

@@ -28,11 +28,34 @@ function offset(ms: number, timeZone: string): number {
   return Date.UTC(p.year, p.month - 1, p.day, p.hour, p.minute, p.second) - Math.floor(ms / 1000) * 1000;
 }
 
-/** Epoch ms of a local wall-clock midnight. */
+const DAY_MS = 86_400_000;
+
+/**
+ * Epoch ms when a local calendar day begins: its wall-clock midnight, or, where a DST change skips
+ * midnight (America/Santiago in September), the first instant the clock shows that day. Where
+ * midnight happens twice (a change back at 01:00), the first. Offsets a day either side bound
+ * every zone's changes, which never come closer together than that.
+ */
 function localMidnight(year: number, month: number, day: number, timeZone: string): number {
   const guess = Date.UTC(year, month - 1, day);
-  const first = guess - offset(guess, timeZone);
-  return guess - offset(first, timeZone);
+  let first = Infinity;
+  for (const o of new Set([offset(guess - DAY_MS, timeZone), offset(guess + DAY_MS, timeZone)])) {
+    // The clock reads 00:00:00 at guess - o exactly when the offset there is o.
+    if (offset(guess - o, timeZone) === o) first = Math.min(first, guess - o);
+  }
+  if (first !== Infinity) return first;
+  // Midnight was skipped: the day begins at the change, found by bisection between the offsets.
+  const target = Date.UTC(year, month - 1, day);
+  let lo = guess - offset(guess + DAY_MS, timeZone);
+  let hi = guess - offset(guess - DAY_MS, timeZone);
+  if (lo > hi) [lo, hi] = [hi, lo];
+  while (hi - lo > 1) {
+    const mid = Math.floor((lo + hi) / 2);
+    const p = parts(mid, timeZone);
+    if (Date.UTC(p.year, p.month - 1, p.day) >= target) hi = mid;
+    else lo = mid;
+  }
+  return hi;
 }
 
 /** The last period computed per unit and zone, reused until it ends: Intl formatting is slow. */

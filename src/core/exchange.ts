@@ -27,6 +27,8 @@ export interface HeldCounter extends Counter {
   label: string;
   /** For calendar budgets: when the period resets. */
   resetsAt?: number;
+  /** For calendar budgets: the IANA zone whose midnight `resetsAt` is. */
+  timezone?: string;
   /** For rate limits: the config limit id, for RateLimit headers. */
   limitId?: string;
   /** For budgets with a `soft` share: the spend (micro-dollars) from which the caller is under pressure. */

@@ -11,8 +11,22 @@ export interface BudgetStatus {
   /** Spent and reserved by requests in flight. */
   used_usd: number;
   remaining_usd: number;
-  /** When the period ends and the budget starts again (ISO 8601). */
+  /** When the period ends and the budget starts again (ISO 8601, UTC): midnight in `timezone`. */
   resets_at: string | null;
+  /** The IANA zone whose calendar day / month this budget follows; null for a lifetime cap. */
+  timezone: string | null;
+  /** Spend past which the caller is under budget pressure (the `soft` share); null without one. */
+  soft_usd: number | null;
+  /** ok; soft: past the soft share (cheaper model served); exhausted: nothing left (402). */
+  state: BudgetState;
+}
+
+export type BudgetState = "ok" | "soft" | "exhausted";
+
+/** Where a budget stands at this total: the same comparisons gates 3 and 6 make. */
+export function budgetState(max: number, softAt: number | undefined, total: number): BudgetState {
+  if (total >= max) return "exhausted";
+  return softAt !== undefined && total >= softAt ? "soft" : "ok";
 }
 
 /** One route limit that applies to the caller. */
@@ -67,6 +81,9 @@ export async function quotaReport(ex: Exchange, env: GateEnv): Promise<QuotaRepo
       used_usd: usd(totals[i]!),
       remaining_usd: usd(Math.max(0, b.max - totals[i]!)),
       resets_at: b.resetsAt !== undefined ? new Date(b.resetsAt).toISOString() : null,
+      timezone: b.timezone ?? null,
+      soft_usd: b.softAt !== undefined ? usd(b.softAt) : null,
+      state: budgetState(b.max, b.softAt, totals[i]!),
     })),
     limits: limits.map((l, i) => {
       const used = totals[budgets.length + i]!;

@@ -83,37 +83,41 @@ const LIFETIME_MS = 100 * 365 * 86_400_000;
  */
 export function budgetCounters(ex: Exchange, env: GateEnv, amount: Micros): HeldCounter[] {
   const now = env.now();
-  const tz = env.config.timezone;
+  const { config } = env;
   const id = ex.identity!;
-  const plan = env.config.plans[id.plan];
+  const plan = config.plans[id.plan];
+  const org = id.org !== undefined ? config.orgs[id.org] : undefined;
   const user = id.kind === "anonymous" ? `ip:${id.ipGroup}` : `u:${id.user}`;
   const out: HeldCounter[] = [];
-  const add = (max: Micros | undefined, unit: "day" | "month", key: string, label: string, soft: number | undefined) => {
+  // Each level's day ends at midnight in its own zone: the plan's for its users, the org's for the
+  // org and its keys (else the plan's), the gateway's for the gateway.
+  const add = (max: Micros | undefined, unit: "day" | "month", key: string, label: string, soft: number | undefined, tz: string) => {
     if (max === undefined) return;
     const p = period(unit, now, tz);
-    out.push({ key: `${key}:${p.key}`, max, amount, windowMs: PERIOD_WINDOW_MS, unit: "usd", label, resetsAt: p.resetsAt, softAt: softAt(max, soft) });
+    out.push({ key: `${key}:${p.key}`, max, amount, windowMs: PERIOD_WINDOW_MS, unit: "usd", label, resetsAt: p.resetsAt, timezone: tz, softAt: softAt(max, soft) });
   };
+  const userTz = plan?.timezone ?? config.timezone;
   const override = ex.policy?.budget;
-  add(override?.daily ?? plan?.budget.daily, "day", `bud:d:${user}`, override?.daily !== undefined ? "this caller's daily budget (set by the operator)" : `the ${id.plan} plan's daily budget`, plan?.budget.soft);
-  add(override?.monthly ?? plan?.budget.monthly, "month", `bud:m:${user}`, override?.monthly !== undefined ? "this caller's monthly budget (set by the operator)" : `the ${id.plan} plan's monthly budget`, plan?.budget.soft);
-  if (id.org !== undefined) {
-    const org = env.config.orgs[id.org]?.budget;
-    add(org?.daily, "day", `bud:o:d:${id.org}`, `org ${id.org}'s daily budget`, org?.soft);
-    add(org?.monthly, "month", `bud:o:m:${id.org}`, `org ${id.org}'s monthly budget`, org?.soft);
+  add(override?.daily ?? plan?.budget.daily, "day", `bud:d:${user}`, override?.daily !== undefined ? "this caller's daily budget (set by the operator)" : `the ${id.plan} plan's daily budget`, plan?.budget.soft, userTz);
+  add(override?.monthly ?? plan?.budget.monthly, "month", `bud:m:${user}`, override?.monthly !== undefined ? "this caller's monthly budget (set by the operator)" : `the ${id.plan} plan's monthly budget`, plan?.budget.soft, userTz);
+  if (org) {
+    add(org.budget.daily, "day", `bud:o:d:${id.org}`, `org ${id.org}'s daily budget`, org.budget.soft, org.timezone);
+    add(org.budget.monthly, "month", `bud:o:m:${id.org}`, `org ${id.org}'s monthly budget`, org.budget.soft, org.timezone);
   }
   if (id.keyId !== null && id.keyBudget) {
     const soft = id.keyBudget.soft;
-    add(id.keyBudget.daily, "day", `bud:k:d:${id.keyId}`, "this key's daily budget", soft);
-    add(id.keyBudget.monthly, "month", `bud:k:m:${id.keyId}`, "this key's monthly budget", soft);
+    const keyTz = org?.timezone ?? userTz;
+    add(id.keyBudget.daily, "day", `bud:k:d:${id.keyId}`, "this key's daily budget", soft, keyTz);
+    add(id.keyBudget.monthly, "month", `bud:k:m:${id.keyId}`, "this key's monthly budget", soft, keyTz);
     if (id.keyBudget.total !== undefined) {
       // A lifetime: one counter that never changes its key, over a window no key outlives.
       const max = id.keyBudget.total;
       out.push({ key: `bud:k:t:${id.keyId}`, max, amount, windowMs: LIFETIME_MS, unit: "usd", label: "this key's total budget", softAt: softAt(max, soft) });
     }
   }
-  const gw = env.config.budget;
-  add(gw.daily, "day", "bud:gw:d", "the gateway's daily budget", gw.soft);
-  add(gw.monthly, "month", "bud:gw:m", "the gateway's monthly budget", gw.soft);
+  const gw = config.budget;
+  add(gw.daily, "day", "bud:gw:d", "the gateway's daily budget", gw.soft, config.timezone);
+  add(gw.monthly, "month", "bud:gw:m", "the gateway's monthly budget", gw.soft, config.timezone);
   return out;
 }
 
@@ -140,7 +144,8 @@ function windowCounters(ex: Exchange, tokens: number, files: number, usd: Micros
 
 export function budgetRefusal(c: HeldCounter, used: Micros, estimate: Micros, now: number, retryAfterMs?: number): TollgateError {
   const resetsAt = c.resetsAt ?? (retryAfterMs !== undefined ? now + retryAfterMs : undefined);
-  const when = resetsAt ? `; it resets at ${new Date(resetsAt).toISOString()}` : "";
+  const zone = c.resetsAt !== undefined && c.timezone && c.timezone !== "UTC" ? ` (midnight ${c.timezone})` : "";
+  const when = resetsAt ? `; it resets at ${new Date(resetsAt).toISOString()}${zone}` : "";
   const left = Math.max(0, c.max - used);
   const message =
     estimate > 0
