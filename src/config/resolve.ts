@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { createHash, createHmac } from "node:crypto";
 import { parseUsd, type Micros } from "../core/money.js";
 import { catalogPrice, configPrice, type ModelPrice, type ProviderKind } from "../core/metering/prices.js";
 import { tokenizerFor, type Tokenizer } from "../core/metering/tokenizer-choice.js";
@@ -163,6 +163,20 @@ export interface ResolvedRoute {
   input: InputCaps;
   runs?: RunEnvelope;
   timeoutMs: number;
+  challenge?: ResolvedChallenge;
+}
+
+/** A route's proof-of-work gate (routes.*.challenge). */
+export interface ResolvedChallenge {
+  for: "anonymous" | "suspect" | "all";
+  minScore?: number;
+  /** Counter bounds: a clean caller's challenge, and the hardest one. */
+  base: number;
+  max: number;
+  ttlMs: number;
+  /** Signs the challenge, and its derived key; both derived from the configured secret and the route, so a challenge serves one route only. */
+  signatureSecret: string;
+  keySecret: string;
 }
 
 export interface ResolvedAbuse {
@@ -307,6 +321,7 @@ export function resolveConfig(raw: RawConfig): ResolvedConfig {
     if (r.default_model) checkModel(r.default_model, `routes.${name}.default_model`);
     r.models?.forEach((m, i) => checkModel(m, `routes.${name}.models[${i}]`));
     if (r.budget_downgrade_to !== undefined) checkModel(r.budget_downgrade_to, `routes.${name}.budget_downgrade_to`);
+    if (route.challenge) issues.push(...challengeIssues(name, route, raw));
     routes.push(route);
   }
 
@@ -472,5 +487,29 @@ function resolveRoute(
       maxDurationMs: r.runs.max_duration ? ms(r.runs.max_duration) : undefined,
     },
     timeoutMs: r.timeout ? ms(r.timeout) : 0,
+    challenge: r.challenge && {
+      for: r.challenge.for,
+      minScore: r.challenge.min_score,
+      base: r.challenge.difficulty?.base ?? 1_000,
+      max: r.challenge.difficulty?.max ?? 50_000,
+      ttlMs: ms(r.challenge.ttl ?? "5m"),
+      signatureSecret: createHmac("sha256", r.challenge.secret).update(`challenge signature for route ${name}`).digest("hex"),
+      keySecret: createHmac("sha256", r.challenge.secret).update(`challenge key for route ${name}`).digest("hex"),
+    },
   };
+}
+
+/** A challenge that could never be asked for is a config error, like a limit that is never enforced. */
+function challengeIssues(name: string, route: ResolvedRoute, raw: RawConfig): ConfigIssue[] {
+  const c = route.challenge!;
+  const path = `routes.${name}.challenge`;
+  const issues: ConfigIssue[] = [];
+  const scored = raw.abuse?.downgrade_at !== undefined || raw.abuse?.block_at !== undefined;
+  if (c.for === "suspect" && c.minScore === undefined) issues.push({ path: `${path}.min_score`, message: "required with for: suspect" });
+  if (c.minScore !== undefined && !scored) issues.push({ path: `${path}.min_score`, message: "needs abuse.downgrade_at or abuse.block_at: without them no suspicion score is kept" });
+  if (c.for === "anonymous" && !route.plans.includes("anonymous") && c.minScore === undefined) {
+    issues.push({ path: `${path}.for`, message: "this route admits no anonymous callers, so nobody would be asked" });
+  }
+  if (c.base > c.max) issues.push({ path: `${path}.difficulty.base`, message: `must not be above difficulty.max (${c.max})` });
+  return issues;
 }

@@ -200,6 +200,29 @@ export const runsSchema = z.strictObject({
   max_duration: duration.optional().describe("Wall-clock time per run (absent: no cap)."),
 });
 
+export const challengeSchema = z.strictObject({
+  for: z
+    .enum(["anonymous", "suspect", "all"])
+    .describe("Who must present a solved proof-of-work challenge: anonymous callers, suspect callers (suspicion score at min_score or above), or every caller."),
+  min_score: z
+    .number()
+    .nonnegative()
+    .optional()
+    .describe("Callers whose suspicion score is at least this must solve a challenge too, whatever `for` says; required with `for: suspect`. Needs abuse.downgrade_at or abuse.block_at (else no score is kept)."),
+  difficulty: z
+    .strictObject({
+      base: positiveInt.optional().describe("The largest counter a challenge for a caller with a clean score hides: the solver tries between half of it and all of it.").meta({ default: 1000 }),
+      max: positiveInt.optional().describe("The largest counter at all, reached at abuse.block_at (or a score of 100) or when the anonymous pool is full; in between it rises geometrically.").meta({ default: 50000 }),
+    })
+    .optional()
+    .describe("How much work a challenge asks for, in key derivations (PBKDF2-SHA-256, 100 iterations each; docs/security.md quotes solve times)."),
+  ttl: duration.optional().describe("How long a challenge may be solved and used; a solution is accepted once within it.").meta({ default: "5m" }),
+  secret: z
+    .string()
+    .min(32, { error: "expected at least 32 characters; use env:NAME" })
+    .describe("The HMAC secret challenges are signed with; every process serving the route needs the same one. Use env:NAME."),
+});
+
 export const endpointNames = ["chat_completions", "responses", "messages", "embeddings", "models"] as const;
 
 export const routeSchema = z.strictObject({
@@ -216,6 +239,9 @@ export const routeSchema = z.strictObject({
   input: inputSchema.optional().describe("Caps on what one request may carry or ask for."),
   runs: runsSchema.optional().describe("The envelope of an agent run (requests sharing an x-tollgate-run id, or one library request)."),
   timeout: duration.optional().describe("Wall-clock cap per request on this route (default and upper bound: server.timeout)."),
+  challenge: challengeSchema
+    .optional()
+    .describe("A proof-of-work gate: the callers it names must send a solved challenge (x-tollgate-challenge) or are refused 403 challenge_required with a fresh one."),
 });
 
 export const abuseSchema = z.strictObject({

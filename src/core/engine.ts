@@ -11,6 +11,7 @@ import { Exchange, type CallerContext } from "./exchange.js";
 import type { Gate, GateEnv } from "./gate.js";
 import { abuse, abuseEnabled, ipScoreKey, userScoreKey } from "./gates/abuse.js";
 import { budget } from "./gates/budget.js";
+import { challenge, challengePressure, challengeRequired, isChallengeOffer, issueChallenge, type Challenge } from "./gates/challenge.js";
 import { identify } from "./gates/identify.js";
 import { modelPolicy } from "./gates/model-policy.js";
 import { normalise } from "./gates/normalise.js";
@@ -27,13 +28,13 @@ import type { Ended, UsageRecord } from "./usage-record.js";
  * The gates in SPEC §2 order (docs/lifecycle.md draws them). Admission runs before the body is
  * read; preparation needs it. The provider call and settlement follow.
  */
-export const ADMISSION: readonly Gate[] = [identify, abuse, quota];
+export const ADMISSION: readonly Gate[] = [identify, abuse, challenge, quota];
 export const PREPARATION: readonly Gate[] = [normalise, modelPolicy, budget];
 /**
  * Admission while the body is still arriving (the gateway): gate 3 only checks, and takes its
  * reservation at the start of preparation, so a stalled body holds no quota.
  */
-const ADMISSION_BODY_PENDING: readonly Gate[] = [identify, abuse, quotaPeek];
+const ADMISSION_BODY_PENDING: readonly Gate[] = [identify, abuse, challenge, quotaPeek];
 const PREPARATION_DEFERRED_QUOTA: readonly Gate[] = [quota, ...PREPARATION];
 export { abortReason };
 
@@ -127,6 +128,18 @@ export class Engine {
   async quotaFor(ex: Exchange): Promise<QuotaReport> {
     await this.look(ex);
     return quotaReport(ex, this.env).catch((err) => Promise.reject(storeFailure(err)));
+  }
+
+  /**
+   * A fresh proof-of-work challenge for this caller on this route (GET /v1/challenge), at the
+   * difficulty its score asks for, and whether the route would ask it for one: identity and abuse
+   * gates only, nothing reserved or recorded. 404 on a route without `challenge`.
+   */
+  async challengeFor(ex: Exchange): Promise<{ challenge: Challenge; required: boolean }> {
+    if (!ex.route.challenge) throw new TollgateError("not_found", `route ${ex.route.name} asks for no proof-of-work challenge`);
+    await this.look(ex);
+    const pressure = await challengePressure(ex, this.env);
+    return { challenge: await issueChallenge(ex, this.env, pressure), required: challengeRequired(ex.route.challenge, ex, pressure) };
   }
 
   /** Identity and abuse gates for a request that only reads (models, quota): nothing recorded. */
@@ -300,8 +313,9 @@ export class Engine {
     if (ex.budget) releases.push(this.store.release(ex.budget.id));
     if (ex.runStart) releases.push(this.store.release(ex.runStart.id));
     const { weights, halfLifeMs } = this.config.abuse;
-    // Refusals the caller could not cause (store or provider trouble) do not make it suspicious.
-    if (ex.identity && abuseEnabled(this.env) && err.status < 500 && err.code !== "blocked" && weights.refused > 0) {
+    // Refusals the caller could not cause (store or provider trouble) do not make it suspicious,
+    // nor does being offered a challenge: that is how an honest page learns it must solve one.
+    if (ex.identity && abuseEnabled(this.env) && err.status < 500 && err.code !== "blocked" && !isChallengeOffer(err) && weights.refused > 0) {
       releases.push(this.store.score(userScoreKey(ex.identity.user), weights.refused, halfLifeMs));
       releases.push(this.store.score(ipScoreKey(ex.identity.ipGroup), weights.refused, halfLifeMs));
       // Not the network's score: one careless user behind a shared NAT must not block the /24.

@@ -10,6 +10,7 @@ export const ERROR_CODES = {
   forbidden: 403,
   blocked: 403,
   model_not_allowed: 403,
+  challenge_required: 403,
   rate_limited: 429,
   run_limit_exceeded: 429,
   budget_exceeded: 402,
@@ -34,6 +35,8 @@ export interface TollgateErrorOptions {
   retryAfterSeconds?: number;
   /** Which limit, budget or cap refused, for logs and the usage record. */
   limit?: string;
+  /** A fresh proof-of-work challenge the caller can solve (challenge_required), sent in the error body. */
+  challenge?: object;
   cause?: unknown;
 }
 
@@ -43,6 +46,7 @@ export class TollgateError extends Error {
   readonly param?: string;
   readonly retryAfterSeconds?: number;
   readonly limit?: string;
+  readonly challenge?: object;
   readonly [MARK] = true;
 
   constructor(code: ErrorCode, message: string, options: TollgateErrorOptions = {}) {
@@ -53,6 +57,7 @@ export class TollgateError extends Error {
     this.param = options.param;
     this.retryAfterSeconds = options.retryAfterSeconds;
     this.limit = options.limit;
+    this.challenge = options.challenge;
   }
 
   /** The name Fastify (and others) read an error's HTTP status from. */

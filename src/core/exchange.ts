@@ -15,6 +15,8 @@ export interface CallerContext {
   credentials: Credentials;
   /** x-tollgate-run: ties calls into one agent run. */
   runId?: string;
+  /** x-tollgate-challenge: a solved proof-of-work challenge (altcha's base64 payload), for routes that ask for one. */
+  challenge?: string;
   requestId?: string;
   /** An app request in library mode: model calls inside it are steps of their own. */
   library?: boolean;

@@ -28,10 +28,15 @@ const ANTHROPIC_TYPES: Record<number, string> = {
 
 /** OpenAI's error shape: {"error":{"message","type","code","param"}}. */
 export function openaiErrorBody(err: TollgateError) {
-  return { error: { message: err.message, type: OPENAI_TYPES[err.status] ?? "api_error", code: err.code, param: err.param ?? null } };
+  return { error: { message: err.message, type: OPENAI_TYPES[err.status] ?? "api_error", code: err.code, param: err.param ?? null, ...challengeOf(err) } };
 }
 
 /** Anthropic's error shape, with tollgate's code beside Anthropic's own type. */
 export function anthropicErrorBody(err: TollgateError) {
-  return { type: "error", error: { type: ANTHROPIC_TYPES[err.status] ?? "api_error", message: err.message, code: err.code } };
+  return { type: "error", error: { type: ANTHROPIC_TYPES[err.status] ?? "api_error", message: err.message, code: err.code, ...challengeOf(err) } };
+}
+
+/** challenge_required carries the challenge to solve beside the code, where the SDKs expose the error object. */
+export function challengeOf(err: TollgateError): { challenge?: object } {
+  return err.challenge ? { challenge: err.challenge } : {};
 }

@@ -5,6 +5,7 @@ import type { RawConfig } from "../config/schema.js";
 import { normaliseIp } from "../core/client-ip.js";
 import { toTollgateError, type Engine } from "../core/engine.js";
 import { TollgateError } from "../core/errors.js";
+import { challengeOf } from "../formats/errors.js";
 import type { AppIdentity } from "../core/identity.js";
 import type { UsageRecord } from "../core/usage-record.js";
 import { Observability } from "../observability/index.js";
@@ -147,7 +148,7 @@ export function createTollgate(opts: TollgateOptions): Promise<Tollgate> {
 
 /** The error body an adapter sends for a refusal (OpenAI's shape, with tollgate's code). */
 export function refusalBody(err: TollgateError) {
-  return { error: { message: err.message, type: "tollgate_error", code: err.code, param: err.param ?? null } };
+  return { error: { message: err.message, type: "tollgate_error", code: err.code, param: err.param ?? null, ...challengeOf(err) } };
 }
 
 /** Headers of a refusal at admission, as the gateway sends them (request id, rate limits). */

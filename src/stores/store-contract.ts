@@ -418,6 +418,21 @@ export function describeStoreContract(name: string, open: () => Promise<OpenedSt
         expect(await store.peek([{ key: "k", windowMs: MINUTE }])).toEqual([0]);
       });
 
+      // The proof-of-work gate's replay guard (core/gates/challenge.ts) is this: a solution is used once.
+      it("a max-1 counter whose lease is its window is a set-once: of 50 concurrent takers exactly one wins", async () => {
+        const results = await Promise.all(Array.from({ length: 50 }, () => store.reserve(rid(), [counter("once", 1, 1, 5 * MINUTE)], 5 * MINUTE)));
+        expect(results.filter((r) => r.ok).length).toBe(1);
+      });
+
+      it("a set-once holds until its window ends, then the key is free again", async (ctx) => {
+        const advance = clock(ctx);
+        expect(await store.reserve(rid(), [counter("once", 1, 1, 5 * MINUTE)], 5 * MINUTE)).toMatchObject({ ok: true });
+        advance(5 * MINUTE - 1);
+        expect(refused(await store.reserve(rid(), [counter("once", 1, 1, 5 * MINUTE)], 5 * MINUTE)).used).toBe(1);
+        advance(1);
+        expect(await store.reserve(rid(), [counter("once", 1, 1, 5 * MINUTE)], 5 * MINUTE)).toMatchObject({ ok: true });
+      });
+
       it("release after the lease ran out is a no-op", async (ctx) => {
         const advance = clock(ctx);
         const id = rid();

@@ -44,6 +44,8 @@ export interface TestRequest {
   /** Default: the config's first route. */
   route?: string;
   runId?: string;
+  /** x-tollgate-challenge: a solved proof-of-work challenge (solveChallengeHeader). */
+  challenge?: string;
   /** The client hangs up after reading this many stream events (0: before the call leaves). */
   disconnectAfter?: number;
 }
@@ -99,6 +101,7 @@ export function testEngine(config: Record<string, unknown>, opts: { clock?: Fake
       ip: req.ip ?? "198.51.100.7",
       credentials: { ...req.credentials, token: req.key },
       runId: req.runId,
+      challenge: req.challenge,
     });
     try {
       await engine.admit(ex);
