@@ -88,6 +88,7 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
     const api = rest === "/v1/messages" || rest.startsWith("/v1/messages/") ? "anthropic" : "openai";
     if (rest === "/v1/models" && req.method === "GET") return listModels(req, res, route, requestId);
     if (rest === "/v1/me" && req.method === "GET") return quota(req, res, route, requestId);
+    if (rest === "/v1/challenge" && req.method === "GET") return challenge(req, res, route, requestId);
     const endpoint = ENDPOINTS[rest];
     if (!endpoint || !route.endpoints.has(endpoint.name)) {
       return sendError(res, api, new TollgateError("not_found", `${url} is not an endpoint of this gateway`));
@@ -104,6 +105,7 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
       ip: clientIp(req.socket.remoteAddress, header(req, "x-forwarded-for"), cfg.server.trustProxy),
       credentials: credentials(req),
       runId: header(req, "x-tollgate-run"),
+      challenge: header(req, "x-tollgate-challenge"),
       requestId,
     });
     try {
@@ -228,6 +230,22 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
     const api = header(req, "anthropic-version") !== undefined ? "anthropic" : "openai";
     try {
       sendJson(res, 200, await engine.quotaFor(ex));
+    } catch (err) {
+      sendError(res, api, refusal(err));
+    }
+  }
+
+  /**
+   * GET {path}/v1/challenge: a fresh proof-of-work challenge for this caller, as altcha's widget
+   * reads it (`challengeurl`); x-tollgate-challenge-required says whether the route asks this
+   * caller for one now.
+   */
+  async function challenge(req: IncomingMessage, res: ServerResponse, route: ResolvedRoute, requestId: string) {
+    const ex = engine.open({ route: route.name, endpoint: "models", ip: clientIp(req.socket.remoteAddress, header(req, "x-forwarded-for"), cfg.server.trustProxy), credentials: credentials(req), requestId });
+    const api = header(req, "anthropic-version") !== undefined ? "anthropic" : "openai";
+    try {
+      const offer = await engine.challengeFor(ex);
+      sendJson(res, 200, offer.challenge, { "cache-control": "no-store", "x-tollgate-challenge-required": String(offer.required) });
     } catch (err) {
       sendError(res, api, refusal(err));
     }
