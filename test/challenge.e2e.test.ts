@@ -41,7 +41,8 @@ function config(store: string) {
         challenge: { for: "anonymous", difficulty: { base: 50, max: 5000 }, ttl: "2m", secret: "e2e-challenge-secret-0123456789abcdef" },
       },
     },
-    abuse: { block_at: 100 },
+    // Refusals add nothing here: racing replays must not raise the winner's difficulty past its solution.
+    abuse: { block_at: 100, signals: { refused: 0 } },
   };
 }
 
