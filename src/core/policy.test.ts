@@ -80,6 +80,34 @@ describe.each(stores)("operator policies on the %s store", (_name, open) => {
     await setBudgetOverride(s.store, subject, {});
     expect(await readBudgetOverride(s.store, subject)).toEqual({ daily: undefined, monthly: undefined });
   });
+
+  it("raises an org's and a key's budgets for a while; the raises lapse by themselves, and say until when", async () => {
+    const inAcme: Identity = { ...alice, org: "acme" };
+    const org = { kind: "org" as const, id: "acme" };
+    const key = { kind: "key" as const, id: "k1" };
+    const setAt = Date.UTC(2030, 0, 1);
+    await setBudgetOverride(s.store, org, { daily: 5_000_000 }, HOUR, setAt);
+    await setBudgetOverride(s.store, key, { total: 0, monthly: 1 }, 2 * HOUR, setAt);
+    expect(await readBudgetOverride(s.store, org)).toEqual({ daily: 5_000_000, until: setAt + HOUR });
+    expect(await readBudgetOverride(s.store, key)).toEqual({ monthly: 1, total: 0, until: setAt + 2 * HOUR });
+    expect(await callerPolicy(s.store, inAcme)).toMatchObject({ org: { daily: 5_000_000 }, key: { monthly: 1, total: 0 } });
+    // Another org, and a caller without an org, read none of it.
+    expect((await callerPolicy(s.store, { ...inAcme, org: "globex" })).org).toEqual({ daily: undefined, monthly: undefined });
+    expect((await callerPolicy(s.store, alice)).org).toEqual({});
+    s.advance(HOUR + 1);
+    expect((await callerPolicy(s.store, inAcme)).org).toEqual({ daily: undefined, monthly: undefined });
+    expect(await readBudgetOverride(s.store, org)).toEqual({});
+    expect((await callerPolicy(s.store, inAcme)).key).toMatchObject({ total: 0 });
+    s.advance(HOUR);
+    expect((await callerPolicy(s.store, inAcme)).key).toEqual({ daily: undefined, monthly: undefined, total: undefined });
+    // Set again for good: the old end does not linger.
+    await setBudgetOverride(s.store, org, { monthly: 9 }, HOUR, setAt);
+    await setBudgetOverride(s.store, org, { monthly: 9 });
+    expect(await readBudgetOverride(s.store, org)).toEqual({ monthly: 9 });
+    s.advance(2 * HOUR);
+    expect(await readBudgetOverride(s.store, org)).toEqual({ monthly: 9 });
+    await setBudgetOverride(s.store, org, {});
+  });
 });
 
 describe("ipSubject", () => {

@@ -5,8 +5,9 @@ import type { Identity } from "./identity.js";
 import type { Micros } from "./money.js";
 
 /**
- * Operator decisions about one caller, made at run time through the admin API: a block, and a
- * budget that replaces the plan's per-user daily/monthly budget.
+ * Operator decisions about one caller, made at run time through the admin API: a block, and
+ * budgets that replace the configured ones of its user (or address), its org and its key — for
+ * good, or until a time, after which they lapse by themselves (the store drops the held value).
  *
  * They live in the store as *held values*: a reservation, never settled, whose amount is the value
  * and whose lease is how long it lasts. Every store already makes reservations atomic, shared
@@ -23,25 +24,47 @@ export interface Subject {
   id: string;
 }
 
+/** Whose budget an override replaces: a caller's (user or address), an org's or a key's. */
+export interface BudgetSubject {
+  kind: SubjectKind | "org" | "key";
+  id: string;
+}
+
 export interface CallerPolicy {
   /** Which of the caller's subjects an operator blocked. */
   blocked: SubjectKind[];
   /** Replaces the plan's per-user budgets while set. */
-  budget: { daily?: Micros; monthly?: Micros };
+  budget: BudgetOverride;
+  /** Replaces the caller's org's budgets while set. */
+  org: BudgetOverride;
+  /** Replaces the caller's key's budgets while set (`total` too). */
+  key: BudgetOverride;
 }
 
 export interface BudgetOverride {
   daily?: Micros;
   monthly?: Micros;
+  /** Keys only: a lifetime cap. */
+  total?: Micros;
+  /** Epoch ms when the override lapses; absent: it lasts until cleared. */
+  until?: number;
 }
+
+const PERIODS = ["d", "m", "t"] as const;
+type OverridePeriod = (typeof PERIODS)[number];
+const FIELD = { d: "daily", m: "monthly", t: "total" } as const;
 
 /** A policy without an end lasts this long; the window must cover the longest lease. */
 const POLICY_WINDOW_MS = 100 * 365 * 86_400_000;
 export const FOREVER_MS = POLICY_WINDOW_MS - 86_400_000;
 
-const tag = (s: Subject) => `${s.kind === "user" ? "u" : "ip"}:${s.id}`;
+const TAGS = { user: "u", ip: "ip", org: "o", key: "k" } as const;
+const tag = (s: BudgetSubject) => `${TAGS[s.kind]}:${s.id}`;
 export const blockKey = (s: Subject) => `pol:block:${tag(s)}`;
-const budgetKey = (s: Subject, period: "d" | "m") => `pol:bud:${period}:${tag(s)}`;
+const budgetKey = (s: BudgetSubject, period: OverridePeriod) => `pol:bud:${period}:${tag(s)}`;
+/** When an override lapses, in epoch seconds (held beside it, with the same lease, to be shown). */
+const untilKey = (s: BudgetSubject) => `pol:bud:until:${tag(s)}`;
+const policyCounter = (key: string) => ({ key, windowMs: POLICY_WINDOW_MS });
 
 /** An address as an IP subject: grouped the way gate 1 groups callers, so a block covers the /64. */
 export function ipSubject(raw: string): Subject | undefined {
@@ -54,18 +77,30 @@ export function budgetSubject(id: Identity): Subject {
   return id.kind === "anonymous" ? { kind: "ip", id: id.ipGroup } : { kind: "user", id: id.user };
 }
 
-/** Everything operators decided about this caller, in one store round trip. */
+/**
+ * Everything operators decided about this caller, in one store round trip: blocks, and the budget
+ * overrides of its user, its org and its key (those it has).
+ */
 export async function callerPolicy(store: Store, id: Identity): Promise<CallerPolicy> {
   const user: Subject = { kind: "user", id: id.user };
   const ip: Subject = { kind: "ip", id: id.ipGroup };
   const owner = budgetSubject(id);
-  const [u, a, d, m] = await store.peek(
-    [blockKey(user), blockKey(ip), budgetKey(owner, "d"), budgetKey(owner, "m")].map((key) => ({ key, windowMs: POLICY_WINDOW_MS })),
-  );
+  const keys = [blockKey(user), blockKey(ip), budgetKey(owner, "d"), budgetKey(owner, "m")];
+  const org: BudgetSubject | undefined = id.org !== undefined ? { kind: "org", id: id.org } : undefined;
+  const key: BudgetSubject | undefined = id.keyId !== null ? { kind: "key", id: id.keyId } : undefined;
+  if (org) keys.push(budgetKey(org, "d"), budgetKey(org, "m"));
+  if (key) keys.push(...PERIODS.map((p) => budgetKey(key, p)));
+  const totals = await store.peek(keys.map(policyCounter));
   const blocked: SubjectKind[] = [];
-  if (u! > 0) blocked.push("user");
-  if (a! > 0) blocked.push("ip");
-  return { blocked, budget: { daily: held(d!), monthly: held(m!) } };
+  if (totals[0]! > 0) blocked.push("user");
+  if (totals[1]! > 0) blocked.push("ip");
+  const k = org ? 6 : 4;
+  return {
+    blocked,
+    budget: { daily: held(totals[2]!), monthly: held(totals[3]!) },
+    org: org ? { daily: held(totals[4]!), monthly: held(totals[5]!) } : {},
+    key: key ? { daily: held(totals[k]!), monthly: held(totals[k + 1]!), total: held(totals[k + 2]!) } : {},
+  };
 }
 
 /** Which of these subjects are blocked now, in one round trip. */
@@ -82,18 +117,32 @@ export async function unblock(store: Store, subject: Subject): Promise<void> {
   await store.release(blockKey(subject));
 }
 
-export async function readBudgetOverride(store: Store, subject: Subject): Promise<BudgetOverride> {
-  const [d, m] = await store.peek([budgetKey(subject, "d"), budgetKey(subject, "m")].map((key) => ({ key, windowMs: POLICY_WINDOW_MS })));
-  return { daily: held(d!), monthly: held(m!) };
+export async function readBudgetOverride(store: Store, subject: BudgetSubject): Promise<BudgetOverride> {
+  const periods = subject.kind === "key" ? PERIODS : PERIODS.slice(0, 2);
+  const totals = await store.peek([...periods.map((p) => budgetKey(subject, p)), untilKey(subject)].map(policyCounter));
+  const out: BudgetOverride = {};
+  periods.forEach((p, i) => {
+    const v = held(totals[i]!);
+    if (v !== undefined) out[FIELD[p]] = v;
+  });
+  const until = held(totals[periods.length]!);
+  if (until !== undefined && periods.some((p) => out[FIELD[p]] !== undefined)) out.until = until * 1000;
+  return out;
 }
 
-/** Sets (or, with undefined, clears) each period's override. */
-export async function setBudgetOverride(store: Store, subject: Subject, budget: BudgetOverride, forMs: number = FOREVER_MS): Promise<void> {
-  for (const period of ["d", "m"] as const) {
-    const value = period === "d" ? budget.daily : budget.monthly;
+/**
+ * Sets (or, with undefined, clears) each period's override, for `forMs` (default: until cleared).
+ * Only keys have a `total`.
+ */
+export async function setBudgetOverride(store: Store, subject: BudgetSubject, budget: BudgetOverride, forMs?: number, now = Date.now()): Promise<void> {
+  const periods = subject.kind === "key" ? PERIODS : PERIODS.slice(0, 2);
+  for (const period of periods) {
+    const value = budget[FIELD[period]];
     if (value === undefined) await store.release(budgetKey(subject, period));
-    else await hold(store, budgetKey(subject, period), value, forMs);
+    else await hold(store, budgetKey(subject, period), value, forMs ?? FOREVER_MS);
   }
+  if (forMs === undefined) await store.release(untilKey(subject));
+  else await hold(store, untilKey(subject), Math.ceil((now + forMs) / 1000), forMs);
 }
 
 /**

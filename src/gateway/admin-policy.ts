@@ -3,7 +3,8 @@ import { ipGroup, ipNetwork } from "../core/client-ip.js";
 import { TollgateError } from "../core/errors.js";
 import { ipScoreKey, netScoreKey, userScoreKey } from "../core/gates/abuse.js";
 import { parseUsd } from "../core/money.js";
-import { block, blockedSubjects, ipSubject, readBudgetOverride, setBudgetOverride, unblock, type Subject } from "../core/policy.js";
+import { parseDuration } from "../config/duration.js";
+import { block, blockedSubjects, ipSubject, readBudgetOverride, setBudgetOverride, unblock, type BudgetSubject, type Subject } from "../core/policy.js";
 import { optString } from "../formats/fields.js";
 import { durationParam, intParam, jsonBody, timeParam, usd, type AdminCall, type AdminRoute } from "./admin-params.js";
 
@@ -16,9 +17,9 @@ export const POLICY_ROUTES: AdminRoute[] = [
   { method: "POST", path: /^\/admin\/blocks$/, handle: placeBlock },
   { method: "GET", path: /^\/admin\/blocks\/(user|ip)\/(.+)$/, handle: readBlock },
   { method: "DELETE", path: /^\/admin\/blocks\/(user|ip)\/(.+)$/, handle: liftBlock },
-  { method: "GET", path: /^\/admin\/budgets\/(user|ip)\/(.+)$/, handle: readBudget },
-  { method: "PUT", path: /^\/admin\/budgets\/(user|ip)\/(.+)$/, handle: putBudget },
-  { method: "DELETE", path: /^\/admin\/budgets\/(user|ip)\/(.+)$/, handle: clearBudget },
+  { method: "GET", path: /^\/admin\/budgets\/(user|ip|org|key)\/(.+)$/, handle: readBudget },
+  { method: "PUT", path: /^\/admin\/budgets\/(user|ip|org|key)\/(.+)$/, handle: putBudget },
+  { method: "DELETE", path: /^\/admin\/budgets\/(user|ip|org|key)\/(.+)$/, handle: clearBudget },
   { method: "GET", path: /^\/admin\/scores$/, handle: scores },
   { method: "DELETE", path: /^\/admin\/scores\/(user|ip)\/(.+)$/, handle: forgive },
 ];
@@ -91,19 +92,48 @@ async function listBlocks(call: AdminCall) {
   return { body: { data: subjects.filter((_, i) => state[i]) } };
 }
 
-async function readBudget(call: AdminCall) {
-  const subject = fromPath(call);
-  const o = await readBudgetOverride(call.engine.store, subject);
-  return { body: { ...subject, daily_usd: o.daily === undefined ? null : usd(o.daily), monthly_usd: o.monthly === undefined ? null : usd(o.monthly) } };
+/** The subject of a budget path: a caller, or an org / key the gateway knows. */
+async function budgetSubjectOf(call: AdminCall): Promise<BudgetSubject> {
+  const [kind, id] = call.params as [string, string];
+  if (kind === "user" || kind === "ip") return subjectOf(kind, id);
+  const { config, store } = call.engine;
+  if (kind === "org") {
+    if (!config.orgs[id]) throw new TollgateError("not_found", `no org ${JSON.stringify(id.slice(0, 64))} under orgs: (known: ${Object.keys(config.orgs).join(", ") || "none"})`);
+    return { kind, id };
+  }
+  if (!config.keys.some((k) => k.id === id) && !(await store.listKeys()).some((k) => k.id === id)) {
+    throw new TollgateError("not_found", `no key with id ${JSON.stringify(id.slice(0, 64))}`);
+  }
+  return { kind: "key", id };
 }
 
-/** Replaces the override: a period left out (or null) goes back to the plan's budget. */
+async function readBudget(call: AdminCall, subject?: BudgetSubject) {
+  subject ??= await budgetSubjectOf(call);
+  const o = await readBudgetOverride(call.engine.store, subject);
+  const money = (v: number | undefined) => (v === undefined ? null : usd(v));
+  return {
+    body: {
+      ...subject,
+      daily_usd: money(o.daily),
+      monthly_usd: money(o.monthly),
+      ...(subject.kind === "key" ? { total_usd: money(o.total) } : {}),
+      until: o.until !== undefined ? new Date(o.until).toISOString() : null,
+    },
+  };
+}
+
+/**
+ * Replaces the override: a period left out (or null) goes back to the configured budget. `for` (a
+ * duration) or `until` (an ISO-8601 time or a duration from now) makes it temporary: it lapses by
+ * itself, in every process and app sharing the store.
+ */
 async function putBudget(call: AdminCall) {
-  const subject = fromPath(call);
+  const subject = await budgetSubjectOf(call);
   const body = await jsonBody(call.req);
-  const money = (field: "daily_usd" | "monthly_usd") => {
+  const money = (field: "daily_usd" | "monthly_usd" | "total_usd") => {
     const v = body[field];
     if (v === undefined || v === null) return undefined;
+    if (field === "total_usd" && subject.kind !== "key") throw new TollgateError("invalid_request", "total_usd: only a key has a lifetime budget", { param: field });
     if (typeof v !== "number" && typeof v !== "string") throw new TollgateError("invalid_request", `${field}: expected US dollars`, { param: field });
     try {
       return parseUsd(v);
@@ -111,18 +141,34 @@ async function putBudget(call: AdminCall) {
       throw new TollgateError("invalid_request", `${field}: ${(err as Error).message}`, { param: field });
     }
   };
-  const override = { daily: money("daily_usd"), monthly: money("monthly_usd") };
-  const forMs = durationParam(optString(body, "for"), "for");
-  await setBudgetOverride(call.engine.store, subject, override, forMs);
-  call.observability?.logs.ops.info({ admin: "budget", subject, daily_usd: body.daily_usd ?? null, monthly_usd: body.monthly_usd ?? null, for_ms: forMs ?? null }, "an operator set a caller's budget");
-  return readBudget(call);
+  const override = { daily: money("daily_usd"), monthly: money("monthly_usd"), total: money("total_usd") };
+  const now = Date.now();
+  const forMs = lapseParam(optString(body, "for"), optString(body, "until"), now);
+  await setBudgetOverride(call.engine.store, subject, override, forMs, now);
+  call.observability?.logs.ops.info(
+    { admin: "budget", subject, daily_usd: body.daily_usd ?? null, monthly_usd: body.monthly_usd ?? null, total_usd: body.total_usd ?? null, for_ms: forMs ?? null },
+    "an operator set a budget",
+  );
+  return readBudget(call, subject);
+}
+
+/** How long an override lasts: `for` a duration, or `until` a time (or a duration from now). */
+export function lapseParam(forRaw: string | undefined, untilRaw: string | undefined, now: number): number | undefined {
+  if (forRaw !== undefined && untilRaw !== undefined) throw new TollgateError("invalid_request", "until: give for or until, not both", { param: "until" });
+  if (untilRaw === undefined) return durationParam(forRaw, "for");
+  const after = parseDuration(untilRaw);
+  if (after !== undefined && after > 0) return after;
+  const at = /^\d{4}-\d{2}-\d{2}T/.test(untilRaw) ? Date.parse(untilRaw) : NaN;
+  if (Number.isNaN(at)) throw new TollgateError("invalid_request", 'until: expected an ISO-8601 time like "2026-12-24T18:00:00Z" or a duration from now like "2h"', { param: "until" });
+  if (at <= now) throw new TollgateError("invalid_request", `until: ${untilRaw} has passed`, { param: "until" });
+  return at - now;
 }
 
 async function clearBudget(call: AdminCall) {
-  const subject = fromPath(call);
+  const subject = await budgetSubjectOf(call);
   await setBudgetOverride(call.engine.store, subject, {});
-  call.observability?.logs.ops.info({ admin: "budget_clear", subject }, "an operator cleared a caller's budget");
-  return readBudget(call);
+  call.observability?.logs.ops.info({ admin: "budget_clear", subject }, "an operator cleared a budget");
+  return readBudget(call, subject);
 }
 
 /**

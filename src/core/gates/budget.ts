@@ -100,19 +100,22 @@ export function budgetCounters(ex: Exchange, env: GateEnv, amount: Micros): Held
   const override = ex.policy?.budget;
   add(override?.daily ?? plan?.budget.daily, "day", `bud:d:${user}`, override?.daily !== undefined ? "this caller's daily budget (set by the operator)" : `the ${id.plan} plan's daily budget`, plan?.budget.soft, userTz);
   add(override?.monthly ?? plan?.budget.monthly, "month", `bud:m:${user}`, override?.monthly !== undefined ? "this caller's monthly budget (set by the operator)" : `the ${id.plan} plan's monthly budget`, plan?.budget.soft, userTz);
+  const set = " (set by the operator)";
   if (org) {
-    add(org.budget.daily, "day", `bud:o:d:${id.org}`, `org ${id.org}'s daily budget`, org.budget.soft, org.timezone);
-    add(org.budget.monthly, "month", `bud:o:m:${id.org}`, `org ${id.org}'s monthly budget`, org.budget.soft, org.timezone);
+    const o = ex.policy?.org;
+    add(o?.daily ?? org.budget.daily, "day", `bud:o:d:${id.org}`, `org ${id.org}'s daily budget${o?.daily !== undefined ? set : ""}`, org.budget.soft, org.timezone);
+    add(o?.monthly ?? org.budget.monthly, "month", `bud:o:m:${id.org}`, `org ${id.org}'s monthly budget${o?.monthly !== undefined ? set : ""}`, org.budget.soft, org.timezone);
   }
-  if (id.keyId !== null && id.keyBudget) {
-    const soft = id.keyBudget.soft;
+  if (id.keyId !== null) {
+    const k = ex.policy?.key;
+    const soft = id.keyBudget?.soft;
     const keyTz = org?.timezone ?? userTz;
-    add(id.keyBudget.daily, "day", `bud:k:d:${id.keyId}`, "this key's daily budget", soft, keyTz);
-    add(id.keyBudget.monthly, "month", `bud:k:m:${id.keyId}`, "this key's monthly budget", soft, keyTz);
-    if (id.keyBudget.total !== undefined) {
+    add(k?.daily ?? id.keyBudget?.daily, "day", `bud:k:d:${id.keyId}`, `this key's daily budget${k?.daily !== undefined ? set : ""}`, soft, keyTz);
+    add(k?.monthly ?? id.keyBudget?.monthly, "month", `bud:k:m:${id.keyId}`, `this key's monthly budget${k?.monthly !== undefined ? set : ""}`, soft, keyTz);
+    const max = k?.total ?? id.keyBudget?.total;
+    if (max !== undefined) {
       // A lifetime: one counter that never changes its key, over a window no key outlives.
-      const max = id.keyBudget.total;
-      out.push({ key: `bud:k:t:${id.keyId}`, max, amount, windowMs: LIFETIME_MS, unit: "usd", label: "this key's total budget", softAt: softAt(max, soft) });
+      out.push({ key: `bud:k:t:${id.keyId}`, max, amount, windowMs: LIFETIME_MS, unit: "usd", label: `this key's total budget${k?.total !== undefined ? set : ""}`, softAt: softAt(max, soft) });
     }
   }
   const gw = config.budget;
