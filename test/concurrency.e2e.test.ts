@@ -4,6 +4,7 @@ import { join } from "node:path";
 import OpenAI from "openai";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { MockUpstream, type RecordedRequest } from "../src/testing/mock-upstream.js";
+import { RedisServer } from "../src/testing/redis-server.js";
 import { GatewayProcess } from "./gateway-process.js";
 
 /**
@@ -110,4 +111,55 @@ describe("a process killed with requests in flight", () => {
     await new Promise((r) => setTimeout(r, 6_500));
     expect(await ask(gw.url, "tg_ann")).toBe(200);
   }, 30_000);
+});
+
+describe("a concurrency cap of 2 on Redis, two gateway processes sharing one redis-server", () => {
+  let redis: RedisServer;
+  beforeAll(async () => {
+    redis = await RedisServer.start();
+  }, 30_000);
+  afterAll(() => redis?.dispose());
+
+  it("admits exactly 2 of 50 parallel requests spread over both processes, at no moment more than 2", async () => {
+    const [one, two] = await Promise.all([GatewayProcess.start(config(redis.url(1))), GatewayProcess.start(config(redis.url(1)))]);
+    gateways.push(one!, two!);
+    mock.setBehavior({ outputTokens: 10, tokenIntervalMs: 40 });
+    const results = await Promise.all(Array.from({ length: 50 }, (_, i) => ask([one!, two!][i % 2]!.url, "tg_ann")));
+    expect(results.filter((r) => r === 200)).toHaveLength(2);
+    const refused = results.filter((r) => r !== 200) as { status: number; code: string }[];
+    expect(refused.every((r) => r.status === 429 && r.code === "rate_limited")).toBe(true);
+    expect(peakInFlight(mock.requests)).toBeLessThanOrEqual(2);
+
+    // Waves of 10 at a time, again over both processes: never more than 2 at the provider.
+    mock.reset();
+    mock.setBehavior({ outputTokens: 5, tokenIntervalMs: 20 });
+    let served = 0;
+    for (let wave = 0; wave < 5; wave++) {
+      const r = await Promise.all(Array.from({ length: 10 }, (_, i) => ask([one!, two!][i % 2]!.url, "tg_ann", i % 3 === 0)));
+      served += r.filter((x) => x === 200).length;
+    }
+    expect(served).toBeGreaterThanOrEqual(5);
+    expect(peakInFlight(mock.requests)).toBeLessThanOrEqual(2);
+    // Sequential requests alternate processes and are never refused.
+    for (let i = 0; i < 4; i++) expect(await ask([one!, two!][i % 2]!.url, "tg_ann")).toBe(200);
+  }, 90_000);
+
+  it("a process killed with SIGKILL holds its slots on the other process until the leases run out", async () => {
+    const [doomed, survivor] = await Promise.all([GatewayProcess.start(config(redis.url(2), "1s")), GatewayProcess.start(config(redis.url(2), "1s"))]);
+    gateways.push(survivor!);
+    mock.setBehavior({ neverEnd: true, tokenIntervalMs: 50 });
+    const hanging = [ask(doomed!.url, "tg_ann", true), ask(doomed!.url, "tg_ann", true)];
+    await mock.waitForRequests(2);
+    await doomed!.stop("SIGKILL");
+    const killedAt = Date.now();
+    await Promise.allSettled(hanging);
+    mock.reset();
+    mock.setBehavior({ outputTokens: 2 });
+    expect(await ask(survivor!.url, "tg_ann")).toMatchObject({ status: 429, code: "rate_limited" });
+    // Another user is not held by ann's dead slots.
+    expect(await ask(survivor!.url, "tg_bob")).toBe(200);
+    // A 1 s wall clock: leases run 6 s from the reservation.
+    await new Promise((r) => setTimeout(r, Math.max(0, killedAt + 6_500 - Date.now())));
+    expect(await ask(survivor!.url, "tg_ann")).toBe(200);
+  }, 60_000);
 });

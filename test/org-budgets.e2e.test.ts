@@ -5,6 +5,9 @@ import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { QuotaReport } from "../src/core/quota-report.js";
 import { MockUpstream } from "../src/testing/mock-upstream.js";
+import { RedisServer } from "../src/testing/redis-server.js";
+import { testEngine } from "../src/testing/test-engine.js";
+import { RedisStore } from "../src/stores/redis.js";
 import { GatewayProcess } from "./gateway-process.js";
 
 /**
@@ -37,6 +40,7 @@ function config(store: string) {
       { key: "tg_bob", user: "bob", plan: "pro", org: "acme" },
       { key: "tg_backend", service: true, plan: "pro" },
       { key: "tg_trial", user: "tess", plan: "pro", budget: { total: 0.0002 } },
+      { key: "tg_dan", user: "dan", plan: "pro", org: "acme", budget: { daily: 0.0003 } },
     ],
     routes: { chat: { path: "/chat", plans: ["free", "pro"], default_model: "house", input: { max_output_tokens: 40 } } },
   };
@@ -92,6 +96,86 @@ describe.each([
     const orgBudget = me.budgets.find((b) => b.name === "org acme's daily budget")!;
     expect(micros(orgBudget.used_usd)).toBe(org);
     expect(me.budgets.some((b) => b.name === "the pro plan's daily budget")).toBe(true);
+  }, 60_000);
+});
+
+describe("an org of four callers on Redis, two gateway processes sharing one redis-server", () => {
+  let redis: RedisServer;
+  beforeAll(async () => {
+    redis = await RedisServer.start();
+  }, 30_000);
+  afterAll(() => redis?.dispose());
+
+  it("200 concurrent requests spread over both processes never overdraw the org, any user's plan budget or dan's key budget", async () => {
+    const [one, two] = await Promise.all([GatewayProcess.start(config(redis.url(1))), GatewayProcess.start(config(redis.url(1)))]);
+    gateways.push(one!, two!);
+    mock.setBehavior({ outputTokens: 20 });
+    const callers = (url: string) => [client(url, "tg_alice"), client(url, "tg_bob"), client(url, "tg_backend", { "x-tollgate-user": "carol", "x-tollgate-org": "acme" }), client(url, "tg_dan")];
+    const on = [callers(one!.url), callers(two!.url)];
+    const results = await Promise.all(Array.from({ length: 200 }, (_, i) => ask(on[i % 2]![Math.floor(i / 2) % 4]!)));
+    await Promise.all([one!.waitForRequests(100, 15_000), two!.waitForRequests(100, 15_000)]);
+
+    const refusals = results.filter((r) => r !== 200) as string[];
+    expect(results.filter((r) => r === 200).length).toBeGreaterThan(5);
+    expect(refusals.length).toBeGreaterThan(0);
+    expect(refusals.every((r) => /^402 (org acme's|the free plan's|this key's) daily budget/.test(r))).toBe(true);
+    // Both processes served and both refused: the levels are shared through Redis, not per process.
+    for (const gw of [one!, two!]) expect(new Set(gw.records.map((r) => r.decision)).size).toBeGreaterThan(1);
+
+    // Reservations are worst cases: once the burst has settled, bob spends what the org has left,
+    // alternating processes.
+    let last: number | string = 200;
+    let made = 0;
+    for (; made < 100 && last === 200; made++) last = await ask(on[made % 2]![1]!);
+    expect(String(last)).toMatch(/^402 org acme's daily budget of \$0\.001 would be exceeded/);
+    await Promise.all([one!.waitForRequests(100 + Math.ceil(made / 2), 15_000), two!.waitForRequests(100 + Math.floor(made / 2), 15_000)]);
+
+    const records = [...one!.records, ...two!.records];
+    const spend = (user: string) => records.filter((r) => r.user === user).reduce((a, r) => a + micros(r.cost_usd), 0);
+    const org = spend("alice") + spend("bob") + spend("carol") + spend("dan");
+    expect(org).toBeLessThanOrEqual(1000);
+    expect(spend("alice")).toBeLessThanOrEqual(400);
+    expect(spend("dan")).toBeLessThanOrEqual(300);
+    // Tight, not merely safe: what the org has left cannot hold one more call.
+    const estimate = Math.max(...records.map((r) => micros(r.estimated_cost_usd)));
+    expect(org).toBeGreaterThan(1000 - estimate);
+    // Either process reports the same org spend.
+    for (const gw of [one!, two!]) {
+      const me = (await client(gw.url, "tg_dan").get("/me")) as QuotaReport;
+      expect(micros(me.budgets.find((b) => b.name === "org acme's daily budget")!.used_usd)).toBe(org);
+      expect(micros(me.budgets.find((b) => b.name === "this key's daily budget")!.used_usd)).toBe(spend("dan"));
+    }
+  }, 90_000);
+
+  it("a key's total holds across days while its plan's daily budget starts again (two engines on one Redis, clocks moved past midnight)", async () => {
+    let now = Date.parse("2026-05-31T23:00:00Z");
+    const clock = () => now;
+    const cfg = {
+      providers: { sim: { type: "simulated" } },
+      // A call costs exactly $0.0001: ten output tokens at $10/M.
+      models: { m: { provider: "sim", price: { input: 0, output: 10 } } },
+      plans: { pro: { models: ["m"], budget: { daily: 0.0003 } } },
+      keys: [{ key: "tg_total", user: "tess", plan: "pro", budget: { total: 0.0005 } }],
+      routes: { chat: { path: "/chat", plans: ["pro"], default_model: "m", input: { max_output_tokens: 10 } } },
+    };
+    const stores = await Promise.all([RedisStore.open(redis.url(2), { log: () => {}, clock }), RedisStore.open(redis.url(2), { log: () => {}, clock })]);
+    const engines = stores.map((store) => testEngine(cfg, { store, clock: { now: clock, advance: (ms) => void (now += ms), set: () => {} } }));
+    try {
+      const call = (i: number) => engines[i % 2]!.send({ key: "tg_total", body: { model: "m", messages: [{ role: "user", content: "hi" }] } }).then((r) => r.refusal?.message ?? "200");
+      const day1 = await Promise.all([0, 1, 2, 3, 4, 5].map(call));
+      expect(day1.filter((r) => r === "200")).toHaveLength(3);
+      expect(day1.filter((r) => r.startsWith("the pro plan's daily budget"))).toHaveLength(3);
+      now = Date.parse("2026-06-01T00:00:01Z"); // a new day, a new month
+      const day2 = await Promise.all([0, 1, 2, 3, 4, 5].map(call));
+      expect(day2.filter((r) => r === "200")).toHaveLength(2);
+      expect(day2.filter((r) => r.startsWith("this key's total budget of $0.0005"))).toHaveLength(4);
+      now = Date.parse("2026-07-15T12:00:00Z");
+      expect(await call(0)).toMatch(/^this key's total budget of \$0\.0005 (is spent|would be exceeded)/);
+      const records = engines.flatMap((e) => e.records).filter((r) => r.decision !== "block" && r.cost_usd > 0);
+      expect(records.reduce((a, r) => a + micros(r.cost_usd), 0)).toBe(500);
+    } finally {
+      await Promise.all(stores.map((s) => s.close()));
+    }
   }, 60_000);
 });
 

@@ -7,6 +7,7 @@ import type { Ended, UsageRecord } from "../core/usage-record.js";
 import { ENDPOINTS } from "../gateway/endpoints.js";
 import type { Provider } from "../core/provider.js";
 import { createProviders } from "../providers/registry.js";
+import type { Store } from "../core/store.js";
 import { MemoryStore } from "../stores/memory.js";
 
 /**
@@ -62,7 +63,7 @@ export interface TestResult {
 export interface TestEngine {
   engine: Engine;
   config: ResolvedConfig;
-  store: MemoryStore;
+  store: Store;
   clock: FakeClock;
   /** Every usage record, in the order written. */
   records: UsageRecord[];
@@ -76,12 +77,13 @@ export interface TestEngine {
  * The engine in process, for fast tests of policy: a config of the config file's shape (parsed
  * and resolved as the library does), a memory store and a fake clock. Simulated providers that
  * do not set `tokens_per_second` stream as fast as timers allow. `providers` replaces the
- * configured ones by name (a provider that misbehaves on purpose).
+ * configured ones by name (a provider that misbehaves on purpose); `store` replaces the memory
+ * store (a Redis store with its own test clock, shared by two engines as by two processes).
  */
-export function testEngine(config: Record<string, unknown>, opts: { clock?: FakeClock; providers?: Record<string, Provider> } = {}): TestEngine {
+export function testEngine(config: Record<string, unknown>, opts: { clock?: FakeClock; providers?: Record<string, Provider>; store?: Store } = {}): TestEngine {
   const resolved = resolveConfig(parseConfig({ store: "memory:", ...config, providers: fastSimulated(config.providers) }));
   const clock = opts.clock ?? fakeClock();
-  const store = new MemoryStore(clock.now);
+  const store = opts.store ?? new MemoryStore(clock.now);
   const records: UsageRecord[] = [];
   const warnings: string[] = [];
   const engine = new Engine({
