@@ -1,8 +1,8 @@
 import type { ResolvedConfig } from "../config/resolve.js";
 import { parseDuration } from "../config/duration.js";
 import { formatUsd } from "../core/money.js";
-import { summarize, timeSeries, type GroupBy, type TimeSeries } from "../core/usage-report.js";
-import { requestsOf, type UsageRecord } from "../core/usage-record.js";
+import { summarize, timeSeries, totalRequests, type GroupBy, type TimeSeries } from "../core/usage-report.js";
+import type { UsageRecord } from "../core/usage-record.js";
 import { openStore } from "../stores/open.js";
 
 const GROUPS: GroupBy[] = ["user", "route", "model", "ip"];
@@ -105,9 +105,4 @@ function align(rows: string[][], lastLeft = false): string[] {
       .join("  ")
       .trimEnd(),
   );
-}
-
-/** Requests the records stand for: a refusal summary counts as its `count`. */
-function totalRequests(records: UsageRecord[]): number {
-  return records.reduce((n, r) => n + requestsOf(r), 0);
 }

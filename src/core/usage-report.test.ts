@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { emptyUsageRecord, type UsageRecord } from "./usage-record.js";
-import { flaggedCallers, refusalsByCode, timeSeries, totalsOf } from "./usage-report.js";
+import { flaggedCallers, refusalsByCode, summarize, timeSeries, totalRequests, totalsOf } from "./usage-report.js";
 
 const T0 = Date.UTC(2025, 0, 1, 12, 0, 0);
 const MIN = 60_000;
@@ -40,5 +40,41 @@ describe("usage report", () => {
       { user: "d", ip: "192.0.2.2", requests: 1, downgraded: 1, blocked: 0, signals: { "score(user)": 1 }, last_ts: new Date(T0 + 150_000).toISOString() },
       { user: "c", ip: "192.0.2.1", requests: 1, downgraded: 0, blocked: 1, signals: { "score(network)": 1, ip_many_users: 1 }, last_ts: new Date(T0 + 140_000).toISOString() },
     ]);
+  });
+
+  describe("library mode: an app request and its model calls (SPEC §6)", () => {
+    // One agent request: two model calls served, a third refused over the budget, which also
+    // marks the app request refused. Its record carries the run counters and none of the calls' cost.
+    const app = rec(T0 + 1_000, { request_id: "app1", route: "agent", user: "a", endpoint: "app", decision: "deny", code: "budget_exceeded", ended: "refused", tool_calls: 3, run_step: 3 });
+    const call = (n: number, over: Partial<UsageRecord>) => rec(T0 + 1_000 + n, { request_id: `app1:${n}`, parent_id: "app1", route: "agent", user: "a", endpoint: "chat", model: "gpt-4o-mini", ...over });
+    const library = [
+      call(1, { input_tokens: 100, output_tokens: 20, cost_usd: 0.00003, tool_calls: 2 }),
+      call(2, { input_tokens: 150, output_tokens: 10, cost_usd: 0.00004, tool_calls: 1 }),
+      call(3, { decision: "deny", code: "budget_exceeded" }),
+      app,
+      rec(T0 + 2_000, { route: "chat", user: "b", cost_usd: 0.000005, input_tokens: 1, output_tokens: 1 }),
+    ];
+
+    it("counts the app request once and every model call's tokens and dollars once", () => {
+      expect(totalsOf(library)).toEqual({ requests: 2, denied: 1, downgraded: 0, input_tokens: 251, output_tokens: 31, cost_micros: 75 });
+      expect(totalRequests(library)).toBe(2);
+      expect(summarize(library, "user").map((r) => [r.group, r.requests, r.denied, r.cost_micros])).toEqual([
+        ["a", 1, 1, 70],
+        ["b", 1, 0, 5],
+      ]);
+      expect(refusalsByCode(library).map((r) => [r.code, r.count])).toEqual([["budget_exceeded", 1]]);
+      const s = timeSeries(library, { since: T0, until: T0 + MIN, bucketMs: MIN });
+      expect([s.total.requests[0], s.total.denied[0], s.total.tokens[0], s.total.cost_micros[0]]).toEqual([2, 1, 282, 75]);
+    });
+
+    it("a downgraded app request is one flagged request, not one per model call", () => {
+      const downgraded = [
+        rec(T0, { request_id: "app2", parent_id: null, user: "d", ip: "192.0.2.9", endpoint: "app", decision: "downgrade", signals: ["score:60(user)"] }),
+        rec(T0 + 1, { request_id: "app2:1", parent_id: "app2", user: "d", ip: "192.0.2.9", decision: "downgrade", signals: ["score:60(user)"], cost_usd: 0.000001 }),
+        rec(T0 + 2, { request_id: "app2:2", parent_id: "app2", user: "d", ip: "192.0.2.9", decision: "downgrade", signals: ["score:60(user)"], cost_usd: 0.000001 }),
+      ];
+      expect(totalsOf(downgraded)).toMatchObject({ requests: 1, downgraded: 1, cost_micros: 2 });
+      expect(flaggedCallers(downgraded)).toMatchObject([{ user: "d", requests: 1, downgraded: 1, signals: { "score(user)": 1 } }]);
+    });
   });
 });

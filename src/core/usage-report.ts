@@ -19,11 +19,29 @@ export interface UsageRow extends Totals {
 /** Records carry dollars for readers; they were micro-dollars exactly, so this is lossless. */
 export const recordMicros = (r: UsageRecord): Micros => Math.round(r.cost_usd * 1e6);
 
+/**
+ * How many requests a record stands for in a report. A model call's record (`parent_id`, library
+ * mode) is part of its app request, which has its own record: counting it again would make one
+ * agent request with five model calls six requests (SPEC §6).
+ */
+export function requestsIn(r: UsageRecord): number {
+  return r.parent_id ? 0 : requestsOf(r);
+}
+
+/** Requests the records stand for: refusal summaries as their `count`, model calls as part of their request. */
+export function totalRequests(records: UsageRecord[]): number {
+  return records.reduce((n, r) => n + requestsIn(r), 0);
+}
+
 const zero = (): Totals => ({ requests: 0, denied: 0, downgraded: 0, input_tokens: 0, output_tokens: 0, cost_micros: 0 });
 
+/**
+ * Decisions are counted on request records only (a refused model call also marks its app request
+ * refused); tokens and dollars on every record, since an app request's record carries none of its
+ * model calls' (SPEC §6), so each is counted once.
+ */
 function add(t: Totals, r: UsageRecord): void {
-  // A refusal summary stands for `count` requests (SPEC §6).
-  const n = requestsOf(r);
+  const n = requestsIn(r);
   t.requests += n;
   if (r.decision === "deny") t.denied += n;
   if (r.decision === "downgrade") t.downgraded += n;
@@ -81,8 +99,9 @@ export function timeSeries(records: UsageRecord[], opts: { since: number; until:
   if (n > MAX_BUCKETS) throw new RangeError(`${n} buckets is more than ${MAX_BUCKETS}: choose a larger bucket or a shorter period`);
   const empty = (): SeriesValues => ({ requests: Array(n).fill(0), denied: Array(n).fill(0), tokens: Array(n).fill(0), cost_micros: Array(n).fill(0) });
   const addAt = (v: SeriesValues, i: number, r: UsageRecord) => {
-    v.requests[i] += requestsOf(r);
-    if (r.decision === "deny") v.denied[i] += requestsOf(r);
+    const n = requestsIn(r);
+    v.requests[i] += n;
+    if (r.decision === "deny") v.denied[i] += n;
     v.tokens[i] += r.input_tokens + r.output_tokens;
     v.cost_micros[i] += recordMicros(r);
   };
@@ -113,7 +132,7 @@ const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
 export function refusalsByCode(records: UsageRecord[]): { code: string; count: number; last_ts: string }[] {
   const rows = new Map<string, { code: string; count: number; last_ts: string }>();
   for (const r of records) {
-    if (r.decision !== "deny" || !r.code) continue;
+    if (r.decision !== "deny" || !r.code || requestsIn(r) === 0) continue;
     const row = rows.get(r.code) ?? { code: r.code, count: 0, last_ts: r.ts };
     row.count += requestsOf(r);
     if (r.ts > row.last_ts) row.last_ts = r.ts;
@@ -141,13 +160,15 @@ export function flaggedCallers(records: UsageRecord[], limit = 50): FlaggedCalle
   const rows = new Map<string, FlaggedCaller>();
   for (const r of records) {
     const blocked = r.code === "blocked";
-    if (r.decision !== "downgrade" && !blocked) continue;
+    // A model call shares its app request's identity and downgrade: the request stands for both.
+    if ((r.decision !== "downgrade" && !blocked) || requestsIn(r) === 0) continue;
     const key = `${r.user}\u0000${r.ip}`;
     let row = rows.get(key);
     if (!row) rows.set(key, (row = { user: r.user, ip: r.ip, requests: 0, downgraded: 0, blocked: 0, signals: {}, last_ts: r.ts }));
-    row.requests += requestsOf(r);
-    if (blocked) row.blocked += requestsOf(r);
-    else row.downgraded += requestsOf(r);
+    const n = requestsIn(r);
+    row.requests += n;
+    if (blocked) row.blocked += n;
+    else row.downgraded += n;
     // "score:57(network)" differs on every request; the part that explains it is the source.
     for (const s of r.signals) {
       const name = s.replace(/^score:\d+/, "score");
