@@ -13,5 +13,6 @@ export type { RequestFormat, Inspection, ReportedUsage } from "./core/format.js"
 export { loadConfigFile, parseConfig } from "./config/load.js";
 export { resolveConfig } from "./config/resolve.js";
 export type { ResolvedConfig } from "./config/resolve.js";
-export type { RawConfig as TollgateConfig } from "./config/schema.js";
+// The config as a user writes it: keys with a default may be left out.
+export type { ConfigInput as TollgateConfig } from "./config/schema.js";
 export { ConfigError } from "./config/errors.js";

@@ -1,5 +1,5 @@
 import type { ResolvedConfig } from "../config/resolve.js";
-import { formatDuration } from "../config/duration.js";
+import { formatDuration } from "../core/duration.js";
 import { formatUsd } from "../core/money.js";
 
 /** What `tollgate check` prints: the config as tollgate understood it, secrets masked. */

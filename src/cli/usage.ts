@@ -1,5 +1,5 @@
 import type { ResolvedConfig } from "../config/resolve.js";
-import { parseDuration } from "../config/duration.js";
+import { parseDuration } from "../core/duration.js";
 import { formatUsd } from "../core/money.js";
 import { summarize, timeSeries, totalRequests, type GroupBy, type TimeSeries } from "../core/usage-report.js";
 import type { UsageRecord } from "../core/usage-record.js";

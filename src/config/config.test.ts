@@ -161,4 +161,22 @@ describe("config", () => {
     expect(c.plans.free).toMatchObject({ budget: { daily: 100_000, soft: 0.8 }, budgetDowngradeTo: "gpt-4o-mini" });
     expect(c.orgs.acme!.budget).toMatchObject({ monthly: 10_000_000, soft: 0.9 });
   });
+
+  it("refuses a gateway or org budget it cannot hold exactly, instead of running without it", () => {
+    // These two used to be read after the issues were checked: an amount past what micro-dollars
+    // can hold was dropped and the gateway ran uncapped.
+    const doc = base() as any;
+    doc.budget = { daily: 100_000_000_000 };
+    doc.orgs = { acme: { budget: { monthly: "100000000000" } } };
+    expect(issues(doc)).toEqual(["budget.daily: amount of USD too large: 100000000000", "orgs.acme.budget.monthly: amount of USD too large: 100000000000"]);
+  });
+
+  it("applies the schema's defaults when a section is left out", () => {
+    const c = resolveConfig(parseConfig(base(), env));
+    expect(c.routes[0]!.input).toMatchObject({ maxOutputTokens: 800, onExcessOutputTokens: "clamp", maxN: 1, allowLogprobs: false, storedState: "reject" });
+    expect([...c.routes[0]!.endpoints]).toEqual(["chat_completions", "responses", "messages", "embeddings", "models"]);
+    expect(c.abuse).toMatchObject({ blocklist: [], allowlist: [], halfLifeMs: 3_600_000, manyUsersThreshold: 5, weights: { refused: 5, nearCapPrompt: 5, ipManyUsers: 10, burstUnderLimit: 5, newIdentityExpensiveModel: 5 } });
+    expect(c.providers.local).toMatchObject({ tokensPerSecond: 200, headers: {} });
+    expect(c.providers.openai!.anthropicVersion).toBe("2023-06-01");
+  });
 });

@@ -85,7 +85,7 @@ function knownKeysAt(path: ReadonlyArray<PropertyKey>): string[] {
 }
 
 function unwrap(schema: any): any {
-  while (schema?._zod?.def && ["optional", "default", "nullable", "pipe"].includes(schema._zod.def.type)) {
+  while (schema?._zod?.def && ["optional", "default", "prefault", "nullable", "pipe"].includes(schema._zod.def.type)) {
     schema = schema._zod.def.innerType ?? schema._zod.def.in;
   }
   return schema;

@@ -92,7 +92,8 @@ function typeOf(node: JsonSchema): string {
 }
 
 function defaultOf(node: JsonSchema, required: boolean): string {
-  if (node.default !== undefined) return typeof node.default === "object" ? "(see its keys)" : `\`${JSON.stringify(node.default)}\``;
+  // An object's own keys list their defaults; a list's or a map's default is shown as it is.
+  if (node.default !== undefined) return node.properties ? "(see its keys)" : `\`${JSON.stringify(node.default)}\``;
   return required ? "required" : "—";
 }
 

@@ -1,12 +1,16 @@
 import { z } from "zod";
+import { ENDPOINT_NAMES } from "../core/config-types.js";
 import { TOKENIZER_NAMES, TOKENIZERS } from "../core/metering/tokenizer-choice.js";
-import { DURATION_HINT, parseDuration } from "./duration.js";
+import { DURATION_HINT, parseDuration } from "../core/duration.js";
 
 /**
  * The config file's shape (docs/config.md is generated from it: `npm run docs:config`). Every object is strict: a misspelled key is an error, because a
  * limit that is written down but silently ignored is the worst failure this product can have.
  * Values stay as the user wrote them here; resolve.ts turns them into milliseconds, micro-dollars
- * and prices, so the JSON Schema that editors see matches the file.
+ * and prices, so the JSON Schema that editors see matches the file. Every default that does not
+ * depend on another value is stated here (`.default()`), once: resolve.ts reads it, and the
+ * reference shows it. An optional object whose keys have defaults is `.prefault({})`, so they
+ * apply when it is absent too.
  */
 
 const duration = z
@@ -28,9 +32,9 @@ export const providerSchema = z.strictObject({
   type: z.enum(["openai", "anthropic", "simulated"]).describe("Wire protocol: openai (any OpenAI-compatible API), anthropic, or the built-in simulated provider."),
   base_url: z.url({ protocol: /^https?$/, error: "expected an http(s) URL" }).optional().describe("The API's base URL, e.g. https://api.openai.com/v1; required for openai and anthropic."),
   api_key: z.string().optional().describe("The provider's key; use env:NAME. Never sent to or shown to callers."),
-  headers: z.record(z.string(), z.string()).optional().describe("Extra headers sent upstream (e.g. OpenAI-Organization)."),
-  tokens_per_second: positiveInt.optional().describe("simulated: streaming speed in tokens per second.").meta({ default: 200 }),
-  anthropic_version: z.string().optional().describe("anthropic: the anthropic-version header sent upstream.").meta({ default: "2023-06-01" }),
+  headers: z.record(z.string(), z.string()).default({}).describe("Extra headers sent upstream (e.g. OpenAI-Organization)."),
+  tokens_per_second: positiveInt.default(200).describe("simulated: streaming speed in tokens per second."),
+  anthropic_version: z.string().default("2023-06-01").describe("anthropic: the anthropic-version header sent upstream."),
 });
 
 export const priceSchema = z.strictObject({
@@ -54,7 +58,7 @@ export const modelSchema = z.strictObject({
   provider: z.string().describe("A name under providers."),
   upstream: z.string().optional().describe("The provider's model id, when the public name is an alias."),
   price: priceSchema.optional().describe("Overrides the bundled catalog price."),
-  requires: z.array(z.enum(["verified", "paid"])).optional().describe("Callers must be verified (JWT claim or key) or on a paid plan."),
+  requires: z.array(z.enum(["verified", "paid"])).default([]).describe("Callers must be verified (JWT claim or key) or on a paid plan."),
   reasoning: z.boolean().optional().describe("Hidden reasoning tokens: a cut stream is charged its full reserved output (default: true for o-series and gpt-5 models)."),
   tokenizer: z
     .enum(TOKENIZER_NAMES)
@@ -93,7 +97,7 @@ export const planSchema = z.strictObject({
   timezone: timezone
     .optional()
     .describe("The IANA time zone whose calendar days and months this plan's per-user budgets reset on (default: the top-level `timezone`)."),
-  paid: z.boolean().optional().describe("Callers on this plan satisfy `requires: [paid]`.").meta({ default: false }),
+  paid: z.boolean().default(false).describe("Callers on this plan satisfy `requires: [paid]`."),
 });
 
 export const keyBudgetSchema = z.strictObject({
@@ -115,10 +119,10 @@ export const keySchema = z.strictObject({
   id: z.string().optional().describe("The key's id in usage records and the admin API (default: cfg_ and a hash of the key)."),
   user: z.string().optional().describe("The user the key belongs to (default: the key's id)."),
   plan: z.string().describe("A name under plans."),
-  service: z.boolean().optional().describe("May act for end users with x-tollgate-user / x-tollgate-plan.").meta({ default: false }),
+  service: z.boolean().default(false).describe("May act for end users with x-tollgate-user / x-tollgate-plan."),
   grants: z.array(z.string()).optional().describe("Plans a service key may grant with x-tollgate-plan (default: its own)."),
   routes: z.array(z.string()).optional().describe("Route names this key may use (default: every route its plan may use)."),
-  verified: z.boolean().optional().describe("Callers with this key satisfy `requires: [verified]`.").meta({ default: false }),
+  verified: z.boolean().default(false).describe("Callers with this key satisfy `requires: [verified]`."),
   expires: z.string().optional().describe("ISO-8601 time after which the key is refused."),
   org: z.string().optional().describe("The org (under orgs:) whose budget this key's calls also count against."),
   budget: keyBudgetSchema.optional().describe("This key's own spend caps, on top of its user's, org's and plan's."),
@@ -170,23 +174,22 @@ export const limitSchema = z
 
 export const inputSchema = z.strictObject({
   max_prompt_chars: positiveInt.optional().describe("Longest prompt in characters (413 input_too_large; absent: no cap)."),
-  max_output_tokens: positiveInt.optional().describe("Output tokens a request may ask for; a request that names none gets this as its cap.").meta({ default: 4096 }),
-  on_excess_output_tokens: z.enum(["clamp", "reject"]).optional().describe("A request asking for more than max_output_tokens: clamp it to the cap, or reject it (400 output_tokens_exceeded).").meta({ default: "clamp" }),
+  max_output_tokens: positiveInt.default(4096).describe("Output tokens a request may ask for; a request that names none gets this as its cap."),
+  on_excess_output_tokens: z.enum(["clamp", "reject"]).default("clamp").describe("A request asking for more than max_output_tokens: clamp it to the cap, or reject it (400 output_tokens_exceeded)."),
   max_messages: positiveInt.optional().describe("Most messages (or input items) per request (absent: no cap)."),
   max_tools: nonNegativeInt.optional().describe("Most tool definitions per request (absent: no cap)."),
   max_attachments: nonNegativeInt.optional().describe("Most files (images, documents, audio) per request (absent: no cap)."),
   max_attachment_bytes: positiveInt.optional().describe("Largest file in bytes (absent: no cap)."),
   max_docs: nonNegativeInt.optional().describe("Retrieval results per request: what gate.retrieval(k) allows in library mode (absent: no cap)."),
-  max_n: positiveInt.optional().describe("Largest `n` (choices per request) allowed.").meta({ default: 1 }),
+  max_n: positiveInt.default(1).describe("Largest `n` (choices per request) allowed."),
   max_embedding_inputs: positiveInt.optional().describe("Most inputs per embeddings request (absent: no cap)."),
-  allow_logprobs: z.boolean().optional().describe("Allow logprobs / top_logprobs / logit_bias (otherwise 400 param_not_allowed).").meta({ default: false }),
+  allow_logprobs: z.boolean().default(false).describe("Allow logprobs / top_logprobs / logit_bias (otherwise 400 param_not_allowed)."),
   stored_state: z
     .enum(["reject", "allow"])
-    .optional()
+    .default("reject")
     .describe(
       "Cost tollgate cannot see or estimate: Responses previous_response_id, conversation, stored prompt, item_reference, background; files and documents by id or URL; provider-hosted tools (web search, file search, code execution, MCP) and Chat web_search_options; Chat audio output (modalities: audio, audio) and earlier audio replies by id. reject (default: param_not_allowed) or allow, reserving the model's whole context window as input.",
-    )
-    .meta({ default: "reject" }),
+    ),
 });
 
 export const runsSchema = z.strictObject({
@@ -211,19 +214,19 @@ export const challengeSchema = z.strictObject({
     .describe("Callers whose suspicion score is at least this must solve a challenge too, whatever `for` says; required with `for: suspect`. Needs abuse.downgrade_at or abuse.block_at (else no score is kept)."),
   difficulty: z
     .strictObject({
-      base: positiveInt.optional().describe("The largest counter a challenge for a caller with a clean score hides: the solver tries between half of it and all of it.").meta({ default: 1000 }),
-      max: positiveInt.optional().describe("The largest counter at all, reached at abuse.block_at (or a score of 100) or when the anonymous pool is full; in between it rises geometrically.").meta({ default: 50000 }),
+      base: positiveInt.default(1000).describe("The largest counter a challenge for a caller with a clean score hides: the solver tries between half of it and all of it."),
+      max: positiveInt.default(50000).describe("The largest counter at all, reached at abuse.block_at (or a score of 100) or when the anonymous pool is full; in between it rises geometrically."),
     })
-    .optional()
+    .prefault({})
     .describe("How much work a challenge asks for, in key derivations (PBKDF2-SHA-256, 100 iterations each; docs/security.md quotes solve times)."),
-  ttl: duration.optional().describe("How long a challenge may be solved and used; a solution is accepted once within it.").meta({ default: "5m" }),
+  ttl: duration.default("5m").describe("How long a challenge may be solved and used; a solution is accepted once within it."),
   secret: z
     .string()
     .min(32, { error: "expected at least 32 characters; use env:NAME" })
     .describe("The HMAC secret challenges are signed with; every process serving the route needs the same one. Use env:NAME."),
 });
 
-export const endpointNames = ["chat_completions", "responses", "messages", "embeddings", "models"] as const;
+export const endpointNames = ENDPOINT_NAMES;
 
 export const routeSchema = z.strictObject({
   path: z
@@ -234,9 +237,12 @@ export const routeSchema = z.strictObject({
   default_model: z.string().optional().describe("The model of a request that names none."),
   models: z.array(z.string()).optional().describe("Restricts this route to these models (on top of the plan)."),
   budget_downgrade_to: budgetDowngradeTo.optional(),
-  endpoints: z.array(z.enum(endpointNames)).optional().describe("Endpoints this route exposes (default: all)."),
+  endpoints: z
+    .array(z.enum(endpointNames))
+    .default([...endpointNames])
+    .describe("Endpoints this route exposes."),
   limits: z.array(limitSchema).optional().describe("Window limits; every one must admit a request."),
-  input: inputSchema.optional().describe("Caps on what one request may carry or ask for."),
+  input: inputSchema.prefault({}).describe("Caps on what one request may carry or ask for."),
   runs: runsSchema.optional().describe("The envelope of an agent run (requests sharing an x-tollgate-run id, or one library request)."),
   timeout: duration.optional().describe("Wall-clock cap per request on this route (default and upper bound: server.timeout)."),
   challenge: challengeSchema
@@ -245,70 +251,64 @@ export const routeSchema = z.strictObject({
 });
 
 export const abuseSchema = z.strictObject({
-  blocklist: z.array(z.string()).optional().describe("IP addresses and CIDR ranges refused with 403."),
-  allowlist: z.array(z.string()).optional().describe("IP addresses and CIDR ranges never downgraded or blocked for suspicion."),
+  blocklist: z.array(z.string()).default([]).describe("IP addresses and CIDR ranges refused with 403."),
+  allowlist: z.array(z.string()).default([]).describe("IP addresses and CIDR ranges never downgraded or blocked for suspicion."),
   downgrade_to: z.string().optional().describe("The model a suspicious caller gets instead of the one it asked for."),
   downgrade_at: z.number().nonnegative().optional().describe("Suspicion score from which a caller is downgraded (absent: never)."),
   block_at: z.number().nonnegative().optional().describe("Suspicion score from which a caller is refused with 403 (absent: never)."),
-  half_life: duration.optional().describe("A suspicion score halves over this long.").meta({ default: "1h" }),
+  half_life: duration.default("1h").describe("A suspicion score halves over this long."),
   signals: z
     .strictObject({
-      refused: z.number().nonnegative().optional().describe("Added when a request is refused (any 4xx but a block).").meta({ default: 5 }),
-      near_cap_prompt: z.number().nonnegative().optional().describe("Added for a prompt within 10% of max_prompt_chars.").meta({ default: 5 }),
-      ip_many_users: z.number().nonnegative().optional().describe("Added when more than many_users_threshold users call from one network.").meta({ default: 10 }),
-      burst_under_limit: z.number().nonnegative().optional().describe("Added when a caller reaches 90% of a requests limit of 5 or more.").meta({ default: 5 }),
-      new_identity_expensive_model: z.number().nonnegative().optional().describe("Added when an identity with only a few requests so far calls an expensive model.").meta({ default: 5 }),
+      refused: z.number().nonnegative().default(5).describe("Added when a request is refused (any 4xx but a block)."),
+      near_cap_prompt: z.number().nonnegative().default(5).describe("Added for a prompt within 10% of max_prompt_chars."),
+      ip_many_users: z.number().nonnegative().default(10).describe("Added when more than many_users_threshold users call from one network."),
+      burst_under_limit: z.number().nonnegative().default(5).describe("Added when a caller reaches 90% of a requests limit of 5 or more."),
+      new_identity_expensive_model: z.number().nonnegative().default(5).describe("Added when an identity with only a few requests so far calls an expensive model."),
       key_many_networks: z
         .number()
         .nonnegative()
-        .optional()
-        .describe("Added on each request of a key (or a signed-in user) seen from more than many_networks_threshold networks (IPv4 /16s, IPv6 /32s) within many_networks_window: a shared or stolen credential.")
-        .meta({ default: 25 }),
+        .default(25)
+        .describe("Added on each request of a key (or a signed-in user) seen from more than many_networks_threshold networks (IPv4 /16s, IPv6 /32s) within many_networks_window: a shared or stolen credential."),
       new_identity_velocity: z
         .number()
         .nonnegative()
-        .optional()
+        .default(60)
         .describe(
           "A cohort term: while new identities (younger than new_identity_age) appear at new_identity_surge_factor times their baseline rate or faster, every identity of that cohort scores this much more; identities with a history are untouched. Below block_at, the cohort alone is downgraded and only its members with evidence of their own are blocked.",
-        )
-        .meta({ default: 60 }),
+        ),
       anon_pool_pressure: z
         .number()
         .nonnegative()
-        .optional()
+        .default(100)
         .describe(
           "A cohort term: anonymous callers on a route with a `per: plan` requests limit for the anonymous plan score this weight times the pool's pressure (anonymous demand over the pool's rate, 0 to 1) once the pressure reaches pool_pressure_at.",
-        )
-        .meta({ default: 100 }),
-      run_churn: z.number().nonnegative().optional().describe("Added on each request of a caller that started more than run_churn_threshold agent runs (fresh x-tollgate-run ids) within run_churn_window.").meta({ default: 25 }),
+        ),
+      run_churn: z.number().nonnegative().default(25).describe("Added on each request of a caller that started more than run_churn_threshold agent runs (fresh x-tollgate-run ids) within run_churn_window."),
     })
-    .optional()
+    .prefault({})
     .describe("The weight each signal adds to the caller's suspicion score."),
-  many_users_threshold: positiveInt.optional().describe("Distinct users from one network before ip_many_users fires.").meta({ default: 5 }),
-  many_networks_threshold: positiveInt.optional().describe("Distinct networks (IPv4 /16s, IPv6 /32s) one key or user may call from within many_networks_window before key_many_networks fires.").meta({ default: 5 }),
-  many_networks_window: duration.optional().describe("The window key_many_networks counts networks over.").meta({ default: "1d" }),
-  new_identity_age: duration.optional().describe("An identity (user or key, not anonymous) first seen less than this long ago belongs to the new-identity cohort.").meta({ default: "1d" }),
+  many_users_threshold: positiveInt.default(5).describe("Distinct users from one network before ip_many_users fires."),
+  many_networks_threshold: positiveInt.default(5).describe("Distinct networks (IPv4 /16s, IPv6 /32s) one key or user may call from within many_networks_window before key_many_networks fires."),
+  many_networks_window: duration.default("1d").describe("The window key_many_networks counts networks over."),
+  new_identity_age: duration.default("1d").describe("An identity (user or key, not anonymous) first seen less than this long ago belongs to the new-identity cohort."),
   new_identity_baseline_per_hour: z
     .number()
     .positive()
-    .optional()
-    .describe("The least baseline rate of new identities per hour: the baseline is the larger of this and the rate of the past week (a moving average with a week's half-life).")
-    .meta({ default: 10 }),
+    .default(10)
+    .describe("The least baseline rate of new identities per hour: the baseline is the larger of this and the rate of the past week (a moving average with a week's half-life)."),
   new_identity_surge_factor: z
     .number()
     .gt(1)
-    .optional()
-    .describe("new_identity_velocity fires while new identities of the past hour or so appear at this many times the baseline rate or faster.")
-    .meta({ default: 3 }),
+    .default(3)
+    .describe("new_identity_velocity fires while new identities of the past hour or so appear at this many times the baseline rate or faster."),
   pool_pressure_at: z
     .number()
     .min(0)
     .max(1)
-    .optional()
-    .describe("The anonymous pool's pressure (0 to 1) from which anon_pool_pressure adds to every anonymous caller's score.")
-    .meta({ default: 0.5 }),
-  run_churn_threshold: positiveInt.optional().describe("Agent runs one caller may start within run_churn_window before run_churn fires.").meta({ default: 6 }),
-  run_churn_window: duration.optional().describe("The window run_churn counts runs over.").meta({ default: "10m" }),
+    .default(0.5)
+    .describe("The anonymous pool's pressure (0 to 1) from which anon_pool_pressure adds to every anonymous caller's score."),
+  run_churn_threshold: positiveInt.default(6).describe("Agent runs one caller may start within run_churn_window before run_churn fires."),
+  run_churn_window: duration.default("10m").describe("The window run_churn counts runs over."),
 });
 
 export const serverSchema = z.strictObject({
@@ -335,7 +335,7 @@ export const serverSchema = z.strictObject({
 });
 
 export const configSchema = z.strictObject({
-  server: serverSchema.default(serverSchema.parse({})).describe("The gateway's HTTP server; library mode reads trust_proxy and timeout."),
+  server: serverSchema.prefault({}).describe("The gateway's HTTP server; library mode reads trust_proxy and timeout."),
   store: z
     .string()
     // `store: memory:` is not valid YAML (it reads as a mapping), so plain `memory` is accepted too.
@@ -354,14 +354,16 @@ export const configSchema = z.strictObject({
   providers: z.record(z.string(), providerSchema).describe("Upstream APIs, by a name of your choice."),
   models: z.record(z.string(), modelSchema).describe("Models callers may name, by public name. Each needs a price, from the bundled catalog or `price`."),
   plans: z.record(z.string(), planSchema).describe("What a caller may use and spend, by plan name."),
-  orgs: z.record(z.string(), orgSchema).optional().describe("Companies or teams: their callers share the org's budget on top of their own."),
-  keys: z.array(keySchema).optional().describe("Static API keys; more live in the store (`tollgate keys`, the admin API)."),
+  orgs: z.record(z.string(), orgSchema).default({}).describe("Companies or teams: their callers share the org's budget on top of their own."),
+  keys: z.array(keySchema).default([]).describe("Static API keys; more live in the store (`tollgate keys`, the admin API)."),
   jwt: jwtSchema.optional().describe("End-user tokens (HS256 secret or a JWKS URL)."),
   routes: z.record(z.string(), routeSchema).describe("The gateway's routes (and library mode's route names), by name."),
-  abuse: abuseSchema.optional().describe("Blocklists and the suspicion score that downgrades or blocks a caller."),
+  abuse: abuseSchema.prefault({}).describe("Blocklists and the suspicion score that downgrades or blocks a caller."),
 });
 
 export type RawConfig = z.output<typeof configSchema>;
+/** The config as written (a file, or the object given to createTollgate): defaulted keys may be left out. */
+export type ConfigInput = z.input<typeof configSchema>;
 export type RawRoute = z.output<typeof routeSchema>;
 export type RawLimit = z.output<typeof limitSchema>;
 

@@ -1,4 +1,4 @@
-import type { ResolvedConfig } from "../config/resolve.js";
+import type { ResolvedConfig } from "./config-types.js";
 import type { Checkpoint, Store } from "./store.js";
 import type { Exchange, HeldCounter } from "./exchange.js";
 import type { Meter } from "./metering/meter.js";

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import type { ResolvedConfig } from "../config/resolve.js";
+import type { ResolvedConfig } from "./config-types.js";
 import type { RequestFormat } from "./format.js";
 import type { Provider, UpstreamResult } from "./provider.js";
 import { StoreUnavailableError, type Store } from "./store.js";

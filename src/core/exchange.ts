@@ -1,4 +1,4 @@
-import type { EndpointName, ResolvedModel, ResolvedRoute } from "../config/resolve.js";
+import type { EndpointName, ResolvedModel, ResolvedRoute } from "./config-types.js";
 import type { Inspection, RequestFormat, UpstreamPlan } from "./format.js";
 import type { Counter } from "./store.js";
 import type { Credentials, Identity } from "./identity.js";

@@ -1,4 +1,4 @@
-import type { EndpointName } from "../config/resolve.js";
+import type { EndpointName } from "./config-types.js";
 import type { TollgateError } from "./errors.js";
 import type { Attachment, PromptShape } from "./metering/tokens.js";
 

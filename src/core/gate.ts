@@ -1,5 +1,5 @@
 import type { BlockList } from "node:net";
-import type { ResolvedConfig } from "../config/resolve.js";
+import type { ResolvedConfig } from "./config-types.js";
 import type { Provider } from "./provider.js";
 import type { Store } from "./store.js";
 import type { Exchange } from "./exchange.js";

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { createRemoteJWKSet, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from "jose";
-import type { KeyBudget, ResolvedConfig, ResolvedRoute, StaticKey } from "../config/resolve.js";
+import type { KeyBudget, ResolvedConfig, ResolvedRoute, StaticKey } from "./config-types.js";
 import type { Store, StoredKey } from "./store.js";
 import { ipGroup } from "./client-ip.js";
 import { TollgateError } from "./errors.js";

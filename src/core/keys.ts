@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import type { ResolvedConfig } from "../config/resolve.js";
+import type { ResolvedConfig } from "./config-types.js";
 import type { Store, StoredKey } from "./store.js";
 import { TollgateError } from "./errors.js";
 import { hashKey, newKeySecret } from "./identity.js";

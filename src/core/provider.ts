@@ -1,4 +1,4 @@
-import type { EndpointName } from "../config/resolve.js";
+import type { EndpointName } from "./config-types.js";
 import type { RequestFormat, SseEvent, UpstreamPlan } from "./format.js";
 
 export interface UpstreamCall {

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { parseDuration } from "../config/duration.js";
+import { parseDuration } from "../core/duration.js";
 import type { Engine } from "../core/engine.js";
 import { TollgateError } from "../core/errors.js";
 import type { GroupBy } from "../core/usage-report.js";

@@ -3,7 +3,7 @@ import { ipGroup, ipNetwork } from "../core/client-ip.js";
 import { TollgateError } from "../core/errors.js";
 import { ipScoreKey, netScoreKey, userScoreKey } from "../core/gates/abuse.js";
 import { parseUsd } from "../core/money.js";
-import { parseDuration } from "../config/duration.js";
+import { parseDuration } from "../core/duration.js";
 import { block, blockedSubjects, ipSubject, readBudgetOverride, setBudgetOverride, unblock, type BudgetSubject, type Subject } from "../core/policy.js";
 import { optString } from "../formats/fields.js";
 import { durationParam, intParam, jsonBody, timeParam, usd, type AdminCall, type AdminRoute } from "./admin-params.js";

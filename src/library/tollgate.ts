@@ -1,7 +1,7 @@
 import { ConfigError } from "../config/errors.js";
 import { loadConfigFile, parseConfig } from "../config/load.js";
 import { resolveConfig, type ResolvedConfig } from "../config/resolve.js";
-import type { RawConfig } from "../config/schema.js";
+import type { ConfigInput } from "../config/schema.js";
 import { normaliseIp } from "../core/client-ip.js";
 import { toTollgateError, type Engine } from "../core/engine.js";
 import { TollgateError } from "../core/errors.js";
@@ -16,7 +16,7 @@ import { awaitSubpaths } from "./subpath-methods.js";
 
 export interface TollgateOptions {
   /** A config file path (YAML or JSON), or an object of the config file's shape. */
-  config: string | Record<string, unknown> | RawConfig;
+  config: string | Record<string, unknown> | ConfigInput;
   /** Use this store instead of the one the config names. */
   store?: Store;
   /** Receives every usage record (the gateway prints them; a library user may ship them anywhere). */

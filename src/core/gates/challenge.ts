@@ -1,7 +1,7 @@
 import { createHmac } from "node:crypto";
 import { createChallenge, randomInt, verifySolution, type Challenge, type Payload } from "altcha-lib";
 import { deriveKey } from "altcha-lib/algorithms/pbkdf2";
-import type { ResolvedChallenge } from "../../config/resolve.js";
+import type { ResolvedChallenge } from "../config-types.js";
 import { inNetworks } from "../client-ip.js";
 import { TollgateError } from "../errors.js";
 import type { Exchange } from "../exchange.js";

@@ -1,5 +1,5 @@
 import { TollgateError } from "../errors.js";
-import type { ResolvedModel } from "../../config/resolve.js";
+import type { ResolvedModel } from "../config-types.js";
 import type { Gate } from "../gate.js";
 import { fireSignal } from "./abuse.js";
 import { allowedOutputTokens } from "./normalise.js";

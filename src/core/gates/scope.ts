@@ -1,5 +1,5 @@
-import type { LimitScope, ResolvedLimit } from "../../config/resolve.js";
-import { formatDuration } from "../../config/duration.js";
+import type { LimitScope, ResolvedLimit } from "../config-types.js";
+import { formatDuration } from "../duration.js";
 import { ipNetwork } from "../client-ip.js";
 import type { Exchange } from "../exchange.js";
 import { leaseMs } from "../gate.js";

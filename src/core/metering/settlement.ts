@@ -1,4 +1,4 @@
-import type { ResolvedConfig } from "../../config/resolve.js";
+import type { ResolvedConfig } from "../config-types.js";
 import type { ReportedUsage } from "../format.js";
 import type { Exchange } from "../exchange.js";
 import type { Micros } from "../money.js";

@@ -1,4 +1,4 @@
-import type { ResolvedLimit, ResolvedRoute } from "../../../config/resolve.js";
+import type { ResolvedLimit, ResolvedRoute } from "../../config-types.js";
 import type { GateEnv } from "../../gate.js";
 
 const ANONYMOUS = "anonymous";
