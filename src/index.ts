@@ -1,6 +1,6 @@
 // tollgate's public API. Hand-curated: what is not exported here is internal.
 export { createTollgate, Tollgate } from "./library/tollgate.js";
-export type { TollgateOptions, AdmitRequest } from "./library/tollgate.js";
+export type { TollgateOptions, AdmitRequest, ChallengeOffer } from "./library/tollgate.js";
 export { Gate } from "./library/gate.js";
 export type { ModelCall, GateAbortReason } from "./library/gate.js";
 export { TollgateError, ERROR_CODES, errorMessage } from "./core/errors.js";

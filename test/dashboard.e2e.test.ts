@@ -1,15 +1,13 @@
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { chromium, type BrowserContext, type Page } from "playwright-core";
+import type { BrowserContext, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { DEMO_CONFIG, DEMO_KEYS, generateTraffic } from "../src/cli/demo.js";
+import { launchChromium, requireChromium, HAVE_CHROMIUM, SKIP_BROWSER } from "./chromium.js";
 import { GatewayProcess } from "./gateway-process.js";
 
-/** Debian's Chromium, as .ci/run installs it; playwright-core brings no browser of its own. */
-const CHROMIUM = "/usr/bin/chromium";
-const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 const ADMIN_KEY = "dashboard-e2e-admin-secret";
 /** TOLLGATE_SCREENSHOTS=1 writes the README's screenshots; otherwise they go to a temp folder. */
 const SHOTS = process.env.TOLLGATE_SCREENSHOTS ? join(import.meta.dirname, "..", "docs", "screenshots") : mkdtempSync(join(tmpdir(), "tollgate-shots-"));
@@ -19,16 +17,11 @@ const TRAFFIC_MS = process.env.TOLLGATE_SCREENSHOTS ? Number(process.env.TOLLGAT
 let gw: GatewayProcess;
 let context: BrowserContext;
 let page: Page;
-let userDataDir: string;
-
-/** On a developer's machine without Chromium the test is skipped; in CI (.ci/run installs it) it must run. */
-const HAVE_CHROMIUM = existsSync(CHROMIUM);
+let closeBrowser: (() => Promise<void>) | undefined;
 
 beforeAll(async () => {
-  if (!HAVE_CHROMIUM) {
-    if (process.env.CI) throw new Error(`${CHROMIUM} is missing: .ci/run installs Debian's chromium`);
-    return;
-  }
+  requireChromium();
+  if (!HAVE_CHROMIUM) return;
   // The demo gateway itself (its keys, plans and abuse settings), in memory, streaming fast.
   const demo = parse(readFileSync(DEMO_CONFIG, "utf8"));
   demo.store = "memory:";
@@ -36,21 +29,13 @@ beforeAll(async () => {
   demo.server = { ...demo.server, trust_proxy: 1 };
   demo.providers.sim.tokens_per_second = 2000;
   gw = await GatewayProcess.start(demo);
-  userDataDir = mkdtempSync(join(tmpdir(), "tollgate-chromium-"));
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: CHROMIUM_ARGS,
-    viewport: { width: 1400, height: 1000 },
-    colorScheme: "dark",
-  });
+  ({ context, close: closeBrowser } = await launchChromium({ viewport: { width: 1400, height: 1000 }, colorScheme: "dark" }));
   page = context.pages()[0] ?? (await context.newPage());
 }, 60_000);
 
 afterAll(async () => {
-  await context?.close();
+  await closeBrowser?.();
   await gw?.stop();
-  if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
 });
 
 async function asBob() {
@@ -63,7 +48,7 @@ async function asBob() {
   return { status: res.status, code: body.error?.code as string | undefined };
 }
 
-describe.skipIf(!HAVE_CHROMIUM && !process.env.CI)("dashboard in Chromium", () => {
+describe.skipIf(SKIP_BROWSER)("dashboard in Chromium", () => {
   it("logs in, fills the spend chart and top users from real traffic, and blocks a user with the button", async () => {
     // Bob spends the most (the expensive model, long answers); then the demo's traffic mix.
     for (let i = 0; i < 4; i++) expect((await asBob()).status).toBe(200);

@@ -5,6 +5,7 @@ import type { ResolvedRoute } from "../config/resolve.js";
 import { toTollgateError, type Engine } from "../core/engine.js";
 import { meteredStream, type Terminal } from "../core/metered-stream.js";
 import { TollgateError } from "../core/errors.js";
+import { offerHeaders } from "../core/gates/challenge.js";
 import type { Exchange } from "../core/exchange.js";
 import { clientIp } from "../core/client-ip.js";
 import { readCredential, type Credentials } from "../core/identity.js";
@@ -245,7 +246,7 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
     const api = header(req, "anthropic-version") !== undefined ? "anthropic" : "openai";
     try {
       const offer = await engine.challengeFor(ex);
-      sendJson(res, 200, offer.challenge, { "cache-control": "no-store", "x-tollgate-challenge-required": String(offer.required) });
+      sendJson(res, 200, offer.challenge, offerHeaders(offer));
     } catch (err) {
       sendError(res, api, refusal(err));
     }

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { TollgateError } from "../core/errors.js";
+import { offerHeaders } from "../core/gates/challenge.js";
 import { refusalOf, type Gate } from "../library/gate.js";
 import { installMethods } from "../library/subpath-methods.js";
 import { refusalBody, refusalHeaders, Tollgate, type Identify } from "../library/tollgate.js";
@@ -34,6 +35,27 @@ export function expressMiddleware<R extends IncomingMessage = Req>(tg: Tollgate,
     });
     res.once("close", () => void gate.end());
     next();
+  };
+}
+
+/**
+ * The page's proof-of-work challenge endpoint (`app.get("/api/challenge", tg.expressChallenge({ route: "chat" }))`):
+ * a fresh challenge for this caller as altcha's widget reads it; the solution comes back in
+ * x-tollgate-challenge on the route's requests, which the middleware's admission verifies.
+ */
+export function expressChallenge<R extends IncomingMessage = Req>(tg: Tollgate, opts: ExpressOptions<R>) {
+  tg.checkRoute(opts.route);
+  return async function tollgateChallenge(req: R, res: ServerResponse, next: Next): Promise<void> {
+    try {
+      const identify = opts.identify;
+      const offer = await tg.challenge({ ...admitFromNode(req, res, opts.route, tg.config.server.trustProxy), identify: identify && (() => identify(req)) });
+      const body = JSON.stringify(offer.challenge);
+      res.writeHead(200, { ...offerHeaders(offer), "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+      res.end(body);
+    } catch (err) {
+      if (TollgateError.is(err)) return sendRefusal(res, err);
+      next(err);
+    }
   };
 }
 
@@ -74,6 +96,8 @@ declare module "../library/tollgate.js" {
     express<R extends IncomingMessage = IncomingMessage>(opts: ExpressOptions<R>): ReturnType<typeof expressMiddleware<R>>;
     /** Express error handler that turns a TollgateError from a handler into its refusal. */
     expressErrors(): ReturnType<typeof expressErrorHandler>;
+    /** The page's proof-of-work challenge endpoint (`expressChallenge(tg, opts)`). */
+    expressChallenge<R extends IncomingMessage = IncomingMessage>(opts: ExpressOptions<R>): ReturnType<typeof expressChallenge<R>>;
   }
 }
 
@@ -82,4 +106,7 @@ installMethods(Tollgate.prototype, {
     return expressMiddleware(this, opts);
   },
   expressErrors: () => expressErrorHandler(),
+  expressChallenge(this: Tollgate, opts: ExpressOptions<IncomingMessage>) {
+    return expressChallenge(this, opts);
+  },
 });

@@ -1,5 +1,6 @@
 import { clientIp } from "../core/client-ip.js";
 import { TollgateError } from "../core/errors.js";
+import { offerHeaders } from "../core/gates/challenge.js";
 import { readCredential } from "../core/identity.js";
 import { refusalOf, type Gate } from "../library/gate.js";
 import { installMethods } from "../library/subpath-methods.js";
@@ -28,6 +29,7 @@ export function admitFromRequest(req: Request, route: string, trustProxy: number
     actAsUser: req.headers.get("x-tollgate-user") ?? undefined,
     actAsPlan: req.headers.get("x-tollgate-plan") ?? undefined,
     runId: req.headers.get("x-tollgate-run") ?? undefined,
+    challenge: req.headers.get("x-tollgate-challenge") ?? undefined,
     signal: req.signal,
     identify: identify && (() => identify(req)),
   };
@@ -62,6 +64,24 @@ export function fetchHandler(tg: Tollgate, handler: FetchRouteHandler, opts: Fet
     }
     req.signal.addEventListener("abort", () => void gate.end(), { once: true });
     return answer(res, gate);
+  };
+}
+
+/**
+ * The page's challenge endpoint (`export const GET = tg.fetchChallenge({ route: "chat" })`): a fresh
+ * proof-of-work challenge for this caller as altcha's widget reads it; the solution comes back in
+ * x-tollgate-challenge on the route's requests, which admission verifies.
+ */
+export function fetchChallenge(tg: Tollgate, opts: FetchOptions) {
+  tg.checkRoute(opts.route);
+  return async function tollgateChallenge(req: Request): Promise<Response> {
+    try {
+      const offer = await tg.challenge(admitFromRequest(req, opts.route, tg.config.server.trustProxy, opts.ip, opts.identify));
+      return Response.json(offer.challenge, { headers: offerHeaders(offer) });
+    } catch (err) {
+      if (TollgateError.is(err)) return refusalResponse(err);
+      throw err;
+    }
   };
 }
 
@@ -130,11 +150,16 @@ declare module "../library/tollgate.js" {
   interface Tollgate {
     /** Wraps a Web-standard handler (`fetchHandler(tg, handler, opts)`): Next.js route handlers, Bun, Deno. */
     fetch(handler: FetchRouteHandler, opts: FetchOptions): ReturnType<typeof fetchHandler>;
+    /** The page's proof-of-work challenge endpoint as a Web-standard handler (`fetchChallenge(tg, opts)`). */
+    fetchChallenge(opts: FetchOptions): ReturnType<typeof fetchChallenge>;
   }
 }
 
 installMethods(Tollgate.prototype, {
   fetch(this: Tollgate, handler: FetchRouteHandler, opts: FetchOptions) {
     return fetchHandler(this, handler, opts);
+  },
+  fetchChallenge(this: Tollgate, opts: FetchOptions) {
+    return fetchChallenge(this, opts);
   },
 });

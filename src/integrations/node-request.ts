@@ -25,6 +25,7 @@ export function admitFromNode(req: IncomingMessage, res: ServerResponse, route: 
     actAsUser: header("x-tollgate-user"),
     actAsPlan: header("x-tollgate-plan"),
     runId: header("x-tollgate-run"),
+    challenge: header("x-tollgate-challenge"),
     signal: controller.signal,
   };
 }

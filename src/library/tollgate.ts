@@ -6,6 +6,8 @@ import { normaliseIp } from "../core/client-ip.js";
 import { toTollgateError, type Engine } from "../core/engine.js";
 import { TollgateError } from "../core/errors.js";
 import { challengeOf } from "../formats/errors.js";
+import type { Exchange } from "../core/exchange.js";
+import type { Challenge } from "../core/gates/challenge.js";
 import type { AppIdentity } from "../core/identity.js";
 import type { UsageRecord } from "../core/usage-record.js";
 import { Observability } from "../observability/index.js";
@@ -37,6 +39,8 @@ export interface AdmitRequest {
   actAsPlan?: string;
   /** x-tollgate-run. */
   runId?: string;
+  /** x-tollgate-challenge: a solved proof-of-work challenge, on routes with `challenge` (checked at admission). */
+  challenge?: string;
   /** Fires when the client goes away. */
   signal?: AbortSignal;
   /**
@@ -44,6 +48,12 @@ export interface AdmitRequest {
    * credentials above.
    */
   identify?: () => AppIdentity | null | undefined | Promise<AppIdentity | null | undefined>;
+}
+
+/** A challenge to hand the page, as altcha's widget reads it, and whether this caller must solve one now. */
+export interface ChallengeOffer {
+  challenge: Challenge;
+  required: boolean;
 }
 
 /** An adapter's `identify`: the app's session, read from the framework's own request. */
@@ -88,17 +98,7 @@ export class Tollgate {
    * TollgateError (already recorded).
    */
   async admit(req: AdmitRequest): Promise<Gate> {
-    this.checkRoute(req.route);
-    const app = (await req.identify?.()) ?? undefined;
-    const ex = this.engine.open({
-      route: req.route,
-      endpoint: "chat_completions",
-      // An app's own `ip` function may pass any spelling; one caller is one address.
-      ip: normaliseIp(req.ip),
-      credentials: { token: req.token, unusable: req.unusableCredential, actAsUser: req.actAsUser, actAsPlan: req.actAsPlan, app },
-      runId: req.runId,
-      library: true,
-    });
+    const ex = await this.openFor(req, "chat_completions");
     ex.record.endpoint = "app";
     try {
       await this.engine.admit(ex);
@@ -111,6 +111,32 @@ export class Tollgate {
     this.open.add(gate);
     void gate.ended.then(() => this.open.delete(gate));
     return gate;
+  }
+
+  /**
+   * A fresh proof-of-work challenge for this caller on a route with `challenge`, for the page to
+   * solve (the app serves it, e.g. with `tg.fetchChallenge()` or `tg.expressChallenge()`), and
+   * whether the route asks this caller for one now. The solution comes back in the
+   * x-tollgate-challenge header, which admission verifies. Nothing is reserved or recorded.
+   */
+  async challenge(req: AdmitRequest): Promise<ChallengeOffer> {
+    return this.engine.challengeFor(await this.openFor(req, "models"));
+  }
+
+  /** The engine's exchange for an app request: the app's own session, else the request's credentials. */
+  private async openFor(req: AdmitRequest, endpoint: "chat_completions" | "models"): Promise<Exchange> {
+    this.checkRoute(req.route);
+    const app = (await req.identify?.()) ?? undefined;
+    return this.engine.open({
+      route: req.route,
+      endpoint,
+      // An app's own `ip` function may pass any spelling; one caller is one address.
+      ip: normaliseIp(req.ip),
+      credentials: { token: req.token, unusable: req.unusableCredential, actAsUser: req.actAsUser, actAsPlan: req.actAsPlan, app },
+      runId: req.runId,
+      challenge: req.challenge,
+      library: true,
+    });
   }
 
   /**
@@ -136,9 +162,11 @@ export class Tollgate {
 awaitSubpaths(Tollgate.prototype, "tg", {
   express: { subpath: "tollgate/express" },
   expressErrors: { subpath: "tollgate/express" },
+  expressChallenge: { subpath: "tollgate/express" },
   fastify: { subpath: "tollgate/fastify", getter: true },
   hono: { subpath: "tollgate/hono" },
   fetch: { subpath: "tollgate/fetch" },
+  fetchChallenge: { subpath: "tollgate/fetch" },
 });
 
 /** `createTollgate({ config })`: the library (README "Library mode"; every config key in docs/config.md). */

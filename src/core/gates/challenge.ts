@@ -110,6 +110,11 @@ export const challenge: Gate = async function challenge(ex, env) {
   throw new TollgateError("challenge_required", MESSAGES[problem], { challenge: await issueChallenge(ex, env, pressure), limit: `challenge:${problem}` });
 };
 
+/** The headers a challenge is served with (gateway and adapters): never cached, and whether this caller must solve it. */
+export function offerHeaders(offer: { required: boolean }): Record<string, string> {
+  return { "cache-control": "no-store", "x-tollgate-challenge-required": String(offer.required) };
+}
+
 /** Whether a refusal is the protocol's first step (no solution yet): it does not make the caller suspicious. */
 export function isChallengeOffer(err: TollgateError): boolean {
   return err.code === "challenge_required" && err.limit === "challenge:missing";
