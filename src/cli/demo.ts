@@ -156,7 +156,7 @@ function scenarios(keys: NonNullable<TrafficOptions["keys"]>): Scenario[] {
 }
 
 /** Small deterministic PRNG (mulberry32), so a traffic run with a seed repeats. */
-function prng(seed: number): () => number {
+export function prng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

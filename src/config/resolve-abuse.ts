@@ -18,6 +18,7 @@ export function resolveAbuse(res: Resolution): ResolvedAbuse {
     manyNetworksThreshold: a.many_networks_threshold,
     manyNetworksWindowMs: res.ms(a.many_networks_window),
     newIdentityAgeMs: res.ms(a.new_identity_age),
+    newIdentityWindowMs: res.ms(a.new_identity_window),
     newIdentityBaselinePerHour: a.new_identity_baseline_per_hour,
     newIdentitySurgeFactor: a.new_identity_surge_factor,
     poolPressureAt: a.pool_pressure_at,

@@ -272,9 +272,9 @@ export const abuseSchema = z.strictObject({
       new_identity_velocity: z
         .number()
         .nonnegative()
-        .default(60)
+        .default(70)
         .describe(
-          "A cohort term: while new identities (younger than new_identity_age) appear at new_identity_surge_factor times their baseline rate or faster, every identity of that cohort scores this much more; identities with a history are untouched. Below block_at, the cohort alone is downgraded and only its members with evidence of their own are blocked.",
+          "A cohort term: while new identities (younger than new_identity_age) appear at new_identity_surge_factor times their baseline rate or faster, every identity of that cohort scores this much more, and an identity first seen during such a surge keeps scoring it for as long as it is young; identities with a history are untouched. Below block_at, the cohort alone is downgraded and only its members with evidence of their own are blocked.",
         ),
       anon_pool_pressure: z
         .number()
@@ -290,7 +290,12 @@ export const abuseSchema = z.strictObject({
   many_users_threshold: positiveInt.default(5).describe("Distinct users from one network before ip_many_users fires."),
   many_networks_threshold: positiveInt.default(5).describe("Distinct networks (IPv4 /16s, IPv6 /32s) one key or user may call from within many_networks_window before key_many_networks fires."),
   many_networks_window: duration.default("1d").describe("The window key_many_networks counts networks over."),
-  new_identity_age: duration.default("1d").describe("An identity (user or key, not anonymous) first seen less than this long ago belongs to the new-identity cohort."),
+  new_identity_age: duration
+    .default("1d")
+    .describe("An identity (user or key, not anonymous) first seen less than this long ago belongs to the new-identity cohort, and the evidence against it (its signals) is kept with this half-life instead of half_life: a fresh account cannot wait out its record."),
+  new_identity_window: duration
+    .default("30m")
+    .describe("How recent the new-identity rate new_identity_velocity compares with the baseline is: a moving count of new identities with this half-life. Shorter reacts sooner to a farm and more often to chance bunching of honest sign-ups."),
   new_identity_baseline_per_hour: z
     .number()
     .positive()
@@ -300,7 +305,7 @@ export const abuseSchema = z.strictObject({
     .number()
     .gt(1)
     .default(3)
-    .describe("new_identity_velocity fires while new identities of the past hour or so appear at this many times the baseline rate or faster."),
+    .describe("new_identity_velocity fires while new identities of the past new_identity_window appear at this many times the baseline rate or faster."),
   pool_pressure_at: z
     .number()
     .min(0)
@@ -308,7 +313,7 @@ export const abuseSchema = z.strictObject({
     .default(0.5)
     .describe("The anonymous pool's pressure (0 to 1) from which anon_pool_pressure adds to every anonymous caller's score."),
   run_churn_threshold: positiveInt.default(6).describe("Agent runs one caller may start within run_churn_window before run_churn fires."),
-  run_churn_window: duration.default("10m").describe("The window run_churn counts runs over."),
+  run_churn_window: duration.default("1h").describe("The window run_churn counts runs over."),
 });
 
 export const serverSchema = z.strictObject({

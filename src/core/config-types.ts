@@ -203,6 +203,7 @@ export interface ResolvedAbuse {
   manyNetworksThreshold: number;
   manyNetworksWindowMs: number;
   newIdentityAgeMs: number;
+  newIdentityWindowMs: number;
   newIdentityBaselinePerHour: number;
   newIdentitySurgeFactor: number;
   poolPressureAt: number;

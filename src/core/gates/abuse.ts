@@ -4,7 +4,7 @@ import type { Exchange } from "../exchange.js";
 import type { Gate, GateEnv } from "../gate.js";
 import { callerPolicy } from "../policy.js";
 import { credentialNetworks } from "./signals/network-spread.js";
-import { newIdentityCohort } from "./signals/new-identities.js";
+import { newIdentityCohort, youngScoreKey } from "./signals/new-identities.js";
 import { anonPoolPressure } from "./signals/pool-pressure.js";
 import { callerRuns } from "./signals/run-churn.js";
 
@@ -44,22 +44,26 @@ export async function fireSignal(ex: Exchange, env: GateEnv, name: SignalName): 
   }[name];
   if (weight <= 0) return;
   ex.signals.push(name);
-  const { halfLifeMs } = env.config.abuse;
+  const { halfLifeMs, newIdentityAgeMs } = env.config.abuse;
   const id = ex.identity;
+  const young = (await suspicions.get(ex.parent ?? ex))?.young;
   await Promise.all([
     env.store.score(userScoreKey(id.user), weight, halfLifeMs),
     env.store.score(ipScoreKey(id.ipGroup), weight, halfLifeMs),
     env.store.score(netScoreKey(ipNetwork(id.ip)), weight, halfLifeMs),
+    young && env.store.score(youngScoreKey(id.user), weight, newIdentityAgeMs),
   ]);
 }
 
 export interface Suspicion {
-  /** The caller's worst own score (user, address group, network) plus its cohorts' points. */
+  /** The caller's worst own score (user, address group, network, a young identity's kept evidence) plus its cohorts' points. */
   score: number;
   /** What the score mostly comes from: the caller's own scores, or its cohorts. */
   source: "user" | "ip" | "network" | "cohort";
   /** The cohort terms that apply to this caller, with the points each adds. */
   cohorts: { signal: CohortSignal; points: number }[];
+  /** The identity was first seen less than new_identity_age ago. */
+  young: boolean;
   /** The anonymous pool's pressure, 0 to 1 (0 for a caller outside it or a route without one). */
   poolPressure: number;
   /** Counts the caller-level signals fire on, once the verdict is taken. */
@@ -84,7 +88,7 @@ export function suspicionScore(ex: Exchange, env: GateEnv): Promise<Suspicion> {
 }
 
 async function observe(ex: Exchange, env: GateEnv): Promise<Suspicion> {
-  const { halfLifeMs, weights, poolPressureAt, newIdentitySurgeFactor } = env.config.abuse;
+  const { halfLifeMs, weights, poolPressureAt } = env.config.abuse;
   const id = ex.identity!;
   const anonymous = id.kind === "anonymous";
   const network = ipNetwork(id.ip);
@@ -96,17 +100,17 @@ async function observe(ex: Exchange, env: GateEnv): Promise<Suspicion> {
     anonymous ? 0 : env.store.distinct(`users:net:${network}`, id.user, DAY_MS),
     credentialNetworks(ex, env),
     callerRuns(ex, env),
-    anonymous || weights.newIdentityVelocity <= 0 ? undefined : newIdentityCohort(env, id.user),
+    anonymous ? undefined : newIdentityCohort(env, id.user),
     anonymous && weights.anonPoolPressure > 0 ? anonPoolPressure(env, ex.route, true) : 0,
   ]);
   ex.newIdentity = seen <= NEW_IDENTITY_REQUESTS;
   const cohorts: Suspicion["cohorts"] = [];
-  if (cohort?.young && cohort.velocity >= newIdentitySurgeFactor) cohorts.push({ signal: "new_identity_velocity", points: weights.newIdentityVelocity });
+  if (cohort?.surge && weights.newIdentityVelocity > 0) cohorts.push({ signal: "new_identity_velocity", points: weights.newIdentityVelocity });
   if (poolPressure > 0 && poolPressure >= poolPressureAt) cohorts.push({ signal: "anon_pool_pressure", points: weights.anonPoolPressure * poolPressure });
-  const own = Math.max(user, addr, net);
+  const own = Math.max(user, cohort?.evidence ?? 0, addr, net);
   const shared = cohorts.reduce((sum, c) => sum + c.points, 0);
-  const source = shared > own ? "cohort" : own === user ? "user" : own === addr ? "ip" : "network";
-  return { score: own + shared, source, cohorts, poolPressure, observed: { usersOnNetwork, credentialNetworks: nets, runs } };
+  const source = shared > own ? "cohort" : own === user || own === cohort?.evidence ? "user" : own === addr ? "ip" : "network";
+  return { score: own + shared, source, cohorts, young: cohort?.young ?? false, poolPressure, observed: { usersOnNetwork, credentialNetworks: nets, runs } };
 }
 
 /** Gate 2: blocklists and the caller's suspicion score (SPEC §8): block, or mark for a cheaper model. */

@@ -60,7 +60,7 @@ describe("run_churn", () => {
   const routes = { agent: { path: "/agent", plans: ["pro"], default_model: "dear", runs: { per: "user", max: 1000, window: "1d", max_steps: 10 } } };
 
   it("fresh run ids past the threshold score on each request; one long run never does", async () => {
-    const t = engine({ signals: { run_churn: 25 }, abuse: { run_churn_threshold: 3, run_churn_window: "10m" }, routes });
+    const t = engine({ signals: { run_churn: 25 }, abuse: { run_churn_threshold: 3 }, routes });
     const honest = [];
     for (let step = 0; step < 10; step++) honest.push(await t.send({ key: "tg_user_1", runId: "long-run", body: hello }));
     expect(honest.map(outcome)).toEqual(Array(10).fill("served"));
@@ -111,7 +111,7 @@ describe("anon_pool_pressure", () => {
 });
 
 describe("new_identity_velocity", () => {
-  const opts = { signals: { new_identity_velocity: 60, refused: 5 }, abuse: { new_identity_baseline_per_hour: 6, new_identity_surge_factor: 3 }, keys: [...keys("old", 3), ...keys("new", 40)] };
+  const opts = { signals: { new_identity_velocity: 60, refused: 5 }, abuse: { new_identity_baseline_per_hour: 6, new_identity_surge_factor: 3, new_identity_window: "1h" }, keys: [...keys("old", 3), ...keys("new", 40)] };
 
   it("while new identities arrive at 3x their baseline, the whole young cohort is downgraded, then its members with a record of their own blocked; old identities are untouched", async () => {
     const t = engine(opts);
@@ -143,6 +143,10 @@ describe("new_identity_velocity", () => {
     // Arrivals stop: once the recent rate is back under 3x the baseline, the cohort is served again.
     t.clock.advance(3 * HOUR);
     expect(outcome(await t.send({ key: "tg_new_2", ip: "10.2.0.1", body: hello }))).toBe("served");
+    // Except those first seen during the surge: they stay in it while they are young.
+    expect(outcome(await t.send({ key: "tg_new_29", ip: "10.29.0.1", body: hello }))).toBe("downgraded");
+    t.clock.advance(DAY);
+    expect(outcome(await t.send({ key: "tg_new_29", ip: "10.29.0.1", body: hello }))).toBe("served");
   });
 
   it("an identity marked as first seen long ago is not in the cohort", async () => {
@@ -151,5 +155,22 @@ describe("new_identity_velocity", () => {
     await markFirstSeen(t, "old-0", 3 * DAY);
     expect(outcome(await t.send({ key: "tg_old_0", body: hello }))).toBe("served");
     expect(outcome(await t.send({ key: "tg_old_1", body: hello }))).toBe("downgraded");
+  });
+
+  it("keeps the evidence against a young identity for new_identity_age: a fresh account cannot wait out its record, an old one can", async () => {
+    const routes = { chat: { path: "/chat", plans: ["pro"], default_model: "dear", input: { max_prompt_chars: 50 } } };
+    const t = engine({ ...opts, signals: { near_cap_prompt: 5 }, routes });
+    await markFirstSeen(t, "old-0", 3 * DAY);
+    const nearCap = { messages: [{ role: "user", content: "x".repeat(48) }] };
+    for (let i = 0; i < 12; i++) {
+      await t.send({ key: "tg_new_0", ip: "10.1.0.1", body: nearCap });
+      await t.send({ key: "tg_old_0", ip: "10.2.0.1", body: nearCap });
+    }
+    expect(outcome(await t.send({ key: "tg_new_0", ip: "10.1.0.1", body: hello }))).toBe("downgraded");
+    expect(outcome(await t.send({ key: "tg_old_0", ip: "10.2.0.1", body: hello }))).toBe("downgraded");
+    // Three hours on, the old identity's 60 points are down to 7.5; the new one's to 55.
+    t.clock.advance(3 * HOUR);
+    expect(outcome(await t.send({ key: "tg_old_0", ip: "10.2.0.1", body: hello }))).toBe("served");
+    expect(outcome(await t.send({ key: "tg_new_0", ip: "10.1.0.1", body: hello }))).toBe("downgraded");
   });
 });

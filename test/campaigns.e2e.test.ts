@@ -1,0 +1,60 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { markFirstSeen } from "../src/core/gates/signals/new-identities.js";
+import { MockUpstream } from "../src/testing/mock-upstream.js";
+import { fakeClock, testEngine } from "../src/testing/test-engine.js";
+import { campaignConfig } from "./campaigns/configs.js";
+import { figures, HOUR, OUTPUT_TOKENS, population, type Call, type Outcome } from "./campaigns/traffic.js";
+import { honestDuringFlood, judge, type Run } from "./campaigns/verdict.js";
+
+/**
+ * Issue 17's five distributed campaigns against a seeded day of honest traffic, in process on the
+ * memory store with a clock that walks the day: the same calls against the gateway as it was
+ * (per-route limit, one-caller signals) and as it is (plan pools, cross-network and cohort signals).
+ */
+const DAY0 = Date.parse("2026-03-02T06:00:00Z");
+const pop = population();
+let mock: MockUpstream;
+
+beforeAll(async () => {
+  mock = await MockUpstream.start({ behavior: { outputTokens: OUTPUT_TOKENS } });
+});
+afterAll(async () => {
+  await mock?.close();
+});
+
+async function day(protectedConfig: boolean): Promise<Run> {
+  mock.reset();
+  mock.setBehavior({ outputTokens: OUTPUT_TOKENS });
+  const clock = fakeClock(DAY0 - 3 * 24 * HOUR);
+  const t = testEngine(campaignConfig({ upstream: mock.url, pop, protected: protectedConfig }), { clock });
+  // The deployment's history: its established users were first seen days ago.
+  for (const user of pop.established) await markFirstSeen(t, user, 3 * 24 * HOUR);
+  const outcomes: Outcome[] = [];
+  for (const c of pop.calls) {
+    clock.set(DAY0 + c.at);
+    outcomes.push(await send(t, c));
+  }
+  return { figures: figures(pop.calls, outcomes, mock.requests), calls: pop.calls, outcomes };
+}
+
+async function send(t: ReturnType<typeof testEngine>, c: Call): Promise<Outcome> {
+  const { record, refusal } = await t.send({ key: c.key, ip: c.ip, route: c.route, runId: c.runId, body: c.body });
+  return refusal ? { status: refusal.status } : { status: 200, model: record.model ?? undefined };
+}
+
+describe("distributed campaigns, memory store", () => {
+  it(
+    "each campaign's frontier calls and spend fall to a small fraction of the unprotected run's; honest calls, the launch surge's included, are served",
+    async () => {
+      const before = await day(false);
+      const after = await day(true);
+      judge("campaigns on the memory store, one simulated day", before, after);
+      // Campaign 2: the per-route limit, the only global lever before, starved honest callers while the flood ran.
+      const starved = honestDuringFlood(before);
+      expect(starved.served / starved.calls).toBeLessThan(0.9);
+      // Identities with a history are untouched by the cohort signals.
+      expect(after.figures.honest.downgraded).toBe(0);
+    },
+    240_000,
+  );
+});
