@@ -76,13 +76,13 @@ export function population(seed = 17): Population {
     if (i % 4 === 0) places.push(`82.${i}.${int(0, 255)}.9`, `100.${64 + i}.${int(0, 255)}.77`);
     for (let n = int(15, 25); n > 0; n--) call({ at: between(0, 8 * HOUR), group: "honest", actor: user, key: `tg_member_${i}`, ip: places[int(0, places.length - 1)]!, route: "chat" }, ordinary());
   }
-  // Agent users: a run id per run, 3-8 steps each.
+  // Agent users: four runs a day, a run id per run, 3-8 steps each.
   for (let i = 0; i < 5; i++) {
     const user = `agent-${i}`;
     keys.push({ key: `tg_agent_${i}`, user, plan: "pro" });
     established.push(user);
     const ip = `83.${i}.1.${int(1, 254)}`;
-    for (let r = 0; r < 6; r++) {
+    for (let r = 0; r < 4; r++) {
       const start = between(0, 7.5 * HOUR);
       for (let s = int(3, 8); s > 0; s--) call({ at: start + s * 20_000, group: "honest", actor: user, key: `tg_agent_${i}`, ip, route: "agent", runId: `${user}-run-${r}` }, ordinary());
     }

@@ -1,0 +1,93 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseConfig } from "../src/config/load.js";
+import { resolveConfig } from "../src/config/resolve.js";
+import { markFirstSeen } from "../src/core/gates/signals/new-identities.js";
+import { openStore } from "../src/stores/open.js";
+import { MockUpstream } from "../src/testing/mock-upstream.js";
+import { RedisServer } from "../src/testing/redis-server.js";
+import { fakeClock, testEngine } from "../src/testing/test-engine.js";
+import { campaignConfig } from "./campaigns/configs.js";
+import { figures, HOUR, OUTPUT_TOKENS, population, type Call, type Outcome } from "./campaigns/traffic.js";
+import { judge, type Run } from "./campaigns/verdict.js";
+import { GatewayProcess } from "./gateway-process.js";
+
+/**
+ * Issue 17's five campaigns against two `tollgate serve` processes sharing one Redis: every
+ * counter, score and cohort the signals read is shared, so a campaign spread over both processes
+ * is seen whole. Real processes cannot walk a simulated clock, so the day is replayed as fast as
+ * they answer, in its order; the yardstick is the same seeded day unprotected, at its own pace
+ * (in process, memory store, a clock that walks the day).
+ */
+const DAY0 = Date.parse("2026-03-02T06:00:00Z");
+const CONCURRENCY = 16;
+const pop = population();
+let redis: RedisServer;
+let mock: MockUpstream;
+let gateways: GatewayProcess[] = [];
+
+beforeAll(async () => {
+  [redis, mock] = await Promise.all([RedisServer.start(), MockUpstream.start({ behavior: { outputTokens: OUTPUT_TOKENS } })]);
+}, 30_000);
+afterAll(async () => {
+  await Promise.all(gateways.map((g) => g.stop()));
+  await mock?.close();
+  await redis?.stop();
+});
+
+async function unprotectedDay(): Promise<Run> {
+  mock.reset();
+  mock.setBehavior({ outputTokens: OUTPUT_TOKENS });
+  const clock = fakeClock(DAY0);
+  const t = testEngine(campaignConfig({ upstream: mock.url, pop, protected: false }), { clock });
+  const outcomes: Outcome[] = [];
+  for (const c of pop.calls) {
+    clock.set(DAY0 + c.at);
+    const { record, refusal } = await t.send({ key: c.key, ip: c.ip, route: c.route, runId: c.runId, body: c.body });
+    outcomes.push(refusal ? { status: refusal.status } : { status: 200, model: record.model ?? undefined });
+  }
+  return { figures: figures(pop.calls, outcomes, mock.requests), calls: pop.calls, outcomes };
+}
+
+async function send(gw: GatewayProcess, c: Call): Promise<Outcome> {
+  const headers: Record<string, string> = { "content-type": "application/json", "x-forwarded-for": c.ip };
+  if (c.key) headers.authorization = `Bearer ${c.key}`;
+  if (c.runId) headers["x-tollgate-run"] = c.runId;
+  const res = await fetch(`${gw.url}/${c.route}/v1/chat/completions`, { method: "POST", headers, body: JSON.stringify(c.body) });
+  await res.arrayBuffer();
+  return { status: res.status, model: res.headers.get("x-tollgate-model") ?? undefined };
+}
+
+describe("distributed campaigns, Redis with two gateway processes", () => {
+  it(
+    "each campaign's frontier calls and spend fall to a small fraction of the unprotected day's; honest calls are served",
+    async () => {
+      const before = await unprotectedDay();
+
+      mock.reset();
+      mock.setBehavior({ outputTokens: OUTPUT_TOKENS });
+      const config = campaignConfig({ upstream: mock.url, pop, protected: true, store: redis.url(), compressed: true });
+      // The deployment's history: its established users were first seen days ago.
+      const store = await openStore(redis.url());
+      const resolved = resolveConfig(parseConfig(config));
+      for (const user of pop.established) await markFirstSeen({ store, config: resolved }, user, 3 * 24 * HOUR);
+      await store.close();
+      gateways = await Promise.all([GatewayProcess.start(config), GatewayProcess.start(config)]);
+
+      const outcomes: Outcome[] = new Array(pop.calls.length);
+      let next = 0;
+      await Promise.all(
+        Array.from({ length: CONCURRENCY }, async () => {
+          while (next < pop.calls.length) {
+            const i = next++;
+            outcomes[i] = await send(gateways[i % 2]!, pop.calls[i]!);
+          }
+        }),
+      );
+      const after = { figures: figures(pop.calls, outcomes, mock.requests), calls: pop.calls, outcomes };
+      judge("campaigns on Redis, two gateway processes (the day replayed at full speed)", before, after);
+      // Both processes served the day.
+      expect(gateways.every((g) => g.records.length > 0)).toBe(true);
+    },
+    300_000,
+  );
+});
