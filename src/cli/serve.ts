@@ -21,7 +21,7 @@ export async function serve(config: ResolvedConfig, opts: ServeOptions = {}): Pr
   if (warning) process.stderr.write(warning);
   // Load the tokenizer tables the configured models need now, not on the first request (~0.5 s).
   preloadTokenizers([...new Set(Object.values(config.models).map((m) => encodingOf(m.tokenizer)))]);
-  const runtime = await startRuntime(config, { onRecord: observability.onRecord, warn: (fields, message) => observability.logs.ops.warn(fields, message), instrumentStore: (s) => observability.instrumentStore(s) });
+  const runtime = await startRuntime(config, { onRecord: observability.onRecord, warn: (fields, message) => observability.logs.ops.warn(fields, message), instrumentStore: (s) => observability.instrumentStore(s), outboxObserver: observability.metrics.outboxObserver });
   const gateway = createGateway(runtime.engine, { observability });
   const host = opts.host ?? config.server.host;
   const port = opts.port ?? config.server.port;

@@ -2,6 +2,7 @@ import type { ResolvedConfig } from "../core/config-types.js";
 import { ConfigError } from "./errors.js";
 import { checkJwt, resolveBudget, resolveKeys, resolveOrgs, resolvePlans } from "./resolve-access.js";
 import { resolveAbuse } from "./resolve-abuse.js";
+import { resolveDelivery } from "./resolve-delivery.js";
 import { resolveModels, resolveProviders } from "./resolve-models.js";
 import { resolveRoutes } from "./resolve-routes.js";
 import { Resolution } from "./resolution.js";
@@ -48,8 +49,10 @@ export function resolveConfig(raw: RawConfig): ResolvedConfig {
   if (raw.server.metrics === "admin" && !raw.admin_key) res.issue("server.metrics", '"admin" needs admin_key: without it nobody could scrape /metrics');
   const budget = resolveBudget(res, raw.budget, "budget");
   const orgs = resolveOrgs(res);
+  const delivery = resolveDelivery(res);
   if (res.issues.length) throw new ConfigError(res.issues);
   return {
+    ...delivery,
     server: {
       port: raw.server.port,
       host: raw.server.host,

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { ENDPOINT_NAMES } from "../core/config-types.js";
+import { ALERT_TYPES } from "../core/alerts.js";
 import { TOKENIZER_NAMES, TOKENIZERS } from "../core/metering/tokenizer-choice.js";
 import { DURATION_HINT, parseDuration } from "../core/duration.js";
 
@@ -316,6 +317,49 @@ export const abuseSchema = z.strictObject({
   run_churn_window: duration.default("1h").describe("The window run_churn counts runs over."),
 });
 
+const sinkName = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, { error: "expected a name of letters, digits, _ and -" });
+
+export const webhookSchema = z.strictObject({
+  url: z.url({ protocol: /^https?$/, error: "expected an http(s) URL" }).describe("Where alerts are POSTed, signed per Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature)."),
+  secret: z
+    .string()
+    .regex(/^whsec_[A-Za-z0-9+/]{16,}={0,2}$/, { error: "expected a Standard Webhooks secret: whsec_ followed by base64 (at least 12 bytes)" })
+    .describe("The signing secret, whsec_ and base64 (use env:NAME). Never logged or shown by the admin API."),
+  events: z.array(z.enum(ALERT_TYPES)).min(1).optional().describe(`The alerts this webhook receives (default: all of ${ALERT_TYPES.join(", ")}).`),
+  name: sinkName
+    .optional()
+    .describe("The name its messages are filed under in the outbox, metrics and the admin API (default: webhook- and a hash of the URL). Keep it when the URL changes, so pending alerts follow."),
+});
+
+export const alertsSchema = z.strictObject({
+  webhooks: z.array(webhookSchema).optional().describe("Receivers of signed alerts; every alert goes through the store's outbox, retried until delivered."),
+  abuse_every: duration
+    .optional()
+    .describe("At most one abuse.downgrade and one abuse.block alert per caller in this window, however many requests it makes.")
+    .meta({ default: "1h" }),
+});
+
+export const cloudEventsSchema = z.strictObject({
+  url: z.url({ protocol: /^https?$/, error: "expected an http(s) URL" }).describe("Where usage records are POSTed as CloudEvents batches (application/cloudevents-batch+json), e.g. OpenMeter's /api/v1/events."),
+  batch_size: positiveInt.max(1000).optional().describe("Most events per POST.").meta({ default: 100 }),
+  source: z.string().min(1).optional().describe("The CloudEvents source of every event.").meta({ default: "tollgate" }),
+  type: z.string().min(1).optional().describe("The CloudEvents type of every event (an OpenMeter meter's event type).").meta({ default: "tollgate.usage" }),
+  headers: z.record(z.string(), z.string()).optional().describe("Extra headers on every POST, e.g. authorization: env:OPENMETER_TOKEN. Never logged."),
+});
+
+export const exportSchema = z.strictObject({
+  cloudevents: cloudEventsSchema.optional().describe("Served requests' usage (one event per request: subject = user, id = request id), sent through the store's outbox."),
+});
+
+export const outboxSchema = z.strictObject({
+  retry_min: duration.optional().describe("The first retry's delay after a failed send; each later one doubles, with jitter.").meta({ default: "1s" }),
+  retry_max: duration.optional().describe("The longest delay between retries.").meta({ default: "5m" }),
+  max_attempts: positiveInt.optional().describe("Sends before a message is marked failed (it stays listed in GET /admin/outbox for a retry).").meta({ default: 50 }),
+  max_age: duration.optional().describe("Age after which a message that still fails is marked failed.").meta({ default: "3d" }),
+  timeout: duration.optional().describe("One send's time limit.").meta({ default: "10s" }),
+  poll: duration.optional().describe("How often each process looks for due messages (new ones go at once).").meta({ default: "1s" }),
+});
+
 export const serverSchema = z.strictObject({
   port: z.number().int().min(0).max(65535).default(8787).describe("The gateway's port (0: any free port)."),
   host: z.string().default("127.0.0.1").describe("The address the gateway listens on."),
@@ -364,6 +408,9 @@ export const configSchema = z.strictObject({
   jwt: jwtSchema.optional().describe("End-user tokens (HS256 secret or a JWKS URL)."),
   routes: z.record(z.string(), routeSchema).describe("The gateway's routes (and library mode's route names), by name."),
   abuse: abuseSchema.prefault({}).describe("Blocklists and the suspicion score that downgrades or blocks a caller."),
+  alerts: alertsSchema.optional().describe("Signed webhook alerts: budget pressure, exhaustion and burn rate, abuse downgrades and blocks."),
+  export: exportSchema.optional().describe("Usage export to a billing or metering system."),
+  outbox: outboxSchema.optional().describe("How alerts and exports are retried: the store holds them until delivered."),
 });
 
 export type RawConfig = z.output<typeof configSchema>;

@@ -70,6 +70,12 @@ export function period(unit: "day" | "month", now: number, timeZone: string): Pe
   return { key: computed.key, resetsAt: computed.resetsAt };
 }
 
+/** When the period that holds `now` began: a burn rate is measured from it. */
+export function periodStart(unit: "day" | "month", now: number, timeZone: string): number {
+  period(unit, now, timeZone);
+  return cache.get(`${unit}|${timeZone}`)!.startsAt;
+}
+
 function computePeriod(unit: "day" | "month", now: number, timeZone: string): Period & { startsAt: number } {
   const p = parts(now, timeZone);
   const mm = String(p.month).padStart(2, "0");

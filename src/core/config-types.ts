@@ -3,12 +3,13 @@
 import type { ModelPrice, ProviderKind } from "./metering/prices.js";
 import type { Tokenizer } from "./metering/tokenizer-choice.js";
 import type { Micros } from "./money.js";
+import type { AlertType } from "./alerts.js";
 
 /**
  * The config as the engine uses it: durations in ms, money in integer micro-dollars, prices
  * resolved, references checked. Built once at start; nothing on the request path re-reads YAML.
  */
-export interface ResolvedConfig {
+export interface ResolvedConfig extends ResolvedDelivery {
   server: {
     port: number;
     host: string;
@@ -220,4 +221,46 @@ export interface ResolvedAbuse {
     anonPoolPressure: number;
     runChurn: number;
   };
+}
+
+/** A webhook that receives alerts (alerts.webhooks[]). */
+export interface ResolvedWebhook {
+  name: string;
+  url: string;
+  /** whsec_…: signs, never shown. */
+  secret: string;
+  events: ReadonlySet<AlertType>;
+}
+
+/** The CloudEvents usage export (export.cloudevents). */
+export interface ResolvedCloudEvents {
+  /** The outbox sink name of the export. */
+  name: "cloudevents";
+  url: string;
+  batchSize: number;
+  source: string;
+  type: string;
+  headers: Record<string, string>;
+}
+
+/** How the outbox retries (config `outbox:`), in ms. */
+export interface ResolvedOutboxPolicy {
+  /** The first retry's delay; each later one doubles it, up to retryMaxMs. */
+  retryMinMs: number;
+  retryMaxMs: number;
+  /** A message is failed after this many attempts... */
+  maxAttempts: number;
+  /** ...or once it is this old (since added, or since an operator's retry). */
+  maxAgeMs: number;
+  /** One send's time limit; a claim's lease is this plus a margin. */
+  timeoutMs: number;
+  /** How often the outbox is looked at for due messages. */
+  pollMs: number;
+}
+
+/** `alerts:`, `export:` and `outbox:` as the runtime uses them. */
+export interface ResolvedDelivery {
+  alerts: { webhooks: ResolvedWebhook[]; abuseEveryMs: number };
+  export: { cloudevents?: ResolvedCloudEvents };
+  outbox: ResolvedOutboxPolicy;
 }

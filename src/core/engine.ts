@@ -3,6 +3,7 @@ import type { ResolvedConfig } from "./config-types.js";
 import type { RequestFormat } from "./format.js";
 import type { Provider, UpstreamResult } from "./provider.js";
 import { StoreUnavailableError, type Store } from "./store.js";
+import { afterSettle, refusalAlert, type EngineEvents } from "./alerts.js";
 import { AppRequest } from "./app-request.js";
 import { admissionActuals, budgetActuals, startCheckpoints } from "./checkpoint.js";
 import { compileNetworks } from "./client-ip.js";
@@ -47,6 +48,8 @@ export interface EngineOptions {
   /** Operational warnings (the ops log); stderr when not given. Never passed a secret. */
   warn?: (fields: Record<string, unknown>, message: string) => void;
   now?: () => number;
+  /** Alerts and usage export (the runtime's outbox); absent: none. */
+  events?: EngineEvents;
 }
 
 /** How a provider call ended, as the transport saw it. */
@@ -70,6 +73,7 @@ export class Engine {
   private readonly refusals: RefusalRecords;
   /** Summary records being written, so close() can wait for them. */
   private readonly summaryWrites = new Set<Promise<void>>();
+  private readonly events?: EngineEvents;
 
   constructor(opts: EngineOptions) {
     this.config = opts.config;
@@ -77,6 +81,7 @@ export class Engine {
     this.onRecord = opts.onRecord ?? (() => {});
     this.warn = opts.warn ?? ((fields, message) => process.stderr.write(`tollgate: ${message} ${JSON.stringify(fields)}\n`));
     this.routes = new Map(opts.config.routes.map((r) => [r.name, r]));
+    this.events = opts.events;
     this.refusals = new RefusalRecords(opts.config.server.maxRefusalRecordsPerSecond, (summary) => this.writeSummary(summary));
     this.env = {
       config: opts.config,
@@ -87,6 +92,7 @@ export class Engine {
       allowlist: compileNetworks(opts.config.abuse.allowlist),
       // Calendar periods follow the store's clock when it has one (Redis), so replicas agree on the day.
       now: opts.now ?? (opts.store.clock ? () => opts.store.clock!() : Date.now),
+      alerts: opts.events,
     };
   }
 
@@ -264,6 +270,7 @@ export class Engine {
     if (error !== undefined) rec.code = toTollgateError(error, undefined).code;
     // A served request is never thrown away: whatever fails while settling, the record is written.
     await Promise.all([this.settleBudget(ex, charge, meter), this.settleAdmission(ex, meter.toolCalls).catch((err) => this.settleFailed(ex, "quota", err, "settling a served request's quota failed; its lease expires on its own"))]);
+    if (charge.generated) await afterSettle(ex, this.env).catch((err) => this.warn({ request_id: ex.id, reason: reasonOf(err) }, "checking a settled request's budgets for alerts failed"));
     try {
       await this.write(ex);
     } catch (err) {
@@ -321,6 +328,7 @@ export class Engine {
       // Not the network's score: one careless user behind a shared NAT must not block the /24.
     }
     await Promise.allSettled(releases);
+    refusalAlert(ex, this.env, err);
     rec.signals = ex.signals;
     // Under a flood most refusals are only counted into their second's summary record.
     if (!this.refusals.admit(rec)) return;
@@ -350,6 +358,7 @@ export class Engine {
    */
   async recover(): Promise<UsageRecord[]> {
     const records = await this.store.recover();
+    await Promise.all(records.map((r) => this.export(r)));
     for (const r of records) this.onRecord(r);
     return records;
   }
@@ -370,11 +379,20 @@ export class Engine {
     const rec = ex.record;
     rec.signals = ex.signals;
     rec.duration_ms = Math.round(performance.now() - ex.startedAt);
+    // Queued for export alongside the store write, so a record that reached the log is in the outbox.
+    const exported = this.export(rec);
     try {
       await this.store.appendUsage(rec);
     } finally {
+      await exported;
       this.onRecord(rec);
     }
+  }
+
+  /** Served requests' records go to the usage export; refusals and library app requests cost nothing there. */
+  private async export(rec: UsageRecord): Promise<void> {
+    if (!this.events?.usage || rec.decision === "deny" || rec.endpoint === "app") return;
+    await this.events.usage(rec).catch((err: unknown) => this.warn({ request_id: rec.request_id, reason: reasonOf(err) }, "a usage record could not be queued for export"));
   }
 }
 

@@ -31,6 +31,8 @@ export interface HeldCounter extends Counter {
   resetsAt?: number;
   /** For calendar budgets: the IANA zone whose midnight `resetsAt` is. */
   timezone?: string;
+  /** For calendar budgets: when the period began (budget.burn_rate alerts). */
+  startsAt?: number;
   /** For rate limits: the config limit id, for RateLimit headers. */
   limitId?: string;
   /** For budgets with a `soft` share: the spend (micro-dollars) from which the caller is under pressure. */
@@ -70,7 +72,10 @@ export class Exchange {
   quotaDeferred = false;
   /** The runs-per-window slot a run's first step took. */
   runStart?: { id: string; counters: HeldCounter[] };
-  budget?: { id: string; counters: HeldCounter[] };
+  /** `totals`: each counter's total with this reservation in it (the alerts check a crossing after settling). */
+  budget?: { id: string; counters: HeldCounter[]; totals?: number[] };
+  /** Budget totals gate 3 saw before this request (core/alerts.ts). */
+  budgetSeen?: Map<string, number>;
   /** Response headers the transport should send (rate limits, model, budget, clamps). */
   readonly headers: Record<string, string> = {};
   finished = false;

@@ -4,6 +4,7 @@ import type { Provider } from "./provider.js";
 import type { Store } from "./store.js";
 import type { Exchange } from "./exchange.js";
 import type { Identifier } from "./identity.js";
+import type { EngineEvents } from "./alerts.js";
 
 /** What every gate may use: built once at start, shared by all requests. */
 export interface GateEnv {
@@ -14,6 +15,8 @@ export interface GateEnv {
   blocklist: BlockList;
   allowlist: BlockList;
   now: () => number;
+  /** Where alerts go (the store's outbox); absent: nobody listens, and nothing is computed for them. */
+  alerts?: EngineEvents;
 }
 
 /** A gate either returns (the request goes on) or throws a TollgateError (it ends here). */

@@ -1,3 +1,4 @@
+import type { OutboxStore } from "./outbox.js";
 import type { UsageRecord } from "./usage-record.js";
 
 /**
@@ -152,6 +153,9 @@ export interface Store {
   queryUsage(query: UsageQuery): Promise<UsageRecord[]>;
 
   close(): Promise<void>;
+
+  /** Alerts and usage export waiting to be sent (core/outbox.ts); absent: the store cannot hold them. */
+  readonly outbox?: OutboxStore;
 
   /** Whether the store can serve now (GET /healthz); absent: always. */
   health?(): Promise<StoreHealth>;

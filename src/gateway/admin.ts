@@ -11,6 +11,7 @@ import { StoreUnavailableError } from "../core/store.js";
 import { jsonBody, type AdminCall, type AdminRoute } from "./admin-params.js";
 import { POLICY_ROUTES } from "./admin-policy.js";
 import { USAGE_ROUTES } from "./admin-usage.js";
+import { OUTBOX_ROUTES } from "./admin-outbox.js";
 
 const digest = (s: string) => createHash("sha256").update(s).digest();
 
@@ -55,7 +56,7 @@ const KEY_ROUTES: AdminRoute[] = [
   },
 ];
 
-const ROUTES: readonly AdminRoute[] = [...KEY_ROUTES, ...USAGE_ROUTES, ...POLICY_ROUTES];
+const ROUTES: readonly AdminRoute[] = [...KEY_ROUTES, ...USAGE_ROUTES, ...POLICY_ROUTES, ...OUTBOX_ROUTES];
 
 export interface Admin {
   /** /admin/*: JSON endpoints behind the admin key. */

@@ -76,7 +76,7 @@ export class Tollgate {
       observability.onRecord(r);
       opts.onRecord?.(r);
     };
-    const runtime = await startRuntime(config, { onRecord, warn: (fields, message) => observability.logs.ops.warn(fields, message), store: opts.store, instrumentStore: (s) => observability.instrumentStore(s) });
+    const runtime = await startRuntime(config, { onRecord, warn: (fields, message) => observability.logs.ops.warn(fields, message), store: opts.store, instrumentStore: (s) => observability.instrumentStore(s), outboxObserver: observability.metrics.outboxObserver });
     const tg = new Tollgate(runtime.engine, config, async () => {
       observability.close();
       await runtime.close();

@@ -3,6 +3,8 @@ import type { ResolvedConfig } from "../config/resolve.js";
 import { ERROR_CODES } from "../core/errors.js";
 import { requestsOf, type UsageRecord } from "../core/usage-record.js";
 import type { Store } from "../core/store.js";
+import type { OutboxStore } from "../core/outbox.js";
+import type { OutboxObserver } from "../outbox/delivery.js";
 
 /**
  * Prometheus metrics on a registry of tollgate's own (never prom-client's global one, which a host
@@ -29,6 +31,9 @@ export class Metrics {
   private readonly held = new Map<string, { kind: string; until: number }>();
   private readonly routes: Set<string>;
   private active = 0;
+  private readonly outboxDelivered: Counter<"sink" | "kind">;
+  private readonly outboxFailed: Counter<"sink" | "kind">;
+  private outbox?: OutboxStore;
 
   constructor(private readonly config: ResolvedConfig) {
     this.routes = new Set(config.routes.map((r) => r.name));
@@ -78,6 +83,21 @@ export class Metrics {
         this.set(metrics.active);
       },
     });
+    // Sinks are the config's webhook names and "cloudevents"; kinds the alert types and "usage": bounded.
+    this.outboxDelivered = new Counter({ name: "tollgate_outbox_delivered_total", help: "Alerts and export messages delivered by this process.", labelNames: ["sink", "kind"], registers });
+    this.outboxFailed = new Counter({ name: "tollgate_outbox_failed_total", help: "Alerts and export messages this process gave up on (max_attempts or max_age); retry them with the admin API.", labelNames: ["sink", "kind"], registers });
+    new Gauge({
+      name: "tollgate_outbox_pending",
+      help: "Alerts and export messages waiting in the store's outbox (all processes).",
+      labelNames: ["sink", "kind"],
+      registers,
+      async collect() {
+        if (!metrics.outbox) return;
+        this.reset();
+        const counts = await metrics.outbox.counts().catch(() => undefined);
+        for (const c of counts ?? []) if (c.state === "pending") this.set({ sink: c.sink, kind: c.kind }, c.count);
+      },
+    });
     const held = this.held;
     new Gauge({
       name: "tollgate_reservations_in_flight",
@@ -95,6 +115,13 @@ export class Metrics {
       },
     });
   }
+
+  /** The outbox's delivery counts and pending gauge (startDelivery calls these). */
+  readonly outboxObserver: OutboxObserver = {
+    delivered: (sink, kind, n) => this.outboxDelivered.inc({ sink, kind }, n),
+    failed: (sink, kind, n) => this.outboxFailed.inc({ sink, kind }, n),
+    watch: (outbox) => void (this.outbox = outbox),
+  };
 
   record(r: UsageRecord): void {
     const route = this.route(r.route);

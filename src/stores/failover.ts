@@ -49,6 +49,11 @@ export class FailoverStore implements Store {
     return this.primary.clock();
   }
 
+  /** Alerts and export wait in Redis only: while it is away they are retried by whoever queued them. */
+  get outbox() {
+    return this.primary.outbox;
+  }
+
   /** True while limits are local. */
   get degraded(): boolean {
     return this.down;

@@ -1,5 +1,6 @@
 import type { UsageRecord } from "../core/usage-record.js";
 import { bucketGoneAt, bucketStart, bucketWidth, retryAfter } from "./buckets.js";
+import { MemoryOutbox } from "./outbox-memory.js";
 import type { Checkpoint, Counter, ReserveResult, Store, StoredKey, UsageQuery } from "../core/store.js";
 
 /** One counter's share of a reservation that is not settled yet. */
@@ -76,8 +77,10 @@ export class MemoryStore implements Store {
   /** By the id of the reservation they belong to. */
   private readonly checkpoints = new Map<string, Checkpoint>();
   private readonly sweepers: Sweeper<string, unknown>[];
+  readonly outbox: MemoryOutbox;
 
   constructor(private readonly now: () => number = Date.now) {
+    this.outbox = new MemoryOutbox(now);
     this.sweepers = [
       new Sweeper(this.counters, (c, now) => (prune(c, now), c.live.length === 0 && c.buckets.size === 0)),
       new Sweeper(this.reservations, (r, now) => r.dropAt <= now),

@@ -229,7 +229,7 @@ export interface LuaScript {
   readonly lua: string;
 }
 
-function script(name: string, body: string): LuaScript {
+export function script(name: string, body: string): LuaScript {
   return { name, lua: PRELUDE + body };
 }
 

@@ -6,6 +6,7 @@ import * as lua from "./redis-scripts.js";
 import type { LuaScript } from "./redis-scripts.js";
 import { StoreUnavailableError, type Checkpoint, type Counter, type ReserveResult, type Store, type StoreHealth, type StoredKey, type UsageQuery } from "../core/store.js";
 import { WriteBehind } from "./write-behind.js";
+import { RedisOutbox } from "./outbox-redis.js";
 
 export interface RedisStoreOptions {
   /**
@@ -75,6 +76,7 @@ export class RedisStore implements Store {
   /** performance.now() until which commands fail at once: Redis left a command unanswered. */
   private silentUntil = 0;
   private lastReplyAt = 0;
+  readonly outbox: RedisOutbox;
 
   /** Connects and waits for Redis to be ready; with `waitForReady: false` it returns at once and keeps trying. */
   static async open(url: string, opts: RedisStoreOptions & { waitForReady?: boolean } = {}): Promise<RedisStore> {
@@ -97,6 +99,7 @@ export class RedisStore implements Store {
     this.prefix = `tg:{${opts.namespace ?? "tollgate"}}:`;
     this.log = opts.log ?? ((line) => process.stderr.write(line + "\n"));
     this.retentionMs = opts.usageRetentionMs ?? 35 * 86_400_000;
+    this.outbox = new RedisOutbox((script, keys, args) => this.run(script, keys, args), this.prefix, () => this.now());
     // Without a listener ioredis prints every reconnect failure; availability is reported by its owner.
     redis.on("error", () => {});
     redis.on("ready", () => {

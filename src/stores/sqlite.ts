@@ -5,6 +5,7 @@ import type { UsageRecord } from "../core/usage-record.js";
 import { bucketGoneAt, bucketStart, bucketWidth, retryAfter } from "./buckets.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { CommitBatch } from "./commit-batch.js";
+import { OUTBOX_SCHEMA, SqliteOutbox } from "./outbox-sqlite.js";
 import { StoreUnavailableError, type Checkpoint, type Counter, type ReserveResult, type Store, type StoreHealth, type StoredKey, type UsageQuery } from "../core/store.js";
 
 /** 2: counters became buckets + live reservations (counter_entries, the sliding log, is dropped). */
@@ -234,6 +235,7 @@ export class SqliteStore implements Store {
   private readonly usage: CommitBatch<{ ts: number | null; json: string }>;
   /** Store-clock ms of the last sweep of expired counter rows (SWEEP_EVERY_MS). */
   private sweptAt = -Infinity;
+  readonly outbox: SqliteOutbox;
 
   /** performance.now() until which a busy lock fails at the first attempt (STUCK_FAST_FAIL_MS). */
   private stuckUntil = 0;
@@ -246,6 +248,7 @@ export class SqliteStore implements Store {
     private readonly path: string,
     private readonly log: (line: string) => void,
   ) {
+    this.outbox = new SqliteOutbox(db, now, (op, write, fn) => this.guard(op, write, fn));
     this.sweepBuckets = db.prepare<[number]>("DELETE FROM counter_buckets WHERE gone_at <= ?");
     this.sweepLive = db.prepare<[number]>("DELETE FROM counter_live WHERE gone_at <= ?");
     // Both sums read one key's rows through an index: O(buckets + in-flight), never O(traffic).
@@ -631,7 +634,7 @@ function migrate(db: Database.Database): void {
     }
     // Version 1 kept a sliding log; nothing was deployed on it, so its rows are simply dropped.
     if (version < 2) db.exec("DROP TABLE IF EXISTS counter_entries");
-    db.exec(SCHEMA);
+    db.exec(SCHEMA + OUTBOX_SCHEMA);
     if (version < SCHEMA_VERSION) db.pragma(`user_version = ${SCHEMA_VERSION}`);
   }).immediate();
 }

@@ -1,5 +1,6 @@
 import { parseConfig } from "../config/load.js";
 import { resolveConfig, type EndpointName, type ResolvedConfig } from "../config/resolve.js";
+import type { EngineEvents } from "../core/alerts.js";
 import { Engine } from "../core/engine.js";
 import { TollgateError } from "../core/errors.js";
 import type { Credentials } from "../core/identity.js";
@@ -80,7 +81,7 @@ export interface TestEngine {
  * configured ones by name (a provider that misbehaves on purpose); `store` replaces the memory
  * store (a Redis store with its own test clock, shared by two engines as by two processes).
  */
-export function testEngine(config: Record<string, unknown>, opts: { clock?: FakeClock; providers?: Record<string, Provider>; store?: Store } = {}): TestEngine {
+export function testEngine(config: Record<string, unknown>, opts: { clock?: FakeClock; providers?: Record<string, Provider>; store?: Store; events?: EngineEvents } = {}): TestEngine {
   const resolved = resolveConfig(parseConfig({ store: "memory:", ...config, providers: fastSimulated(config.providers) }));
   const clock = opts.clock ?? fakeClock();
   const store = opts.store ?? new MemoryStore(clock.now);
@@ -93,6 +94,7 @@ export function testEngine(config: Record<string, unknown>, opts: { clock?: Fake
     onRecord: (r) => records.push(r),
     warn: (_fields, message) => warnings.push(message),
     now: clock.now,
+    events: opts.events,
   });
   const send = async (req: TestRequest): Promise<TestResult> => {
     const endpoint = req.endpoint ?? "chat_completions";

@@ -7,6 +7,7 @@ import { credentialNetworks } from "./signals/network-spread.js";
 import { newIdentityCohort, youngScoreKey } from "./signals/new-identities.js";
 import { anonPoolPressure } from "./signals/pool-pressure.js";
 import { callerRuns } from "./signals/run-churn.js";
+import { abuseAlert } from "../alerts.js";
 
 export const userScoreKey = (user: string) => `sus:u:${user}`;
 export const ipScoreKey = (ipGroup: string) => `sus:ip:${ipGroup}`;
@@ -146,6 +147,7 @@ export const abuse: Gate = async function abuse(ex, env) {
   if (downgradeAt !== undefined && score >= downgradeAt) {
     ex.signals.push(verdict);
     ex.downgrade = true;
+    abuseAlert(ex, env, "abuse.downgrade");
   }
   await Promise.all([
     observed.usersOnNetwork > manyUsersThreshold && fireSignal(ex, env, "ip_many_users"),

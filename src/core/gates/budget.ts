@@ -1,4 +1,5 @@
-import { PERIOD_WINDOW_MS, period } from "../calendar.js";
+import { noteExhausted } from "../alerts.js";
+import { PERIOD_WINDOW_MS, period, periodStart } from "../calendar.js";
 import { TollgateError } from "../errors.js";
 import type { Exchange, HeldCounter } from "../exchange.js";
 import { leaseMs, type Gate, type GateEnv } from "../gate.js";
@@ -49,7 +50,7 @@ export const budget: Gate = async function budget(ex, env) {
       limit: c.limitId,
     });
   }
-  ex.budget = { id, counters };
+  ex.budget = { id, counters, totals: result.totals };
   const remaining = counters
     .map((c, i) => (c.unit === "usd" ? c.max - result.totals[i]! : Infinity))
     .reduce((a, b) => Math.min(a, b), Infinity);
@@ -94,7 +95,7 @@ export function budgetCounters(ex: Exchange, env: GateEnv, amount: Micros): Held
   const add = (max: Micros | undefined, unit: "day" | "month", key: string, label: string, soft: number | undefined, tz: string) => {
     if (max === undefined) return;
     const p = period(unit, now, tz);
-    out.push({ key: `${key}:${p.key}`, max, amount, windowMs: PERIOD_WINDOW_MS, unit: "usd", label, resetsAt: p.resetsAt, timezone: tz, softAt: softAt(max, soft) });
+    out.push({ key: `${key}:${p.key}`, max, amount, windowMs: PERIOD_WINDOW_MS, unit: "usd", label, resetsAt: p.resetsAt, timezone: tz, startsAt: periodStart(unit, now, tz), softAt: softAt(max, soft) });
   };
   const userTz = plan?.timezone ?? config.timezone;
   const override = ex.policy?.budget;
@@ -154,8 +155,9 @@ export function budgetRefusal(c: HeldCounter, used: Micros, estimate: Micros, no
     estimate > 0
       ? `${c.label} of $${formatUsd(c.max)} would be exceeded: $${formatUsd(left)} left, this request may cost up to $${formatUsd(estimate)}${when}`
       : `${c.label} of $${formatUsd(c.max)} is spent${when}`;
-  return new TollgateError("budget_exceeded", message, {
+  const err = new TollgateError("budget_exceeded", message, {
     limit: c.limitId ?? c.key.split(":").slice(0, 2).join(":"),
     retryAfterSeconds: resetsAt ? Math.max(1, Math.ceil((resetsAt - now) / 1000)) : undefined,
   });
+  return noteExhausted(err, c, used);
 }

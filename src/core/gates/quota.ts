@@ -3,6 +3,7 @@ import { leaseMs, type Gate } from "../gate.js";
 import type { Exchange, HeldCounter } from "../exchange.js";
 import type { ReserveResult } from "../store.js";
 import { fireSignal } from "./abuse.js";
+import { budgetTotalsSeen } from "../alerts.js";
 import { budgetCounters, budgetRefusal, cheapestCall, pastSoft } from "./budget.js";
 import { checkRunAge, runLimit, startRunIfNew, stepCounters } from "./runs.js";
 import { describeLimit, limitKey, limitsFor, limitWindowMs } from "./scope.js";
@@ -67,6 +68,7 @@ export const quota: Gate = async function quota(ex, env) {
     const full = totals.findIndex((t, i) => t >= spent[i]!.max || t + need > spent[i]!.max);
     if (full >= 0) throw budgetRefusal(spent[full]!, totals[full]!, need, env.now());
     ex.budgetPressure = pastSoft(spent, totals);
+    budgetTotalsSeen(ex, env, spent, totals);
   }
 };
 
@@ -94,6 +96,7 @@ export const quotaPeek: Gate = async function quotaPeek(ex, env) {
   const full = spent.findIndex((c, i) => totals[counters.length + i]! >= c.max);
   if (full >= 0) throw budgetRefusal(spent[full]!, totals[counters.length + full]!, 0, env.now());
   ex.budgetPressure = pastSoft(spent, totals.slice(counters.length));
+  budgetTotalsSeen(ex, env, spent, totals.slice(counters.length));
 };
 
 /** The refusal for a window reservation that did not fit, with RateLimit headers naming it. */

@@ -1,0 +1,100 @@
+import { CloudEvent } from "cloudevents";
+import type { ResolvedConfig } from "../config/resolve.js";
+import type { Alert, EngineEvents } from "../core/alerts.js";
+import type { OutboxMessage, OutboxStore } from "../core/outbox.js";
+import type { UsageRecord } from "../core/usage-record.js";
+import { CommitBatch } from "../stores/commit-batch.js";
+
+/** An alert id is remembered this long once delivered: longer than the longest period (a month) it is named for. */
+const ALERT_KEEP_MS = 35 * 86_400_000;
+/** A usage event's id is a request id, never reused: remembered only to absorb a retried add. */
+const USAGE_KEEP_MS = 86_400_000;
+/** Alert ids this process already queued: the same crossing seen by every later request costs no store write. */
+const RECENT_ALERTS = 10_000;
+
+/**
+ * EngineEvents onto the store's outbox: an alert becomes one message per webhook that subscribed
+ * to its type, a served request's usage record one CloudEvent. Adds of one event-loop turn go to
+ * the store together; `kick` tells the deliverer there is something to send.
+ */
+export class OutboxEvents implements EngineEvents {
+  private readonly recent = new Set<string>();
+  private readonly alerts: CommitBatch<OutboxMessage>;
+  private readonly usages: CommitBatch<OutboxMessage>;
+
+  constructor(
+    outbox: OutboxStore,
+    private readonly config: ResolvedConfig,
+    private readonly opts: { kick: () => void; warn: (fields: Record<string, unknown>, message: string) => void },
+  ) {
+    this.alerts = new CommitBatch(async (messages) => void (await outbox.add(messages, ALERT_KEEP_MS), opts.kick()));
+    this.usages = new CommitBatch(async (messages) => void (await outbox.add(messages, USAGE_KEEP_MS), opts.kick()));
+  }
+
+  get exporting(): boolean {
+    return this.config.export.cloudevents !== undefined;
+  }
+
+  alert(alert: Alert): void {
+    if (this.recent.has(alert.id)) return;
+    const hooks = this.config.alerts.webhooks.filter((w) => w.events.has(alert.type));
+    if (!hooks.length) return;
+    this.remember(alert.id);
+    const payload = JSON.stringify({ type: alert.type, timestamp: new Date(alert.at).toISOString(), data: { id: alert.id, ...alert.data } });
+    for (const hook of hooks) {
+      this.alerts.add({ id: alert.id, sink: hook.name, kind: alert.type, payload }).catch((err: unknown) => {
+        // Not in the store: forget that it was, so the next request that sees the same state tries again.
+        this.recent.delete(alert.id);
+        this.opts.warn({ alert: alert.id, sink: hook.name, reason: (err as Error).message }, "an alert could not be written to the outbox");
+      });
+    }
+  }
+
+  async usage(record: UsageRecord): Promise<void> {
+    const ce = this.config.export.cloudevents;
+    if (!ce) return;
+    await this.usages.add({ id: record.request_id, sink: ce.name, kind: "usage", payload: JSON.stringify(usageEvent(record, ce.source, ce.type)) });
+  }
+
+  /** Waits for the adds already made (before the store closes). */
+  async flush(): Promise<void> {
+    await Promise.allSettled([this.alerts.drain(), this.usages.drain()]);
+  }
+
+  private remember(id: string): void {
+    this.recent.add(id);
+    // A Set iterates in insertion order: the first is the oldest.
+    if (this.recent.size > RECENT_ALERTS) this.recent.delete(this.recent.values().next().value!);
+  }
+}
+
+/**
+ * One served request as a CloudEvent, as OpenMeter meters read it: `subject` the user, `id` the
+ * request id (OpenMeter deduplicates on id and source), `data` what it used and cost.
+ */
+export function usageEvent(r: UsageRecord, source: string, type: string): Record<string, unknown> {
+  const event = new CloudEvent({
+    id: r.request_id,
+    source,
+    type,
+    subject: r.user ?? r.ip ?? "anonymous",
+    time: r.ts,
+    datacontenttype: "application/json",
+    data: {
+      tokens: r.input_tokens + r.output_tokens,
+      input_tokens: r.input_tokens,
+      output_tokens: r.output_tokens,
+      cost_usd: r.cost_usd,
+      model: r.model,
+      model_requested: r.model_requested,
+      route: r.route,
+      endpoint: r.endpoint,
+      plan: r.plan,
+      key_id: r.key_id,
+      decision: r.decision,
+      ended: r.ended,
+      parent_id: r.parent_id,
+    },
+  });
+  return event.toJSON() as Record<string, unknown>;
+}
