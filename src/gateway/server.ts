@@ -159,9 +159,9 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
     let settleFailure: unknown;
     let firstOutput: SseEvent | undefined;
     const tail = (t: Terminal): SseEvent[] => {
-      if (t.ended === "output_cap") return format.endStream("output_cap", meter.last, "");
-      if (t.ended === "timeout") return format.endStream("timeout", meter.last, "the request ran past the wall-clock cap");
-      if (t.ended === "upstream_error") return format.endStream("upstream_error", meter.last, "the provider's stream failed");
+      if (t.ended === "output_cap") return format.endStream("output_cap", meter.ending, "");
+      if (t.ended === "timeout") return format.endStream("timeout", meter.ending, "the request ran past the wall-clock cap");
+      if (t.ended === "upstream_error") return format.endStream("upstream_error", meter.ending, "the provider's stream failed");
       return [];
     };
     const stream = meteredStream<SseEvent>(events[Symbol.asyncIterator](), {
@@ -171,7 +171,7 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
         if (meter.error) return { end: { ended: "upstream_error", error: new TollgateError("upstream_error", "the provider sent a malformed or failed stream") } };
         if (meter.capped) return { end: { ended: "output_cap" } };
         if (!forward) return { forward: [] };
-        if (!firstOutput && (meter.counted > 0 || meter.toolCalls > 0)) firstOutput = event;
+        if (!firstOutput && (meter.output || meter.toolCalls > 0)) firstOutput = event;
         return { forward: [event] };
       },
       async settle(t) {

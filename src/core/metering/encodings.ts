@@ -42,6 +42,10 @@ interface Encoding {
    * and a slice boundary where BPE would have merged costs about a token.
    */
   weighted(text: string, weights: Weights): number;
+  /** `count` of one pre-tokenizer chunk, so a caller walking the chunks itself sums the same. */
+  chunkTokens(chunk: string): number;
+  /** `weighted` of one pre-tokenizer chunk. */
+  chunkWeighted(chunk: string, weights: Weights): number;
   /** The tokenizer's own pre-tokenizer regex (global). */
   split: RegExp;
 }
@@ -74,16 +78,20 @@ function loadEncoding(name: EncodingName): Encoding {
     // A gpt-tokenizer without that internal: its public count, one chunk at a time.
     tokensOf = (chunk) => mod.countTokens(chunk, PLAIN_TEXT);
   }
+  const chunkTokens = (chunk: string): number => (chunk.length > LONG_CHUNK_CHARS ? utf8Bytes(chunk) : tokensOf(chunk));
+  const chunkWeighted = (chunk: string, weights: Weights): number => weights[classifyChunk(chunk)] * (chunk.length > LONG_CHUNK_CHARS ? sliced(chunk, tokensOf) : tokensOf(chunk));
   return {
     split,
+    chunkTokens,
+    chunkWeighted,
     count(text) {
       let n = 0;
-      for (const [chunk] of text.matchAll(split)) n += chunk.length > LONG_CHUNK_CHARS ? utf8Bytes(chunk) : tokensOf(chunk);
+      for (const [chunk] of text.matchAll(split)) n += chunkTokens(chunk);
       return n;
     },
     weighted(text, weights) {
       let n = 0;
-      for (const [chunk] of text.matchAll(split)) n += weights[classifyChunk(chunk)] * (chunk.length > LONG_CHUNK_CHARS ? sliced(chunk, tokensOf) : tokensOf(chunk));
+      for (const [chunk] of text.matchAll(split)) n += chunkWeighted(chunk, weights);
       return n;
     },
   };

@@ -14,7 +14,10 @@ export class Meter {
   usage?: ReportedUsage;
   firstTokenAt?: number;
   error?: string;
+  /** What the stream showed; `outputTokens` is filled in by `ending`, not on every event. */
   readonly last: StreamTail = {};
+  /** Some output text has passed (so `counted` > 0), known without tokenising. */
+  output = false;
   capped = false;
   /** The call left for the provider. */
   sent = false;
@@ -54,6 +57,12 @@ export class Meter {
     return this.exact ? n : Math.floor((n * 4) / 5);
   }
 
+  /** The stream's tail for the events that close a stream cut short, with the output counted so far. */
+  get ending(): StreamTail {
+    this.last.outputTokens = this.counted;
+    return this.last;
+  }
+
   /** Counts output text the transport saw some other way (library mode). */
   countText(text: string): void {
     this.addText(text);
@@ -70,20 +79,27 @@ export class Meter {
 
   /** Counts one part of a response read by the transport itself (the AI SDK's stream parts). */
   read(r: Reading): { forward: boolean } {
-    const before = this.counter.total;
     this.apply(r);
-    this.last.outputTokens = this.counted;
-    if (this.fewest > this.cap) {
+    // The bound is checked first, so an event far from the cap costs no tokenising.
+    if (this.fewestBound > this.cap && this.fewest > this.cap) {
       // This event would take the client past the cap: withhold it and end the stream here.
       this.capped = true;
       return { forward: false };
     }
-    if (this.counter.total > before && this.firstTokenAt === undefined) this.firstTokenAt = performance.now();
+    if (r.text && this.firstTokenAt === undefined) this.firstTokenAt = performance.now();
     return { forward: !r.drop && !r.error };
   }
 
+  /** At least `fewest`, in constant time. */
+  private get fewestBound(): number {
+    const n = this.counter.bound;
+    return this.exact ? n : Math.floor((n * 4) / 5);
+  }
+
   private addText(text: string): void {
+    if (text.length === 0) return;
     this.counter.add(text);
+    this.output = true;
   }
 
   private apply(r: Reading): void {

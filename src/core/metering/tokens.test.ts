@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import * as cl100k from "gpt-tokenizer/encoding/cl100k_base";
 import * as o200k from "gpt-tokenizer/encoding/o200k_base";
 import { CL100K_TOKEN_SPLIT_REGEX, O200K_TOKEN_SPLIT_REGEX } from "gpt-tokenizer/encodingParams/constants";
@@ -15,6 +15,7 @@ import {
   openAiImageTiles,
   tokenizerFor,
 } from "./tokens.js";
+import { encoding } from "./encodings.js";
 
 const PLAIN = { disallowedSpecial: new Set<string>() };
 const trueO200k = (s: string) => o200k.countTokens(s, PLAIN);
@@ -380,6 +381,54 @@ describe("createTokenCounter", () => {
       }
     });
   }
+
+  for (const tokenizer of ["o200k_base", "cl100k_base", "claude", "gemini", "llama", "bytes"] as const) {
+    it(`${tokenizer}: bound is never below total, whether or not total was read`, () => {
+      const r = rng(21);
+      for (let trial = 0; trial < 10; trial++) {
+        const text = variedText(r, 300 + r(3000));
+        const counter = createTokenCounter(tokenizer);
+        const shadow = createTokenCounter(tokenizer);
+        for (const part of randomSplit(r, text, 15)) {
+          counter.add(part);
+          shadow.add(part);
+          // The bound of a counter that was never read must hold as well as one read each time.
+          if (r(3) === 0) void counter.total;
+          expect(counter.bound).toBeGreaterThanOrEqual(shadow.total);
+          expect(counter.bound).toBeGreaterThanOrEqual(counter.total);
+        }
+      }
+    });
+  }
+
+  it("re-counts only the last few words on each read, however long the stream", () => {
+    const enc = encoding("o200k_base");
+    let chunks = 0;
+    const count = enc.count.bind(enc);
+    const chunkTokens = enc.chunkTokens.bind(enc);
+    const spies = [
+      vi.spyOn(enc, "chunkTokens").mockImplementation((chunk: string) => (chunks++, chunkTokens(chunk))),
+      vi.spyOn(enc, "count").mockImplementation((text: string) => ((chunks += [...text.matchAll(enc.split)].length), count(text))),
+    ];
+    try {
+      const counter = createTokenCounter("o200k_base");
+      const words = SAMPLES.english!.split(/(?= )/);
+      let text = "";
+      for (let i = 0; i < 2_000; i++) {
+        const word = words[i % words.length]!;
+        counter.add(word);
+        text += word;
+        void counter.total;
+      }
+      const total = counter.total;
+      for (const spy of spies) spy.mockRestore();
+      expect(total).toBe(countTextTokens(text, "o200k_base"));
+      // A few chunks per word read (the tail since the last stable cut), never the whole stream.
+      expect(chunks / 2_000).toBeLessThan(4);
+    } finally {
+      for (const spy of spies) spy.mockRestore();
+    }
+  });
 
   it("finds stable cuts in ordinary text", () => {
     const text = SAMPLES.english!.repeat(3);
