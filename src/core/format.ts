@@ -99,6 +99,11 @@ export interface StreamTail {
 export interface SseEvent {
   event?: string;
   data: string;
+  /**
+   * The event's bytes as the provider sent them, when the transport kept them: a relay that passes
+   * the event on unchanged writes these instead of formatting it again.
+   */
+  raw?: Uint8Array;
 }
 
 /** Why tollgate ended a stream itself. */

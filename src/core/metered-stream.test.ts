@@ -95,6 +95,26 @@ describe("meteredStream: exactly one terminal event", () => {
     expect(src.returned).toBe(1);
   });
 
+  it("a batch that reaches the cap partway passes on the parts before it, then the cap's tail", async () => {
+    const { src, settles, reader } = harness({
+      read: (p) => {
+        const parts = p.split(",");
+        const cap = parts.indexOf("CAP");
+        return cap < 0 ? { forward: parts } : { end: { ended: "output_cap" }, forward: parts.slice(0, cap) };
+      },
+    });
+    const got: string[] = [];
+    const reading = (async () => {
+      for (let r = await reader.read(); !r.done; r = await reader.read()) got.push(r.value);
+    })();
+    await src.push("a,b");
+    await src.push("c,CAP,d");
+    await reading;
+    expect(got).toEqual(["a", "b", "c", "finish:length"]);
+    expect(settles).toEqual([{ ended: "output_cap" }]);
+    expect(src.returned).toBe(1);
+  });
+
   it("a provider failure after the request was aborted is named by the abort's reason", async () => {
     const abort = new AbortController();
     const { src, settles, reader } = harness({ signal: abort.signal });

@@ -7,12 +7,16 @@ export interface Terminal {
   error?: TollgateError;
 }
 
-/** What one part of the provider's answer means: pass these parts on, or the stream ends here. */
-export type Verdict<T> = { forward: T[] } | { end: Terminal };
+/**
+ * What one part of the provider's answer means: pass these parts on, or the stream ends here
+ * (after `forward`, when a part read as a batch ends the stream partway through it).
+ */
+export type Verdict<T> = { forward: T[] } | { end: Terminal; forward?: T[] };
 
-export interface MeteredStreamHooks<T> {
+/** `T` is what the reader gets, `S` what the source gives (the same, unless the reader takes batches). */
+export interface MeteredStreamHooks<T, S = T> {
   /** Meters one part; may refuse (a tool call past the run's cap) or cut (the output cap). */
-  read(part: T): Verdict<T> | Promise<Verdict<T>>;
+  read(part: S): Verdict<T> | Promise<Verdict<T>>;
   /** Settles the call: called exactly once, whichever terminal event comes first. */
   settle(end: Terminal): Promise<unknown>;
   /** Parts that close a stream ended early (an error part, a finish event in the stream's own format). */
@@ -36,7 +40,7 @@ export function abortReason(signal: AbortSignal): Ended {
  * upstream error, refusal): whichever comes first settles the call; every later one is ignored.
  * A refusal never escapes as an exception: the stream closes with the tail the hooks give for it.
  */
-export function meteredStream<T>(source: AsyncIterator<T>, hooks: MeteredStreamHooks<T>): ReadableStream<T> {
+export function meteredStream<T, S = T>(source: AsyncIterator<S>, hooks: MeteredStreamHooks<T, S>): ReadableStream<T> {
   let terminal: Promise<void> | undefined;
   const end = (t: Terminal, controller?: ReadableStreamDefaultController<T>): Promise<void> =>
     (terminal ??= (async () => {
@@ -62,7 +66,7 @@ export function meteredStream<T>(source: AsyncIterator<T>, hooks: MeteredStreamH
       // A pull that enqueues nothing is not called again (WHATWG streams), so parts that are
       // metered but not passed on (a usage chunk the caller did not ask for) are read past here.
       for (;;) {
-        let next: IteratorResult<T>;
+        let next: IteratorResult<S>;
         try {
           next = await source.next();
         } catch (err) {
@@ -77,7 +81,10 @@ export function meteredStream<T>(source: AsyncIterator<T>, hooks: MeteredStreamH
           return end(failed(err, hooks.signal), controller);
         }
         if (terminal) return;
-        if ("end" in verdict) return end(verdict.end, controller);
+        if ("end" in verdict) {
+          for (const part of verdict.forward ?? []) controller.enqueue(part);
+          return end(verdict.end, controller);
+        }
         if (!verdict.forward.length) continue;
         for (const part of verdict.forward) controller.enqueue(part);
         return;

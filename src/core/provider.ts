@@ -12,10 +12,19 @@ export interface UpstreamCall {
   idleTimeoutMs: number;
 }
 
+/**
+ * A stream that also hands over, in one array, every event already parsed (all that one read of
+ * the socket carried): a relay meters and writes them together instead of one promise per event.
+ * `nextBatch` resolves undefined at the end; the iterator's `return` closes the stream either way.
+ */
+export interface BatchedEvents extends AsyncIterableIterator<SseEvent> {
+  nextBatch(): Promise<SseEvent[] | undefined>;
+}
+
 export type UpstreamResult =
   /** `raw` is the answer's bytes as the provider sent them, for forwarding unchanged. */
   | { kind: "json"; body: unknown; raw?: Buffer }
-  | { kind: "stream"; events: AsyncIterable<SseEvent> };
+  | { kind: "stream"; events: AsyncIterable<SseEvent> | BatchedEvents };
 
 /**
  * A provider adapter: turns tollgate's validated body into a call and hands back JSON or SSE

@@ -1,9 +1,7 @@
 import { randomUUID } from "node:crypto";
-import { once } from "node:events";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { ResolvedRoute } from "../config/resolve.js";
 import { toTollgateError, type Engine } from "../core/engine.js";
-import { meteredStream, type Terminal } from "../core/metered-stream.js";
 import { TollgateError } from "../core/errors.js";
 import { offerHeaders } from "../core/gates/challenge.js";
 import type { Exchange } from "../core/exchange.js";
@@ -11,15 +9,15 @@ import { clientIp } from "../core/client-ip.js";
 import { readCredential, type Credentials } from "../core/identity.js";
 import type { Meter } from "../core/metering/meter.js";
 import { anthropicErrorBody, openaiErrorBody } from "../formats/errors.js";
-import type { RequestFormat, SseEvent } from "../core/format.js";
+import type { RequestFormat } from "../core/format.js";
 import type { UpstreamResult } from "../core/provider.js";
 import { StoreUnavailableError } from "../core/store.js";
-import { formatSse } from "../providers/sse.js";
 import type { Observability } from "../observability/index.js";
 import { createAdmin } from "./admin.js";
 import { parseJson, readBody } from "./body.js";
 import { createDashboard } from "./dashboard.js";
 import { ENDPOINTS } from "./endpoints.js";
+import { relayStream } from "./stream-relay.js";
 
 export interface Gateway {
   server: Server;
@@ -31,9 +29,6 @@ export interface GatewayOptions {
   /** Metrics, traces and the live tail; the same object whose onRecord the engine was given. */
   observability?: Observability;
 }
-
-/** Framing events held back with the status line until the first one that carries output. */
-const MAX_HELD_EVENTS = 16;
 
 /** The OpenAI/Anthropic-compatible HTTP gateway: a thin shell that feeds requests through the engine. */
 export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gateway {
@@ -145,84 +140,13 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
         // The provider's bytes go out unchanged: nothing between the call and here alters the body.
         sendJson(res, 200, call.result.raw ?? call.result.body, ex.headers);
       } else {
-        await pipeStream(res, ex, format, call.result.events, call.meter, abort);
+        const failed = await relayStream(res, call.result.events, { engine, ex, format, meter: call.meter, abort, stallMs: cfg.server.idleTimeoutMs });
+        if (failed) sendError(res, format.api, failed, ex);
       }
     } finally {
       clearTimeout(timer);
       res.off("close", onClose);
     }
-  }
-
-  async function pipeStream(res: ServerResponse, ex: Exchange, format: RequestFormat, events: AsyncIterable<SseEvent>, meter: Meter, abort: AbortController) {
-    // The wrapper decides how the stream ended and settles exactly once; this shell only writes.
-    let terminal: Terminal | undefined;
-    let settleFailure: unknown;
-    let firstOutput: SseEvent | undefined;
-    const tail = (t: Terminal): SseEvent[] => {
-      if (t.ended === "output_cap") return format.endStream("output_cap", meter.ending, "");
-      if (t.ended === "timeout") return format.endStream("timeout", meter.ending, "the request ran past the wall-clock cap");
-      if (t.ended === "upstream_error") return format.endStream("upstream_error", meter.ending, "the provider's stream failed");
-      return [];
-    };
-    const stream = meteredStream<SseEvent>(events[Symbol.asyncIterator](), {
-      signal: abort.signal,
-      read(event) {
-        const { forward } = meter.event(event);
-        if (meter.error) return { end: { ended: "upstream_error", error: new TollgateError("upstream_error", "the provider sent a malformed or failed stream") } };
-        if (meter.capped) return { end: { ended: "output_cap" } };
-        if (!forward) return { forward: [] };
-        if (!firstOutput && (meter.output || meter.toolCalls > 0)) firstOutput = event;
-        return { forward: [event] };
-      },
-      async settle(t) {
-        terminal = t;
-        try {
-          await engine.finish(ex, { ended: t.ended, meter });
-        } catch (err) {
-          settleFailure = err;
-        }
-      },
-      tail,
-      stop: (t) => {
-        if (!abort.signal.aborted) abort.abort({ tollgate: t.ended });
-      },
-    });
-    const reader = stream.getReader();
-    // Hold the status line until the first event that carries output: a provider that fails or
-    // sends garbage before any content (Anthropic's message_start, then an error) still gets the
-    // caller a proper HTTP error instead of a 200 that breaks mid-way. The events before it are
-    // framing (a role, a message or item being opened) and leave together with it.
-    const held: SseEvent[] = [];
-    const release = () => {
-      res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive", ...ex.headers });
-      for (const e of held) writeEvent(res, formatSse(e));
-      held.length = 0;
-    };
-    try {
-      for (;;) {
-        const next = await reader.read();
-        if (next.done) break;
-        if (!res.headersSent) {
-          held.push(next.value);
-          // Once the stream has ended, what is held goes out (or becomes the HTTP error) at the close.
-          if (next.value === firstOutput || (!terminal && held.length >= MAX_HELD_EVENTS)) release();
-        } else if (!writeEvent(res, formatSse(next.value))) {
-          await drained(res, abort, cfg.server.idleTimeoutMs);
-        }
-      }
-    } catch {
-      // The client stalled, left or the clock ran out while we waited to write: the wrapper
-      // settles with the signal's reason, and the stream's close is written here.
-      await reader.cancel().catch(() => {});
-      if (res.headersSent && terminal) writeAll(res, tail(terminal));
-    }
-    if (settleFailure !== undefined) throw settleFailure;
-    if (!res.headersSent) {
-      const t = terminal!;
-      if (t.ended !== "complete" && t.ended !== "output_cap") return sendError(res, format.api, t.error ?? toTollgateError(undefined, abort.signal), ex);
-      release();
-    }
-    res.end();
   }
 
   /** GET {path}/v1/me: the caller's own budgets and limits, for any credential the route accepts. */
@@ -329,32 +253,6 @@ function credentials(req: IncomingMessage): Credentials {
 
 function credential(req: IncomingMessage): Pick<Credentials, "token" | "unusable"> {
   return readCredential(header(req, "authorization"), header(req, "x-api-key"));
-}
-
-/**
- * Events that arrive together (one upstream read often carries several) leave in one socket write:
- * the response is corked for the rest of this turn of the event loop.
- */
-function writeEvent(res: ServerResponse, text: string): boolean {
-  if (!res.writableCorked) {
-    res.cork();
-    setImmediate(() => res.uncork());
-  }
-  return res.write(text);
-}
-
-function writeAll(res: ServerResponse, events: SseEvent[]): void {
-  for (const e of events) res.write(formatSse(e));
-}
-
-/** Waits for the client to drain; a client that stops reading for `stallMs` is cut off. */
-async function drained(res: ServerResponse, abort: AbortController, stallMs: number): Promise<void> {
-  const stall = setTimeout(() => abort.abort({ tollgate: "client_disconnect" }), stallMs);
-  try {
-    await once(res, "drain", { signal: abort.signal });
-  } finally {
-    clearTimeout(stall);
-  }
 }
 
 /** Most of an unread body tollgate will swallow so the client can read its refusal; past it, the connection is cut. */

@@ -3,10 +3,10 @@ import type { SseEvent } from "../core/format.js";
 import { formatSse, parseSse, SseParser } from "./sse.js";
 
 /** Feeds `text` cut at every given byte offset and returns the events. */
-function parse(text: string | Buffer, cuts: number[] = []): SseEvent[] {
+function parse(text: string | Buffer, cuts: number[] = [], raw = false): SseEvent[] {
   const bytes = Buffer.isBuffer(text) ? text : Buffer.from(text);
   const out: SseEvent[] = [];
-  const p = new SseParser((e) => out.push(e));
+  const p = new SseParser((e) => out.push(e), raw);
   let at = 0;
   for (const c of [...cuts, bytes.length]) {
     p.feed(bytes.subarray(at, c));
@@ -35,6 +35,27 @@ describe("SseParser", () => {
     expect(parse(bom)).toEqual([{ data: "x" }]);
     expect(parse(bom, [1, 2])).toEqual([{ data: "x" }]);
     expect(parse("event: ping\n\n")).toEqual([]);
+  });
+
+  it("keeps each event's bytes as they came, however the bytes are cut; a comment-only block is not kept", () => {
+    const text = 'event: delta\r\ndata: {"t":"héllo 世界 🎉"}\r\n\r\n: keep-alive\n\ndata: line1\rid: 3\rdata: line2\r\r: ping\n\ndata:no-space\n\n';
+    const kept = text.replace(": keep-alive\n\n", "").replace(": ping\n\n", "");
+    const whole = Buffer.from(text);
+    const n = whole.length;
+    const cutsList = [[], ...Array.from({ length: n - 1 }, (_, i) => [i + 1]), Array.from({ length: n - 1 }, (_, i) => i + 1)];
+    for (const cuts of cutsList) {
+      const events = parse(text, cuts, true);
+      expect(events.map(({ event, data }) => (event ? { event, data } : { data }))).toEqual(parse(text));
+      const bytes = Buffer.concat(events.map((e) => e.raw!)).toString();
+      // Exact, except that a read ending between CR and LF leaves that LF out (CR alone ends a line).
+      const splitsCrLf = cuts.some((c) => whole[c - 1] === 13 && whole[c] === 10);
+      if (splitsCrLf) expect(bytes.replace(/\r\n/g, "\r"), `cut at ${cuts.join(",")}`).toBe(kept.replace(/\r\n/g, "\r"));
+      else expect(bytes, `cut at ${cuts.join(",")}`).toBe(kept);
+      // Each event's bytes on their own are that event.
+      for (const e of events) expect(parse(Buffer.from(e.raw!)).map((x) => x.data)).toEqual([e.data]);
+    }
+    const bom = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from("data: x\n\n")]);
+    expect(Buffer.from(parse(bom, [1], true)[0]!.raw!).toString()).toBe("data: x\n\n");
   });
 
   it("round-trips what formatSse writes, multi-line data included", async () => {

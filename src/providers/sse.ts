@@ -14,6 +14,11 @@ export const MAX_EVENT_BYTES = 8 * 1024 * 1024;
  * The one SSE parser: bytes from any provider in, events out through a callback, synchronously, so
  * a socket read becomes events without a generator hop per event. Lines are cut on the bytes
  * (a UTF-8 sequence never contains CR or LF) and each line is decoded once.
+ *
+ * With `raw`, each event also carries its bytes as they came (`SseEvent.raw`: its lines, any
+ * comment or id lines among them, and the blank line that ends it), so a relay that does not
+ * change an event can write those bytes instead of formatting it again. A block that dispatches
+ * nothing (a keep-alive comment) is not kept, so what is held never outgrows one event.
  */
 export class SseParser {
   private rest: Buffer | undefined;
@@ -21,8 +26,15 @@ export class SseParser {
   private started = false;
   private event: string | undefined;
   private data: string | undefined;
+  /** Where the current event's bytes start in the buffer being read, and its bytes from earlier reads. */
+  private spanStart = 0;
+  private spanBefore: Buffer[] = [];
+  private spanBytes = 0;
 
-  constructor(private readonly onEvent: (e: SseEvent) => void) {}
+  constructor(
+    private readonly onEvent: (e: SseEvent) => void,
+    private readonly raw = false,
+  ) {}
 
   /** Parses what it can of `chunk`; false when the event being assembled outgrew MAX_EVENT_BYTES. */
   feed(chunk: Uint8Array | string): boolean {
@@ -44,6 +56,8 @@ export class SseParser {
       this.skipLf = false;
       if (buf[pos] === LF) pos++;
     }
+    // A LF that completes the CRLF a read ended in belongs to what was already emitted: dropped.
+    this.spanStart = pos;
     const len = buf.length;
     let lf = buf.indexOf(LF, pos);
     let cr = buf.indexOf(CR, pos);
@@ -63,21 +77,39 @@ export class SseParser {
         if (next === len) this.skipLf = true;
         else if (buf[next] === LF) next++;
       }
-      this.line(buf.toString("utf8", pos, end));
+      if (end === pos) this.dispatch(buf, next);
+      else this.line(buf.toString("utf8", pos, end));
       pos = next;
     }
+    // The lines of an event not yet ended; the unread part of a line comes back as `rest`.
+    if (this.raw && (this.data !== undefined || this.event !== undefined) && this.spanStart < pos) {
+      this.spanBefore.push(buf.subarray(this.spanStart, pos));
+      this.spanBytes += pos - this.spanStart;
+    }
     if (pos < len) this.rest = buf.subarray(pos);
-    return (this.rest?.length ?? 0) + (this.data?.length ?? 0) <= MAX_EVENT_BYTES;
+    // An event's kept bytes are about its data again, so they count once: the limit is the event's size.
+    return (this.rest?.length ?? 0) + Math.max(this.data?.length ?? 0, this.spanBytes) <= MAX_EVENT_BYTES;
+  }
+
+  /** A blank line: the event so far is complete (ending at `next` in `buf`). */
+  private dispatch(buf: Buffer, next: number): void {
+    const data = this.data;
+    const event = this.event;
+    this.data = this.event = undefined;
+    if (data !== undefined) {
+      const e: SseEvent = event ? { event, data } : { data };
+      if (this.raw) {
+        const own = buf.subarray(this.spanStart, next);
+        e.raw = this.spanBefore.length ? Buffer.concat([...this.spanBefore, own]) : own;
+      }
+      this.onEvent(e);
+    }
+    this.spanBefore.length = 0;
+    this.spanBytes = 0;
+    this.spanStart = next;
   }
 
   private line(l: string): void {
-    if (l.length === 0) {
-      const data = this.data;
-      const event = this.event;
-      this.data = this.event = undefined;
-      if (data !== undefined) this.onEvent(event ? { event, data } : { data });
-      return;
-    }
     const colon = l.indexOf(":");
     if (colon === 0) return; // a comment (keep-alive)
     let field: string;

@@ -1,7 +1,7 @@
 import { errors as undiciErrors, type Dispatcher } from "undici";
 import { TollgateError } from "../core/errors.js";
 import type { SseEvent } from "../core/format.js";
-import type { UpstreamResult } from "../core/provider.js";
+import type { BatchedEvents, UpstreamResult } from "../core/provider.js";
 import { MAX_EVENT_BYTES, SseParser } from "./sse.js";
 
 /** Events parsed ahead of the consumer before the socket is paused (the backpressure bound). */
@@ -15,7 +15,7 @@ const MAX_DRAIN_BYTES = 128 * 1024;
  */
 export const MAX_ANSWER_BYTES = 32 * 1024 * 1024;
 
-type Waiter = { resolve: (r: IteratorResult<SseEvent>) => void; reject: (err: Error) => void };
+type Waiter = { resolve: (r: IteratorResult<SseEvent>) => void; reject: (err: Error) => void; batch: false } | { resolve: (r: SseEvent[] | undefined) => void; reject: (err: Error) => void; batch: true };
 
 /**
  * One upstream call as an undici dispatch handler: the answer's bytes go straight from the socket
@@ -24,7 +24,7 @@ type Waiter = { resolve: (r: IteratorResult<SseEvent>) => void; reject: (err: Er
  * the consumer's `next()` reads the parsed events directly and `return()` closes the socket.
  * undici calls exactly one of onComplete / onError; `done` makes every later signal a no-op.
  */
-export class UpstreamHandler implements Dispatcher.DispatchHandler, AsyncIterableIterator<SseEvent> {
+export class UpstreamHandler implements Dispatcher.DispatchHandler, BatchedEvents {
   readonly promise: Promise<UpstreamResult>;
   private resolveCall!: (r: UpstreamResult) => void;
   private rejectCall!: (err: Error) => void;
@@ -41,6 +41,11 @@ export class UpstreamHandler implements Dispatcher.DispatchHandler, AsyncIterabl
   private waiter: Waiter | undefined;
   private failure: Error | undefined;
   private done = false;
+  private wakeQueued = false;
+  private readonly wakeLater = (): void => {
+    this.wakeQueued = false;
+    this.wake();
+  };
   private readonly onAbort = (): void => this.abort(upstreamFailure(undefined, this.signal));
 
   constructor(
@@ -70,7 +75,8 @@ export class UpstreamHandler implements Dispatcher.DispatchHandler, AsyncIterabl
     }
     if (this.stream && contentType(rawHeaders).includes("text/event-stream")) {
       this.mode = "stream";
-      this.parser = new SseParser((e) => this.events.push(e));
+      // Each event keeps its bytes, so the gateway forwards what the provider sent.
+      this.parser = new SseParser((e) => this.events.push(e), true);
       this.settleCall(undefined, { kind: "stream", events: this });
       return true;
     }
@@ -85,7 +91,12 @@ export class UpstreamHandler implements Dispatcher.DispatchHandler, AsyncIterabl
         this.abort(new TollgateError("upstream_error", `the provider ${this.provider} sent a stream event larger than ${MAX_EVENT_BYTES >> 20} MiB`));
         return true;
       }
-      this.wake();
+      // One socket read reaches us as several onData calls (one per HTTP chunk): the reader is
+      // woken once, after all of them, so it takes the read's events as one batch.
+      if (this.waiter && !this.wakeQueued) {
+        this.wakeQueued = true;
+        queueMicrotask(this.wakeLater);
+      }
       if (this.events.length - this.head >= HIGH_WATER_EVENTS) this.paused = true;
       return !this.paused;
     }
@@ -132,7 +143,14 @@ export class UpstreamHandler implements Dispatcher.DispatchHandler, AsyncIterabl
     if (this.head < this.events.length) return Promise.resolve({ value: this.take(), done: false });
     if (this.failure) return Promise.reject(this.failure);
     if (this.done) return Promise.resolve({ value: undefined, done: true });
-    return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
+    return new Promise((resolve, reject) => (this.waiter = { resolve, reject, batch: false }));
+  }
+
+  nextBatch(): Promise<SseEvent[] | undefined> {
+    if (this.head < this.events.length) return Promise.resolve(this.takeAll());
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.done) return Promise.resolve(undefined);
+    return new Promise((resolve, reject) => (this.waiter = { resolve, reject, batch: true }));
   }
 
   /** The consumer stopped reading: close the socket unless the answer was already complete. */
@@ -149,15 +167,25 @@ export class UpstreamHandler implements Dispatcher.DispatchHandler, AsyncIterabl
 
   private take(): SseEvent {
     const e = this.events[this.head++]!;
-    if (this.head === this.events.length) {
-      this.events.length = 0;
-      this.head = 0;
-      if (this.paused) {
-        this.paused = false;
-        this.resumeFn?.();
-      }
-    }
+    if (this.head === this.events.length) this.emptied();
     return e;
+  }
+
+  /** Every event parsed and not yet read, in one array the reader keeps. */
+  private takeAll(): SseEvent[] {
+    const all = this.head === 0 ? this.events : this.events.slice(this.head);
+    this.events = [];
+    this.emptied();
+    return all;
+  }
+
+  private emptied(): void {
+    this.events.length = 0;
+    this.head = 0;
+    if (this.paused) {
+      this.paused = false;
+      this.resumeFn?.();
+    }
   }
 
   private wake(): void {
@@ -165,13 +193,15 @@ export class UpstreamHandler implements Dispatcher.DispatchHandler, AsyncIterabl
     if (!w) return;
     if (this.head < this.events.length) {
       this.waiter = undefined;
-      w.resolve({ value: this.take(), done: false });
+      if (w.batch) w.resolve(this.takeAll());
+      else w.resolve({ value: this.take(), done: false });
     } else if (this.failure) {
       this.waiter = undefined;
       w.reject(this.failure);
     } else if (this.done) {
       this.waiter = undefined;
-      w.resolve({ value: undefined, done: true });
+      if (w.batch) w.resolve(undefined);
+      else w.resolve({ value: undefined, done: true });
     }
   }
 
