@@ -365,7 +365,11 @@ export class Engine {
 
   private async run(ex: Exchange, gates: readonly Gate[]): Promise<void> {
     try {
-      for (const gate of gates) await gate(ex, this.env);
+      for (const gate of gates) {
+        // A gate that finished synchronously costs no turn of the microtask queue.
+        const pending = gate(ex, this.env);
+        if (pending) await pending;
+      }
     } catch (err) {
       // A refusal, or the store failing (SPEC §7.6: explicit). Anything else is a bug: it goes
       // up unchanged, to be logged and answered 500, and the leases give back what it held.
