@@ -3,7 +3,9 @@ import { resolveConfig } from "../config/resolve.js";
 import { configSchema } from "../config/schema.js";
 import { emptyUsageRecord, type UsageRecord } from "../core/usage-record.js";
 import { MemoryStore } from "../stores/memory.js";
+import { Counter, Histogram, Registry } from "prom-client";
 import { Metrics, signalLabel } from "./metrics.js";
+import { SeriesCounter, SeriesHistogram } from "./series.js";
 
 const config = resolveConfig(
   configSchema.parse({
@@ -70,5 +72,33 @@ describe("metrics", () => {
     expect(signalLabel("admin_block:ip")).toBe("admin_block:ip");
     expect(signalLabel("near_cap_prompt")).toBe("near_cap_prompt");
     expect(signalLabel("x".repeat(100))).toBe("other");
+  });
+});
+
+describe("series metrics", () => {
+  it("scrape exactly as prom-client's own Counter and Histogram would", async () => {
+    const ours = new Registry();
+    const theirs = new Registry();
+    const counter = new SeriesCounter("t_total", "a counter", ours);
+    const reference = new Counter({ name: "t_total", help: "a counter", labelNames: ["a", "b"], registers: [theirs] });
+    const bounds = [0.1, 1, 10];
+    const histogram = new SeriesHistogram("t_seconds", "a histogram", bounds, ours);
+    const referenceHistogram = new Histogram({ name: "t_seconds", help: "a histogram", labelNames: ["a"], buckets: bounds, registers: [theirs] });
+    // Made in the order of first use, as Metrics makes them.
+    const y = counter.series({ a: "y", b: "2" });
+    const x = counter.series({ a: "x", b: "1" });
+    const hy = histogram.series({ a: "y" });
+    const hx = histogram.series({ a: "x" });
+    for (const [i, v] of [0.05, 0.1, 0.5, 3, 10, 11, 0].entries()) {
+      const [s, h, a] = i % 2 ? [x, hx, "x"] : [y, hy, "y"];
+      s.value += v;
+      reference.inc({ a, b: a === "x" ? "1" : "2" }, v);
+      histogram.observe(h, v);
+      referenceHistogram.observe({ a }, v);
+    }
+    expect(await ours.metrics()).toBe(await theirs.metrics());
+    expect(await ours.getMetricsAsJSON()).toEqual(
+      (await theirs.getMetricsAsJSON()).map((m) => ({ ...m, values: (m.values as { labels: object; value: number; metricName?: string }[]).map(({ labels, value, metricName }) => (metricName ? { labels, value, metricName } : { labels, value })) })),
+    );
   });
 });

@@ -1,4 +1,5 @@
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import { collectDefaultMetrics, Counter, Gauge, Registry } from "prom-client";
+import { SeriesCounter, SeriesHistogram, type CounterSeries, type HistogramSeries } from "./series.js";
 import type { ResolvedConfig } from "../config/resolve.js";
 import { ERROR_CODES } from "../core/errors.js";
 import { requestsOf, type UsageRecord } from "../core/usage-record.js";
@@ -17,16 +18,24 @@ import type { OutboxObserver } from "../outbox/delivery.js";
  */
 export class Metrics {
   readonly registry = new Registry();
-  private readonly requests: Counter<"route" | "endpoint" | "decision" | "code">;
-  private readonly spend: Counter<"route" | "model" | "plan">;
-  private readonly tokens: Counter<"route" | "model" | "plan" | "direction">;
-  private readonly duration: Histogram<"route" | "decision">;
-  private readonly upstream: Histogram<"route" | "model">;
-  private readonly ttft: Histogram<"route" | "model">;
+  // What every record feeds: series resolved once per label tuple and then only added to.
+  private readonly requests: SeriesCounter;
+  private readonly spend: SeriesCounter;
+  private readonly tokens: SeriesCounter;
+  private readonly duration: SeriesHistogram;
+  private readonly upstream: SeriesHistogram;
+  private readonly ttft: SeriesHistogram;
+  private readonly requestSeries = new Map<string, CounterSeries>();
+  private readonly durationSeries = new Map<string, HistogramSeries>();
+  /** By route, model and plan: spend and tokens. */
+  private readonly charged = new Map<string, { spend?: CounterSeries; input?: CounterSeries; output?: CounterSeries }>();
+  /** By route and model: upstream duration and time to first token. */
+  private readonly latencies = new Map<string, { upstream?: HistogramSeries; ttft?: HistogramSeries }>();
   private readonly cancellations: Counter<"route" | "ended">;
   private readonly signals: Counter<"signal">;
   private readonly storeErrors: Counter<"op">;
-  private readonly storeLatency: Histogram<"op">;
+  private readonly storeLatency: SeriesHistogram;
+  private readonly opLatency = new Map<string, HistogramSeries>();
   /** Held reservations by id: kind and when the store stops counting them anyway (lease end). */
   private readonly held = new Map<string, { kind: string; until: number }>();
   private readonly routes: Set<string>;
@@ -39,40 +48,21 @@ export class Metrics {
     this.routes = new Set(config.routes.map((r) => r.name));
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
-    this.requests = new Counter({ name: "tollgate_requests_total", help: "AI requests by route, endpoint, decision and refusal code.", labelNames: ["route", "endpoint", "decision", "code"], registers });
-    this.spend = new Counter({ name: "tollgate_spend_usd_total", help: "Settled spend in US dollars.", labelNames: ["route", "model", "plan"], registers });
-    this.tokens = new Counter({ name: "tollgate_tokens_total", help: "Tokens charged, by direction (input, output).", labelNames: ["route", "model", "plan", "direction"], registers });
-    this.duration = new Histogram({
-      name: "tollgate_request_duration_seconds",
-      help: "Time from arrival to the usage record, refused requests included.",
-      labelNames: ["route", "decision"],
-      buckets: [0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
-      registers,
-    });
-    this.upstream = new Histogram({
-      name: "tollgate_upstream_duration_seconds",
-      help: "Duration of requests that reached the provider, to the end of the response or stream.",
-      labelNames: ["route", "model"],
-      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
-      registers,
-    });
-    this.ttft = new Histogram({
-      name: "tollgate_time_to_first_token_seconds",
-      help: "Time from arrival to the first output token.",
-      labelNames: ["route", "model"],
-      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30],
-      registers,
-    });
+    this.requests = new SeriesCounter("tollgate_requests_total", "AI requests by route, endpoint, decision and refusal code.", this.registry);
+    this.spend = new SeriesCounter("tollgate_spend_usd_total", "Settled spend in US dollars.", this.registry);
+    this.tokens = new SeriesCounter("tollgate_tokens_total", "Tokens charged, by direction (input, output).", this.registry);
+    this.duration = new SeriesHistogram("tollgate_request_duration_seconds", "Time from arrival to the usage record, refused requests included.", [0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120], this.registry);
+    this.upstream = new SeriesHistogram(
+      "tollgate_upstream_duration_seconds",
+      "Duration of requests that reached the provider, to the end of the response or stream.",
+      [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+      this.registry,
+    );
+    this.ttft = new SeriesHistogram("tollgate_time_to_first_token_seconds", "Time from arrival to the first output token.", [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30], this.registry);
     this.cancellations = new Counter({ name: "tollgate_cancellations_total", help: "Provider calls that did not complete, by how they ended.", labelNames: ["route", "ended"], registers });
     this.signals = new Counter({ name: "tollgate_abuse_signals_total", help: "Abuse signals and blocks that fired.", labelNames: ["signal"], registers });
     this.storeErrors = new Counter({ name: "tollgate_store_errors_total", help: "Store operations that failed.", labelNames: ["op"], registers });
-    this.storeLatency = new Histogram({
-      name: "tollgate_store_operation_seconds",
-      help: "Store operation latency.",
-      labelNames: ["op"],
-      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
-      registers,
-    });
+    this.storeLatency = new SeriesHistogram("tollgate_store_operation_seconds", "Store operation latency.", [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], this.registry);
     const metrics = this;
     // Read at scrape time: a plain integer per request instead of a labelled gauge update each way.
     new Gauge({
@@ -130,16 +120,33 @@ export class Metrics {
     const code = r.code && r.code in ERROR_CODES ? r.code : "";
     // A refusal summary stands for `count` refusals: the counters stay exact under a flood.
     const n = requestsOf(r);
-    this.requests.inc({ route, endpoint: r.endpoint ?? "", decision: r.decision, code }, n);
-    if (r.cost_usd > 0) this.spend.inc({ route, model, plan }, r.cost_usd);
-    if (r.input_tokens > 0) this.tokens.inc({ route, model, plan, direction: "input" }, r.input_tokens);
-    if (r.output_tokens > 0) this.tokens.inc({ route, model, plan, direction: "output" }, r.output_tokens);
-    this.duration.observe({ route, decision: r.decision }, r.duration_ms / 1000);
-    if (r.ended !== null) {
-      this.upstream.observe({ route, model }, r.duration_ms / 1000);
-      if (r.ended !== "complete") this.cancellations.inc({ route, ended: r.ended });
+    const endpoint = r.endpoint ?? "";
+    const requestKey = `${route}\0${endpoint}\0${r.decision}\0${code}`;
+    let requests = this.requestSeries.get(requestKey);
+    if (!requests) this.requestSeries.set(requestKey, (requests = this.requests.series({ route, endpoint, decision: r.decision, code })));
+    requests.value += n;
+    if (r.cost_usd > 0 || r.input_tokens > 0 || r.output_tokens > 0) {
+      const key = `${route}\0${model}\0${plan}`;
+      let c = this.charged.get(key);
+      if (!c) this.charged.set(key, (c = {}));
+      if (r.cost_usd > 0) (c.spend ??= this.spend.series({ route, model, plan })).value += r.cost_usd;
+      if (r.input_tokens > 0) (c.input ??= this.tokens.series({ route, model, plan, direction: "input" })).value += r.input_tokens;
+      if (r.output_tokens > 0) (c.output ??= this.tokens.series({ route, model, plan, direction: "output" })).value += r.output_tokens;
     }
-    if (r.ttft_ms !== null) this.ttft.observe({ route, model }, r.ttft_ms / 1000);
+    const durationKey = `${route}\0${r.decision}`;
+    let duration = this.durationSeries.get(durationKey);
+    if (!duration) this.durationSeries.set(durationKey, (duration = this.duration.series({ route, decision: r.decision })));
+    this.duration.observe(duration, r.duration_ms / 1000);
+    if (r.ended !== null || r.ttft_ms !== null) {
+      const key = `${route}\0${model}`;
+      let t = this.latencies.get(key);
+      if (!t) this.latencies.set(key, (t = {}));
+      if (r.ended !== null) {
+        this.upstream.observe((t.upstream ??= this.upstream.series({ route, model })), r.duration_ms / 1000);
+        if (r.ended !== "complete") this.cancellations.inc({ route, ended: r.ended });
+      }
+      if (r.ttft_ms !== null) this.ttft.observe((t.ttft ??= this.ttft.series({ route, model })), r.ttft_ms / 1000);
+    }
     for (const s of r.signals) this.signals.inc({ signal: signalLabel(s) }, n);
   }
 
@@ -176,7 +183,8 @@ export class Metrics {
   }
 
   private timed(op: string, target: Store): (...args: unknown[]) => Promise<unknown> {
-    const latency = this.storeLatency.labels({ op });
+    let latency = this.opLatency.get(op);
+    if (!latency) this.opLatency.set(op, (latency = this.storeLatency.series({ op })));
     const methods = target as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
     return async (...args: unknown[]) => {
       const started = performance.now();
@@ -188,7 +196,7 @@ export class Metrics {
         this.storeErrors.inc({ op });
         throw err;
       } finally {
-        latency.observe((performance.now() - started) / 1000);
+        this.storeLatency.observe(latency, (performance.now() - started) / 1000);
       }
     };
   }
