@@ -20,7 +20,7 @@ Commands:
   keys create --user ID --plan PLAN [--routes a,b] [--service] [--expires ISO]
               [--org ORG] [--daily USD] [--monthly USD] [--total USD]
   keys list | keys revoke KEY_ID                manage keys in the store
-  usage [--since 24h] [--by user|route|model|ip] [--top N] [--series 1h] [--json]
+  usage [--since 24h] [--by user|route|model|ip|signal] [--top N] [--series 1h] [--json]
                                                 spend and token totals from the usage records;
                                                 --series: one row per time bucket instead
   schema                                        print the config's JSON Schema

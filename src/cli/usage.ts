@@ -1,11 +1,10 @@
 import type { ResolvedConfig } from "../config/resolve.js";
 import { parseDuration } from "../core/duration.js";
 import { formatUsd } from "../core/money.js";
-import { summarize, timeSeries, totalRequests, type GroupBy, type TimeSeries } from "../core/usage-report.js";
+import { GROUP_BYS, summarize, timeSeries, totalRequests, type GroupBy, type TimeSeries } from "../core/usage-report.js";
 import type { UsageRecord } from "../core/usage-record.js";
 import { openStore } from "../stores/open.js";
 
-const GROUPS: GroupBy[] = ["user", "route", "model", "ip"];
 /** Groups shown as columns of a --series table when --by is given without --top. */
 const SERIES_GROUPS = 5;
 const BAR_WIDTH = 24;
@@ -25,7 +24,7 @@ export async function usageCommand(config: ResolvedConfig, opts: UsageOptions): 
   const since = opts.since ?? "24h";
   const sinceMs = parseDuration(since);
   if (sinceMs === undefined) throw usageError(`--since: expected a duration like "1h", "24h", "7d"`);
-  if (opts.by !== undefined && !GROUPS.includes(opts.by as GroupBy)) throw usageError(`--by: expected one of ${GROUPS.join(", ")}`);
+  if (opts.by !== undefined && !GROUP_BYS.includes(opts.by as GroupBy)) throw usageError(`--by: expected one of ${GROUP_BYS.join(", ")}`);
   const top = opts.top === undefined ? undefined : Number(opts.top);
   if (top !== undefined && !(Number.isSafeInteger(top) && top >= 1)) throw usageError(`--top: expected a whole number of at least 1`);
   const bucketMs = opts.series === undefined ? undefined : parseDuration(opts.series);

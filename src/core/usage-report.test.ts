@@ -42,6 +42,18 @@ describe("usage report", () => {
     ]);
   });
 
+  it("by signal: a request counts under each signal it carries, a score under its source, one with none under -", () => {
+    const rows = summarize(records, "signal");
+    expect(rows.map((r) => [r.group, r.requests, r.denied, r.downgraded])).toEqual([
+      ["-", 4, 1, 0],
+      ["score(user)", 1, 0, 1],
+      ["score(network)", 1, 1, 0],
+      ["ip_many_users", 1, 1, 0],
+    ]);
+    const s = timeSeries(records, { since: T0, until: T0 + 3 * MIN, bucketMs: MIN, by: "signal" });
+    expect(s.series.find((g) => g.group === "ip_many_users")!.denied).toEqual([0, 0, 1]);
+  });
+
   describe("library mode: an app request and its model calls (SPEC §6)", () => {
     // One agent request: two model calls served, a third refused over the budget, which also
     // marks the app request refused. Its record carries the run counters and none of the calls' cost.

@@ -1,7 +1,22 @@
 import { requestsOf, type UsageRecord } from "./usage-record.js";
 import type { Micros } from "./money.js";
 
-export type GroupBy = "user" | "route" | "model" | "ip";
+export type GroupBy = "user" | "route" | "model" | "ip" | "signal";
+/** Every way a report may group records. */
+export const GROUP_BYS: readonly GroupBy[] = ["user", "route", "model", "ip", "signal"];
+
+/** "score:57(network)" differs on every request; the part that explains it is its source: "score(network)". */
+export const signalName = (signal: string): string => signal.replace(/^score:\d+/, "score");
+
+/**
+ * The groups a record belongs to. By signal, a record counts once under each signal it carries
+ * (so a request flagged for two reasons is in both rows, and rows do not add up to the total),
+ * and a record with none under "-".
+ */
+function groupsOf(r: UsageRecord, by: GroupBy): string[] {
+  if (by !== "signal") return [(r[by] ?? "-") as string];
+  return r.signals.length ? [...new Set(r.signals.map(signalName))] : ["-"];
+}
 
 export interface Totals {
   requests: number;
@@ -54,10 +69,11 @@ function add(t: Totals, r: UsageRecord): void {
 export function summarize(records: UsageRecord[], by: GroupBy): UsageRow[] {
   const rows = new Map<string, UsageRow>();
   for (const r of records) {
-    const group = (r[by] ?? "-") as string;
-    let row = rows.get(group);
-    if (!row) rows.set(group, (row = { group, ...zero() }));
-    add(row, r);
+    for (const group of groupsOf(r, by)) {
+      let row = rows.get(group);
+      if (!row) rows.set(group, (row = { group, ...zero() }));
+      add(row, r);
+    }
   }
   return [...rows.values()].sort((a, b) => b.cost_micros - a.cost_micros || b.requests - a.requests);
 }
@@ -114,11 +130,12 @@ export function timeSeries(records: UsageRecord[], opts: { since: number; until:
     if (i < 0 || i >= n) continue;
     addAt(total, i, r);
     if (!by) continue;
-    const raw = (r[by] ?? "-") as string;
-    const group = keep!.has(raw) ? raw : "other";
-    let values = groups.get(group);
-    if (!values) groups.set(group, (values = empty()));
-    addAt(values, i, r);
+    for (const raw of groupsOf(r, by)) {
+      const group = keep!.has(raw) ? raw : "other";
+      let values = groups.get(group);
+      if (!values) groups.set(group, (values = empty()));
+      addAt(values, i, r);
+    }
   }
   const series = [...groups.entries()]
     .map(([group, v]) => ({ group, ...v }))
@@ -169,9 +186,8 @@ export function flaggedCallers(records: UsageRecord[], limit = 50): FlaggedCalle
     row.requests += n;
     if (blocked) row.blocked += n;
     else row.downgraded += n;
-    // "score:57(network)" differs on every request; the part that explains it is the source.
     for (const s of r.signals) {
-      const name = s.replace(/^score:\d+/, "score");
+      const name = signalName(s);
       row.signals[name] = (row.signals[name] ?? 0) + 1;
     }
     if (r.ts > row.last_ts) row.last_ts = r.ts;

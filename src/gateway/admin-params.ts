@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { parseDuration } from "../core/duration.js";
 import type { Engine } from "../core/engine.js";
 import { TollgateError } from "../core/errors.js";
-import type { GroupBy } from "../core/usage-report.js";
+import { GROUP_BYS, type GroupBy } from "../core/usage-report.js";
 import { asObject } from "../formats/fields.js";
 import type { Observability } from "../observability/index.js";
 import { parseJson, readBody } from "./body.js";
@@ -57,11 +57,10 @@ export function intParam(query: URLSearchParams, name: string, fallback: number,
   return Math.min(n, max);
 }
 
-const GROUPS: readonly GroupBy[] = ["user", "route", "model", "ip"];
 
 export function groupParam(query: URLSearchParams, name: string, fallback: GroupBy): GroupBy {
   const raw = query.get(name) ?? fallback;
-  if (!(GROUPS as readonly string[]).includes(raw)) throw bad(name, `expected one of ${GROUPS.join(", ")}`);
+  if (!(GROUP_BYS as readonly string[]).includes(raw)) throw bad(name, `expected one of ${GROUP_BYS.join(", ")}`);
   return raw as GroupBy;
 }
 
