@@ -167,3 +167,41 @@ describe("alerts and export", () => {
     });
   });
 });
+
+describe("the outbox in the admin API", () => {
+  it("lists what waits and what failed, pages, retries a failed message by id, and answers errors in the admin API's shape", { timeout: 60_000 }, async () => {
+    const gw = await start({ ...config("memory:"), outbox: { retry_min: "100ms", retry_max: "200ms", max_attempts: 2, poll: "100ms", timeout: "2s" } });
+    await receiver.down();
+    try {
+      const served = await spendAll([gw.url]);
+      // Two attempts each, then failed: nothing is pending, everything is listed as failed with its reason.
+      await until("every message to fail", async () => (await admin(gw, "/admin/outbox?state=failed&limit=1")).body.total >= served.length + 2 && (await admin(gw, "/admin/outbox")).body.total === 0);
+      expect((await admin(gw, "/admin/outbox")).body).toMatchObject({ state: "pending", total: 0, data: [], next_cursor: null });
+      const first = (await admin(gw, "/admin/outbox?state=failed&limit=2")).body;
+      expect(first.data).toHaveLength(2);
+      expect(first.data[0]).toMatchObject({ state: "failed", attempts: 2, next_attempt_at: null, last_error: expect.stringMatching(/^gave up after 2 attempts \(max_attempts\); last: connection failed/) });
+      const second = (await admin(gw, `/admin/outbox?state=failed&limit=2&cursor=${first.next_cursor}`)).body;
+      expect(second.data.map((i: { id: string }) => i.id)).not.toContain(first.data[0].id);
+      expect(first.counts).toEqual(expect.arrayContaining([{ sink: "ops", kind: "budget.soft", state: "failed", count: 1 }]));
+      const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+      expect(metrics).toContain(`tollgate_outbox_failed_total{sink="cloudevents",kind="usage"} ${served.length}`);
+
+      const softId = `budget.soft:user:ann:daily:${today()}`;
+      await receiver.up();
+      const retried = await admin(gw, `/admin/outbox/${encodeURIComponent(softId)}/retry`, "POST");
+      expect(retried).toMatchObject({ status: 200, body: { data: [{ id: softId, sink: "ops", state: "pending", attempts: 0 }] } });
+      await until("the retried alert", () => receiver.ids("budget.soft").includes(softId));
+      // Only what was retried went: the other failed messages wait for their own retry.
+      expect(receiver.ids()).toEqual([softId]);
+      expect(receiver.rejected).toBe(0);
+
+      expect(await admin(gw, "/admin/outbox/nope/retry", "POST")).toMatchObject({ status: 404, body: { error: { code: "not_found" } } });
+      expect(await admin(gw, "/admin/outbox?state=sent")).toMatchObject({ status: 400, body: { error: { code: "invalid_request", param: "state" } } });
+      expect(await admin(gw, "/admin/outbox?cursor=!!")).toMatchObject({ status: 400, body: { error: { code: "invalid_request", param: "cursor" } } });
+      const anon = await fetch(`${gw.url}/admin/outbox`);
+      expect(anon.status).toBe(401);
+    } finally {
+      if (!(await fetch(receiver.url).then(() => true, () => false))) await receiver.up();
+    }
+  });
+});

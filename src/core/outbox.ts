@@ -85,7 +85,8 @@ export function encodeCursor(offset: number): string {
 
 export function decodeCursor(cursor: string | undefined): number {
   if (cursor === undefined) return 0;
-  const n = Number(Buffer.from(cursor, "base64url").toString());
-  if (!Number.isSafeInteger(n) || n < 0) throw new RangeError("outbox cursor: not one this store gave out");
+  const text = /^[A-Za-z0-9_-]+$/.test(cursor) ? Buffer.from(cursor, "base64url").toString() : "";
+  const n = /^\d{1,15}$/.test(text) ? Number(text) : NaN;
+  if (!Number.isSafeInteger(n)) throw new RangeError("not a cursor this listing gave out");
   return n;
 }
