@@ -34,6 +34,8 @@ export function describeConfig(c: ResolvedConfig, file: string): string {
       const plans = l.plans ? ` (plans ${[...l.plans].join(", ")})` : "";
       lines.push(`    limit ${l.id}: ${amount} ${window} per ${l.per}${plans}`);
     }
+    const ch = r.challenge;
+    if (ch) lines.push(`    challenge for ${ch.for}${ch.minScore !== undefined ? ` and scores from ${ch.minScore}` : ""}: difficulty ${ch.base}-${ch.max}  ttl ${formatDuration(ch.ttlMs)}  secret ****`);
   }
   lines.push("", `keys     ${c.keys.length} static (${c.keys.map((k) => `${k.id} ${k.user ?? "service"}/${k.plan}`).join(", ") || "none"})`);
   return lines.join("\n") + "\n";

@@ -16,9 +16,10 @@ const config = resolveConfig(
     plans: { free: { models: ["gpt-4o-mini"] } },
     keys: [{ key: "tg_static_secret_0003", user: "alice", plan: "free" }],
     jwt: { secret: "jwt-secret-0004-long-enough" },
-    routes: { chat: { path: "/chat", plans: ["free"] } },
+    routes: { chat: { path: "/chat", plans: ["free"], challenge: { for: "all", secret: "challenge-secret-0005-at-least-32-chars" } } },
   }),
 );
+const challengeKeys = [config.routes[0]!.challenge!.signatureSecret, config.routes[0]!.challenge!.keySecret];
 
 function sink() {
   const lines: string[] = [];
@@ -49,11 +50,12 @@ describe("logs", () => {
     logs.ops.warn("upstream said: invalid key sk-provider-secret-0002 for admin-secret-0001");
     logs.ops.error({ err: new Error("jwt-secret-0004-long-enough rejected tg_static_secret_0003 and tg_store_key_abcdefgh") }, "boom");
     logs.ops.info({ note: "Authorization: Bearer some-opaque-token" }, "header echo");
+    logs.ops.warn(`signing with ${challengeKeys.join(" and ")}`);
     const text = err.lines.join("\n");
-    for (const secret of ["sk-provider-secret-0002", "admin-secret-0001", "tg_static_secret_0003", "jwt-secret-0004-long-enough", "tg_whatever_1234567", "tg_store_key_abcdefgh", "some-opaque-token"]) {
+    for (const secret of ["sk-provider-secret-0002", "admin-secret-0001", "tg_static_secret_0003", "jwt-secret-0004-long-enough", "tg_whatever_1234567", "tg_store_key_abcdefgh", "some-opaque-token", ...challengeKeys]) {
       expect(text).not.toContain(secret);
     }
-    expect(err.lines).toHaveLength(4);
+    expect(err.lines).toHaveLength(5);
     expect(JSON.parse(err.lines[0]!)).toMatchObject({ level: 30, msg: "plain", headers: { authorization: "[redacted]", "x-api-key": "[redacted]" }, api_key: "[redacted]" });
   });
 

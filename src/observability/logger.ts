@@ -47,7 +47,7 @@ function bracket(path: string): string {
 
 /**
  * Replaces every secret the config holds (provider keys, static tollgate keys, the admin key, the
- * JWT secret), any tollgate-shaped key (`tg_…`, the store's keys included), and any bearer
+ * JWT secret, the challenge signing keys), any tollgate-shaped key (`tg_…`, the store's keys included), and any bearer
  * credential, with a marker.
  */
 export function secretScrubber(config: ResolvedConfig): (line: string) => string {
@@ -56,6 +56,8 @@ export function secretScrubber(config: ResolvedConfig): (line: string) => string
     ...config.keys.map((k) => k.key),
     config.adminKey,
     config.jwt?.secret,
+    // What signs proof-of-work challenges (derived from routes.*.challenge.secret, which is not kept).
+    ...config.routes.flatMap((r) => (r.challenge ? [r.challenge.signatureSecret, r.challenge.keySecret] : [])),
   ].filter((s): s is string => typeof s === "string" && s.length >= 6);
   // Longest first, so a secret that contains another is replaced whole.
   known.sort((a, b) => b.length - a.length);
