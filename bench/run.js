@@ -96,8 +96,18 @@ async function startRedis() {
   const { Redis } = await import("ioredis");
   const admin = new Redis(server.url(), { maxRetriesPerRequest: 1 });
   const info = await admin.info("server");
-  admin.disconnect();
-  return { server, pid: Number(/process_id:(\d+)/.exec(info)?.[1]), version: /redis_version:(\S+)/.exec(info)?.[1] };
+  /**
+   * Script calls (EVALSHA, EVAL) redis-server took so far: the round trips of the store's counter
+   * ops. commandstats also counts the commands a script runs inside, so other commands are left
+   * out; the bench's keys are in the config, so no request sends a key lookup of its own.
+   */
+  const commands = async () => {
+    const stats = await admin.info("commandstats");
+    let n = 0;
+    for (const m of stats.matchAll(/cmdstat_(evalsha|eval):calls=(\d+)/g)) n += Number(m[2]);
+    return n;
+  };
+  return { server, admin, commands, pid: Number(/process_id:(\d+)/.exec(info)?.[1]), version: /redis_version:(\S+)/.exec(info)?.[1] };
 }
 
 async function startTarget(target, mock, redis) {
@@ -122,7 +132,7 @@ async function startTarget(target, mock, redis) {
     logFile: join(dir, `${target}.log`),
   });
   await waitPort(port, p);
-  return { name: target, p, url, redisPid: name === "tg-redis" ? redis.pid : undefined };
+  return { name: target, p, url, redisPid: name === "tg-redis" ? redis.pid : undefined, redis: name === "tg-redis" ? redis : undefined };
 }
 
 async function setMockTokens(mock, tokens) {
@@ -171,7 +181,7 @@ try {
     await setMockTokens(mock, sc.tokens);
     const runs = targets.filter((t) => !(t.name === "floor" && sc.expect));
     for (const t of runs) await smoke(t, sc, name);
-    const acc = new Map(runs.map((t) => [t.name, { requests: 0, warmup: 0, seconds: 0, cpuMs: 0, redisMs: 0, non2xx: 0, errors: 0, p50: [], p99: [], busy: [] }]));
+    const acc = new Map(runs.map((t) => [t.name, { requests: 0, warmup: 0, seconds: 0, cpuMs: 0, redisMs: 0, redisCalls: 0, non2xx: 0, errors: 0, p50: [], p99: [], busy: [] }]));
     for (let round = 0; round < ROUNDS; round++) {
       const order = runs.map((_, i) => runs[(i + round) % runs.length]);
       for (const t of order) {
@@ -179,12 +189,14 @@ try {
         if (WARMUP > 0) acc.get(t.name).warmup += (await load({ ...o, seconds: WARMUP, tag: `${t.name}-${name}-warm` })).requests;
         const c0 = cpuMs(t.p.pid);
         const r0 = t.redisPid ? cpuMs(t.redisPid) : 0;
+        const k0 = t.redis ? await t.redis.commands() : 0;
         const m0 = machineBusy();
         const r = await load({ ...o, seconds: SECONDS, tag: `${t.name}-${name}` });
         const m1 = machineBusy();
         const a = acc.get(t.name);
         a.cpuMs += cpuMs(t.p.pid) - c0;
         if (t.redisPid) a.redisMs += cpuMs(t.redisPid) - r0;
+        if (t.redis) a.redisCalls += (await t.redis.commands()) - k0;
         a.requests += r.requests;
         a.seconds += r.seconds;
         a.non2xx += r.non2xx;
@@ -208,6 +220,8 @@ try {
         p99: median(a.p99),
         cpuUsPerReq: (1000 * a.cpuMs) / a.requests,
         redisUsPerReq: t.redisPid ? (1000 * a.redisMs) / a.requests : undefined,
+        /** Script calls per request: the round trips a request costs Redis. */
+        redisCallsPerReq: t.redis ? a.redisCalls / a.requests : undefined,
         machineBusyPct: median(a.busy),
         rssMb: rssMb(t.p.pid),
       };
@@ -217,6 +231,7 @@ try {
 } finally {
   await Promise.all(targets.map((t) => stopProcess(t.p)));
   await stopProcess(mock);
+  redis?.admin.disconnect();
   await redis?.server.dispose();
   await stopAll();
 }
@@ -248,12 +263,13 @@ for (const [scenario, cell] of Object.entries(results.cells)) {
       fmt(c.cpuUsPerReq),
       isFloor ? "1.0×" : c.cpuXFloor === undefined ? "-" : `${fmt(c.cpuXFloor, 2)}×`,
       c.redisUsPerReq === undefined ? "-" : fmt(c.redisUsPerReq),
+      c.redisCallsPerReq === undefined ? "-" : fmt(c.redisCallsPerReq, 2),
       `${fmt(c.machineBusyPct)}%`,
     ]);
   }
 }
 console.log("");
-console.log(table(["scenario", "target", "req/s", "× floor", "p50 ms", "p99 ms", "Δp99 ms", "gateway CPU µs/req", "× floor CPU", "redis-server µs/req", "machine busy"], rows));
+console.log(table(["scenario", "target", "req/s", "× floor", "p50 ms", "p99 ms", "Δp99 ms", "gateway CPU µs/req", "× floor CPU", "redis-server µs/req", "redis calls/req", "machine busy"], rows));
 console.log(
   `\n× floor: against node-floor in the same run and scenario (a refusal against the floor's non-streaming request). ` +
     `Gateway CPU µs/req: user+system CPU of the gateway process / requests served, from /proc; the figure to compare on a shared machine. ` +

@@ -222,35 +222,10 @@ local function lease_end(rec)
   end
   return due
 end
-`;
-
-export interface LuaScript {
-  readonly name: string;
-  readonly lua: string;
-}
-
-export function script(name: string, body: string): LuaScript {
-  return { name, lua: PRELUDE + body };
-}
-
-/**
- * All-or-nothing reservation across counters (Store.reserve).
- * KEYS[1] entry-id sequence (INCR), KEYS[2] reservation record R, KEYS[3..] counter base keys
- * ARGV[1] now override or '', ARGV[2] lease ms (-1: no lease), ARGV[3] key TTL margin ms,
- * then per counter i (from 0): ARGV[4+4i] max, ARGV[5+4i] amount, ARGV[6+4i] window ms,
- * ARGV[7+4i] bucket width ms
- * Returns {1, total...} or {0, index, used, retryAfterMs or nil}; numbers as text.
- */
-export const RESERVE = script(
-  "reserve",
-  `
-local now = now_ms(ARGV[1])
-local lease, margin = tonumber(ARGV[2]), tonumber(ARGV[3])
-local n = #KEYS - 2
 
 -- How long until what counts now frees 'excess': buckets leave at their gone-at, an unsettled
 -- entry when it would once settled into a bucket of this width (never earlier than the truth).
-local function retry_after(base, window, width, excess)
+local function retry_after(base, window, width, excess, now)
   local leaving = {}
   local g = redis.call('ZRANGE', base .. ':g', 0, -1, 'WITHSCORES')
   for j = 1, #g, 2 do
@@ -271,101 +246,148 @@ local function retry_after(base, window, width, excess)
   return false
 end
 
-local totals, state = {1}, {}
-for i = 1, n do
-  local max, amount = tonumber(ARGV[4 * i]), tonumber(ARGV[4 * i + 1])
-  local window, width = tonumber(ARGV[4 * i + 2]), tonumber(ARGV[4 * i + 3])
-  local m, used = prune(KEYS[i + 2], window, now, true)
-  state[i] = m
-  if used + amount > max then
-    for j = 1, i do flush(KEYS[j + 2], state[j]) end
-    local retry = false
-    if amount <= max then retry = retry_after(KEYS[i + 2], window, width, used + amount - max) end
-    return {0, i - 1, fmt(used), retry}
-  end
-  totals[i + 1] = fmt(used + amount)
-end
-
-local last = redis.call('INCRBY', KEYS[1], n)
-local entries, longest = {}, 0
-for i = 1, n do
-  local base, amount = KEYS[i + 2], ARGV[4 * i + 1]
-  local window, width = tonumber(ARGV[4 * i + 2]), tonumber(ARGV[4 * i + 3])
-  local eid, m = fmt(last - n + i), state[i]
-  keep(base, m, now + window + width + margin, margin, now)
-  redis.call('ZADD', base .. ':t', fmt(now), eid)
-  if now < m.nt then
-    m.nt = now
-    m.dirty.nt = now
-  end
-  redis.call('HSET', base, eid, amount)
-  if lease >= 0 then
-    redis.call('ZADD', base .. ':l', fmt(now + lease), eid)
-    if now + lease < m.nl then
-      m.nl = now + lease
-      m.dirty.nl = now + lease
+-- All-or-nothing reservation across the counters 'bases' (Store.reserve), under record R (rkey)
+-- with entry ids from the sequence 'seq'. specs holds four strings per counter: max, amount,
+-- window ms, bucket width ms. lease -1: none. Returns {1, total...} or {0, index, used,
+-- retryAfterMs or false}; numbers as text.
+local function reserve(seq, rkey, bases, specs, now, lease, margin)
+  local n = #bases
+  local totals, state = {1}, {}
+  for i = 1, n do
+    local max, amount = tonumber(specs[4 * i - 3]), tonumber(specs[4 * i - 2])
+    local window, width = tonumber(specs[4 * i - 1]), tonumber(specs[4 * i])
+    local m, used = prune(bases[i], window, now, true)
+    state[i] = m
+    if used + amount > max then
+      for j = 1, i do flush(bases[j], state[j]) end
+      local retry = false
+      if amount <= max then retry = retry_after(bases[i], window, width, used + amount - max, now) end
+      return {0, i - 1, fmt(used), retry}
     end
+    totals[i + 1] = fmt(used + amount)
   end
-  flush(base, m)
-  entries[i] = {base, eid, window, amount, width, now}
-  if window + width > longest then longest = window + width end
+
+  local last = redis.call('INCRBY', seq, n)
+  local entries, longest = {}, 0
+  for i = 1, n do
+    local base, amount = bases[i], specs[4 * i - 2]
+    local window, width = tonumber(specs[4 * i - 1]), tonumber(specs[4 * i])
+    local eid, m = fmt(last - n + i), state[i]
+    keep(base, m, now + window + width + margin, margin, now)
+    redis.call('ZADD', base .. ':t', fmt(now), eid)
+    if now < m.nt then
+      m.nt = now
+      m.dirty.nt = now
+    end
+    redis.call('HSET', base, eid, amount)
+    if lease >= 0 then
+      redis.call('ZADD', base .. ':l', fmt(now + lease), eid)
+      if now + lease < m.nl then
+        m.nl = now + lease
+        m.dirty.nl = now + lease
+      end
+    end
+    flush(base, m)
+    entries[i] = {base, eid, window, amount, width, now}
+    if window + width > longest then longest = window + width end
+  end
+  -- A reused id takes the name over; the older entries keep counting until their lease ends.
+  redis.call('SET', rkey, cjson.encode(entries), 'PX', fmt(longest + margin))
+  extend(seq, longest + margin, margin)
+  return totals
 end
--- A reused id takes the name over; the older entries keep counting until their lease ends.
-redis.call('SET', KEYS[2], cjson.encode(entries), 'PX', fmt(longest + margin))
-extend(KEYS[1], longest + margin, margin)
-return totals
-`,
-);
 
-/**
- * Moves each entry's actual amount into the bucket of its reservation time and forgets the entry
- * (Store.settle, see settle_rec).
- * KEYS[1] reservation record R
- * ARGV[1] now override or '', ARGV[2] key TTL margin ms,
- * ARGV[3..] actual amount per counter in reserve order ('' keeps the reserved one)
- */
-export const SETTLE = script(
-  "settle",
-  `
-local actual = {}
-for i = 3, #ARGV do actual[i - 2] = ARGV[i] end
-return settle_rec(KEYS[1], actual, now_ms(ARGV[1]), tonumber(ARGV[2]))
-`,
-);
-
-/**
- * Drops a reservation's entries entirely (Store.release).
- * KEYS[1] reservation record R; no ARGV.
- */
-export const RELEASE = script(
-  "release",
-  `
-local rec = redis.call('GET', KEYS[1])
-if not rec then return 0 end
-redis.call('DEL', KEYS[1], KEYS[1] .. ':cp')
-for _, e in ipairs(cjson.decode(rec)) do
-  local base, eid = e[1], e[2]
-  redis.call('HDEL', base, eid)
-  redis.call('ZREM', base .. ':t', eid)
-  redis.call('ZREM', base .. ':l', eid)
+-- Drops reservation record R's entries entirely (Store.release). Returns 0 when R was already gone.
+local function release_rec(rkey)
+  local rec = redis.call('GET', rkey)
+  if not rec then return 0 end
+  redis.call('DEL', rkey, rkey .. ':cp')
+  for _, e in ipairs(cjson.decode(rec)) do
+    local base, eid = e[1], e[2]
+    redis.call('HDEL', base, eid)
+    redis.call('ZREM', base .. ':t', eid)
+    redis.call('ZREM', base .. ':l', eid)
+  end
+  return 1
 end
-return 1
-`,
-);
+
+-- Current totals of the counters 'bases' over their windows (Store.peek), as text.
+local function peek(bases, windows, now)
+  local out = {}
+  for i = 1, #bases do
+    local m, total = prune(bases[i], tonumber(windows[i]), now, true)
+    flush(bases[i], m)
+    out[i] = fmt(total)
+  end
+  return out
+end
+`;
+
+export interface LuaScript {
+  readonly name: string;
+  readonly lua: string;
+}
+
+export function script(name: string, body: string): LuaScript {
+  return { name, lua: PRELUDE + body };
+}
 
 /**
- * Current totals (Store.peek). KEYS[1..] counter base keys
- * ARGV[1] now override or '', ARGV[2..] window ms per counter. Returns totals as text.
+ * The counter operations of one event-loop turn, several requests' at once, run in call order:
+ * one round trip and one script call for all of them, each answered on its own (in op order).
+ * KEYS[1] entry-id sequence, KEYS[2..] every record and counter base key the ops name (an op
+ * refers to a key by its index in KEYS). ARGV[1] key TTL margin ms, then the ops, each a letter
+ * and its fields (now is an override or '', as everywhere):
+ *   r now R lease n (base max amount window width) * n   reserve: {1, total...} or {0, index, used, retry}
+ *   s now R n actual * n                                    settle: 1, or 0 when R was gone
+ *   x R                                                     release: 1 or 0
+ *   p now n (base window) * n                               peek: {total...}
  */
-export const PEEK = script(
-  "peek",
+export const BATCH = script(
+  "batch",
   `
-local now = now_ms(ARGV[1])
+local margin = tonumber(ARGV[1])
+local a = 2
+local function nxt()
+  a = a + 1
+  return ARGV[a - 1]
+end
+-- One TIME for the whole batch: the script runs atomically, so every op happens at one instant.
+local clock
+local function at(override)
+  if override ~= '' then return tonumber(override) end
+  if not clock then clock = now_ms('') end
+  return clock
+end
 local out = {}
-for i = 1, #KEYS do
-  local m, total = prune(KEYS[i], tonumber(ARGV[i + 1]), now, true)
-  flush(KEYS[i], m)
-  out[i] = fmt(total)
+while a <= #ARGV do
+  local op = nxt()
+  if op == 'r' then
+    local now, rkey, lease, n = at(nxt()), KEYS[tonumber(nxt())], tonumber(nxt()), tonumber(nxt())
+    local bases, specs = {}, {}
+    for i = 1, n do
+      bases[i] = KEYS[tonumber(nxt())]
+      for j = 1, 4 do specs[#specs + 1] = nxt() end
+    end
+    out[#out + 1] = reserve(KEYS[1], rkey, bases, specs, now, lease, margin)
+  elseif op == 's' then
+    local now, rkey, n = at(nxt()), KEYS[tonumber(nxt())], tonumber(nxt())
+    local actual = {}
+    for i = 1, n do actual[i] = nxt() end
+    out[#out + 1] = settle_rec(rkey, actual, now, margin)
+  elseif op == 'x' then
+    out[#out + 1] = release_rec(KEYS[tonumber(nxt())])
+  elseif op == 'p' then
+    local now, n = at(nxt()), tonumber(nxt())
+    local bases, windows = {}, {}
+    for i = 1, n do
+      bases[i] = KEYS[tonumber(nxt())]
+      windows[i] = nxt()
+    end
+    out[#out + 1] = peek(bases, windows, now)
+  else
+    return redis.error_reply('tollgate batch: unknown op ' .. tostring(op))
+  end
 end
 return out
 `,
@@ -578,4 +600,4 @@ return out
 `,
 );
 
-export const SCRIPTS = [RESERVE, SETTLE, RELEASE, CHECKPOINT, RECOVER, PEEK, CHARGE, SCORE, DISTINCT, PUT_KEY, LIST_KEYS, REVOKE_KEY, APPEND_USAGE] as const;
+export const SCRIPTS = [BATCH, CHECKPOINT, RECOVER, CHARGE, SCORE, DISTINCT, PUT_KEY, LIST_KEYS, REVOKE_KEY, APPEND_USAGE] as const;

@@ -82,6 +82,28 @@ describe("redis store", () => {
     expect(await a.peek([{ key: "hot", windowMs: MINUTE }])).toEqual([20]);
   });
 
+  it("sends one turn's reserves, settles, releases and peeks as one script call, each answered on its own", async () => {
+    const s = await store();
+    const rpm = (amount: number) => [counter("turn", 10, amount)];
+    expect(await s.reserve("warm", rpm(1), HOUR)).toMatchObject({ ok: true });
+    const calls = async () => {
+      const stats = await s.redis.info("commandstats");
+      return [...stats.matchAll(/cmdstat_(evalsha|eval|fcall)[^:]*:calls=(\d+)/g)].reduce((n, m) => n + Number(m[2]), 0);
+    };
+    const before = await calls();
+    const settled = s.settle("warm", [1]);
+    const reserved = Array.from({ length: 12 }, (_, i) => s.reserve(`t${i}`, rpm(1), HOUR));
+    const [, , totals] = await Promise.all([settled, s.release("t0"), s.peek([{ key: "turn", windowMs: MINUTE }])]);
+    const answers = await Promise.all(reserved);
+    // The INFO reading itself is not a script; the warm-up already loaded the script.
+    expect((await calls()) - before).toBe(1);
+    // In call order: the settle first, then 9 of the 12 fit beside it, then the release and the peek.
+    expect(answers.map((a) => a.ok)).toEqual([...Array(9).fill(true), false, false, false]);
+    expect(answers[8]).toEqual({ ok: true, totals: [10] });
+    expect(totals).toEqual([9]);
+    expect(await s.peek([{ key: "turn", windowMs: MINUTE }])).toEqual([9]);
+  });
+
   it("a lease runs out on Redis's clock", async () => {
     const s = await store();
     expect(await s.reserve("held", [counter("k", 1, 1)], 300)).toMatchObject({ ok: true });

@@ -7,6 +7,7 @@ import type { LuaScript } from "./redis-scripts.js";
 import { StoreUnavailableError, type Checkpoint, type Counter, type ReserveResult, type Store, type StoreHealth, type StoredKey, type UsageQuery } from "../core/store.js";
 import { WriteBehind } from "./write-behind.js";
 import { RedisOutbox } from "./outbox-redis.js";
+import { CommitBatch } from "./commit-batch.js";
 
 export interface RedisStoreOptions {
   /**
@@ -70,6 +71,13 @@ export class RedisStore implements Store {
   private readonly shas = new Map<LuaScript, string>();
   private readonly usage: WriteBehind<UsageRecord>;
   private readonly writes: WriteBehind<() => Promise<unknown>>;
+  /**
+   * Reserves, settles, releases and peeks of one event-loop turn, sent as one BATCH script call:
+   * one round trip and one script run for every request of the turn, each op still atomic and
+   * answered on its own. One batch is in flight at a time; the next turn's ops wait for it, so
+   * under load the batches grow instead of the calls.
+   */
+  private readonly ops = new CommitBatch<CounterOp, unknown>((ops) => this.runBatch(ops));
   private readonly log: (line: string) => void;
   private readonly retentionMs: number;
   private closed = false;
@@ -189,10 +197,7 @@ export class RedisStore implements Store {
   async reserve(id: string, counters: Counter[], leaseMs: number): Promise<ReserveResult> {
     if (!counters.length) return { ok: true, totals: [] };
     for (const c of counters) assertAmounts(c.key, [c.amount, c.windowMs], c.max);
-    const keys = [`${this.prefix}seq`, this.recordKey(id), ...counters.map((c) => this.counterKey(c.key))];
-    const args = [this.now(), Number.isFinite(leaseMs) ? num(leaseMs) : "-1", num(TTL_MARGIN_MS)];
-    for (const c of counters) args.push(num(c.max), num(c.amount), num(c.windowMs), num(bucketWidth(c.windowMs, c.max)));
-    const reply = (await this.run(lua.RESERVE, keys, args)) as (string | number | null)[];
+    const reply = (await this.ops.add({ op: "r", now: this.now(), id, counters, leaseMs })) as (string | number | null)[];
     if (reply[0] === 1) return { ok: true, totals: reply.slice(1).map(Number) };
     const [, index, used, retry] = reply;
     return { ok: false, index: Number(index), used: Number(used), retryAfterMs: retry == null ? undefined : Number(retry) };
@@ -200,11 +205,13 @@ export class RedisStore implements Store {
 
   async settle(id: string, actual: number[]): Promise<void> {
     assertAmounts(id, actual);
-    await this.writeBehind(() => this.run(lua.SETTLE, [this.recordKey(id)], [this.now(), num(TTL_MARGIN_MS), ...actual.map(num)]));
+    const op: CounterOp = { op: "s", now: this.now(), id, actual };
+    await this.writeBehind(() => this.ops.add(op));
   }
 
   async release(id: string): Promise<void> {
-    await this.writeBehind(() => this.run(lua.RELEASE, [this.recordKey(id)], []));
+    const op: CounterOp = { op: "x", id };
+    await this.writeBehind(() => this.ops.add(op));
   }
 
   /**
@@ -243,11 +250,7 @@ export class RedisStore implements Store {
 
   async peek(counters: Pick<Counter, "key" | "windowMs">[]): Promise<number[]> {
     if (!counters.length) return [];
-    const reply = (await this.run(
-      lua.PEEK,
-      counters.map((c) => this.counterKey(c.key)),
-      [this.now(), ...counters.map((c) => num(c.windowMs))],
-    )) as string[];
+    const reply = (await this.ops.add({ op: "p", now: this.now(), counters })) as string[];
     return reply.map(Number);
   }
 
@@ -341,6 +344,7 @@ export class RedisStore implements Store {
     clearInterval(this.clockTimer);
     if (this.closed) return;
     this.closed = true;
+    await this.ops.drain().catch(() => {});
     const [records, writes] = await Promise.all([this.usage.drain(CLOSE_DRAIN_MS), this.writes.drain(CLOSE_DRAIN_MS)]);
     if (records || writes) {
       this.log(`tollgate: closing with ${records} usage records and ${writes} settlements that redis at ${this.address} never took`);
@@ -358,6 +362,37 @@ export class RedisStore implements Store {
       // right; giving up would let the lease return spend that really happened.
       if (!this.writes.push(write)) this.log(`tollgate: ${MAX_PENDING_WRITES} settlements already wait for redis; one more was dropped`);
     }
+  }
+
+  /** One BATCH call for a turn's counter ops (see `ops`); the keys are numbered as they first appear. */
+  private async runBatch(ops: CounterOp[]): Promise<unknown[]> {
+    const keys = [`${this.prefix}seq`];
+    const index = new Map<string, string>();
+    const ref = (key: string) => {
+      let i = index.get(key);
+      if (i === undefined) index.set(key, (i = String(keys.push(key))));
+      return i;
+    };
+    const args = [num(TTL_MARGIN_MS)];
+    for (const o of ops) {
+      switch (o.op) {
+        case "r":
+          args.push("r", o.now, ref(this.recordKey(o.id)), Number.isFinite(o.leaseMs) ? num(o.leaseMs) : "-1", num(o.counters.length));
+          for (const c of o.counters) args.push(ref(this.counterKey(c.key)), num(c.max), num(c.amount), num(c.windowMs), num(bucketWidth(c.windowMs, c.max)));
+          break;
+        case "s":
+          args.push("s", o.now, ref(this.recordKey(o.id)), num(o.actual.length), ...o.actual.map(num));
+          break;
+        case "x":
+          args.push("x", ref(this.recordKey(o.id)));
+          break;
+        case "p":
+          args.push("p", o.now, num(o.counters.length));
+          for (const c of o.counters) args.push(ref(this.counterKey(c.key)), num(c.windowMs));
+          break;
+      }
+    }
+    return (await this.run(lua.BATCH, keys, args)) as unknown[];
   }
 
   private async shipUsage(records: UsageRecord[], batchId: string): Promise<void> {
@@ -429,6 +464,13 @@ export class RedisStore implements Store {
     return `${this.prefix}k:h:${hash}`;
   }
 }
+
+/** A counter operation waiting for this turn's BATCH call (RedisStore.ops). */
+type CounterOp =
+  | { op: "r"; now: string; id: string; counters: Counter[]; leaseMs: number }
+  | { op: "s"; now: string; id: string; actual: number[] }
+  | { op: "x"; id: string }
+  | { op: "p"; now: string; counters: Pick<Counter, "key" | "windowMs">[] };
 
 /**
  * Fail fast, never queue: a command on a disconnected client is refused at once (no offline

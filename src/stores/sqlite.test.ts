@@ -1,5 +1,5 @@
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -229,6 +229,27 @@ describe("sqlite store", () => {
     } finally {
       raw.close();
     }
+  });
+
+
+  it("reserves, settles and releases called in one turn share one commit, and each reserve gets its own answer", async () => {
+    const path = join(dir, "tollgate.db");
+    const store = openStore(path);
+    const rpm = (amount: number) => [{ key: "rpm", max: 10, amount, windowMs: 60_000 }];
+    // Every commit appends its changed pages to the WAL as frames: one reserve alone writes a few.
+    const frames = () => (statSync(`${path}-wal`).size - 32) / (4096 + 24);
+    const start = frames();
+    expect(await store.reserve("warm", rpm(1), HOUR)).toMatchObject({ ok: true });
+    const one = frames() - start;
+    const settled = store.settle("warm", [1]);
+    const answers = await Promise.all(Array.from({ length: 12 }, (_, i) => store.reserve(`r${i}`, rpm(1), HOUR)));
+    await Promise.all([settled, store.release("r0")]);
+    // Fourteen operations, one commit: a few pages (8 here), not fourteen commits of 3 or so (35).
+    expect(frames() - start - one).toBeLessThanOrEqual(4 * one);
+    // In call order: the settle first, then 9 of the 12 fit beside it; the release came after.
+    expect(answers.map((a) => a.ok)).toEqual([...Array(9).fill(true), false, false, false]);
+    expect(answers[8]).toEqual({ ok: true, totals: [10] });
+    expect(await store.peek([{ key: "rpm", windowMs: 60_000 }])).toEqual([9]);
   });
 
   it("revokes every key filed under the id", async () => {

@@ -137,6 +137,13 @@ interface Leaving {
   amount: number;
 }
 
+/** A counter operation, queued for this turn's transaction (SqliteStore.ops). */
+type CounterOp =
+  | { op: "reserve"; id: string; counters: Counter[]; leaseMs: number }
+  | { op: "settle"; id: string; actual: number[] }
+  | { op: "release"; id: string }
+  | { op: "checkpoint"; id: string; json: string };
+
 interface HeldRow {
   seq: number;
   key: string;
@@ -214,23 +221,25 @@ export class SqliteStore implements Store {
   private readonly usageSince;
   private readonly usageBetween;
 
-  private readonly reserveTx;
-  private readonly settleTx;
+  private readonly reserveRows;
+  private readonly settleRows;
   private readonly peekTx;
   private readonly scoreTx;
   private readonly distinctTx;
   private readonly revokeTx;
-  private readonly putCheckpointTx;
+  private readonly putCheckpointRow;
   private readonly recoverTx;
-  private readonly releaseTx;
+  private readonly releaseRows;
   private readonly deleteCheckpoint;
   private readonly anyDue;
   private readonly insertUsageTx;
   /**
-   * Settles of one event-loop turn, committed in one transaction. Every other counter operation
-   * first waits for the settles called before it, so it sees them as if each had been written alone.
+   * Reserves, settles, releases and checkpoints of one event-loop turn, run in call order in one
+   * transaction: each reserve still answers yes or no on its own, atomically, and sees everything
+   * called before it as if each had been committed alone; the turn pays one commit. Reads (peek,
+   * recover) first wait for the operations called before them.
    */
-  private readonly settles: CommitBatch<{ id: string; actual: number[] }>;
+  private readonly ops: CommitBatch<CounterOp, ReserveResult | undefined>;
   /** Usage rows of one event-loop turn, committed in one transaction. */
   private readonly usage: CommitBatch<{ ts: number | null; json: string }>;
   /** Store-clock ms of the last sweep of expired counter rows (SWEEP_EVERY_MS). */
@@ -320,7 +329,7 @@ export class SqliteStore implements Store {
       .prepare<[number, number], string>("SELECT record FROM usage_records WHERE ts >= ? AND ts < ? ORDER BY seq")
       .pluck();
 
-    this.reserveTx = db.transaction((id: string, counters: Counter[], leaseMs: number, now: number): ReserveResult => {
+    this.reserveRows = (id: string, counters: Counter[], leaseMs: number, now: number): ReserveResult => {
       if (now - this.sweptAt >= SWEEP_EVERY_MS || now < this.sweptAt) {
         this.sweepBuckets.run(now);
         this.sweepLive.run(now);
@@ -347,11 +356,11 @@ export class SqliteStore implements Store {
         this.insertLive.run(c.key, id, i, now, c.amount, lease, c.windowMs, width, bucketGoneAt(now, width, c.windowMs));
       }
       return { ok: true, totals };
-    });
+    };
 
     this.deleteCheckpoint = db.prepare<[string]>("DELETE FROM checkpoints WHERE id = ?");
     // The amount goes into the bucket of its reservation time, even when the lease ran out.
-    this.settleTx = db.transaction((id: string, actual: number[], now: number) => {
+    this.settleRows = (id: string, actual: number[], now: number): void => {
       this.deleteCheckpoint.run(id);
       for (const row of this.heldRows.all(id)) {
         this.deleteLive.run(row.seq);
@@ -359,7 +368,7 @@ export class SqliteStore implements Store {
         const goneAt = bucketGoneAt(row.ts, row.width, row.window_ms);
         if (goneAt > now && amount !== 0) this.addToBucket.run(row.key, bucketStart(row.ts, row.width), amount, goneAt, now);
       }
-    });
+    };
 
     // One read transaction so the totals come from the same snapshot.
     this.peekTx = db.transaction((counters: Pick<Counter, "key" | "windowMs">[], now: number) => counters.map((c) => this.total(c.key, now)));
@@ -378,10 +387,10 @@ export class SqliteStore implements Store {
       return this.countMembers.get(key)!;
     });
 
-    this.releaseTx = db.transaction((id: string) => {
+    this.releaseRows = (id: string): void => {
       this.deleteCheckpoint.run(id);
       this.releaseHeld.run(id);
-    });
+    };
 
     // due is the reservation's lease end; a reservation already settled (or without a lease,
     // which never lapses) gets no checkpoint.
@@ -389,10 +398,10 @@ export class SqliteStore implements Store {
       "SELECT COUNT(*) AS n, MAX(lease_until) AS until FROM counter_live WHERE id = ? AND held = 1",
     );
     const putCheckpoint = db.prepare<[string, number, string]>("INSERT OR REPLACE INTO checkpoints (id, due, json) VALUES (?, ?, ?)");
-    this.putCheckpointTx = db.transaction((id: string, json: string) => {
+    this.putCheckpointRow = (id: string, json: string): void => {
       const lease = leaseOf.get(id)!;
       if (lease.n > 0 && lease.until !== null) putCheckpoint.run(id, lease.until, json);
-    });
+    };
     this.anyDue = db.prepare<[number], number>("SELECT 1 FROM checkpoints WHERE due <= ? LIMIT 1").pluck();
     const dueCheckpoints = db.prepare<[number], { id: string; json: string }>("SELECT id, json FROM checkpoints WHERE due <= ? ORDER BY due LIMIT 100");
     const postpone = db.prepare<[number, string]>("UPDATE checkpoints SET due = ? WHERE id = ?");
@@ -408,17 +417,28 @@ export class SqliteStore implements Store {
         this.deleteCheckpoint.run(row.id);
         if (lease.n === 0) continue;
         const cp = JSON.parse(row.json) as Checkpoint;
-        for (const settle of cp.settles) this.settleTx(settle.id, settle.actual, now);
+        for (const settle of cp.settles) this.settleRows(settle.id, settle.actual, now);
         this.insertUsage.run(usageTs(cp.record), JSON.stringify(cp.record));
         out.push(cp.record);
       }
       return out;
     });
 
-    const settleManyTx = db.transaction((items: { id: string; actual: number[] }[], now: number) => {
-      for (const s of items) this.settleTx(s.id, s.actual, now);
-    });
-    this.settles = new CommitBatch((items) => this.guard("settle", true, () => settleManyTx.immediate(items, this.now())));
+    const opsTx = db.transaction((ops: CounterOp[], now: number) =>
+      ops.map((op) => {
+        switch (op.op) {
+          case "reserve":
+            return this.reserveRows(op.id, op.counters, op.leaseMs, now);
+          case "settle":
+            return void this.settleRows(op.id, op.actual, now);
+          case "release":
+            return void this.releaseRows(op.id);
+          case "checkpoint":
+            return void this.putCheckpointRow(op.id, op.json);
+        }
+      }),
+    );
+    this.ops = new CommitBatch((ops) => this.guard(ops.length === 1 ? ops[0]!.op : "counters", true, () => opsTx.immediate(ops, this.now())));
 
     this.insertUsageTx = db.transaction((rows: { ts: number | null; json: string }[]) => {
       for (const row of rows) this.insertUsage.run(row.ts, row.json);
@@ -443,39 +463,36 @@ export class SqliteStore implements Store {
   // read, so another process cannot commit between our check and our write, and a busy lock is
   // waited for (busy_timeout) rather than failing with SQLITE_BUSY on the upgrade.
 
-  async reserve(id: string, counters: Counter[], leaseMs: number): Promise<ReserveResult> {
-    if (!this.settles.idle) await this.settles.drain();
-    return this.guard("reserve", true, () => this.reserveTx.immediate(id, counters, leaseMs, this.now()));
+  /** Decided in this turn's transaction, in call order with the other counter operations. */
+  reserve(id: string, counters: Counter[], leaseMs: number): Promise<ReserveResult> {
+    return this.ops.add({ op: "reserve", id, counters, leaseMs }) as Promise<ReserveResult>;
   }
 
-  /** Written with the rest of this turn's settles, in one transaction; resolves once it committed. */
-  settle(id: string, actual: number[]): Promise<void> {
-    return this.settles.add({ id, actual });
+  /** Written with the rest of this turn's counter operations, in one transaction; resolves once it committed. */
+  async settle(id: string, actual: number[]): Promise<void> {
+    await this.ops.add({ op: "settle", id, actual });
   }
 
   async release(id: string): Promise<void> {
-    if (!this.settles.idle) await this.settles.drain();
-    await this.guard("release", true, () => this.releaseTx.immediate(id));
+    await this.ops.add({ op: "release", id });
   }
 
   async checkpoint(cp: Checkpoint): Promise<void> {
     const id = cp.settles[0]?.id;
     if (id === undefined) return;
-    const json = JSON.stringify(cp);
-    if (!this.settles.idle) await this.settles.drain();
-    await this.guard("checkpoint", true, () => this.putCheckpointTx.immediate(id, json));
+    await this.ops.add({ op: "checkpoint", id, json: JSON.stringify(cp) });
   }
 
   /** Takes the write lock only when a checkpoint is due: most seconds, one indexed read. */
   async recover(): Promise<UsageRecord[]> {
-    if (!this.settles.idle) await this.settles.drain();
+    if (!this.ops.idle) await this.ops.drain();
     const now = this.now();
     if (!(await this.guard("recover", false, () => this.anyDue.get(now)))) return [];
     return this.guard("recover", true, () => this.recoverTx.immediate(now));
   }
 
   async peek(counters: Pick<Counter, "key" | "windowMs">[]): Promise<number[]> {
-    if (!this.settles.idle) await this.settles.drain();
+    if (!this.ops.idle) await this.ops.drain();
     return this.guard("peek", false, () => this.peekTx.deferred(counters, this.now()));
   }
 
@@ -519,7 +536,7 @@ export class SqliteStore implements Store {
 
   async close(): Promise<void> {
     // Rows already accepted are written (or their callers told they were not) before the file closes.
-    if (this.db.open) await Promise.all([this.settles.drain(), this.usage.drain()]);
+    if (this.db.open) await Promise.all([this.ops.drain(), this.usage.drain()]);
     if (this.db.open) this.db.close();
   }
 
