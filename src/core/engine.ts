@@ -22,6 +22,7 @@ import { abortReason } from "./metered-stream.js";
 import { Meter } from "./metering/meter.js";
 import { quotaReport, type QuotaReport } from "./quota-report.js";
 import { chargeFor, reservation, type Charge } from "./metering/settlement.js";
+import { RecentTotals } from "./recent-totals.js";
 import { RefusalRecords } from "./refusal-records.js";
 import type { Ended, UsageRecord } from "./usage-record.js";
 
@@ -93,6 +94,7 @@ export class Engine {
       // Calendar periods follow the store's clock when it has one (Redis), so replicas agree on the day.
       now: opts.now ?? (opts.store.clock ? () => opts.store.clock!() : Date.now),
       alerts: opts.events,
+      recent: new RecentTotals(),
     };
   }
 

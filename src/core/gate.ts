@@ -5,6 +5,7 @@ import type { Store } from "./store.js";
 import type { Exchange } from "./exchange.js";
 import type { Identifier } from "./identity.js";
 import type { EngineEvents } from "./alerts.js";
+import type { RecentTotals } from "./recent-totals.js";
 
 /** What every gate may use: built once at start, shared by all requests. */
 export interface GateEnv {
@@ -17,6 +18,8 @@ export interface GateEnv {
   now: () => number;
   /** Where alerts go (the store's outbox); absent: nobody listens, and nothing is computed for them. */
   alerts?: EngineEvents;
+  /** Counter totals this process saw lately: lets the pre-body check skip the store (gates/quota.ts). */
+  recent: RecentTotals;
 }
 
 /** A gate either returns (the request goes on) or throws a TollgateError (it ends here). */

@@ -41,6 +41,7 @@ export const budget: Gate = async function budget(ex, env) {
   const result = await env.store.reserve(id, counters, leaseMs(ex));
   if (!result.ok) {
     const c = counters[result.index]!;
+    env.recent.forget(c.key);
     if (c.key.startsWith("run:")) throw runLimit(`this run would pass ${c.label} of $${formatUsd(c.max)}: $${formatUsd(Math.max(0, c.max - result.used))} left, this call may cost up to $${formatUsd(estimate)}`);
     if (c.unit === "usd") throw budgetRefusal(c, result.used, estimate, env.now(), result.retryAfterMs);
     const retry = Math.max(1, Math.ceil((result.retryAfterMs ?? c.windowMs) / 1000));
@@ -50,6 +51,7 @@ export const budget: Gate = async function budget(ex, env) {
       limit: c.limitId,
     });
   }
+  env.recent.note(counters, result.totals);
   ex.budget = { id, counters, totals: result.totals };
   const remaining = counters
     .map((c, i) => (c.unit === "usd" ? c.max - result.totals[i]! : Infinity))

@@ -48,7 +48,11 @@ export const quota: Gate = async function quota(ex, env) {
   if (counters.length) {
     const id = `${ex.id}:q`;
     const result = await env.store.reserve(id, counters, leaseMs(ex));
-    if (!result.ok) throw windowRefusal(ex, counters, result);
+    if (!result.ok) {
+      env.recent.forget(counters[result.index]!.key);
+      throw windowRefusal(ex, counters, result);
+    }
+    env.recent.note(counters, result.totals);
     ex.quota = { id, counters };
     if (limits.length) rateLimitHeaders(ex.headers, limits, result.totals);
     if (limits.some((c, i) => c.unit === "requests" && c.max >= BURST_MIN_LIMIT && result.totals[i]! >= BURST_SHARE * c.max)) await fireSignal(ex, env, "burst_under_limit");
@@ -84,7 +88,13 @@ export const quotaPeek: Gate = async function quotaPeek(ex, env) {
   const spent = budgetCounters(ex, env, 0).filter((c) => c.unit === "usd");
   ex.quotaDeferred = true;
   if (!counters.length && !spent.length) return;
-  const totals = await env.store.peek([...counters, ...spent]);
+  const all = [...counters, ...spent];
+  // Plenty of room by this process's recent totals (an upper bound, see RecentTotals): no store trip.
+  let totals = env.recent.totals(all);
+  if (!totals || !hasRoom(counters, spent, totals)) {
+    totals = await env.store.peek(all);
+    env.recent.note(all, totals);
+  }
   if (counters.some((c, i) => totals[i]! + c.amount > c.max)) {
     // Full, as far as a peek can tell: a reservation (which holds nothing when refused) names the
     // counter and how long until it has room. Should a slot have freed meanwhile, give it back.
@@ -98,6 +108,11 @@ export const quotaPeek: Gate = async function quotaPeek(ex, env) {
   ex.budgetPressure = pastSoft(spent, totals.slice(counters.length));
   budgetTotalsSeen(ex, env, spent, totals.slice(counters.length));
 };
+
+/** Every window fits one more request and no budget is spent, at these totals (counters, then budgets). */
+function hasRoom(counters: HeldCounter[], spent: HeldCounter[], totals: number[]): boolean {
+  return counters.every((c, i) => totals[i]! + c.amount <= c.max) && spent.every((c, i) => totals[counters.length + i]! < c.max);
+}
 
 /** The refusal for a window reservation that did not fit, with RateLimit headers naming it. */
 function windowRefusal(ex: Exchange, counters: HeldCounter[], result: Extract<ReserveResult, { ok: false }>): TollgateError {
