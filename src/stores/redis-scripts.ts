@@ -1,36 +1,38 @@
 /**
- * The Redis store's Lua scripts. Each one is the whole of one store operation, so Redis runs it
- * atomically and the request path pays one round trip for it.
+ * The Redis store's Lua scripts. Each one is the whole of one store operation (BATCH: of every
+ * counter operation of one event-loop turn), so Redis runs it atomically and the request path
+ * pays one round trip for it.
  *
- * Layout of a counter (settled buckets plus unsettled reservations, see Counter in store.ts) whose
- * base key is B:
- *   B     HASH  entry id -> amount, for every unsettled entry that counts (lease running)
- *   B:t   ZSET  entry id by reservation time: unsettled entries still inside the window, counted
- *               or lapsed (lease ran out: no longer counted, but a late settle still finds its time)
- *   B:l   ZSET  entry id by lease end: unsettled entries that have a lease and still count
- *   B:b   HASH  bucket start -> settled amount in that bucket, plus the counter's bookkeeping:
- *               s   the sum of the buckets (kept on settle, summed afresh whenever a bucket leaves)
- *               nt, nl, ng  lower bounds of the lowest score in B:t, B:l, B:g: a prune looks into
- *                   a ZSET only once something in it can have left (1e300: empty)
- *               x   when all five keys expire (script time); TTLs are set only when that is too soon
- *   B:g   ZSET  bucket start by gone-at (the bucket's last ms + window: the first instant it no
- *               longer counts)
- * B, B:t, B:l and B:g also hold a sentinel member '~' (amount 0, score +inf) that no scan or sum
- * sees: it keeps them from vanishing when emptied, and with them the TTL that x vouches for.
- * Settle moves an entry's actual amount into the bucket of its reservation time and forgets the
- * entry; a counter therefore holds at most ~65 buckets plus its in-flight reservations, and a
- * reserve reads only those. Bucket widths come from the caller (bucketWidth in buckets.ts): 1 ms
- * for a max up to 64 (exact), else ceil(window / 64). A reservation's record, R, is a string
- * (JSON) naming its entries ({base, id, window, amount, width, reserved at}; records from before
- * 'reserved at' are still read), so settle and release find them; deleting R is what makes both
- * idempotent.
+ * A counter (settled buckets plus unsettled reservations, see Counter in store.ts) whose base key
+ * is B lives in one HASH, C = B:c, so an operation on it costs one HMGET and one HSET:
+ *   S   the sum of the g fields (kept on every change, summed afresh whenever a field leaves)
+ *   L   the sum of the l fields
+ *   G   the lowest gone-at of the g fields, N the lowest stop of the l fields (1e300: none): a
+ *       prune reads the whole hash only once something in it can have left
+ *   X   when C expires (script time); its TTL is set only when that is too soon
+ *   g<gone>         settled amounts that stop counting at <gone> (their bucket's last ms + window)
+ *   l<stop>:<gone>  unsettled reservations: they count until <stop> (the lease's end or the
+ *                   window's, whichever comes first), and would leave at <gone> once settled
+ * A counter's total is S + L. Counters with 1 ms buckets (max up to 64) keep exact stops; the
+ * others round a stop up to their bucket width, so the in-flight reservations of one bucket share
+ * a field (they count up to one bucket longer, never shorter). Bucket widths come from the caller
+ * (bucketWidth in buckets.ts).
  *
- * Companion keys (B:t, B:l, B:b, B:g) are derived inside the scripts by suffix rather than passed
- * in KEYS; they carry the same hash tag as B, so they live in the same cluster slot.
+ * A reservation's record, R, is a string (JSON) naming its entries ({base, l field, window,
+ * amount, width, reserved at, lease end or -1}), so settle and release find them; deleting R is
+ * what makes both idempotent. Settle takes the reserved amount out of its l field (when that
+ * still counts) and adds the actual one to the g field of the reservation's bucket (when that is
+ * still in the window), so a settle after the lease ran out still counts.
  *
- * Time is Redis's own (TIME), so replicas with skewed clocks agree on every window. ARGV[1] of
- * every script that needs time overrides it with a fixed instant: the contract tests move a fake
- * clock through it; the store never sets it otherwise.
+ * The previous layout (B HASH of entries, B:t, B:l, B:b, B:g) is carried over the first time a
+ * counter is touched: its buckets as they were, its unsettled entries as settled at their reserved
+ * amounts (an upper bound; their records' settles then change nothing).
+ *
+ * C carries the same hash tag as every other key, so it lives in the namespace's cluster slot.
+ *
+ * Time is Redis's own (TIME), so replicas with skewed clocks agree on every window. A script
+ * that needs time takes an override in its ARGV: the contract tests move a fake clock through
+ * it; the store never sets it otherwise.
  */
 
 /** Helpers every script starts with. Numbers go back to Redis as text: Lua's tostring keeps 14 digits. */
@@ -51,10 +53,10 @@ end
 local function bucket_start(ts, width) return math.floor(ts / width) * width end
 local function bucket_gone(ts, width, window) return bucket_start(ts, width) + width - 1 + window end
 
--- The sentinel member of B, B:t, B:l and B:g (see the header), and "nothing there" for the
--- lower bounds in B:b.
-local SENTINEL = '~'
+-- "Nothing there" for G and N.
 local NONE = 1e300
+-- Float dust left by subtracting what was added (amounts in tests are fractions): taken as 0.
+local DUST = 1e-9
 
 -- Runs cmd on key with the members in list, a thousand at a time (unpack has a stack limit).
 local function batched(cmd, key, list)
@@ -63,179 +65,143 @@ local function batched(cmd, key, list)
   end
 end
 
--- Lowest score in a ZSET, ignoring the sentinel (whose score is +inf anyway); NONE when empty.
-local function zmin(key)
-  local r = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-  if #r == 0 or r[1] == SENTINEL then return NONE end
-  return tonumber(r[2])
-end
-
--- Writes the counter's changed B:b fields (meta and buckets) in one HSET. Never creates B:b on
--- its own: a B:b that did not exist is created by keep(), which gives it its TTL.
+-- Writes the counter's changed fields in one HSET and drops the emptied ones. Never creates C on
+-- its own: a C that did not exist is created by keep(), which gives it its TTL.
 local function flush(base, m)
-  if not m.exists then return end
+  if not m.x then return end
   local args = {}
   for f, v in pairs(m.dirty) do
     args[#args + 1] = f
     args[#args + 1] = fmt(v)
   end
-  if #args > 0 then redis.call('HSET', base .. ':b', unpack(args)) end
-  m.dirty = {}
+  if #args > 0 then redis.call('HSET', base .. ':c', unpack(args)) end
+  if #m.drop > 0 then redis.call('HDEL', base .. ':c', unpack(m.drop)) end
+  m.dirty, m.drop = {}, {}
 end
 
--- Forgets unsettled entries that left the window, stops counting lapsed leases, drops buckets
--- that left the window: each only when its lower bound in B:b says something can have left.
--- Returns the counter's state m (B:b's fields, changes pending in m.dirty for flush) and, with
--- want_live, the total: the bucket sum plus the counted unsettled entries (HVALS of B). With
--- 'bucket' it also reads that bucket's amount (m.cur; nil when it may have been dropped here).
-local function prune(base, window, now, want_live, bucket)
-  local times, leases, gone, buckets = base .. ':t', base .. ':l', base .. ':g', base .. ':b'
-  local v = redis.call('HMGET', buckets, 's', 'nt', 'nl', 'ng', 'x', bucket or 's')
-  local m = {s = tonumber(v[1]), nt = tonumber(v[2]), nl = tonumber(v[3]), ng = tonumber(v[4]), x = tonumber(v[5]), dirty = {}}
-  if bucket then m.cur = {bucket, tonumber(v[6] or '0')} end
-  m.exists = v[1] ~= false or v[2] ~= false or v[3] ~= false or v[4] ~= false or v[5] ~= false
-  local cut = now - window
-  if not (m.nt and m.nt > cut) then
-    local old = redis.call('ZRANGEBYSCORE', times, '-inf', fmt(cut))
-    if #old > 0 then
-      batched('HDEL', base, old)
-      batched('ZREM', leases, old)
-      redis.call('ZREMRANGEBYSCORE', times, '-inf', fmt(cut))
-    end
-    m.nt = zmin(times)
-    m.dirty.nt = m.nt
-  end
-  if not (m.nl and m.nl > now) then
-    local lapsed = redis.call('ZRANGEBYSCORE', leases, '-inf', fmt(now))
-    if #lapsed > 0 then
-      batched('HDEL', base, lapsed)
-      redis.call('ZREMRANGEBYSCORE', leases, '-inf', fmt(now))
-    end
-    m.nl = zmin(leases)
-    m.dirty.nl = m.nl
-  end
-  if not (m.ng and m.ng > now) then
-    local stale = redis.call('ZRANGEBYSCORE', gone, '-inf', fmt(now))
-    if #stale > 0 then
-      batched('HDEL', buckets, stale)
-      redis.call('ZREMRANGEBYSCORE', gone, '-inf', fmt(now))
-      m.s = nil
-      m.cur = nil
-    end
-    m.ng = zmin(gone)
-    m.dirty.ng = m.ng
-  end
-  if m.s == nil then
-    -- Summed afresh after buckets left (and for a B:b from before the running sum): exact again.
-    local sum, all = 0, redis.call('HGETALL', buckets)
-    for j = 1, #all, 2 do
-      if tonumber(all[j]) then sum = sum + tonumber(all[j + 1]) end
-    end
-    if #all > 0 then m.exists = true end
-    m.s = sum
-    m.dirty.s = sum
-  end
-  if not want_live then return m end
-  local total = m.s
-  for _, a in ipairs(redis.call('HVALS', base)) do total = total + tonumber(a) end
-  return m, total
-end
-
--- Keeps all five keys of a counter until at least 'needed' (script time): when B:b's x says they
--- expire earlier, (re)creates the sentinels and sets every TTL a margin past 'needed', so this
--- runs about once a margin per counter. The sentinels keep B, B:t, B:l and B:g from vanishing
--- when emptied, which would drop their TTL with them.
+-- Keeps C until at least 'needed' (script time): when X says it expires earlier, sets its TTL a
+-- margin past that, so this runs about once a margin per counter. Writes what is pending.
 local function keep(base, m, needed, margin, now)
   if m.x and m.x >= needed then return end
   local target = needed + margin
-  redis.call('HSET', base, SENTINEL, '0')
-  redis.call('ZADD', base .. ':t', '+inf', SENTINEL)
-  redis.call('ZADD', base .. ':l', '+inf', SENTINEL)
-  redis.call('ZADD', base .. ':g', '+inf', SENTINEL)
   m.x = target
-  m.dirty.x = target
-  m.exists = true
+  m.dirty.X = target
   flush(base, m)
-  local ms = fmt(target - now)
-  for _, k in ipairs({base, base .. ':t', base .. ':l', base .. ':b', base .. ':g'}) do redis.call('PEXPIRE', k, ms) end
+  redis.call('PEXPIRE', base .. ':c', fmt(target - now))
 end
 
--- Never shortens a TTL: the entry-id sequence must outlive every entry that took an id from it.
--- Extends a margin further than asked, so most calls find the TTL long enough and only read it.
-local function extend(key, ms, margin)
-  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, fmt(ms + margin)) end
-end
-
--- Adds a settled amount to its bucket and to the running sum (written by the caller's flush); a
--- bucket keeps the latest gone-at any amount gave it.
-local function add_bucket(base, m, ts, width, window, amount, now, margin)
-  local gone = bucket_gone(ts, width, window)
-  amount = tonumber(amount)
-  if gone <= now or amount == 0 then return end
-  keep(base, m, gone + margin, margin, now)
-  local b = fmt(bucket_start(ts, width))
-  local cur
-  if m.cur and m.cur[1] == b then cur = m.cur[2] else cur = tonumber(redis.call('HGET', base .. ':b', b) or '0') end
-  m.dirty[b] = cur + amount
-  m.s = m.s + amount
-  m.dirty.s = m.s
-  redis.call('ZADD', base .. ':g', 'GT', fmt(gone), b)
-  if gone < m.ng then
-    m.ng = gone
-    m.dirty.ng = gone
-  end
-end
-
--- Settles reservation record R at the actual amounts (in reserve order; nil or '' keeps the
--- reserved one) and forgets R and its checkpoint (R:cp). Returns 0 when R was already gone.
--- A lapsed entry still in its window counts again this way.
-local function settle_rec(rkey, actual, now, margin)
-  local rec = redis.call('GET', rkey)
-  if not rec then return 0 end
-  redis.call('DEL', rkey, rkey .. ':cp')
-  for i, e in ipairs(cjson.decode(rec)) do
-    local base, eid, window, reserved, width = e[1], e[2], tonumber(e[3]), e[4], tonumber(e[5] or 1)
-    -- The reservation time is in the record (records written before it was are looked up in B:t);
-    -- the entry is still there exactly when ZREM finds it after the prune.
-    local ts = tonumber(e[6])
-    local m = prune(base, window, now, false, ts and fmt(bucket_start(ts, width)))
-    if not ts then ts = tonumber(redis.call('ZSCORE', base .. ':t', eid)) end
-    if ts and redis.call('ZREM', base .. ':t', eid) == 1 then
-      local amount = actual[i]
-      if amount == nil or amount == '' then amount = reserved end
-      redis.call('HDEL', base, eid)
-      redis.call('ZREM', base .. ':l', eid)
-      add_bucket(base, m, tonumber(ts), width, window, amount, now, margin)
+-- Drops the fields that stopped counting and sums the rest afresh.
+local function prune(base, m, now)
+  local all = redis.call('HGETALL', base .. ':c')
+  local s, l, g, n, stale = 0, 0, NONE, NONE, {}
+  for j = 1, #all, 2 do
+    local f, a = all[j], tonumber(all[j + 1])
+    local kind = string.byte(f, 1)
+    if kind == 103 then -- g<gone>
+      local gone = tonumber(string.sub(f, 2))
+      if gone <= now then stale[#stale + 1] = f else
+        s = s + a
+        if gone < g then g = gone end
+      end
+    elseif kind == 108 then -- l<stop>:<gone>
+      local stop = tonumber(string.match(f, '^l(%d+)'))
+      if stop <= now then stale[#stale + 1] = f else
+        l = l + a
+        if stop < n then n = stop end
+      end
     end
-    flush(base, m)
   end
-  return 1
+  if #stale > 0 then batched('HDEL', base .. ':c', stale) end
+  for _, f in ipairs(stale) do m.f[f] = nil end
+  m.s, m.l, m.g, m.n = s, l, g, n
+  m.dirty.S, m.dirty.L, m.dirty.G, m.dirty.N = s, l, g, n
 end
 
--- The latest lease end among reservation record R's entries that still hold a lease, or nil.
-local function lease_end(rec)
-  local due
-  for _, e in ipairs(cjson.decode(rec)) do
-    local z = redis.call('ZSCORE', e[1] .. ':l', e[2])
-    local l = z and tonumber(z)
-    if l and (not due or l > due) then due = l end
-  end
-  return due
-end
-
--- How long until what counts now frees 'excess': buckets leave at their gone-at, an unsettled
--- entry when it would once settled into a bucket of this width (never earlier than the truth).
-local function retry_after(base, window, width, excess, now)
-  local leaving = {}
+-- Carries a counter of the previous layout over (see the header); returns whether there was one.
+local function migrate(base, m, now, margin, window)
+  if redis.call('EXISTS', base, base .. ':b') == 0 then return false end
+  local add, latest = {}, now
   local g = redis.call('ZRANGE', base .. ':g', 0, -1, 'WITHSCORES')
   for j = 1, #g, 2 do
-    local a = redis.call('HGET', base .. ':b', g[j])
-    if a then leaving[#leaving + 1] = {tonumber(g[j + 1]), tonumber(a)} end
+    local gone = tonumber(g[j + 1])
+    local a = g[j] ~= '~' and tonumber(redis.call('HGET', base .. ':b', g[j]) or '0') or 0
+    if a ~= 0 and gone > now then add[gone] = (add[gone] or 0) + a end
   end
   local live = redis.call('HGETALL', base)
   for j = 1, #live, 2 do
-    local ts = live[j] ~= SENTINEL and redis.call('ZSCORE', base .. ':t', live[j])
-    if ts then leaving[#leaving + 1] = {bucket_gone(tonumber(ts), width, window), tonumber(live[j + 1])} end
+    local ts = live[j] ~= '~' and redis.call('ZSCORE', base .. ':t', live[j])
+    local gone = ts and tonumber(ts) + window
+    if gone and gone > now then add[gone] = (add[gone] or 0) + tonumber(live[j + 1]) end
+  end
+  for gone, a in pairs(add) do
+    m.dirty['g' .. fmt(gone)] = a
+    m.s = m.s + a
+    if gone < m.g then m.g = gone end
+    if gone > latest then latest = gone end
+  end
+  m.dirty.S, m.dirty.G = m.s, m.g
+  redis.call('DEL', base, base .. ':t', base .. ':l', base .. ':b', base .. ':g')
+  keep(base, m, latest, margin, now)
+  return true
+end
+
+-- Reads counter 'base' (its meta, and the fields named, m.f[field]: nil when absent) and prunes
+-- what left. m.s + m.l is its total; changes wait in m.dirty / m.drop for flush.
+local function state(base, now, fields, margin, window)
+  local v = redis.call('HMGET', base .. ':c', 'S', 'L', 'G', 'N', 'X', unpack(fields))
+  local m = {s = tonumber(v[1]), l = tonumber(v[2]), g = tonumber(v[3]), n = tonumber(v[4]), x = tonumber(v[5]), f = {}, dirty = {}, drop = {}}
+  for i, f in ipairs(fields) do m.f[f] = tonumber(v[5 + i]) end
+  if not m.x then
+    m.s, m.l, m.g, m.n = 0, 0, NONE, NONE
+    m.dirty.S, m.dirty.L, m.dirty.G, m.dirty.N = 0, 0, NONE, NONE
+    if migrate(base, m, now, margin, window) and #fields > 0 then
+      v = redis.call('HMGET', base .. ':c', unpack(fields))
+      for i, f in ipairs(fields) do m.f[f] = tonumber(v[i]) end
+    end
+  end
+  if m.g <= now or m.n <= now then prune(base, m, now) end
+  return m
+end
+
+-- Takes 'amount' out of in-flight field lf (when it still counts): a settle or a release.
+local function unhold(m, lf, amount)
+  local cur = m.f[lf]
+  if not cur then return end
+  local left = cur - amount
+  if math.abs(left) < DUST then m.drop[#m.drop + 1] = lf else m.dirty[lf] = left end
+  m.l = m.l - amount
+  if math.abs(m.l) < DUST then m.l = 0 end
+  m.dirty.L = m.l
+end
+
+-- Adds a settled amount that stops counting at 'gone' (field gf = 'g' .. gone, read into m.f).
+local function add_settled(base, m, gf, gone, amount, now, margin)
+  if gone <= now or amount == 0 then return end
+  m.dirty[gf] = (m.f[gf] or 0) + amount
+  m.f[gf] = m.dirty[gf]
+  m.s = m.s + amount
+  m.dirty.S = m.s
+  if gone < m.g then
+    m.g = gone
+    m.dirty.G = gone
+  end
+  keep(base, m, gone, margin, now)
+end
+
+-- How long until what counts now frees 'excess': a settled amount leaves at its gone-at, an
+-- unsettled one when it would once settled (never earlier than the truth).
+local function retry_after(base, excess, now)
+  local leaving = {}
+  local all = redis.call('HGETALL', base .. ':c')
+  for j = 1, #all, 2 do
+    local f, a = all[j], tonumber(all[j + 1])
+    local kind = string.byte(f, 1)
+    if kind == 103 then
+      leaving[#leaving + 1] = {tonumber(string.sub(f, 2)), a}
+    elseif kind == 108 then
+      local stop, gone = string.match(f, '^l(%d+):(%d+)')
+      if tonumber(stop) > now then leaving[#leaving + 1] = {tonumber(gone), a} end
+    end
   end
   table.sort(leaving, function(x, y) return x[1] < y[1] end)
   local freed = 0
@@ -246,80 +212,120 @@ local function retry_after(base, window, width, excess, now)
   return false
 end
 
--- All-or-nothing reservation across the counters 'bases' (Store.reserve), under record R (rkey)
--- with entry ids from the sequence 'seq'. specs holds four strings per counter: max, amount,
--- window ms, bucket width ms. lease -1: none. Returns {1, total...} or {0, index, used,
--- retryAfterMs or false}; numbers as text.
-local function reserve(seq, rkey, bases, specs, now, lease, margin)
+-- All-or-nothing reservation across the counters 'bases' (Store.reserve) under record R (rkey).
+-- specs holds four strings per counter: max, amount, window ms, bucket width ms. lease -1: none.
+-- Returns {1, total...} or {0, index, used, retryAfterMs or false}; numbers as text.
+local function reserve(rkey, bases, specs, now, lease, margin)
   local n = #bases
-  local totals, state = {1}, {}
+  local totals, st, lfs = {1}, {}, {}
   for i = 1, n do
     local max, amount = tonumber(specs[4 * i - 3]), tonumber(specs[4 * i - 2])
     local window, width = tonumber(specs[4 * i - 1]), tonumber(specs[4 * i])
-    local m, used = prune(bases[i], window, now, true)
-    state[i] = m
+    local stop = now + window
+    if lease >= 0 and now + lease < stop then stop = now + lease end
+    if width > 1 then stop = math.ceil(stop / width) * width end
+    lfs[i] = {'l' .. fmt(stop) .. ':' .. fmt(bucket_gone(now, width, window)), stop}
+    local m = state(bases[i], now, {lfs[i][1]}, margin, window)
+    st[i] = m
+    local used = m.s + m.l
     if used + amount > max then
-      for j = 1, i do flush(bases[j], state[j]) end
+      for j = 1, i do flush(bases[j], st[j]) end
       local retry = false
-      if amount <= max then retry = retry_after(bases[i], window, width, used + amount - max, now) end
+      if amount <= max then retry = retry_after(bases[i], used + amount - max, now) end
       return {0, i - 1, fmt(used), retry}
     end
     totals[i + 1] = fmt(used + amount)
   end
-
-  local last = redis.call('INCRBY', seq, n)
   local entries, longest = {}, 0
   for i = 1, n do
-    local base, amount = bases[i], specs[4 * i - 2]
-    local window, width = tonumber(specs[4 * i - 1]), tonumber(specs[4 * i])
-    local eid, m = fmt(last - n + i), state[i]
-    keep(base, m, now + window + width + margin, margin, now)
-    redis.call('ZADD', base .. ':t', fmt(now), eid)
-    if now < m.nt then
-      m.nt = now
-      m.dirty.nt = now
-    end
-    redis.call('HSET', base, eid, amount)
-    if lease >= 0 then
-      redis.call('ZADD', base .. ':l', fmt(now + lease), eid)
-      if now + lease < m.nl then
-        m.nl = now + lease
-        m.dirty.nl = now + lease
+    local m, lf, stop = st[i], lfs[i][1], lfs[i][2]
+    local amount, window, width = tonumber(specs[4 * i - 2]), tonumber(specs[4 * i - 1]), tonumber(specs[4 * i])
+    if amount ~= 0 then
+      m.dirty[lf] = (m.f[lf] or 0) + amount
+      m.l = m.l + amount
+      m.dirty.L = m.l
+      if stop < m.n then
+        m.n = stop
+        m.dirty.N = stop
       end
     end
-    flush(base, m)
-    entries[i] = {base, eid, window, amount, width, now}
+    keep(bases[i], m, now + window + width, margin, now)
+    flush(bases[i], m)
+    entries[i] = {bases[i], lf, window, specs[4 * i - 2], width, now, lease >= 0 and now + lease or -1}
     if window + width > longest then longest = window + width end
   end
   -- A reused id takes the name over; the older entries keep counting until their lease ends.
   redis.call('SET', rkey, cjson.encode(entries), 'PX', fmt(longest + margin))
-  extend(seq, longest + margin, margin)
   return totals
 end
 
--- Drops reservation record R's entries entirely (Store.release). Returns 0 when R was already gone.
+-- Settles reservation record R at the actual amounts (in reserve order; nil or '' keeps the
+-- reserved one) and forgets R and its checkpoint (R:cp). Returns 0 when R was already gone.
+local function settle_rec(rkey, actual, now, margin)
+  local rec = redis.call('GET', rkey)
+  if not rec then return 0 end
+  redis.call('DEL', rkey, rkey .. ':cp')
+  for i, e in ipairs(cjson.decode(rec)) do
+    -- An entry of the previous layout was charged at its reserved amount when carried over.
+    if #e >= 7 then
+      local base, lf, window, reserved, width, ts = e[1], e[2], tonumber(e[3]), tonumber(e[4]), tonumber(e[5]), tonumber(e[6])
+      local amount = actual[i]
+      if amount == nil or amount == '' then amount = reserved else amount = tonumber(amount) end
+      local gone = bucket_gone(ts, width, window)
+      local gf = 'g' .. fmt(gone)
+      local m = state(base, now, {lf, gf}, margin, window)
+      unhold(m, lf, reserved)
+      -- Nothing once the reservation left its window: it would count no more.
+      if ts > now - window then add_settled(base, m, gf, gone, amount, now, margin) end
+      flush(base, m)
+    end
+  end
+  return 1
+end
+
+-- Drops a reservation's entries entirely (Store.release). Returns 0 when R was already gone.
 local function release_rec(rkey)
   local rec = redis.call('GET', rkey)
   if not rec then return 0 end
   redis.call('DEL', rkey, rkey .. ':cp')
   for _, e in ipairs(cjson.decode(rec)) do
-    local base, eid = e[1], e[2]
-    redis.call('HDEL', base, eid)
-    redis.call('ZREM', base .. ':t', eid)
-    redis.call('ZREM', base .. ':l', eid)
+    if #e >= 7 then
+      local base, lf = e[1], e[2]
+      local v = redis.call('HMGET', base .. ':c', 'L', lf, 'X')
+      local m = {l = tonumber(v[1]) or 0, f = {[lf] = tonumber(v[2])}, x = tonumber(v[3]), dirty = {}, drop = {}}
+      unhold(m, lf, tonumber(e[4]))
+      flush(base, m)
+    end
   end
   return 1
 end
 
 -- Current totals of the counters 'bases' over their windows (Store.peek), as text.
-local function peek(bases, windows, now)
+local function peek(bases, windows, now, margin)
   local out = {}
   for i = 1, #bases do
-    local m, total = prune(bases[i], tonumber(windows[i]), now, true)
+    local m = state(bases[i], now, {}, margin, tonumber(windows[i]))
     flush(bases[i], m)
-    out[i] = fmt(total)
+    out[i] = fmt(m.s + m.l)
   end
   return out
+end
+
+-- The latest lease end among reservation record R's entries, or nil when none holds a lease.
+local function lease_end(rec)
+  local due
+  for _, e in ipairs(cjson.decode(rec)) do
+    local l
+    if #e >= 7 then
+      l = tonumber(e[7])
+      if l < 0 then l = nil end
+    else
+      local z = redis.call('ZSCORE', e[1] .. ':l', e[2])
+      l = z and tonumber(z)
+    end
+    if l and (not due or l > due) then due = l end
+  end
+  return due
 end
 `;
 
@@ -335,8 +341,7 @@ export function script(name: string, body: string): LuaScript {
 /**
  * The counter operations of one event-loop turn, several requests' at once, run in call order:
  * one round trip and one script call for all of them, each answered on its own (in op order).
- * KEYS[1] entry-id sequence, KEYS[2..] every record and counter base key the ops name (an op
- * refers to a key by its index in KEYS). ARGV[1] key TTL margin ms, then the ops, each a letter
+ * KEYS: every record and counter base key the ops name (an op refers to a key by its index). ARGV[1] key TTL margin ms, then the ops, each a letter
  * and its fields (now is an override or '', as everywhere):
  *   r now R lease n (base max amount window width) * n   reserve: {1, total...} or {0, index, used, retry}
  *   s now R n actual * n                                    settle: 1, or 0 when R was gone
@@ -369,7 +374,7 @@ while a <= #ARGV do
       bases[i] = KEYS[tonumber(nxt())]
       for j = 1, 4 do specs[#specs + 1] = nxt() end
     end
-    out[#out + 1] = reserve(KEYS[1], rkey, bases, specs, now, lease, margin)
+    out[#out + 1] = reserve(rkey, bases, specs, now, lease, margin)
   elseif op == 's' then
     local now, rkey, n = at(nxt()), KEYS[tonumber(nxt())], tonumber(nxt())
     local actual = {}
@@ -384,7 +389,7 @@ while a <= #ARGV do
       bases[i] = KEYS[tonumber(nxt())]
       windows[i] = nxt()
     end
-    out[#out + 1] = peek(bases, windows, now)
+    out[#out + 1] = peek(bases, windows, now, margin)
   else
     return redis.error_reply('tollgate batch: unknown op ' .. tostring(op))
   end
@@ -416,8 +421,10 @@ if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', fmt(longest + margin)) then r
 for i = 1, n do
   local base, amount, window = KEYS[i + 1], ARGV[4 * i - 1], tonumber(ARGV[4 * i])
   local at, width = math.min(tonumber(ARGV[4 * i + 1]), now), tonumber(ARGV[4 * i + 2])
-  local m = prune(base, window, now, false)
-  add_bucket(base, m, at, width, window, amount, now, margin)
+  local gone = bucket_gone(at, width, window)
+  local gf = 'g' .. fmt(gone)
+  local m = state(base, now, {gf}, margin, window)
+  add_settled(base, m, gf, gone, tonumber(amount), now, margin)
   flush(base, m)
 end
 return 1

@@ -207,29 +207,45 @@ describe("redis store", () => {
     expect(await s.peek([{ key: "usd", windowMs: HOUR }])).toEqual([0]);
   });
 
-  it("still counts a counter written without the running sum and records written without the reservation time", async () => {
+  it("carries a counter of the previous layout over: its buckets as they were, its unsettled entries at their reserved amounts", async () => {
     let now = Date.UTC(2025, 0, 1);
     const s = await store({ clock: () => now });
-    await s.reserve("a", [counter("k", 100, 5)], HOUR);
-    await s.settle("a", [4]);
-    await s.reserve("b", [counter("k", 100, 10)], HOUR);
-    // As the scripts before the running sum left them: no B:b fields but buckets, no sentinels,
-    // and a record whose entries do not carry their reservation time.
+    // As the scripts before the one-hash layout left a counter of max 100 over a minute (938 ms
+    // buckets): 4 settled 10 s ago, 10 reserved 5 s ago and unsettled, under record "b".
     const base = "tg:{tollgate}:c:k";
-    await s.redis.hdel(`${base}:b`, "s", "nt", "nl", "ng", "x");
-    await s.redis.hdel(base, "~");
-    for (const z of [":t", ":l", ":g"]) await s.redis.zrem(`${base}${z}`, "~");
-    const rec = "tg:{tollgate}:r:b";
-    const entries = JSON.parse((await s.redis.get(rec))!) as unknown[][];
-    await s.redis.set(rec, JSON.stringify(entries.map((e) => e.slice(0, 5))), "PX", HOUR);
+    const bucket = Math.floor((now - 10_000) / 938) * 938;
+    await s.redis.hset(`${base}:b`, String(bucket), "4", "s", "4", "ng", String(bucket + 937 + MINUTE), "x", String(now + HOUR));
+    await s.redis.zadd(`${base}:g`, bucket + 937 + MINUTE, String(bucket), "+inf", "~");
+    await s.redis.hset(base, "7", "10", "~", "0");
+    await s.redis.zadd(`${base}:t`, now - 5_000, "7", "+inf", "~");
+    await s.redis.zadd(`${base}:l`, now + HOUR, "7", "+inf", "~");
+    await s.redis.set("tg:{tollgate}:r:b", JSON.stringify([[base, "7", MINUTE, "10", 938, now - 5_000]]), "PX", HOUR);
+    for (const k of [base, `${base}:t`, `${base}:l`, `${base}:b`, `${base}:g`]) await s.redis.pexpire(k, HOUR);
+
     expect(await s.peek([{ key: "k", windowMs: MINUTE }])).toEqual([14]);
+    expect(await s.redis.exists(base, `${base}:t`, `${base}:l`, `${base}:b`, `${base}:g`)).toBe(0);
+    // The old reservation was charged in full when carried over: its settle changes nothing.
     await s.settle("b", [7]);
-    expect(await s.peek([{ key: "k", windowMs: MINUTE }])).toEqual([11]);
-    expect(await s.reserve("c", [counter("k", 100, 1)], HOUR)).toEqual({ ok: true, totals: [12] });
+    expect(await s.peek([{ key: "k", windowMs: MINUTE }])).toEqual([14]);
+    expect(await s.reserve("c", [counter("k", 100, 1)], HOUR)).toEqual({ ok: true, totals: [15] });
     for (const key of await s.redis.keys(`${base}*`)) expect([key, await s.redis.pttl(key)]).toEqual([key, expect.toSatisfy((t: number) => t > 0)]);
+    await s.settle("c", [1]);
     now += 2 * MINUTE;
     expect(await s.peek([{ key: "k", windowMs: MINUTE }])).toEqual([0]);
     expect(await s.debugSize("k")).toBe(0);
+  });
+
+  it("keeps a counter in one hash: a reserve and a settle read and write it once each", async () => {
+    const s = await store();
+    await s.reserve("warm", [counter("one", 1e6, 1)], HOUR);
+    await s.settle("warm", [1]);
+    await s.redis.config("RESETSTAT");
+    await s.reserve("a", [counter("one", 1e6, 1)], HOUR);
+    await s.settle("a", [1]);
+    const stats = await s.redis.info("commandstats");
+    const calls = (cmd: string) => Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
+    // Reserve: HMGET, HSET, SET of the record; settle: GET and DEL of the record, HMGET, HSET.
+    expect({ hmget: calls("hmget"), hset: calls("hset"), hgetall: calls("hgetall"), hvals: calls("hvals"), zadd: calls("zadd") }).toEqual({ hmget: 2, hset: 2, hgetall: 0, hvals: 0, zadd: 0 });
   });
 
   it("refuses to open when Redis cannot be reached in time", async () => {

@@ -52,8 +52,9 @@ const TRANSIENT_REPLY = /^(LOADING|READONLY|MASTERDOWN|BUSY|OOM|CLUSTERDOWN|TRYA
 
 /**
  * The shared store for many gateway processes (SPEC §7.1, §7.3): every operation is one Lua script
- * (redis-scripts.ts), so a reservation across user, route and gateway counters is atomic and costs
- * one round trip, and every window is measured by Redis's clock.
+ * (redis-scripts.ts), so a reservation across user, route and gateway counters is atomic, and
+ * every window is measured by Redis's clock. The counter operations of one event-loop turn share
+ * one script call (BATCH): one round trip for every request of the turn.
  *
  * Every key carries one hash tag, `{namespace}`. A multi-counter reservation spans the user's,
  * the route's and the gateway's counters; they must share a cluster slot, and only a tag common to
@@ -329,14 +330,12 @@ export class RedisStore implements Store {
   }
 
   /**
-   * Tests only: what Redis holds for one counter key as of the last operation on it: its buckets
-   * plus its unsettled reservations (members of B:g and B:t but their sentinels), i.e. what a reserve on it reads.
+   * Tests only: what Redis holds for one counter key as of the last operation on it: its settled
+   * buckets plus its in-flight fields (the fields of C but its five meta fields), i.e. what a prune reads.
    */
   async debugSize(key: string): Promise<number> {
-    const base = this.counterKey(key);
-    // ZCOUNT up to (+inf: leaves out the sentinel member the scripts keep in every ZSET.
-    const [buckets, live] = await Promise.all([this.redis.zcount(`${base}:g`, "-inf", "(+inf"), this.redis.zcount(`${base}:t`, "-inf", "(+inf")]);
-    return buckets + live;
+    const fields = await this.redis.hkeys(`${this.counterKey(key)}:c`);
+    return fields.filter((f) => f.startsWith("g") || f.startsWith("l")).length;
   }
 
   /** Ships what is buffered (waiting up to 5 s for Redis), then disconnects. */
@@ -366,7 +365,7 @@ export class RedisStore implements Store {
 
   /** One BATCH call for a turn's counter ops (see `ops`); the keys are numbered as they first appear. */
   private async runBatch(ops: CounterOp[]): Promise<unknown[]> {
-    const keys = [`${this.prefix}seq`];
+    const keys: string[] = [];
     const index = new Map<string, string>();
     const ref = (key: string) => {
       let i = index.get(key);
