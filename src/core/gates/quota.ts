@@ -109,9 +109,17 @@ export const quotaPeek: Gate = async function quotaPeek(ex, env) {
   budgetTotalsSeen(ex, env, spent, totals.slice(counters.length));
 };
 
-/** Every window fits one more request and no budget is spent, at these totals (counters, then budgets). */
+/**
+ * Every window fits one more request and no budget is spent or past its soft share, at these
+ * totals (counters, then budgets). An upper bound below the soft share is below it in the store
+ * too; at or above it, only the store can say whether the caller is under pressure (a model
+ * downgrade, an alert), so the check asks it.
+ */
 function hasRoom(counters: HeldCounter[], spent: HeldCounter[], totals: number[]): boolean {
-  return counters.every((c, i) => totals[i]! + c.amount <= c.max) && spent.every((c, i) => totals[counters.length + i]! < c.max);
+  return (
+    counters.every((c, i) => totals[i]! + c.amount <= c.max) &&
+    spent.every((c, i) => totals[counters.length + i]! < Math.min(c.max, c.softAt ?? Infinity))
+  );
 }
 
 /** The refusal for a window reservation that did not fit, with RateLimit headers naming it. */
