@@ -171,14 +171,29 @@ function render(o) {
   fillTable("top-users", o.top_users.map((/** @type {any} */ r) => spender(r, "user")), "No traffic in this window.");
   fillTable("top-ips", o.top_ips.map((/** @type {any} */ r) => spender(r, "ip")), "No traffic in this window.");
   fillTable("refusals", o.refusals.map((/** @type {any} */ r) => [el("td", r.code, "code"), el("td", count(r.count), "num"), el("td", clock(r.last_ts))]), "Nothing refused.");
+  /** @param {Record<string, number>} signals */
+  const signalList = (signals) =>
+    Object.entries(signals)
+      .map(([name, n]) => `${name} ×${n}`)
+      .join(", ");
+  // A farm of 120 keys on 120 /24s is one row here, however many rows its callers take below.
+  fillTable(
+    "flagged-cohorts",
+    o.flagged_cohorts.map((/** @type {any} */ r) => [
+      el("td", r.cohort, "code"),
+      el("td", r.group),
+      el("td", count(r.users), "num"),
+      el("td", count(r.networks), "num"),
+      el("td", count(r.downgraded), "num"),
+      el("td", count(r.blocked), "num"),
+      el("td", signalList(r.signals), "signals"),
+      el("td", clock(r.last_ts)),
+    ]),
+    "Nothing was downgraded or blocked.",
+  );
   fillTable(
     "flagged",
-    o.flagged.map((/** @type {any} */ r) => {
-      const signals = Object.entries(r.signals)
-        .map(([name, n]) => `${name} ×${n}`)
-        .join(", ");
-      return [el("td", r.user), el("td", r.ip), el("td", count(r.downgraded), "num"), el("td", count(r.blocked), "num"), el("td", signals, "signals"), el("td", clock(r.last_ts)), blockButton("user", r.user, r.blocked_now.user)];
-    }),
+    o.flagged.map((/** @type {any} */ r) => [el("td", r.user), el("td", r.ip), el("td", count(r.downgraded), "num"), el("td", count(r.blocked), "num"), el("td", signalList(r.signals), "signals"), el("td", clock(r.last_ts)), blockButton("user", r.user, r.blocked_now.user)]),
     "No caller was downgraded or blocked.",
   );
   // The tail streams this process's records; the store's recent ones add other processes'.

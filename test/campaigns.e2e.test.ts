@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { UsageRecord } from "../src/core/usage-record.js";
+import { flaggedCohorts } from "../src/core/usage-report.js";
 import { markFirstSeen } from "../src/core/gates/signals/new-identities.js";
 import { MockUpstream } from "../src/testing/mock-upstream.js";
 import { fakeClock, testEngine } from "../src/testing/test-engine.js";
@@ -22,7 +24,7 @@ afterAll(async () => {
   await mock?.close();
 });
 
-async function day(protectedConfig: boolean): Promise<Run> {
+async function day(protectedConfig: boolean): Promise<Run & { records: UsageRecord[] }> {
   mock.reset();
   mock.setBehavior({ outputTokens: OUTPUT_TOKENS });
   const clock = fakeClock(DAY0 - 3 * 24 * HOUR);
@@ -34,7 +36,7 @@ async function day(protectedConfig: boolean): Promise<Run> {
     clock.set(DAY0 + c.at);
     outcomes.push(await send(t, c));
   }
-  return { figures: figures(pop.calls, outcomes, mock.requests), calls: pop.calls, outcomes };
+  return { figures: figures(pop.calls, outcomes, mock.requests), calls: pop.calls, outcomes, records: t.records };
 }
 
 async function send(t: ReturnType<typeof testEngine>, c: Call): Promise<Outcome> {
@@ -52,6 +54,14 @@ describe("distributed campaigns, memory store", () => {
       // Campaign 2: the per-route limit, the only global lever before, starved honest callers while the flood ran.
       const starved = honestDuringFlood(before);
       expect(starved.served / starved.calls).toBeLessThan(0.9);
+      // What the dashboard shows: each campaign one row, however many callers and networks it used.
+      const cohorts = flaggedCohorts(after.records, 10);
+      console.log(cohorts.map((c) => `${c.cohort} ${c.group}: ${c.users} users, ${c.networks} networks, ${c.downgraded} downgraded, ${c.blocked} blocked`).join("\n"));
+      const row = (cohort: string, group: string) => cohorts.find((c) => c.cohort === cohort && c.group === group);
+      expect(row("new_identity_velocity", "new_identity_velocity")!.users).toBeGreaterThanOrEqual(120);
+      // Most of the flood's refusals are counted in per-second summaries (max_refusal_records_per_s), not one by one.
+      expect(row("anon_pool_pressure", "anon_pool_pressure")!.networks).toBeGreaterThan(100);
+      expect(row("key_many_networks", "sharer")!.networks).toBeGreaterThan(5);
       // Identities with a history are untouched by the cohort signals.
       expect(after.figures.honest.downgraded).toBe(0);
     },

@@ -76,6 +76,8 @@ describe.skipIf(SKIP_BROWSER)("dashboard in Chromium", () => {
     expect(await page.locator("#top-users tbody td:first-child").allInnerTexts()).toContain("bob");
     await expect.poll(() => page.locator("#refusals tbody tr td.code").allInnerTexts()).toEqual(expect.arrayContaining(["blocked", "param_not_allowed"]));
     await expect.poll(() => page.locator("#flagged tbody tr td.signals").count()).toBeGreaterThan(0);
+    // The same requests grouped by cohort and network: the demo's bad network is one row.
+    await expect.poll(() => page.locator("#flagged-cohorts tbody tr td.signals").count()).toBeGreaterThan(0);
     await expect.poll(() => page.locator("#tail tbody tr").count(), { timeout: 10_000 }).toBeGreaterThan(10);
     expect(Number((await page.locator("#kpi-requests").innerText()).replace(/,/g, ""))).toBeGreaterThan(40);
     mkdirSync(SHOTS, { recursive: true });

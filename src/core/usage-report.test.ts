@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { emptyUsageRecord, type UsageRecord } from "./usage-record.js";
-import { flaggedCallers, refusalsByCode, summarize, timeSeries, totalRequests, totalsOf } from "./usage-report.js";
+import { flaggedCallers, flaggedCohorts, refusalsByCode, summarize, timeSeries, totalRequests, totalsOf } from "./usage-report.js";
 
 const T0 = Date.UTC(2025, 0, 1, 12, 0, 0);
 const MIN = 60_000;
@@ -52,6 +52,24 @@ describe("usage report", () => {
     ]);
     const s = timeSeries(records, { since: T0, until: T0 + 3 * MIN, bucketMs: MIN, by: "signal" });
     expect(s.series.find((g) => g.group === "ip_many_users")!.denied).toEqual([0, 0, 1]);
+  });
+
+  it("groups flagged requests by cohort and network: a farm of keys one per /24 is one row, as is one /24's farm", () => {
+    const farm = Array.from({ length: 12 }, (_, i) =>
+      rec(T0 + i, { user: `farm-${i}`, ip: `10.${i}.7.9`, decision: i % 3 ? "downgrade" : "deny", code: i % 3 ? null : "blocked", signals: ["new_identity_velocity", `score:${70 + i}(cohort)`] }),
+    );
+    const onOneNet = Array.from({ length: 5 }, (_, i) => rec(T0 + 100 + i, { user: `net-${i}`, ip: `203.0.113.${i}`, decision: "deny", code: "blocked", signals: ["score:100(network)"] }));
+    const shared = Array.from({ length: 3 }, (_, i) => rec(T0 + 200 + i, { user: "sharer", ip: `172.${16 + i}.0.1`, decision: "downgrade", signals: ["key_many_networks", "score:60(user)"] }));
+    const summary = rec(T0 + 300, { decision: "deny", code: "blocked", count: 40, signals: ["anon_pool_pressure", "new_identity_velocity"] });
+    const rows = flaggedCohorts([...records, ...farm, ...onOneNet, ...shared, summary]);
+    expect(rows.map((r) => [r.cohort, r.group, r.users, r.networks, r.downgraded, r.blocked])).toEqual([
+      ["summary", "blocked", 0, 0, 0, 40],
+      ["new_identity_velocity", "new_identity_velocity", 12, 12, 8, 4],
+      ["network", "203.0.113.0/24", 5, 1, 0, 5],
+      ["key_many_networks", "sharer", 1, 3, 3, 0],
+      ["network", "192.0.2.0/24", 2, 1, 1, 1],
+    ]);
+    expect(rows[1]!.signals).toEqual({ new_identity_velocity: 12, "score(cohort)": 12 });
   });
 
   describe("library mode: an app request and its model calls (SPEC §6)", () => {

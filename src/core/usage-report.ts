@@ -1,3 +1,4 @@
+import { ipNetwork } from "./client-ip.js";
 import { requestsOf, type UsageRecord } from "./usage-record.js";
 import type { Micros } from "./money.js";
 
@@ -193,4 +194,61 @@ export function flaggedCallers(records: UsageRecord[], limit = 50): FlaggedCalle
     if (r.ts > row.last_ts) row.last_ts = r.ts;
   }
   return [...rows.values()].sort((a, b) => (a.last_ts < b.last_ts ? 1 : a.last_ts > b.last_ts ? -1 : 0)).slice(0, limit);
+}
+
+export interface FlaggedCohort {
+  /**
+   * What holds the group together: a cohort signal, one credential across networks, one network,
+   * or (`summary`) refusals past max_refusal_records_per_s, counted without their callers.
+   */
+  cohort: "new_identity_velocity" | "anon_pool_pressure" | "key_many_networks" | "network" | "summary";
+  /** The cohort's name: the signal, the credential's user, the /24 (IPv6 /48), or a summary's code. */
+  group: string;
+  users: number;
+  /** Distinct /24s (IPv6 /48s) the group's flagged requests came from. */
+  networks: number;
+  requests: number;
+  downgraded: number;
+  blocked: number;
+  signals: Record<string, number>;
+  last_ts: string;
+}
+
+/**
+ * Where a flagged request belongs: a cohort signal names its cohort (the new identities of a
+ * surge, the anonymous pool), a shared credential is one thing however many networks it came
+ * from, and anything else belongs to its network, so a farm is one row whether it sits on one /24
+ * or spreads one key over each of 120.
+ */
+function cohortOf(r: UsageRecord): Pick<FlaggedCohort, "cohort" | "group"> {
+  // A summary's signals are the union of its refusals': they cannot say which cohort each was in.
+  if (r.count !== undefined) return { cohort: "summary", group: r.code ?? "-" };
+  for (const cohort of ["new_identity_velocity", "anon_pool_pressure"] as const) if (r.signals.includes(cohort)) return { cohort, group: cohort };
+  if (r.signals.includes("key_many_networks")) return { cohort: "key_many_networks", group: r.user ?? "-" };
+  return { cohort: "network", group: r.ip ? ipNetwork(r.ip) : "-" };
+}
+
+/** Downgraded and blocked requests grouped by cohort and network, the largest first. */
+export function flaggedCohorts(records: UsageRecord[], limit = 50): FlaggedCohort[] {
+  const rows = new Map<string, FlaggedCohort & { userSet: Set<string>; networkSet: Set<string> }>();
+  for (const r of records) {
+    const blocked = r.code === "blocked";
+    if ((r.decision !== "downgrade" && !blocked) || requestsIn(r) === 0) continue;
+    const { cohort, group } = cohortOf(r);
+    const key = `${cohort}\u0000${group}`;
+    let row = rows.get(key);
+    if (!row) rows.set(key, (row = { cohort, group, users: 0, networks: 0, requests: 0, downgraded: 0, blocked: 0, signals: {}, last_ts: r.ts, userSet: new Set(), networkSet: new Set() }));
+    const n = requestsIn(r);
+    row.requests += n;
+    if (blocked) row.blocked += n;
+    else row.downgraded += n;
+    if (r.user) row.userSet.add(r.user);
+    if (r.ip) row.networkSet.add(ipNetwork(r.ip));
+    for (const sig of r.signals) row.signals[signalName(sig)] = (row.signals[signalName(sig)] ?? 0) + 1;
+    if (r.ts > row.last_ts) row.last_ts = r.ts;
+  }
+  return [...rows.values()]
+    .map(({ userSet, networkSet, ...row }) => ({ ...row, users: userSet.size, networks: networkSet.size }))
+    .sort((a, b) => b.requests - a.requests || (a.last_ts < b.last_ts ? 1 : -1))
+    .slice(0, limit);
 }

@@ -2,7 +2,7 @@ import { ipGroup } from "../core/client-ip.js";
 import { TollgateError } from "../core/errors.js";
 import { blockedSubjects, type Subject } from "../core/policy.js";
 import type { UsageRecord } from "../core/usage-record.js";
-import { flaggedCallers, refusalsByCode, summarize, timeSeries, totalsOf, type GroupBy, type SeriesValues, type Totals, type UsageRow } from "../core/usage-report.js";
+import { flaggedCallers, flaggedCohorts, refusalsByCode, summarize, timeSeries, totalsOf, type GroupBy, type SeriesValues, type Totals, type UsageRow } from "../core/usage-report.js";
 import { durationParam, groupParam, intParam, timeParam, usd, type AdminCall, type AdminRoute } from "./admin-params.js";
 
 /**
@@ -115,6 +115,7 @@ async function overview(call: AdminCall) {
       top_ips: ips.map((r, i) => ({ ...rowJson(r), blocked: blocked[users.length + i] })),
       refusals: refusalsByCode(records),
       flagged: await withBlockState(call, flagged),
+      flagged_cohorts: flaggedCohorts(records, 20),
       recent: records.slice(-25).reverse(),
     },
   };
