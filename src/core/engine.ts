@@ -171,6 +171,7 @@ export class Engine {
     ex.policy = parent.policy;
     ex.downgrade = parent.downgrade;
     ex.budgetPressure = parent.budgetPressure;
+    ex.budgetSeen = parent.budgetSeen;
     ex.newIdentity = parent.newIdentity;
     ex.signals = [...parent.signals];
     ex.record.user = parent.record.user;

@@ -47,10 +47,11 @@ export interface DelivererOptions {
  */
 export class Deliverer {
   private timer?: NodeJS.Timeout;
-  private running?: Promise<void>;
+  /** Each sink drains on its own: a slow receiver does not hold up another. */
+  private readonly running = new Map<string, Promise<void>>();
+  /** Kicks that came during a sink's pass: what they were for may have been added after it looked. */
+  private readonly again = new Set<string>();
   private stopping = false;
-  /** A kick came during a pass: what it was for may have been added after the pass looked. */
-  private again = false;
   private readonly abort = new AbortController();
   private readonly now: () => number;
   private readonly random: () => number;
@@ -71,20 +72,23 @@ export class Deliverer {
     this.kick();
   }
 
-  /** Looks for due messages now (after an add), unless a pass is running. */
-  kick(): void {
+  /** Looks for due messages of these sinks (default: all) now, after a pass already running. */
+  kick(names?: readonly string[]): void {
     if (this.stopping) return;
-    if (this.running) {
-      this.again = true;
-      return;
+    for (const sink of this.sinks) {
+      if (names && !names.includes(sink.name)) continue;
+      if (this.running.has(sink.name)) {
+        this.again.add(sink.name);
+        continue;
+      }
+      const pass = this.drain(sink)
+        .catch((err: unknown) => this.opts.warn?.({ sink: sink.name, reason: (err as Error).message }, "the outbox could not be read; delivery resumes when the store answers"))
+        .finally(() => {
+          this.running.delete(sink.name);
+          if (this.again.delete(sink.name)) this.kick([sink.name]);
+        });
+      this.running.set(sink.name, pass);
     }
-    this.again = false;
-    this.running = this.tick()
-      .catch((err: unknown) => this.opts.warn?.({ reason: (err as Error).message }, "the outbox could not be read; delivery resumes when the store answers"))
-      .finally(() => {
-        this.running = undefined;
-        if (this.again) this.kick();
-      });
   }
 
   /** One pass: every sink drains what is due, a claim at a time, until nothing due is left. */
@@ -96,10 +100,9 @@ export class Deliverer {
   async stop(graceMs = 5_000): Promise<void> {
     this.stopping = true;
     clearInterval(this.timer);
-    const running = this.running;
-    if (!running) return;
+    if (!this.running.size) return;
     const timer = setTimeout(() => this.abort.abort(), graceMs);
-    await running;
+    await Promise.all(this.running.values());
     clearTimeout(timer);
   }
 

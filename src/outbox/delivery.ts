@@ -43,7 +43,7 @@ export function startDelivery(config: ResolvedConfig, store: Store, opts: { warn
     onDelivered: opts.observer?.delivered,
     onFailed: opts.observer?.failed,
   });
-  const events = new OutboxEvents(outbox, config, { kick: () => deliverer.kick(), warn: opts.warn });
+  const events = new OutboxEvents(outbox, config, { kick: (names) => deliverer.kick(names), warn: opts.warn });
   opts.observer?.watch(outbox);
   deliverer.start();
   return {

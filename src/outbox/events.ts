@@ -25,11 +25,26 @@ export class OutboxEvents implements EngineEvents {
   constructor(
     outbox: OutboxStore,
     private readonly config: ResolvedConfig,
-    private readonly opts: { kick: () => void; warn: (fields: Record<string, unknown>, message: string) => void },
+    private readonly opts: { kick: (sinks: string[]) => void; warn: (fields: Record<string, unknown>, message: string) => void },
   ) {
-    this.alerts = new CommitBatch(async (messages) => void (await outbox.add(messages, ALERT_KEEP_MS), opts.kick()));
-    this.usages = new CommitBatch(async (messages) => void (await outbox.add(messages, USAGE_KEEP_MS), opts.kick()));
+    // An alert goes at once; usage waits for the poll unless a whole batch is ready, so a busy
+    // gateway does not claim from the store on every turn of its event loop.
+    this.alerts = new CommitBatch(async (messages) => {
+      await outbox.add(messages, ALERT_KEEP_MS);
+      opts.kick([...new Set(messages.map((m) => m.sink))]);
+    });
+    this.usages = new CommitBatch(async (messages) => {
+      await outbox.add(messages, USAGE_KEEP_MS);
+      const ce = config.export.cloudevents!;
+      this.unsent += messages.length;
+      if (this.unsent < ce.batchSize) return;
+      this.unsent = 0;
+      opts.kick([ce.name]);
+    });
   }
+
+  /** Usage events added since the export was last kicked. */
+  private unsent = 0;
 
   get exporting(): boolean {
     return this.config.export.cloudevents !== undefined;
