@@ -1,8 +1,10 @@
 import express from "express";
+import Fastify from "fastify";
 import type { AddressInfo } from "node:net";
 import type { Challenge } from "altcha-lib";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { expressChallenge, expressErrorHandler } from "../entry/express.js";
+import { fastifyChallenge } from "../entry/fastify.js";
 import { createTollgate, type Tollgate } from "../library/tollgate.js";
 import { solveChallengeHeader } from "../testing/solve-challenge.js";
 
@@ -47,5 +49,29 @@ it("express: tg.expressChallenge() offers a challenge, the middleware admits its
     expect(await replay.json()).toMatchObject({ error: { code: "challenge_required", message: expect.stringContaining("already used"), challenge: { signature: expect.any(String) } } });
   } finally {
     server.close();
+  }
+});
+
+it("fastify: tg.fastifyChallenge() outside the plugin's scope offers the challenge; the plugin admits its solution once", async () => {
+  const app = Fastify();
+  app.get("/challenge", fastifyChallenge(tg, { route: "chat" }));
+  await app.register(async (scope) => {
+    await scope.register(tg.fastify, { route: "chat" });
+    scope.post("/chat", async (req) => ({ user: req.tollgate.identity.user }));
+  });
+  const base = await app.listen({ port: 0, host: "127.0.0.1" });
+  try {
+    const offer = await fetch(`${base}/challenge`);
+    expect(offer.status).toBe(200);
+    expect(offer.headers.get("x-tollgate-challenge-required")).toBe("true");
+    const header = await solveChallengeHeader((await offer.json()) as Challenge);
+    const chat = (h?: string) => fetch(`${base}/chat`, { method: "POST", headers: h ? { "x-tollgate-challenge": h } : {} });
+    expect((await chat()).status).toBe(403);
+    expect((await chat(header)).status).toBe(200);
+    const replay = await chat(header);
+    expect(replay.status).toBe(403);
+    expect(await replay.json()).toMatchObject({ error: { code: "challenge_required", message: expect.stringContaining("already used") } });
+  } finally {
+    await app.close();
   }
 });

@@ -1,5 +1,6 @@
-import type { FastifyPluginAsync, FastifyRequest } from "fastify";
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import { TollgateError } from "../core/errors.js";
+import { offerHeaders } from "../core/gates/challenge.js";
 import { refusalOf, type Gate } from "../library/gate.js";
 import { installMethods } from "../library/subpath-methods.js";
 import { refusalBody, refusalHeaders, Tollgate, type Identify } from "../library/tollgate.js";
@@ -61,6 +62,26 @@ export function fastifyPlugin(tg: Tollgate): FastifyPluginAsync<FastifyOptions> 
   return plugin;
 }
 
+/**
+ * The page's proof-of-work challenge endpoint, a route handler:
+ * `app.get("/api/challenge", tg.fastifyChallenge({ route: "chat" }))`, outside the scope where the
+ * plugin admits requests. The solution comes back in x-tollgate-challenge, which the plugin's
+ * admission verifies.
+ */
+export function fastifyChallenge(tg: Tollgate, opts: FastifyOptions) {
+  tg.checkRoute(opts.route);
+  return async function tollgateChallenge(req: FastifyRequest, reply: FastifyReply) {
+    try {
+      const identify = opts.identify;
+      const offer = await tg.challenge({ ...admitFromNode(req.raw, reply.raw, opts.route, tg.config.server.trustProxy), identify: identify && (() => identify(req)) });
+      return reply.headers(offerHeaders(offer)).send(offer.challenge);
+    } catch (err) {
+      if (!TollgateError.is(err)) throw err;
+      return reply.code(err.status).headers(refusalHeaders(err)).send(refusalBody(err));
+    }
+  };
+}
+
 declare module "fastify" {
   interface FastifyRequest {
     /** The request's Gate, in the scope where tollgate's plugin is registered. */
@@ -72,6 +93,8 @@ declare module "../library/tollgate.js" {
   interface Tollgate {
     /** A Fastify plugin (`fastifyPlugin(tg)`): `app.register(tg.fastify, { route })`. */
     readonly fastify: ReturnType<typeof fastifyPlugin>;
+    /** The page's proof-of-work challenge endpoint as a Fastify route handler (`fastifyChallenge(tg, opts)`). */
+    fastifyChallenge(opts: FastifyOptions): ReturnType<typeof fastifyChallenge>;
   }
 }
 
@@ -84,5 +107,8 @@ installMethods(Tollgate.prototype, {
       if (!plugin) plugins.set(this, (plugin = fastifyPlugin(this)));
       return plugin;
     },
+  },
+  fastifyChallenge(this: Tollgate, opts: FastifyOptions) {
+    return fastifyChallenge(this, opts);
   },
 });

@@ -164,6 +164,7 @@ awaitSubpaths(Tollgate.prototype, "tg", {
   expressErrors: { subpath: "tollgate/express" },
   expressChallenge: { subpath: "tollgate/express" },
   fastify: { subpath: "tollgate/fastify", getter: true },
+  fastifyChallenge: { subpath: "tollgate/fastify" },
   hono: { subpath: "tollgate/hono" },
   fetch: { subpath: "tollgate/fetch" },
   fetchChallenge: { subpath: "tollgate/fetch" },
