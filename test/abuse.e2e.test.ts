@@ -1,28 +1,20 @@
 import { SignJWT } from "jose";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { MockUpstream } from "../src/testing/mock-upstream.js";
-import { GatewayProcess } from "./gateway-process.js";
+import { describe, expect, it } from "vitest";
+import { openaiUpstream, useGateway } from "./use-gateway.js";
 
 const SECRET = "signup-farm-test-secret-long-enough-for-hs256";
-let mock: MockUpstream;
-let gw: GatewayProcess;
-
-beforeAll(async () => {
-  mock = await MockUpstream.start();
-  gw = await GatewayProcess.start({
+const { gw, mock } = useGateway({
+  config: (mock) => ({
     store: "memory:",
     server: { trust_proxy: 1 },
-    providers: { up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "sk-up" } },
+    providers: { up: openaiUpstream(mock) },
     models: { "gpt-4o": { provider: "up" }, "gpt-4o-mini": { provider: "up" } },
     plans: { free: { models: ["gpt-4o", "gpt-4o-mini"] } },
     jwt: { secret: SECRET },
     routes: { chat: { path: "/chat", plans: ["free"], input: { max_prompt_chars: 2000, max_output_tokens: 50 } } },
     abuse: { blocklist: ["192.0.2.0/24"], allowlist: ["100.64.0.0/10"], downgrade_to: "gpt-4o-mini", downgrade_at: 50, block_at: 100, many_users_threshold: 5 },
-  });
-});
-afterAll(async () => {
-  await gw?.stop();
-  await mock?.close();
+  }),
+  upstream: { reset: false },
 });
 
 const token = (sub: string) =>

@@ -1,51 +1,40 @@
 import Anthropic from "@anthropic-ai/sdk";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { countPromptTokens, countTokens, MockUpstream } from "../src/testing/mock-upstream.js";
-import { GatewayProcess } from "./gateway-process.js";
+import { describe, expect, it } from "vitest";
+import { countPromptTokens, countTokens } from "../src/testing/mock-upstream.js";
+import { useGateway } from "./use-gateway.js";
 
 const UPSTREAM_KEY = "sk-ant-upstream-SECRET-77";
 const CALLER = "tg_anthropic_alice";
 const BROKE = "tg_anthropic_bob_broke";
 
-let mock: MockUpstream;
-let gw: GatewayProcess;
-
-beforeAll(async () => {
-  mock = await MockUpstream.start();
-  gw = await GatewayProcess.start(
-    {
-      store: "memory:",
-      // Anthropic's base URL has no /v1: the format adds /v1/messages.
-      providers: { anth: { type: "anthropic", base_url: mock.url, api_key: "env:UPSTREAM_KEY" } },
-      // The mock writes and counts o200k tokens, so the gateway is told to count them the same way
-      // (cut-stream-calibration.e2e.test.ts covers Claude's own calibrated count).
-      models: { sonnet: { provider: "anth", upstream: "claude-sonnet-4-20250514", tokenizer: "o200k_base" } },
-      plans: { free: { models: ["sonnet"], budget: { daily: 1 } }, broke: { models: ["sonnet"], budget: { daily: 0.0001 } } },
-      keys: [
-        { key: CALLER, user: "alice", plan: "free" },
-        { key: BROKE, user: "bob", plan: "broke" },
-      ],
-      routes: {
-        chat: { path: "/chat", plans: ["free", "broke"], default_model: "sonnet", input: { max_output_tokens: 50 } },
-        thinking: { path: "/thinking", plans: ["free"], default_model: "sonnet", input: { max_output_tokens: 2000 } },
-        limited: { path: "/limited", plans: ["free"], limits: [{ per: "user", requests: 1, window: "1m" }] },
-        openai_only: { path: "/oa", plans: ["free"], endpoints: ["chat_completions"] },
-      },
+const { gw, mock } = useGateway({
+  config: (mock) => ({
+    store: "memory:",
+    // Anthropic's base URL has no /v1: the format adds /v1/messages.
+    providers: { anth: { type: "anthropic", base_url: mock.url, api_key: "env:UPSTREAM_KEY" } },
+    // The mock writes and counts o200k tokens, so the gateway is told to count them the same way
+    // (cut-stream-calibration.e2e.test.ts covers Claude's own calibrated count).
+    models: { sonnet: { provider: "anth", upstream: "claude-sonnet-4-20250514", tokenizer: "o200k_base" } },
+    plans: { free: { models: ["sonnet"], budget: { daily: 1 } }, broke: { models: ["sonnet"], budget: { daily: 0.0001 } } },
+    keys: [
+      { key: CALLER, user: "alice", plan: "free" },
+      { key: BROKE, user: "bob", plan: "broke" },
+    ],
+    routes: {
+      chat: { path: "/chat", plans: ["free", "broke"], default_model: "sonnet", input: { max_output_tokens: 50 } },
+      thinking: { path: "/thinking", plans: ["free"], default_model: "sonnet", input: { max_output_tokens: 2000 } },
+      limited: { path: "/limited", plans: ["free"], limits: [{ per: "user", requests: 1, window: "1m" }] },
+      openai_only: { path: "/oa", plans: ["free"], endpoints: ["chat_completions"] },
     },
-    { UPSTREAM_KEY },
-  );
+  }),
+  env: { UPSTREAM_KEY },
 });
-afterAll(async () => {
-  await gw?.stop();
-  await mock?.close();
-});
-beforeEach(() => mock.reset());
 
 const client = (opts: { apiKey?: string; path?: string } = {}) =>
   new Anthropic({ baseURL: `${gw.url}${opts.path ?? "/chat"}`, apiKey: opts.apiKey ?? CALLER, maxRetries: 0 });
 // The SDK refuses a non-streaming call that could outlast 10 minutes (max_tokens above ~21k).
 const ask = { model: "sonnet", max_tokens: 20000, messages: [{ role: "user" as const, content: "Say hello" }] };
-const recordOf = (response: Response) => gw.recordFor(response.headers.get("x-tollgate-request-id"));
+const recordOf = (response: Response) => gw.recordOf(response);
 
 describe("anthropic messages: served and metered", () => {
   it("serves messages.create with the provider's key and the route's cap, and records the provider's usage", async () => {
@@ -246,18 +235,17 @@ describe("anthropic messages: refusals reach the SDK as its typed errors", () =>
 });
 
 describe("anthropic messages: the simulated provider", () => {
-  let sim: GatewayProcess;
-  beforeAll(async () => {
-    sim = await GatewayProcess.start({
+  const { gw: sim } = useGateway({
+    upstream: false,
+    config: {
       store: "memory:",
       providers: { sim: { type: "simulated", tokens_per_second: 1000 } },
       models: { "house-claude": { provider: "sim", price: { input: 1, output: 5 } } },
       plans: { free: { models: ["house-claude"] } },
       keys: [{ key: CALLER, user: "alice", plan: "free" }],
       routes: { chat: { path: "/chat", plans: ["free"], input: { max_output_tokens: 800 } } },
-    });
+    },
   });
-  afterAll(() => sim?.stop());
   const simClient = () => new Anthropic({ baseURL: `${sim.url}/chat`, apiKey: CALLER, maxRetries: 0 });
   const simAsk = { ...ask, model: "house-claude" };
 

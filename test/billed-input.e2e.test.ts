@@ -1,8 +1,7 @@
 import Anthropic from "@anthropic-ai/sdk";
 import OpenAI from "openai";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { MockUpstream } from "../src/testing/mock-upstream.js";
-import { GatewayProcess } from "./gateway-process.js";
+import { describe, expect, it } from "vitest";
+import { openaiUpstream, useGateway } from "./use-gateway.js";
 
 /**
  * SPEC §7.8: every field the provider bills counts toward the input caps and the pre-flight
@@ -13,16 +12,12 @@ import { GatewayProcess } from "./gateway-process.js";
 const KEY = "tg_billed_alice";
 const TIGHT = "tg_billed_bob_tight";
 
-let mock: MockUpstream;
-let gw: GatewayProcess;
-
-beforeAll(async () => {
-  mock = await MockUpstream.start();
-  gw = await GatewayProcess.start({
+const { gw, mock } = useGateway({
+  config: (mock) => ({
     store: "memory:",
     server: { max_body_bytes: 2_000_000 },
     providers: {
-      up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "sk-up" },
+      up: openaiUpstream(mock),
       anth: { type: "anthropic", base_url: mock.url, api_key: "sk-ant-up" },
     },
     models: {
@@ -39,13 +34,8 @@ beforeAll(async () => {
       budgeted: { path: "/budgeted", plans: ["tight"], input: { max_output_tokens: 100 } },
       open: { path: "/open", plans: ["free"], input: { max_output_tokens: 100, stored_state: "allow" } },
     },
-  });
+  }),
 });
-afterAll(async () => {
-  await gw?.stop();
-  await mock?.close();
-});
-beforeEach(() => mock.reset());
 
 const openai = (path: string, apiKey = KEY) => new OpenAI({ baseURL: `${gw.url}${path}/v1`, apiKey, maxRetries: 0 });
 const anthropic = (path: string) => new Anthropic({ baseURL: `${gw.url}${path}`, apiKey: KEY, maxRetries: 0 });

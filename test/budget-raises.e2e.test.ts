@@ -5,27 +5,21 @@ import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import "../src/entry/fetch.js";
 import { createTollgate, type Tollgate } from "../src/index.js";
-import { MockUpstream } from "../src/testing/mock-upstream.js";
-import { GatewayProcess } from "./gateway-process.js";
+import { openaiUpstream, useGateway } from "./use-gateway.js";
 
 /**
  * Temporary raises: PUT /admin/budgets/{user|ip|org|key}/ID with `until` (a time, or a duration
  * from now) replaces a configured budget until then, and lapses by itself — in the gateway and in
  * an app on the same store, with nobody calling DELETE.
  */
-let mock: MockUpstream;
-let gw: GatewayProcess;
-let tg: Tollgate;
 const ADMIN = "tg_admin_raise";
 
-beforeAll(async () => {
-  mock = await MockUpstream.start();
-  mock.setBehavior({ outputTokens: 20 });
-  const dir = mkdtempSync(join(tmpdir(), "tg-raise-"));
-  const config = {
-    store: `sqlite:${join(dir, "shared.db")}`,
+const { gw, mock } = useGateway({
+  upstream: { behavior: { outputTokens: 20 }, reset: false },
+  config: (mock) => ({
+    store: `sqlite:${join(mkdtempSync(join(tmpdir(), "tg-raise-")), "shared.db")}`,
     admin_key: ADMIN,
-    providers: { up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "sk-up" } },
+    providers: { up: openaiUpstream(mock) },
     // $1 per 1M tokens: a call reserves about $0.00005.
     models: { house: { provider: "up", price: { input: 1, output: 1 } } },
     plans: { pro: { models: ["house"], budget: { daily: 1 } } },
@@ -36,15 +30,14 @@ beforeAll(async () => {
       { key: "tg_raise_solo", id: "solo_key", user: "sol", plan: "pro" },
     ],
     routes: { chat: { path: "/chat", plans: ["pro"], default_model: "house", input: { max_output_tokens: 40 } } },
-  };
-  gw = await GatewayProcess.start(config);
-  tg = await createTollgate({ config: gw.configPath });
-}, 60_000);
-afterAll(async () => {
-  await gw?.stop();
-  await tg?.close();
-  await mock?.close();
+  }),
 });
+// An app on the gateway's store, with the gateway's config.
+let tg: Tollgate;
+beforeAll(async () => {
+  tg = await createTollgate({ config: gw.configPath });
+});
+afterAll(() => tg?.close());
 
 async function admin(method: string, path: string, body?: unknown) {
   const res = await fetch(`${gw.url}${path}`, {

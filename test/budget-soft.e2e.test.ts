@@ -2,24 +2,17 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI from "openai";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { MockUpstream } from "../src/testing/mock-upstream.js";
+import { describe, expect, it } from "vitest";
 import { GatewayProcess } from "./gateway-process.js";
+import { openaiUpstream, useGateways, useUpstream } from "./use-gateway.js";
 
 /**
  * Soft budget thresholds through `tollgate serve` and the official openai SDK: past a budget's
  * soft share the caller is served the cheaper model (decision downgrade, signal budget_soft), the
  * hard limit still refuses with 402, and a route without budget_downgrade_to keeps the asked model.
  */
-let mock: MockUpstream;
-const gateways: GatewayProcess[] = [];
-beforeAll(async () => {
-  mock = await MockUpstream.start();
-});
-afterAll(async () => {
-  await Promise.all(gateways.map((g) => g.stop()));
-  await mock?.close();
-});
+const mock = useUpstream({ reset: false });
+const gateways = useGateways({ after: "all" });
 
 const DAILY = 0.003;
 const SOFT = 0.5;
@@ -27,7 +20,7 @@ const SOFT = 0.5;
 function config(store: string) {
   return {
     store,
-    providers: { up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "sk-up" } },
+    providers: { up: openaiUpstream(mock) },
     // A big call costs a few hundred micro-dollars, a small one a tenth of that.
     models: { big: { provider: "up", upstream: "up-big", price: { input: 10, output: 10 } }, small: { provider: "up", upstream: "up-small", price: { input: 1, output: 1 } } },
     plans: { pro: { models: ["big", "small"], budget: { daily: DAILY, soft: SOFT } } },

@@ -1,21 +1,12 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { MockUpstream } from "../src/testing/mock-upstream.js";
+import { describe, expect, it } from "vitest";
 import { GatewayProcess } from "./gateway-process.js";
+import { openaiUpstream, useGateways, useUpstream } from "./use-gateway.js";
 
-let mock: MockUpstream;
-beforeAll(async () => {
-  mock = await MockUpstream.start();
-});
-afterAll(() => mock?.close());
-
-const gateways: GatewayProcess[] = [];
-afterEach(async () => {
-  await Promise.all(gateways.splice(0).map((g) => g.stop("SIGKILL")));
-  mock.reset();
-});
+const mock = useUpstream();
+const gateways = useGateways({ after: "each", signal: "SIGKILL" });
 
 /**
  * house-model costs $0.50 / $1.50 per 1M tokens. A request with a short prompt and max_tokens 100
@@ -25,7 +16,7 @@ afterEach(async () => {
 function config(store: string, extra: object = {}) {
   return {
     store,
-    providers: { up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "sk-up" } },
+    providers: { up: openaiUpstream(mock) },
     models: { "house-model": { provider: "up", upstream: "gpt-4o-mini", price: { input: 0.5, output: 1.5 } } },
     plans: { free: { models: ["house-model"], budget: { daily: 0.0032 } } },
     keys: [{ key: "tg_budget_user", user: "bob", plan: "free" }],

@@ -1,9 +1,9 @@
 import { readFileSync } from "node:fs";
 import Anthropic from "@anthropic-ai/sdk";
 import OpenAI from "openai";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { countTokens, MockUpstream } from "../src/testing/mock-upstream.js";
-import { GatewayProcess } from "./gateway-process.js";
+import { describe, expect, it } from "vitest";
+import { countTokens } from "../src/testing/mock-upstream.js";
+import { openaiUpstream, useGateway } from "./use-gateway.js";
 
 /**
  * SPEC §7.8, issue 13 defect 7: a stream cut before the provider's usage came, on a model with no
@@ -20,37 +20,26 @@ const PROSE = samples
 const CLAUDE_PROSE_RATIO = 1.16;
 const CALLER = "tg_calibration_alice";
 
-let mock: MockUpstream;
-let gw: GatewayProcess;
-
-beforeAll(async () => {
-  mock = await MockUpstream.start();
-  gw = await GatewayProcess.start(
-    {
-      store: "memory:",
-      providers: {
-        anth: { type: "anthropic", base_url: mock.url, api_key: "env:UPSTREAM_KEY" },
-        compat: { type: "openai", base_url: `${mock.url}/v1`, api_key: "env:UPSTREAM_KEY" },
-      },
-      models: {
-        sonnet: { provider: "anth", upstream: "claude-sonnet-4-20250514" },
-        flash: { provider: "compat", upstream: "gemini-2.5-flash", price: { input: 0.3, output: 2.5 } },
-      },
-      plans: { free: { models: ["sonnet", "flash"], budget: { daily: 10 } } },
-      keys: [{ key: CALLER, user: "alice", plan: "free" }],
-      routes: {
-        chat: { path: "/chat", plans: ["free"], default_model: "sonnet", input: { max_output_tokens: 4000, max_prompt_chars: 100_000 } },
-        capped: { path: "/capped", plans: ["free"], default_model: "flash", input: { max_output_tokens: 60 } },
-      },
+const { gw, mock } = useGateway({
+  config: (mock) => ({
+    store: "memory:",
+    providers: {
+      anth: { type: "anthropic", base_url: mock.url, api_key: "env:UPSTREAM_KEY" },
+      compat: openaiUpstream(mock, "env:UPSTREAM_KEY"),
     },
-    { UPSTREAM_KEY: "sk-upstream-calibration" },
-  );
+    models: {
+      sonnet: { provider: "anth", upstream: "claude-sonnet-4-20250514" },
+      flash: { provider: "compat", upstream: "gemini-2.5-flash", price: { input: 0.3, output: 2.5 } },
+    },
+    plans: { free: { models: ["sonnet", "flash"], budget: { daily: 10 } } },
+    keys: [{ key: CALLER, user: "alice", plan: "free" }],
+    routes: {
+      chat: { path: "/chat", plans: ["free"], default_model: "sonnet", input: { max_output_tokens: 4000, max_prompt_chars: 100_000 } },
+      capped: { path: "/capped", plans: ["free"], default_model: "flash", input: { max_output_tokens: 60 } },
+    },
+  }),
+  env: { UPSTREAM_KEY: "sk-upstream-calibration" },
 });
-afterAll(async () => {
-  await gw?.stop();
-  await mock?.close();
-});
-beforeEach(() => mock.reset());
 
 describe("a cut stream on a model without an OpenAI tokenizer", () => {
   it("Claude, cut by the client: charged close to Claude's count of what it delivered, not its bytes", async () => {

@@ -1,47 +1,36 @@
 import OpenAI from "openai";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { countTokens, MockUpstream } from "../src/testing/mock-upstream.js";
-import { GatewayProcess } from "./gateway-process.js";
+import { describe, expect, it } from "vitest";
+import { countTokens } from "../src/testing/mock-upstream.js";
+import { openaiUpstream, useGateway } from "./use-gateway.js";
 
 const UPSTREAM_KEY = "sk-upstream-embeddings-SECRET";
 const CALLER = "tg_embed_alice";
 const BROKE = "tg_embed_bob_broke";
 
-let mock: MockUpstream;
-let gw: GatewayProcess;
-
-beforeAll(async () => {
-  mock = await MockUpstream.start();
-  gw = await GatewayProcess.start(
-    {
-      store: "memory:",
-      providers: { up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "env:UPSTREAM_KEY" } },
-      models: {
-        // An output price no embedding model has: a reservation that held output tokens would show it.
-        "text-embedding-3-small": { provider: "up", price: { input: 0.02, output: 1 } },
-        "gpt-4o-mini": { provider: "up" },
-      },
-      plans: { free: { models: ["text-embedding-3-small"], budget: { daily: 1 } }, broke: { models: ["text-embedding-3-small"], budget: { daily: 0 } } },
-      keys: [
-        { key: CALLER, user: "alice", plan: "free" },
-        { key: BROKE, user: "bob", plan: "broke" },
-      ],
-      routes: {
-        embed: { path: "/embed", plans: ["free", "broke"], default_model: "text-embedding-3-small", input: { max_embedding_inputs: 3 } },
-        chat: { path: "/chat", plans: ["free"], endpoints: ["chat_completions", "messages"] },
-      },
+const { gw, mock } = useGateway({
+  config: (mock) => ({
+    store: "memory:",
+    providers: { up: openaiUpstream(mock, "env:UPSTREAM_KEY") },
+    models: {
+      // An output price no embedding model has: a reservation that held output tokens would show it.
+      "text-embedding-3-small": { provider: "up", price: { input: 0.02, output: 1 } },
+      "gpt-4o-mini": { provider: "up" },
     },
-    { UPSTREAM_KEY },
-  );
+    plans: { free: { models: ["text-embedding-3-small"], budget: { daily: 1 } }, broke: { models: ["text-embedding-3-small"], budget: { daily: 0 } } },
+    keys: [
+      { key: CALLER, user: "alice", plan: "free" },
+      { key: BROKE, user: "bob", plan: "broke" },
+    ],
+    routes: {
+      embed: { path: "/embed", plans: ["free", "broke"], default_model: "text-embedding-3-small", input: { max_embedding_inputs: 3 } },
+      chat: { path: "/chat", plans: ["free"], endpoints: ["chat_completions", "messages"] },
+    },
+  }),
+  env: { UPSTREAM_KEY },
 });
-afterAll(async () => {
-  await gw?.stop();
-  await mock?.close();
-});
-beforeEach(() => mock.reset());
 
 const client = (opts: { apiKey?: string; path?: string } = {}) => new OpenAI({ baseURL: `${gw.url}${opts.path ?? "/embed"}/v1`, apiKey: opts.apiKey ?? CALLER, maxRetries: 0 });
-const recordOf = (response: Response) => gw.recordFor(response.headers.get("x-tollgate-request-id"));
+const recordOf = (response: Response) => gw.recordOf(response);
 
 describe("embeddings: served and metered", () => {
   it("serves embeddings.create (base64, as the SDK asks) and records input tokens only", async () => {
@@ -116,18 +105,17 @@ describe("embeddings: refusals reach the SDK as its typed errors", () => {
 });
 
 describe("embeddings: the simulated provider", () => {
-  let sim: GatewayProcess;
-  beforeAll(async () => {
-    sim = await GatewayProcess.start({
+  const { gw: sim } = useGateway({
+    upstream: false,
+    config: {
       store: "memory:",
       providers: { sim: { type: "simulated" } },
       models: { "text-embedding-3-small": { provider: "sim", price: { input: 0.02, output: 0 } } },
       plans: { free: { models: ["text-embedding-3-small"] } },
       keys: [{ key: CALLER, user: "alice", plan: "free" }],
       routes: { embed: { path: "/embed", plans: ["free"] } },
-    });
+    },
   });
-  afterAll(() => sim?.stop());
 
   it("answers in base64 and float alike, deterministically, with realistic usage", async () => {
     const simClient = new OpenAI({ baseURL: `${sim.url}/embed/v1`, apiKey: CALLER, maxRetries: 0 });

@@ -50,7 +50,7 @@ export class GatewayProcess {
       const timer = setTimeout(() => {
         child.kill("SIGKILL");
         reject(new Error(`gateway did not start:\n${gw.stderr}`));
-      }, 15_000);
+      }, 30_000);
       const check = () => {
         const m = /tollgate listening on (http:\/\/\S+)/.exec(gw.stdout);
         if (m) {
@@ -78,7 +78,6 @@ export class GatewayProcess {
     return this.records;
   }
 
-  /** Waits for the usage record of one request (records are printed just after the response). */
   /**
    * Waits until the records stand for `n` requests: past server.max_refusal_records_per_s a
    * summary record carries `count` refusals, written once its second is over.
@@ -93,7 +92,13 @@ export class GatewayProcess {
     return this.records;
   }
 
-  async recordFor(requestId: string | null, timeoutMs = 5_000) {
+  /** The usage record of the request a response answered (by its x-tollgate-request-id). */
+  recordOf(response: { headers: Headers }, timeoutMs = 5_000): Promise<UsageRecord> {
+    return this.recordFor(response.headers.get("x-tollgate-request-id"), timeoutMs);
+  }
+
+  /** Waits for the usage record of one request (records are printed just after the response). */
+  async recordFor(requestId: string | null, timeoutMs = 5_000): Promise<UsageRecord> {
     const start = Date.now();
     for (;;) {
       const rec = this.records.find((r) => r.request_id === requestId);

@@ -1,35 +1,21 @@
 import OpenAI from "openai";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { MockUpstream } from "../src/testing/mock-upstream.js";
-import { GatewayProcess } from "./gateway-process.js";
+import { describe, expect, it } from "vitest";
+import { openaiUpstream, useGateway } from "./use-gateway.js";
 
 const UPSTREAM_KEY = "sk-upstream-SECRET-do-not-leak-42";
 const CALLER_KEY = "tg_test_alice_key";
 
-let mock: MockUpstream;
-let gw: GatewayProcess;
-
-beforeAll(async () => {
-  mock = await MockUpstream.start();
-  gw = await GatewayProcess.start(
-    {
-      store: "memory:",
-      providers: { up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "env:UPSTREAM_KEY" } },
-      models: { "gpt-4o-mini": { provider: "up" }, "house-model": { provider: "up", upstream: "house-v2", price: { input: 0.5, output: 1.5 } } },
-      plans: { free: { models: ["gpt-4o-mini", "house-model"], budget: { daily: 1 } } },
-      keys: [{ key: CALLER_KEY, user: "alice", plan: "free" }],
-      routes: { chat: { path: "/chat", plans: ["free"], default_model: "gpt-4o-mini", input: { max_output_tokens: 50 } } },
-    },
-    { UPSTREAM_KEY },
-  );
+const { gw, mock } = useGateway({
+  config: (mock) => ({
+    store: "memory:",
+    providers: { up: openaiUpstream(mock, "env:UPSTREAM_KEY") },
+    models: { "gpt-4o-mini": { provider: "up" }, "house-model": { provider: "up", upstream: "house-v2", price: { input: 0.5, output: 1.5 } } },
+    plans: { free: { models: ["gpt-4o-mini", "house-model"], budget: { daily: 1 } } },
+    keys: [{ key: CALLER_KEY, user: "alice", plan: "free" }],
+    routes: { chat: { path: "/chat", plans: ["free"], default_model: "gpt-4o-mini", input: { max_output_tokens: 50 } } },
+  }),
+  env: { UPSTREAM_KEY },
 });
-
-afterAll(async () => {
-  await gw?.stop();
-  await mock?.close();
-});
-
-beforeEach(() => mock.reset());
 
 const client = (apiKey = CALLER_KEY) => new OpenAI({ baseURL: `${gw.url}/chat/v1`, apiKey, maxRetries: 0 });
 

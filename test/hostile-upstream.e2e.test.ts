@@ -1,10 +1,10 @@
 import Anthropic from "@anthropic-ai/sdk";
 import OpenAI from "openai";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { catalogPrice, costOf, configPrice } from "../src/core/metering/prices.js";
 import type { UsageRecord } from "../src/core/usage-record.js";
-import { MockUpstream, type MockBehavior } from "../src/testing/mock-upstream.js";
-import { GatewayProcess } from "./gateway-process.js";
+import { type MockBehavior } from "../src/testing/mock-upstream.js";
+import { openaiUpstream, useGateway } from "./use-gateway.js";
 
 /**
  * Upstreams that misbehave on purpose (SPEC §5.2, §6, §7.8): an error object in a 200 answer that
@@ -19,43 +19,34 @@ const TIGHT = "tg_hostile_tight";
 const CLAMP = 100;
 const HOUSE_PRICE = { input: 1, output: 2 };
 
-let mock: MockUpstream;
-let gw: GatewayProcess;
-
-beforeAll(async () => {
-  mock = await MockUpstream.start();
-  gw = await GatewayProcess.start(
-    {
-      store: "memory:",
-      server: { idle_timeout: "1s" },
-      providers: {
-        up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "env:UPSTREAM_KEY" },
-        anth: { type: "anthropic", base_url: mock.url, api_key: "env:UPSTREAM_KEY" },
-      },
-      models: {
-        house: { provider: "up", upstream: "gpt-4o-mini", price: HOUSE_PRICE },
-        premium: { provider: "up", upstream: "gpt-4o", price: { input: 2.5, output: 10 } },
-        claude: { provider: "anth", upstream: "claude-haiku-4-5", price: HOUSE_PRICE },
-        embed: { provider: "up", upstream: "text-embedding-3-small", price: { input: 0.02, output: 0 } },
-      },
-      plans: {
-        free: { models: ["house", "premium", "claude", "embed"], budget: { daily: 10 } },
-        // About four reservations of a short prompt with 100 output tokens at $1/$2 per 1M.
-        tight: { models: ["house", "claude", "embed"], budget: { daily: 0.001 } },
-      },
-      keys: [
-        { key: CALLER, user: "alice", plan: "free" },
-        { key: TIGHT, user: "tina", plan: "tight" },
-        ...Object.keys(bodies).map((_, i) => ({ key: `${TIGHT}_${i}`, user: `tight-${i}`, plan: "tight" })),
-      ],
-      routes: { api: { path: "/api", plans: ["free", "tight"], default_model: "house", input: { max_output_tokens: CLAMP } } },
+const { gw, mock } = useGateway({
+  config: (mock) => ({
+    store: "memory:",
+    server: { idle_timeout: "1s" },
+    providers: {
+      up: openaiUpstream(mock, "env:UPSTREAM_KEY"),
+      anth: { type: "anthropic", base_url: mock.url, api_key: "env:UPSTREAM_KEY" },
     },
-    { UPSTREAM_KEY },
-  );
-});
-afterAll(async () => {
-  await gw?.stop();
-  await mock?.close();
+    models: {
+      house: { provider: "up", upstream: "gpt-4o-mini", price: HOUSE_PRICE },
+      premium: { provider: "up", upstream: "gpt-4o", price: { input: 2.5, output: 10 } },
+      claude: { provider: "anth", upstream: "claude-haiku-4-5", price: HOUSE_PRICE },
+      embed: { provider: "up", upstream: "text-embedding-3-small", price: { input: 0.02, output: 0 } },
+    },
+    plans: {
+      free: { models: ["house", "premium", "claude", "embed"], budget: { daily: 10 } },
+      // About four reservations of a short prompt with 100 output tokens at $1/$2 per 1M.
+      tight: { models: ["house", "claude", "embed"], budget: { daily: 0.001 } },
+    },
+    keys: [
+      { key: CALLER, user: "alice", plan: "free" },
+      { key: TIGHT, user: "tina", plan: "tight" },
+      ...Object.keys(bodies).map((_, i) => ({ key: `${TIGHT}_${i}`, user: `tight-${i}`, plan: "tight" })),
+    ],
+    routes: { api: { path: "/api", plans: ["free", "tight"], default_model: "house", input: { max_output_tokens: CLAMP } } },
+  }),
+  env: { UPSTREAM_KEY },
+  upstream: { reset: false },
 });
 afterEach(() => {
   mock.reset();

@@ -3,14 +3,12 @@ import OpenAI from "openai";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { MockUpstream } from "../src/testing/mock-upstream.js";
-import { GatewayProcess, runCli } from "./gateway-process.js";
+import { describe, expect, it } from "vitest";
+import { runCli } from "./gateway-process.js";
+import { useGateway } from "./use-gateway.js";
 
 const JWT_SECRET = "a-test-secret-that-is-long-enough-for-hs256!";
 const ADMIN = "admin-secret-for-tests";
-let mock: MockUpstream;
-let gw: GatewayProcess;
 
 const config = (upstream: string, store: string) => ({
   store,
@@ -33,15 +31,7 @@ const config = (upstream: string, store: string) => ({
   },
 });
 
-beforeAll(async () => {
-  mock = await MockUpstream.start();
-  gw = await GatewayProcess.start(config(mock.url, `sqlite:${join(mkdtempSync(join(tmpdir(), "tg-id-")), "t.db")}`));
-});
-afterAll(async () => {
-  await gw?.stop();
-  await mock?.close();
-});
-beforeEach(() => mock.reset());
+const { gw, mock } = useGateway({ config: (mock) => config(mock.url, `sqlite:${join(mkdtempSync(join(tmpdir(), "tg-id-")), "t.db")}`) });
 
 function chat(route: string, headers: Record<string, string> = {}, body: object = {}) {
   return fetch(`${gw.url}/${route}/v1/chat/completions`, {

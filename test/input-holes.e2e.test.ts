@@ -1,12 +1,11 @@
 import express from "express";
 import type { Server } from "node:http";
 import OpenAI from "openai";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTollgate, type Tollgate } from "../src/index.js";
 import "../src/entry/express.js";
 import "../src/entry/fetch.js";
-import { MockUpstream } from "../src/testing/mock-upstream.js";
-import { GatewayProcess } from "./gateway-process.js";
+import { useGateway } from "./use-gateway.js";
 
 /**
  * The smaller holes of issue 13 (defect 8): unusable credentials served as anonymous, oversized
@@ -17,8 +16,6 @@ import { GatewayProcess } from "./gateway-process.js";
 
 const KEY = "tg_holes_alice";
 
-let mock: MockUpstream;
-let gw: GatewayProcess;
 let tg: Tollgate;
 let app: Server;
 let appUrl = "";
@@ -40,9 +37,9 @@ const config = (upstream: string) => ({
   },
 });
 
+const { gw, mock } = useGateway({ config: (mock) => config(mock.url) });
+// The library's adapters on the same config, in this process.
 beforeAll(async () => {
-  mock = await MockUpstream.start();
-  gw = await GatewayProcess.start(config(mock.url));
   tg = await createTollgate({ config: config(mock.url) });
   webHandler = tg.fetch(() => Response.json({ ok: true }), { route: "open" });
   const server = express();
@@ -53,12 +50,9 @@ beforeAll(async () => {
   appUrl = `http://127.0.0.1:${(app.address() as { port: number }).port}`;
 });
 afterAll(async () => {
-  await gw?.stop();
-  await mock?.close();
   if (app) await new Promise((r) => app.close(r));
   await tg?.close();
 });
-beforeEach(() => mock.reset());
 
 function chat(route: string, headers: Record<string, string> = {}, body: string = JSON.stringify({ messages: [{ role: "user", content: "hi" }] })) {
   return fetch(`${gw.url}/${route}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body });

@@ -1,18 +1,13 @@
 import { connect } from "node:net";
 import OpenAI from "openai";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { MockUpstream } from "../src/testing/mock-upstream.js";
-import { GatewayProcess } from "./gateway-process.js";
+import { describe, expect, it } from "vitest";
+import { openaiUpstream, useGateway } from "./use-gateway.js";
 
-let mock: MockUpstream;
-let gw: GatewayProcess;
-
-beforeAll(async () => {
-  mock = await MockUpstream.start();
-  gw = await GatewayProcess.start({
+const { gw, mock } = useGateway({
+  config: (mock) => ({
     store: "memory:",
     server: { max_body_bytes: 1_048_576 },
-    providers: { up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "sk-up" } },
+    providers: { up: openaiUpstream(mock) },
     models: { "gpt-4o-mini": { provider: "up" } },
     plans: { free: { models: ["gpt-4o-mini"] } },
     keys: [{ key: "tg_in", user: "ina", plan: "free" }],
@@ -25,13 +20,8 @@ beforeAll(async () => {
       },
       strict: { path: "/strict", plans: ["free"], default_model: "gpt-4o-mini", input: { max_output_tokens: 800, on_excess_output_tokens: "reject" } },
     },
-  });
+  }),
 });
-afterAll(async () => {
-  await gw?.stop();
-  await mock?.close();
-});
-beforeEach(() => mock.reset());
 
 const user = (content: unknown) => ({ messages: [{ role: "user", content }] });
 async function post(body: unknown, route = "chat", init: RequestInit = {}) {

@@ -1,18 +1,13 @@
 import OpenAI from "openai";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { QuotaReport } from "../src/core/quota-report.js";
-import { MockUpstream } from "../src/testing/mock-upstream.js";
-import { GatewayProcess } from "./gateway-process.js";
+import { openaiUpstream, useGateway } from "./use-gateway.js";
 
 /** GET {path}/v1/me: the caller's own budgets and limits, so an app can show what is left. */
-let mock: MockUpstream;
-let gw: GatewayProcess;
-
-beforeAll(async () => {
-  mock = await MockUpstream.start();
-  gw = await GatewayProcess.start({
+const { gw, mock } = useGateway({
+  config: (mock) => ({
     store: "memory:",
-    providers: { up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "sk-up" } },
+    providers: { up: openaiUpstream(mock) },
     models: { "gpt-4o-mini": { provider: "up" } },
     plans: { anonymous: { models: ["gpt-4o-mini"], budget: { daily: 0.01 } }, free: { models: ["gpt-4o-mini"], budget: { daily: 0.5, monthly: 5 } },
       // India has one offset all year (UTC+05:30, no DST): its midnight is plain arithmetic here.
@@ -31,11 +26,8 @@ beforeAll(async () => {
         ],
       },
     },
-  });
-});
-afterAll(async () => {
-  await gw?.stop();
-  await mock?.close();
+  }),
+  upstream: { reset: false },
 });
 
 describe("GET /v1/me", () => {

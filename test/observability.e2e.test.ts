@@ -1,9 +1,9 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { MockUpstream } from "../src/testing/mock-upstream.js";
-import { GatewayProcess, runCli } from "./gateway-process.js";
+import { beforeAll, describe, expect, it } from "vitest";
+import { runCli } from "./gateway-process.js";
+import { openaiUpstream, useGateway } from "./use-gateway.js";
 
 /** Every secret of this gateway: none may appear in any output but the one response that creates a key. */
 const SECRETS = {
@@ -18,22 +18,19 @@ const createdKeys: string[] = [];
 /** Everything tollgate said during the test that is not a usage line, collected for the secret grep. */
 const said: string[] = [];
 
-let mock: MockUpstream;
-let gw: GatewayProcess;
-let configPath: string;
-
-beforeAll(async () => {
-  mock = await MockUpstream.start();
-  // A provider that, asked to, echoes the credentials it was sent, as some do in their errors.
-  mock.setBehavior((req) =>
-    req.body?.messages?.[0]?.content === "leak" ? { status: 401, errorBody: JSON.stringify({ error: { message: `Incorrect API key provided: ${req.headers.authorization}` } }) } : {},
-  );
-  const dir = mkdtempSync(join(tmpdir(), "tollgate-obs-"));
-  gw = await GatewayProcess.start({
-    store: `sqlite:${join(dir, "t.db")}`,
+const { gw, mock } = useGateway({
+  upstream: {
+    reset: false,
+    // A provider that, asked to, echoes the credentials it was sent, as some do in their errors.
+    behavior: (req) =>
+      req.body?.messages?.[0]?.content === "leak" ? { status: 401, errorBody: JSON.stringify({ error: { message: `Incorrect API key provided: ${req.headers.authorization}` } }) } : {},
+  },
+  env: { OBS_ADMIN_KEY: SECRETS.admin, OBS_PROVIDER_KEY: SECRETS.provider },
+  config: (mock) => ({
+    store: `sqlite:${join(mkdtempSync(join(tmpdir(), "tollgate-obs-")), "t.db")}`,
     admin_key: "env:OBS_ADMIN_KEY",
     server: { trust_proxy: 1 },
-    providers: { up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "env:OBS_PROVIDER_KEY" } },
+    providers: { up: openaiUpstream(mock, "env:OBS_PROVIDER_KEY") },
     models: { "gpt-4o-mini": { provider: "up" }, "gpt-4o": { provider: "up" } },
     plans: { free: { models: ["gpt-4o-mini"], budget: { daily: 1 } }, pro: { models: ["gpt-4o-mini", "gpt-4o"], budget: { daily: 5 } } },
     keys: [
@@ -47,13 +44,11 @@ beforeAll(async () => {
       tight: { path: "/tight", plans: ["free", "pro"], limits: [{ per: "user", requests: 2, window: "1m" }] },
     },
     abuse: { downgrade_at: 50, block_at: 100 },
-  }, { OBS_ADMIN_KEY: SECRETS.admin, OBS_PROVIDER_KEY: SECRETS.provider });
-  configPath = gw.configPath;
+  }),
 });
-
-afterAll(async () => {
-  await gw?.stop();
-  await mock?.close();
+let configPath: string;
+beforeAll(() => {
+  configPath = gw.configPath;
 });
 
 interface Ask {

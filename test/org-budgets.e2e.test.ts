@@ -2,35 +2,27 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI from "openai";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { QuotaReport } from "../src/core/quota-report.js";
-import { MockUpstream } from "../src/testing/mock-upstream.js";
-import { RedisServer } from "../src/testing/redis-server.js";
 import { testEngine } from "../src/testing/test-engine.js";
 import { RedisStore } from "../src/stores/redis.js";
 import { GatewayProcess } from "./gateway-process.js";
+import { openaiUpstream, useGateways, useRedis, useUpstream } from "./use-gateway.js";
 
 /**
  * Budget levels reserved in one atomic step: an org's budget is shared by its callers (keys with
  * `org:`, a service key's x-tollgate-org), on top of each user's plan budget and each key's own.
  * No level is skipped because another exists.
  */
-let mock: MockUpstream;
-const gateways: GatewayProcess[] = [];
-beforeAll(async () => {
-  mock = await MockUpstream.start();
-});
-afterAll(async () => {
-  await Promise.all(gateways.map((g) => g.stop()));
-  await mock?.close();
-});
+const mock = useUpstream({ reset: false });
+const gateways = useGateways({ after: "all" });
 
 const micros = (usd: number) => Math.round(usd * 1e6);
 
 function config(store: string) {
   return {
     store,
-    providers: { up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "sk-up" } },
+    providers: { up: openaiUpstream(mock) },
     // $1 per 1M tokens both ways: a call costs a few tens of micro-dollars.
     models: { house: { provider: "up", price: { input: 1, output: 1 } } },
     plans: { free: { models: ["house"], budget: { daily: 0.0004 } }, pro: { models: ["house"], budget: { daily: 1 } } },
@@ -100,11 +92,7 @@ describe.each([
 });
 
 describe("an org of four callers on Redis, two gateway processes sharing one redis-server", () => {
-  let redis: RedisServer;
-  beforeAll(async () => {
-    redis = await RedisServer.start();
-  }, 30_000);
-  afterAll(() => redis?.dispose());
+  const redis = useRedis();
 
   it("200 concurrent requests spread over both processes never overdraw the org, any user's plan budget or dan's key budget", async () => {
     const [one, two] = await Promise.all([GatewayProcess.start(config(redis.url(1))), GatewayProcess.start(config(redis.url(1)))]);

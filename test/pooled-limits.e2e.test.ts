@@ -1,22 +1,17 @@
 import OpenAI from "openai";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { MockUpstream } from "../src/testing/mock-upstream.js";
-import { GatewayProcess } from "./gateway-process.js";
+import { describe, expect, it } from "vitest";
+import { openaiUpstream, useGateway } from "./use-gateway.js";
 
 /**
  * Pooled limits: `per: plan` (every caller of a plan shares one counter, optionally only the
  * plans a limit names) and `per: network` (an IPv4 /24 or IPv6 /48). A flood from many anonymous
  * addresses exhausts the anonymous pool without touching paying users.
  */
-let mock: MockUpstream;
-let gw: GatewayProcess;
-
-beforeAll(async () => {
-  mock = await MockUpstream.start();
-  gw = await GatewayProcess.start({
+const { gw, mock } = useGateway({
+  config: (mock) => ({
     store: "memory:",
     server: { trust_proxy: 1 },
-    providers: { up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "sk-up" } },
+    providers: { up: openaiUpstream(mock) },
     models: { "gpt-4o-mini": { provider: "up" } },
     plans: { anonymous: { models: ["gpt-4o-mini"] }, pro: { models: ["gpt-4o-mini"] } },
     keys: [{ key: "tg_pro", user: "payer", plan: "pro" }],
@@ -34,11 +29,8 @@ beforeAll(async () => {
         limits: [{ per: "network", requests: 3, window: "1m" }],
       },
     },
-  });
-});
-afterAll(async () => {
-  await gw?.stop();
-  await mock?.close();
+  }),
+  upstream: { reset: false },
 });
 
 function client(route: string, ip: string, apiKey = "") {

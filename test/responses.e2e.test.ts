@@ -1,47 +1,37 @@
 import OpenAI from "openai";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { UsageRecord } from "../src/core/usage-record.js";
-import { countPromptTokens, countTokens, MockUpstream } from "../src/testing/mock-upstream.js";
+import { countPromptTokens, countTokens } from "../src/testing/mock-upstream.js";
 import { GatewayProcess } from "./gateway-process.js";
+import { openaiUpstream, useGateway } from "./use-gateway.js";
 
 const UPSTREAM_KEY = "sk-upstream-responses-SECRET";
 const CALLER = "tg_responses_alice";
 const BROKE = "tg_responses_bob_broke";
 
-let mock: MockUpstream;
-let gw: GatewayProcess;
-
-beforeAll(async () => {
-  mock = await MockUpstream.start();
-  gw = await GatewayProcess.start(
-    {
-      store: "memory:",
-      providers: { up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "env:UPSTREAM_KEY" } },
-      models: { "gpt-4o-mini": { provider: "up" } },
-      plans: { free: { models: ["gpt-4o-mini"], budget: { daily: 1 } }, broke: { models: ["gpt-4o-mini"], budget: { daily: 0.00001 } } },
-      keys: [
-        { key: CALLER, user: "alice", plan: "free" },
-        { key: BROKE, user: "bob", plan: "broke" },
-      ],
-      routes: {
-        chat: { path: "/chat", plans: ["free", "broke"], default_model: "gpt-4o-mini", input: { max_output_tokens: 50 } },
-        stored: { path: "/stored", plans: ["free"], default_model: "gpt-4o-mini", input: { max_output_tokens: 50, stored_state: "allow" } },
-        limited: { path: "/limited", plans: ["free"], default_model: "gpt-4o-mini", limits: [{ per: "user", requests: 1, window: "1m" }] },
-        anthropic_only: { path: "/anth", plans: ["free"], endpoints: ["messages"] },
-      },
+const { gw, mock } = useGateway({
+  config: (mock) => ({
+    store: "memory:",
+    providers: { up: openaiUpstream(mock, "env:UPSTREAM_KEY") },
+    models: { "gpt-4o-mini": { provider: "up" } },
+    plans: { free: { models: ["gpt-4o-mini"], budget: { daily: 1 } }, broke: { models: ["gpt-4o-mini"], budget: { daily: 0.00001 } } },
+    keys: [
+      { key: CALLER, user: "alice", plan: "free" },
+      { key: BROKE, user: "bob", plan: "broke" },
+    ],
+    routes: {
+      chat: { path: "/chat", plans: ["free", "broke"], default_model: "gpt-4o-mini", input: { max_output_tokens: 50 } },
+      stored: { path: "/stored", plans: ["free"], default_model: "gpt-4o-mini", input: { max_output_tokens: 50, stored_state: "allow" } },
+      limited: { path: "/limited", plans: ["free"], default_model: "gpt-4o-mini", limits: [{ per: "user", requests: 1, window: "1m" }] },
+      anthropic_only: { path: "/anth", plans: ["free"], endpoints: ["messages"] },
     },
-    { UPSTREAM_KEY },
-  );
+  }),
+  env: { UPSTREAM_KEY },
 });
-afterAll(async () => {
-  await gw?.stop();
-  await mock?.close();
-});
-beforeEach(() => mock.reset());
 
 const client = (opts: { apiKey?: string; path?: string } = {}) => new OpenAI({ baseURL: `${gw.url}${opts.path ?? "/chat"}/v1`, apiKey: opts.apiKey ?? CALLER, maxRetries: 0 });
 const ask = { model: "gpt-4o-mini", input: "Say hello", max_output_tokens: 100000 };
-const recordOf = (response: Response) => gw.recordFor(response.headers.get("x-tollgate-request-id"));
+const recordOf = (response: Response) => gw.recordOf(response);
 /** The first usage record that matches; for the stream helper, which does not expose the HTTP response. */
 async function recordWhere(g: GatewayProcess, match: (r: UsageRecord) => boolean): Promise<UsageRecord> {
   for (let waited = 0; waited < 5_000; waited += 10) {

@@ -1,15 +1,10 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { MockUpstream } from "../src/testing/mock-upstream.js";
-import { GatewayProcess } from "./gateway-process.js";
+import { describe, expect, it } from "vitest";
+import { openaiUpstream, useGateway } from "./use-gateway.js";
 
-let mock: MockUpstream;
-let gw: GatewayProcess;
-
-beforeAll(async () => {
-  mock = await MockUpstream.start();
-  gw = await GatewayProcess.start({
+const { gw, mock } = useGateway({
+  config: (mock) => ({
     store: "memory:",
-    providers: { up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "sk-up" } },
+    providers: { up: openaiUpstream(mock) },
     models: { "gpt-4o-mini": { provider: "up" } },
     plans: { free: { models: ["gpt-4o-mini"] } },
     keys: [
@@ -21,13 +16,8 @@ beforeAll(async () => {
       agent: { path: "/agent", plans: ["free"], default_model: "gpt-4o-mini", runs: { per: "user", max: 3, window: "1d", max_steps: 5, max_tool_calls: 5, max_usd: 0.0005 } },
       slow: { path: "/slow", plans: ["free"], default_model: "gpt-4o-mini", runs: { max_steps: 100, max_duration: "2s" } },
     },
-  });
+  }),
 });
-afterAll(async () => {
-  await gw?.stop();
-  await mock?.close();
-});
-beforeEach(() => mock.reset());
 
 async function step(key: string, run?: string, body: object = {}, route = "agent") {
   const res = await fetch(`${gw.url}/${route}/v1/chat/completions`, {

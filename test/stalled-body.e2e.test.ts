@@ -1,33 +1,25 @@
 import { connect, type Socket } from "node:net";
 import OpenAI from "openai";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { MockUpstream } from "../src/testing/mock-upstream.js";
-import { GatewayProcess } from "./gateway-process.js";
+import { describe, expect, it } from "vitest";
+import { openaiUpstream, useGateway } from "./use-gateway.js";
 
 /**
  * SPEC §7.8: a request whose body never arrives holds no quota. An anonymous caller opening
  * sockets that send headers and `{` and then stall must not keep a paying user at 429.
  */
-let mock: MockUpstream;
-let gw: GatewayProcess;
-
-beforeAll(async () => {
-  mock = await MockUpstream.start();
-  gw = await GatewayProcess.start({
+const { gw, mock } = useGateway({
+  config: (mock) => ({
     store: "memory:",
     server: { body_timeout: "2s" },
-    providers: { up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "sk-up" } },
+    providers: { up: openaiUpstream(mock) },
     models: { "gpt-4o-mini": { provider: "up" } },
     plans: { anonymous: { models: ["gpt-4o-mini"] }, pro: { models: ["gpt-4o-mini"] } },
     keys: [{ key: "tg_paying", user: "payer", plan: "pro" }],
     routes: {
       chat: { path: "/chat", plans: ["anonymous", "pro"], default_model: "gpt-4o-mini", limits: [{ per: "route", requests: 3, window: "1m" }] },
     },
-  });
-});
-afterAll(async () => {
-  await gw?.stop();
-  await mock?.close();
+  }),
+  upstream: { reset: false },
 });
 
 /** Sends the headers and the first byte of a 200-byte body, then nothing: the socket stays open. */
