@@ -1,10 +1,9 @@
 import OpenAI, { APIError } from "openai";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { Challenge } from "altcha-lib";
-import { MockUpstream } from "../src/testing/mock-upstream.js";
-import { RedisServer } from "../src/testing/redis-server.js";
 import { solveChallengeHeader } from "../src/testing/solve-challenge.js";
 import { GatewayProcess } from "./gateway-process.js";
+import { openaiUpstream, useGateways, useRedis, useUpstream } from "./use-gateway.js";
 
 /**
  * The proof-of-work gate through the real gateway and the official OpenAI SDK: an anonymous
@@ -12,24 +11,14 @@ import { GatewayProcess } from "./gateway-process.js";
  * challenge, solves it (altcha-lib, as the browser page does) and is served; the same solution a
  * second time is refused — also by another gateway process sharing the Redis store.
  */
-let mock: MockUpstream;
-beforeAll(async () => {
-  mock = await MockUpstream.start();
-});
-afterAll(async () => {
-  await mock?.close();
-});
-const gateways: GatewayProcess[] = [];
-afterEach(async () => {
-  await Promise.all(gateways.splice(0).map((g) => g.stop()));
-  mock.reset();
-});
+const mock = useUpstream();
+const gateways = useGateways({ after: "each" });
 
 function config(store: string) {
   return {
     store,
     server: { trust_proxy: 1 },
-    providers: { up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "sk-up" } },
+    providers: { up: openaiUpstream(mock) },
     models: { "gpt-4o-mini": { provider: "up" } },
     plans: { anonymous: { models: ["gpt-4o-mini"] }, pro: { models: ["gpt-4o-mini"] } },
     keys: [{ key: "tg_pow_pro", user: "payer", plan: "pro" }],
@@ -134,13 +123,7 @@ describe("proof of work through the gateway (memory store)", () => {
 });
 
 describe("proof of work on Redis with 2 gateway processes", () => {
-  let redis: RedisServer;
-  beforeAll(async () => {
-    redis = await RedisServer.start();
-  });
-  afterAll(async () => {
-    await redis?.dispose();
-  });
+  const redis = useRedis();
 
   it("a challenge issued by one process is solved for the other; a solution accepted by one is refused by the other", { timeout: 90_000 }, async () => {
     const [a, b] = await start(redis.url(), 2);

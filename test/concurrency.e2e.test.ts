@@ -2,32 +2,23 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI from "openai";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { MockUpstream, type RecordedRequest } from "../src/testing/mock-upstream.js";
-import { RedisServer } from "../src/testing/redis-server.js";
+import { describe, expect, it } from "vitest";
+import { type RecordedRequest } from "../src/testing/mock-upstream.js";
 import { GatewayProcess } from "./gateway-process.js";
+import { openaiUpstream, useGateways, useRedis, useUpstream } from "./use-gateway.js";
 
 /**
  * Concurrency caps (`{ per: user, concurrent: N }`): in-flight requests held as leases in the
  * store, given back when a request ends and, for a process that died, when the lease runs out.
  */
-let mock: MockUpstream;
-const gateways: GatewayProcess[] = [];
-
-beforeAll(async () => {
-  mock = await MockUpstream.start();
-});
-afterAll(async () => {
-  await Promise.all(gateways.map((g) => g.stop("SIGKILL")));
-  await mock?.close();
-});
-beforeEach(() => mock.reset());
+const mock = useUpstream();
+const gateways = useGateways({ after: "all", signal: "SIGKILL" });
 
 function config(store: string, timeout = "30s") {
   return {
     store,
     server: { timeout },
-    providers: { up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "sk-up" } },
+    providers: { up: openaiUpstream(mock) },
     models: { "gpt-4o-mini": { provider: "up" } },
     plans: { free: { models: ["gpt-4o-mini"] } },
     keys: [
@@ -114,11 +105,7 @@ describe("a process killed with requests in flight", () => {
 });
 
 describe("a concurrency cap of 2 on Redis, two gateway processes sharing one redis-server", () => {
-  let redis: RedisServer;
-  beforeAll(async () => {
-    redis = await RedisServer.start();
-  }, 30_000);
-  afterAll(() => redis?.dispose());
+  const redis = useRedis();
 
   it("admits exactly 2 of 50 parallel requests spread over both processes, at no moment more than 2", async () => {
     const [one, two] = await Promise.all([GatewayProcess.start(config(redis.url(1))), GatewayProcess.start(config(redis.url(1)))]);

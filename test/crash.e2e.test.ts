@@ -4,33 +4,16 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import Database from "better-sqlite3";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { UsageRecord } from "../src/core/usage-record.js";
-import { MockUpstream } from "../src/testing/mock-upstream.js";
-import { RedisServer } from "../src/testing/redis-server.js";
 import { GatewayProcess } from "./gateway-process.js";
+import { openaiUpstream, useGateways, useRedis, useUpstream } from "./use-gateway.js";
 
-let mock: MockUpstream;
-let redis: RedisServer;
-beforeAll(async () => {
-  [mock, redis] = await Promise.all([MockUpstream.start(), RedisServer.start()]);
-});
-afterAll(async () => {
-  await mock?.close();
-  await redis?.stop();
-});
+const mock = useUpstream();
+const redis = useRedis();
 
-const gateways: GatewayProcess[] = [];
-afterEach(async () => {
-  await Promise.all(gateways.splice(0).map((g) => g.stop("SIGKILL")));
-  mock.reset();
-});
-
-async function start(config: object): Promise<GatewayProcess> {
-  const gw = await GatewayProcess.start(config);
-  gateways.push(gw);
-  return gw;
-}
+const gateways = useGateways({ after: "each", signal: "SIGKILL" });
+const start = (config: object) => gateways.start(config);
 
 const BUDGET_MICROS = 100_000;
 /** The mock streams one token per interval: 20 tokens a second. */
@@ -41,7 +24,7 @@ const TIMEOUT = "4s";
 function config(store: string) {
   return {
     store,
-    providers: { up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "sk-up-secret" } },
+    providers: { up: openaiUpstream(mock, "sk-up-secret") },
     models: { "house-model": { provider: "up", upstream: "gpt-4o-mini", price: { input: 0.5, output: 1.5 } } },
     plans: { free: { models: ["house-model"], budget: { daily: BUDGET_MICROS / 1e6 } } },
     keys: [{ key: "tg_crash_user", user: "carol", plan: "free" }],

@@ -2,38 +2,35 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { RedisStore } from "../src/stores/redis.js";
-import { MockUpstream } from "../src/testing/mock-upstream.js";
 import { RedisServer } from "../src/testing/redis-server.js";
 import { GatewayProcess, runCli } from "./gateway-process.js";
+import { openaiUpstream, useGateways, useUpstream } from "./use-gateway.js";
 
-let mock: MockUpstream;
+const mock = useUpstream();
 let redis: RedisServer;
 let admin: Redis;
 beforeAll(async () => {
-  [mock, redis] = await Promise.all([MockUpstream.start(), RedisServer.start({ persistent: true })]);
+  redis = await RedisServer.start({ persistent: true });
   admin = new Redis(redis.url());
   admin.on("error", () => {});
 });
 afterAll(async () => {
   admin?.disconnect();
   await redis?.dispose();
-  await mock?.close();
 });
-
-const gateways: GatewayProcess[] = [];
+// Hooks run in reverse: the gateways are stopped before the store is brought back and emptied.
 afterEach(async () => {
-  await Promise.all(gateways.splice(0).map((g) => g.stop("SIGKILL")));
-  mock.reset();
   if (!redis.running) await redis.restart();
   await admin.flushall();
 });
+const gateways = useGateways({ after: "each", signal: "SIGKILL" });
 
 /** house-model: $0.50 / $1.50 per 1M tokens; max_tokens 100 reserves about 160 micro-dollars. */
 function config(opts: { onStoreError?: "closed" | "open"; budget?: number; route?: object } = {}) {
   return {
     store: redis.url(),
     on_store_error: opts.onStoreError ?? "closed",
-    providers: { up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "sk-up" } },
+    providers: { up: openaiUpstream(mock) },
     models: { "house-model": { provider: "up", upstream: "gpt-4o-mini", price: { input: 0.5, output: 1.5 } } },
     plans: { free: { models: ["house-model"], budget: { daily: opts.budget ?? 100 } } },
     keys: [{ key: "tg_redis_user", user: "carol", plan: "free" }],

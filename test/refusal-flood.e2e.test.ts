@@ -2,8 +2,9 @@ import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import autocannon from "autocannon";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { GatewayProcess, runCli } from "./gateway-process.js";
+import { describe, expect, it } from "vitest";
+import { runCli } from "./gateway-process.js";
+import { useGateway } from "./use-gateway.js";
 
 /**
  * SPEC §6, issue 13 defect 9: a flood of refused requests can neither fill the store nor go
@@ -29,13 +30,7 @@ const config = {
 const body = JSON.stringify({ model: "house", messages: [{ role: "user", content: "hi" }] });
 const url = () => `${gw.url}/chat/v1/chat/completions`;
 
-let gw: GatewayProcess;
-beforeAll(async () => {
-  gw = await GatewayProcess.start(config);
-});
-afterAll(async () => {
-  await gw?.stop();
-});
+const { gw } = useGateway({ config, upstream: false });
 
 /** User + system CPU of a process, in µs, from /proc. */
 function cpuMicros(pid: number): number {

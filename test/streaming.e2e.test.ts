@@ -1,30 +1,21 @@
 import { readFileSync } from "node:fs";
 import { request } from "node:http";
 import OpenAI from "openai";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { MockUpstream } from "../src/testing/mock-upstream.js";
+import { describe, expect, it } from "vitest";
 import { GatewayProcess } from "./gateway-process.js";
+import { openaiUpstream, useGateway } from "./use-gateway.js";
 
-let mock: MockUpstream;
-let gw: GatewayProcess;
-
-beforeAll(async () => {
-  mock = await MockUpstream.start();
-  gw = await GatewayProcess.start({
+const { gw, mock } = useGateway({
+  config: (mock) => ({
     store: "memory:",
     server: { timeout: "2s", idle_timeout: "1s", first_byte_timeout: "1s" },
-    providers: { up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "sk-up" } },
+    providers: { up: openaiUpstream(mock) },
     models: { "gpt-4o-mini": { provider: "up" }, o3: { provider: "up" } },
     plans: { free: { models: ["gpt-4o-mini", "o3"] } },
     keys: [{ key: "tg_stream", user: "sam", plan: "free" }],
     routes: { chat: { path: "/chat", plans: ["free"], default_model: "gpt-4o-mini", input: { max_output_tokens: 30 } } },
-  });
+  }),
 });
-afterAll(async () => {
-  await gw?.stop();
-  await mock?.close();
-});
-beforeEach(() => mock.reset());
 
 /** A raw streaming request, so the test controls exactly when the client goes away. */
 function openStream(body: object = {}) {
@@ -181,7 +172,7 @@ describe("streaming: failures and backpressure", () => {
     const big = await GatewayProcess.start({
       store: "memory:",
       server: { idle_timeout: "1s", timeout: "60s" },
-      providers: { up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "sk-up" } },
+      providers: { up: openaiUpstream(mock) },
       models: { "gpt-4o-mini": { provider: "up" } },
       plans: { free: { models: ["gpt-4o-mini"] } },
       keys: [{ key: "tg_stream", user: "sam", plan: "free" }],
