@@ -36,7 +36,7 @@ const RULES = [
   ["upstream call (provider + undici)", (f, u) => u.includes("/dist/providers/") || u.includes("/undici/")],
   ["body read + JSON.parse", (f, u) => u.includes("/gateway/body.js")],
   ["response write (JSON)", (f) => f === "sendJson" || f === "sendError"],
-  ["stream relay (pipeStream)", (f, u) => u.includes("/gateway/server.js") && ["pipeStream", "writeEvent", "writeAll", "drained"].includes(f)],
+  ["stream relay (relayStream)", (f, u) => u.includes("/gateway/stream-relay.js") || (u.includes("/gateway/server.js") && ["pipeStream", "writeEvent", "writeAll", "drained"].includes(f))],
   ["engine bookkeeping", (f, u) => u.includes("/core/engine.js") || u.includes("/core/exchange.js") || u.includes("/core/usage-record.js")],
   ["gateway routing/headers", (f, u) => u.includes("/gateway/")],
   ["node HTTP server (parse, sockets)", (f, u) => u.startsWith("node:_http") || u.startsWith("node:net") || u.startsWith("node:internal/stream_base") || u.startsWith("node:stream") || u.startsWith("node:internal/streams")],

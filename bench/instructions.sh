@@ -1,0 +1,45 @@
+#!/bin/bash
+# Instructions per request of one gateway process under valgrind's callgrind: a count that does not
+# move with what else the machine is doing, for A/B comparisons of a change (`npm run bench` gives
+# CPU µs, which a shared machine inflates by several times). Slow: ~1-3 min per run.
+#
+#   bench/instructions.sh TARGET SCENARIO [N] [WARMUP]
+#     TARGET    floor (the bare undici proxy) or a built checkout (its dist/ is served)
+#     SCENARIO  stream (50 tokens with a usage chunk) or nonstream (16 tokens)
+#     N         requests counted (200), after WARMUP requests not counted (150); 4 at a time
+#
+# Config: tollgate on the memory store with no limits (the bench's tg-nolimits).
+set -u
+TARGET=$1; SC=$2; N=${3:-200}; WARM=${4:-150}
+HERE=$(cd "$(dirname "$0")" && pwd)
+D=$(mktemp -d /tmp/tollgate-instructions.XXXX)
+MP=$((20000 + RANDOM % 20000)); GP=$((MP + 1))
+GW=""; MOCK=""
+trap 'kill $GW $MOCK 2>/dev/null' EXIT
+PORT=$MP TOKENS=$([ "$SC" = stream ] && echo 50 || echo 16) node "$HERE/fast-mock.js" > "$D/mock.log" 2>&1 & MOCK=$!
+cat > "$D/cfg.yaml" <<YAML
+server: { host: 127.0.0.1, port: 0 }
+store: "memory:"
+providers: { mock: { type: openai, base_url: "http://127.0.0.1:$MP/v1", api_key: sk-upstream-bench } }
+models: { gpt-4o-mini: { provider: mock, price: { input: 0.15, output: 0.6 } } }
+plans: { bench: { models: [gpt-4o-mini] } }
+keys: [ { key: sk-bench-mock, user: bench-user, plan: bench } ]
+routes: { main: { path: "/", plans: [bench] } }
+YAML
+CG=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$D/cg.out")
+if [ "$TARGET" = floor ]; then
+  PORT=$GP UPSTREAM=http://127.0.0.1:$MP "${CG[@]}" node "$HERE/node-floor.js" > "$D/gw.log" 2>&1 & GW=$!
+else
+  "${CG[@]}" node "$TARGET/dist/cli/main.js" serve --config "$D/cfg.yaml" --port $GP > "$D/gw.log" 2>&1 & GW=$!
+fi
+for _ in $(seq 1 600); do (echo > /dev/tcp/127.0.0.1/$GP) 2>/dev/null && break; sleep 0.5; done
+URL=http://127.0.0.1:$GP/v1/chat/completions
+node "$HERE/instructions-load.js" $URL $WARM 4 $SC || exit 1
+callgrind_control -i on $GW > /dev/null 2>&1
+node "$HERE/instructions-load.js" $URL $N 4 $SC || exit 1
+callgrind_control -i off $GW > /dev/null 2>&1
+callgrind_control -d $GW > /dev/null 2>&1
+sleep 1
+kill $GW 2>/dev/null; wait $GW 2>/dev/null
+IR=$(grep -h "^summary:\|^totals:" "$D"/cg.out* | awk '{s+=$2} END {print s}')
+echo "$TARGET $SC: $((IR / N)) instructions/request ($N requests after $WARM)"
