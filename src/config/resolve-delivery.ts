@@ -13,6 +13,9 @@ export function resolveDelivery(res: Resolution): ResolvedDelivery {
     const name = w.name ?? `webhook-${createHash("sha256").update(w.url).digest("hex").slice(0, 8)}`;
     if (names.has(name)) res.issue(`alerts.webhooks[${i}].name`, `"${name}" is taken by another webhook (or the export); give each a name of its own`);
     names.add(name);
+    // Receivers decode the same base64: one that does not round-trip would sign with other bytes than theirs.
+    const key = w.secret.slice("whsec_".length);
+    if (Buffer.from(key, "base64").toString("base64") !== key) res.issue(`alerts.webhooks[${i}].secret`, "the part after whsec_ is not valid base64 (its length must be a multiple of 4, padded with =)");
     return { name, url: w.url, secret: w.secret, events: new Set(w.events ?? ALERT_TYPES) };
   });
   const ce = raw.export?.cloudevents;
