@@ -4,6 +4,7 @@ import { configJsonSchema } from "../config/schema.js";
 import { describeConfig } from "./check.js";
 import { loadOrExit } from "./config-file.js";
 import { DEMO_CONFIG, demoBanner, generateTraffic } from "./demo.js";
+import { budgetsCommand } from "./budgets.js";
 import { keysCommand } from "./keys.js";
 import { serve } from "./serve.js";
 import { usageCommand } from "./usage.js";
@@ -20,9 +21,13 @@ Commands:
   keys create --user ID --plan PLAN [--routes a,b] [--service] [--expires ISO]
               [--org ORG] [--daily USD] [--monthly USD] [--total USD]
   keys list | keys revoke KEY_ID                manage keys in the store
-  usage [--since 24h] [--by user|route|model|ip|signal] [--top N] [--series 1h] [--json]
+  usage [--since 24h] [--by user|route|model|ip|signal|org|key] [--top N] [--series 1h] [--json]
                                                 spend and token totals from the usage records;
                                                 --series: one row per time bucket instead
+  budgets [--since 31d] [--top N] [--json]      every budget level (gateway, routes, orgs, users,
+                                                keys): limit, used, remaining, state, resets_at
+  budgets set user|ip|org|key ID [--daily USD] [--monthly USD] [--total USD] [--until ISO|2h]
+  budgets clear user|ip|org|key ID              an operator's budget override (temporary with --until)
   schema                                        print the config's JSON Schema
 
 Every command that reads the store takes --config FILE.
@@ -54,6 +59,7 @@ async function main(argv: string[]): Promise<void> {
       top: { type: "string" },
       series: { type: "string" },
       traffic: { type: "boolean" },
+      until: { type: "string" },
     },
   });
   if (!command || command === "help" || command === "--help" || command === "-h" || values.help) {
@@ -85,6 +91,8 @@ async function main(argv: string[]): Promise<void> {
       return keysCommand(loadOrExit(configFile), positionals, values);
     case "usage":
       return usageCommand(loadOrExit(configFile), values);
+    case "budgets":
+      return budgetsCommand(loadOrExit(configFile), positionals, values);
     default:
       fail(`unknown command "${command}"; see tollgate --help`);
   }

@@ -95,7 +95,7 @@ function seriesReport(
 }
 
 /** Left-aligns the first column, right-aligns the others (but a trailing bar column stays left). */
-function align(rows: string[][], lastLeft = false): string[] {
+export function align(rows: string[][], lastLeft = false): string[] {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => [...r[i]!].length)));
   const last = rows[0]!.length - 1;
   return rows.map((cells) =>

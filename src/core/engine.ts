@@ -176,6 +176,7 @@ export class Engine {
     ex.signals = [...parent.signals];
     ex.record.user = parent.record.user;
     ex.record.key_id = parent.record.key_id;
+    ex.record.org = parent.record.org;
     ex.record.plan = parent.record.plan;
     ex.record.run_id = parent.record.run_id;
     ex.record.run_step = parent.record.run_step;

@@ -33,6 +33,8 @@ export interface HeldCounter extends Counter {
   timezone?: string;
   /** For calendar budgets: when the period began (budget.burn_rate alerts). */
   startsAt?: number;
+  /** For budgets: the period they count. */
+  period?: "daily" | "monthly" | "total";
   /** For rate limits: the config limit id, for RateLimit headers. */
   limitId?: string;
   /** For budgets with a `soft` share: the spend (micro-dollars) from which the caller is under pressure. */

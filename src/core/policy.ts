@@ -1,4 +1,6 @@
 import { isIP } from "node:net";
+import type { ResolvedConfig } from "../config/resolve.js";
+import { TollgateError } from "./errors.js";
 import type { Store } from "./store.js";
 import { ipGroup, normaliseIp } from "./client-ip.js";
 import type { Identity } from "./identity.js";
@@ -77,6 +79,17 @@ export function budgetSubject(id: Identity): Subject {
   return id.kind === "anonymous" ? { kind: "ip", id: id.ipGroup } : { kind: "user", id: id.user };
 }
 
+/** Refuses (404) an override for an org the config does not define or a key no one holds. */
+export async function checkBudgetSubject(config: ResolvedConfig, store: Store, subject: BudgetSubject): Promise<void> {
+  const { kind, id } = subject;
+  if (kind === "org" && !config.orgs[id]) {
+    throw new TollgateError("not_found", `no org ${JSON.stringify(id.slice(0, 64))} under orgs: (known: ${Object.keys(config.orgs).join(", ") || "none"})`);
+  }
+  if (kind === "key" && !config.keys.some((k) => k.id === id) && !(await store.listKeys()).some((k) => k.id === id)) {
+    throw new TollgateError("not_found", `no key with id ${JSON.stringify(id.slice(0, 64))}`);
+  }
+}
+
 /**
  * Everything operators decided about this caller, in one store round trip: blocks, and the budget
  * overrides of its user, its org and its key (those it has).
@@ -118,16 +131,25 @@ export async function unblock(store: Store, subject: Subject): Promise<void> {
 }
 
 export async function readBudgetOverride(store: Store, subject: BudgetSubject): Promise<BudgetOverride> {
-  const periods = subject.kind === "key" ? PERIODS : PERIODS.slice(0, 2);
-  const totals = await store.peek([...periods.map((p) => budgetKey(subject, p)), untilKey(subject)].map(policyCounter));
-  const out: BudgetOverride = {};
-  periods.forEach((p, i) => {
-    const v = held(totals[i]!);
-    if (v !== undefined) out[FIELD[p]] = v;
+  return (await readBudgetOverrides(store, [subject]))[0]!;
+}
+
+/** The overrides of many subjects (a listing), in one round trip. */
+export async function readBudgetOverrides(store: Store, subjects: BudgetSubject[]): Promise<BudgetOverride[]> {
+  const periodsOf = (s: BudgetSubject) => (s.kind === "key" ? PERIODS : PERIODS.slice(0, 2));
+  const keys = subjects.flatMap((s) => [...periodsOf(s).map((p) => budgetKey(s, p)), untilKey(s)]);
+  const totals = await store.peek(keys.map(policyCounter));
+  let i = 0;
+  return subjects.map((s) => {
+    const out: BudgetOverride = {};
+    for (const p of periodsOf(s)) {
+      const v = held(totals[i++]!);
+      if (v !== undefined) out[FIELD[p]] = v;
+    }
+    const until = held(totals[i++]!);
+    if (until !== undefined && Object.keys(out).length) out.until = until * 1000;
+    return out;
   });
-  const until = held(totals[periods.length]!);
-  if (until !== undefined && periods.some((p) => out[FIELD[p]] !== undefined)) out.until = until * 1000;
-  return out;
 }
 
 /**

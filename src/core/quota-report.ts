@@ -1,4 +1,4 @@
-import type { Exchange } from "./exchange.js";
+import type { Exchange, HeldCounter } from "./exchange.js";
 import type { GateEnv } from "./gate.js";
 import { budgetCounters } from "./gates/budget.js";
 import { appliesTo, describeLimit, limitKey, limitWindowMs } from "./gates/scope.js";
@@ -57,6 +57,20 @@ export interface QuotaReport {
 
 const usd = (micros: number) => micros / 1e6;
 
+/** A budget counter at this total, as /v1/me, `tollgate budgets` and the dashboard show it. */
+export function budgetStatus(b: HeldCounter, total: number): BudgetStatus {
+  return {
+    name: b.label,
+    limit_usd: usd(b.max),
+    used_usd: usd(total),
+    remaining_usd: usd(Math.max(0, b.max - total)),
+    resets_at: b.resetsAt !== undefined ? new Date(b.resetsAt).toISOString() : null,
+    timezone: b.timezone ?? null,
+    soft_usd: b.softAt !== undefined ? usd(b.softAt) : null,
+    state: budgetState(b.max, b.softAt, total),
+  };
+}
+
 /**
  * The caller's budgets and limits on one route, read in one store round trip (a peek: nothing is
  * reserved or recorded). The identity and abuse gates have run, so operator overrides apply.
@@ -75,16 +89,7 @@ export async function quotaReport(ex: Exchange, env: GateEnv): Promise<QuotaRepo
     key_id: id.keyId,
     verified: id.verified,
     route: ex.route.name,
-    budgets: budgets.map((b, i) => ({
-      name: b.label,
-      limit_usd: usd(b.max),
-      used_usd: usd(totals[i]!),
-      remaining_usd: usd(Math.max(0, b.max - totals[i]!)),
-      resets_at: b.resetsAt !== undefined ? new Date(b.resetsAt).toISOString() : null,
-      timezone: b.timezone ?? null,
-      soft_usd: b.softAt !== undefined ? usd(b.softAt) : null,
-      state: budgetState(b.max, b.softAt, totals[i]!),
-    })),
+    budgets: budgets.map((b, i) => budgetStatus(b, totals[i]!)),
     limits: limits.map((l, i) => {
       const used = totals[budgets.length + i]!;
       const money = l.unit === "usd";

@@ -15,6 +15,8 @@ export interface UsageRecord {
   request_id: string;
   user: string | null;
   key_id: string | null;
+  /** The org whose budget the caller also spends (keys[].org, a JWT org_claim, x-tollgate-org, identify()). */
+  org: string | null;
   ip: string | null;
   route: string | null;
   plan: string | null;
@@ -59,6 +61,7 @@ export function emptyUsageRecord(requestId: string, now: Date): UsageRecord {
     request_id: requestId,
     user: null,
     key_id: null,
+    org: null,
     ip: null,
     route: null,
     plan: null,

@@ -2,9 +2,9 @@ import { ipNetwork } from "./client-ip.js";
 import { requestsOf, type UsageRecord } from "./usage-record.js";
 import type { Micros } from "./money.js";
 
-export type GroupBy = "user" | "route" | "model" | "ip" | "signal";
+export type GroupBy = "user" | "route" | "model" | "ip" | "signal" | "org" | "key";
 /** Every way a report may group records. */
-export const GROUP_BYS: readonly GroupBy[] = ["user", "route", "model", "ip", "signal"];
+export const GROUP_BYS: readonly GroupBy[] = ["user", "route", "model", "ip", "signal", "org", "key"];
 
 /** "score:57(network)" differs on every request; the part that explains it is its source: "score(network)". */
 export const signalName = (signal: string): string => signal.replace(/^score:\d+/, "score");
@@ -15,7 +15,9 @@ export const signalName = (signal: string): string => signal.replace(/^score:\d+
  * and a record with none under "-".
  */
 function groupsOf(r: UsageRecord, by: GroupBy): string[] {
-  if (by !== "signal") return [(r[by] ?? "-") as string];
+  // "key" is the record's key_id; records from before orgs were recorded have no org.
+  if (by === "key") return [r.key_id ?? "-"];
+  if (by !== "signal") return [r[by] ?? "-"];
   return r.signals.length ? [...new Set(r.signals.map(signalName))] : ["-"];
 }
 

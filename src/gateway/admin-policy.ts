@@ -4,7 +4,7 @@ import { TollgateError } from "../core/errors.js";
 import { ipScoreKey, netScoreKey, userScoreKey } from "../core/gates/abuse.js";
 import { parseUsd } from "../core/money.js";
 import { parseDuration } from "../core/duration.js";
-import { block, blockedSubjects, ipSubject, readBudgetOverride, setBudgetOverride, unblock, type BudgetSubject, type Subject } from "../core/policy.js";
+import { block, blockedSubjects, checkBudgetSubject, ipSubject, readBudgetOverride, setBudgetOverride, unblock, type BudgetSubject, type Subject } from "../core/policy.js";
 import { optString } from "../formats/fields.js";
 import { durationParam, intParam, jsonBody, timeParam, usd, type AdminCall, type AdminRoute } from "./admin-params.js";
 
@@ -94,17 +94,11 @@ async function listBlocks(call: AdminCall) {
 
 /** The subject of a budget path: a caller, or an org / key the gateway knows. */
 async function budgetSubjectOf(call: AdminCall): Promise<BudgetSubject> {
-  const [kind, id] = call.params as [string, string];
+  const [kind, id] = call.params as [BudgetSubject["kind"], string];
   if (kind === "user" || kind === "ip") return subjectOf(kind, id);
-  const { config, store } = call.engine;
-  if (kind === "org") {
-    if (!config.orgs[id]) throw new TollgateError("not_found", `no org ${JSON.stringify(id.slice(0, 64))} under orgs: (known: ${Object.keys(config.orgs).join(", ") || "none"})`);
-    return { kind, id };
-  }
-  if (!config.keys.some((k) => k.id === id) && !(await store.listKeys()).some((k) => k.id === id)) {
-    throw new TollgateError("not_found", `no key with id ${JSON.stringify(id.slice(0, 64))}`);
-  }
-  return { kind: "key", id };
+  const subject = { kind, id };
+  await checkBudgetSubject(call.engine.config, call.engine.store, subject);
+  return subject;
 }
 
 async function readBudget(call: AdminCall, subject?: BudgetSubject) {

@@ -765,6 +765,7 @@ export function describeStoreContract(name: string, open: () => Promise<OpenedSt
         request_id,
         user: "alice",
         key_id: "key_1",
+        org: null,
         ip: "203.0.113.7",
         route: "/v1/chat/completions",
         plan: "pro",

@@ -1,5 +1,5 @@
 import { noteExhausted } from "../alerts.js";
-import { PERIOD_WINDOW_MS, period, periodStart } from "../calendar.js";
+import { gatewayBudgets, keyBudgets, orgBudgets, userBudgets } from "../budget-levels.js";
 import { TollgateError } from "../errors.js";
 import type { Exchange, HeldCounter } from "../exchange.js";
 import { leaseMs, type Gate, type GateEnv } from "../gate.js";
@@ -76,9 +76,6 @@ export function cheapestCall(ex: Exchange, env: GateEnv): Micros {
 /** The context window assumed for stored state on a model the catalog does not know: the largest offered. */
 export const UNKNOWN_CONTEXT_TOKENS = 2_000_000;
 
-/** A key's `total` budget counts over this window: longer than any key lives. */
-const LIFETIME_MS = 100 * 365 * 86_400_000;
-
 /**
  * Calendar budgets, every level that applies, reserved together in one atomic step: the user's
  * (the plan's daily/monthly, or the operator's override), the org's, the key's own (daily,
@@ -88,48 +85,12 @@ export function budgetCounters(ex: Exchange, env: GateEnv, amount: Micros): Held
   const now = env.now();
   const { config } = env;
   const id = ex.identity!;
-  const plan = config.plans[id.plan];
-  const org = id.org !== undefined ? config.orgs[id.org] : undefined;
-  const user = id.kind === "anonymous" ? `ip:${id.ipGroup}` : `u:${id.user}`;
   const out: HeldCounter[] = [];
-  // Each level's day ends at midnight in its own zone: the plan's for its users, the org's for the
-  // org and its keys (else the plan's), the gateway's for the gateway.
-  const add = (max: Micros | undefined, unit: "day" | "month", key: string, label: string, soft: number | undefined, tz: string) => {
-    if (max === undefined) return;
-    const p = period(unit, now, tz);
-    out.push({ key: `${key}:${p.key}`, max, amount, windowMs: PERIOD_WINDOW_MS, unit: "usd", label, resetsAt: p.resetsAt, timezone: tz, startsAt: periodStart(unit, now, tz), softAt: softAt(max, soft) });
-  };
-  const userTz = plan?.timezone ?? config.timezone;
-  const override = ex.policy?.budget;
-  add(override?.daily ?? plan?.budget.daily, "day", `bud:d:${user}`, override?.daily !== undefined ? "this caller's daily budget (set by the operator)" : `the ${id.plan} plan's daily budget`, plan?.budget.soft, userTz);
-  add(override?.monthly ?? plan?.budget.monthly, "month", `bud:m:${user}`, override?.monthly !== undefined ? "this caller's monthly budget (set by the operator)" : `the ${id.plan} plan's monthly budget`, plan?.budget.soft, userTz);
-  const set = " (set by the operator)";
-  if (org) {
-    const o = ex.policy?.org;
-    add(o?.daily ?? org.budget.daily, "day", `bud:o:d:${id.org}`, `org ${id.org}'s daily budget${o?.daily !== undefined ? set : ""}`, org.budget.soft, org.timezone);
-    add(o?.monthly ?? org.budget.monthly, "month", `bud:o:m:${id.org}`, `org ${id.org}'s monthly budget${o?.monthly !== undefined ? set : ""}`, org.budget.soft, org.timezone);
-  }
-  if (id.keyId !== null) {
-    const k = ex.policy?.key;
-    const soft = id.keyBudget?.soft;
-    const keyTz = org?.timezone ?? userTz;
-    add(k?.daily ?? id.keyBudget?.daily, "day", `bud:k:d:${id.keyId}`, `this key's daily budget${k?.daily !== undefined ? set : ""}`, soft, keyTz);
-    add(k?.monthly ?? id.keyBudget?.monthly, "month", `bud:k:m:${id.keyId}`, `this key's monthly budget${k?.monthly !== undefined ? set : ""}`, soft, keyTz);
-    const max = k?.total ?? id.keyBudget?.total;
-    if (max !== undefined) {
-      // A lifetime: one counter that never changes its key, over a window no key outlives.
-      out.push({ key: `bud:k:t:${id.keyId}`, max, amount, windowMs: LIFETIME_MS, unit: "usd", label: `this key's total budget${k?.total !== undefined ? set : ""}`, softAt: softAt(max, soft) });
-    }
-  }
-  const gw = config.budget;
-  add(gw.daily, "day", "bud:gw:d", "the gateway's daily budget", gw.soft, config.timezone);
-  add(gw.monthly, "month", "bud:gw:m", "the gateway's monthly budget", gw.soft, config.timezone);
+  userBudgets(out, config, id.plan, id.kind === "anonymous" ? `ip:${id.ipGroup}` : `u:${id.user}`, ex.policy?.budget, now, amount);
+  if (id.org !== undefined) orgBudgets(out, config, id.org, ex.policy?.org, now, amount);
+  if (id.keyId !== null) keyBudgets(out, config, { id: id.keyId, budget: id.keyBudget, org: id.org, plan: id.plan }, ex.policy?.key, now, amount);
+  gatewayBudgets(out, config, now, amount);
   return out;
-}
-
-/** The spend from which a budget is under pressure, in whole micro-dollars so the comparison stays integer. */
-function softAt(max: Micros, soft: number | undefined): Micros | undefined {
-  return soft === undefined ? undefined : Math.ceil(max * soft);
 }
 
 /** Is any of these budgets, at these spent totals, past its `soft` share? */

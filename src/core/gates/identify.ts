@@ -6,5 +6,6 @@ export const identify: Gate = async function identify(ex, env) {
   ex.identity = identity;
   ex.record.user = identity.user;
   ex.record.key_id = identity.keyId;
+  ex.record.org = identity.org ?? null;
   ex.record.plan = identity.plan;
 };
