@@ -1,4 +1,4 @@
-import type { KeyBudget, ResolvedConfig } from "../config/resolve.js";
+import type { KeyBudget, ResolvedConfig } from "./config-types.js";
 import { PERIOD_WINDOW_MS, period, periodStart } from "./calendar.js";
 import type { HeldCounter } from "./exchange.js";
 import type { Micros } from "./money.js";

@@ -1,4 +1,4 @@
-import type { ResolvedConfig } from "../config/resolve.js";
+import type { ResolvedConfig } from "./config-types.js";
 import { formatDuration } from "./duration.js";
 import { gatewayBudgets, keyBudgets, orgBudgets, userBudgets } from "./budget-levels.js";
 import type { HeldCounter } from "./exchange.js";

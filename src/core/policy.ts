@@ -1,5 +1,5 @@
 import { isIP } from "node:net";
-import type { ResolvedConfig } from "../config/resolve.js";
+import type { ResolvedConfig } from "./config-types.js";
 import { TollgateError } from "./errors.js";
 import type { Store } from "./store.js";
 import { ipGroup, normaliseIp } from "./client-ip.js";
