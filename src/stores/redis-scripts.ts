@@ -222,8 +222,10 @@ local function reserve(rkey, bases, specs, now, lease, margin)
     local max, amount = tonumber(specs[4 * i - 3]), tonumber(specs[4 * i - 2])
     local window, width = tonumber(specs[4 * i - 1]), tonumber(specs[4 * i])
     local stop = now + window
-    if lease >= 0 and now + lease < stop then stop = now + lease end
     if width > 1 then stop = math.ceil(stop / width) * width end
+    -- A lease ends when it says, not up to a bucket width later (12 h for a daily budget): a dead
+    -- process's reservation comes back, and a temporary override lapses, on time.
+    if lease >= 0 and now + lease < stop then stop = now + lease end
     lfs[i] = {'l' .. fmt(stop) .. ':' .. fmt(bucket_gone(now, width, window)), stop}
     local m = state(bases[i], now, {lfs[i][1]}, margin, window)
     st[i] = m
