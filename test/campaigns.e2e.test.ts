@@ -1,12 +1,12 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { UsageRecord } from "../src/core/usage-record.js";
 import { flaggedCohorts } from "../src/core/usage-report.js";
 import { markFirstSeen } from "../src/core/gates/signals/new-identities.js";
-import { MockUpstream } from "../src/testing/mock-upstream.js";
 import { fakeClock, testEngine } from "../src/testing/test-engine.js";
 import { campaignConfig } from "./campaigns/configs.js";
 import { figures, HOUR, OUTPUT_TOKENS, population, type Call, type Outcome } from "./campaigns/traffic.js";
 import { honestDuringFlood, judge, type Run } from "./campaigns/verdict.js";
+import { useUpstream } from "./use-gateway.js";
 
 /**
  * Issue 17's five distributed campaigns against a seeded day of honest traffic, in process on the
@@ -15,14 +15,8 @@ import { honestDuringFlood, judge, type Run } from "./campaigns/verdict.js";
  */
 const DAY0 = Date.parse("2026-03-02T06:00:00Z");
 const pop = population();
-let mock: MockUpstream;
-
-beforeAll(async () => {
-  mock = await MockUpstream.start({ behavior: { outputTokens: OUTPUT_TOKENS } });
-});
-afterAll(async () => {
-  await mock?.close();
-});
+// Each day resets it and sets its behavior itself.
+const mock = useUpstream({ reset: false });
 
 async function day(protectedConfig: boolean): Promise<Run & { records: UsageRecord[] }> {
   mock.reset();

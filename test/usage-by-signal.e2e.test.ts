@@ -1,30 +1,23 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { MockUpstream } from "../src/testing/mock-upstream.js";
-import { GatewayProcess, runCli } from "./gateway-process.js";
+import { describe, expect, it } from "vitest";
+import { runCli } from "./gateway-process.js";
+import { openaiUpstream, useGateway } from "./use-gateway.js";
 
 /** `tollgate usage --by signal`: why callers were flagged, from the records in the store. */
-let mock: MockUpstream;
-let gw: GatewayProcess;
-
-beforeAll(async () => {
-  mock = await MockUpstream.start();
-  gw = await GatewayProcess.start({
+const { gw, mock } = useGateway({
+  config: (mock) => ({
     store: `sqlite:${join(mkdtempSync(join(tmpdir(), "tollgate-signal-")), "t.db")}`,
     server: { trust_proxy: 1 },
-    providers: { up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "sk-up" } },
+    providers: { up: openaiUpstream(mock) },
     models: { "gpt-4o": { provider: "up" }, "gpt-4o-mini": { provider: "up" } },
     plans: { pro: { models: ["gpt-4o", "gpt-4o-mini"] } },
     keys: [{ key: "tg_passed_around", user: "sharer", plan: "pro" }],
     routes: { chat: { path: "/chat", plans: ["pro"], default_model: "gpt-4o" } },
     abuse: { downgrade_to: "gpt-4o-mini", downgrade_at: 50, block_at: 100, many_networks_threshold: 3 },
-  });
-}, 30_000);
-afterAll(async () => {
-  await gw?.stop();
-  await mock?.close();
+  }),
+  upstream: { reset: false },
 });
 
 describe("tollgate usage --by signal", () => {
