@@ -12,7 +12,18 @@ const { gw, mock } = useGateway({
     plans: { free: { models: ["gpt-4o", "gpt-4o-mini"] } },
     jwt: { secret: SECRET },
     routes: { chat: { path: "/chat", plans: ["free"], input: { max_prompt_chars: 2000, max_output_tokens: 50 } } },
-    abuse: { blocklist: ["192.0.2.0/24"], allowlist: ["100.64.0.0/10"], downgrade_to: "gpt-4o-mini", downgrade_at: 50, block_at: 100, many_users_threshold: 5 },
+    // One /24's farm, answered by its network's score. Thirty-one new identities in seconds are
+    // also a surge of new ones, which would downgrade the (equally new) ordinary user with them:
+    // that cohort signal is measured in campaigns.e2e.test.ts, so it weighs nothing here.
+    abuse: {
+      blocklist: ["192.0.2.0/24"],
+      allowlist: ["100.64.0.0/10"],
+      downgrade_to: "gpt-4o-mini",
+      downgrade_at: 50,
+      block_at: 100,
+      many_users_threshold: 5,
+      signals: { new_identity_velocity: 0 },
+    },
   }),
   upstream: { reset: false },
 });
