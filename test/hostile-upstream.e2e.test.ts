@@ -221,7 +221,8 @@ describe("usage that cannot be true is charged as the reservation, recorded and 
 
 describe("an upstream that answers another model", () => {
   it("is charged at the answered model's price when that is higher, and logged", async () => {
-    mock.setBehavior({ answerModel: "gpt-4o" });
+    // A short answer, so the dearer price stays inside the reservation and is charged whole.
+    mock.setBehavior({ answerModel: "gpt-4o", outputTokens: 4 });
     const { res, text, record } = await post("/v1/chat/completions");
     expect(res.status).toBe(200);
     const usage = JSON.parse(text).usage;
@@ -240,7 +241,12 @@ describe("an upstream that answers another model", () => {
     expect(res.status).toBe(200);
     const usage = text.split("\n\n").map((e) => e.slice("data: ".length)).filter((d) => d.startsWith("{")).map((d) => JSON.parse(d)).find((c) => c.usage)!.usage;
     const answered = costOf(catalogPrice("gpt-4o", "openai")!, { inputTokens: usage.prompt_tokens, outputTokens: usage.completion_tokens });
-    expect(Math.round(record.cost_usd * 1e6)).toBe(answered);
+    const asked = costOf(configPrice(HOUSE_PRICE), { inputTokens: usage.prompt_tokens, outputTokens: usage.completion_tokens });
+    // Past the reservation the budgets were checked against, the dearer price stops (SPEC §7.1).
+    const reserved = Math.round(record.estimated_cost_usd! * 1e6);
+    expect(answered).toBeGreaterThan(reserved);
+    expect(Math.round(record.cost_usd * 1e6)).toBe(Math.max(asked, reserved));
+    await expect.poll(() => gw.stderr).toMatch(/charged its higher price up to the reservation/);
   });
 
   it("is charged at the asked price when the answered model is cheaper", async () => {
