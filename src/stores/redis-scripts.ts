@@ -13,9 +13,9 @@
  *   g<gone>         settled amounts that stop counting at <gone> (their bucket's last ms + window)
  *   l<stop>:<gone>  unsettled reservations: they count until <stop> (the lease's end or the
  *                   window's, whichever comes first), and would leave at <gone> once settled
- * A counter's total is S + L. Counters with 1 ms buckets (max up to 64) keep exact stops; the
- * others round a stop up to their bucket width, so the in-flight reservations of one bucket share
- * a field (they count up to one bucket longer, never shorter). Bucket widths come from the caller
+ * A counter's total is S + L. A stop is exact when the lease ends it; a window's end is rounded up
+ * to the bucket width (the reservation counts up to one bucket longer, never shorter). A field is
+ * dropped when it empties or stops, so there are at most as many as reservations in flight. Bucket widths come from the caller
  * (bucketWidth in buckets.ts).
  *
  * A reservation's record, R, is a string (JSON) naming its entries ({base, l field, window,

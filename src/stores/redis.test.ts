@@ -235,6 +235,17 @@ describe("redis store", () => {
     expect(await s.debugSize("k")).toBe(0);
   });
 
+  it("an unsettled reservation on a month-long budget stops counting within a second of its lease, not a bucket (12 h) later", async () => {
+    let now = Date.UTC(2025, 0, 1, 5, 30, 0, 250);
+    const s = await store({ clock: () => now });
+    const month = counter("bud:m", 1e12, 5_000, 32 * 86_400_000);
+    expect(await s.reserve("crashed", [month], 65_000)).toMatchObject({ ok: true });
+    now += 64_999;
+    expect(await s.peek([month])).toEqual([5_000]);
+    now += 1_001;
+    expect(await s.peek([month])).toEqual([0]);
+  });
+
   it("keeps a counter in one hash: a reserve and a settle read and write it once each", async () => {
     const s = await store();
     await s.reserve("warm", [counter("one", 1e6, 1)], HOUR);
