@@ -10,7 +10,7 @@ import { compileNetworks } from "./client-ip.js";
 import { storeFailure, TollgateError } from "./errors.js";
 import { Exchange, type CallerContext } from "./exchange.js";
 import type { Gate, GateEnv } from "./gate.js";
-import { abuse, abuseEnabled, ipScoreKey, userScoreKey } from "./gates/abuse.js";
+import { abuse, abuseEnabled, scoreRefusal } from "./gates/abuse.js";
 import { budget } from "./gates/budget.js";
 import { challenge, challengePressure, challengeRequired, isChallengeOffer, issueChallenge, type Challenge } from "./gates/challenge.js";
 import { identify } from "./gates/identify.js";
@@ -323,13 +323,11 @@ export class Engine {
     if (ex.quota) releases.push(this.store.release(ex.quota.id));
     if (ex.budget) releases.push(this.store.release(ex.budget.id));
     if (ex.runStart) releases.push(this.store.release(ex.runStart.id));
-    const { weights, halfLifeMs } = this.config.abuse;
+    const { weights } = this.config.abuse;
     // Refusals the caller could not cause (store or provider trouble) do not make it suspicious,
     // nor does being offered a challenge: that is how an honest page learns it must solve one.
     if (ex.identity && abuseEnabled(this.env) && err.status < 500 && err.code !== "blocked" && !isChallengeOffer(err) && weights.refused > 0) {
-      releases.push(this.store.score(userScoreKey(ex.identity.user), weights.refused, halfLifeMs));
-      releases.push(this.store.score(ipScoreKey(ex.identity.ipGroup), weights.refused, halfLifeMs));
-      // Not the network's score: one careless user behind a shared NAT must not block the /24.
+      releases.push(scoreRefusal(ex, this.env));
     }
     await Promise.allSettled(releases);
     refusalAlert(ex, this.env, err);

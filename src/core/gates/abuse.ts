@@ -56,6 +56,22 @@ export async function fireSignal(ex: Exchange, env: GateEnv, name: SignalName): 
   ]);
 }
 
+/**
+ * A refusal the caller caused counts against it (SPEC §7.8): its user's and its address's scores,
+ * and while it is young the evidence kept against it. Not the network's score: one careless user
+ * behind a shared NAT must not block the /24.
+ */
+export async function scoreRefusal(ex: Exchange, env: GateEnv): Promise<void> {
+  const { weights, halfLifeMs, newIdentityAgeMs } = env.config.abuse;
+  const id = ex.identity!;
+  const young = (await suspicions.get(ex.parent ?? ex)?.catch(() => undefined))?.young;
+  await Promise.all([
+    env.store.score(userScoreKey(id.user), weights.refused, halfLifeMs),
+    env.store.score(ipScoreKey(id.ipGroup), weights.refused, halfLifeMs),
+    young && env.store.score(youngScoreKey(id.user), weights.refused, newIdentityAgeMs),
+  ]);
+}
+
 export interface Suspicion {
   /** The caller's worst own score (user, address group, network, a young identity's kept evidence) plus its cohorts' points. */
   score: number;

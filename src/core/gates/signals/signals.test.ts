@@ -157,6 +157,19 @@ describe("new_identity_velocity", () => {
     expect(outcome(await t.send({ key: "tg_old_1", body: hello }))).toBe("downgraded");
   });
 
+  it("a young identity's refusals are kept as evidence too", async () => {
+    const t = engine({ ...opts, signals: { refused: 10 } });
+    await markFirstSeen(t, "old-0", 3 * DAY);
+    for (let i = 0; i < 6; i++) {
+      await t.send({ key: "tg_new_0", ip: "10.1.0.1", body: { messages: "not a list" } });
+      await t.send({ key: "tg_old_0", ip: "10.2.0.1", body: { messages: "not a list" } });
+    }
+    t.clock.advance(3 * HOUR);
+    // 60 points each; three hours on the old identity's are down to 7.5, the new one's to 55.
+    expect(outcome(await t.send({ key: "tg_old_0", ip: "10.2.0.1", body: hello }))).toBe("served");
+    expect(outcome(await t.send({ key: "tg_new_0", ip: "10.1.0.1", body: hello }))).toBe("downgraded");
+  });
+
   it("keeps the evidence against a young identity for new_identity_age: a fresh account cannot wait out its record, an old one can", async () => {
     const routes = { chat: { path: "/chat", plans: ["pro"], default_model: "dear", input: { max_prompt_chars: 50 } } };
     const t = engine({ ...opts, signals: { near_cap_prompt: 5 }, routes });
