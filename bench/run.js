@@ -6,6 +6,7 @@
 //
 // Environment: BENCH_SECONDS (per measurement, default 4), BENCH_WARMUP (s, 1), BENCH_ROUNDS (2,
 // target order rotated each round), BENCH_TARGETS (floor,tg-nolimits,tg-memory,tg-sqlite,tg-redis),
+// (also tg-budget-user, tg-budget-levels: memory, no limits, budgets of one level or three),
 // BENCH_SCENARIOS (nonstream,stream,refusal,ratelimited), BENCH_CONNECTIONS (32), BENCH_LOADGEN (wrk|autocannon),
 // BENCH_PROFILE=DIR (tollgate runs under --cpu-prof; summarise with `node bench/profile-stages.js`),
 // BENCH_BASE=DIR (another built checkout: a target named `tg-memory@base` runs DIR's dist, so a
@@ -46,15 +47,18 @@ const SCENARIO = {
 };
 
 /** The shared harness's tollgate configs (../shared/bench/tollgate-bench*.yaml), on each store. */
-function tollgateConfig(store, limits) {
+function tollgateConfig(store, limits, budgets = limits ? "user" : "none") {
+  // budgets: "none", "user" (the plan's daily budget) or "levels" (the user's, its org's and its key's).
+  const all = budgets === "levels";
   return {
     server: { host: "127.0.0.1", port: 0 },
     store,
     providers: { mock: { type: "openai", base_url: "env:MOCK_URL", api_key: "sk-upstream-bench" } },
     models: { [MODEL]: { provider: "mock", price: { input: 0.15, output: 0.6 } } },
-    plans: { bench: { models: [MODEL], ...(limits ? { budget: { daily: 1_000_000 } } : {}) }, limited: { models: [MODEL] } },
+    plans: { bench: { models: [MODEL], ...(budgets !== "none" ? { budget: { daily: 1_000_000 } } : {}) }, limited: { models: [MODEL] } },
+    ...(all ? { orgs: { acme: { budget: { daily: 1_000_000 } } } } : {}),
     keys: [
-      { key: KEY, user: "bench-user", plan: "bench" },
+      { key: KEY, user: "bench-user", plan: "bench", ...(all ? { org: "acme", budget: { daily: 1_000_000 } } : {}) },
       { key: "sk-bench-limited", user: "bench-limited", plan: "limited" },
     ],
     routes: {
@@ -81,6 +85,8 @@ const LABEL = {
   "tg-memory": "tollgate, memory, 3 limits + budget",
   "tg-sqlite": "tollgate, SQLite, same limits",
   "tg-redis": "tollgate, Redis, same limits",
+  "tg-budget-user": "tollgate, memory, user budget only",
+  "tg-budget-levels": "tollgate, memory, user + org + key budgets",
 };
 
 async function startMock() {
@@ -121,11 +127,13 @@ async function startTarget(target, mock, redis) {
     await waitPort(port, p);
     return { name: target, p, url };
   }
-  const store = { "tg-nolimits": "memory:", "tg-memory": "memory:", "tg-sqlite": `sqlite:${join(dir, "bench.db")}`, "tg-redis": redis?.server.url(1) }[name];
+  const store = { "tg-nolimits": "memory:", "tg-memory": "memory:", "tg-budget-user": "memory:", "tg-budget-levels": "memory:", "tg-sqlite": `sqlite:${join(dir, "bench.db")}`, "tg-redis": redis?.server.url(1) }[name];
   if (!store) throw new Error(`unknown target ${name}`);
   const config = join(dir, `${target}.yaml`);
   const dbs = targets.length + 1;
-  writeFileSync(config, stringify(tollgateConfig(name === "tg-sqlite" ? `sqlite:${join(dir, `${target}.db`)}` : name === "tg-redis" ? redis.server.url(dbs) : store, name !== "tg-nolimits")));
+  const budgets = { "tg-nolimits": "none", "tg-budget-user": "user", "tg-budget-levels": "levels" }[name];
+  const limits = name !== "tg-nolimits" && !name.startsWith("tg-budget-");
+  writeFileSync(config, stringify(tollgateConfig(name === "tg-sqlite" ? `sqlite:${join(dir, `${target}.db`)}` : name === "tg-redis" ? redis.server.url(dbs) : store, limits, budgets)));
   const prof = env.BENCH_PROFILE ? ["--cpu-prof", "--cpu-prof-dir", env.BENCH_PROFILE, "--cpu-prof-name", `${target}.cpuprofile`] : [];
   const p = startProcess(target, process.execPath, [...prof, join(root, "dist", "cli", "main.js"), "serve", "--config", config, "--port", String(port)], {
     env: { MOCK_URL: `${mock.origin}/v1` },

@@ -200,6 +200,26 @@ function render(o) {
   for (const r of o.recent) addTailRow(r);
 }
 
+/** @param {any[]} rows the /admin/budgets answer's data: one row per budget of each level */
+function renderBudgets(rows) {
+  const order = { gateway: 0, org: 1, key: 2, route: 3, user: 4 };
+  const sorted = [...rows].sort((a, b) => (order[/** @type {keyof typeof order} */ (a.level)] ?? 9) - (order[/** @type {keyof typeof order} */ (b.level)] ?? 9));
+  fillTable(
+    "budgets",
+    sorted.map((/** @type {any} */ r) => [
+      el("td", r.level),
+      el("td", r.subject ?? "–"),
+      el("td", r.period),
+      el("td", money(r.limit_usd), "num"),
+      el("td", r.used_usd === null ? null : money(r.used_usd), "num"),
+      el("td", r.remaining_usd === null ? null : money(r.remaining_usd), "num"),
+      el("td", r.state ?? "–", `state ${r.state ?? ""}`),
+      el("td", r.resets_at ? `${new Date(r.resets_at).toLocaleString()}${r.timezone && r.timezone !== "UTC" ? ` (${r.timezone})` : ""}${r.until ? `, override until ${clock(r.until)}` : ""}` : r.until ? `override until ${clock(r.until)}` : null),
+    ]),
+    "No budgets configured.",
+  );
+}
+
 /** @param {any} s a series answer: buckets (epoch ms) and per-group cost_usd arrays */
 function renderChart(s) {
   const container = $("spend-chart");
@@ -309,7 +329,9 @@ async function refresh() {
   clearTimeout(state.timer);
   const since = /** @type {HTMLSelectElement} */ ($("window")).value;
   try {
-    render(await api(`/admin/overview?since=${encodeURIComponent(since)}&top=10`));
+    const [overview, budgets] = await Promise.all([api(`/admin/overview?since=${encodeURIComponent(since)}&top=10`), api("/admin/budgets?top=10")]);
+    render(overview);
+    renderBudgets(budgets.data);
     $("status").textContent = `updated ${new Date().toLocaleTimeString()}`;
     $("status").className = "status ok";
   } catch (err) {

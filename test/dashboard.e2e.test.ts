@@ -105,6 +105,25 @@ describe.skipIf(SKIP_BROWSER)("dashboard in Chromium", () => {
     await expect.poll(() => page.locator('#top-users button[data-id="bob"]').innerText(), { timeout: 10_000 }).toBe("Block");
     expect((await asBob()).status).toBe(200);
 
+    // Budgets: bob's org and key with what they spent, the org's day in its own zone.
+    const acme = page.locator("#budgets tbody tr", { hasText: "acme" });
+    await expect.poll(() => acme.count(), { timeout: 10_000 }).toBe(1);
+    expect(await acme.innerText()).toContain("Europe/Berlin");
+    expect(await acme.locator("td.state").innerText()).toBe("ok");
+    const bobSpent = gw.records.filter((r) => r.user === "bob").reduce((a, r) => a + r.cost_usd, 0);
+    expect(Number((await acme.locator("td.num").nth(1).innerText()).replace("$", ""))).toBeCloseTo(bobSpent, 3);
+    const keyRows = page.locator("#budgets tbody tr", { hasText: "monthly" }).filter({ has: page.locator("td:first-child", { hasText: /^key$/ }) });
+    await expect.poll(() => keyRows.count()).toBe(1);
+    // An operator cuts the org to $0 for a minute: the row turns exhausted and bob is refused with 402.
+    const put = await fetch(`${gw.url}/admin/budgets/org/acme`, { method: "PUT", headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/json" }, body: JSON.stringify({ daily_usd: 0, until: "1m" }) });
+    expect(put.status).toBe(200);
+    await expect.poll(() => acme.locator("td.state").innerText(), { timeout: 10_000 }).toBe("exhausted");
+    expect(await acme.innerText()).toContain("override until");
+    expect(await asBob()).toEqual({ status: 402, code: "budget_exceeded" });
+    await page.locator("#budgets").screenshot({ path: join(SHOTS, "dashboard-budgets.png") });
+    await fetch(`${gw.url}/admin/budgets/org/acme`, { method: "DELETE", headers: { authorization: `Bearer ${ADMIN_KEY}` } });
+    await expect.poll(() => acme.locator("td.state").innerText(), { timeout: 10_000 }).toBe("ok");
+
     // The admin key never reached a log line.
     expect(gw.stdout + gw.stderr).not.toContain(ADMIN_KEY);
   }, TRAFFIC_MS + 60_000);

@@ -1,5 +1,6 @@
 import { isIP } from "node:net";
 import { ipGroup, ipNetwork } from "../core/client-ip.js";
+import { budgetReport } from "../core/budget-report.js";
 import { TollgateError } from "../core/errors.js";
 import { ipScoreKey, netScoreKey, userScoreKey } from "../core/gates/abuse.js";
 import { parseUsd } from "../core/money.js";
@@ -17,6 +18,7 @@ export const POLICY_ROUTES: AdminRoute[] = [
   { method: "POST", path: /^\/admin\/blocks$/, handle: placeBlock },
   { method: "GET", path: /^\/admin\/blocks\/(user|ip)\/(.+)$/, handle: readBlock },
   { method: "DELETE", path: /^\/admin\/blocks\/(user|ip)\/(.+)$/, handle: liftBlock },
+  { method: "GET", path: /^\/admin\/budgets$/, handle: listBudgets },
   { method: "GET", path: /^\/admin\/budgets\/(user|ip|org|key)\/(.+)$/, handle: readBudget },
   { method: "PUT", path: /^\/admin\/budgets\/(user|ip|org|key)\/(.+)$/, handle: putBudget },
   { method: "DELETE", path: /^\/admin\/budgets\/(user|ip|org|key)\/(.+)$/, handle: clearBudget },
@@ -99,6 +101,14 @@ async function budgetSubjectOf(call: AdminCall): Promise<BudgetSubject> {
   const subject = { kind, id };
   await checkBudgetSubject(call.engine.config, call.engine.store, subject);
   return subject;
+}
+
+/** Every budget level and where it stands (`tollgate budgets`); users: those who spent most since ?since= (31d). */
+async function listBudgets(call: AdminCall) {
+  const { config, store } = call.engine;
+  const since = timeParam(call.query, "since", "31d", Date.now())!;
+  const records = await store.queryUsage({ since });
+  return { body: { data: await budgetReport(config, store, records, { topUsers: intParam(call.query, "top", 20, 500) }) } };
 }
 
 async function readBudget(call: AdminCall, subject?: BudgetSubject) {
