@@ -1,15 +1,14 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { parseConfig } from "../src/config/load.js";
 import { resolveConfig } from "../src/config/resolve.js";
 import { markFirstSeen } from "../src/core/gates/signals/new-identities.js";
 import { openStore } from "../src/stores/open.js";
-import { MockUpstream } from "../src/testing/mock-upstream.js";
-import { RedisServer } from "../src/testing/redis-server.js";
 import { fakeClock, testEngine } from "../src/testing/test-engine.js";
 import { campaignConfig } from "./campaigns/configs.js";
 import { figures, HOUR, OUTPUT_TOKENS, population, type Call, type Outcome } from "./campaigns/traffic.js";
 import { judge, type Run } from "./campaigns/verdict.js";
 import { GatewayProcess } from "./gateway-process.js";
+import { useGateways, useRedis, useUpstream } from "./use-gateway.js";
 
 /**
  * Issue 17's five campaigns against two `tollgate serve` processes sharing one Redis: every
@@ -21,18 +20,10 @@ import { GatewayProcess } from "./gateway-process.js";
 const DAY0 = Date.parse("2026-03-02T06:00:00Z");
 const CONCURRENCY = 16;
 const pop = population();
-let redis: RedisServer;
-let mock: MockUpstream;
-let gateways: GatewayProcess[] = [];
-
-beforeAll(async () => {
-  [redis, mock] = await Promise.all([RedisServer.start(), MockUpstream.start({ behavior: { outputTokens: OUTPUT_TOKENS } })]);
-}, 30_000);
-afterAll(async () => {
-  await Promise.all(gateways.map((g) => g.stop()));
-  await mock?.close();
-  await redis?.stop();
-});
+const redis = useRedis();
+// Each day resets it and sets its behavior itself.
+const mock = useUpstream({ behavior: { outputTokens: OUTPUT_TOKENS }, reset: false });
+const gateways = useGateways({ after: "all" });
 
 async function unprotectedDay(): Promise<Run> {
   mock.reset();
@@ -71,7 +62,7 @@ describe("distributed campaigns, Redis with two gateway processes", () => {
       const resolved = resolveConfig(parseConfig(config));
       for (const user of pop.established) await markFirstSeen({ store, config: resolved }, user, 3 * 24 * HOUR);
       await store.close();
-      gateways = await Promise.all([GatewayProcess.start(config), GatewayProcess.start(config)]);
+      await Promise.all([gateways.start(config), gateways.start(config)]);
 
       const outcomes: Outcome[] = new Array(pop.calls.length);
       let next = 0;

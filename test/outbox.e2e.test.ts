@@ -4,10 +4,9 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import OpenAI from "openai";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { MockUpstream } from "../src/testing/mock-upstream.js";
-import { RedisServer } from "../src/testing/redis-server.js";
 import { WebhookReceiver } from "../src/testing/webhook-receiver.js";
 import { GatewayProcess } from "./gateway-process.js";
+import { openaiUpstream, useGateways, useRedis, useUpstream } from "./use-gateway.js";
 
 /**
  * Alerts and usage export through `tollgate serve`: signed webhooks verified by the
@@ -16,24 +15,19 @@ import { GatewayProcess } from "./gateway-process.js";
  */
 const SECRET = `whsec_${Buffer.from("tollgate-e2e-webhook-signing-key").toString("base64")}`;
 const ADMIN = "admin-outbox-e2e";
-let mock: MockUpstream;
+const mock = useUpstream({ reset: false });
+const redis = useRedis({ persistent: true });
 let receiver: WebhookReceiver;
-let redis: RedisServer;
-const gateways: GatewayProcess[] = [];
-
 beforeAll(async () => {
-  [mock, receiver, redis] = await Promise.all([MockUpstream.start(), WebhookReceiver.start(SECRET), RedisServer.start({ persistent: true })]);
+  receiver = await WebhookReceiver.start(SECRET);
 });
-afterEach(async () => {
-  await Promise.all(gateways.splice(0).map((g) => g.stop("SIGKILL")));
-  if (!receiver.alerts.length && !receiver.events.length) return;
+afterAll(() => receiver?.close());
+// Hooks run in reverse: the gateways are stopped before the receiver forgets what they sent.
+afterEach(() => {
   receiver.alerts.length = 0;
   receiver.events.length = 0;
 });
-afterAll(async () => {
-  await Promise.all(gateways.map((g) => g.stop("SIGKILL")));
-  await Promise.all([mock?.close(), receiver?.close(), redis?.dispose()]);
-});
+const gateways = useGateways({ after: "each", signal: "SIGKILL" });
 
 const DAILY = 0.003;
 
@@ -41,7 +35,7 @@ function config(store: string) {
   return {
     store,
     admin_key: "env:OUTBOX_ADMIN_KEY",
-    providers: { up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "sk-up" } },
+    providers: { up: openaiUpstream(mock) },
     models: { big: { provider: "up", upstream: "up-big", price: { input: 10, output: 10 } }, small: { provider: "up", upstream: "up-small", price: { input: 1, output: 1 } } },
     plans: { pro: { models: ["big", "small"], budget: { daily: DAILY, soft: 0.5 } } },
     keys: [{ key: "tg_out_ann", user: "ann", plan: "pro" }],

@@ -1,5 +1,3 @@
-import Anthropic from "@anthropic-ai/sdk";
-import OpenAI from "openai";
 import { afterAll, afterEach, beforeAll, beforeEach } from "vitest";
 import { MockUpstream } from "../src/testing/mock-upstream.js";
 import { RedisServer, type RedisServerOptions } from "../src/testing/redis-server.js";
@@ -110,11 +108,3 @@ export function useGateways(opts: { after: "each" | "all"; signal?: NodeJS.Signa
   else afterAll(stopAll);
   return list;
 }
-
-/** The official OpenAI SDK against a route of a gateway (`path` is the route's mount, e.g. "/chat"). */
-export const openaiClient = (gw: { url: string }, path: string, apiKey: string, opts: Partial<ConstructorParameters<typeof OpenAI>[0]> = {}) =>
-  new OpenAI({ baseURL: `${gw.url}${path}/v1`, apiKey, maxRetries: 0, ...opts });
-
-/** The official Anthropic SDK against a route of a gateway. */
-export const anthropicClient = (gw: { url: string }, path: string, apiKey: string, opts: Partial<ConstructorParameters<typeof Anthropic>[0]> = {}) =>
-  new Anthropic({ baseURL: `${gw.url}${path}`, apiKey, maxRetries: 0, ...opts });
