@@ -10,7 +10,7 @@ import { compileNetworks } from "./client-ip.js";
 import { storeFailure, TollgateError } from "./errors.js";
 import { Exchange, type CallerContext } from "./exchange.js";
 import type { Gate, GateEnv } from "./gate.js";
-import { abuse, abuseEnabled, scoreRefusal } from "./gates/abuse.js";
+import { abuse, abuseEnabled, lookOnly, scoreRefusal } from "./gates/abuse.js";
 import { budget } from "./gates/budget.js";
 import { challenge, challengePressure, challengeRequired, isChallengeOffer, issueChallenge, type Challenge } from "./gates/challenge.js";
 import { identify } from "./gates/identify.js";
@@ -152,6 +152,7 @@ export class Engine {
 
   /** Identity and abuse gates for a request that only reads (models, quota): nothing recorded. */
   private async look(ex: Exchange): Promise<void> {
+    lookOnly(ex);
     try {
       for (const gate of [identify, abuse]) await gate(ex, this.env);
     } catch (err) {

@@ -88,6 +88,16 @@ export interface Suspicion {
 }
 
 const suspicions = new WeakMap<Exchange, Promise<Suspicion>>();
+const lookups = new WeakSet<Exchange>();
+
+/**
+ * Marks a request that only reads (GET /v1/models, /v1/me, a challenge): it is judged by the
+ * caller's scores like any other, but counts toward none of the signals — an app polling /v1/me
+ * is not starting runs, joining networks or being born again.
+ */
+export function lookOnly(ex: Exchange): void {
+  lookups.add(ex);
+}
 
 /**
  * The caller's suspicion (SPEC §8) for this request, taken once: it also records what this request
@@ -109,16 +119,17 @@ async function observe(ex: Exchange, env: GateEnv): Promise<Suspicion> {
   const id = ex.identity!;
   const anonymous = id.kind === "anonymous";
   const network = ipNetwork(id.ip);
+  const counts = !lookups.has(ex);
   const [user, addr, net, seen, usersOnNetwork, nets, runs, cohort, poolPressure] = await Promise.all([
     env.store.score(userScoreKey(id.user), 0, halfLifeMs),
     env.store.score(ipScoreKey(id.ipGroup), 0, halfLifeMs),
     env.store.score(netScoreKey(network), 0, halfLifeMs),
-    env.store.score(`seen:u:${id.user}`, 1, SEEN_HALF_LIFE_MS),
-    anonymous ? 0 : env.store.distinct(`users:net:${network}`, id.user, DAY_MS),
-    credentialNetworks(ex, env),
-    callerRuns(ex, env),
-    anonymous ? undefined : newIdentityCohort(env, id.user),
-    anonymous && weights.anonPoolPressure > 0 ? anonPoolPressure(env, ex.route, true) : 0,
+    env.store.score(`seen:u:${id.user}`, counts ? 1 : 0, SEEN_HALF_LIFE_MS),
+    anonymous || !counts ? 0 : env.store.distinct(`users:net:${network}`, id.user, DAY_MS),
+    counts ? credentialNetworks(ex, env) : 0,
+    counts ? callerRuns(ex, env) : 0,
+    anonymous ? undefined : newIdentityCohort(env, id.user, counts),
+    anonymous && weights.anonPoolPressure > 0 ? anonPoolPressure(env, ex.route, counts) : 0,
   ]);
   ex.newIdentity = seen <= NEW_IDENTITY_REQUESTS;
   const cohorts: Suspicion["cohorts"] = [];

@@ -33,20 +33,21 @@ export interface NewIdentityCohort {
  * identity unseen for that long comes back as new. Two first requests at once may both leave a
  * mark (and count the birth twice), which only keeps that identity new for one more half-life.
  */
-export async function newIdentityCohort(env: GateEnv, user: string): Promise<NewIdentityCohort> {
+export async function newIdentityCohort(env: GateEnv, user: string, record = true): Promise<NewIdentityCohort> {
   const { newIdentityAgeMs, newIdentityWindowMs, newIdentityBaselinePerHour, newIdentitySurgeFactor } = env.config.abuse;
   const store = env.store;
   const read = (delta: number) =>
     Promise.all([store.score(bornKey(user), delta, newIdentityAgeMs), store.score(RECENT, delta, newIdentityWindowMs), store.score(BASELINE, delta, BASELINE_HALF_LIFE_MS)]);
   const kept = Promise.all([store.score(youngScoreKey(user), 0, newIdentityAgeMs), store.score(surgeBornKey(user), 0, newIdentityAgeMs)]);
   let [born, recent, baseline] = await read(0);
-  const birth = born === 0;
+  // `record` false: a request that only reads is no first sighting.
+  const birth = born === 0 && record;
   if (birth) [born, recent, baseline] = await read(1);
   const rate = (recent * Math.LN2) / newIdentityWindowMs;
   const base = Math.max((baseline * Math.LN2) / BASELINE_HALF_LIFE_MS, newIdentityBaselinePerHour / HOUR_MS);
   const surgeNow = rate / base >= newIdentitySurgeFactor;
   if (birth && surgeNow) await store.score(surgeBornKey(user), 1, newIdentityAgeMs);
-  const young = born > 0.5;
+  const young = born > 0.5 || born === 0;
   const [evidence, surgeBorn] = await kept;
   return { young, surge: young && (surgeNow || surgeBorn > 0.5), evidence: young ? evidence : 0 };
 }

@@ -71,6 +71,12 @@ describe("run_churn", () => {
     expect(rotating[3]!.record.signals).toEqual(["run_churn"]);
   });
 
+  it("a request that only reads (GET /v1/me) starts no run: an app polling its quota is not churning", async () => {
+    const t = engine({ signals: { run_churn: 25 }, abuse: { run_churn_threshold: 3 }, routes });
+    for (let i = 0; i < 10; i++) await t.engine.quotaFor(t.engine.open({ route: "agent", endpoint: "chat_completions", ip: "10.0.0.1", credentials: { token: "tg_user_0" } }));
+    expect((await t.send({ key: "tg_user_0", ip: "10.0.0.1", runId: "one", body: hello })).record.signals).toEqual([]);
+  });
+
   it("a call without x-tollgate-run is a run of its own, so leaving the header off counts too", async () => {
     const t = engine({ signals: { run_churn: 25 }, abuse: { run_churn_threshold: 3 }, routes });
     const results = [];
