@@ -107,8 +107,9 @@ describe("an org of four callers on Redis, two gateway processes sharing one red
     expect(results.filter((r) => r === 200).length).toBeGreaterThan(5);
     expect(refusals.length).toBeGreaterThan(0);
     expect(refusals.every((r) => /^402 (org acme's|the free plan's|this key's) daily budget/.test(r))).toBe(true);
-    // Both processes served and both refused: the levels are shared through Redis, not per process.
-    for (const gw of [one!, two!]) expect(new Set(gw.records.map((r) => r.decision)).size).toBeGreaterThan(1);
+    // Both processes refused, with what they served together inside the budgets: the levels are
+    // shared through Redis, not per process.
+    for (const gw of [one!, two!]) expect(gw.records.some((r) => r.code === "budget_exceeded")).toBe(true);
 
     // Reservations are worst cases: once the burst has settled, bob spends what the org has left,
     // alternating processes.
