@@ -2,29 +2,26 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI from "openai";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { BudgetLevelRow } from "../src/core/budget-report.js";
-import { MockUpstream } from "../src/testing/mock-upstream.js";
-import { GatewayProcess, runCli } from "./gateway-process.js";
+import { runCli } from "./gateway-process.js";
+import { openaiUpstream, useGateway } from "./use-gateway.js";
 
 /**
  * `tollgate budgets` (every level and where it stands; set / clear an override) and `tollgate usage
  * --by org|key`, reading the SQLite store a running gateway writes.
  */
-let mock: MockUpstream;
-let gw: GatewayProcess;
 const micros = (usd: number) => Math.round(usd * 1e6);
 
-beforeAll(async () => {
-  mock = await MockUpstream.start();
-  mock.setBehavior({ outputTokens: 20 });
-  gw = await GatewayProcess.start({
+const { gw } = useGateway({
+  upstream: { behavior: { outputTokens: 20 }, reset: false },
+  config: (mock) => ({
     store: `sqlite:${join(mkdtempSync(join(tmpdir(), "tg-budgets-cli-")), "t.db")}`,
     timezone: "America/New_York",
     // Operator overrides are read by gateways with an admin API.
     admin_key: "tg_admin_budgets_cli",
     budget: { daily: 10, monthly: 100 },
-    providers: { up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "sk-up" } },
+    providers: { up: openaiUpstream(mock) },
     // $1 per 1M tokens both ways: a call costs a few tens of micro-dollars.
     models: { house: { provider: "up", price: { input: 1, output: 1 } } },
     plans: { free: { models: ["house"], budget: { daily: 0.0003 } }, pro: { models: ["house"], budget: { daily: 1 }, timezone: "Asia/Tokyo" } },
@@ -46,11 +43,7 @@ beforeAll(async () => {
         ],
       },
     },
-  });
-}, 60_000);
-afterAll(async () => {
-  await gw?.stop();
-  await mock?.close();
+  }),
 });
 
 let asked = 0;
