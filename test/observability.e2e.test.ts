@@ -2,7 +2,7 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { runCli } from "./gateway-process.js";
+import { GatewayProcess, runCli } from "./gateway-process.js";
 import { openaiUpstream, useGateway } from "./use-gateway.js";
 
 /** Every secret of this gateway: none may appear in any output but the one response that creates a key. */
