@@ -45,6 +45,16 @@ describe("metrics", () => {
     for (const leaked of ["attacker-chosen-name", "forged-plan", "u-123", "203.0.113.9"]) expect(text).not.toContain(leaked);
   });
 
+  it("counts a library app request once: its model calls (parent_id) add spend and tokens, not requests", async () => {
+    const m = new Metrics(config);
+    m.record(rec({ request_id: "app", model: null, duration_ms: 900 }));
+    for (const id of ["c1", "c2", "c3"]) m.record(rec({ request_id: id, parent_id: "app", model: "gpt-4o-mini", input_tokens: 10, output_tokens: 5, cost_usd: 0.00001, ended: "complete", duration_ms: 300 }));
+    expect((await values(m, "tollgate_requests_total")).reduce((n, v) => n + v.value, 0)).toBe(1);
+    expect((await values(m, "tollgate_spend_usd_total"))[0]!.value).toBeCloseTo(0.00003, 12);
+    const durations = (await values(m, "tollgate_request_duration_seconds")).filter((v) => v.metricName?.endsWith("_count"));
+    expect(durations.reduce((n, v) => n + v.value, 0)).toBe(1);
+  });
+
   it("follows reservations from reserve to settle, and counts store failures", async () => {
     const m = new Metrics(config);
     const inner = new MemoryStore();

@@ -2,7 +2,8 @@ import { collectDefaultMetrics, Counter, Gauge, Registry } from "prom-client";
 import { SeriesCounter, SeriesHistogram, type CounterSeries, type HistogramSeries } from "./series.js";
 import type { ResolvedConfig } from "../config/resolve.js";
 import { ERROR_CODES } from "../core/errors.js";
-import { requestsOf, type UsageRecord } from "../core/usage-record.js";
+import { requestsIn } from "../core/usage-report.js";
+import type { UsageRecord } from "../core/usage-record.js";
 import type { Store } from "../core/store.js";
 import type { OutboxStore } from "../core/outbox.js";
 import type { OutboxObserver } from "../outbox/delivery.js";
@@ -119,12 +120,16 @@ export class Metrics {
     const plan = this.plan(r.plan);
     const code = r.code && r.code in ERROR_CODES ? r.code : "";
     // A refusal summary stands for `count` refusals: the counters stay exact under a flood.
-    const n = requestsOf(r);
-    const endpoint = r.endpoint ?? "";
-    const requestKey = `${route}\0${endpoint}\0${r.decision}\0${code}`;
-    let requests = this.requestSeries.get(requestKey);
-    if (!requests) this.requestSeries.set(requestKey, (requests = this.requests.series({ route, endpoint, decision: r.decision, code })));
-    requests.value += n;
+    // A library model call (parent_id) is part of its app request, which has its own record: it
+    // adds spend, tokens and upstream latency, not another request or request duration.
+    const n = requestsIn(r);
+    if (n > 0) {
+      const endpoint = r.endpoint ?? "";
+      const requestKey = `${route}\0${endpoint}\0${r.decision}\0${code}`;
+      let requests = this.requestSeries.get(requestKey);
+      if (!requests) this.requestSeries.set(requestKey, (requests = this.requests.series({ route, endpoint, decision: r.decision, code })));
+      requests.value += n;
+    }
     if (r.cost_usd > 0 || r.input_tokens > 0 || r.output_tokens > 0) {
       const key = `${route}\0${model}\0${plan}`;
       let c = this.charged.get(key);
@@ -133,10 +138,12 @@ export class Metrics {
       if (r.input_tokens > 0) (c.input ??= this.tokens.series({ route, model, plan, direction: "input" })).value += r.input_tokens;
       if (r.output_tokens > 0) (c.output ??= this.tokens.series({ route, model, plan, direction: "output" })).value += r.output_tokens;
     }
-    const durationKey = `${route}\0${r.decision}`;
-    let duration = this.durationSeries.get(durationKey);
-    if (!duration) this.durationSeries.set(durationKey, (duration = this.duration.series({ route, decision: r.decision })));
-    this.duration.observe(duration, r.duration_ms / 1000);
+    if (n > 0) {
+      const durationKey = `${route}\0${r.decision}`;
+      let duration = this.durationSeries.get(durationKey);
+      if (!duration) this.durationSeries.set(durationKey, (duration = this.duration.series({ route, decision: r.decision })));
+      this.duration.observe(duration, r.duration_ms / 1000);
+    }
     if (r.ended !== null || r.ttft_ms !== null) {
       const key = `${route}\0${model}`;
       let t = this.latencies.get(key);
