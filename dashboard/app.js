@@ -5,6 +5,7 @@
 
 // @ts-ignore: served by the gateway from node_modules/uplot; its types come from the uplot package.
 import uPlotModule from "./vendor/uPlot.esm.js";
+import * as outbox from "./outbox.js";
 
 /** @type {typeof import("uplot")} */
 const uPlot = uPlotModule;
@@ -142,13 +143,16 @@ document.addEventListener("click", async (event) => {
   if (!(target instanceof HTMLButtonElement) || !target.dataset.action) return;
   const kind = /** @type {"user" | "ip"} */ (target.dataset.kind);
   const id = target.dataset.id ?? "";
+  const action = target.dataset.action;
+  const result = $(action === "outbox-retry" ? "outbox-result" : "block-result");
   target.disabled = true;
   try {
-    if (target.dataset.action === "block") await block(kind, id);
+    if (action === "outbox-retry") result.textContent = await outbox.retry(api, id, target.dataset.sink ?? "");
+    else if (action === "block") await block(kind, id);
     else await unblock(kind, id);
     await refresh();
   } catch (err) {
-    $("block-result").textContent = `Failed: ${/** @type {Error} */ (err).message}`;
+    result.textContent = `Failed: ${/** @type {Error} */ (err).message}`;
   } finally {
     target.disabled = false;
   }
@@ -218,6 +222,18 @@ function renderBudgets(rows) {
     ]),
     "No budgets configured.",
   );
+}
+
+/** @param {any} page the failed page of /admin/outbox (its counts cover both states), or why it failed */
+function renderOutbox(page) {
+  if (page instanceof Error) {
+    fillTable("outbox-counts", [], `No outbox: ${page.message}`);
+    fillTable("outbox-failed", [], "–");
+    return;
+  }
+  fillTable("outbox-counts", outbox.countRows(page.counts, el), "Nothing waiting (or no alerts and export configured).");
+  fillTable("outbox-failed", outbox.failedRows(page.data, el), "No failed messages.");
+  $("outbox-failed-total").textContent = page.total > page.data.length ? `oldest ${page.data.length} of ${page.total}` : "";
 }
 
 /** @param {any} s a series answer: buckets (epoch ms) and per-group cost_usd arrays */
@@ -329,9 +345,15 @@ async function refresh() {
   clearTimeout(state.timer);
   const since = /** @type {HTMLSelectElement} */ ($("window")).value;
   try {
-    const [overview, budgets] = await Promise.all([api(`/admin/overview?since=${encodeURIComponent(since)}&top=10`), api("/admin/budgets?top=10")]);
+    // A store without an outbox answers 404 there; the rest of the page does not wait on it.
+    const [overview, budgets, failed] = await Promise.all([
+      api(`/admin/overview?since=${encodeURIComponent(since)}&top=10`),
+      api("/admin/budgets?top=10"),
+      api("/admin/outbox?state=failed&limit=50").catch((/** @type {Error} */ err) => err),
+    ]);
     render(overview);
     renderBudgets(budgets.data);
+    renderOutbox(failed);
     $("status").textContent = `updated ${new Date().toLocaleTimeString()}`;
     $("status").className = "status ok";
   } catch (err) {

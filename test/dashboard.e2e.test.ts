@@ -1,5 +1,6 @@
 import { mkdirSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { createServer } from "node:net";
 import { join } from "node:path";
 import type { BrowserContext, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -9,6 +10,7 @@ import { launchChromium, requireChromium, HAVE_CHROMIUM, SKIP_BROWSER } from "./
 import { GatewayProcess } from "./gateway-process.js";
 
 const ADMIN_KEY = "dashboard-e2e-admin-secret";
+const WEBHOOK_SECRET = "whsec_ZGFzaGJvYXJkLWUyZS13ZWJob29r";
 /** TOLLGATE_SCREENSHOTS=1 writes the README's screenshots; otherwise they go to a temp folder. */
 const SHOTS = process.env.TOLLGATE_SCREENSHOTS ? join(import.meta.dirname, "..", "docs", "screenshots") : mkdtempSync(join(tmpdir(), "tollgate-shots-"));
 /** Screenshots want minutes of traffic for the chart to have a shape; the test itself needs seconds. */
@@ -18,6 +20,16 @@ let gw: GatewayProcess;
 let context: BrowserContext;
 let page: Page;
 let closeBrowser: (() => Promise<void>) | undefined;
+let deadHook: string;
+
+/** A port nothing listens on: connections to it are refused. */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
 
 beforeAll(async () => {
   requireChromium();
@@ -28,7 +40,12 @@ beforeAll(async () => {
   demo.admin_key = ADMIN_KEY;
   demo.server = { ...demo.server, trust_proxy: 1 };
   demo.providers.sim.tokens_per_second = 2000;
-  gw = await GatewayProcess.start(demo);
+  // The demo's abuse and budget alerts go to a receiver that is down. One failed send past max_age
+  // gives a message up after the first retry (5-10 s), and a retried one then waits pending 5-10 s.
+  deadHook = `http://127.0.0.1:${await closedPort()}/hooks/tollgate`;
+  demo.alerts = { webhooks: [{ name: "ops", url: deadHook, secret: "env:DASHBOARD_WEBHOOK_SECRET" }] };
+  demo.outbox = { retry_min: "10s", retry_max: "10s", max_age: "1s", poll: "100ms", timeout: "1s" };
+  gw = await GatewayProcess.start(demo, { DASHBOARD_WEBHOOK_SECRET: WEBHOOK_SECRET });
   ({ context, close: closeBrowser } = await launchChromium({ viewport: { width: 1400, height: 1000 }, colorScheme: "dark" }));
   page = context.pages()[0] ?? (await context.newPage());
 }, 60_000);
@@ -127,4 +144,41 @@ describe.skipIf(SKIP_BROWSER)("dashboard in Chromium", () => {
     // The admin key never reached a log line.
     expect(gw.stdout + gw.stderr).not.toContain(ADMIN_KEY);
   }, TRAFFIC_MS + 60_000);
+
+  it("shows the alerts the dead webhook gave up on, and Retry puts one back to pending", async () => {
+    const admin = async (path: string, method = "GET") => (await fetch(`${gw.url}${path}`, { method, headers: { authorization: `Bearer ${ADMIN_KEY}` } })).json();
+    await page.locator("#app").waitFor({ state: "visible" });
+    const failedRows = page.locator("#outbox-failed tbody tr", { has: page.locator("button.retry") });
+    await expect.poll(() => failedRows.count(), { timeout: 30_000 }).toBeGreaterThan(0);
+    const failed = await admin("/admin/outbox?state=failed&limit=500");
+    expect(failed.total).toBeGreaterThan(0);
+
+    // Counts per sink and kind agree with the API; the first failed row is the API's oldest.
+    const counts = failed.counts as { sink: string; kind: string; state: string; count: number }[];
+    const kind = failed.data[0].kind;
+    const failedOfKind = counts.find((c) => c.sink === "ops" && c.kind === kind && c.state === "failed")!.count;
+    const countsRow = page.locator("#outbox-counts tbody tr", { has: page.locator("td.code", { hasText: new RegExp(`^${kind.replace(".", "\\.")}$`) }) });
+    await expect.poll(() => countsRow.locator("td").allInnerTexts()).toEqual(["ops", kind, expect.any(String), String(failedOfKind)]);
+    const first = failed.data[0];
+    const row = page.locator("#outbox-failed tbody tr", { has: page.locator("td:first-child", { hasText: first.id }) });
+    const cells = await row.locator("td").allInnerTexts();
+    expect(cells.slice(0, 4)).toEqual([first.id, "ops", first.kind, String(first.attempts)]);
+    expect(first.kind).toMatch(/^(abuse|budget)\./);
+    expect(cells[4]).toContain("connection failed (ECONNREFUSED)");
+    expect(cells[4]).toContain("max_age");
+    await page.locator("#outbox-counts").screenshot({ path: join(SHOTS, "dashboard-outbox.png") });
+
+    // Neither the signing secret nor the receiver's URL is on the page.
+    const text = await page.locator("body").innerText();
+    expect(text).not.toContain(WEBHOOK_SECRET);
+    expect(text).not.toContain(deadHook);
+
+    await row.locator("button.retry").click();
+    await expect.poll(() => page.locator("#outbox-result").innerText(), { timeout: 10_000 }).toBe(`Retried ${first.id} (ops): pending.`);
+    const pending = await admin("/admin/outbox?state=pending&limit=500");
+    expect(pending.data.find((i: { id: string; sink: string }) => i.id === first.id && i.sink === "ops")).toMatchObject({ state: "pending", kind: first.kind });
+    expect((await admin("/admin/outbox?state=failed&limit=500")).data.map((i: { id: string }) => i.id)).not.toContain(first.id);
+    // The refresh after the click took it off the failed list.
+    await expect.poll(() => row.count(), { timeout: 5_000 }).toBe(0);
+  }, 60_000);
 });

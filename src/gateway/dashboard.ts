@@ -12,6 +12,7 @@ const FILES: Record<string, { file: () => string; type: string }> = {
   "/dashboard": { file: () => DASHBOARD_DIR + "index.html", type: "text/html; charset=utf-8" },
   "/dashboard/": { file: () => DASHBOARD_DIR + "index.html", type: "text/html; charset=utf-8" },
   "/dashboard/app.js": { file: () => DASHBOARD_DIR + "app.js", type: "text/javascript; charset=utf-8" },
+  "/dashboard/outbox.js": { file: () => DASHBOARD_DIR + "outbox.js", type: "text/javascript; charset=utf-8" },
   "/dashboard/style.css": { file: () => DASHBOARD_DIR + "style.css", type: "text/css; charset=utf-8" },
   "/dashboard/vendor/uPlot.esm.js": { file: () => require.resolve("uplot/dist/uPlot.esm.js"), type: "text/javascript; charset=utf-8" },
   "/dashboard/vendor/uPlot.min.css": { file: () => require.resolve("uplot/dist/uPlot.min.css"), type: "text/css; charset=utf-8" },
