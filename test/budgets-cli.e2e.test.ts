@@ -87,7 +87,7 @@ describe("tollgate budgets and usage --by org|key", () => {
 
     const acme = row("org", "acme", "daily");
     // Refused because the next call's reservation does not fit; past the soft share, not yet spent to the cent.
-    expect(acme).toMatchObject({ limit_usd: 0.0006, soft_usd: 0.00048, state: "soft", timezone: "Europe/Berlin", until: null });
+    expect(acme).toMatchObject({ limit_usd: 0.0006, soft_usd: 0.00048, state: "soft", timezone: "Europe/Berlin", until: null, reserved_usd: 0 });
     const estimate = Math.max(...records.map((r) => micros(r.estimated_cost_usd)));
     expect(micros(acme.remaining_usd!)).toBeLessThan(estimate);
     expect(micros(acme.used_usd!)).toBe(spent((r) => r.user === "alice" || r.user === "bob"));
@@ -108,8 +108,8 @@ describe("tollgate budgets and usage --by org|key", () => {
 
     const text = await cli("budgets");
     expect(text.code).toBe(0);
-    expect(text.stdout).toMatch(/^level\s+subject\s+period\s+limit_usd\s+used_usd\s+remaining_usd\s+state\s+resets_at/);
-    expect(text.stdout).toMatch(/\norg\s+acme\s+daily\s+0\.0006\s+0\.000\d+\s+0\.000\d+\s+soft\s+\S+ \S+Z \(Europe\/Berlin\)/);
+    expect(text.stdout).toMatch(/^level\s+subject\s+period\s+limit_usd\s+used_usd\s+reserved_usd\s+remaining_usd\s+state\s+resets_at/);
+    expect(text.stdout).toMatch(/\norg\s+acme\s+daily\s+0\.0006\s+0\.000\d+\s+0\.00\s+0\.000\d+\s+soft\s+\S+ \S+Z \(Europe\/Berlin\)/);
 
     // A temporary raise for the org: bob is served again, and the listing says until when.
     const set = await cli("budgets", "set", "org", "acme", "--daily", "1", "--until", "1h");

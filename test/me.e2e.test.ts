@@ -13,7 +13,7 @@ const { gw, mock } = useGateway({
       // India has one offset all year (UTC+05:30, no DST): its midnight is plain arithmetic here.
       india: { models: ["gpt-4o-mini"], budget: { daily: 0 }, timezone: "Asia/Kolkata" },
     },
-    keys: [{ key: "tg_me", user: "meg", plan: "free" }, { key: "tg_me_in", user: "ila", plan: "india" }],
+    keys: [{ key: "tg_me", user: "meg", plan: "free" }, { key: "tg_me_in", user: "ila", plan: "india" }, { key: "tg_me_stream", user: "sam", plan: "free" }],
     routes: {
       chat: {
         path: "/chat",
@@ -45,17 +45,44 @@ describe("GET /v1/me", () => {
     const daily = me.budgets.find((b) => b.name.includes("daily"))!;
     expect(daily.limit_usd).toBe(0.5);
     expect(Math.round(daily.used_usd * 1e6)).toBe(spent);
+    expect(daily.reserved_usd).toBe(0);
     expect(Math.round(daily.remaining_usd * 1e6)).toBe(500_000 - spent);
     expect(Date.parse(daily.resets_at!)).toBeGreaterThan(Date.now());
     expect(me.budgets.find((b) => b.name.includes("monthly"))!.limit_usd).toBe(5);
 
     // The anonymous pool does not apply to a free caller; the two user limits do.
     expect(me.limits.map((l) => l.id)).toEqual(["chat.0", "chat.1"]);
-    expect(me.limits[0]).toMatchObject({ per: "user", unit: "requests", limit: 20, used: 3, remaining: 17, window_s: 3600 });
-    expect(me.limits[1]).toMatchObject({ per: "user", unit: "concurrent", limit: 3, used: 0, remaining: 3, window_s: null });
+    expect(me.limits[0]).toMatchObject({ per: "user", unit: "requests", limit: 20, used: 3, reserved: 0, remaining: 17, window_s: 3600 });
+    expect(me.limits[1]).toMatchObject({ per: "user", unit: "concurrent", limit: 3, used: 0, reserved: 0, remaining: 3, window_s: null });
     // Asking spends nothing and writes no record.
     expect(((await client.get("/me")) as QuotaReport).limits[0]!.used).toBe(3);
     expect(gw.records.filter((r) => r.user === "meg")).toHaveLength(3);
+  });
+
+  it("shows what a stream still open holds as reserved, and only the settled cost once it ends", { timeout: 60_000 }, async () => {
+    const client = new OpenAI({ baseURL: `${gw.url}/chat/v1`, apiKey: "tg_me_stream", maxRetries: 0 });
+    mock.setBehavior({ outputTokens: 30, tokenIntervalMs: 50 });
+    const { data: stream, response } = await client.chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "tell me a story" }], stream: true }).withResponse();
+    const chunks = stream[Symbol.asyncIterator]();
+    expect((await chunks.next()).done).toBe(false);
+
+    const during = (await client.get("/me")) as QuotaReport;
+    const daily = during.budgets.find((b) => b.name.includes("daily"))!;
+    expect(daily.used_usd).toBe(0);
+    expect(daily.reserved_usd).toBeGreaterThan(0);
+    expect(Math.round(daily.remaining_usd * 1e6)).toBe(500_000 - Math.round(daily.reserved_usd * 1e6));
+    expect(during.limits[0]).toMatchObject({ unit: "requests", used: 0, reserved: 1, remaining: 19 });
+    expect(during.limits[1]).toMatchObject({ unit: "concurrent", used: 0, reserved: 1, remaining: 2 });
+
+    while (!(await chunks.next()).done);
+    const record = await gw.recordFor(response.headers.get("x-tollgate-request-id"));
+    const after = (await client.get("/me")) as QuotaReport;
+    const settled = after.budgets.find((b) => b.name.includes("daily"))!;
+    expect(settled.reserved_usd).toBe(0);
+    expect(Math.round(settled.used_usd * 1e6)).toBe(Math.round(record.cost_usd * 1e6));
+    expect(Math.round(settled.used_usd * 1e6)).toBeGreaterThan(0);
+    expect(after.limits[0]).toMatchObject({ used: 1, reserved: 0, remaining: 19 });
+    expect(after.limits[1]).toMatchObject({ used: 0, reserved: 0, remaining: 3 });
   });
 
   it("answers an anonymous caller with its pool, and refuses bad credentials with 401", async () => {

@@ -73,13 +73,14 @@ async function listing(config: ResolvedConfig, store: Awaited<ReturnType<typeof 
     r.period,
     money(r.limit_usd),
     money(r.used_usd),
+    money(r.reserved_usd),
     money(r.remaining_usd),
     r.state ?? "-",
     r.resets_at ? `${r.resets_at.slice(0, 16).replace("T", " ")}Z${r.timezone && r.timezone !== "UTC" ? ` (${r.timezone})` : ""}` : "-",
     r.until ? `until ${r.until.slice(0, 19).replace("T", " ")}Z` : r.name.endsWith("(set by the operator)") ? "set" : "",
   ]);
-  const header = ["level", "subject", "period", "limit_usd", "used_usd", "remaining_usd", "state", "resets_at", "override"];
-  const notes = `used includes reservations of requests in flight; users: the ${top} who spent most in the last ${since}; soft: past the budget's soft share (cheaper model served), exhausted: refused with 402`;
+  const header = ["level", "subject", "period", "limit_usd", "used_usd", "reserved_usd", "remaining_usd", "state", "resets_at", "override"];
+  const notes = `used: settled spend, reserved: held by requests in flight; users: the ${top} who spent most in the last ${since}; soft: past the budget's soft share (cheaper model served), exhausted: refused with 402`;
   return [...align([header, ...table], true), "", notes].join("\n") + "\n";
 }
 

@@ -3,7 +3,7 @@ import { formatDuration } from "./duration.js";
 import { gatewayBudgets, keyBudgets, orgBudgets, userBudgets } from "./budget-levels.js";
 import type { HeldCounter } from "./exchange.js";
 import { readBudgetOverrides, type BudgetOverride, type BudgetSubject } from "./policy.js";
-import { budgetState, budgetStatus, type BudgetState } from "./quota-report.js";
+import { budgetState, budgetStatus, peekReserved, type BudgetState } from "./quota-report.js";
 import type { Store } from "./store.js";
 import type { UsageRecord } from "./usage-record.js";
 import { recordMicros } from "./usage-report.js";
@@ -20,8 +20,10 @@ export interface BudgetLevelRow {
   /** What a 402 calls it: "org acme's daily budget (set by the operator)". */
   name: string;
   limit_usd: number;
-  /** Spent and reserved by requests in flight; null where the limit counts each caller apart. */
+  /** Settled spend; null (as the two below) where the limit counts each caller apart. */
   used_usd: number | null;
+  /** Held by requests still in flight. */
+  reserved_usd: number | null;
   remaining_usd: number | null;
   resets_at: string | null;
   timezone: string | null;
@@ -63,7 +65,7 @@ export async function budgetReport(config: ResolvedConfig, store: Store, records
   // A route's usd limit is one counter only when it counts the whole route; per-caller ones are listed without usage.
   const routeLimits = config.routes.flatMap((r) => r.limits.filter((l) => l.unit === "usd").map((l) => ({ route: r.name, l })));
   const shared = routeLimits.filter(({ l }) => l.per === "route");
-  const totals = await store.peek([...rows.map((r) => r.counter), ...shared.map(({ l }) => ({ key: `lim:${l.id}:*`, windowMs: l.windowMs }))]);
+  const totals = await peekReserved(store, [...rows.map((r) => r.counter), ...shared.map(({ l }) => ({ key: `lim:${l.id}:*`, windowMs: l.windowMs }))]);
 
   const out: BudgetLevelRow[] = rows.map(({ level, subject, counter: c, until }, i) => ({
     level,
@@ -74,14 +76,16 @@ export async function budgetReport(config: ResolvedConfig, store: Store, records
   }));
   for (const { route, l } of routeLimits) {
     const j = shared.findIndex((s) => s.l === l);
-    const used = j >= 0 ? totals[rows.length + j]! : undefined;
+    const detail = j >= 0 ? totals[rows.length + j]! : undefined;
+    const used = detail?.total;
     out.push({
       level: "route",
       subject: route,
       period: formatDuration(l.windowMs),
       name: `limit ${l.id} ($${usd(l.max)} per ${formatDuration(l.windowMs)} ${l.per === "route" ? "for the whole route" : `per ${l.per}`})`,
       limit_usd: usd(l.max),
-      used_usd: used === undefined ? null : usd(used),
+      used_usd: detail === undefined ? null : usd(detail.total - detail.reserved),
+      reserved_usd: detail === undefined ? null : usd(detail.reserved),
       remaining_usd: used === undefined ? null : usd(Math.max(0, l.max - used)),
       resets_at: null,
       timezone: null,

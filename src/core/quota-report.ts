@@ -2,14 +2,18 @@ import type { Exchange, HeldCounter } from "./exchange.js";
 import type { GateEnv } from "./gate.js";
 import { budgetCounters } from "./gates/budget.js";
 import { appliesTo, describeLimit, limitKey, limitWindowMs } from "./gates/scope.js";
+import type { Counter, CounterDetail, Store } from "./store.js";
 
 /** One budget that applies to the caller: money over a calendar period. */
 export interface BudgetStatus {
   /** "plan free daily budget", "the gateway's daily budget". */
   name: string;
   limit_usd: number;
-  /** Spent and reserved by requests in flight. */
+  /** Settled spend: what requests that ended were charged. */
   used_usd: number;
+  /** Held by requests still in flight, until they settle at their actual cost. */
+  reserved_usd: number;
+  /** limit − used − reserved, never below 0. */
   remaining_usd: number;
   /** When the period ends and the budget starts again (ISO 8601, UTC): midnight in `timezone`. */
   resets_at: string | null;
@@ -37,8 +41,11 @@ export interface LimitStatus {
   per: string;
   unit: string;
   limit: number;
-  /** Counted in the sliding window (or in flight, for `concurrent`), reservations included. */
+  /** Settled in the sliding window (for `concurrent`, always 0: a slot is only ever reserved). */
   used: number;
+  /** Held by requests still in flight (for `concurrent`, the requests open now). */
+  reserved: number;
+  /** limit − used − reserved, never below 0. */
   remaining: number;
   /** The sliding window, in seconds; null for `concurrent`. */
   window_s: number | null;
@@ -57,12 +64,22 @@ export interface QuotaReport {
 
 const usd = (micros: number) => micros / 1e6;
 
+/**
+ * Counters' totals with the part requests in flight hold, in one store round trip: a store that
+ * cannot tell them apart (no peekDetail) has its totals taken as settled.
+ */
+export async function peekReserved(store: Store, counters: Pick<Counter, "key" | "windowMs">[]): Promise<CounterDetail[]> {
+  if (store.peekDetail) return store.peekDetail(counters);
+  return (await store.peek(counters)).map((total) => ({ total, reserved: 0 }));
+}
+
 /** A budget counter at this total, as /v1/me, `tollgate budgets` and the dashboard show it. */
-export function budgetStatus(b: HeldCounter, total: number): BudgetStatus {
+export function budgetStatus(b: HeldCounter, { total, reserved }: CounterDetail): BudgetStatus {
   return {
     name: b.label,
     limit_usd: usd(b.max),
-    used_usd: usd(total),
+    used_usd: usd(total - reserved),
+    reserved_usd: usd(reserved),
     remaining_usd: usd(Math.max(0, b.max - total)),
     resets_at: b.resetsAt !== undefined ? new Date(b.resetsAt).toISOString() : null,
     timezone: b.timezone ?? null,
@@ -73,13 +90,13 @@ export function budgetStatus(b: HeldCounter, total: number): BudgetStatus {
 
 /**
  * The caller's budgets and limits on one route, read in one store round trip (a peek: nothing is
- * reserved or recorded). The identity and abuse gates have run, so operator overrides apply.
+ * reserved or recorded), settled spend apart from what requests in flight hold. The identity and abuse gates have run, so operator overrides apply.
  */
 export async function quotaReport(ex: Exchange, env: GateEnv): Promise<QuotaReport> {
   const id = ex.identity!;
   const budgets = budgetCounters(ex, env, 0);
   const limits = ex.route.limits.filter((l) => appliesTo(l, ex));
-  const totals = await env.store.peek([
+  const totals = await peekReserved(env.store, [
     ...budgets,
     ...limits.map((l) => ({ key: limitKey(l, ex), windowMs: limitWindowMs(l, ex) })),
   ]);
@@ -91,16 +108,18 @@ export async function quotaReport(ex: Exchange, env: GateEnv): Promise<QuotaRepo
     route: ex.route.name,
     budgets: budgets.map((b, i) => budgetStatus(b, totals[i]!)),
     limits: limits.map((l, i) => {
-      const used = totals[budgets.length + i]!;
+      const { total, reserved } = totals[budgets.length + i]!;
       const money = l.unit === "usd";
+      const amount = (micros: number) => (money ? usd(micros) : micros);
       return {
         id: l.id,
         description: describeLimit(l, money ? `$${usd(l.max)}` : `${l.max} ${l.unit}`),
         per: l.per,
         unit: l.unit,
         limit: money ? usd(l.max) : l.max,
-        used: money ? usd(used) : used,
-        remaining: money ? usd(Math.max(0, l.max - used)) : Math.max(0, l.max - used),
+        used: amount(total - reserved),
+        reserved: amount(reserved),
+        remaining: amount(Math.max(0, l.max - total)),
         window_s: l.unit === "concurrent" ? null : Math.round(l.windowMs / 1000),
       };
     }),

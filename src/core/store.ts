@@ -37,6 +37,12 @@ export interface Counter {
   windowMs: number;
 }
 
+/** A counter's total, and how much of it unsettled reservations hold (0 <= reserved <= total). */
+export interface CounterDetail {
+  total: number;
+  reserved: number;
+}
+
 export type ReserveResult =
   | {
       ok: true;
@@ -136,6 +142,13 @@ export interface Store {
   release(id: string): Promise<void>;
   /** Current totals of counters, without reserving. */
   peek(counters: Pick<Counter, "key" | "windowMs">[]): Promise<number[]>;
+  /**
+   * Like peek, with each total's share still held by unsettled reservations (requests in flight)
+   * apart from the settled rest, so a caller can be told what is spent and what is only reserved.
+   * For reports (/v1/me, `tollgate budgets`), never the request path. Absent: nothing is known
+   * about reservations; callers take the whole total as settled.
+   */
+  peekDetail?(counters: Pick<Counter, "key" | "windowMs">[]): Promise<CounterDetail[]>;
 
   /** Adds `delta` to a score that halves every `halfLifeMs`; returns the decayed total. delta 0 reads it. */
   score(key: string, delta: number, halfLifeMs: number): Promise<number>;

@@ -1,7 +1,7 @@
 import type { UsageRecord } from "../core/usage-record.js";
 import { MemoryStore } from "./memory.js";
 import type { RedisStore } from "./redis.js";
-import { StoreUnavailableError, type Checkpoint, type Counter, type ReserveResult, type Store, type StoreHealth, type StoredKey, type UsageQuery } from "../core/store.js";
+import { StoreUnavailableError, type Checkpoint, type Counter, type CounterDetail, type ReserveResult, type Store, type StoreHealth, type StoredKey, type UsageQuery } from "../core/store.js";
 
 /** While Redis is away, how often to check whether it takes writes again. */
 const PROBE_MS = 500;
@@ -112,6 +112,13 @@ export class FailoverStore implements Store {
     return this.either(
       () => this.primary.peek(counters),
       () => this.local.peek(counters),
+    );
+  }
+
+  async peekDetail(counters: Pick<Counter, "key" | "windowMs">[]): Promise<CounterDetail[]> {
+    return this.either(
+      () => this.primary.peekDetail(counters),
+      () => this.local.peekDetail(counters),
     );
   }
 

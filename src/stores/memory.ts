@@ -1,7 +1,7 @@
 import type { UsageRecord } from "../core/usage-record.js";
 import { bucketGoneAt, bucketStart, bucketWidth, retryAfter } from "./buckets.js";
 import { MemoryOutbox } from "./outbox-memory.js";
-import type { Checkpoint, Counter, ReserveResult, Store, StoredKey, UsageQuery } from "../core/store.js";
+import type { Checkpoint, Counter, CounterDetail, ReserveResult, Store, StoredKey, UsageQuery } from "../core/store.js";
 
 /** One counter's share of a reservation that is not settled yet. */
 interface Live {
@@ -176,6 +176,16 @@ export class MemoryStore implements Store {
     return counters.map((c) => {
       const state = this.counters.get(c.key);
       return state ? total(state, now) : 0;
+    });
+  }
+
+  async peekDetail(counters: Pick<Counter, "key" | "windowMs">[]): Promise<CounterDetail[]> {
+    const now = this.tick();
+    return counters.map((c) => {
+      const state = this.counters.get(c.key);
+      if (!state) return { total: 0, reserved: 0 };
+      const sum = total(state, now);
+      return { total: sum, reserved: state.live.reduce((a, e) => a + e.amount, 0) };
     });
   }
 

@@ -302,13 +302,15 @@ local function release_rec(rkey)
   return 1
 end
 
--- Current totals of the counters 'bases' over their windows (Store.peek), as text.
-local function peek(bases, windows, now, margin)
+-- Current totals of the counters 'bases' over their windows (Store.peek), as text; with detail,
+-- each total followed by its in-flight part, L (Store.peekDetail).
+local function peek(bases, windows, now, margin, detail)
   local out = {}
   for i = 1, #bases do
     local m = state(bases[i], now, {}, margin, tonumber(windows[i]))
     flush(bases[i], m)
-    out[i] = fmt(m.s + m.l)
+    out[#out + 1] = fmt(m.s + m.l)
+    if detail then out[#out + 1] = fmt(m.l) end
   end
   return out
 end
@@ -349,6 +351,7 @@ export function script(name: string, body: string): LuaScript {
  *   s now R n actual * n                                    settle: 1, or 0 when R was gone
  *   x R                                                     release: 1 or 0
  *   p now n (base window) * n                               peek: {total...}
+ *   d now n (base window) * n                               peekDetail: {total, reserved, ...}
  */
 export const BATCH = script(
   "batch",
@@ -384,14 +387,14 @@ while a <= #ARGV do
     out[#out + 1] = settle_rec(rkey, actual, now, margin)
   elseif op == 'x' then
     out[#out + 1] = release_rec(KEYS[tonumber(nxt())])
-  elseif op == 'p' then
+  elseif op == 'p' or op == 'd' then
     local now, n = at(nxt()), tonumber(nxt())
     local bases, windows = {}, {}
     for i = 1, n do
       bases[i] = KEYS[tonumber(nxt())]
       windows[i] = nxt()
     end
-    out[#out + 1] = peek(bases, windows, now, margin)
+    out[#out + 1] = peek(bases, windows, now, margin, op == 'd')
   else
     return redis.error_reply('tollgate batch: unknown op ' .. tostring(op))
   end

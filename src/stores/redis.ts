@@ -4,7 +4,7 @@ import type { UsageRecord } from "../core/usage-record.js";
 import { bucketWidth } from "./buckets.js";
 import * as lua from "./redis-scripts.js";
 import type { LuaScript } from "./redis-scripts.js";
-import { StoreUnavailableError, type Checkpoint, type Counter, type ReserveResult, type Store, type StoreHealth, type StoredKey, type UsageQuery } from "../core/store.js";
+import { StoreUnavailableError, type Checkpoint, type Counter, type CounterDetail, type ReserveResult, type Store, type StoreHealth, type StoredKey, type UsageQuery } from "../core/store.js";
 import { WriteBehind } from "./write-behind.js";
 import { RedisOutbox } from "./outbox-redis.js";
 import { CommitBatch } from "./commit-batch.js";
@@ -255,6 +255,12 @@ export class RedisStore implements Store {
     return reply.map(Number);
   }
 
+  async peekDetail(counters: Pick<Counter, "key" | "windowMs">[]): Promise<CounterDetail[]> {
+    if (!counters.length) return [];
+    const reply = (await this.ops.add({ op: "d", now: this.now(), counters })) as string[];
+    return counters.map((_, i) => ({ total: Number(reply[2 * i]), reserved: Number(reply[2 * i + 1]) }));
+  }
+
   async score(key: string, delta: number, halfLifeMs: number): Promise<number> {
     const args = [this.now(), num(delta), num(halfLifeMs), num(SCORE_MAX_TTL_MS)];
     return Number(await this.run(lua.SCORE, [`${this.prefix}s:${key}`], args));
@@ -386,7 +392,8 @@ export class RedisStore implements Store {
           args.push("x", ref(this.recordKey(o.id)));
           break;
         case "p":
-          args.push("p", o.now, num(o.counters.length));
+        case "d":
+          args.push(o.op, o.now, num(o.counters.length));
           for (const c of o.counters) args.push(ref(this.counterKey(c.key)), num(c.windowMs));
           break;
       }
@@ -469,7 +476,7 @@ type CounterOp =
   | { op: "r"; now: string; id: string; counters: Counter[]; leaseMs: number }
   | { op: "s"; now: string; id: string; actual: number[] }
   | { op: "x"; id: string }
-  | { op: "p"; now: string; counters: Pick<Counter, "key" | "windowMs">[] };
+  | { op: "p" | "d"; now: string; counters: Pick<Counter, "key" | "windowMs">[] };
 
 /**
  * Fail fast, never queue: a command on a disconnected client is refused at once (no offline

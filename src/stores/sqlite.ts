@@ -6,7 +6,7 @@ import { bucketGoneAt, bucketStart, bucketWidth, retryAfter } from "./buckets.js
 import { setTimeout as sleep } from "node:timers/promises";
 import { CommitBatch } from "./commit-batch.js";
 import { OUTBOX_SCHEMA, SqliteOutbox } from "./outbox-sqlite.js";
-import { StoreUnavailableError, type Checkpoint, type Counter, type ReserveResult, type Store, type StoreHealth, type StoredKey, type UsageQuery } from "../core/store.js";
+import { StoreUnavailableError, type Checkpoint, type Counter, type CounterDetail, type ReserveResult, type Store, type StoreHealth, type StoredKey, type UsageQuery } from "../core/store.js";
 
 /** 2: counters became buckets + live reservations (counter_entries, the sliding log, is dropped). */
 const SCHEMA_VERSION = 2;
@@ -196,6 +196,7 @@ export class SqliteStore implements Store {
   private readonly sweepBuckets;
   private readonly sweepLive;
   private readonly sumCounter;
+  private readonly sumLive;
   private readonly leavingBuckets;
   private readonly leavingLive;
   private readonly detachHeld;
@@ -224,6 +225,7 @@ export class SqliteStore implements Store {
   private readonly reserveRows;
   private readonly settleRows;
   private readonly peekTx;
+  private readonly peekDetailTx;
   private readonly scoreTx;
   private readonly distinctTx;
   private readonly revokeTx;
@@ -267,6 +269,13 @@ export class SqliteStore implements Store {
         `SELECT (SELECT COALESCE(SUM(amount), 0) FROM counter_buckets WHERE key = ? AND gone_at > ?)
               + (SELECT COALESCE(SUM(amount), 0) FROM counter_live
                  WHERE key = ? AND ts > ? - window_ms AND (lease_until IS NULL OR lease_until > ?))`,
+      )
+      .pluck();
+    // The in-flight part of sumCounter alone, for reports (peekDetail); the request path never reads it.
+    this.sumLive = db
+      .prepare<[string, number, number], number>(
+        `SELECT COALESCE(SUM(amount), 0) FROM counter_live
+         WHERE key = ? AND ts > ? - window_ms AND (lease_until IS NULL OR lease_until > ?)`,
       )
       .pluck();
     this.leavingBuckets = db.prepare<[string, number], Leaving>(
@@ -372,6 +381,9 @@ export class SqliteStore implements Store {
 
     // One read transaction so the totals come from the same snapshot.
     this.peekTx = db.transaction((counters: Pick<Counter, "key" | "windowMs">[], now: number) => counters.map((c) => this.total(c.key, now)));
+    this.peekDetailTx = db.transaction((counters: Pick<Counter, "key" | "windowMs">[], now: number) =>
+      counters.map((c): CounterDetail => ({ total: this.total(c.key, now), reserved: this.sumLive.get(c.key, now, now)! })),
+    );
 
     this.scoreTx = db.transaction((key: string, delta: number, halfLifeMs: number, now: number) => {
       this.sweepScores.run(now);
@@ -494,6 +506,11 @@ export class SqliteStore implements Store {
   async peek(counters: Pick<Counter, "key" | "windowMs">[]): Promise<number[]> {
     if (!this.ops.idle) await this.ops.drain();
     return this.guard("peek", false, () => this.peekTx.deferred(counters, this.now()));
+  }
+
+  async peekDetail(counters: Pick<Counter, "key" | "windowMs">[]): Promise<CounterDetail[]> {
+    if (!this.ops.idle) await this.ops.drain();
+    return this.guard("peek", false, () => this.peekDetailTx.deferred(counters, this.now()));
   }
 
   async score(key: string, delta: number, halfLifeMs: number): Promise<number> {

@@ -534,6 +534,37 @@ export function describeStoreContract(name: string, open: () => Promise<OpenedSt
       });
     });
 
+    describe("peekDetail", () => {
+      const k = { key: "k", windowMs: MINUTE };
+
+      it("tells what requests in flight hold apart from what is settled", async () => {
+        const detail = (cs: { key: string; windowMs: number }[]) => store.peekDetail!(cs);
+        const settled = rid();
+        await store.reserve(settled, [counter("k", 100, 10)], LONG_LEASE);
+        await store.settle(settled, [3]);
+        const open = rid();
+        await store.reserve(open, [counter("k", 100, 7)], LONG_LEASE);
+        expect(await detail([k, { key: "unknown", windowMs: MINUTE }])).toEqual([{ total: 10, reserved: 7 }, { total: 0, reserved: 0 }]);
+        // The same total peek gives: only the split is new.
+        expect(await store.peek([k])).toEqual([10]);
+        await store.settle(open, [5]);
+        expect(await detail([k])).toEqual([{ total: 8, reserved: 0 }]);
+        expect(await detail([])).toEqual([]);
+      });
+
+      it("a released reservation and one whose lease ran out hold nothing", async (ctx) => {
+        const advance = clock(ctx);
+        const released = rid();
+        await store.reserve(released, [counter("k", 100, 4)], LONG_LEASE);
+        await store.reserve(rid(), [counter("k", 100, 6)], 1_000);
+        expect(await store.peekDetail!([k])).toEqual([{ total: 10, reserved: 10 }]);
+        await store.release(released);
+        expect(await store.peekDetail!([k])).toEqual([{ total: 6, reserved: 6 }]);
+        advance(1_000);
+        expect(await store.peekDetail!([k])).toEqual([{ total: 0, reserved: 0 }]);
+      });
+    });
+
     describe("score", () => {
       it("adds deltas and returns the total", async () => {
         expect(await store.score("s", 5, NO_DECAY)).toBeCloseTo(5);

@@ -75,7 +75,7 @@ describe("budget days in the plan's and the org's time zone", () => {
 
     const me = await report(t, "tg_zone_org");
     expect(me.budgets).toEqual([
-      { name: "org berlin's daily budget", limit_usd: 0.003, used_usd: 0.003, remaining_usd: 0, resets_at: "2026-10-25T23:00:00.000Z", timezone: "Europe/Berlin", soft_usd: null, state: "exhausted" },
+      { name: "org berlin's daily budget", limit_usd: 0.003, used_usd: 0.003, reserved_usd: 0, remaining_usd: 0, resets_at: "2026-10-25T23:00:00.000Z", timezone: "Europe/Berlin", soft_usd: null, state: "exhausted" },
     ]);
     t.clock.set("2026-10-25T23:00:00Z");
     expect((await report(t, "tg_zone_org")).budgets[0]).toMatchObject({ used_usd: 0, state: "ok", resets_at: "2026-10-26T23:00:00.000Z" });
