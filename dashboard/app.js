@@ -216,6 +216,7 @@ function renderBudgets(rows) {
       el("td", r.period),
       el("td", money(r.limit_usd), "num"),
       el("td", r.used_usd === null ? null : money(r.used_usd), "num"),
+      el("td", r.reserved_usd == null ? null : money(r.reserved_usd), "num"),
       el("td", r.remaining_usd === null ? null : money(r.remaining_usd), "num"),
       el("td", r.state ?? "–", `state ${r.state ?? ""}`),
       el("td", r.resets_at ? `${new Date(r.resets_at).toLocaleString()}${r.timezone && r.timezone !== "UTC" ? ` (${r.timezone})` : ""}${r.until ? `, override until ${clock(r.until)}` : ""}` : r.until ? `override until ${clock(r.until)}` : null),

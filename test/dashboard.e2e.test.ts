@@ -129,6 +129,10 @@ describe.skipIf(SKIP_BROWSER)("dashboard in Chromium", () => {
     expect(await acme.locator("td.state").innerText()).toBe("ok");
     const bobSpent = gw.records.filter((r) => r.user === "bob").reduce((a, r) => a + r.cost_usd, 0);
     expect(Number((await acme.locator("td.num").nth(1).innerText()).replace("$", ""))).toBeCloseTo(bobSpent, 3);
+    // Nothing of bob's is in flight any more: reserved is zero, and remaining is the limit less what was spent.
+    expect(Number((await acme.locator("td.num").nth(2).innerText()).replace("$", ""))).toBe(0);
+    const limit = Number((await acme.locator("td.num").nth(0).innerText()).replace("$", ""));
+    expect(Number((await acme.locator("td.num").nth(3).innerText()).replace("$", ""))).toBeCloseTo(limit - bobSpent, 3);
     const keyRows = page.locator("#budgets tbody tr", { hasText: "monthly" }).filter({ has: page.locator("td:first-child", { hasText: /^key$/ }) });
     await expect.poll(() => keyRows.count()).toBe(1);
     // An operator cuts the org to $0 for a minute: the row turns exhausted and bob is refused with 402.
