@@ -73,3 +73,31 @@ describe("settlement never throws a served request away", () => {
     expect(warnings.join("\n")).toMatch(/did not take a served request's usage record/);
   });
 });
+
+describe("a refusal while the store cannot write", () => {
+  it("is still the caller's refusal (401 for a bad key), not a 503; its record reaches the sinks and the failure is logged", async () => {
+    const store = new FailingStore();
+    store.failAppend = true;
+    const config = resolveConfig(
+      parseConfig({
+        store: "memory:",
+        providers: { sim: { type: "simulated" } },
+        models: { m: { provider: "sim", upstream: "gpt-4o-mini", price: { input: 1, output: 2 } } },
+        plans: { free: { models: ["m"] } },
+        keys: [{ key: "tg_settle_user", user: "u", plan: "free" }],
+        routes: { chat: { path: "/chat", plans: ["free"], default_model: "m" } },
+      }),
+    );
+    const records: UsageRecord[] = [];
+    const warnings: string[] = [];
+    const engine = new Engine({ config, store, providers: createProviders(config), onRecord: (r) => records.push(r), warn: (_f, m) => warnings.push(m) });
+    const ex = engine.open({ route: "chat", endpoint: "chat_completions", ip: "203.0.113.9", credentials: { token: "tg_not_a_key" } });
+    const err = await engine.admit(ex).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toMatchObject({ code: "unauthorized", status: 401 });
+    expect(records).toMatchObject([{ decision: "deny", code: "unauthorized" }]);
+    expect(warnings.join("\n")).toMatch(/did not take a refusal's usage record/);
+  });
+});

@@ -335,7 +335,9 @@ export class Engine {
     rec.signals = ex.signals;
     // Under a flood most refusals are only counted into their second's summary record.
     if (!this.refusals.admit(rec)) return;
-    await this.write(ex);
+    // A store that cannot take the record (disk full, Redis away) must not turn the refusal the
+    // caller earned (a bad key's 401, a 429) into a 503: the line still reaches stdout and the sinks.
+    await this.write(ex).catch((err: unknown) => this.warn({ request_id: ex.id, reason: reasonOf(err) }, "the store did not take a refusal's usage record; it is on stdout only"));
   }
 
   /** Writes the refusal summaries still open; the runtime calls it before closing the store. */
