@@ -4,6 +4,7 @@ import type { ModelPrice, ProviderKind } from "./metering/prices.js";
 import type { Tokenizer } from "./metering/tokenizer-choice.js";
 import type { Micros } from "./money.js";
 import type { AlertType } from "./alerts.js";
+import type { KeyAccess } from "./store.js";
 
 /**
  * The config as the engine uses it: durations in ms, money in integer micro-dollars, prices
@@ -104,18 +105,9 @@ export interface KeyBudget extends BudgetCaps {
   total?: Micros;
 }
 
-export interface StaticKey {
-  id: string;
-  org?: string;
+export interface StaticKey extends KeyAccess {
   budget?: KeyBudget;
   key: string;
-  user?: string;
-  plan: string;
-  service: boolean;
-  grants: string[];
-  routes?: string[];
-  verified: boolean;
-  expiresAt?: number;
 }
 
 export type LimitUnit = "requests" | "tokens" | "files" | "usd" | "concurrent";

@@ -59,25 +59,29 @@ export type ReserveResult =
       retryAfterMs?: number;
     };
 
-export interface StoredKey {
+/** What a key grants its caller, whether it is written in the config or stored by `tollgate keys`. */
+export interface KeyAccess {
   id: string;
-  /** sha256 of the secret, hex. The secret itself is never stored. */
-  hash: string;
-  /** First characters of the secret, to recognise it in listings. */
-  prefix: string;
   user?: string;
   plan: string;
   service: boolean;
   grants: string[];
   routes?: string[];
   verified: boolean;
-  createdAt: number;
   expiresAt?: number;
-  revokedAt?: number;
   /** The org whose budget this key's calls also count against. */
   org?: string;
   /** The key's own spend caps in micro-dollars; `total` never resets (trial keys). */
   budget?: { daily?: number; monthly?: number; total?: number };
+}
+
+export interface StoredKey extends KeyAccess {
+  /** sha256 of the secret, hex. The secret itself is never stored. */
+  hash: string;
+  /** First characters of the secret, to recognise it in listings. */
+  prefix: string;
+  createdAt: number;
+  revokedAt?: number;
 }
 
 /**
