@@ -5,7 +5,7 @@
 // floor's in the same run; req/s and latency depend on what else the 2 shared cores are doing.
 //
 // Environment: BENCH_SECONDS (per measurement, default 4), BENCH_WARMUP (s, 1), BENCH_ROUNDS (2,
-// target order rotated each round), BENCH_TARGETS (floor,tg-nolimits,tg-memory,tg-sqlite,tg-redis),
+// target order rotated each round), BENCH_TARGETS (floor,tg-nolimits,tg-memory,tg-sqlite,tg-redis; also min: bench/min-gateway.js, the least a metering gateway does),
 // (also tg-budget-user, tg-budget-levels: memory, no limits, budgets of one level or three),
 // BENCH_SCENARIOS (nonstream,stream,refusal,ratelimited), BENCH_CONNECTIONS (32), BENCH_LOADGEN (wrk|autocannon),
 // BENCH_PROFILE=DIR (tollgate runs under --cpu-prof; summarise with `node bench/profile-stages.js`),
@@ -81,6 +81,7 @@ function tollgateConfig(store, limits, budgets = limits ? "user" : "none") {
 
 const LABEL = {
   floor: "node-floor (bare undici proxy)",
+  min: "least metering gateway (bench/min-gateway.js)",
   "tg-nolimits": "tollgate, memory, no limits",
   "tg-memory": "tollgate, memory, 3 limits + budget",
   "tg-sqlite": "tollgate, SQLite, same limits",
@@ -122,8 +123,8 @@ async function startTarget(target, mock, redis) {
   if (!root) throw new Error(`${target}: set BENCH_BASE to the checkout to compare with`);
   const port = await freePort();
   const url = `http://127.0.0.1:${port}/v1/chat/completions`;
-  if (name === "floor") {
-    const p = startProcess(name, process.execPath, [join(ROOT, "bench", "node-floor.js")], { env: { PORT: String(port), UPSTREAM: mock.origin }, logFile: join(dir, `${name}.log`) });
+  if (name === "floor" || name === "min") {
+    const p = startProcess(name, process.execPath, [join(ROOT, "bench", name === "floor" ? "node-floor.js" : "min-gateway.js")], { env: { PORT: String(port), UPSTREAM: mock.origin, USAGE_LOG: join(dir, `${name}-usage.log`) }, logFile: join(dir, `${name}.log`) });
     await waitPort(port, p);
     return { name: target, p, url };
   }
