@@ -8,7 +8,9 @@
 #     SCENARIO  stream (50 tokens with a usage chunk) or nonstream (16 tokens)
 #     N         requests counted (200), after WARMUP requests not counted (150); 4 at a time
 #
-# Config: tollgate on the memory store with no limits (the bench's tg-nolimits).
+# Config: tollgate on the memory store with no limits (the bench's tg-nolimits). CONFIG=nolimits|memory|sqlite
+# serves the shared harness's yaml instead (../shared/bench/tollgate-bench{-nolimits,-memory,}.yaml: memory or
+# SQLite with three limits and a daily budget), so the cost of limits can be counted the same way.
 set -u
 TARGET=$1; SC=$2; N=${3:-200}; WARM=${4:-150}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -17,7 +19,11 @@ MP=$((20000 + RANDOM % 20000)); GP=$((MP + 1))
 GW=""; MOCK=""
 trap 'kill $GW $MOCK 2>/dev/null' EXIT
 PORT=$MP TOKENS=$([ "$SC" = stream ] && echo 50 || echo 16) node "$HERE/fast-mock.js" > "$D/mock.log" 2>&1 & MOCK=$!
-cat > "$D/cfg.yaml" <<YAML
+# The shared harness sits beside the repo (../shared/bench); a worktree one level deeper looks one further up.
+SHARED=${SHARED_BENCH:-$HERE/../../shared/bench}
+[ -d "$SHARED" ] || SHARED=$HERE/../../../shared/bench
+case "${CONFIG:-}" in
+  "") cat > "$D/cfg.yaml" <<YAML
 server: { host: 127.0.0.1, port: 0 }
 store: "memory:"
 providers: { mock: { type: openai, base_url: "http://127.0.0.1:$MP/v1", api_key: sk-upstream-bench } }
@@ -26,11 +32,20 @@ plans: { bench: { models: [gpt-4o-mini] } }
 keys: [ { key: sk-bench-mock, user: bench-user, plan: bench } ]
 routes: { main: { path: "/", plans: [bench] } }
 YAML
+;;
+  nolimits|memory|sqlite)
+    YML=$SHARED/tollgate-bench$([ "$CONFIG" = sqlite ] || echo "-$CONFIG").yaml
+    [ -f "$YML" ] || { echo "no $YML (set SHARED_BENCH to the shared harness's bench dir)" >&2; exit 2; }
+    cp "$YML" "$D/cfg.yaml" ;;
+  *) echo "CONFIG must be nolimits, memory or sqlite" >&2; exit 2 ;;
+esac
+export MOCK_URL=http://127.0.0.1:$MP/v1
 CG=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$D/cg.out")
 if [ "$TARGET" = floor ]; then
   PORT=$GP UPSTREAM=http://127.0.0.1:$MP "${CG[@]}" node "$HERE/node-floor.js" > "$D/gw.log" 2>&1 & GW=$!
 else
-  "${CG[@]}" node "$TARGET/dist/cli/main.js" serve --config "$D/cfg.yaml" --port $GP > "$D/gw.log" 2>&1 & GW=$!
+  TARGET=$(cd "$TARGET" && pwd)
+  (cd "$D" && exec "${CG[@]}" node "$TARGET/dist/cli/main.js" serve --config "$D/cfg.yaml" --port $GP > "$D/gw.log" 2>&1) & GW=$!
 fi
 for _ in $(seq 1 600); do (echo > /dev/tcp/127.0.0.1/$GP) 2>/dev/null && break; sleep 0.5; done
 URL=http://127.0.0.1:$GP/v1/chat/completions
@@ -42,4 +57,4 @@ callgrind_control -d $GW > /dev/null 2>&1
 sleep 1
 kill $GW 2>/dev/null; wait $GW 2>/dev/null
 IR=$(grep -h "^summary:\|^totals:" "$D"/cg.out* | awk '{s+=$2} END {print s}')
-echo "$TARGET $SC: $((IR / N)) instructions/request ($N requests after $WARM)"
+echo "$TARGET${CONFIG:+ ($CONFIG)} $SC: $((IR / N)) instructions/request ($N requests after $WARM)"
