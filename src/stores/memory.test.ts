@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { MemoryStore } from "./memory.js";
+import { SqliteStore } from "./sqlite.js";
+import type { Counter } from "../core/store.js";
 import { describeStoreContract } from "./store-contract.js";
 
 describeStoreContract("memory", async () => {
@@ -45,5 +47,49 @@ describe("memory store", () => {
     expect(store.debugSize()).toBe(0);
     await store.settle("never", [3]);
     expect(await store.peek([c])).toEqual([0]);
+  });
+
+  // The memory store keeps running sums and prunes only when something can have left; SQLite sums
+  // its rows on every read. The same operations must give both the same answers.
+  it("answers a long random run of reserves, settles, releases and peeks as SQLite does", async () => {
+    let now = Date.UTC(2025, 0, 1, 0, 0, 0, 7);
+    const memory = new MemoryStore(() => now);
+    const sqlite = SqliteStore.open(":memory:", { now: () => now });
+    let seed = 42;
+    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % n);
+    const shapes = [
+      { key: "exact", max: 40, windowMs: 5_000 },
+      { key: "rpm", max: 300, windowMs: 60_000 },
+      { key: "tokens", max: 9_000, windowMs: 20_000 },
+      { key: "day", max: 50_000, windowMs: 86_400_000 },
+    ];
+    const open: { id: string; n: number }[] = [];
+    for (let step = 0; step < 3_000; step++) {
+      now += [0, 0, 1, 7, 150, 999, 4_000][rand(7)]!;
+      const op = rand(10);
+      if (op < 5) {
+        const pick = shapes.filter(() => rand(2) === 0);
+        const counters: Counter[] = pick.map((c) => ({ ...c, amount: 1 + rand(c.max > 1000 ? 400 : 3) }));
+        const id = `r${step}`;
+        const lease = [500, 3_000, 60_000][rand(3)]!;
+        const [a, b] = [await memory.reserve(id, counters, lease), await sqlite.reserve(id, counters, lease)];
+        expect(a, `step ${step}`).toEqual(b);
+        if (a.ok) open.push({ id, n: counters.length });
+      } else if (op < 8 && open.length) {
+        const { id, n } = open.splice(rand(open.length), 1)[0]!;
+        if (op < 7) {
+          const actual = Array.from({ length: n }, () => rand(300));
+          await memory.settle(id, actual);
+          await sqlite.settle(id, actual);
+        } else {
+          await memory.release(id);
+          await sqlite.release(id);
+        }
+      } else {
+        expect(await memory.peek(shapes), `step ${step}`).toEqual(await sqlite.peek(shapes));
+      }
+    }
+    expect(await memory.peekDetail(shapes)).toEqual(await sqlite.peekDetail(shapes));
+    await sqlite.close();
   });
 });
