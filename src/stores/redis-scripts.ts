@@ -4,7 +4,8 @@
  * pays one round trip for it.
  *
  * A counter (settled buckets plus unsettled reservations, see Counter in store.ts) whose base key
- * is B lives in one HASH, C = B:c, so an operation on it costs one HMGET and one HSET:
+ * is B lives in one HASH, C = B:c, so a script call costs one HMGET and one HSET per counter it
+ * touches, however many of a batch's ops touch it (state() reads it, commit() writes it):
  *   S   the sum of the g fields (kept on every change, summed afresh whenever a field leaves)
  *   L   the sum of the l fields
  *   G   the lowest gone-at of the g fields, N the lowest stop of the l fields (1e300: none): a
@@ -65,33 +66,59 @@ local function batched(cmd, key, list)
   end
 end
 
--- Writes the counter's changed fields in one HSET and drops the emptied ones. Never creates C on
--- its own: a C that did not exist is created by keep(), which gives it its TTL.
+-- Counters this script call has read, by base key, and the order it first read them in. Each is
+-- read once (HMGET of its meta and of the fields an op names) and written once, by commit(),
+-- however many ops of a batch touch it: a batch of many requests on one user's counters costs one
+-- HMGET and one HSET per counter, not per op. m.f[field] is its value, false when absent, nil
+-- when not read yet; m.dirty / m.drop are what commit() writes / deletes.
+local counters, touched = {}, {}
+
+local function set(m, f, v)
+  m.f[f] = v
+  m.dirty[f] = v
+  m.drop[f] = nil
+end
+
+local function drop(m, f)
+  m.f[f] = false
+  m.dirty[f] = nil
+  m.drop[f] = true
+end
+
+-- Writes the counter's changed fields in one HSET, drops the emptied ones and sets its TTL when
+-- keep() moved it. Never creates C on its own: a C that did not exist is created by keep().
 local function flush(base, m)
   if not m.x then return end
-  local args = {}
+  local args, gone = {}, {}
   for f, v in pairs(m.dirty) do
     args[#args + 1] = f
     args[#args + 1] = fmt(v)
   end
+  for f in pairs(m.drop) do gone[#gone + 1] = f end
   if #args > 0 then redis.call('HSET', base .. ':c', unpack(args)) end
-  if #m.drop > 0 then redis.call('HDEL', base .. ':c', unpack(m.drop)) end
-  m.dirty, m.drop = {}, {}
+  if #gone > 0 then redis.call('HDEL', base .. ':c', unpack(gone)) end
+  if m.ttl then redis.call('PEXPIRE', base .. ':c', fmt(m.ttl)) end
+  m.dirty, m.drop, m.ttl = {}, {}, nil
 end
 
--- Keeps C until at least 'needed' (script time): when X says it expires earlier, sets its TTL a
--- margin past that, so this runs about once a margin per counter. Writes what is pending.
-local function keep(base, m, needed, margin, now)
+-- Writes every counter this script call changed; every script that touched counters ends with it.
+local function commit()
+  for _, base in ipairs(touched) do flush(base, counters[base]) end
+end
+
+-- Keeps C until at least 'needed' (script time): when X says it expires earlier, moves its TTL a
+-- margin past that, so this happens about once a margin per counter.
+local function keep(m, needed, margin, now)
   if m.x and m.x >= needed then return end
   local target = needed + margin
   m.x = target
   m.dirty.X = target
-  flush(base, m)
-  redis.call('PEXPIRE', base .. ':c', fmt(target - now))
+  m.ttl = target - now
 end
 
--- Drops the fields that stopped counting and sums the rest afresh.
+-- Drops the fields that stopped counting and sums the rest afresh (what is pending is written first).
 local function prune(base, m, now)
+  flush(base, m)
   local all = redis.call('HGETALL', base .. ':c')
   local s, l, g, n, stale = 0, 0, NONE, NONE, {}
   for j = 1, #all, 2 do
@@ -112,51 +139,81 @@ local function prune(base, m, now)
     end
   end
   if #stale > 0 then batched('HDEL', base .. ':c', stale) end
-  for _, f in ipairs(stale) do m.f[f] = nil end
+  for _, f in ipairs(stale) do m.f[f] = false end
   m.s, m.l, m.g, m.n = s, l, g, n
   m.dirty.S, m.dirty.L, m.dirty.G, m.dirty.N = s, l, g, n
+end
+
+-- Adds 'amount' to field f: in flight ('l', counting until 'at') or settled ('g', gone at 'at').
+local function add(m, f, kind, at, amount)
+  set(m, f, (m.f[f] or 0) + amount)
+  if kind == 'l' then
+    m.l = m.l + amount
+    m.dirty.L = m.l
+    if at < m.n then
+      m.n = at
+      m.dirty.N = at
+    end
+  else
+    m.s = m.s + amount
+    m.dirty.S = m.s
+    if at < m.g then
+      m.g = at
+      m.dirty.G = at
+    end
+  end
 end
 
 -- Carries a counter of the previous layout over (see the header); returns whether there was one.
 local function migrate(base, m, now, margin, window)
   if redis.call('EXISTS', base, base .. ':b') == 0 then return false end
-  local add, latest = {}, now
+  local add_at, latest = {}, now
   local g = redis.call('ZRANGE', base .. ':g', 0, -1, 'WITHSCORES')
   for j = 1, #g, 2 do
     local gone = tonumber(g[j + 1])
     local a = g[j] ~= '~' and tonumber(redis.call('HGET', base .. ':b', g[j]) or '0') or 0
-    if a ~= 0 and gone > now then add[gone] = (add[gone] or 0) + a end
+    if a ~= 0 and gone > now then add_at[gone] = (add_at[gone] or 0) + a end
   end
   local live = redis.call('HGETALL', base)
   for j = 1, #live, 2 do
     local ts = live[j] ~= '~' and redis.call('ZSCORE', base .. ':t', live[j])
     local gone = ts and tonumber(ts) + window
-    if gone and gone > now then add[gone] = (add[gone] or 0) + tonumber(live[j + 1]) end
+    if gone and gone > now then add_at[gone] = (add_at[gone] or 0) + tonumber(live[j + 1]) end
   end
-  for gone, a in pairs(add) do
-    m.dirty['g' .. fmt(gone)] = a
-    m.s = m.s + a
-    if gone < m.g then m.g = gone end
+  for gone, a in pairs(add_at) do
+    add(m, 'g' .. fmt(gone), 'g', gone, a)
     if gone > latest then latest = gone end
   end
-  m.dirty.S, m.dirty.G = m.s, m.g
   redis.call('DEL', base, base .. ':t', base .. ':l', base .. ':b', base .. ':g')
-  keep(base, m, latest, margin, now)
+  keep(m, latest, margin, now)
   return true
 end
 
--- Reads counter 'base' (its meta, and the fields named, m.f[field]: nil when absent) and prunes
--- what left. m.s + m.l is its total; changes wait in m.dirty / m.drop for flush.
+-- Counter 'base' (its meta, and the fields named) as this script call sees it, pruned of what
+-- left. m.s + m.l is its total; changes wait in m.dirty / m.drop for commit().
 local function state(base, now, fields, margin, window)
-  local v = redis.call('HMGET', base .. ':c', 'S', 'L', 'G', 'N', 'X', unpack(fields))
-  local m = {s = tonumber(v[1]), l = tonumber(v[2]), g = tonumber(v[3]), n = tonumber(v[4]), x = tonumber(v[5]), f = {}, dirty = {}, drop = {}}
-  for i, f in ipairs(fields) do m.f[f] = tonumber(v[5 + i]) end
-  if not m.x then
-    m.s, m.l, m.g, m.n = 0, 0, NONE, NONE
-    m.dirty.S, m.dirty.L, m.dirty.G, m.dirty.N = 0, 0, NONE, NONE
-    if migrate(base, m, now, margin, window) and #fields > 0 then
-      v = redis.call('HMGET', base .. ':c', unpack(fields))
-      for i, f in ipairs(fields) do m.f[f] = tonumber(v[i]) end
+  local m = counters[base]
+  if not m then
+    local v = redis.call('HMGET', base .. ':c', 'S', 'L', 'G', 'N', 'X', unpack(fields))
+    m = {s = tonumber(v[1]), l = tonumber(v[2]), g = tonumber(v[3]), n = tonumber(v[4]), x = tonumber(v[5]), f = {}, dirty = {}, drop = {}}
+    counters[base] = m
+    touched[#touched + 1] = base
+    for i, f in ipairs(fields) do m.f[f] = tonumber(v[5 + i]) or false end
+    if not m.x then
+      m.s, m.l, m.g, m.n = 0, 0, NONE, NONE
+      m.dirty.S, m.dirty.L, m.dirty.G, m.dirty.N = 0, 0, NONE, NONE
+      -- No X, no C: what migrate() carries over is all there is.
+      for _, f in ipairs(fields) do m.f[f] = false end
+      migrate(base, m, now, margin, window)
+    end
+  else
+    local missing = {}
+    for _, f in ipairs(fields) do
+      if m.f[f] == nil then missing[#missing + 1] = f end
+    end
+    if #missing > 0 then
+      local v = redis.call('HMGET', base .. ':c', unpack(missing))
+      for i, f in ipairs(missing) do m.f[f] = tonumber(v[i]) or false end
     end
   end
   if m.g <= now or m.n <= now then prune(base, m, now) end
@@ -168,24 +225,17 @@ local function unhold(m, lf, amount)
   local cur = m.f[lf]
   if not cur then return end
   local left = cur - amount
-  if math.abs(left) < DUST then m.drop[#m.drop + 1] = lf else m.dirty[lf] = left end
+  if math.abs(left) < DUST then drop(m, lf) else set(m, lf, left) end
   m.l = m.l - amount
   if math.abs(m.l) < DUST then m.l = 0 end
   m.dirty.L = m.l
 end
 
 -- Adds a settled amount that stops counting at 'gone' (field gf = 'g' .. gone, read into m.f).
-local function add_settled(base, m, gf, gone, amount, now, margin)
+local function add_settled(m, gf, gone, amount, now, margin)
   if gone <= now or amount == 0 then return end
-  m.dirty[gf] = (m.f[gf] or 0) + amount
-  m.f[gf] = m.dirty[gf]
-  m.s = m.s + amount
-  m.dirty.S = m.s
-  if gone < m.g then
-    m.g = gone
-    m.dirty.G = gone
-  end
-  keep(base, m, gone, margin, now)
+  add(m, gf, 'g', gone, amount)
+  keep(m, gone, margin, now)
 end
 
 -- How long until what counts now frees 'excess': a settled amount leaves at its gone-at, an
@@ -231,9 +281,11 @@ local function reserve(rkey, bases, specs, now, lease, margin)
     st[i] = m
     local used = m.s + m.l
     if used + amount > max then
-      for j = 1, i do flush(bases[j], st[j]) end
       local retry = false
-      if amount <= max then retry = retry_after(bases[i], used + amount - max, now) end
+      if amount <= max then
+        flush(bases[i], m)
+        retry = retry_after(bases[i], used + amount - max, now)
+      end
       return {0, i - 1, fmt(used), retry}
     end
     totals[i + 1] = fmt(used + amount)
@@ -242,17 +294,8 @@ local function reserve(rkey, bases, specs, now, lease, margin)
   for i = 1, n do
     local m, lf, stop = st[i], lfs[i][1], lfs[i][2]
     local amount, window, width = tonumber(specs[4 * i - 2]), tonumber(specs[4 * i - 1]), tonumber(specs[4 * i])
-    if amount ~= 0 then
-      m.dirty[lf] = (m.f[lf] or 0) + amount
-      m.l = m.l + amount
-      m.dirty.L = m.l
-      if stop < m.n then
-        m.n = stop
-        m.dirty.N = stop
-      end
-    end
-    keep(bases[i], m, now + window + width, margin, now)
-    flush(bases[i], m)
+    if amount ~= 0 then add(m, lf, 'l', stop, amount) end
+    keep(m, now + window + width, margin, now)
     entries[i] = {bases[i], lf, window, specs[4 * i - 2], width, now, lease >= 0 and now + lease or -1}
     if window + width > longest then longest = window + width end
   end
@@ -278,25 +321,21 @@ local function settle_rec(rkey, actual, now, margin)
       local m = state(base, now, {lf, gf}, margin, window)
       unhold(m, lf, reserved)
       -- Nothing once the reservation left its window: it would count no more.
-      if ts > now - window then add_settled(base, m, gf, gone, amount, now, margin) end
-      flush(base, m)
+      if ts > now - window then add_settled(m, gf, gone, amount, now, margin) end
     end
   end
   return 1
 end
 
 -- Drops a reservation's entries entirely (Store.release). Returns 0 when R was already gone.
-local function release_rec(rkey)
+local function release_rec(rkey, now, margin)
   local rec = redis.call('GET', rkey)
   if not rec then return 0 end
   redis.call('DEL', rkey, rkey .. ':cp')
   for _, e in ipairs(cjson.decode(rec)) do
     if #e >= 7 then
-      local base, lf = e[1], e[2]
-      local v = redis.call('HMGET', base .. ':c', 'L', lf, 'X')
-      local m = {l = tonumber(v[1]) or 0, f = {[lf] = tonumber(v[2])}, x = tonumber(v[3]), dirty = {}, drop = {}}
-      unhold(m, lf, tonumber(e[4]))
-      flush(base, m)
+      local lf = e[2]
+      unhold(state(e[1], now, {lf}, margin, tonumber(e[3])), lf, tonumber(e[4]))
     end
   end
   return 1
@@ -308,7 +347,6 @@ local function peek(bases, windows, now, margin, detail)
   local out = {}
   for i = 1, #bases do
     local m = state(bases[i], now, {}, margin, tonumber(windows[i]))
-    flush(bases[i], m)
     out[#out + 1] = fmt(m.s + m.l)
     if detail then out[#out + 1] = fmt(m.l) end
   end
@@ -349,7 +387,7 @@ export function script(name: string, body: string): LuaScript {
  * and its fields (now is an override or '', as everywhere):
  *   r now R lease n (base max amount window width) * n   reserve: {1, total...} or {0, index, used, retry}
  *   s now R n actual * n                                    settle: 1, or 0 when R was gone
- *   x R                                                     release: 1 or 0
+ *   x now R                                                 release: 1 or 0
  *   p now n (base window) * n                               peek: {total...}
  *   d now n (base window) * n                               peekDetail: {total, reserved, ...}
  */
@@ -386,7 +424,8 @@ while a <= #ARGV do
     for i = 1, n do actual[i] = nxt() end
     out[#out + 1] = settle_rec(rkey, actual, now, margin)
   elseif op == 'x' then
-    out[#out + 1] = release_rec(KEYS[tonumber(nxt())])
+    local now = at(nxt())
+    out[#out + 1] = release_rec(KEYS[tonumber(nxt())], now, margin)
   elseif op == 'p' or op == 'd' then
     local now, n = at(nxt()), tonumber(nxt())
     local bases, windows = {}, {}
@@ -396,9 +435,11 @@ while a <= #ARGV do
     end
     out[#out + 1] = peek(bases, windows, now, margin, op == 'd')
   else
+    commit()
     return redis.error_reply('tollgate batch: unknown op ' .. tostring(op))
   end
 end
+commit()
 return out
 `,
 );
@@ -429,9 +470,9 @@ for i = 1, n do
   local gone = bucket_gone(at, width, window)
   local gf = 'g' .. fmt(gone)
   local m = state(base, now, {gf}, margin, window)
-  add_settled(base, m, gf, gone, tonumber(amount), now, margin)
-  flush(base, m)
+  add_settled(m, gf, gone, tonumber(amount), now, margin)
 end
+commit()
 return 1
 `,
 );
@@ -608,6 +649,7 @@ for _, rkey in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', fmt(now), 'LI
     end
   end
 end
+commit()
 return out
 `,
 );

@@ -259,6 +259,25 @@ describe("redis store", () => {
     expect({ hmget: calls("hmget"), hset: calls("hset"), hgetall: calls("hgetall"), hvals: calls("hvals"), zadd: calls("zadd") }).toEqual({ hmget: 2, hset: 2, hgetall: 0, hvals: 0, zadd: 0 });
   });
 
+  it("reads and writes a counter once per turn, however many of the turn's requests touch it", async () => {
+    const s = await store();
+    const both = (amount: number) => [counter("user", 1e6, amount), counter("route", 1e6, amount)];
+    await s.reserve("warm", both(1), HOUR);
+    await s.settle("warm", [1, 1]);
+    await s.redis.config("RESETSTAT");
+    // One turn: 10 requests settle what they reserved in an earlier turn, 10 more reserve.
+    await Promise.all(Array.from({ length: 10 }, (_, i) => s.reserve(`a${i}`, both(2), HOUR)));
+    const turn = [...Array.from({ length: 10 }, (_, i) => s.settle(`a${i}`, [1, 1])), ...Array.from({ length: 10 }, (_, i) => s.reserve(`b${i}`, both(2), HOUR))];
+    const answers = await Promise.all(turn);
+    const stats = await s.redis.info("commandstats");
+    const calls = (cmd: string) => Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
+    // Two turns, two counters: each counter read (HMGET) and written (HSET) once per turn.
+    expect({ scripts: calls("evalsha"), hmget: calls("hmget"), hset: calls("hset") }).toEqual({ scripts: 2, hmget: 4, hset: 4 });
+    // Each op still saw the ones before it: the settles gave back 1 of each 2, the reserves added 2.
+    expect(answers.at(-1)).toEqual({ ok: true, totals: [1 + 10 + 20, 1 + 10 + 20] });
+    expect(await s.peek([{ key: "user", windowMs: MINUTE }, { key: "route", windowMs: MINUTE }])).toEqual([31, 31]);
+  });
+
   it("refuses to open when Redis cannot be reached in time", async () => {
     const gone = await RedisServer.start();
     const url = gone.url();

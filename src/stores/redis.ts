@@ -211,7 +211,7 @@ export class RedisStore implements Store {
   }
 
   async release(id: string): Promise<void> {
-    const op: CounterOp = { op: "x", id };
+    const op: CounterOp = { op: "x", now: this.now(), id };
     await this.writeBehind(() => this.ops.add(op));
   }
 
@@ -389,7 +389,7 @@ export class RedisStore implements Store {
           args.push("s", o.now, ref(this.recordKey(o.id)), num(o.actual.length), ...o.actual.map(num));
           break;
         case "x":
-          args.push("x", ref(this.recordKey(o.id)));
+          args.push("x", o.now, ref(this.recordKey(o.id)));
           break;
         case "p":
         case "d":
@@ -475,7 +475,7 @@ export class RedisStore implements Store {
 type CounterOp =
   | { op: "r"; now: string; id: string; counters: Counter[]; leaseMs: number }
   | { op: "s"; now: string; id: string; actual: number[] }
-  | { op: "x"; id: string }
+  | { op: "x"; now: string; id: string }
   | { op: "p" | "d"; now: string; counters: Pick<Counter, "key" | "windowMs">[] };
 
 /**

@@ -1,0 +1,101 @@
+// The Redis store alone: what one bench request asks of it (tollgate-bench.yaml's limits: two request
+// windows reserved by gate 3, the daily budget and the daily token window by gate 6, both settled,
+// one usage record), CONCURRENCY requests at a time, no HTTP. Prints, per request: redis-server CPU
+// (from /proc), the CPU Redis itself accounts to commands (INFO commandstats usec, which leaves out
+// the event loop and the sockets), script calls, and the commands the scripts ran.
+//
+// `npm run build && node bench/redis-store-loop.js [requests] [rounds]`; BENCH_BASE=<checkout> runs
+// that checkout's built store instead (same loop, same server), for a before/after.
+import { readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { Redis } from "ioredis";
+
+const ROOT = resolve(process.env.BENCH_BASE ?? join(import.meta.dirname, ".."));
+const { RedisServer } = await import(join(ROOT, "dist/testing/redis-server.js"));
+const { RedisStore } = await import(join(ROOT, "dist/stores/redis.js"));
+
+const REQUESTS = Number(process.argv[2] ?? 20_000);
+const ROUNDS = Number(process.argv[3] ?? 3);
+const CONCURRENCY = 32;
+const DAY = 86_400_000;
+const TICKS = 100; // clock ticks per second (/proc stat units)
+
+/** A usage record the size of a bench request's (~0.55 KB of JSON). */
+function record(id) {
+  return {
+    ts: new Date().toISOString(), request_id: id, route: "main", key_id: "k_bench", user: "bench-user", plan: "bench", ip: "127.0.0.1",
+    model: "gpt-4o-mini", provider: "mock", upstream_model: "gpt-4o-mini", decision: "allow", status: 200, stream: false,
+    input_tokens: 12, output_tokens: 16, cached_input_tokens: 0, reasoning_tokens: 0, cost_usd: 0.0000114, estimated_cost_usd: 0.000482,
+    latency_ms: 3, upstream_latency_ms: 2, ttft_ms: null, tool_calls: 0, finish_reason: "stop", signals: [], flags: [], run_id: null,
+  };
+}
+
+async function request(store, n) {
+  const id = `req-${n}`;
+  const q = await store.reserve(`${id}:q`, [
+    { key: "limit:main:user:bench-user:requests:60000", max: 1e8, amount: 1, windowMs: 60_000 },
+    { key: "limit:main:ip:127.0.0.1:requests:60000", max: 1e8, amount: 1, windowMs: 60_000 },
+  ], 600_000);
+  const b = await store.reserve(`${id}:b`, [
+    { key: "budget:user:bench-user:day:2026-12-07", max: 1e12, amount: 482, windowMs: 2 * DAY },
+    { key: "limit:main:user:bench-user:tokens:86400000", max: 1e10, amount: 820, windowMs: DAY },
+  ], 600_000);
+  if (!q.ok || !b.ok) throw new Error("bench counter refused");
+  await Promise.all([store.settle(`${id}:q`, [1, 1]), store.settle(`${id}:b`, [11, 28])]);
+  await store.appendUsage(record(id));
+}
+
+async function loop(store, from, count) {
+  let next = from;
+  const end = from + count;
+  await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
+    while (next < end) await request(store, next++);
+  }));
+}
+
+const cpuTicks = (pid) => {
+  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  return Number(f[11]) + Number(f[12]);
+};
+
+async function stats(admin) {
+  const out = {};
+  for (const m of (await admin.info("commandstats")).matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm)) out[m[1]] = { calls: Number(m[2]), usec: Number(m[3]) };
+  return out;
+}
+
+const server = await RedisServer.start();
+const admin = new Redis(server.url());
+const pid = Number(/process_id:(\d+)/.exec(await admin.info("server"))[1]);
+const store = await RedisStore.open(server.url());
+try {
+  await loop(store, 0, 2_000); // warm-up: scripts loaded, JIT warm
+  await new Promise((r) => setTimeout(r, 300));
+  const rows = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    await admin.config("resetstat");
+    const t0 = cpuTicks(pid);
+    const c0 = process.cpuUsage();
+    await loop(store, 2_000 + round * REQUESTS, REQUESTS);
+    await new Promise((r) => setTimeout(r, 300)); // usage records ship behind
+    const c1 = process.cpuUsage(c0);
+    const s = await stats(admin);
+    const serverUs = ((cpuTicks(pid) - t0) * 1e6) / TICKS / REQUESTS;
+    const scripts = (s.evalsha?.calls ?? 0) + (s.eval?.calls ?? 0);
+    const cmdUs = Object.entries(s).filter(([k]) => !["info", "config", "evalsha", "eval"].includes(k)).reduce((a, [, v]) => a + v.usec, 0);
+    const scriptUs = (s.evalsha?.usec ?? 0) + (s.eval?.usec ?? 0);
+    rows.push({
+      serverCpuUs: serverUs, scriptUs: scriptUs / REQUESTS, innerCmdUs: cmdUs / REQUESTS, scriptCalls: scripts / REQUESTS, clientCpuUs: (c1.user + c1.system) / REQUESTS,
+      inner: Object.fromEntries(Object.entries(s).filter(([k]) => !["info", "config", "evalsha", "eval"].includes(k)).map(([k, v]) => [k, +(v.calls / REQUESTS).toFixed(2)])),
+    });
+  }
+  const f = (x) => x.toFixed(1);
+  console.log(`${ROOT}: ${REQUESTS} requests x ${ROUNDS} rounds, ${CONCURRENCY} at a time`);
+  for (const r of rows) {
+    console.log(`redis-server CPU ${f(r.serverCpuUs)} µs/req | script usec ${f(r.scriptUs)} | script calls ${r.scriptCalls.toFixed(3)}/req | client CPU ${f(r.clientCpuUs)} µs/req | in scripts: ${JSON.stringify(r.inner)}`);
+  }
+} finally {
+  await store.close();
+  admin.disconnect();
+  await server.dispose();
+}
