@@ -144,23 +144,18 @@ local function prune(base, m, now)
   m.dirty.S, m.dirty.L, m.dirty.G, m.dirty.N = s, l, g, n
 end
 
+-- The running sum and the lowest time (m's name, C's name of each) that an l or a g field feeds.
+local FEEDS = {l = {'l', 'L', 'n', 'N'}, g = {'s', 'S', 'g', 'G'}}
+
 -- Adds 'amount' to field f: in flight ('l', counting until 'at') or settled ('g', gone at 'at').
 local function add(m, f, kind, at, amount)
   set(m, f, (m.f[f] or 0) + amount)
-  if kind == 'l' then
-    m.l = m.l + amount
-    m.dirty.L = m.l
-    if at < m.n then
-      m.n = at
-      m.dirty.N = at
-    end
-  else
-    m.s = m.s + amount
-    m.dirty.S = m.s
-    if at < m.g then
-      m.g = at
-      m.dirty.G = at
-    end
+  local sum, sum_field, low, low_field = unpack(FEEDS[kind])
+  m[sum] = m[sum] + amount
+  m.dirty[sum_field] = m[sum]
+  if at < m[low] then
+    m[low] = at
+    m.dirty[low_field] = at
   end
 end
 
