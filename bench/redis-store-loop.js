@@ -6,7 +6,14 @@
 //
 // `npm run build && node bench/redis-store-loop.js [requests] [rounds]`; BENCH_BASE=<checkout> runs
 // that checkout's built store instead (same loop, same server), for a before/after.
-import { readFileSync } from "node:fs";
+// LOOP_CONCURRENCY (32) sets how many requests run at once; 1 puts every op in a script call of its own.
+// LOOP_CALLGRIND=1 runs redis-server under valgrind's callgrind and prints its instructions per
+// request instead: a figure the machine's load does not move (a slowed Redis batches more, so
+// compare runs of one mode only).
+import { spawn, execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Redis } from "ioredis";
 
@@ -16,7 +23,8 @@ const { RedisStore } = await import(join(ROOT, "dist/stores/redis.js"));
 
 const REQUESTS = Number(process.argv[2] ?? 20_000);
 const ROUNDS = Number(process.argv[3] ?? 3);
-const CONCURRENCY = 32;
+const CONCURRENCY = Number(process.env.LOOP_CONCURRENCY ?? 32);
+const CALLGRIND = process.env.LOOP_CALLGRIND === "1";
 const DAY = 86_400_000;
 const TICKS = 100; // clock ticks per second (/proc stat units)
 
@@ -64,10 +72,45 @@ async function stats(admin) {
   return out;
 }
 
-const server = await RedisServer.start();
+async function freePort() {
+  const srv = createServer().listen(0, "127.0.0.1");
+  await new Promise((r) => srv.once("listening", r));
+  const { port } = srv.address();
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+/** redis-server under callgrind, counting nothing until toggled on. */
+async function callgrindRedis() {
+  const port = await freePort();
+  const out = join(mkdtempSync(join(tmpdir(), "tg-redis-cg-")), "cg.out");
+  const child = spawn("valgrind", ["--tool=callgrind", "--instr-atstart=no", `--callgrind-out-file=${out}`, "redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" });
+  const url = `redis://127.0.0.1:${port}/0`;
+  for (let i = 0; ; i++) {
+    const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    const up = await probe.connect().then(() => true, () => false);
+    probe.disconnect();
+    if (up) break;
+    if (i > 600) throw new Error("redis-server under valgrind did not start");
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const instrument = (state) => execFileSync("callgrind_control", ["-i", state, String(child.pid)], { stdio: "ignore" });
+  return {
+    url: () => url,
+    instrument,
+    async dispose() {
+      child.kill("SIGTERM");
+      await new Promise((r) => child.once("exit", r));
+      const totals = readFileSync(out, "utf8").match(/^(?:summary|totals): (\d+)/m);
+      return Number(totals?.[1] ?? NaN);
+    },
+  };
+}
+
+const server = CALLGRIND ? await callgrindRedis() : await RedisServer.start();
 const admin = new Redis(server.url());
 const pid = Number(/process_id:(\d+)/.exec(await admin.info("server"))[1]);
-const store = await RedisStore.open(server.url());
+const store = await RedisStore.open(server.url(), { connectTimeoutMs: 30_000 });
 try {
   await loop(store, 0, 2_000); // warm-up: scripts loaded, JIT warm
   await new Promise((r) => setTimeout(r, 300));
@@ -76,8 +119,10 @@ try {
     await admin.config("resetstat");
     const t0 = cpuTicks(pid);
     const c0 = process.cpuUsage();
+    server.instrument?.("on");
     await loop(store, 2_000 + round * REQUESTS, REQUESTS);
-    await new Promise((r) => setTimeout(r, 300)); // usage records ship behind
+    await new Promise((r) => setTimeout(r, CALLGRIND ? 3_000 : 300)); // usage records ship behind
+    server.instrument?.("off");
     const c1 = process.cpuUsage(c0);
     const s = await stats(admin);
     const serverUs = ((cpuTicks(pid) - t0) * 1e6) / TICKS / REQUESTS;
@@ -86,7 +131,7 @@ try {
     const scriptUs = (s.evalsha?.usec ?? 0) + (s.eval?.usec ?? 0);
     rows.push({
       serverCpuUs: serverUs, scriptUs: scriptUs / REQUESTS, innerCmdUs: cmdUs / REQUESTS, scriptCalls: scripts / REQUESTS, clientCpuUs: (c1.user + c1.system) / REQUESTS,
-      inner: Object.fromEntries(Object.entries(s).filter(([k]) => !["info", "config", "evalsha", "eval"].includes(k)).map(([k, v]) => [k, +(v.calls / REQUESTS).toFixed(2)])),
+      inner: Object.fromEntries(Object.entries(s).filter(([k]) => !["info", "config", "evalsha", "eval"].includes(k)).map(([k, v]) => [k, `${+(v.calls / REQUESTS).toFixed(2)}x ${(v.usec / REQUESTS).toFixed(1)}us`])),
     });
   }
   const f = (x) => x.toFixed(1);
@@ -97,5 +142,6 @@ try {
 } finally {
   await store.close();
   admin.disconnect();
-  await server.dispose();
+  const instructions = await server.dispose();
+  if (CALLGRIND) console.log(`redis-server instructions per request (callgrind, ${CONCURRENCY} at a time): ${Math.round(instructions / (REQUESTS * ROUNDS))}`);
 }
