@@ -8,7 +8,8 @@
  * touches, however many of a batch's ops touch it (state() reads it, commit() writes it):
  *   S   the sum of the g fields (kept on every change, summed afresh whenever a field leaves)
  *   L   the sum of the l fields
- *   G   the lowest gone-at of the g fields, N the lowest stop of the l fields (1e300: none): a
+ *   G   the lowest gone-at of the g fields, N the lowest stop of the l fields (9e15, or 1e300 as
+ *       written before, for none): a
  *       prune reads the whole hash only once something in it can have left
  *   X   when C expires (script time); its TTL is set only when that is too soon
  *   g<gone>         settled amounts that stop counting at <gone> (their bucket's last ms + window)
@@ -54,8 +55,10 @@ end
 local function bucket_start(ts, width) return math.floor(ts / width) * width end
 local function bucket_gone(ts, width, window) return bucket_start(ts, width) + width - 1 + window end
 
--- "Nothing there" for G and N.
-local NONE = 1e300
+-- "Nothing there" for G and N: a time past any window (year 287,000), written as an integer. (It
+-- was 1e300, which costs a multi-precision strtod and printf every time it is read or written;
+-- counters that still hold it read the same.)
+local NONE = 9e15
 -- Float dust left by subtracting what was added (amounts in tests are fractions): taken as 0.
 local DUST = 1e-9
 
@@ -260,18 +263,25 @@ end
 -- All-or-nothing reservation across the counters 'bases' (Store.reserve) under record R (rkey).
 -- specs holds four strings per counter: max, amount, window ms, bucket width ms. lease -1: none.
 -- Returns {1, total...} or {0, index, used, retryAfterMs or false}; numbers as text.
+-- The in-flight field of a reservation made at ts, and when it stops counting: the window's end
+-- rounded up to the bucket width, or the lease's end when that comes first. Settle derives the
+-- same field from the same numbers.
+local function hold_field(ts, window, width, lease)
+  local stop = ts + window
+  if width > 1 then stop = math.ceil(stop / width) * width end
+  -- A lease ends when it says, not up to a bucket width later (12 h for a daily budget): a dead
+  -- process's reservation comes back, and a temporary override lapses, on time.
+  if lease >= 0 and ts + lease < stop then stop = ts + lease end
+  return 'l' .. fmt(stop) .. ':' .. fmt(bucket_gone(ts, width, window)), stop
+end
+
 local function reserve(rkey, bases, specs, now, lease, margin)
   local n = #bases
   local totals, st, lfs = {1}, {}, {}
   for i = 1, n do
     local max, amount = tonumber(specs[4 * i - 3]), tonumber(specs[4 * i - 2])
     local window, width = tonumber(specs[4 * i - 1]), tonumber(specs[4 * i])
-    local stop = now + window
-    if width > 1 then stop = math.ceil(stop / width) * width end
-    -- A lease ends when it says, not up to a bucket width later (12 h for a daily budget): a dead
-    -- process's reservation comes back, and a temporary override lapses, on time.
-    if lease >= 0 and now + lease < stop then stop = now + lease end
-    lfs[i] = {'l' .. fmt(stop) .. ':' .. fmt(bucket_gone(now, width, window)), stop}
+    lfs[i] = {hold_field(now, window, width, lease)}
     local m = state(bases[i], now, {lfs[i][1]}, margin, window)
     st[i] = m
     local used = m.s + m.l
@@ -285,39 +295,58 @@ local function reserve(rkey, bases, specs, now, lease, margin)
     end
     totals[i + 1] = fmt(used + amount)
   end
-  local entries, longest = {}, 0
+  -- The record's numbers go in as text (as they came, or formatted once): cjson would print each
+  -- number with printf's %.14g, the costliest part of writing the record.
+  local entries, longest, ts, ends = {}, 0, fmt(now), lease >= 0 and fmt(now + lease) or '-1'
   for i = 1, n do
     local m, lf, stop = st[i], lfs[i][1], lfs[i][2]
     local amount, window, width = tonumber(specs[4 * i - 2]), tonumber(specs[4 * i - 1]), tonumber(specs[4 * i])
     if amount ~= 0 then add(m, lf, 'l', stop, amount) end
     keep(m, now + window + width, margin, now)
-    entries[i] = {bases[i], lf, window, specs[4 * i - 2], width, now, lease >= 0 and now + lease or -1}
+    entries[i] = {bases[i], lf, specs[4 * i - 1], specs[4 * i - 2], specs[4 * i], ts, ends}
     if window + width > longest then longest = window + width end
   end
   -- A reused id takes the name over; the older entries keep counting until their lease ends.
   redis.call('SET', rkey, cjson.encode(entries), 'PX', fmt(longest + margin))
+  totals[n + 2] = ts
   return totals
 end
 
 -- Settles reservation record R at the actual amounts (in reserve order; nil or '' keeps the
 -- reserved one) and forgets R and its checkpoint (R:cp). Returns 0 when R was already gone.
+-- Settles one entry of a reservation: its reserved amount leaves in-flight field lf, the actual
+-- one (nil or '': the reserved one) goes into the bucket of its time, ts.
+local function settle_entry(base, lf, window, reserved, width, ts, actual, now, margin)
+  local amount = reserved
+  if actual ~= nil and actual ~= '' then amount = tonumber(actual) end
+  local gone = bucket_gone(ts, width, window)
+  local gf = 'g' .. fmt(gone)
+  local m = state(base, now, {lf, gf}, margin, window)
+  unhold(m, lf, reserved)
+  -- Nothing once the reservation left its window: it would count no more.
+  if ts > now - window then add_settled(m, gf, gone, amount, now, margin) end
+end
+
 local function settle_rec(rkey, actual, now, margin)
   local rec = redis.call('GET', rkey)
   if not rec then return 0 end
   redis.call('DEL', rkey, rkey .. ':cp')
   for i, e in ipairs(cjson.decode(rec)) do
     -- An entry of the previous layout was charged at its reserved amount when carried over.
-    if #e >= 7 then
-      local base, lf, window, reserved, width, ts = e[1], e[2], tonumber(e[3]), tonumber(e[4]), tonumber(e[5]), tonumber(e[6])
-      local amount = actual[i]
-      if amount == nil or amount == '' then amount = reserved else amount = tonumber(amount) end
-      local gone = bucket_gone(ts, width, window)
-      local gf = 'g' .. fmt(gone)
-      local m = state(base, now, {lf, gf}, margin, window)
-      unhold(m, lf, reserved)
-      -- Nothing once the reservation left its window: it would count no more.
-      if ts > now - window then add_settled(m, gf, gone, amount, now, margin) end
-    end
+    if #e >= 7 then settle_entry(e[1], e[2], tonumber(e[3]), tonumber(e[4]), tonumber(e[5]), tonumber(e[6]), actual[i], now, margin) end
+  end
+  return 1
+end
+
+-- settle_rec when the caller still knows what it reserved (ts: the reserve's time, lease as it
+-- was asked; e: base, window, reserved, width, actual per counter): R need not be read back, only
+-- deleted, which still makes the settle happen once. Returns 0 when R was already gone.
+local function settle_known(rkey, ts, lease, e, now, margin)
+  if redis.call('DEL', rkey, rkey .. ':cp') == 0 then return 0 end
+  for i = 1, #e, 5 do
+    local window, reserved, width = tonumber(e[i + 1]), tonumber(e[i + 2]), tonumber(e[i + 3])
+    local lf = hold_field(ts, window, width, lease)
+    settle_entry(e[i], lf, window, reserved, width, ts, e[i + 4], now, margin)
   end
   return 1
 end
@@ -380,8 +409,10 @@ export function script(name: string, body: string): LuaScript {
  * one round trip and one script call for all of them, each answered on its own (in op order).
  * KEYS: every record and counter base key the ops name (an op refers to a key by its index). ARGV[1] key TTL margin ms, then the ops, each a letter
  * and its fields (now is an override or '', as everywhere):
- *   r now R lease n (base max amount window width) * n   reserve: {1, total...} or {0, index, used, retry}
+ *   r now R lease n (base max amount window width) * n   reserve: {1, total..., ts} or {0, index, used, retry}
  *   s now R n actual * n                                    settle: 1, or 0 when R was gone
+ *   S now R ts lease n (base window amount width actual) * n   settle what the caller reserved at ts
+ *                                                           (reading R no more): 1, or 0
  *   x now R                                                 release: 1 or 0
  *   p now n (base window) * n                               peek: {total...}
  *   d now n (base window) * n                               peekDetail: {total, reserved, ...}
@@ -418,6 +449,14 @@ while a <= #ARGV do
     local actual = {}
     for i = 1, n do actual[i] = nxt() end
     out[#out + 1] = settle_rec(rkey, actual, now, margin)
+  elseif op == 'S' then
+    local now, rkey, ts, lease, n = at(nxt()), KEYS[tonumber(nxt())], tonumber(nxt()), tonumber(nxt()), tonumber(nxt())
+    local e = {}
+    for i = 1, 5 * n, 5 do
+      e[i] = KEYS[tonumber(nxt())]
+      for j = 1, 4 do e[i + j] = nxt() end
+    end
+    out[#out + 1] = settle_known(rkey, ts, lease, e, now, margin)
   elseif op == 'x' then
     local now = at(nxt())
     out[#out + 1] = release_rec(KEYS[tonumber(nxt())], now, margin)

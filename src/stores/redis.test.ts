@@ -255,8 +255,33 @@ describe("redis store", () => {
     await s.settle("a", [1]);
     const stats = await s.redis.info("commandstats");
     const calls = (cmd: string) => Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
-    // Reserve: HMGET, HSET, SET of the record; settle: GET and DEL of the record, HMGET, HSET.
-    expect({ hmget: calls("hmget"), hset: calls("hset"), hgetall: calls("hgetall"), hvals: calls("hvals"), zadd: calls("zadd") }).toEqual({ hmget: 2, hset: 2, hgetall: 0, hvals: 0, zadd: 0 });
+    // Reserve: HMGET, HSET, SET of the record; settle: DEL of the record (not read back: this
+    // process knows what it reserved), HMGET, HSET.
+    expect({ hmget: calls("hmget"), hset: calls("hset"), hgetall: calls("hgetall"), hvals: calls("hvals"), zadd: calls("zadd"), get: calls("get") }).toEqual({ hmget: 2, hset: 2, hgetall: 0, hvals: 0, zadd: 0, get: 0 });
+  });
+
+  it("settles what this process reserved without reading the record back, once however often it is sent; another process settles from the record", async () => {
+    let now = Date.UTC(2025, 0, 1);
+    const [a, b] = [await store({ clock: () => now }), await store({ clock: () => now })];
+    const day = (amount: number) => [counter("usd", 1e9, amount, 24 * HOUR), counter("rpm", 1e3, 1)];
+    const held = (a as unknown as { held: Map<string, unknown> }).held;
+    expect(await a.reserve("mine", day(500), 10 * MINUTE)).toEqual({ ok: true, totals: [500, 1] });
+    const sent = held.get("mine");
+    await a.settle("mine", [120, 1]);
+    expect(await a.peek([{ key: "usd", windowMs: 24 * HOUR }, { key: "rpm", windowMs: MINUTE }])).toEqual([120, 1]);
+    // The same settle again (its reply was lost, the write-behind queue sends it again): nothing more.
+    held.set("mine", sent);
+    await a.settle("mine", [120, 1]);
+    expect(await a.peek([{ key: "usd", windowMs: 24 * HOUR }, { key: "rpm", windowMs: MINUTE }])).toEqual([120, 1]);
+    // Reserved by a, settled by b (which has only the record to go by), 2 minutes later.
+    expect(await a.reserve("theirs", day(500), 10 * MINUTE)).toMatchObject({ ok: true });
+    now += 2 * MINUTE;
+    await b.settle("theirs", [80, 1]);
+    expect(await a.peek([{ key: "usd", windowMs: 24 * HOUR }, { key: "rpm", windowMs: MINUTE }])).toEqual([200, 0]);
+    // a's own settle of it comes too late to count twice.
+    await a.settle("theirs", [80, 1]);
+    expect(await b.peekDetail([{ key: "usd", windowMs: 24 * HOUR }])).toEqual([{ total: 200, reserved: 0 }]);
+    expect(held.size).toBe(0);
   });
 
   it("reads and writes a counter once per turn, however many of the turn's requests touch it", async () => {

@@ -46,6 +46,8 @@ const CLOCK_SLACK_MS = 5 * 60_000;
 const CLOSE_DRAIN_MS = 5_000;
 const USAGE_BATCH = 200;
 const MAX_PENDING_WRITES = 100_000;
+/** Reservations of this process remembered for their settle; past this, the oldest are read back from Redis instead. */
+const MAX_HELD = 50_000;
 
 /** Replies that mean "Redis is there but cannot serve right now", not "the script is wrong". */
 const TRANSIENT_REPLY = /^(LOADING|READONLY|MASTERDOWN|BUSY|OOM|CLUSTERDOWN|TRYAGAIN|NOREPLICAS|MISCONF)\b/;
@@ -79,6 +81,12 @@ export class RedisStore implements Store {
    * under load the batches grow instead of the calls.
    */
   private readonly ops = new CommitBatch<CounterOp, unknown>((ops) => this.runBatch(ops));
+  /**
+   * What this process reserved and has not settled yet, by id: its settle sends these instead of
+   * having the script read the reservation's record back (a GET and a JSON decode per settle).
+   * A reservation not found here (reserved elsewhere, or its reply lost) is settled from the record.
+   */
+  private readonly held = new Map<string, Held>();
   private readonly log: (line: string) => void;
   private readonly retentionMs: number;
   private closed = false;
@@ -199,18 +207,24 @@ export class RedisStore implements Store {
     if (!counters.length) return { ok: true, totals: [] };
     for (const c of counters) assertAmounts(c.key, [c.amount, c.windowMs], c.max);
     const reply = (await this.ops.add({ op: "r", now: this.now(), id, counters, leaseMs })) as (string | number | null)[];
-    if (reply[0] === 1) return { ok: true, totals: reply.slice(1).map(Number) };
+    if (reply[0] === 1) {
+      this.hold(id, { ts: String(reply[counters.length + 1]), leaseMs, counters });
+      return { ok: true, totals: reply.slice(1, counters.length + 1).map(Number) };
+    }
     const [, index, used, retry] = reply;
     return { ok: false, index: Number(index), used: Number(used), retryAfterMs: retry == null ? undefined : Number(retry) };
   }
 
   async settle(id: string, actual: number[]): Promise<void> {
     assertAmounts(id, actual);
-    const op: CounterOp = { op: "s", now: this.now(), id, actual };
+    const held = this.held.get(id);
+    this.held.delete(id);
+    const op: CounterOp = held && held.counters.length === actual.length ? { op: "S", now: this.now(), id, held, actual } : { op: "s", now: this.now(), id, actual };
     await this.writeBehind(() => this.ops.add(op));
   }
 
   async release(id: string): Promise<void> {
+    this.held.delete(id);
     const op: CounterOp = { op: "x", now: this.now(), id };
     await this.writeBehind(() => this.ops.add(op));
   }
@@ -358,6 +372,13 @@ export class RedisStore implements Store {
     else this.redis.disconnect();
   }
 
+  private hold(id: string, held: Held): void {
+    this.held.delete(id);
+    this.held.set(id, held);
+    // Reservations that are never settled here (a policy hold, a request whose settle failed) must not pile up.
+    if (this.held.size > MAX_HELD) this.held.delete(this.held.keys().next().value!);
+  }
+
   private async writeBehind(write: () => Promise<unknown>): Promise<void> {
     try {
       await write();
@@ -382,12 +403,18 @@ export class RedisStore implements Store {
     for (const o of ops) {
       switch (o.op) {
         case "r":
-          args.push("r", o.now, ref(this.recordKey(o.id)), Number.isFinite(o.leaseMs) ? num(o.leaseMs) : "-1", num(o.counters.length));
+          args.push("r", o.now, ref(this.recordKey(o.id)), leaseArg(o.leaseMs), num(o.counters.length));
           for (const c of o.counters) args.push(ref(this.counterKey(c.key)), num(c.max), num(c.amount), num(c.windowMs), num(bucketWidth(c.windowMs, c.max)));
           break;
         case "s":
           args.push("s", o.now, ref(this.recordKey(o.id)), num(o.actual.length), ...o.actual.map(num));
           break;
+        case "S": {
+          const { ts, leaseMs, counters } = o.held;
+          args.push("S", o.now, ref(this.recordKey(o.id)), ts, leaseArg(leaseMs), num(counters.length));
+          counters.forEach((c, i) => args.push(ref(this.counterKey(c.key)), num(c.windowMs), num(c.amount), num(bucketWidth(c.windowMs, c.max)), num(o.actual[i]!)));
+          break;
+        }
         case "x":
           args.push("x", o.now, ref(this.recordKey(o.id)));
           break;
@@ -471,10 +498,18 @@ export class RedisStore implements Store {
   }
 }
 
+/** A reservation as its reserve sent it, and the script time it was made at (RedisStore.held). */
+interface Held {
+  ts: string;
+  leaseMs: number;
+  counters: Counter[];
+}
+
 /** A counter operation waiting for this turn's BATCH call (RedisStore.ops). */
 type CounterOp =
   | { op: "r"; now: string; id: string; counters: Counter[]; leaseMs: number }
   | { op: "s"; now: string; id: string; actual: number[] }
+  | { op: "S"; now: string; id: string; held: Held; actual: number[] }
   | { op: "x"; now: string; id: string }
   | { op: "p" | "d"; now: string; counters: Pick<Counter, "key" | "windowMs">[] };
 
@@ -535,6 +570,11 @@ function storedKey(json: string, revokedAt: string | null): StoredKey {
   const key = JSON.parse(json) as StoredKey;
   if (revokedAt !== null) key.revokedAt = Number(revokedAt);
   return key;
+}
+
+/** A lease as the scripts take it: -1 for none. */
+function leaseArg(ms: number): string {
+  return Number.isFinite(ms) ? num(ms) : "-1";
 }
 
 /** A number as script ARGV text; JavaScript's shortest round-trip form, which Lua's tonumber reads back exactly. */
