@@ -4,8 +4,9 @@
 # CPU µs, which a shared machine inflates by several times). Slow: ~1-3 min per run.
 #
 #   bench/instructions.sh TARGET SCENARIO [N] [WARMUP]
-#     TARGET    floor (the bare undici proxy) or a built checkout (its dist/ is served)
-#     SCENARIO  stream (50 tokens with a usage chunk) or nonstream (16 tokens)
+#     TARGET    floor (the bare undici proxy), bare401 (a node:http server answering a fixed 401:
+#               the lower bound of a refusal) or a built checkout (its dist/ is served)
+#     SCENARIO  stream (50 tokens with a usage chunk), nonstream (16 tokens) or refusal (a bad key, 401)
 #     N         requests counted (200), after WARMUP requests not counted (150); 4 at a time
 #
 # Config: tollgate on the memory store with no limits (the bench's tg-nolimits). CONFIG=nolimits|memory|sqlite
@@ -41,7 +42,9 @@ YAML
 esac
 export MOCK_URL=http://127.0.0.1:$MP/v1
 CG=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$D/cg.out")
-if [ "$TARGET" = floor ]; then
+if [ "$TARGET" = bare401 ]; then
+  PORT=$GP "${CG[@]}" node "$HERE/bare-401.js" > "$D/gw.log" 2>&1 & GW=$!
+elif [ "$TARGET" = floor ]; then
   PORT=$GP UPSTREAM=http://127.0.0.1:$MP "${CG[@]}" node "$HERE/node-floor.js" > "$D/gw.log" 2>&1 & GW=$!
 else
   TARGET=$(cd "$TARGET" && pwd)

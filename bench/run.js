@@ -5,7 +5,8 @@
 // floor's in the same run; req/s and latency depend on what else the 2 shared cores are doing.
 //
 // Environment: BENCH_SECONDS (per measurement, default 4), BENCH_WARMUP (s, 1), BENCH_ROUNDS (2,
-// target order rotated each round), BENCH_TARGETS (floor,tg-nolimits,tg-memory,tg-sqlite,tg-redis; also min: bench/min-gateway.js, the least a metering gateway does),
+// target order rotated each round), BENCH_TARGETS (floor,tg-nolimits,tg-memory,tg-sqlite,tg-redis; also min: bench/min-gateway.js, the least a metering gateway does;
+// bare401: a node:http server answering a fixed 401, a refusal's lower bound),
 // (also tg-budget-user, tg-budget-levels: memory, no limits, budgets of one level or three),
 // BENCH_SCENARIOS (nonstream,stream,refusal,ratelimited), BENCH_CONNECTIONS (32), BENCH_LOADGEN (wrk|autocannon),
 // BENCH_PROFILE=DIR (tollgate runs under --cpu-prof; summarise with `node bench/profile-stages.js`),
@@ -82,6 +83,7 @@ function tollgateConfig(store, limits, budgets = limits ? "user" : "none") {
 const LABEL = {
   floor: "node-floor (bare undici proxy)",
   min: "least metering gateway (bench/min-gateway.js)",
+  bare401: "bare node:http answering a fixed 401",
   "tg-nolimits": "tollgate, memory, no limits",
   "tg-memory": "tollgate, memory, 3 limits + budget",
   "tg-sqlite": "tollgate, SQLite, same limits",
@@ -123,6 +125,11 @@ async function startTarget(target, mock, redis) {
   if (!root) throw new Error(`${target}: set BENCH_BASE to the checkout to compare with`);
   const port = await freePort();
   const url = `http://127.0.0.1:${port}/v1/chat/completions`;
+  if (name === "bare401") {
+    const p = startProcess(name, process.execPath, [join(ROOT, "bench", "bare-401.js")], { env: { PORT: String(port) }, logFile: join(dir, `${name}.log`) });
+    await waitPort(port, p);
+    return { name: target, p, url };
+  }
   if (name === "floor" || name === "min") {
     const p = startProcess(name, process.execPath, [join(ROOT, "bench", name === "floor" ? "node-floor.js" : "min-gateway.js")], { env: { PORT: String(port), UPSTREAM: mock.origin, USAGE_LOG: join(dir, `${name}-usage.log`) }, logFile: join(dir, `${name}.log`) });
     await waitPort(port, p);
@@ -188,7 +195,7 @@ try {
     const sc = SCENARIO[name];
     if (!sc) throw new Error(`unknown scenario ${name}`);
     await setMockTokens(mock, sc.tokens);
-    const runs = targets.filter((t) => !(t.name === "floor" && sc.expect));
+    const runs = targets.filter((t) => !(t.name === "floor" && sc.expect) && !(t.name === "bare401" && !sc.expect));
     for (const t of runs) await smoke(t, sc, name);
     const acc = new Map(runs.map((t) => [t.name, { requests: 0, warmup: 0, seconds: 0, cpuMs: 0, redisMs: 0, redisCalls: 0, non2xx: 0, errors: 0, p50: [], p99: [], busy: [] }]));
     for (let round = 0; round < ROUNDS; round++) {
