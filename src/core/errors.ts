@@ -40,6 +40,19 @@ export interface TollgateErrorOptions {
   cause?: unknown;
 }
 
+/**
+ * Whether Error.stackTraceLimit can be lowered around a refusal's construction (it cannot in a
+ * frozen realm, e.g. under SES lockdown; then refusals keep their stacks).
+ */
+const STACKLESS = Object.getOwnPropertyDescriptor(Error, "stackTraceLimit")?.writable === true;
+
+/**
+ * A refusal is an expected outcome of a request, not a bug, and a flood of them is what tollgate
+ * is for: capturing a stack trace for each was the largest single cost of a refusal. So a
+ * TollgateError carries no stack frames (`stack` is just its name and message); what caused it,
+ * when something did (`cause`), keeps its own. Errors that are bugs are never TollgateErrors and
+ * keep their stacks.
+ */
 export class TollgateError extends Error {
   readonly code: ErrorCode;
   readonly status: number;
@@ -50,7 +63,14 @@ export class TollgateError extends Error {
   readonly [MARK] = true;
 
   constructor(code: ErrorCode, message: string, options: TollgateErrorOptions = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    if (STACKLESS) {
+      const limit = Error.stackTraceLimit;
+      Error.stackTraceLimit = 0;
+      super(message, options.cause === undefined ? undefined : { cause: options.cause });
+      Error.stackTraceLimit = limit;
+    } else {
+      super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    }
     this.name = "TollgateError";
     this.code = code;
     this.status = ERROR_CODES[code];
