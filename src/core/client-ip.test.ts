@@ -37,6 +37,22 @@ describe("clientIp", () => {
     const list = compileNetworks(["203.0.113.0/24"]);
     expect(inNetworks(list, clientIp("::1", "0:0:0:0:0:ffff:203.0.113.9", 1))).toBe(true);
   });
+
+  it("answers each address the same every time it is asked (verdicts are remembered), and an empty list holds nothing", () => {
+    const list = compileNetworks(["203.0.113.0/24", "2001:db8::/32", "198.51.100.7"]);
+    const asked = ["203.0.113.9", "203.0.114.9", "2001:db8::1", "2001:db9::1", "198.51.100.7", "198.51.100.8", "not an ip"];
+    const want = [true, false, true, false, true, false, false];
+    for (let round = 0; round < 3; round++) expect(asked.map((ip) => inNetworks(list, ip))).toEqual(want);
+    expect(asked.map((ip) => inNetworks(compileNetworks([]), ip))).toEqual(asked.map(() => false));
+  });
+
+  it("the socket's address is normalised per address, whichever came before", () => {
+    expect(clientIp("::ffff:10.0.0.1", undefined, 0)).toBe("10.0.0.1");
+    expect(clientIp("::ffff:10.0.0.1", undefined, 0)).toBe("10.0.0.1");
+    expect(clientIp("2001:DB8:0:0:0:0:0:1", undefined, 0)).toBe("2001:db8::1");
+    expect(clientIp(undefined, undefined, 0)).toBe("");
+    expect(clientIp("::ffff:10.0.0.1", undefined, 0)).toBe("10.0.0.1");
+  });
 });
 
 describe("wideNetwork", () => {

@@ -6,12 +6,24 @@ import { BlockList, isIP } from "node:net";
  * the address it saw, so anything further left was written by the client and is not believed).
  */
 export function clientIp(socketAddress: string | undefined, forwardedFor: string | undefined, trustProxy: number): string {
-  const socket = normaliseIp(socketAddress ?? "");
+  const socket = socketIp(socketAddress);
   if (trustProxy <= 0 || !forwardedFor) return socket;
   const hops = forwardedFor.split(",").map((s) => s.trim()).filter(Boolean);
   const chosen = hops[hops.length - trustProxy] ?? hops[0];
   const ip = chosen ? normaliseIp(chosen) : "";
   return isIP(ip) ? ip : socket;
+}
+
+let lastSocketAddress: string | undefined;
+let lastSocketIp = "";
+
+/** normaliseIp of a socket's address: one connection sends many requests, so the last answer is kept. */
+function socketIp(address: string | undefined): string {
+  if (address === lastSocketAddress) return lastSocketIp;
+  const ip = normaliseIp(address ?? "");
+  lastSocketAddress = address;
+  lastSocketIp = ip;
+  return ip;
 }
 
 /**
@@ -102,8 +114,35 @@ function expandIpv6(ip: string): string[] {
   return [...l, ...fill, ...r].map((g) => parseInt(g || "0", 16).toString(16));
 }
 
-/** A CIDR/IP list compiled once at start. */
-export function compileNetworks(entries: string[]): BlockList {
+/** Verdicts a non-empty network list remembers, per address: a flood comes from few addresses. */
+const MAX_REMEMBERED_VERDICTS = 10_000;
+
+/**
+ * A CIDR/IP list compiled once at start. node's BlockList builds a SocketAddress for every check
+ * (several µs), so an empty list answers without it and a non-empty one remembers its verdicts
+ * (the list never changes after start).
+ */
+export class Networks {
+  private readonly verdicts = new Map<string, boolean>();
+  constructor(
+    private readonly list: BlockList,
+    readonly size: number,
+  ) {}
+
+  has(ip: string): boolean {
+    if (this.size === 0) return false;
+    let verdict = this.verdicts.get(ip);
+    if (verdict === undefined) {
+      const family = isIP(ip);
+      verdict = family !== 0 && this.list.check(ip, family === 6 ? "ipv6" : "ipv4");
+      if (this.verdicts.size >= MAX_REMEMBERED_VERDICTS) this.verdicts.clear();
+      this.verdicts.set(ip, verdict);
+    }
+    return verdict;
+  }
+}
+
+export function compileNetworks(entries: string[]): Networks {
   const list = new BlockList();
   for (const entry of entries) {
     const [addr = "", bits] = entry.split("/");
@@ -111,11 +150,9 @@ export function compileNetworks(entries: string[]): BlockList {
     if (bits === undefined) list.addAddress(addr, family);
     else list.addSubnet(addr, Number(bits), family);
   }
-  return list;
+  return new Networks(list, entries.length);
 }
 
-export function inNetworks(list: BlockList, ip: string): boolean {
-  const family = isIP(ip);
-  if (!family) return false;
-  return list.check(ip, family === 6 ? "ipv6" : "ipv4");
+export function inNetworks(list: Networks, ip: string): boolean {
+  return list.has(ip);
 }

@@ -215,13 +215,13 @@ export class Engine {
   /** Gates 4-6 for a parsed body: normalise, model policy, budget reservation. */
   async prepare(ex: Exchange, format: RequestFormat, body: unknown): Promise<void> {
     ex.format = format;
-    await this.run(ex, [
-      () => {
-        ex.inspection = format.inspect(body);
-        ex.inspectedBody = body as Record<string, unknown>;
-      },
-      ...(ex.quotaDeferred ? PREPARATION_DEFERRED_QUOTA : PREPARATION),
-    ]);
+    try {
+      ex.inspection = format.inspect(body);
+      ex.inspectedBody = body as Record<string, unknown>;
+    } catch (err) {
+      await this.refused(ex, err);
+    }
+    await this.run(ex, ex.quotaDeferred ? PREPARATION_DEFERRED_QUOTA : PREPARATION);
   }
 
   /** Gate 7: the provider call; the signal must fire on client disconnect and the wall-clock cap. */
@@ -330,7 +330,7 @@ export class Engine {
     if (ex.identity && abuseEnabled(this.env) && err.status < 500 && err.code !== "blocked" && !isChallengeOffer(err) && weights.refused > 0) {
       releases.push(scoreRefusal(ex, this.env));
     }
-    await Promise.allSettled(releases);
+    if (releases.length) await Promise.allSettled(releases);
     refusalAlert(ex, this.env, err);
     rec.signals = ex.signals;
     // Under a flood most refusals are only counted into their second's summary record.
@@ -376,12 +376,19 @@ export class Engine {
         if (pending) await pending;
       }
     } catch (err) {
-      // A refusal, or the store failing (SPEC §7.6: explicit). Anything else is a bug: it goes
-      // up unchanged, to be logged and answered 500, and the leases give back what it held.
-      const refusal = storeFailure(err);
-      await this.refuse(ex, refusal);
-      throw refusal;
+      await this.refused(ex, err);
     }
+  }
+
+  /**
+   * A gate threw: a refusal, or the store failing (SPEC §7.6: explicit), is recorded and thrown.
+   * Anything else is a bug: it goes up unchanged, to be logged and answered 500, and the leases
+   * give back what it held.
+   */
+  private async refused(ex: Exchange, err: unknown): Promise<never> {
+    const refusal = storeFailure(err);
+    await this.refuse(ex, refusal);
+    throw refusal;
   }
 
   private async write(ex: Exchange): Promise<void> {

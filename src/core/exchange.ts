@@ -90,10 +90,27 @@ export class Exchange {
     id: string,
   ) {
     this.id = id;
-    this.record = emptyUsageRecord(id, new Date());
+    this.record = emptyUsageRecord(id, isoTimestamp(Date.now()));
     this.record.route = route.name;
     this.record.endpoint = caller.endpoint;
     this.record.ip = caller.ip;
     this.record.run_id = caller.runId ?? null;
   }
+}
+
+let isoSecond = NaN;
+let isoPrefix = "";
+
+/**
+ * `new Date(ms).toISOString()`, formatting the date only once per second: a record's timestamp
+ * was a microsecond of every request.
+ */
+export function isoTimestamp(ms: number): string {
+  const second = Math.floor(ms / 1000);
+  if (second !== isoSecond) {
+    isoSecond = second;
+    isoPrefix = new Date(second * 1000).toISOString().slice(0, -4);
+  }
+  const milli = ms - second * 1000;
+  return `${isoPrefix}${milli < 10 ? "00" : milli < 100 ? "0" : ""}${milli}Z`;
 }

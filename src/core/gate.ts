@@ -1,4 +1,3 @@
-import type { BlockList } from "node:net";
 import type { ResolvedConfig } from "./config-types.js";
 import type { Provider } from "./provider.js";
 import type { Store } from "./store.js";
@@ -6,6 +5,7 @@ import type { Exchange } from "./exchange.js";
 import type { Identifier } from "./identity.js";
 import type { EngineEvents } from "./alerts.js";
 import type { RecentTotals } from "./recent-totals.js";
+import type { Networks } from "./client-ip.js";
 
 /** What every gate may use: built once at start, shared by all requests. */
 export interface GateEnv {
@@ -13,8 +13,8 @@ export interface GateEnv {
   store: Store;
   identifier: Identifier;
   providers: Record<string, Provider>;
-  blocklist: BlockList;
-  allowlist: BlockList;
+  blocklist: Networks;
+  allowlist: Networks;
   now: () => number;
   /** Where alerts go (the store's outbox); absent: nobody listens, and nothing is computed for them. */
   alerts?: EngineEvents;

@@ -98,3 +98,28 @@ describe("readCredential", () => {
     expect(readCredential("Bearer ", "tg_key")).toEqual({ token: "tg_key" });
   });
 });
+
+describe("gate 1 without waiting", () => {
+  it("a config key, and an unknown key once remembered, are answered without a promise; the first lookup of an unknown key waits for the store", async () => {
+    const withKey = resolveConfig(configSchema.parse({ providers: { sim: { type: "simulated" } }, models: { "gpt-4o-mini": { provider: "sim" } }, plans: { free: { models: ["gpt-4o-mini"] } }, keys: [{ key: "tg_sync_ann", user: "ann", plan: "free" }], routes: { chat: { path: "/chat", plans: ["free"] } } }));
+    const { store, calls } = countingStore();
+    const id = new Identifier(withKey, store);
+    const chat = withKey.routes[0]!;
+    expect(id.identifyNow({ token: "tg_sync_ann" }, chat, "203.0.113.1")).toMatchObject({ kind: "key", user: "ann", plan: "free" });
+    const first = id.identifyNow({ token: "tg_sync_nobody" }, chat, "203.0.113.1");
+    expect(first).toBeInstanceOf(Promise);
+    expect(await refusal(first as Promise<unknown>)).toBe("unauthorized: invalid API key");
+    expect(() => id.identifyNow({ token: "tg_sync_nobody" }, chat, "203.0.113.1")).toThrow("invalid API key");
+    expect(calls.findKey).toBe(1);
+  });
+
+  it("reads the common Bearer spelling and the others the same way", () => {
+    expect(readCredential("Bearer tg_abc", undefined)).toEqual({ token: "tg_abc" });
+    expect(readCredential("Bearer   tg_abc  ", undefined)).toEqual({ token: "tg_abc" });
+    expect(readCredential("bearer\ttg_abc", undefined)).toEqual({ token: "tg_abc" });
+    expect(readCredential("Bearer ", "tg_api")).toEqual({ token: "tg_api" });
+    expect(readCredential("Bearer  ", undefined)).toMatchObject({ unusable: expect.stringContaining("empty Bearer") });
+    expect(readCredential("Basic dXNlcg==", undefined)).toMatchObject({ unusable: expect.stringContaining("Bearer KEY") });
+  });
+});
+

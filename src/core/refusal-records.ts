@@ -13,7 +13,8 @@ import { emptyUsageRecord, type UsageRecord } from "./usage-record.js";
  */
 export class RefusalRecords {
   private readonly perCode = new Map<string, { second: number; kept: number }>();
-  private readonly open = new Map<string, UsageRecord>();
+  /** Open summaries by code, route and endpoint, with the second (epoch s) each counts. */
+  private readonly open = new Map<string, { second: number; summary: UsageRecord }>();
   private timer?: NodeJS.Timeout;
 
   constructor(
@@ -34,17 +35,18 @@ export class RefusalRecords {
       return true;
     }
     const key = `${code}\u0000${rec.route ?? ""}\u0000${rec.endpoint ?? ""}`;
-    let summary = this.open.get(key);
-    if (summary && Date.parse(summary.ts) !== second * 1000) {
+    let open = this.open.get(key);
+    if (open && open.second !== second) {
       this.open.delete(key);
-      this.emit(summary);
-      summary = undefined;
+      this.emit(open.summary);
+      open = undefined;
     }
-    if (!summary) {
-      summary = emptyUsageRecord(`refusals-${randomUUID()}`, new Date(second * 1000));
+    if (!open) {
+      const summary = emptyUsageRecord(`refusals-${randomUUID()}`, new Date(second * 1000));
       Object.assign(summary, { route: rec.route, endpoint: rec.endpoint, decision: "deny", code: rec.code, count: 0 });
-      this.open.set(key, summary);
+      this.open.set(key, (open = { second, summary }));
     }
+    const summary = open.summary;
     summary.count!++;
     for (const s of rec.signals) if (!summary.signals.includes(s)) summary.signals.push(s);
     this.arm();
@@ -57,10 +59,10 @@ export class RefusalRecords {
   }
 
   private emitBefore(second: number): void {
-    for (const [key, summary] of this.open) {
-      if (Date.parse(summary.ts) >= second * 1000) continue;
+    for (const [key, open] of this.open) {
+      if (open.second >= second) continue;
       this.open.delete(key);
-      this.emit(summary);
+      this.emit(open.summary);
     }
     if (!this.open.size && this.timer) {
       clearInterval(this.timer);

@@ -55,9 +55,10 @@ export function requestsOf(r: UsageRecord): number {
   return r.count ?? 1;
 }
 
-export function emptyUsageRecord(requestId: string, now: Date): UsageRecord {
+/** `now`: a Date, or its ISO 8601 form already made. */
+export function emptyUsageRecord(requestId: string, now: Date | string): UsageRecord {
   return {
-    ts: now.toISOString(),
+    ts: typeof now === "string" ? now : now.toISOString(),
     request_id: requestId,
     user: null,
     key_id: null,

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { ResolvedRoute } from "../config/resolve.js";
 import { toTollgateError, type Engine } from "../core/engine.js";
 import { TollgateError } from "../core/errors.js";
@@ -40,12 +40,16 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
   let inFlight = 0;
   let idle: (() => void) | undefined;
 
+  /** One listener per response, made once: the in-flight count, and a model call's cancellation. */
+  function closed(this: Response): void {
+    if (--inFlight === 0) idle?.();
+    if (this.abort && !this.writableFinished) this.abort.abort(CLIENT_DISCONNECT);
+  }
+
   const server = createServer({ requestTimeout: 0, headersTimeout: 30_000, keepAliveTimeout: 5_000 }, (req, res) => {
     inFlight++;
-    res.once("close", () => {
-      if (--inFlight === 0) idle?.();
-    });
-    handle(req, res).catch((err) => {
+    res.once("close", closed);
+    handle(req, res as Response).catch((err) => {
       // The store failed after the gates (settling, the record): the store has said what failed.
       if (err instanceof StoreUnavailableError) return sendError(res, "openai", toTollgateError(err, undefined));
       // A bug, not a refusal: answer if we still can, never with internals.
@@ -68,7 +72,7 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
     );
   });
 
-  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async function handle(req: IncomingMessage, res: Response): Promise<void> {
     const requestId = randomUUID();
     res.setHeader("x-tollgate-request-id", requestId);
     const raw = req.url ?? "/";
@@ -94,14 +98,15 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
     else await modelCall(req, res, route, endpoint.format, requestId);
   }
 
-  async function modelCall(req: IncomingMessage, res: ServerResponse, route: ResolvedRoute, format: RequestFormat, requestId: string) {
+  async function modelCall(req: IncomingMessage, res: Response, route: ResolvedRoute, format: RequestFormat, requestId: string) {
+    const headers = req.headers;
     const ex = engine.open({
       route: route.name,
       endpoint: format.endpoint,
-      ip: clientIp(req.socket.remoteAddress, header(req, "x-forwarded-for"), cfg.server.trustProxy),
-      credentials: credentials(req),
-      runId: header(req, "x-tollgate-run"),
-      challenge: header(req, "x-tollgate-challenge"),
+      ip: callerIp(req),
+      credentials: credentials(headers),
+      runId: first(headers["x-tollgate-run"]),
+      challenge: first(headers["x-tollgate-challenge"]),
       requestId,
     });
     try {
@@ -120,12 +125,9 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
       return sendError(res, format.api, refusal(err), ex);
     }
 
-    const abort = new AbortController();
-    const onClose = () => {
-      if (!res.writableFinished) abort.abort({ tollgate: "client_disconnect" });
-    };
-    res.on("close", onClose);
-    const timer = setTimeout(() => abort.abort({ tollgate: "timeout" }), route.timeoutMs);
+    // The response's one close listener (`closed`) aborts it when the client goes away.
+    const abort = (res.abort = new AbortController());
+    const timer = setTimeout(abortOnTimeout, route.timeoutMs, abort);
     try {
       let call: { result: UpstreamResult; meter: Meter };
       try {
@@ -145,14 +147,14 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
       }
     } finally {
       clearTimeout(timer);
-      res.off("close", onClose);
+      res.abort = undefined;
     }
   }
 
   /** GET {path}/v1/me: the caller's own budgets and limits, for any credential the route accepts. */
   async function quota(req: IncomingMessage, res: ServerResponse, route: ResolvedRoute, requestId: string) {
-    const ex = engine.open({ route: route.name, endpoint: "models", ip: clientIp(req.socket.remoteAddress, header(req, "x-forwarded-for"), cfg.server.trustProxy), credentials: credentials(req), requestId });
-    const api = header(req, "anthropic-version") !== undefined ? "anthropic" : "openai";
+    const ex = engine.open({ route: route.name, endpoint: "models", ip: callerIp(req), credentials: credentials(req.headers), requestId });
+    const api = req.headers["anthropic-version"] !== undefined ? "anthropic" : "openai";
     try {
       sendJson(res, 200, await engine.quotaFor(ex));
     } catch (err) {
@@ -166,8 +168,8 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
    * caller for one now.
    */
   async function challenge(req: IncomingMessage, res: ServerResponse, route: ResolvedRoute, requestId: string) {
-    const ex = engine.open({ route: route.name, endpoint: "models", ip: clientIp(req.socket.remoteAddress, header(req, "x-forwarded-for"), cfg.server.trustProxy), credentials: credentials(req), requestId });
-    const api = header(req, "anthropic-version") !== undefined ? "anthropic" : "openai";
+    const ex = engine.open({ route: route.name, endpoint: "models", ip: callerIp(req), credentials: credentials(req.headers), requestId });
+    const api = req.headers["anthropic-version"] !== undefined ? "anthropic" : "openai";
     try {
       const offer = await engine.challengeFor(ex);
       sendJson(res, 200, offer.challenge, offerHeaders(offer));
@@ -194,9 +196,9 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
   }
 
   async function listModels(req: IncomingMessage, res: ServerResponse, route: ResolvedRoute, requestId: string) {
-    const ex = engine.open({ route: route.name, endpoint: "models", ip: clientIp(req.socket.remoteAddress, header(req, "x-forwarded-for"), cfg.server.trustProxy), credentials: credential(req), requestId });
+    const ex = engine.open({ route: route.name, endpoint: "models", ip: callerIp(req), credentials: credential(req.headers), requestId });
     // Anthropic's SDK sends anthropic-version and expects Anthropic's list shape.
-    const anthropic = header(req, "anthropic-version") !== undefined;
+    const anthropic = req.headers["anthropic-version"] !== undefined;
     let models: string[];
     try {
       models = await engine.modelsFor(ex);
@@ -210,6 +212,10 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
     }
     const created = Math.floor(Date.now() / 1000);
     sendJson(res, 200, { object: "list", data: models.map((id) => ({ id, object: "model", created, owned_by: "tollgate" })) });
+  }
+
+  function callerIp(req: IncomingMessage): string {
+    return clientIp(req.socket.remoteAddress, first(req.headers["x-forwarded-for"]), cfg.server.trustProxy);
   }
 
   return {
@@ -241,18 +247,29 @@ function matchRoute(routes: ResolvedRoute[], url: string): { route: ResolvedRout
   return undefined;
 }
 
-function header(req: IncomingMessage, name: string): string | undefined {
-  const v = req.headers[name];
-  return Array.isArray(v) ? v[0] : v;
+/** A response that may be carrying a model call: `abort` cancels it when the client goes away. */
+type Response = ServerResponse & { abort?: AbortController };
+
+const CLIENT_DISCONNECT = { tollgate: "client_disconnect" };
+const TIMEOUT = { tollgate: "timeout" };
+
+function abortOnTimeout(abort: AbortController): void {
+  abort.abort(TIMEOUT);
+}
+
+/** A header's value; of a repeated one, the first. */
+function first(v: string | string[] | undefined): string | undefined {
+  return typeof v === "object" ? v[0] : v;
 }
 
 /** What the caller presented; a service key's x-tollgate-* headers are honoured by gate 1 only for service keys. */
-function credentials(req: IncomingMessage): Credentials {
-  return { ...credential(req), actAsUser: header(req, "x-tollgate-user"), actAsPlan: header(req, "x-tollgate-plan"), actAsOrg: header(req, "x-tollgate-org") };
+function credentials(headers: IncomingHttpHeaders): Credentials {
+  const { token, unusable } = credential(headers);
+  return { token, unusable, actAsUser: first(headers["x-tollgate-user"]), actAsPlan: first(headers["x-tollgate-plan"]), actAsOrg: first(headers["x-tollgate-org"]) };
 }
 
-function credential(req: IncomingMessage): Pick<Credentials, "token" | "unusable"> {
-  return readCredential(header(req, "authorization"), header(req, "x-api-key"));
+function credential(headers: IncomingHttpHeaders): Pick<Credentials, "token" | "unusable"> {
+  return readCredential(first(headers.authorization), first(headers["x-api-key"]));
 }
 
 /** Most of an unread body tollgate will swallow so the client can read its refusal; past it, the connection is cut. */
@@ -277,9 +294,14 @@ function discardRestOfBody(req: IncomingMessage): void {
   req.resume();
 }
 
-function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+function sendJson(res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {
   const text = Buffer.isBuffer(body) ? body : JSON.stringify(body);
-  res.writeHead(status, { ...headers, "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  // Set one by one: the response already holds a header (the request id), so node would copy an
+  // object passed to writeHead header by header anyway; this spares building that object.
+  if (headers) for (const name in headers) res.setHeader(name, headers[name]!);
+  res.setHeader("content-type", "application/json");
+  res.setHeader("content-length", Buffer.byteLength(text));
+  res.writeHead(status);
   res.end(text);
 }
 
@@ -288,9 +310,13 @@ function sendError(res: ServerResponse, api: "openai" | "anthropic", err: Tollga
     res.destroy();
     return;
   }
-  const headers: Record<string, string> = {};
   if (!res.req.complete) discardRestOfBody(res.req);
-  for (const h of ["ratelimit", "ratelimit-policy"]) if (ex?.headers[h]) headers[h] = ex.headers[h]!;
-  if (err.retryAfterSeconds !== undefined) headers["retry-after"] = String(err.retryAfterSeconds);
-  sendJson(res, err.status, api === "anthropic" ? anthropicErrorBody(err) : openaiErrorBody(err), headers);
+  if (ex) {
+    // A refusal passes on only the rate-limit headers of what the gates decided.
+    const { ratelimit, "ratelimit-policy": policy } = ex.headers;
+    if (ratelimit) res.setHeader("ratelimit", ratelimit);
+    if (policy) res.setHeader("ratelimit-policy", policy);
+  }
+  if (err.retryAfterSeconds !== undefined) res.setHeader("retry-after", String(err.retryAfterSeconds));
+  sendJson(res, err.status, api === "anthropic" ? anthropicErrorBody(err) : openaiErrorBody(err));
 }

@@ -142,24 +142,34 @@ async function observe(ex: Exchange, env: GateEnv): Promise<Suspicion> {
 }
 
 /** Gate 2: blocklists and the caller's suspicion score (SPEC §8): block, or mark for a cheaper model. */
-export const abuse: Gate = async function abuse(ex, env) {
-  const ip = ex.caller.ip;
+export const abuse: Gate = function abuse(ex, env) {
   // An operator's block (admin API) outranks every network rule, the allowlist included; only the
   // admin API sets policies, so a gateway without an admin_key has nothing to read. An app shares
   // its store with a gateway whose config it need not carry, so library requests always read them.
-  if (env.config.adminKey !== undefined || ex.caller.library) {
-    ex.policy = await callerPolicy(env.store, ex.identity!);
-    if (ex.policy.blocked.length) {
-      ex.signals.push(...ex.policy.blocked.map((kind) => `admin_block:${kind}`));
-      throw new TollgateError("blocked", "this caller is blocked by the operator");
-    }
+  if (env.config.adminKey !== undefined || ex.caller.library) return operatorPolicy(ex, env).then(() => networks(ex, env));
+  // Without a policy to read or a score to keep, the gate waits for nothing and returns no promise.
+  return networks(ex, env);
+};
+
+async function operatorPolicy(ex: Exchange, env: GateEnv): Promise<void> {
+  ex.policy = await callerPolicy(env.store, ex.identity!);
+  if (ex.policy.blocked.length) {
+    ex.signals.push(...ex.policy.blocked.map((kind) => `admin_block:${kind}`));
+    throw new TollgateError("blocked", "this caller is blocked by the operator");
   }
+}
+
+function networks(ex: Exchange, env: GateEnv): Promise<void> | void {
+  const ip = ex.caller.ip;
   if (inNetworks(env.allowlist, ip)) return;
   if (inNetworks(env.blocklist, ip)) {
     ex.signals.push("blocklist");
     throw new TollgateError("blocked", "requests from this network are blocked");
   }
-  if (!abuseEnabled(env)) return;
+  if (abuseEnabled(env)) return scored(ex, env);
+}
+
+async function scored(ex: Exchange, env: GateEnv): Promise<void> {
   const { downgradeAt, blockAt, manyUsersThreshold, manyNetworksThreshold, runChurnThreshold } = env.config.abuse;
   const suspicion = await suspicionScore(ex, env);
   const { score, source, observed } = suspicion;
@@ -181,4 +191,4 @@ export const abuse: Gate = async function abuse(ex, env) {
     observed.credentialNetworks > manyNetworksThreshold && fireSignal(ex, env, "key_many_networks"),
     observed.runs > runChurnThreshold && fireSignal(ex, env, "run_churn"),
   ]);
-};
+}

@@ -1,6 +1,7 @@
 import { TollgateError } from "../errors.js";
 import type { ResolvedModel } from "../config-types.js";
-import type { Gate } from "../gate.js";
+import type { Exchange } from "../exchange.js";
+import type { Gate, GateEnv } from "../gate.js";
 import { fireSignal } from "./abuse.js";
 import { allowedOutputTokens } from "./normalise.js";
 
@@ -8,23 +9,32 @@ import { allowedOutputTokens } from "./normalise.js";
  * Gate 5: is this model allowed for this plan and route; resolve the alias; apply a downgrade;
  * expensive models can require a verified or paid caller. Ends by building the upstream body.
  */
-export const modelPolicy: Gate = async function modelPolicy(ex, env) {
+export const modelPolicy: Gate = function modelPolicy(ex, env) {
   const inspection = ex.inspection!;
   const id = ex.identity!;
   const requested = inspection.model ?? ex.route.defaultModel;
   if (!requested) throw new TollgateError("invalid_request", "model: required (this route has no default_model)", { param: "model" });
   ex.record.model_requested = requested;
   const plan = env.config.plans[id.plan];
-  const allowed = (name: string) => !!env.config.models[name] && !!plan?.models.includes(name) && (!ex.route.models || ex.route.models.includes(name));
-  if (!allowed(requested)) {
+  if (!allowed(env, ex, requested)) {
     throw new TollgateError("model_not_allowed", `model ${requested} is not available to plan ${id.plan} on this route`, { param: "model" });
   }
-  let model = env.config.models[requested]!;
+  const model = env.config.models[requested]!;
   for (const need of model.requires) {
     if (need === "verified" && !id.verified) throw new TollgateError("model_not_allowed", `model ${requested} requires a verified account`, { param: "model" });
     if (need === "paid" && !plan?.paid) throw new TollgateError("model_not_allowed", `model ${requested} requires a paid plan`, { param: "model" });
   }
-  if (ex.newIdentity && isExpensive(model)) await fireSignal(ex, env, "new_identity_expensive_model");
+  // Only a new identity asking for an expensive model waits (for the signal's score).
+  if (ex.newIdentity && isExpensive(model)) return fireSignal(ex, env, "new_identity_expensive_model").then(() => serve(ex, env, model));
+  serve(ex, env, model);
+};
+
+/** The rest of gate 5: a downgrade, the provider's check, the upstream body. */
+function serve(ex: Exchange, env: GateEnv, model: ResolvedModel): void {
+  const inspection = ex.inspection!;
+  const id = ex.identity!;
+  const requested = ex.record.model_requested!;
+  const plan = env.config.plans[id.plan];
   const cheaper = env.config.abuse.downgradeTo;
   if (ex.downgrade && cheaper && cheaper !== requested && env.config.models[cheaper]) {
     model = env.config.models[cheaper]!;
@@ -35,7 +45,7 @@ export const modelPolicy: Gate = async function modelPolicy(ex, env) {
     // route would refuse it outright: then it keeps the one it asked for until the hard limit.
     const fallback = ex.route.budgetDowngradeTo ?? plan?.budgetDowngradeTo;
     const target = fallback !== undefined ? env.config.models[fallback] : undefined;
-    if (target && target.name !== model.name && allowed(target.name) && meetsRequires(target, id.verified, !!plan?.paid)) {
+    if (target && target.name !== model.name && allowed(env, ex, target.name) && meetsRequires(target, id.verified, !!plan?.paid)) {
       model = target;
       ex.signals.push(BUDGET_SOFT_SIGNAL);
       ex.record.decision = "downgrade";
@@ -51,7 +61,12 @@ export const modelPolicy: Gate = async function modelPolicy(ex, env) {
   ex.headers["x-tollgate-model"] = model.name;
   ex.upstream = { model: model.upstream, maxOutputTokens: inspection.producesOutput === false ? 0 : allowedOutputTokens(inspection.outputTokens, ex.route.input.maxOutputTokens), reasoning: model.reasoning };
   ex.upstreamBody = ex.format!.rewrite(ex.inspectedBody!, ex.upstream, inspection);
-};
+}
+
+/** Whether the caller's plan and the route both offer this model. */
+function allowed(env: GateEnv, ex: Exchange, name: string): boolean {
+  return !!env.config.models[name] && !!env.config.plans[ex.identity!.plan]?.models.includes(name) && (!ex.route.models || ex.route.models.includes(name));
+}
 
 /** The signal recorded when a request is downgraded because a budget is past its `soft` share. */
 export const BUDGET_SOFT_SIGNAL = "budget_soft";

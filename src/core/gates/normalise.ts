@@ -1,4 +1,5 @@
 import { TollgateError } from "../errors.js";
+import type { Exchange } from "../exchange.js";
 import type { Gate } from "../gate.js";
 import { fireSignal } from "./abuse.js";
 
@@ -11,7 +12,7 @@ const LOGPROB_PARAMS = new Set(["logprobs", "top_logprobs", "logit_bias"]);
  * by the transport; here the format reads it into an Inspection and every cap of the route applies.
  * Output-token requests are clamped (or refused) so the reservation at gate 6 is a real bound.
  */
-export const normalise: Gate = async function normalise(ex, env) {
+export const normalise: Gate = function normalise(ex, env) {
   const inspection = ex.inspection!;
   const caps = ex.route.input;
   const rec = ex.record;
@@ -19,12 +20,25 @@ export const normalise: Gate = async function normalise(ex, env) {
   rec.model_requested = inspection.model ?? null;
   rec.attachments = inspection.attachments.length;
 
-  const tooLarge = (what: string, value: number, cap: number, field: string) =>
-    new TollgateError("input_too_large", `${what} is ${value}; this route allows ${cap} (${field})`, { limit: field });
   if (caps.maxPromptChars !== undefined && inspection.promptChars > caps.maxPromptChars) {
     throw tooLarge("the prompt's length in characters", inspection.promptChars, caps.maxPromptChars, "max_prompt_chars");
   }
-  if (caps.maxPromptChars !== undefined && inspection.promptChars >= NEAR_CAP * caps.maxPromptChars) await fireSignal(ex, env, "near_cap_prompt");
+  // Only a prompt near its cap waits (for the signal's score); otherwise no promise is made.
+  if (caps.maxPromptChars !== undefined && inspection.promptChars >= NEAR_CAP * caps.maxPromptChars) {
+    return fireSignal(ex, env, "near_cap_prompt").then(() => capsAndClamps(ex));
+  }
+  capsAndClamps(ex);
+};
+
+function tooLarge(what: string, value: number, cap: number, field: string): TollgateError {
+  return new TollgateError("input_too_large", `${what} is ${value}; this route allows ${cap} (${field})`, { limit: field });
+}
+
+/** The rest of gate 4: the other caps, refused parameters and the output-token clamp. */
+function capsAndClamps(ex: Exchange): void {
+  const inspection = ex.inspection!;
+  const caps = ex.route.input;
+  const rec = ex.record;
   if (caps.maxMessages !== undefined && inspection.messages > caps.maxMessages) throw tooLarge("the number of messages", inspection.messages, caps.maxMessages, "max_messages");
   if (caps.maxTools !== undefined && inspection.tools > caps.maxTools) throw tooLarge("the number of tools", inspection.tools, caps.maxTools, "max_tools");
   if (caps.maxAttachments !== undefined && inspection.attachments.length > caps.maxAttachments) {
@@ -62,7 +76,7 @@ export const normalise: Gate = async function normalise(ex, env) {
   if (!fields.length && inspection.producesOutput !== false) rec.clamped["max_output_tokens"] = { from: null, to: cap };
   const clamped = Object.entries(rec.clamped).filter(([, c]) => c.from !== null);
   if (clamped.length) ex.headers["x-tollgate-clamped"] = clamped.map(([f, c]) => `${f}=${c.from}->${c.to}`).join(", ");
-};
+}
 
 /**
  * The output tokens the request may generate per choice: the route cap, or less when the client
