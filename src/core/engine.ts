@@ -274,7 +274,10 @@ export class Engine {
     rec.ttft_ms = meter.firstTokenAt !== undefined ? Math.round(meter.firstTokenAt - ex.startedAt) : null;
     if (error !== undefined) rec.code = toTollgateError(error, undefined).code;
     // A served request is never thrown away: whatever fails while settling, the record is written.
-    await Promise.all([this.settleBudget(ex, charge, meter), this.settleAdmission(ex, meter.toolCalls).catch((err) => this.settleFailed(ex, "quota", err, "settling a served request's quota failed; its lease expires on its own"))]);
+    // Nothing held (no limits, no budget): nothing to wait for.
+    if (ex.budget || ex.quota || ex.runStart) {
+      await Promise.all([this.settleBudget(ex, charge, meter), this.settleAdmission(ex, meter.toolCalls).catch((err) => this.settleFailed(ex, "quota", err, "settling a served request's quota failed; its lease expires on its own"))]);
+    }
     if (charge.generated) await afterSettle(ex, this.env).catch((err) => this.warn({ request_id: ex.id, reason: reasonOf(err) }, "checking a settled request's budgets for alerts failed"));
     try {
       await this.write(ex);
@@ -400,15 +403,15 @@ export class Engine {
     try {
       await this.store.appendUsage(rec);
     } finally {
-      await exported;
+      if (exported) await exported;
       this.onRecord(rec);
     }
   }
 
-  /** Served requests' records go to the usage export; refusals and library app requests cost nothing there. */
-  private async export(rec: UsageRecord): Promise<void> {
-    if (!this.events?.usage || rec.decision === "deny" || rec.endpoint === "app") return;
-    await this.events.usage(rec).catch((err: unknown) => this.warn({ request_id: rec.request_id, reason: reasonOf(err) }, "a usage record could not be queued for export"));
+  /** Served requests' records go to the usage export; refusals and library app requests cost nothing there (no promise). */
+  private export(rec: UsageRecord): Promise<void> | undefined {
+    if (!this.events?.usage || rec.decision === "deny" || rec.endpoint === "app") return undefined;
+    return this.events.usage(rec).catch((err: unknown) => this.warn({ request_id: rec.request_id, reason: reasonOf(err) }, "a usage record could not be queued for export"));
   }
 }
 

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer, ServerResponse, type IncomingHttpHeaders, type IncomingMessage, type Server } from "node:http";
 import type { ResolvedRoute } from "../config/resolve.js";
 import { toTollgateError, type Engine } from "../core/engine.js";
 import { TollgateError } from "../core/errors.js";
@@ -46,7 +46,7 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
     if (this.abort && !this.writableFinished) this.abort.abort(CLIENT_DISCONNECT);
   }
 
-  const server = createServer({ requestTimeout: 0, headersTimeout: 30_000, keepAliveTimeout: 5_000 }, (req, res) => {
+  const server = createServer({ requestTimeout: 0, headersTimeout: 30_000, keepAliveTimeout: 5_000, ServerResponse: Response }, (req, res) => {
     inFlight++;
     res.once("close", closed);
     handle(req, res as Response).catch((err) => {
@@ -219,7 +219,8 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
   }
 
   return {
-    server,
+    // node's typing cannot carry a ServerResponse subclass into Server's default type.
+    server: server as unknown as Server,
     async drain(graceMs = 10_000) {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
@@ -247,8 +248,13 @@ function matchRoute(routes: ResolvedRoute[], url: string): { route: ResolvedRout
   return undefined;
 }
 
-/** A response that may be carrying a model call: `abort` cancels it when the client goes away. */
-type Response = ServerResponse & { abort?: AbortController };
+/**
+ * A response that may be carrying a model call: `abort` cancels it when the client goes away. A
+ * field from construction, so every response keeps one shape in node's HTTP internals.
+ */
+class Response extends ServerResponse {
+  abort: AbortController | undefined = undefined;
+}
 
 const CLIENT_DISCONNECT = { tollgate: "client_disconnect" };
 const TIMEOUT = { tollgate: "timeout" };
