@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { TollgateError } from "./errors.js";
-import { meteredStream, type MeteredStreamHooks, type Terminal } from "./metered-stream.js";
+import { meteredParts, meteredStream, type MeteredStreamHooks, type PartReader, type Terminal } from "./metered-stream.js";
 
 /** A source whose parts arrive when the test says so, like a provider's stream. */
 function source<T>() {
@@ -32,25 +32,45 @@ function source<T>() {
   };
 }
 
-function harness(hooks: Partial<MeteredStreamHooks<string>> = {}) {
+/** The part reader (the relay's) read a part at a time, as a ReadableStream reader would be. */
+function partByPart(parts: PartReader<string>) {
+  let held: string[] = [];
+  return {
+    async read(): Promise<IteratorResult<string, undefined>> {
+      while (!held.length) {
+        const next = await parts.read();
+        if (next === undefined) return { done: true, value: undefined };
+        expect(next.length).toBeGreaterThan(0);
+        held = next;
+      }
+      return { done: false, value: held.shift()! };
+    },
+    cancel: () => parts.cancel(),
+  };
+}
+
+type Kind = "ReadableStream" | "part reader";
+
+function harness(hooks: Partial<MeteredStreamHooks<string>> = {}, kind: Kind = "ReadableStream") {
   const src = source<string>();
   const settles: Terminal[] = [];
   const stops: Terminal[] = [];
-  const stream = meteredStream(src.it, {
+  const open = (s: AsyncIterator<string>, h: MeteredStreamHooks<string>) => (kind === "ReadableStream" ? meteredStream(s, h).getReader() : partByPart(meteredParts(s, h)));
+  const reader = open(src.it, {
     read: (p) => (p === "CAP" ? { end: { ended: "output_cap" } } : p === "TOOL" ? { end: { ended: "refused", error: new TollgateError("run_limit_exceeded", "max_tool_calls") } } : { forward: [p] }),
     settle: async (t) => void settles.push(t),
     stop: (t) => void stops.push(t),
     tail: (t) => (t.error ? [`error:${t.error.code}`] : t.ended === "output_cap" ? ["finish:length"] : []),
     ...hooks,
   });
-  return { src, settles, stops, reader: stream.getReader() };
+  return { src, settles, stops, reader };
 }
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
 
-describe("meteredStream: exactly one terminal event", () => {
+describe.each(["ReadableStream", "part reader"] as const)("meteredStream (%s): exactly one terminal event", (kind) => {
   it("settles a complete stream once, and a cancel after the end does nothing", async () => {
-    const { src, settles, stops, reader } = harness();
+    const { src, settles, stops, reader } = harness({}, kind);
     const read = reader.read();
     await src.push("a");
     expect(await read).toEqual({ done: false, value: "a" });
@@ -63,7 +83,7 @@ describe("meteredStream: exactly one terminal event", () => {
   });
 
   it("a client leaving while a read is pending settles once as client_disconnect, and the late part is dropped", async () => {
-    const { src, settles, stops, reader } = harness();
+    const { src, settles, stops, reader } = harness({}, kind);
     void reader.read().catch(() => {});
     await tick();
     await reader.cancel();
@@ -75,7 +95,7 @@ describe("meteredStream: exactly one terminal event", () => {
   });
 
   it("a refusal mid-stream ends it with an error part, never an exception, and settles once", async () => {
-    const { src, settles, reader } = harness();
+    const { src, settles, reader } = harness({}, kind);
     const first = reader.read();
     await src.push("TOOL");
     expect(await first).toEqual({ done: false, value: "error:run_limit_exceeded" });
@@ -85,7 +105,7 @@ describe("meteredStream: exactly one terminal event", () => {
   });
 
   it("the output cap stops the provider, closes with the cap's tail and settles once", async () => {
-    const { src, settles, stops, reader } = harness();
+    const { src, settles, stops, reader } = harness({}, kind);
     const first = reader.read();
     await src.push("CAP");
     expect(await first).toEqual({ done: false, value: "finish:length" });
@@ -102,7 +122,7 @@ describe("meteredStream: exactly one terminal event", () => {
         const cap = parts.indexOf("CAP");
         return cap < 0 ? { forward: parts } : { end: { ended: "output_cap" }, forward: parts.slice(0, cap) };
       },
-    });
+    }, kind);
     const got: string[] = [];
     const reading = (async () => {
       for (let r = await reader.read(); !r.done; r = await reader.read()) got.push(r.value);
@@ -117,7 +137,7 @@ describe("meteredStream: exactly one terminal event", () => {
 
   it("a provider failure after the request was aborted is named by the abort's reason", async () => {
     const abort = new AbortController();
-    const { src, settles, reader } = harness({ signal: abort.signal });
+    const { src, settles, reader } = harness({ signal: abort.signal }, kind);
     const first = reader.read();
     abort.abort({ tollgate: "timeout" });
     await src.fail(new Error("socket hang up"));
@@ -126,7 +146,7 @@ describe("meteredStream: exactly one terminal event", () => {
   });
 
   it("a provider failure ends as upstream_error with an error part", async () => {
-    const { src, settles, reader } = harness();
+    const { src, settles, reader } = harness({}, kind);
     const first = reader.read();
     await src.fail(new Error("socket hang up"));
     expect(await first).toEqual({ done: false, value: "error:upstream_error" });
@@ -135,7 +155,7 @@ describe("meteredStream: exactly one terminal event", () => {
 
   it("racing terminals (cancel, cap and end together) still settle exactly once", async () => {
     for (let i = 0; i < 20; i++) {
-      const { src, settles, reader } = harness();
+      const { src, settles, reader } = harness({}, kind);
       const read = reader.read().catch(() => undefined);
       await src.push("CAP");
       await Promise.all([reader.cancel(), read]);
@@ -144,7 +164,7 @@ describe("meteredStream: exactly one terminal event", () => {
   });
 
   it("parts that are metered but not passed on (a usage chunk the caller did not ask for) do not stall the stream", async () => {
-    const { src, settles, reader } = harness({ read: (p) => ({ forward: p === "usage" ? [] : [p] }) });
+    const { src, settles, reader } = harness({ read: (p) => ({ forward: p === "usage" ? [] : [p] }) }, kind);
     const read = reader.read();
     await src.push("usage");
     await src.push("a");
@@ -159,7 +179,7 @@ describe("meteredStream: exactly one terminal event", () => {
 
   it("a reader that gives up because the request's signal fired (a timeout while it waited to write) settles with that reason", async () => {
     const abort = new AbortController();
-    const { src, settles, stops, reader } = harness({ signal: abort.signal });
+    const { src, settles, stops, reader } = harness({ signal: abort.signal }, kind);
     const first = reader.read();
     await src.push("a");
     await first;

@@ -33,68 +33,103 @@ export function abortReason(signal: AbortSignal): Ended {
   return r?.tollgate ?? "client_disconnect";
 }
 
+/** A metered stream read a pull at a time: each `read` gives the parts of one pull, never an empty array. */
+export interface PartReader<T> {
+  /** The next parts to pass on, or undefined once the stream has closed. */
+  read(): Promise<T[] | undefined>;
+  /** The reader went away: ends the stream (client disconnect, or the signal's reason). */
+  cancel(): Promise<void>;
+}
+
 /**
  * The one place a metered model stream ends — the gateway's SSE relay, the library's metered
  * `fetch` and the AI SDK middleware all pass the provider's stream through it. Like undici's
  * decorator handler, it has exactly one terminal event (complete, output cap, client disconnect,
  * upstream error, refusal): whichever comes first settles the call; every later one is ignored.
  * A refusal never escapes as an exception: the stream closes with the tail the hooks give for it.
+ *
+ * The relay reads it directly (no WHATWG stream: one fewer promise chain per read, and no
+ * ReadableStream to build per request); `meteredStream` wraps it for callers that hand a stream on.
  */
-export function meteredStream<T, S = T>(source: AsyncIterator<S>, hooks: MeteredStreamHooks<T, S>): ReadableStream<T> {
+export function meteredParts<T, S = T>(source: AsyncIterator<S>, hooks: MeteredStreamHooks<T, S>): PartReader<T> {
   let terminal: Promise<void> | undefined;
-  const end = (t: Terminal, controller?: ReadableStreamDefaultController<T>): Promise<void> =>
+  /** The terminal whose tail the reader gets next, once the call has settled. */
+  let ending: Terminal | undefined;
+  let closed = false;
+  const end = (t: Terminal): Promise<void> =>
     (terminal ??= (async () => {
       if (t.ended !== "complete") hooks.stop?.(t);
       // The provider's side ends before we settle, so nothing more is generated unseen.
       if (t.ended !== "complete") await source.return?.().catch(() => {});
-      try {
-        await hooks.settle(t);
-      } finally {
-        if (controller) {
-          try {
-            for (const part of hooks.tail?.(t) ?? []) controller.enqueue(part);
-            controller.close();
-          } catch {
-            // The reader went away while we settled: nothing is left to tell.
-          }
-        }
-      }
+      await hooks.settle(t);
     })());
-
-  return new ReadableStream<T>({
-    async pull(controller) {
-      // A pull that enqueues nothing is not called again (WHATWG streams), so parts that are
-      // metered but not passed on (a usage chunk the caller did not ask for) are read past here.
+  const tail = async (): Promise<T[] | undefined> => {
+    const t = ending!;
+    ending = undefined;
+    closed = true;
+    await terminal;
+    const parts = hooks.tail?.(t) ?? [];
+    return parts.length ? parts : undefined;
+  };
+  // The parts before a mid-batch end go out at once; the settle runs meanwhile and the tail follows it.
+  const finish = (t: Terminal, forward?: T[]): Promise<T[] | undefined> | T[] => {
+    ending = t;
+    const settling = end(t);
+    if (!forward?.length) return tail();
+    settling.catch(() => {}); // the next read awaits it and sees a failure
+    return forward;
+  };
+  return {
+    async read() {
+      if (ending) return tail();
+      if (closed) return undefined;
+      // Parts that are metered but not passed on (a usage chunk the caller did not ask for) are
+      // read past here, so a read never hands back nothing while the stream is open.
       for (;;) {
         let next: IteratorResult<S>;
         try {
           next = await source.next();
         } catch (err) {
-          return end(failed(err, hooks.signal), controller);
+          return terminal ? undefined : finish(failed(err, hooks.signal));
         }
-        if (terminal) return;
-        if (next.done) return end({ ended: "complete" }, controller);
+        if (terminal) return undefined;
+        if (next.done) return finish({ ended: "complete" });
         let verdict: Verdict<T>;
         try {
-          verdict = await hooks.read(next.value);
+          const v = hooks.read(next.value);
+          verdict = "then" in v ? await v : v;
         } catch (err) {
-          return end(failed(err, hooks.signal), controller);
+          return terminal ? undefined : finish(failed(err, hooks.signal));
         }
-        if (terminal) return;
-        if ("end" in verdict) {
-          for (const part of verdict.forward ?? []) controller.enqueue(part);
-          return end(verdict.end, controller);
-        }
-        if (!verdict.forward.length) continue;
-        for (const part of verdict.forward) controller.enqueue(part);
-        return;
+        if (terminal) return undefined;
+        if ("end" in verdict) return finish(verdict.end, verdict.forward);
+        if (verdict.forward.length) return verdict.forward;
       }
     },
     async cancel() {
+      closed = true;
+      ending = undefined;
       // A reader that gives up because the request's signal fired (a timeout, a stalled client
       // cut off) ends the stream for that reason; otherwise the reader went away.
       await end(hooks.signal?.aborted ? { ended: abortReason(hooks.signal) } : { ended: "client_disconnect" });
     },
+  };
+}
+
+/** The metered stream as a WHATWG ReadableStream, for callers that return it (metered fetch, AI SDK). */
+export function meteredStream<T, S = T>(source: AsyncIterator<S>, hooks: MeteredStreamHooks<T, S>): ReadableStream<T> {
+  const parts = meteredParts(source, hooks);
+  return new ReadableStream<T>({
+    async pull(controller) {
+      const next = await parts.read();
+      try {
+        if (next === undefined) controller.close();
+        else for (const part of next) controller.enqueue(part);
+      } catch {
+        // The reader went away while we settled: nothing is left to tell.
+      }
+    },
+    cancel: () => parts.cancel(),
   });
 }
 

@@ -4,7 +4,7 @@ import { toTollgateError, type Engine } from "../core/engine.js";
 import { TollgateError } from "../core/errors.js";
 import type { Exchange } from "../core/exchange.js";
 import type { RequestFormat, SseEvent } from "../core/format.js";
-import { meteredStream, type Terminal, type Verdict } from "../core/metered-stream.js";
+import { meteredParts, type Terminal, type Verdict } from "../core/metered-stream.js";
 import type { Meter } from "../core/metering/meter.js";
 import type { BatchedEvents } from "../core/provider.js";
 import { formatSse } from "../providers/sse.js";
@@ -53,7 +53,7 @@ export async function relayStream(res: ServerResponse, events: AsyncIterable<Sse
     else if (t.ended === "upstream_error") ends = format.endStream("upstream_error", meter.ending, "the provider's stream failed");
     return ends.length ? [{ bytes: ends.map(formatSse).join(""), events: ends.length, output: false }] : [];
   };
-  const stream = meteredStream<Chunk, SseEvent[]>(batchesOf(events), {
+  const parts = meteredParts<Chunk, SseEvent[]>(batchesOf(events), {
     signal: abort.signal,
     read(batch): Verdict<Chunk> {
       const parts: (Uint8Array | string)[] = [];
@@ -89,7 +89,6 @@ export async function relayStream(res: ServerResponse, events: AsyncIterable<Sse
       if (!abort.signal.aborted) abort.abort({ tollgate: t.ended });
     },
   });
-  const reader = stream.getReader();
   // Hold the status line until the first event that carries output: a provider that fails or
   // sends garbage before any content (Anthropic's message_start, then an error) still gets the
   // caller a proper HTTP error instead of a 200 that breaks mid-way. The events before it are
@@ -102,22 +101,22 @@ export async function relayStream(res: ServerResponse, events: AsyncIterable<Sse
     held.length = 0;
   };
   try {
-    for (;;) {
-      const next = await reader.read();
-      if (next.done) break;
-      if (!res.headersSent) {
-        held.push(next.value);
-        heldEvents += next.value.events;
-        // Once the stream has ended, what is held goes out (or becomes the HTTP error) at the close.
-        if (next.value.output || (!terminal && heldEvents >= MAX_HELD_EVENTS)) release();
-      } else if (!write(res, next.value.bytes)) {
-        await drained(res, abort, o.stallMs);
+    for (let chunks = await parts.read(); chunks; chunks = await parts.read()) {
+      for (const chunk of chunks) {
+        if (!res.headersSent) {
+          held.push(chunk);
+          heldEvents += chunk.events;
+          // Once the stream has ended, what is held goes out (or becomes the HTTP error) at the close.
+          if (chunk.output || (!terminal && heldEvents >= MAX_HELD_EVENTS)) release();
+        } else if (!write(res, chunk.bytes)) {
+          await drained(res, abort, o.stallMs);
+        }
       }
     }
   } catch {
     // The client stalled, left or the clock ran out while we waited to write: the wrapper
     // settles with the signal's reason, and the stream's close is written here.
-    await reader.cancel().catch(() => {});
+    await parts.cancel().catch(() => {});
     if (res.headersSent && terminal) for (const c of tail(terminal)) res.write(c.bytes);
   }
   if (settleFailure !== undefined) throw settleFailure;
