@@ -30,6 +30,13 @@ describe("SseParser", () => {
     expect(parse(text, Array.from({ length: n - 1 }, (_, i) => i + 1))).toEqual(whole);
   });
 
+  it("reads a data line's value as the spec says: one leading space dropped, an empty or bare data line, a field that only starts with data", () => {
+    const text = "data:\n\ndata: \n\ndata:  two\n\ndata\n\ndatax: no\ndata:a\ndata: b\n\n";
+    const want = [{ data: "" }, { data: "" }, { data: " two" }, { data: "" }, { data: "a\nb" }];
+    expect(parse(text)).toEqual(want);
+    for (let cut = 1; cut < text.length; cut++) expect(parse(text, [cut])).toEqual(want);
+  });
+
   it("skips comments, unknown fields and a leading BOM; drops an event the stream never finished", () => {
     const bom = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(": hi\nid: 7\nretry: 10\ndata: x\n\ndata: cut off")]);
     expect(parse(bom)).toEqual([{ data: "x" }]);

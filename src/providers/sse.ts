@@ -3,6 +3,7 @@ import type { SseEvent } from "../core/format.js";
 
 const LF = 10;
 const CR = 13;
+const SPACE = 32;
 /**
  * The most one event may hold while it is being assembled (an unfinished line plus the data
  * lines so far). A provider's largest real events are a few KiB; without a bound an upstream
@@ -62,7 +63,8 @@ export class SseParser {
     let lf = buf.indexOf(LF, pos);
     let cr = buf.indexOf(CR, pos);
     while (pos < len) {
-      if (lf !== -1 && lf < pos) lf = buf.indexOf(LF, pos);
+      // The blank line that ends an event usually follows its last line at once: no search for it.
+      if (lf !== -1 && lf < pos) lf = buf[pos] === LF ? pos : buf.indexOf(LF, pos);
       if (cr !== -1 && cr < pos) cr = buf.indexOf(CR, pos);
       let end: number;
       let next: number;
@@ -78,6 +80,7 @@ export class SseParser {
         else if (buf[next] === LF) next++;
       }
       if (end === pos) this.dispatch(buf, next);
+      else if (isData(buf, pos, end)) this.addData(buf.toString("utf8", buf[pos + 5] === SPACE && pos + 5 < end ? pos + 6 : pos + 5, end));
       else this.line(buf.toString("utf8", pos, end));
       pos = next;
     }
@@ -121,10 +124,23 @@ export class SseParser {
       field = l.slice(0, colon);
       value = l.slice(l.charCodeAt(colon + 1) === 32 ? colon + 2 : colon + 1);
     }
-    if (field === "data") this.data = this.data === undefined ? value : this.data + "\n" + value;
+    if (field === "data") this.addData(value);
     else if (field === "event") this.event = value;
     // id and retry matter to a browser reconnecting, not to a proxy that never reconnects.
   }
+
+  private addData(value: string): void {
+    this.data = this.data === undefined ? value : this.data + "\n" + value;
+  }
+}
+
+/**
+ * A `data:` line, read on the bytes: nearly every line of a model's stream is one, and its value
+ * is decoded alone, without the line's string and its slices (the prefix is ASCII, so the value
+ * decodes the same either way).
+ */
+function isData(buf: Buffer, pos: number, end: number): boolean {
+  return end - pos >= 5 && buf[pos] === 0x64 && buf[pos + 1] === 0x61 && buf[pos + 2] === 0x74 && buf[pos + 3] === 0x61 && buf[pos + 4] === 0x3a;
 }
 
 /** The parser as an async iterable, for callers that hold a body stream (the metered fetch). */
