@@ -31,8 +31,11 @@ export class HttpProvider implements Provider {
   private readonly profile: Profile;
   /** The base URL's path (e.g. `/v1`), which each format's upstream path extends. */
   private readonly basePath: string;
-  private readonly jsonHeaders: Record<string, string>;
-  private readonly streamHeaders: Record<string, string>;
+  /** Flat [name, value, …] lists: undici takes them without walking an object's keys per call. */
+  private readonly jsonHeaders: string[];
+  private readonly streamHeaders: string[];
+  /** Each format's full upstream path, joined once. */
+  private readonly paths = new Map<string, string>();
 
   constructor(cfg: ProviderConfig & { type: "openai" | "anthropic" }) {
     this.name = cfg.name;
@@ -42,8 +45,8 @@ export class HttpProvider implements Provider {
     this.basePath = url.pathname.replace(/\/+$/, "");
     this.pool = new Pool(url.origin, { keepAliveTimeout: 30_000, connections: 256, pipelining: 1 });
     const base = { "content-type": "application/json", "user-agent": "tollgate", ...cfg.headers, ...this.profile.headers(cfg) };
-    this.jsonHeaders = { ...base, accept: "application/json" };
-    this.streamHeaders = { ...base, accept: "text/event-stream" };
+    this.jsonHeaders = Object.entries({ ...base, accept: "application/json" }).flat();
+    this.streamHeaders = Object.entries({ ...base, accept: "text/event-stream" }).flat();
   }
 
   supports(endpoint: EndpointName): boolean {
@@ -53,10 +56,12 @@ export class HttpProvider implements Provider {
   async call(c: UpstreamCall): Promise<UpstreamResult> {
     if (c.signal.aborted) throw upstreamFailure(undefined, c.signal);
     const handler = new UpstreamHandler(this.name, c.stream, c.signal);
+    let path = this.paths.get(c.format.upstreamPath);
+    if (path === undefined) this.paths.set(c.format.upstreamPath, (path = this.basePath + c.format.upstreamPath));
     this.pool.dispatch(
       {
         method: "POST",
-        path: this.basePath + c.format.upstreamPath,
+        path,
         headers: c.stream ? this.streamHeaders : this.jsonHeaders,
         body: JSON.stringify(c.body),
         headersTimeout: c.firstByteTimeoutMs,

@@ -57,7 +57,8 @@ export class UpstreamHandler implements Dispatcher.DispatchHandler, BatchedEvent
       this.resolveCall = resolve;
       this.rejectCall = reject;
     });
-    signal.addEventListener("abort", this.onAbort, { once: true });
+    // Not `once`: the listener is removed when the call ends, and `done` makes a second abort a no-op.
+    signal.addEventListener("abort", this.onAbort);
   }
 
   onConnect(abort: (err?: Error) => void): void {
