@@ -56,7 +56,8 @@ export async function relayStream(res: ServerResponse, events: AsyncIterable<Sse
   const parts = meteredParts<Chunk, SseEvent[]>(batchesOf(events), {
     signal: abort.signal,
     read(batch): Verdict<Chunk> {
-      const parts: (Uint8Array | string)[] = [];
+      const parts: Uint8Array[] = [];
+      let size = 0;
       let output = false;
       let end: Terminal | undefined;
       for (const event of batch) {
@@ -71,9 +72,11 @@ export async function relayStream(res: ServerResponse, events: AsyncIterable<Sse
         }
         if (!forward) continue;
         if (!sawOutput && (meter.output || meter.toolCalls > 0)) sawOutput = output = true;
-        parts.push(event.raw ?? formatSse(event));
+        const bytes = event.raw ?? Buffer.from(formatSse(event));
+        parts.push(bytes);
+        size += bytes.length;
       }
-      const forward = parts.length ? [{ bytes: joined(parts), events: parts.length, output }] : [];
+      const forward = parts.length ? [{ bytes: parts.length === 1 ? parts[0]! : Buffer.concat(parts, size), events: parts.length, output }] : [];
       return end ? { end, forward } : { forward };
     },
     async settle(t) {
@@ -147,22 +150,22 @@ function batchesOf(events: AsyncIterable<SseEvent> | BatchedEvents): AsyncIterat
   };
 }
 
-function joined(parts: (Uint8Array | string)[]): Uint8Array | string {
-  if (parts.length === 1) return parts[0]!;
-  if (parts.every((p) => typeof p === "string")) return parts.join("");
-  return Buffer.concat(parts.map((p) => (typeof p === "string" ? Buffer.from(p) : p)));
-}
-
 /**
- * Chunks that arrive together leave in one socket write: the response is corked for the rest of
- * this turn of the event loop.
+ * Chunks that arrive together leave in one socket write: the response is corked until the
+ * promise jobs of this socket read have run (a tick queued from a promise job runs after the
+ * whole cascade, the end of the response and its tail included), without an Immediate and an
+ * extra turn of the event loop per read.
  */
 function write(res: ServerResponse, bytes: Uint8Array | string): boolean {
   if (!res.writableCorked) {
     res.cork();
-    setImmediate(() => res.uncork());
+    process.nextTick(uncork, res);
   }
   return res.write(bytes);
+}
+
+function uncork(res: ServerResponse): void {
+  res.uncork();
 }
 
 /** Waits for the client to drain; a client that stops reading for `stallMs` is cut off. */
