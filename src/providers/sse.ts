@@ -100,11 +100,13 @@ export class SseParser {
     const event = this.event;
     this.data = this.event = undefined;
     if (data !== undefined) {
-      const e: SseEvent = event ? { event, data } : { data };
+      let e: SseEvent;
+      // Built whole, not given `raw` afterwards: every event of a stream has one shape for its readers.
       if (this.raw) {
         const own = buf.subarray(this.spanStart, next);
-        e.raw = this.spanBefore.length ? Buffer.concat([...this.spanBefore, own]) : own;
-      }
+        const raw = this.spanBefore.length ? Buffer.concat([...this.spanBefore, own]) : own;
+        e = event ? { event, data, raw } : { data, raw };
+      } else e = event ? { event, data } : { data };
       this.onEvent(e);
     }
     this.spanBefore.length = 0;
