@@ -377,6 +377,19 @@ local function peek(bases, windows, now, margin, detail)
   return out
 end
 
+-- Appends usage records (JSON) to stream skey, once per batch marker mkey: a batch whose reply
+-- was lost is sent again and must not be written twice. Entries older than the retention are
+-- trimmed (MINID ~, once per call), and the stream expires after a whole retention unwritten.
+local function append_usage(skey, mkey, now, retention, records)
+  if not redis.call('SET', mkey, '1', 'NX', 'PX', 3600000) then return 0 end
+  local minid = fmt(math.max(0, now - retention))
+  for i, r in ipairs(records) do
+    if i == 1 then redis.call('XADD', skey, 'MINID', '~', minid, '*', 'r', r) else redis.call('XADD', skey, '*', 'r', r) end
+  end
+  redis.call('PEXPIRE', skey, fmt(retention))
+  return #records
+end
+
 -- The latest lease end among reservation record R's entries, or nil when none holds a lease.
 local function lease_end(rec)
   local due
@@ -414,6 +427,8 @@ export function script(name: string, body: string): LuaScript {
  *   S now R ts lease n (base window amount width actual) * n   settle what the caller reserved at ts
  *                                                           (reading R no more): 1, or 0
  *   x now R                                                 release: 1 or 0
+ *   u now S M retention n record * n                        usage records into stream S once per
+ *                                                           batch marker M (APPEND_USAGE): count, or 0
  *   p now n (base window) * n                               peek: {total...}
  *   d now n (base window) * n                               peekDetail: {total, reserved, ...}
  */
@@ -460,6 +475,11 @@ while a <= #ARGV do
   elseif op == 'x' then
     local now = at(nxt())
     out[#out + 1] = release_rec(KEYS[tonumber(nxt())], now, margin)
+  elseif op == 'u' then
+    local now, skey, mkey, retention, n = at(nxt()), KEYS[tonumber(nxt())], KEYS[tonumber(nxt())], tonumber(nxt()), tonumber(nxt())
+    local records = {}
+    for i = 1, n do records[i] = nxt() end
+    out[#out + 1] = append_usage(skey, mkey, now, retention, records)
   elseif op == 'p' or op == 'd' then
     local now, n = at(nxt()), tonumber(nxt())
     local bases, windows = {}, {}
@@ -619,13 +639,7 @@ return 1
 export const APPEND_USAGE = script(
   "append_usage",
   `
-if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', 3600000) then return 0 end
-local now = now_ms(ARGV[1])
-local retention = tonumber(ARGV[2])
-local minid = fmt(math.max(0, now - retention))
-for i = 3, #ARGV do redis.call('XADD', KEYS[1], 'MINID', '~', minid, '*', 'r', ARGV[i]) end
-redis.call('PEXPIRE', KEYS[1], fmt(retention))
-return #ARGV - 2
+return append_usage(KEYS[1], KEYS[2], now_ms(ARGV[1]), tonumber(ARGV[2]), {unpack(ARGV, 3)})
 `,
 );
 

@@ -104,6 +104,18 @@ describe("redis store", () => {
     expect(await s.peek([{ key: "turn", windowMs: MINUTE }])).toEqual([9]);
   });
 
+  it("ships a turn's usage records in the same script call as its counter ops", async () => {
+    const s = await store();
+    await s.reserve("warm", [counter("u", 10, 1)], HOUR);
+    await s.appendUsage(record("warm"));
+    await s.redis.config("RESETSTAT");
+    await Promise.all([s.settle("warm", [1]), s.appendUsage(record("a")), s.reserve("next", [counter("u", 10, 1)], HOUR)]);
+    const stats = await s.redis.info("commandstats");
+    const calls = (cmd: string) => Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
+    expect({ scripts: calls("evalsha") + calls("eval"), xadd: calls("xadd") }).toEqual({ scripts: 1, xadd: 1 });
+    expect((await s.queryUsage({ since: 0 })).map((r) => r.request_id)).toEqual(["warm", "a"]);
+  });
+
   it("a lease runs out on Redis's clock", async () => {
     const s = await store();
     expect(await s.reserve("held", [counter("k", 1, 1)], 300)).toMatchObject({ ok: true });

@@ -418,6 +418,9 @@ export class RedisStore implements Store {
         case "x":
           args.push("x", o.now, ref(this.recordKey(o.id)));
           break;
+        case "u":
+          args.push("u", o.now, ref(`${this.prefix}usage`), ref(`${this.prefix}ub:${o.batchId}`), num(this.retentionMs), num(o.records.length), ...o.records);
+          break;
         case "p":
         case "d":
           args.push(o.op, o.now, num(o.counters.length));
@@ -428,9 +431,9 @@ export class RedisStore implements Store {
     return (await this.run(lua.BATCH, keys, args)) as unknown[];
   }
 
+  /** Usage batches ride in the turn's BATCH call with the counter ops: one script call fewer per turn. */
   private async shipUsage(records: UsageRecord[], batchId: string): Promise<void> {
-    const keys = [`${this.prefix}usage`, `${this.prefix}ub:${batchId}`];
-    await this.run(lua.APPEND_USAGE, keys, [this.now(), num(this.retentionMs), ...records.map((r) => JSON.stringify(r))]);
+    await this.ops.add({ op: "u", now: this.now(), batchId, records: records.map((r) => JSON.stringify(r)) });
   }
 
   /** EVALSHA, and EVAL once when Redis does not know the script (first use, or after a restart). */
@@ -511,6 +514,7 @@ type CounterOp =
   | { op: "s"; now: string; id: string; actual: number[] }
   | { op: "S"; now: string; id: string; held: Held; actual: number[] }
   | { op: "x"; now: string; id: string }
+  | { op: "u"; now: string; batchId: string; records: string[] }
   | { op: "p" | "d"; now: string; counters: Pick<Counter, "key" | "windowMs">[] };
 
 /**
