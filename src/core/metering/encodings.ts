@@ -67,6 +67,7 @@ function loadEncoding(name: EncodingName): Encoding {
   const regexes = requireCjs("gpt-tokenizer/encodingParams/constants") as SplitRegexModule;
   const source = name === "o200k_base" ? regexes.O200K_TOKEN_SPLIT_REGEX : regexes.CL100K_TOKEN_SPLIT_REGEX;
   const split = new RegExp(source.source, source.flags.includes("g") ? source.flags : `${source.flags}g`);
+  const countSplit = new RegExp(split);
   const core = (mod.default as unknown as { bytePairEncodingCoreProcessor?: Partial<BpeCore> }).bytePairEncodingCoreProcessor;
 
   let tokensOf: (chunk: string) => number;
@@ -85,8 +86,15 @@ function loadEncoding(name: EncodingName): Encoding {
     chunkTokens,
     chunkWeighted,
     count(text) {
+      // exec on a regex of its own rather than matchAll, which builds a new RegExp per call.
+      const re = countSplit;
+      re.lastIndex = 0;
       let n = 0;
-      for (const [chunk] of text.matchAll(split)) n += chunkTokens(chunk);
+      for (let m = re.exec(text); m !== null; m = re.exec(text)) {
+        const chunk = m[0];
+        if (chunk.length === 0) re.lastIndex++;
+        else n += chunkTokens(chunk);
+      }
       return n;
     },
     weighted(text, weights) {
@@ -131,38 +139,58 @@ export function calibratedTokens(milli: number): number {
   return milli > 0 ? Math.max(1, Math.round(milli / 1000)) : 0;
 }
 
-// Chat clients resend the whole history and the same system prompt on every turn, so most long
-// texts have been counted before. Short texts are cheaper to count than to cache.
-const CACHE_MIN_CHARS = 256;
-const CACHE_MAX_ENTRIES = 1024;
-const CACHE_MAX_CHARS = 4_000_000;
+// Chat clients resend the whole history and the same system prompt on every turn, and apps send
+// the same instructions with every request, so most texts have been counted before. Looking a
+// text up in a small Map is cheaper than counting it even for a few words: counting walks the
+// split regex and looks every chunk up in the encoding's 200k-entry rank table.
+export const COUNT_CACHE_MAX_ENTRIES = 2048;
+const CACHE_MAX_CHARS = 2_000_000;
+/** A text longer than this is counted each time rather than evict everything else. */
+const CACHE_MAX_TEXT_CHARS = CACHE_MAX_CHARS / 4;
 
+/**
+ * Counts of texts seen recently. Two generations rather than an LRU list, so a hit moves nothing
+ * (one or two Map lookups): texts go into the young generation, and when it is full (entries or
+ * characters) it becomes the old one and the old one is dropped. A text found in the old
+ * generation moves to the young one, so what keeps being asked for stays. At most twice the
+ * bounds are held.
+ */
 class CountCache {
-  private readonly map = new Map<string, number>();
-  private chars = 0;
+  private young = new Map<string, number>();
+  private old = new Map<string, number>();
+  private youngChars = 0;
 
   get(text: string): number | undefined {
-    const n = this.map.get(text);
-    if (n !== undefined) {
-      this.map.delete(text);
-      this.map.set(text, n);
-    }
-    return n;
+    const n = this.young.get(text);
+    if (n !== undefined) return n;
+    const aged = this.old.get(text);
+    if (aged !== undefined) this.set(text, aged);
+    return aged;
   }
 
   set(text: string, n: number): void {
-    if (text.length > CACHE_MAX_CHARS / 4) return;
-    this.map.set(text, n);
-    this.chars += text.length;
-    while (this.map.size > CACHE_MAX_ENTRIES || this.chars > CACHE_MAX_CHARS) {
-      const oldest = this.map.keys().next().value as string;
-      this.map.delete(oldest);
-      this.chars -= oldest.length;
+    if (text.length > CACHE_MAX_TEXT_CHARS) return;
+    if (this.young.size >= COUNT_CACHE_MAX_ENTRIES || this.youngChars + text.length > CACHE_MAX_CHARS) {
+      this.old = this.young;
+      this.young = new Map();
+      this.youngChars = 0;
     }
+    this.young.set(text, n);
+    this.youngChars += text.length;
+  }
+
+  /** Texts held, both generations (tests). */
+  get size(): number {
+    return this.young.size + this.old.size;
   }
 }
 
 const caches = new Map<Exclude<TokenizerName, "bytes">, CountCache>();
+
+/** Texts whose counts are held for this tokenizer (tests check the bound). */
+export function countCacheSize(tokenizer: TokenizerName): number {
+  return tokenizer === "bytes" ? 0 : (caches.get(tokenizer)?.size ?? 0);
+}
 
 /**
  * Token count of plain text. For an OpenAI encoding it is exact, except that a pre-tokenizer chunk
@@ -170,7 +198,7 @@ const caches = new Map<Exclude<TokenizerName, "bytes">, CountCache>();
  * family it is the calibrated estimate; for "bytes" it is the UTF-8 length.
  */
 export function countTextTokens(text: string, tokenizer: TokenizerName): number {
-  if (tokenizer === "bytes" || text.length < CACHE_MIN_CHARS) return countUncached(text, tokenizer);
+  if (tokenizer === "bytes" || text.length === 0) return countUncached(text, tokenizer);
   let cache = caches.get(tokenizer);
   if (!cache) caches.set(tokenizer, (cache = new CountCache()));
   let n = cache.get(text);

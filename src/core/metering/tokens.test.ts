@@ -15,7 +15,7 @@ import {
   openAiImageTiles,
   tokenizerFor,
 } from "./tokens.js";
-import { encoding } from "./encodings.js";
+import { COUNT_CACHE_MAX_ENTRIES, countCacheSize, encoding } from "./encodings.js";
 
 const PLAIN = { disallowedSpecial: new Set<string>() };
 const trueO200k = (s: string) => o200k.countTokens(s, PLAIN);
@@ -161,6 +161,41 @@ describe("countTextTokens", () => {
     const first = countTextTokens(long, "o200k_base");
     expect(countTextTokens(`${long}`, "o200k_base")).toBe(first);
     expect(first).toBe(trueO200k(long));
+  });
+
+  it("counts a repeated short text once, and the cached count is the exact one", () => {
+    // A system prompt of a few words, sent with every request: fresh strings each time, as JSON.parse gives.
+    const prompt = ["You are a", "helpful assistant that", "answers in one sentence."].join(" ");
+    const enc = encoding("o200k_base");
+    const spy = vi.spyOn(enc, "count");
+    try {
+      const counts = [0, 1, 2].map(() => countTextTokens(JSON.parse(JSON.stringify(prompt)) as string, "o200k_base"));
+      expect(counts).toEqual([trueO200k(prompt), trueO200k(prompt), trueO200k(prompt)]);
+      expect(spy).toHaveBeenCalledTimes(1);
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
+  it("holds a bounded number of counts however many distinct texts it sees", () => {
+    for (let i = 0; i < COUNT_CACHE_MAX_ENTRIES * 3; i++) {
+      const text = `message number ${i} of many`;
+      expect(countTextTokens(text, "cl100k_base")).toBe(trueCl100k(text));
+    }
+    expect(countCacheSize("cl100k_base")).toBeLessThanOrEqual(COUNT_CACHE_MAX_ENTRIES * 2);
+    // A text still in use survives the turnover of generations.
+    const kept = "the instructions every request carries";
+    const enc = encoding("cl100k_base");
+    const spy = vi.spyOn(enc, "count");
+    try {
+      for (let i = 0; i < COUNT_CACHE_MAX_ENTRIES * 3; i++) {
+        countTextTokens(kept, "cl100k_base");
+        countTextTokens(`another message ${i}`, "cl100k_base");
+      }
+      expect(spy.mock.calls.filter(([t]) => t === kept)).toHaveLength(1);
+    } finally {
+      spy.mockRestore();
+    }
   });
 
   it("bytes bound both BPE encodings on every sample", () => {
