@@ -105,13 +105,20 @@ export class Meter {
   private apply(r: Reading): void {
     if (r.text) this.addText(r.text);
     if (r.toolCalls) this.toolCalls += r.toolCalls;
-    if (r.usage) this.usage = { ...this.usage, ...definedOnly(r.usage) };
+    if (r.usage) this.usage = withReported(this.usage, r.usage);
     if (r.error) this.error = r.error;
     if (r.id) this.last.id = r.id;
     if (r.model) this.last.model = r.model;
   }
 }
 
-function definedOnly(u: ReportedUsage): ReportedUsage {
-  return Object.fromEntries(Object.entries(u).filter(([, v]) => v !== undefined));
+/** A new usage: the earlier one with each field `u` reports (not undefined) over it. */
+function withReported(earlier: ReportedUsage | undefined, u: ReportedUsage): ReportedUsage {
+  const merged: ReportedUsage = { ...earlier };
+  // A loop, not Object.entries/filter/fromEntries: this runs for every response with usage.
+  for (const k in u) {
+    const v = u[k as keyof ReportedUsage];
+    if (v !== undefined) merged[k as keyof ReportedUsage] = v;
+  }
+  return merged;
 }

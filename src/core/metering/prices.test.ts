@@ -197,6 +197,27 @@ describe("costOf", () => {
     expect(costOf(tiered, { inputTokens: 600_000, outputTokens: 0, cachedInputTokens: 100_000 })).toBe(1_500_000 + 100_000);
   });
 
+  it("sums the input side exactly on both sides of 2^53, rounding up once", () => {
+    // The input side is summed in doubles while that is exact, else in BigInt: both must give the exact ceiling.
+    const exact = (p: ModelPrice, u: { inputTokens: number; cachedInputTokens: number; cacheWriteTokens: number }) => {
+      const uncached = BigInt(Math.max(0, u.inputTokens - u.cachedInputTokens - u.cacheWriteTokens));
+      const sum = uncached * BigInt(p.input) + BigInt(u.cachedInputTokens) * BigInt(p.cachedInput ?? p.input) + BigInt(u.cacheWriteTokens) * BigInt(p.cacheWrite ?? p.input);
+      return (sum + 999_999n) / 1_000_000n;
+    };
+    const dear = configPrice({ input: 40_000, output: 1, cached_input: 30_000, cache_write: 50_000 });
+    let seed = 7;
+    const next = (n: number) => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) % n);
+    // 2^53 / 5e10 micros per 1M tokens: about 180,000 tokens take the sum past 2^53.
+    for (let i = 0; i < 2000; i++) {
+      const inputTokens = 120_000 + next(120_000);
+      const usage = { inputTokens, outputTokens: 0, cachedInputTokens: next(inputTokens >> 1), cacheWriteTokens: next((inputTokens / 3) | 0) };
+      const want = exact(dear, usage);
+      if (want > BigInt(Number.MAX_SAFE_INTEGER)) expect(() => costOf(dear, usage)).toThrow(RangeError);
+      else expect(costOf(dear, usage)).toBe(Number(want));
+    }
+    expect(costOf(mini, { inputTokens: 7, outputTokens: 0, cachedInputTokens: 3 })).toBe(Number(exact(mini, { inputTokens: 7, cachedInputTokens: 3, cacheWriteTokens: 0 })));
+  });
+
   it("rejects negative or fractional token counts", () => {
     expect(() => costOf(mini, { inputTokens: -1, outputTokens: 0 })).toThrow(RangeError);
     expect(() => costOf(mini, { inputTokens: 1, outputTokens: 0.5 })).toThrow(RangeError);

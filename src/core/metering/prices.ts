@@ -396,13 +396,24 @@ export function costOf(price: ModelPrice, usage: TokenUsage): Micros {
   const written = checkTokens("cacheWriteTokens", usage.cacheWriteTokens);
   const rates = resolveRates(price, tierFor(price, input));
   const uncached = Math.max(0, input - cached - written);
-  const inputMicrosTimesMillion =
-    BigInt(uncached) * BigInt(rates.input) + BigInt(cached) * BigInt(rates.cachedInput) + BigInt(written) * BigInt(rates.cacheWrite);
-  const inputCost = (inputMicrosTimesMillion + 999_999n) / 1_000_000n;
-  if (inputCost > MAX_SAFE) throw new RangeError("cost too large");
-  const total = Number(inputCost) + tokenCost(output, rates.output);
+  const total = inputCost(uncached, cached, written, rates) + tokenCost(output, rates.output);
   if (!Number.isSafeInteger(total)) throw new RangeError("cost too large");
   return total;
+}
+
+/** The input side in micros, summed exactly and rounded up once. */
+function inputCost(uncached: number, cached: number, written: number, rates: Rates): Micros {
+  // In doubles while every product and the sum are safe integers (a double at or past 2^53 means
+  // the exact value is too, so the test is exact): nearly every request, without ten BigInts.
+  const sum = uncached * rates.input + cached * rates.cachedInput + written * rates.cacheWrite;
+  if (sum >= 0 && Number.isSafeInteger(sum)) {
+    const rest = sum % 1_000_000;
+    return (sum - rest) / 1_000_000 + (rest > 0 ? 1 : 0);
+  }
+  const exact = BigInt(uncached) * BigInt(rates.input) + BigInt(cached) * BigInt(rates.cachedInput) + BigInt(written) * BigInt(rates.cacheWrite);
+  const cost = (exact + 999_999n) / 1_000_000n;
+  if (cost > MAX_SAFE) throw new RangeError("cost too large");
+  return Number(cost);
 }
 
 /**

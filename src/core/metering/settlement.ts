@@ -89,9 +89,11 @@ const INPUT_SLACK_TOKENS = 10_000;
 /** The usage fields that cannot be true, by name (their values are the provider's, not logged). */
 function implausible(u: ReportedUsage | undefined, maxOutput: number, estimatedInput: number): string[] {
   if (!u) return [];
-  const bad = Object.entries(u)
-    .filter(([, v]) => v !== undefined && !(Number.isSafeInteger(v) && (v as number) >= 0))
-    .map(([k]) => k);
+  const bad: string[] = [];
+  for (const k in u) {
+    const v = u[k as keyof ReportedUsage];
+    if (v !== undefined && !(Number.isSafeInteger(v) && v >= 0)) bad.push(k);
+  }
   if (u.outputTokens !== undefined && Number.isSafeInteger(u.outputTokens) && u.outputTokens > maxOutput) bad.push(`outputTokens over the clamp of ${maxOutput}`);
   const maxInput = estimatedInput * INPUT_SLACK_FACTOR + INPUT_SLACK_TOKENS;
   if (u.inputTokens !== undefined && Number.isSafeInteger(u.inputTokens) && u.inputTokens > maxInput) bad.push(`inputTokens over ${maxInput}, far beyond what was sent`);
@@ -138,7 +140,7 @@ function counted(ex: Exchange, ended: Ended, meter: Meter): Charge {
 function answeredPrice(ex: Exchange, meter: Meter, config: ResolvedConfig): { model: string; price: ModelPrice } | undefined {
   const answered = meter.last.model;
   const asked = ex.model!;
-  if (typeof answered !== "string" || !answered || undated(answered) === undated(asked.upstream)) return undefined;
+  if (typeof answered !== "string" || !answered || answered === asked.upstream || undated(answered) === undated(asked.upstream)) return undefined;
   const configured = Object.values(config.models).find((m) => m.upstream === answered && m.provider === asked.provider)
     ?? Object.values(config.models).find((m) => m.upstream === answered);
   const price = configured?.price ?? catalogPrice(answered, asked.providerType);
