@@ -38,6 +38,8 @@ export const PREPARATION: readonly Gate[] = [normalise, modelPolicy, budget];
  */
 const ADMISSION_BODY_PENDING: readonly Gate[] = [identify, abuse, challenge, quotaPeek];
 const PREPARATION_DEFERRED_QUOTA: readonly Gate[] = [quota, ...PREPARATION];
+/** A request that only reads (models, quota, a challenge): who it is and whether it is blocked. */
+const LOOK: readonly Gate[] = [identify, abuse];
 export { abortReason };
 
 export interface EngineOptions {
@@ -109,7 +111,8 @@ export class Engine {
    * gate 3 refuses what is already full but reserves nothing until `prepare` has the body.
    */
   async admit(ex: Exchange, opts: { bodyPending?: boolean } = {}): Promise<void> {
-    await this.run(ex, opts.bodyPending ? ADMISSION_BODY_PENDING : ADMISSION);
+    const pending = this.run(ex, opts.bodyPending ? ADMISSION_BODY_PENDING : ADMISSION, 0);
+    if (pending) await pending;
   }
 
   /**
@@ -154,7 +157,10 @@ export class Engine {
   private async look(ex: Exchange): Promise<void> {
     lookOnly(ex);
     try {
-      for (const gate of [identify, abuse]) await gate(ex, this.env);
+      for (const gate of LOOK) {
+        const pending = gate(ex, this.env);
+        if (pending) await pending;
+      }
     } catch (err) {
       throw storeFailure(err);
     }
@@ -221,7 +227,8 @@ export class Engine {
     } catch (err) {
       await this.refused(ex, err);
     }
-    await this.run(ex, ex.quotaDeferred ? PREPARATION_DEFERRED_QUOTA : PREPARATION);
+    const pending = this.run(ex, ex.quotaDeferred ? PREPARATION_DEFERRED_QUOTA : PREPARATION, 0);
+    if (pending) await pending;
   }
 
   /** Gate 7: the provider call; the signal must fire on client disconnect and the wall-clock cap. */
@@ -371,16 +378,26 @@ export class Engine {
     return records;
   }
 
-  private async run(ex: Exchange, gates: readonly Gate[]): Promise<void> {
-    try {
-      for (const gate of gates) {
-        // A gate that finished synchronously costs no turn of the microtask queue.
-        const pending = gate(ex, this.env);
-        if (pending) await pending;
+  /**
+   * Runs gates[from..] in order. A gate that finished synchronously costs no turn of the microtask
+   * queue, and when none waited the run makes no promise at all.
+   */
+  private run(ex: Exchange, gates: readonly Gate[], from: number): Promise<void> | undefined {
+    for (let i = from; i < gates.length; i++) {
+      let pending: Promise<void> | void;
+      try {
+        pending = gates[i]!(ex, this.env);
+      } catch (err) {
+        return this.refused(ex, err);
       }
-    } catch (err) {
-      await this.refused(ex, err);
+      if (pending) {
+        return pending.then(
+          () => this.run(ex, gates, i + 1),
+          (err: unknown) => this.refused(ex, err),
+        );
+      }
     }
+    return undefined;
   }
 
   /**

@@ -19,8 +19,13 @@ export class Tracing {
   constructor(private readonly config: ResolvedConfig) {}
 
   /** Runs `fn` inside the request's span; ends the span if no record did (a bug path). */
-  async around<T>(requestId: string, route: string, fn: () => Promise<T>): Promise<T> {
+  around<T>(requestId: string, route: string, fn: () => Promise<T>): Promise<T> {
+    // Without an SDK, fn's own promise: no async frame of ours around every request.
     if (!sdkRegistered()) return fn();
+    return this.inSpan(requestId, route, fn);
+  }
+
+  private async inSpan<T>(requestId: string, route: string, fn: () => Promise<T>): Promise<T> {
     const span = this.tracer.startSpan("tollgate.request", { kind: SpanKind.CLIENT, attributes: { "tollgate.request_id": requestId, "tollgate.route": route } });
     // A span that neither records nor carries a context to propagate needs no map or context switch.
     if (!span.isRecording() && !isSpanContextValid(span.spanContext())) return fn();

@@ -99,16 +99,20 @@ function callerTag(c: ResolvedChallenge, user: string): string {
  * accepted once. Runs after gate 2 has the score and before gate 3 takes quota, so a refusal
  * here costs the caller nothing but the work and the gateway one store read at most.
  */
-export const challenge: Gate = async function challenge(ex, env) {
+export const challenge: Gate = function challenge(ex, env) {
   const c = ex.route.challenge;
-  if (!c) return;
+  // A route without a challenge waits for nothing: no promise.
+  if (c) return challengeRoute(ex, env, c);
+};
+
+async function challengeRoute(ex: Exchange, env: GateEnv, c: ResolvedChallenge): Promise<void> {
   const pressure = await challengePressure(ex, env);
   if (!challengeRequired(c, ex, pressure)) return;
   const problem = await checkSolution(ex, env, c, challengeDifficulty(c, env, pressure));
   if (!problem) return;
   ex.signals.push(`challenge:${problem}`);
   throw new TollgateError("challenge_required", MESSAGES[problem], { challenge: await issueChallenge(ex, env, pressure), limit: `challenge:${problem}` });
-};
+}
 
 /** The headers a challenge is served with (gateway and adapters): never cached, and whether this caller must solve it. */
 export function offerHeaders(offer: { required: boolean }): Record<string, string> {
