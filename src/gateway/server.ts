@@ -15,6 +15,7 @@ import { StoreUnavailableError } from "../core/store.js";
 import type { Observability } from "../observability/index.js";
 import { createAdmin } from "./admin.js";
 import { parseJson, readBody } from "./body.js";
+import { BodyDiscard } from "./body-discard.js";
 import { createDashboard } from "./dashboard.js";
 import { ENDPOINTS } from "./endpoints.js";
 import { relayStream } from "./stream-relay.js";
@@ -278,27 +279,8 @@ function credential(headers: IncomingHttpHeaders): Pick<Credentials, "token" | "
   return readCredential(first(headers.authorization), first(headers["x-api-key"]));
 }
 
-/** Most of an unread body tollgate will swallow so the client can read its refusal; past it, the connection is cut. */
-const DISCARD_MAX_BYTES = 32 * 1024 * 1024;
-const DISCARD_MAX_MS = 10_000;
-
-/**
- * A refusal sent before the body was read: HTTP clients only see the response if the server keeps
- * reading what they are still sending, so the rest is read and thrown away — never buffered —
- * within a byte and time budget, after which the connection is cut.
- */
-function discardRestOfBody(req: IncomingMessage): void {
-  let seen = 0;
-  const cut = () => req.socket.destroy();
-  const timer = setTimeout(cut, DISCARD_MAX_MS).unref();
-  req.on("data", (chunk: Buffer) => {
-    seen += chunk.length;
-    if (seen > DISCARD_MAX_BYTES) cut();
-  });
-  req.once("end", () => clearTimeout(timer));
-  req.once("close", () => clearTimeout(timer));
-  req.resume();
-}
+/** One per process: bodies still arriving after their refusal share one sweep. */
+const discards = new BodyDiscard();
 
 function sendJson(res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {
   const text = Buffer.isBuffer(body) ? body : JSON.stringify(body);
@@ -316,7 +298,7 @@ function sendError(res: ServerResponse, api: "openai" | "anthropic", err: Tollga
     res.destroy();
     return;
   }
-  if (!res.req.complete) discardRestOfBody(res.req);
+  if (!res.req.complete) discards.discard(res.req);
   if (ex) {
     // A refusal passes on only the rate-limit headers of what the gates decided.
     const { ratelimit, "ratelimit-policy": policy } = ex.headers;
