@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { TollgateError } from "../core/errors.js";
 import { UPSTREAM_ERROR } from "./fields.js";
-import { openaiChat } from "./openai-chat.js";
+import { openaiChat, plainTextDelta, readChunk } from "./openai-chat.js";
 
 const inspect = (body: unknown) => openaiChat.inspect(body);
 const refusal = (body: unknown) => {
@@ -143,5 +143,71 @@ describe("openai chat format", () => {
     expect(usage({ prompt_tokens: 5, completion_tokens: 7 })).toMatchObject({ inputTokens: 5, outputTokens: 7 });
     for (const bad of [1e308, -5, 2.5, "12", {}]) expect(usage({ prompt_tokens: 5, completion_tokens: bad })!.outputTokens).toBeNaN();
     expect(usage({ prompt_tokens: 5 })!.outputTokens).toBeUndefined();
+  });
+});
+
+describe("openai chat stream events: the plain text delta read without JSON.parse", () => {
+  const inspection = openaiChat.inspect({ model: "m", messages: [{ role: "user", content: "hi" }], stream: true });
+  let seed = 11;
+  // The high bits of the LCG: its low bits repeat with short periods.
+  const next = (n: number) => Math.floor(((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32) * n);
+  const pick = <T>(xs: T[]): T => xs[next(xs.length)]!;
+  // Content as a provider encodes it: escapes, \u sequences, raw unicode, surrogates, quotes.
+  const TEXTS = ["", " tok", "Hello", 'say "hi"', "a\\b", "line\nnext", "tab\tx", "\u0000\u001f", "caf\u00e9 \u6f22", "\ud83d\ude00", "lone \ud800", "</script>", "{\"json\":1}"];
+  const content = () => (next(4) === 0 ? JSON.stringify(pick(TEXTS)).replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`) : JSON.stringify(pick(TEXTS)));
+
+  /** A text delta in the compact form, only the content and optional fields varying. */
+  function plain(): string {
+    const role = pick(["", '"role":"assistant",']);
+    const refusal = pick(["", ',"refusal":null']);
+    const fp = pick(["", ',"system_fingerprint":"fp_1"', ',"system_fingerprint":null']);
+    const tail = pick(["", ',"usage":null', ',"obfuscation":"abc"', ',"usage":null,"obfuscation":"x"']);
+    return `{"id":"chatcmpl-${next(1000)}","object":"chat.completion.chunk","created":${next(2 ** 31)},"model":"gpt-4o"${fp},"choices":[{"index":0,"delta":{${role}"content":${content()}${refusal}},"logprobs":null,"finish_reason":null}]${tail}}`;
+  }
+
+  function chunk(): string {
+    if (next(2) === 0) return plain();
+    const head = `{"id":${JSON.stringify(pick(["chatcmpl-1", "x", "", 'q"uote']))},"object":${pick(['"chat.completion.chunk"', '"chat.completion"'])},"created":${pick(["1", "1694268190", "-1", "1.5"])},"model":${JSON.stringify(pick(["gpt-4o-mini", "m\\odel", ""]))}`;
+    const tier = pick(["", ',"service_tier":"default"']);
+    const fp = pick(["", ',"system_fingerprint":"fp_1"', ',"system_fingerprint":null']);
+    const delta = pick([
+      `{"content":${content()}}`,
+      `{"role":"assistant","content":${content()},"refusal":null}`,
+      `{"role":"assistant","content":${content()}}`,
+      `{"content":${content()},"refusal":"no"}`,
+      `{"refusal":${content()}}`,
+      `{}`,
+      `{"content":null}`,
+      `{"tool_calls":[{"index":0,"id":"call_1","function":{"name":"f","arguments":${content()}}}]}`,
+      `{"content":${content()},"content":"dup"}`,
+    ]);
+    const choice = `{"index":${pick(["0", "1"])},"delta":${delta},"logprobs":null,"finish_reason":${pick(["null", "null", '"stop"'])}}`;
+    const choices = pick([`[${choice}]`, `[${choice}]`, "[]", `[${choice},${choice}]`]);
+    const tail = pick(["", ',"usage":null', ',"obfuscation":"abc"', ',"usage":null,"obfuscation":"x"', ',"usage":{"prompt_tokens":3,"completion_tokens":4}', ',"error":{"message":"sk-secret"}']);
+    let data = `${head}${tier}${fp},"choices":${choices}${tail}}`;
+    if (next(10) === 0) data = data.replace(",", ", ");
+    if (next(20) === 0) data = data.replace(/"content":"/, '"content":"\n');
+    if (next(20) === 0) data = data.slice(0, -1);
+    return data;
+  }
+
+  it("reads exactly what JSON.parse reads, for every chunk it recognises, and leaves the rest to it", () => {
+    let recognised = 0;
+    for (let i = 0; i < 20_000; i++) {
+      const data = chunk();
+      const quick = plainTextDelta(data);
+      const full = readChunk(data, inspection);
+      expect(openaiChat.readEvent({ data }, inspection)).toStrictEqual(full);
+      if (quick === undefined) continue;
+      recognised++;
+      expect(quick, data).toStrictEqual(full);
+    }
+    // Most of the generated plain deltas are recognised (the rest carry other fields or spacing).
+    expect(recognised).toBeGreaterThan(5000);
+  });
+
+  it("recognises OpenAI's own text chunks, usage null and obfuscation included", () => {
+    const data = '{"id":"chatcmpl-B9","object":"chat.completion.chunk","created":1741000000,"model":"gpt-4o-mini-2024-07-18","service_tier":"default","system_fingerprint":"fp_06737a9306","choices":[{"index":0,"delta":{"content":" there"},"logprobs":null,"finish_reason":null}],"usage":null,"obfuscation":"Xy"}';
+    expect(plainTextDelta(data)).toStrictEqual({ text: " there", toolCalls: 0, usage: undefined, drop: false, id: "chatcmpl-B9", model: "gpt-4o-mini-2024-07-18" });
   });
 });

@@ -114,27 +114,7 @@ export const openaiChat: RequestFormat = {
 
   readEvent(event, inspection) {
     if (event.data === "[DONE]") return {};
-    let chunk: { id?: string; model?: string; usage?: OpenAIUsage | null; choices?: ChunkChoice[] };
-    try {
-      chunk = JSON.parse(event.data);
-    } catch {
-      return { error: "malformed event from upstream" };
-    }
-    if (answerIsError(chunk)) return { error: UPSTREAM_ERROR };
-    let text = "";
-    let toolCalls = 0;
-    for (const c of chunk.choices ?? []) {
-      if (typeof c.delta?.content === "string") text += c.delta.content;
-      if (typeof c.delta?.refusal === "string") text += c.delta.refusal;
-      for (const call of c.delta?.tool_calls ?? []) {
-        if (call.id) toolCalls++;
-        if (typeof call.function?.name === "string") text += call.function.name;
-        if (typeof call.function?.arguments === "string") text += call.function.arguments;
-      }
-    }
-    const usage = chunk.usage ? fromOpenAIUsage(chunk.usage) : undefined;
-    const usageOnly = !!usage && (chunk.choices?.length ?? 0) === 0;
-    return { text, toolCalls, usage, drop: usageOnly && !inspection.clientWantsStreamUsage, id: chunk.id, model: chunk.model };
+    return plainTextDelta(event.data) ?? readChunk(event.data, inspection);
   },
 
   endStream(stop, last, message): SseEvent[] {
@@ -155,6 +135,58 @@ export const openaiChat: RequestFormat = {
 
   errorBody: openaiErrorBody,
 };
+
+/** A stream chunk read in full: JSON.parse, then every choice's text, tool calls and usage. */
+export function readChunk(data: string, inspection: Inspection): Reading {
+  let chunk: { id?: string; model?: string; usage?: OpenAIUsage | null; choices?: ChunkChoice[] };
+  try {
+    chunk = JSON.parse(data);
+  } catch {
+    return { error: "malformed event from upstream" };
+  }
+  if (answerIsError(chunk)) return { error: UPSTREAM_ERROR };
+  let text = "";
+  let toolCalls = 0;
+  for (const c of chunk.choices ?? []) {
+    if (typeof c.delta?.content === "string") text += c.delta.content;
+    if (typeof c.delta?.refusal === "string") text += c.delta.refusal;
+    for (const call of c.delta?.tool_calls ?? []) {
+      if (call.id) toolCalls++;
+      if (typeof call.function?.name === "string") text += call.function.name;
+      if (typeof call.function?.arguments === "string") text += call.function.arguments;
+    }
+  }
+  const usage = chunk.usage ? fromOpenAIUsage(chunk.usage) : undefined;
+  const usageOnly = !!usage && (chunk.choices?.length ?? 0) === 0;
+  return { text, toolCalls, usage, drop: usageOnly && !inspection.clientWantsStreamUsage, id: chunk.id, model: chunk.model };
+}
+
+/**
+ * A chunk that only adds text to choice 0, in the compact form OpenAI and most compatible servers
+ * send (fields in their order; `usage: null` and `obfuscation` allowed at the end). Anything else,
+ * including other spacing, another field or a string with a raw control character, does not match
+ * and is read by readChunk.
+ */
+const PLAIN_TEXT_DELTA =
+  /^\{"id":"([^"\\\x00-\x1f]*)","object":"chat\.completion\.chunk","created":\d+,"model":"([^"\\\x00-\x1f]*)"(?:,"service_tier":"[^"\\\x00-\x1f]*")?(?:,"system_fingerprint":(?:"[^"\\\x00-\x1f]*"|null))?,"choices":\[\{"index":0,"delta":\{(?:"role":"assistant",)?"content":"((?:[^"\\\x00-\x1f]|\\.)*)"(?:,"refusal":null)?\},"logprobs":null,"finish_reason":null\}\](?:,"usage":null|,"obfuscation":"[^"\\\x00-\x1f]*")*\}$/;
+
+/**
+ * readChunk's reading of a plain text delta, or undefined for any other chunk. Nearly every event
+ * of a stream is one, and matching it costs a fraction of JSON.parse and the objects it builds.
+ */
+export function plainTextDelta(data: string): Reading | undefined {
+  const m = PLAIN_TEXT_DELTA.exec(data);
+  if (m === null) return undefined;
+  let text = m[3]!;
+  if (text.includes("\\")) {
+    try {
+      text = JSON.parse(`"${text}"`) as string;
+    } catch {
+      return undefined;
+    }
+  }
+  return { text, toolCalls: 0, usage: undefined, drop: false, id: m[1], model: m[2] };
+}
 
 interface ChunkChoice {
   delta?: { content?: unknown; refusal?: unknown; tool_calls?: { id?: string; function?: { name?: unknown; arguments?: unknown } }[] };
