@@ -24,7 +24,14 @@ export class RecentTotals {
       const key = keys[i]!.key;
       const total = totals[i];
       if (total === undefined) continue;
-      this.seen.delete(key);
+      // Updated in place: a counter noted on every request keeps its entry (and its place in the
+      // eviction order, first noted first dropped) instead of a delete and an insert each time.
+      const known = this.seen.get(key);
+      if (known) {
+        known.total = total;
+        known.at = at;
+        continue;
+      }
       if (this.seen.size >= MAX_REMEMBERED) this.seen.delete(this.seen.keys().next().value!);
       this.seen.set(key, { total, at });
     }

@@ -74,6 +74,12 @@ describe("metrics", () => {
     };
     await expect(store.queryUsage({ since: 0 })).rejects.toThrow("disk on fire");
     expect(await values(m, "tollgate_store_errors_total")).toEqual([expect.objectContaining({ labels: { op: "queryUsage" }, value: 1 })]);
+    // A store that throws instead of rejecting: the caller still gets a rejection, and it is counted.
+    inner.findKey = () => {
+      throw new Error("driver bug");
+    };
+    await expect(store.findKey("h")).rejects.toThrow("driver bug");
+    expect(await values(m, "tollgate_store_errors_total")).toContainEqual(expect.objectContaining({ labels: { op: "findKey" }, value: 1 }));
     expect(store.kind).toBe("memory");
   });
 

@@ -37,8 +37,8 @@ export class Metrics {
   private readonly storeErrors: Counter<"op">;
   private readonly storeLatency: SeriesHistogram;
   private readonly opLatency = new Map<string, HistogramSeries>();
-  /** Held reservations by id: kind and when the store stops counting them anyway (lease end). */
-  private readonly held = new Map<string, { kind: string; until: number }>();
+  /** Held reservations by id (its suffix names the kind): when the store stops counting them anyway (lease end). */
+  private readonly held = new Map<string, number>();
   private readonly routes: Set<string>;
   private active = 0;
   private readonly outboxDelivered: Counter<"sink" | "kind">;
@@ -98,9 +98,9 @@ export class Metrics {
       collect() {
         const now = Date.now();
         const counts: Record<string, number> = { budget: 0, quota: 0, other: 0 };
-        for (const [id, h] of held) {
-          if (h.until <= now) held.delete(id);
-          else counts[h.kind] = (counts[h.kind] ?? 0) + 1;
+        for (const [id, until] of held) {
+          if (until <= now) held.delete(id);
+          else counts[reservationKind(id)]!++;
         }
         for (const [kind, n] of Object.entries(counts)) this.set({ kind }, n);
       },
@@ -189,34 +189,45 @@ export class Metrics {
     });
   }
 
-  private timed(op: string, target: Store): (...args: unknown[]) => Promise<unknown> {
+  private timed(op: string, target: Store): (a?: unknown, b?: unknown, c?: unknown) => Promise<unknown> {
     let latency = this.opLatency.get(op);
     if (!latency) this.opLatency.set(op, (latency = this.storeLatency.series({ op })));
-    const methods = target as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
-    return async (...args: unknown[]) => {
+    const series = latency;
+    const methods = target as unknown as Record<string, (a?: unknown, b?: unknown, c?: unknown) => Promise<unknown>>;
+    const failed = (started: number) => {
+      this.storeErrors.inc({ op });
+      this.storeLatency.observe(series, (performance.now() - started) / 1000);
+    };
+    // No Store operation takes more than three arguments: fixed parameters spare a rest array per call.
+    return (a, b, c) => {
       const started = performance.now();
+      let result: Promise<unknown>;
       try {
-        const result = await methods[op]!.apply(target, args);
-        this.followReservation(op, args, result);
-        return result;
+        result = methods[op]!.call(target, a, b, c);
       } catch (err) {
-        this.storeErrors.inc({ op });
-        throw err;
-      } finally {
-        this.storeLatency.observe(latency, (performance.now() - started) / 1000);
+        failed(started);
+        return Promise.reject(err);
       }
+      // The caller awaits the store's own promise; the timing rides beside it rather than adding an
+      // async wrapper (a promise and a hop) to every store call. Registered first, it runs before
+      // the caller resumes, so a settled reservation is no longer counted as held by then.
+      result.then(
+        (value) => {
+          this.storeLatency.observe(series, (performance.now() - started) / 1000);
+          if (op === "reserve" || op === "settle" || op === "release") this.followReservation(op, a as string, c, value);
+        },
+        () => failed(started),
+      );
+      return result;
     };
   }
 
-  private followReservation(op: string, args: unknown[], result: unknown): void {
-    if (op !== "reserve" && op !== "settle" && op !== "release") return;
-    const id = args[0] as string;
+  private followReservation(op: string, id: string, leaseMs: unknown, result: unknown): void {
     // Operator policies are reservations too (held for days); they are not requests in flight.
     if (id.startsWith("pol:")) return;
-    if (op === "reserve" && (result as { ok: boolean }).ok) {
-      const suffix = id.slice(id.lastIndexOf(":") + 1);
-      this.held.set(id, { kind: suffix === "b" ? "budget" : suffix === "q" ? "quota" : "other", until: Date.now() + (args[2] as number) });
-    } else if (op === "settle" || op === "release") {
+    if (op === "reserve") {
+      if ((result as { ok: boolean }).ok) this.held.set(id, Date.now() + (leaseMs as number));
+    } else {
       this.held.delete(id);
     }
   }
@@ -231,6 +242,12 @@ export class Metrics {
     if (name === null) return "";
     return name in this.config.plans ? name : "other";
   }
+}
+
+/** What a request's reservation holds, by the suffix of its id (`<request>:b`, `<request>:q`). */
+function reservationKind(id: string): "budget" | "quota" | "other" {
+  const suffix = id.slice(id.lastIndexOf(":") + 1);
+  return suffix === "b" ? "budget" : suffix === "q" ? "quota" : "other";
 }
 
 const STORE_OPS = new Set(["reserve", "settle", "release", "peek", "score", "distinct", "putKey", "findKey", "listKeys", "revokeKey", "appendUsage", "queryUsage"]);

@@ -87,8 +87,13 @@ export class SeriesHistogram extends SeriesFamily<HistogramSeries> {
     if (!Number.isFinite(value)) return;
     s.sum += value;
     s.count++;
-    const i = this.bounds.findIndex((b) => value <= b);
-    if (i >= 0) s.buckets[i]!++;
+    const bounds = this.bounds;
+    for (let i = 0; i < bounds.length; i++) {
+      if (value <= bounds[i]!) {
+        s.buckets[i]!++;
+        return;
+      }
+    }
   }
 
   /** prom-client's layout: each series' cumulative buckets (le first), +Inf, _sum, _count. */

@@ -7,7 +7,7 @@ import { boundingTokenizer, countTextTokens, estimateInputTokens } from "../mete
 import { catalogLimits, worstCaseCost } from "../metering/prices.js";
 import { formatUsd, type Micros } from "../money.js";
 import { runBudgetCounter, runLimit } from "./runs.js";
-import { appliesTo, describeLimit, limitKey } from "./scope.js";
+import { appliesTo, limitKey, limitLabel } from "./scope.js";
 
 /**
  * Gate 6: the pre-flight reservation. The estimate is an upper bound of what the call can cost —
@@ -104,8 +104,7 @@ function windowCounters(ex: Exchange, tokens: number, files: number, usd: Micros
     .filter((l) => (l.unit === "usd" || l.unit === "tokens" || l.unit === "files") && appliesTo(l, ex))
     .map((l) => {
       const amount = l.unit === "usd" ? usd : l.unit === "tokens" ? tokens : files;
-      const size = l.unit === "usd" ? `$${formatUsd(l.max)}` : `${l.max} ${l.unit}`;
-      return { key: limitKey(l, ex), max: l.max, amount, windowMs: l.windowMs, unit: l.unit, label: describeLimit(l, size), limitId: l.id };
+      return { key: limitKey(l, ex), max: l.max, amount, windowMs: l.windowMs, unit: l.unit, label: limitLabel(l), limitId: l.id };
     });
 }
 

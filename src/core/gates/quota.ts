@@ -6,7 +6,7 @@ import { fireSignal } from "./abuse.js";
 import { budgetTotalsSeen } from "../alerts.js";
 import { budgetCounters, budgetRefusal, cheapestCall, pastSoft } from "./budget.js";
 import { checkRunAge, runLimit, startRunIfNew, stepCounters } from "./runs.js";
-import { describeLimit, limitKey, limitsFor, limitWindowMs } from "./scope.js";
+import { limitKey, limitLabel, limitsFor, limitWindowMs } from "./scope.js";
 
 /** Riding a window to within 10% of its limit is a signal; tiny limits fill up innocently. */
 const BURST_SHARE = 0.9;
@@ -24,7 +24,7 @@ function windowCounters(ex: Exchange): { limits: HeldCounter[]; steps: HeldCount
     amount: 1,
     windowMs: limitWindowMs(l, ex),
     unit: l.unit as "requests" | "concurrent",
-    label: describeLimit(l, `${l.max} ${l.unit === "concurrent" ? "concurrent requests" : "requests"}`),
+    label: limitLabel(l),
     limitId: l.id,
   }));
   return { limits, steps: stepCounters(ex) };

@@ -3,6 +3,7 @@ import { formatDuration } from "../duration.js";
 import { ipNetwork } from "../client-ip.js";
 import type { Exchange } from "../exchange.js";
 import { leaseMs } from "../gate.js";
+import { formatUsd } from "../money.js";
 
 /** The value a `per:` scope counts by. An anonymous caller's user and key are its IP group. */
 export function scopeValue(per: LimitScope, ex: Exchange): string {
@@ -54,4 +55,20 @@ export function describeLimit(limit: ResolvedLimit, amount: string): string {
         : `per ${limit.per}`;
   const window = limit.unit === "concurrent" ? "at once" : `per ${formatDuration(limit.windowMs)}`;
   return `limit ${limit.id} (${amount} ${window} ${scope})`;
+}
+
+const labels = new WeakMap<ResolvedLimit, string>();
+
+/**
+ * describeLimit with the limit's own size ("100 requests", "$5.00"): the counters of every request
+ * carry it for a refusal's message, so it is built once per limit rather than once per request.
+ */
+export function limitLabel(limit: ResolvedLimit): string {
+  let label = labels.get(limit);
+  if (label === undefined) {
+    const { unit, max } = limit;
+    const size = unit === "usd" ? `$${formatUsd(max)}` : unit === "concurrent" ? `${max} concurrent requests` : `${max} ${unit}`;
+    labels.set(limit, (label = describeLimit(limit, size)));
+  }
+  return label;
 }
