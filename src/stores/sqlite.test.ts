@@ -1,5 +1,5 @@
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
-import { existsSync, statSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -250,6 +250,27 @@ describe("sqlite store", () => {
     expect(answers.map((a) => a.ok)).toEqual([...Array(9).fill(true), false, false, false]);
     expect(answers[8]).toEqual({ ok: true, totals: [10] });
     expect(await store.peek([{ key: "rpm", windowMs: 60_000 }])).toEqual([9]);
+  });
+
+  it("a turn's usage rows share the commit of its reserves and settles", async () => {
+    const path = join(dir, "tollgate.db");
+    const store = openStore(path);
+    const rpm = (amount: number) => [{ key: "rpm", max: 10, amount, windowMs: 60_000 }];
+    // A WAL frame whose header names the database size ends a transaction: one per commit.
+    const commits = () => {
+      const wal = readFileSync(`${path}-wal`);
+      let n = 0;
+      for (let at = 32; at + 24 <= wal.length; at += 24 + 4096) if (wal.readUInt32BE(at + 4) !== 0) n++;
+      return n;
+    };
+    expect(await store.reserve("a", rpm(1), HOUR)).toMatchObject({ ok: true });
+    const before = commits();
+    // What a gateway's turn holds under load: one request settles, another writes its record, a third reserves.
+    const at = new Date(Date.UTC(2025, 0, 1));
+    const [, , reserved] = await Promise.all([store.settle("a", [1]), store.appendUsage(emptyUsageRecord("done", at)), store.reserve("b", rpm(1), HOUR)]);
+    expect(reserved).toEqual({ ok: true, totals: [2] });
+    expect(commits() - before).toBe(1);
+    expect((await store.queryUsage({ since: 0 })).map((r) => r.request_id)).toEqual(["done"]);
   });
 
   it("revokes every key filed under the id", async () => {

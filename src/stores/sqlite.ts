@@ -137,12 +137,13 @@ interface Leaving {
   amount: number;
 }
 
-/** A counter operation, queued for this turn's transaction (SqliteStore.ops). */
+/** A write queued for this turn's transaction (SqliteStore.ops): a counter operation or a usage row. */
 type CounterOp =
   | { op: "reserve"; id: string; counters: Counter[]; leaseMs: number }
   | { op: "settle"; id: string; actual: number[] }
   | { op: "release"; id: string }
-  | { op: "checkpoint"; id: string; json: string };
+  | { op: "checkpoint"; id: string; json: string }
+  | { op: "appendUsage"; ts: number | null; json: string };
 
 interface HeldRow {
   seq: number;
@@ -234,16 +235,14 @@ export class SqliteStore implements Store {
   private readonly releaseRows;
   private readonly deleteCheckpoint;
   private readonly anyDue;
-  private readonly insertUsageTx;
   /**
-   * Reserves, settles, releases and checkpoints of one event-loop turn, run in call order in one
-   * transaction: each reserve still answers yes or no on its own, atomically, and sees everything
-   * called before it as if each had been committed alone; the turn pays one commit. Reads (peek,
-   * recover) first wait for the operations called before them.
+   * Reserves, settles, releases, checkpoints and usage rows of one event-loop turn, run in call
+   * order in one transaction: each reserve still answers yes or no on its own, atomically, and
+   * sees everything called before it as if each had been committed alone; the turn pays one
+   * commit (a request's usage row and the next request's settles no longer pay one each). Reads
+   * (peek, recover, queryUsage) first wait for the writes called before them.
    */
   private readonly ops: CommitBatch<CounterOp, ReserveResult | undefined>;
-  /** Usage rows of one event-loop turn, committed in one transaction. */
-  private readonly usage: CommitBatch<{ ts: number | null; json: string }>;
   /** Store-clock ms of the last sweep of expired counter rows (SWEEP_EVERY_MS). */
   private sweptAt = -Infinity;
   readonly outbox: SqliteOutbox;
@@ -447,17 +446,14 @@ export class SqliteStore implements Store {
             return void this.releaseRows(op.id);
           case "checkpoint":
             return void this.putCheckpointRow(op.id, op.json);
+          case "appendUsage":
+            return void this.insertUsage.run(op.ts, op.json);
         }
       }),
     );
+    // SPEC 7.4: an acknowledged record or settle survives a crash, so a caller hears back only once
+    // the batch holding it is committed; a batch that cannot be written fails every caller in it.
     this.ops = new CommitBatch((ops) => this.guard(ops.length === 1 ? ops[0]!.op : "counters", true, () => opsTx.immediate(ops, this.now())));
-
-    this.insertUsageTx = db.transaction((rows: { ts: number | null; json: string }[]) => {
-      for (const row of rows) this.insertUsage.run(row.ts, row.json);
-    });
-    // SPEC 7.4: an acknowledged record survives a crash, so a caller hears back only once the
-    // batch holding its row is committed; a batch that cannot be written fails every caller in it.
-    this.usage = new CommitBatch((rows) => this.guard("appendUsage", true, () => this.insertUsageTx.immediate(rows)));
 
     this.revokeTx = db.transaction((id: string, now: number) => {
       const rows = this.keysById.all(id);
@@ -540,20 +536,20 @@ export class SqliteStore implements Store {
   }
 
   /** Serialised now (the caller may reuse the object); written with the rest of this turn's rows. */
-  appendUsage(record: UsageRecord): Promise<void> {
-    return this.usage.add({ ts: usageTs(record), json: JSON.stringify(record) });
+  async appendUsage(record: UsageRecord): Promise<void> {
+    await this.ops.add({ op: "appendUsage", ts: usageTs(record), json: JSON.stringify(record) });
   }
 
   async queryUsage(q: UsageQuery): Promise<UsageRecord[]> {
     // Read your own writes: rows appended before this call are in the answer, as in memory.
-    await this.usage.drain();
+    if (!this.ops.idle) await this.ops.drain();
     const rows = await this.guard("queryUsage", false, () => (q.until === undefined ? this.usageSince.all(q.since) : this.usageBetween.all(q.since, q.until)));
     return rows.map((json) => JSON.parse(json) as UsageRecord);
   }
 
   async close(): Promise<void> {
     // Rows already accepted are written (or their callers told they were not) before the file closes.
-    if (this.db.open) await Promise.all([this.ops.drain(), this.usage.drain()]);
+    if (this.db.open) await this.ops.drain();
     if (this.db.open) this.db.close();
   }
 
