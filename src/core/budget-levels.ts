@@ -1,5 +1,5 @@
 import type { KeyBudget, ResolvedConfig } from "./config-types.js";
-import { PERIOD_WINDOW_MS, period, periodStart } from "./calendar.js";
+import { PERIOD_WINDOW_MS, periodOf } from "./calendar.js";
 import type { HeldCounter } from "./exchange.js";
 import type { Micros } from "./money.js";
 import type { BudgetOverride } from "./policy.js";
@@ -24,8 +24,8 @@ function softAt(max: Micros, soft: number | undefined): Micros | undefined {
 function calendar(out: HeldCounter[], now: number, amount: Micros, tz: string) {
   return (max: Micros | undefined, unit: "day" | "month", key: string, label: string, soft: number | undefined) => {
     if (max === undefined) return;
-    const p = period(unit, now, tz);
-    out.push({ key: `${key}:${p.key}`, max, amount, windowMs: PERIOD_WINDOW_MS, unit: "usd", label, resetsAt: p.resetsAt, timezone: tz, startsAt: periodStart(unit, now, tz), period: unit === "day" ? "daily" : "monthly", softAt: softAt(max, soft) });
+    const p = periodOf(unit, now, tz);
+    out.push({ key: `${key}:${p.key}`, max, amount, windowMs: PERIOD_WINDOW_MS, unit: "usd", label, resetsAt: p.resetsAt, timezone: tz, startsAt: p.startsAt, period: unit === "day" ? "daily" : "monthly", softAt: softAt(max, soft) });
   };
 }
 

@@ -58,22 +58,32 @@ function localMidnight(year: number, month: number, day: number, timeZone: strin
   return hi;
 }
 
-/** The last period computed per unit and zone, reused until it ends: Intl formatting is slow. */
-const cache = new Map<string, Period & { startsAt: number }>();
+/** The last period computed per zone, one map per unit, reused until it ends: Intl formatting is slow. */
+const days = new Map<string, Period & { startsAt: number }>();
+const months = new Map<string, Period & { startsAt: number }>();
+
+/**
+ * The period holding `now`, with when it began (a burn rate is measured from it). The object is
+ * shared until the period ends: read it, never change it. Budget counters are built twice per
+ * request, so this is one map lookup, without a key string or a copy.
+ */
+export function periodOf(unit: "day" | "month", now: number, timeZone: string): Readonly<Period & { startsAt: number }> {
+  const cache = unit === "day" ? days : months;
+  const hit = cache.get(timeZone);
+  if (hit && now >= hit.startsAt && now < hit.resetsAt) return hit;
+  const computed = computePeriod(unit, now, timeZone);
+  cache.set(timeZone, computed);
+  return computed;
+}
 
 export function period(unit: "day" | "month", now: number, timeZone: string): Period {
-  const id = `${unit}|${timeZone}`;
-  const hit = cache.get(id);
-  if (hit && now >= hit.startsAt && now < hit.resetsAt) return { key: hit.key, resetsAt: hit.resetsAt };
-  const computed = computePeriod(unit, now, timeZone);
-  cache.set(id, computed);
-  return { key: computed.key, resetsAt: computed.resetsAt };
+  const p = periodOf(unit, now, timeZone);
+  return { key: p.key, resetsAt: p.resetsAt };
 }
 
 /** When the period that holds `now` began: a burn rate is measured from it. */
 export function periodStart(unit: "day" | "month", now: number, timeZone: string): number {
-  period(unit, now, timeZone);
-  return cache.get(`${unit}|${timeZone}`)!.startsAt;
+  return periodOf(unit, now, timeZone).startsAt;
 }
 
 function computePeriod(unit: "day" | "month", now: number, timeZone: string): Period & { startsAt: number } {

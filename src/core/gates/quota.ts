@@ -18,7 +18,17 @@ const BURST_MIN_LIMIT = 5;
  * request ends, so a crashed process's slots come back when their leases run out.
  */
 function windowCounters(ex: Exchange): { limits: HeldCounter[]; steps: HeldCounter[] } {
-  const limits: HeldCounter[] = [...limitsFor(ex, "requests"), ...limitsFor(ex, "concurrent")].map((l) => ({
+  return { limits: requestWindows(ex), steps: stepCounters(ex) };
+}
+
+/** The gateway asks for a request's windows twice (before and after its body): built once. */
+const windowsOf = new WeakMap<Exchange, HeldCounter[]>();
+
+/** The route's request and in-flight windows that apply to this caller; they depend only on its identity and route. */
+function requestWindows(ex: Exchange): HeldCounter[] {
+  let limits = windowsOf.get(ex);
+  if (limits) return limits;
+  limits = [...limitsFor(ex, "requests"), ...limitsFor(ex, "concurrent")].map((l) => ({
     key: limitKey(l, ex),
     max: l.max,
     amount: 1,
@@ -27,7 +37,8 @@ function windowCounters(ex: Exchange): { limits: HeldCounter[]; steps: HeldCount
     label: limitLabel(l),
     limitId: l.id,
   }));
-  return { limits, steps: stepCounters(ex) };
+  windowsOf.set(ex, limits);
+  return limits;
 }
 
 /**
