@@ -145,15 +145,8 @@ type CounterOp =
   | { op: "checkpoint"; id: string; json: string }
   | { op: "appendUsage"; ts: number | null; json: string };
 
-interface HeldRow {
-  seq: number;
-  key: string;
-  pos: number;
-  ts: number;
-  amount: number;
-  window_ms: number;
-  width: number;
-}
+/** A held counter_live row as an array (key, pos, ts, amount, window_ms, width): no object built per row. */
+type HeldRow = [key: string, pos: number, ts: number, amount: number, windowMs: number, width: number];
 
 /**
  * The single-host shared store: every process that opens the same file shares the same limits,
@@ -204,7 +197,6 @@ export class SqliteStore implements Store {
   private readonly insertLive;
   private readonly heldRows;
   private readonly addToBucket;
-  private readonly deleteLive;
   private readonly releaseHeld;
   private readonly countBuckets;
   private readonly countLive;
@@ -243,6 +235,12 @@ export class SqliteStore implements Store {
    * (peek, recover, queryUsage) first wait for the writes called before them.
    */
   private readonly ops: CommitBatch<CounterOp, ReserveResult | undefined>;
+  /**
+   * Reservations this store wrote a checkpoint for: settle and release delete only those, instead
+   * of a delete per settle. A checkpoint missed here (written by another handle) is harmless:
+   * recover() drops a checkpoint whose reservation is settled, without a record.
+   */
+  private readonly checkpointed = new Set<string>();
   /** Store-clock ms of the last sweep of expired counter rows (SWEEP_EVERY_MS). */
   private sweptAt = -Infinity;
   readonly outbox: SqliteOutbox;
@@ -289,9 +287,9 @@ export class SqliteStore implements Store {
       `INSERT INTO counter_live (key, id, pos, ts, amount, lease_until, window_ms, width, gone_at, held)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)`,
     );
-    this.heldRows = db.prepare<[string], HeldRow>(
-      "SELECT seq, key, pos, ts, amount, window_ms, width FROM counter_live WHERE id = ? AND held = 1",
-    );
+    this.heldRows = db
+      .prepare<[string], HeldRow>("SELECT key, pos, ts, amount, window_ms, width FROM counter_live WHERE id = ? AND held = 1")
+      .raw();
     // A row already gone (not swept yet, see SWEEP_EVERY_MS) starts over instead of adding to
     // what no longer counts: possible only when the counter's window changed.
     this.addToBucket = db.prepare<[string, number, number, number, number]>(
@@ -300,7 +298,6 @@ export class SqliteStore implements Store {
          amount = CASE WHEN gone_at <= ? THEN excluded.amount ELSE amount + excluded.amount END,
          gone_at = MAX(gone_at, excluded.gone_at)`,
     );
-    this.deleteLive = db.prepare<[number]>("DELETE FROM counter_live WHERE seq = ?");
     this.releaseHeld = db.prepare<[string]>("DELETE FROM counter_live WHERE id = ? AND held = 1");
     this.countBuckets = db.prepare<[string], number>("SELECT COUNT(*) FROM counter_buckets WHERE key = ?").pluck();
     this.countLive = db.prepare<[string], number>("SELECT COUNT(*) FROM counter_live WHERE key = ?").pluck();
@@ -368,13 +365,16 @@ export class SqliteStore implements Store {
 
     this.deleteCheckpoint = db.prepare<[string]>("DELETE FROM checkpoints WHERE id = ?");
     // The amount goes into the bucket of its reservation time, even when the lease ran out.
+    // The held rows go in one delete, not one per counter: each statement run costs a result object.
     this.settleRows = (id: string, actual: number[], now: number): void => {
-      this.deleteCheckpoint.run(id);
-      for (const row of this.heldRows.all(id)) {
-        this.deleteLive.run(row.seq);
-        const amount = actual[row.pos] ?? row.amount;
-        const goneAt = bucketGoneAt(row.ts, row.width, row.window_ms);
-        if (goneAt > now && amount !== 0) this.addToBucket.run(row.key, bucketStart(row.ts, row.width), amount, goneAt, now);
+      this.dropCheckpoint(id);
+      const rows = this.heldRows.all(id);
+      if (!rows.length) return;
+      this.releaseHeld.run(id);
+      for (const [key, pos, ts, reserved, windowMs, width] of rows) {
+        const amount = actual[pos] ?? reserved;
+        const goneAt = bucketGoneAt(ts, width, windowMs);
+        if (goneAt > now && amount !== 0) this.addToBucket.run(key, bucketStart(ts, width), amount, goneAt, now);
       }
     };
 
@@ -399,7 +399,7 @@ export class SqliteStore implements Store {
     });
 
     this.releaseRows = (id: string): void => {
-      this.deleteCheckpoint.run(id);
+      this.dropCheckpoint(id);
       this.releaseHeld.run(id);
     };
 
@@ -411,7 +411,10 @@ export class SqliteStore implements Store {
     const putCheckpoint = db.prepare<[string, number, string]>("INSERT OR REPLACE INTO checkpoints (id, due, json) VALUES (?, ?, ?)");
     this.putCheckpointRow = (id: string, json: string): void => {
       const lease = leaseOf.get(id)!;
-      if (lease.n > 0 && lease.until !== null) putCheckpoint.run(id, lease.until, json);
+      if (lease.n > 0 && lease.until !== null) {
+        putCheckpoint.run(id, lease.until, json);
+        this.checkpointed.add(id);
+      }
     };
     this.anyDue = db.prepare<[number], number>("SELECT 1 FROM checkpoints WHERE due <= ? LIMIT 1").pluck();
     const dueCheckpoints = db.prepare<[number], { id: string; json: string }>("SELECT id, json FROM checkpoints WHERE due <= ? ORDER BY due LIMIT 100");
@@ -426,6 +429,7 @@ export class SqliteStore implements Store {
           continue;
         }
         this.deleteCheckpoint.run(row.id);
+        this.checkpointed.delete(row.id);
         if (lease.n === 0) continue;
         const cp = JSON.parse(row.json) as Checkpoint;
         for (const settle of cp.settles) this.settleRows(settle.id, settle.actual, now);
@@ -622,6 +626,10 @@ export class SqliteStore implements Store {
     if (this.failure === undefined) return;
     this.failure = undefined;
     this.log(`tollgate: store sqlite:${this.path} is back`);
+  }
+
+  private dropCheckpoint(id: string): void {
+    if (this.checkpointed.delete(id)) this.deleteCheckpoint.run(id);
   }
 
   /** Tests only: rows a reserve reads for this counter (buckets plus unsettled reservations, pruned first). */
