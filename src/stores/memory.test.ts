@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { MemoryStore } from "./memory.js";
+import { MAX_USAGE_RECORDS, MemoryStore } from "./memory.js";
+import { emptyUsageRecord } from "../core/usage-record.js";
 import { SqliteStore } from "./sqlite.js";
 import type { Counter } from "../core/store.js";
 import { describeStoreContract } from "./store-contract.js";
@@ -91,5 +92,22 @@ describe("memory store", () => {
     }
     expect(await memory.peekDetail(shapes)).toEqual(await sqlite.peekDetail(shapes));
     await sqlite.close();
+  });
+});
+
+describe("memory store usage records", () => {
+  it("keeps the latest MAX_USAGE_RECORDS, so a long-running memory gateway's heap does not grow with its traffic", async () => {
+    const store = new MemoryStore();
+    const base = Date.parse("2026-12-07T00:00:00Z");
+    const total = MAX_USAGE_RECORDS + 25_000;
+    for (let i = 0; i < total; i++) {
+      await store.appendUsage(emptyUsageRecord(`r${i}`, new Date(base + i)));
+    }
+    const kept = await store.queryUsage({ since: 0 });
+    expect(kept.length).toBeLessThanOrEqual(MAX_USAGE_RECORDS);
+    expect(kept.length).toBeGreaterThan(MAX_USAGE_RECORDS * 0.85);
+    // The newest are the ones kept, in order.
+    expect(kept.at(-1)!.request_id).toBe(`r${total - 1}`);
+    expect(Number(kept[0]!.request_id.slice(1))).toBe(total - kept.length);
   });
 });

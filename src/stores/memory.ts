@@ -42,6 +42,8 @@ interface Reservation {
 
 /** How many entries of each map the sweep looks at per operation. */
 const SWEEP_STEP = 4;
+/** Usage records a memory store answers queries from (about 0.5 KB each): the latest ones. */
+export const MAX_USAGE_RECORDS = 100_000;
 /** A score this many half-lives old is worth less than 2^-64 of what it was (as in SQLite). */
 const SCORE_FORGET_HALF_LIVES = 64;
 
@@ -186,7 +188,7 @@ export class MemoryStore implements Store {
       this.checkpoints.delete(id);
       if (!r) continue;
       for (const s of cp.settles) await this.settle(s.id, s.actual);
-      this.usage.push(cp.record);
+      this.keepUsage(cp.record);
       out.push(cp.record);
     }
     return out;
@@ -248,6 +250,16 @@ export class MemoryStore implements Store {
   }
 
   async appendUsage(record: UsageRecord): Promise<void> {
+    this.keepUsage(record);
+  }
+
+  /**
+   * Keeps the latest MAX_USAGE_RECORDS for `tollgate usage` and the dashboard: a long-running
+   * memory gateway must not grow its heap (and its GC work) with every request it serves. The
+   * oldest tenth goes at once, so the array is not shifted on every record.
+   */
+  private keepUsage(record: UsageRecord): void {
+    if (this.usage.length >= MAX_USAGE_RECORDS) this.usage.splice(0, Math.ceil(MAX_USAGE_RECORDS / 10));
     this.usage.push(record);
   }
   async queryUsage(q: UsageQuery): Promise<UsageRecord[]> {
