@@ -1,6 +1,11 @@
 import type { Inspection, Reading, ReportedUsage, RequestFormat, SseEvent, StreamTail } from "../format.js";
 import { createTokenCounter, isEncoding, type TokenCounter, type Tokenizer } from "./tokens.js";
 
+type Forward = { readonly forward: boolean };
+// One answer object each, shared by every event of every stream: they are read, never kept or changed.
+const FORWARD: Forward = Object.freeze({ forward: true });
+const WITHHOLD: Forward = Object.freeze({ forward: false });
+
 /**
  * Counts what a response carries as it passes: output tokens (text and tool-call arguments,
  * tokenized as they stream), tool calls, the provider's own usage when it comes, and the time to
@@ -73,21 +78,21 @@ export class Meter {
   }
 
   /** Reads one stream event; says whether to forward it and whether the cap is reached. */
-  event(e: SseEvent): { forward: boolean } {
+  event(e: SseEvent): Forward {
     return this.read(this.format.readEvent(e, this.inspection, this.last));
   }
 
   /** Counts one part of a response read by the transport itself (the AI SDK's stream parts). */
-  read(r: Reading): { forward: boolean } {
+  read(r: Reading): Forward {
     this.apply(r);
     // The bound is checked first, so an event far from the cap costs no tokenising.
     if (this.fewestBound > this.cap && this.fewest > this.cap) {
       // This event would take the client past the cap: withhold it and end the stream here.
       this.capped = true;
-      return { forward: false };
+      return WITHHOLD;
     }
     if (r.text && this.firstTokenAt === undefined) this.firstTokenAt = performance.now();
-    return { forward: !r.drop && !r.error };
+    return !r.drop && !r.error ? FORWARD : WITHHOLD;
   }
 
   /** At least `fewest`, in constant time. */
