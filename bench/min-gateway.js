@@ -6,15 +6,17 @@
 // budgets, no output cap, no tokenizer: what any gateway that records cost pays on top of the
 // floor on this machine. Not a product: `npm run bench` runs it as the target `min`.
 //
-//   PORT [18083]  HOST [127.0.0.1]  UPSTREAM [http://127.0.0.1:18080]  USAGE_LOG [/dev/null]
+//   PORT [18083]  HOST [127.0.0.1]  UPSTREAM [MOCK_ORIGIN, or http://127.0.0.1:18080]  USAGE_LOG [/dev/null]
+//   (`--port N` wins over PORT, so the shared harness can start it: bench/shared-targets.json)
 import { createHash, randomUUID } from "node:crypto";
 import { createWriteStream } from "node:fs";
 import http from "node:http";
 import { Pool } from "undici";
 
-const PORT = Number(process.env.PORT || 18083);
+const portArg = process.argv.indexOf("--port");
+const PORT = Number(portArg > 0 ? process.argv[portArg + 1] : process.env.PORT || 18083);
 const HOST = process.env.HOST || "127.0.0.1";
-const UP = new URL(process.env.UPSTREAM || "http://127.0.0.1:18080");
+const UP = new URL(process.env.UPSTREAM || process.env.MOCK_ORIGIN || "http://127.0.0.1:18080");
 const pool = new Pool(UP.origin, { connections: 1024, pipelining: 1, keepAliveTimeout: 60_000 });
 const keys = new Map([[createHash("sha256").update("sk-bench-mock").digest("hex"), { user: "bench-user", plan: "bench" }]]);
 const upstreamHeaders = { "content-type": "application/json", authorization: "Bearer sk-upstream-bench" };
