@@ -1,3 +1,7 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import Database from "better-sqlite3";
 import { describe, expect, it } from "vitest";
 import { MAX_USAGE_RECORDS, MemoryStore } from "./memory.js";
 import { emptyUsageRecord } from "../core/usage-record.js";
@@ -52,12 +56,18 @@ describe("memory store", () => {
 
   // The memory store keeps running sums and prunes only when something can have left; SQLite sums
   // its rows on every read. The same operations must give both the same answers.
+  // Two SQLite handles on one file take turns, so each reads running totals the other wrote; now
+  // and then the totals are wiped, as in a file written before them.
   it("answers a long random run of reserves, settles, releases and peeks as SQLite does", async () => {
     let now = Date.UTC(2025, 0, 1, 0, 0, 0, 7);
     const memory = new MemoryStore(() => now);
-    const sqlite = SqliteStore.open(":memory:", { now: () => now });
+    const dir = await mkdtemp(join(tmpdir(), "tollgate-random-"));
+    const path = join(dir, "tollgate.db");
+    const handles = [SqliteStore.open(path, { now: () => now }), SqliteStore.open(path, { now: () => now })];
+    const raw = new Database(path);
     let seed = 42;
     const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % n);
+    let sqlite = handles[0]!;
     const shapes = [
       { key: "exact", max: 40, windowMs: 5_000 },
       { key: "rpm", max: 300, windowMs: 60_000 },
@@ -67,6 +77,8 @@ describe("memory store", () => {
     const open: { id: string; n: number }[] = [];
     for (let step = 0; step < 3_000; step++) {
       now += [0, 0, 1, 7, 150, 999, 4_000][rand(7)]!;
+      sqlite = handles[rand(2)]!;
+      if (rand(100) === 0) raw.exec("DELETE FROM counter_totals");
       const op = rand(10);
       if (op < 5) {
         const pick = shapes.filter(() => rand(2) === 0);
@@ -91,7 +103,9 @@ describe("memory store", () => {
       }
     }
     expect(await memory.peekDetail(shapes)).toEqual(await sqlite.peekDetail(shapes));
-    await sqlite.close();
+    raw.close();
+    for (const h of handles) await h.close();
+    await rm(dir, { recursive: true, force: true });
   });
 });
 

@@ -147,9 +147,92 @@ describe("sqlite store", () => {
     try {
       expect(raw.prepare("SELECT key FROM counter_buckets ORDER BY key").pluck().all()).toEqual([]);
       expect(raw.prepare("SELECT key FROM counter_live ORDER BY key").pluck().all()).toEqual(["budget:2025-01-02", "rpm"]);
+      expect(raw.prepare("SELECT key FROM counter_totals").pluck().all()).toEqual([]);
     } finally {
       raw.close();
     }
+  });
+
+  it("a file written before running totals (buckets, no totals table) answers as it did, with no migration step", async () => {
+    const path = join(dir, "tollgate.db");
+    let now = Date.UTC(2025, 0, 1);
+    const counter = { key: "rpm", max: 100, amount: 1, windowMs: 60_000 };
+    const before = openStore(path, { now: () => now });
+    for (let i = 0; i < 30; i++) {
+      await before.reserve(`r${i}`, [counter], HOUR);
+      await before.settle(`r${i}`, [2]);
+      now += 500;
+    }
+    await before.close();
+    const raw = new Database(path);
+    raw.exec(`DROP TRIGGER counter_totals_insert; DROP TRIGGER counter_totals_update; DROP TRIGGER counter_totals_delete;
+              DROP TABLE counter_totals;`);
+    raw.close();
+
+    const after = openStore(path, { now: () => now });
+    expect(await after.peek([counter])).toEqual([60]);
+    // 60 settled: 40 more fit, the 41st does not; the earliest bucket leaves at its end + 60 s.
+    for (let i = 0; i < 40; i++) expect((await after.reserve(`s${i}`, [counter], HOUR)).ok).toBe(true);
+    const refused = await after.reserve("over", [counter], HOUR);
+    expect(refused).toMatchObject({ ok: false, used: 100 });
+    // Once the earliest buckets have left the window, the total is what summing the rows says.
+    now = Date.UTC(2025, 0, 1) + 67_000;
+    const check = new Database(path, { readonly: true });
+    const settled = check.prepare("SELECT SUM(amount) FROM counter_buckets WHERE gone_at > ?").pluck().get(now) as number;
+    check.close();
+    expect(settled).toBeGreaterThan(0);
+    expect(settled).toBeLessThan(60);
+    expect(await after.peek([counter])).toEqual([settled + 40]);
+  });
+
+  it("a running total written by one handle is what another reads, and counts a bucket an older tollgate wrote to the same file", async () => {
+    const path = join(dir, "tollgate.db");
+    let now = Date.UTC(2025, 0, 1);
+    const a = openStore(path, { now: () => now });
+    const b = openStore(path, { now: () => now });
+    const counter = { key: "tokens", max: 1_000, amount: 10, windowMs: 60_000 };
+    for (let i = 0; i < 10; i++) {
+      await (i % 2 ? a : b).reserve(`r${i}`, [counter], HOUR);
+      await (i % 2 ? b : a).settle(`r${i}`, [50]);
+      now += 100;
+    }
+    const raw = new Database(path);
+    try {
+      expect(raw.prepare("SELECT settled FROM counter_totals WHERE key = 'tokens'").pluck().get()).toBe(500);
+      // What a settle of the version before this one writes: the bucket row alone.
+      raw.prepare("INSERT INTO counter_buckets (key, bucket_start, amount, gone_at) VALUES ('tokens', ?, 400, ?)").run(now, now + 60_000);
+    } finally {
+      raw.close();
+    }
+    expect(await a.peek([counter])).toEqual([900]);
+    expect(await b.reserve("x", [{ ...counter, amount: 101 }], HOUR)).toMatchObject({ ok: false, used: 900 });
+    expect((await a.reserve("y", [{ ...counter, amount: 100 }], HOUR)).ok).toBe(true);
+  });
+
+  it("a bucket that left but was not swept yet and takes a settle again (the counter's window changed) counts only the new amount", async () => {
+    let now = Date.UTC(2025, 0, 1);
+    const store = openStore(join(dir, "tollgate.db"), { now: () => now });
+    const short = { key: "k", max: 10, amount: 1, windowMs: 1_000 };
+    const long = { ...short, windowMs: 5_000 };
+    // Reserves sweep at most once a second: this one makes the next sweep t + 500's, so nothing
+    // deletes the bucket at t when it leaves at t + 1000.
+    await store.reserve("other", [{ ...short, key: "other" }], HOUR);
+    const t = (now += 600);
+    await store.reserve("short", [short], HOUR);
+    await store.reserve("long", [long], HOUR);
+    await store.settle("short", [3]);
+    now = t + 500;
+    await store.reserve("later", [long], HOUR);
+    await store.settle("later", [4]);
+    // Past the short window, before a sweep: the bucket at t has left and still holds 3.
+    now = t + 1_001;
+    expect(await store.peek([long])).toEqual([4 + 1]);
+    expect((await store.reserve("probe", [long], HOUR)).ok).toBe(true);
+    await store.release("probe");
+    // The long reservation of t settles into that same bucket: 2 counts, the 3 that left does not.
+    await store.settle("long", [2]);
+    expect(await store.peek([long])).toEqual([6]);
+    expect(await store.reserve("full", [{ ...long, amount: 5 }], HOUR)).toMatchObject({ ok: false, used: 6 });
   });
 
   it("forgets expired distinct members and long-decayed scores", async () => {

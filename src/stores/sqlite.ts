@@ -6,6 +6,7 @@ import { bucketGoneAt, bucketStart, bucketWidth, retryAfter } from "./buckets.js
 import { setTimeout as sleep } from "node:timers/promises";
 import { CommitBatch } from "./commit-batch.js";
 import { OUTBOX_SCHEMA, SqliteOutbox } from "./outbox-sqlite.js";
+import { CounterTotals, TOTALS_SCHEMA } from "./sqlite-totals.js";
 import { StoreUnavailableError, type Checkpoint, type Counter, type CounterDetail, type ReserveResult, type Store, type StoreHealth, type StoredKey, type UsageQuery } from "../core/store.js";
 
 /** 2: counters became buckets + live reservations (counter_entries, the sliding log, is dropped). */
@@ -190,6 +191,7 @@ export class SqliteStore implements Store {
   private readonly sweepBuckets;
   private readonly sweepLive;
   private readonly sumCounter;
+  private readonly totals: CounterTotals;
   private readonly sumLive;
   private readonly leavingBuckets;
   private readonly leavingLive;
@@ -259,15 +261,17 @@ export class SqliteStore implements Store {
     this.outbox = new SqliteOutbox(db, now, (op, write, fn) => this.guard(op, write, fn));
     this.sweepBuckets = db.prepare<[number]>("DELETE FROM counter_buckets WHERE gone_at <= ?");
     this.sweepLive = db.prepare<[number]>("DELETE FROM counter_live WHERE gone_at <= ?");
-    // Both sums read one key's rows through an index: O(buckets + in-flight), never O(traffic).
-    // One statement for the two: a counter costs one step through the driver, not two.
+    // The settled part is the key's running total (NULL when missing or stale: see CounterTotals),
+    // the in-flight part a sum over its unsettled rows through an index. One statement for the
+    // two: a counter costs one step through the driver, not two.
     this.sumCounter = db
-      .prepare<[string, number, string, number, number], number>(
-        `SELECT (SELECT COALESCE(SUM(amount), 0) FROM counter_buckets WHERE key = ? AND gone_at > ?)
-              + (SELECT COALESCE(SUM(amount), 0) FROM counter_live
+      .prepare<[string, number, number, string, number, number], [settled: number | null, live: number]>(
+        `SELECT (SELECT settled FROM counter_totals WHERE key = ? AND since <= ? AND prune_at > ?),
+                (SELECT COALESCE(SUM(amount), 0) FROM counter_live
                  WHERE key = ? AND ts > ? - window_ms AND (lease_until IS NULL OR lease_until > ?))`,
       )
-      .pluck();
+      .raw();
+    this.totals = new CounterTotals(db);
     // The in-flight part of sumCounter alone, for reports (peekDetail); the request path never reads it.
     this.sumLive = db
       .prepare<[string, number, number], number>(
@@ -343,7 +347,7 @@ export class SqliteStore implements Store {
       const totals: number[] = [];
       for (let i = 0; i < counters.length; i++) {
         const c = counters[i]!;
-        const used = this.total(c.key, now);
+        const used = this.total(c.key, now, true);
         totals.push(used + c.amount);
         if (used + c.amount > c.max) {
           const retry = c.amount <= c.max ? retryAfter(this.leaving(c.key, bucketWidth(c.windowMs, c.max), now), used + c.amount - c.max, now) : undefined;
@@ -379,9 +383,9 @@ export class SqliteStore implements Store {
     };
 
     // One read transaction so the totals come from the same snapshot.
-    this.peekTx = db.transaction((counters: Pick<Counter, "key" | "windowMs">[], now: number) => counters.map((c) => this.total(c.key, now)));
+    this.peekTx = db.transaction((counters: Pick<Counter, "key" | "windowMs">[], now: number) => counters.map((c) => this.total(c.key, now, false)));
     this.peekDetailTx = db.transaction((counters: Pick<Counter, "key" | "windowMs">[], now: number) =>
-      counters.map((c): CounterDetail => ({ total: this.total(c.key, now), reserved: this.sumLive.get(c.key, now, now)! })),
+      counters.map((c): CounterDetail => ({ total: this.total(c.key, now, false), reserved: this.sumLive.get(c.key, now, now)! })),
     );
 
     this.scoreTx = db.transaction((key: string, delta: number, halfLifeMs: number, now: number) => {
@@ -640,8 +644,10 @@ export class SqliteStore implements Store {
     return this.countBuckets.get(key)! + this.countLive.get(key)!;
   }
 
-  private total(key: string, now: number): number {
-    return this.sumCounter.get(key, now, key, now, now)!;
+  /** Settled plus in-flight; `keep` (in a write transaction) stores a recomputed running total. */
+  private total(key: string, now: number, keep: boolean): number {
+    const [settled, live] = this.sumCounter.get(key, now, now, key, now, now)!;
+    return (settled ?? this.totals.recompute(key, now, keep)) + live;
   }
 
   /** What counts now and when it stops; an unsettled amount leaves when it would once settled. */
@@ -672,7 +678,7 @@ function migrate(db: Database.Database): void {
     }
     // Version 1 kept a sliding log; nothing was deployed on it, so its rows are simply dropped.
     if (version < 2) db.exec("DROP TABLE IF EXISTS counter_entries");
-    db.exec(SCHEMA + OUTBOX_SCHEMA);
+    db.exec(SCHEMA + TOTALS_SCHEMA + OUTBOX_SCHEMA);
     if (version < SCHEMA_VERSION) db.pragma(`user_version = ${SCHEMA_VERSION}`);
   }).immediate();
 }

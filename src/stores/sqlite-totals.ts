@@ -1,0 +1,73 @@
+import type Database from "better-sqlite3";
+
+/**
+ * A running total of each counter's settled buckets, so a reserve reads one row instead of summing
+ * a 1-minute counter's ~65 bucket rows (as the memory store keeps its sums, phase 6c).
+ *
+ * A row is exact while since <= now < prune_at: it holds the sum of the key's buckets that had not
+ * left at `since`, and prune_at is the earliest gone_at among them, so none of them can have left
+ * before it. Once that instant passes (or the clock went back before `since`) the row is stale and
+ * the next reserve sums the buckets again.
+ *
+ * Triggers keep the rows in step with counter_buckets inside whatever transaction writes a bucket,
+ * so every process on the file, an older tollgate without this code included, keeps them exact
+ * (a file written before them simply has no rows yet: the first reserve of each key sums it):
+ * - a new bucket adds its amount and may bring prune_at forward;
+ * - a bucket added to adds the difference; one that had left (not swept yet) and starts over adds
+ *   its whole new amount: it had left before the row was summed (its gone_at < prune_at) or the
+ *   row is stale anyway (prune_at only ever moves earlier, so a stale row stays stale);
+ * - sweeping a left bucket deletes a row that is stale by then (prune_at <= that bucket's gone_at
+ *   <= now), so keys that are never used again leave no row behind.
+ */
+export const TOTALS_SCHEMA = `
+  CREATE TABLE IF NOT EXISTS counter_totals (
+    key TEXT PRIMARY KEY,
+    settled REAL NOT NULL,
+    since INTEGER NOT NULL,
+    prune_at INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  CREATE TRIGGER IF NOT EXISTS counter_totals_insert AFTER INSERT ON counter_buckets BEGIN
+    UPDATE counter_totals SET settled = settled + NEW.amount, prune_at = MIN(prune_at, NEW.gone_at)
+    WHERE key = NEW.key;
+  END;
+  CREATE TRIGGER IF NOT EXISTS counter_totals_update AFTER UPDATE ON counter_buckets BEGIN
+    UPDATE counter_totals
+    SET settled = settled + NEW.amount - CASE WHEN OLD.gone_at < prune_at THEN 0 ELSE OLD.amount END,
+        prune_at = MIN(prune_at, NEW.gone_at)
+    WHERE key = NEW.key;
+  END;
+  CREATE TRIGGER IF NOT EXISTS counter_totals_delete AFTER DELETE ON counter_buckets BEGIN
+    DELETE FROM counter_totals WHERE key = OLD.key AND prune_at <= OLD.gone_at;
+  END;
+`;
+
+/** [settled, earliest gone_at, bucket count] of a key's buckets that still count. */
+type Summed = [settled: number, pruneAt: number | null, n: number];
+
+export class CounterTotals {
+  private readonly sum;
+  private readonly put;
+
+  constructor(db: Database.Database) {
+    this.sum = db
+      .prepare<[string, number], Summed>(
+        "SELECT COALESCE(SUM(amount), 0), MIN(gone_at), COUNT(*) FROM counter_buckets WHERE key = ? AND gone_at > ?",
+      )
+      .raw();
+    this.put = db.prepare<[string, number, number, number]>(
+      `INSERT INTO counter_totals (key, settled, since, prune_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (key) DO UPDATE SET settled = excluded.settled, since = excluded.since, prune_at = excluded.prune_at`,
+    );
+  }
+
+  /**
+   * The settled sum from the buckets, for a key whose total row was missing or stale. In a write
+   * transaction (`keep`) the row is written, so the next reserves read it; a key with no bucket
+   * gets none (its sum is an empty index range, and the row would never go).
+   */
+  recompute(key: string, now: number, keep: boolean): number {
+    const [settled, pruneAt, n] = this.sum.get(key, now)!;
+    if (keep && n > 0) this.put.run(key, settled, now, pruneAt!);
+    return settled;
+  }
+}
