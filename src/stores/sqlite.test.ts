@@ -136,6 +136,8 @@ describe("sqlite store", () => {
       const id = `day1-${i}`;
       await store.reserve(id, [{ key: "budget:2025-01-01", max: 1e9, amount: 1, windowMs: 1_000 }], HOUR);
       await store.settle(id, [1]);
+      // A 16 ms bucket each: enough for the key to keep a total row, which must go too.
+      now += 17;
     }
     // An unsettled reservation whose lease ran out stays until its window ends, so a late settle can still count.
     await store.reserve("late", [{ key: "rpm", max: 10, amount: 1, windowMs: 5_000 }], 100);
@@ -194,7 +196,8 @@ describe("sqlite store", () => {
     for (let i = 0; i < 10; i++) {
       await (i % 2 ? a : b).reserve(`r${i}`, [counter], HOUR);
       await (i % 2 ? b : a).settle(`r${i}`, [50]);
-      now += 100;
+      // A bucket each (938 ms wide): enough of them for the key to keep a total row.
+      now += 1_000;
     }
     const raw = new Database(path);
     try {
@@ -212,11 +215,17 @@ describe("sqlite store", () => {
   it("a bucket that left but was not swept yet and takes a settle again (the counter's window changed) counts only the new amount", async () => {
     let now = Date.UTC(2025, 0, 1);
     const store = openStore(join(dir, "tollgate.db"), { now: () => now });
-    const short = { key: "k", max: 10, amount: 1, windowMs: 1_000 };
+    const short = { key: "k", max: 64, amount: 1, windowMs: 1_000 };
     const long = { ...short, windowMs: 5_000 };
     // Reserves sweep at most once a second: this one makes the next sweep t + 500's, so nothing
     // deletes the bucket at t when it leaves at t + 1000.
     await store.reserve("other", [{ ...short, key: "other" }], HOUR);
+    // Nine more buckets (1 ms wide, max <= 64), so that the key keeps a total row.
+    for (let i = 0; i < 9; i++) {
+      await store.reserve(`early${i}`, [long], HOUR);
+      await store.settle(`early${i}`, [1]);
+      now += 1;
+    }
     const t = (now += 600);
     await store.reserve("short", [short], HOUR);
     await store.reserve("long", [long], HOUR);
@@ -226,13 +235,13 @@ describe("sqlite store", () => {
     await store.settle("later", [4]);
     // Past the short window, before a sweep: the bucket at t has left and still holds 3.
     now = t + 1_001;
-    expect(await store.peek([long])).toEqual([4 + 1]);
+    expect(await store.peek([long])).toEqual([9 + 4 + 1]);
     expect((await store.reserve("probe", [long], HOUR)).ok).toBe(true);
     await store.release("probe");
     // The long reservation of t settles into that same bucket: 2 counts, the 3 that left does not.
     await store.settle("long", [2]);
-    expect(await store.peek([long])).toEqual([6]);
-    expect(await store.reserve("full", [{ ...long, amount: 5 }], HOUR)).toMatchObject({ ok: false, used: 6 });
+    expect(await store.peek([long])).toEqual([9 + 6]);
+    expect(await store.reserve("full", [{ ...long, amount: 50 }], HOUR)).toMatchObject({ ok: false, used: 15 });
   });
 
   it("forgets expired distinct members and long-decayed scores", async () => {
