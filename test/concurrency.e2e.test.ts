@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI from "openai";
 import { describe, expect, it } from "vitest";
-import { type RecordedRequest } from "../src/testing/mock-upstream.js";
+import { type MockBehavior, type RecordedRequest } from "../src/testing/mock-upstream.js";
 import { GatewayProcess } from "./gateway-process.js";
 import { openaiUpstream, useGateways, useRedis, useUpstream } from "./use-gateway.js";
 
@@ -55,6 +55,26 @@ function peakInFlight(requests: RecordedRequest[]): number {
   return peak;
 }
 
+/**
+ * Sends `send()`'s requests while the mock holds every reply, and lets them go once each request
+ * was either answered (refused: the admitted ones are held) or reached the provider. Admitted
+ * requests that ended before the last ones arrived would free their slots early (a loaded machine
+ * can take longer to send 50 requests than the mock takes to answer two), so without the hold the
+ * count of admissions would depend on the machine's speed, not on the cap.
+ */
+async function allAtOnce<T>(send: () => Promise<T>[], behavior: MockBehavior): Promise<T[]> {
+  let release!: () => void;
+  mock.setBehavior({ ...behavior, holdUntil: new Promise<void>((r) => (release = r)) });
+  let answered = 0;
+  const pending = send().map((p) => p.finally(() => answered++));
+  try {
+    await expect.poll(() => answered + mock.requests.length, { timeout: 30_000, interval: 20 }).toBeGreaterThanOrEqual(pending.length);
+  } finally {
+    release();
+  }
+  return Promise.all(pending);
+}
+
 describe.each([
   ["memory", () => "memory:"],
   ["sqlite", () => `sqlite:${join(mkdtempSync(join(tmpdir(), "tg-conc-")), "t.db")}`],
@@ -62,8 +82,7 @@ describe.each([
   it("admits exactly 2 of 50 parallel requests at a time, another user is unaffected, and slots come back as requests end", async () => {
     const gw = await GatewayProcess.start(config(store()));
     gateways.push(gw);
-    mock.setBehavior({ outputTokens: 10, tokenIntervalMs: 40 });
-    const results = await Promise.all([...Array.from({ length: 50 }, () => ask(gw.url, "tg_ann")), ask(gw.url, "tg_bob")]);
+    const results = await allAtOnce(() => [...Array.from({ length: 50 }, () => ask(gw.url, "tg_ann")), ask(gw.url, "tg_bob")], { outputTokens: 10, tokenIntervalMs: 40 });
     const ann = results.slice(0, 50);
     expect(ann.filter((r) => r === 200)).toHaveLength(2);
     const refused = ann.filter((r) => r !== 200) as { status: number; code: string; message: string }[];
@@ -85,23 +104,30 @@ describe.each([
 describe("a process killed with requests in flight", () => {
   it("holds their slots until the leases run out, then gives them back", async () => {
     const db = `sqlite:${join(mkdtempSync(join(tmpdir(), "tg-conc-kill-")), "t.db")}`;
-    // A 1 s wall clock: leases run 6 s.
-    let gw = await GatewayProcess.start(config(db, "1s"));
+    // The process that takes over is up before the reservations are made: a leases' clock that
+    // started before a restart on a loaded machine could run out before the first request to
+    // check it, and the check would see the slots free for the wrong reason. It opens the file
+    // after the other, as a restarted process would.
+    const doomed = await GatewayProcess.start(config(db, "1s"));
+    const survivor = await GatewayProcess.start(config(db, "1s"));
+    gateways.push(survivor);
     mock.setBehavior({ neverEnd: true, tokenIntervalMs: 50 });
-    const hanging = [ask(gw.url, "tg_ann", true), ask(gw.url, "tg_ann", true)];
-    await mock.waitForRequests(2);
-    await gw.stop("SIGKILL");
+    const hanging = [ask(doomed.url, "tg_ann", true), ask(doomed.url, "tg_ann", true)];
+    await mock.waitForRequests(2, 10_000);
+    // A 1 s wall clock: leases run 6 s from the reservations (taken before the provider saw them).
+    const leasesEnd = Date.now() + 6_000;
+    await doomed.stop("SIGKILL");
     await Promise.allSettled(hanging);
     mock.reset();
-
-    gw = await GatewayProcess.start(config(db, "1s"));
-    gateways.push(gw);
     mock.setBehavior({ outputTokens: 2 });
-    const early = await ask(gw.url, "tg_ann");
+    const early = await ask(survivor.url, "tg_ann");
+    expect(Date.now(), "the slots were checked before their leases could end").toBeLessThan(leasesEnd);
     expect(early).toMatchObject({ status: 429, code: "rate_limited" });
-    await new Promise((r) => setTimeout(r, 6_500));
-    expect(await ask(gw.url, "tg_ann")).toBe(200);
-  }, 30_000);
+    // Another user is not held by ann's dead slots.
+    expect(await ask(survivor.url, "tg_bob")).toBe(200);
+    await new Promise((r) => setTimeout(r, Math.max(0, leasesEnd + 500 - Date.now())));
+    expect(await ask(survivor.url, "tg_ann")).toBe(200);
+  }, 60_000);
 });
 
 describe("a concurrency cap of 2 on Redis, two gateway processes sharing one redis-server", () => {
@@ -110,8 +136,7 @@ describe("a concurrency cap of 2 on Redis, two gateway processes sharing one red
   it("admits exactly 2 of 50 parallel requests spread over both processes, at no moment more than 2", async () => {
     const [one, two] = await Promise.all([GatewayProcess.start(config(redis.url(1))), GatewayProcess.start(config(redis.url(1)))]);
     gateways.push(one!, two!);
-    mock.setBehavior({ outputTokens: 10, tokenIntervalMs: 40 });
-    const results = await Promise.all(Array.from({ length: 50 }, (_, i) => ask([one!, two!][i % 2]!.url, "tg_ann")));
+    const results = await allAtOnce(() => Array.from({ length: 50 }, (_, i) => ask([one!, two!][i % 2]!.url, "tg_ann")), { outputTokens: 10, tokenIntervalMs: 40 });
     expect(results.filter((r) => r === 200)).toHaveLength(2);
     const refused = results.filter((r) => r !== 200) as { status: number; code: string }[];
     expect(refused.every((r) => r.status === 429 && r.code === "rate_limited")).toBe(true);

@@ -52,6 +52,23 @@ export class Exchange {
     });
   }
 
+  /** Resolves true once `p` settles, or false as soon as the connection is gone. */
+  until(p: Promise<unknown>): Promise<boolean> {
+    if (this.gone) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      let waiting = true;
+      const done = (alive: boolean) => {
+        if (!waiting) return;
+        waiting = false;
+        this.cancelWait = undefined;
+        resolve(alive);
+      };
+      this.cancelWait = () => done(false);
+      const settled = () => done(!this.gone);
+      p.then(settled, settled);
+    });
+  }
+
   /** Writes with backpressure, so a slow reader slows the stream as a real provider's would. */
   write(s: string): Promise<boolean> {
     if (this.gone) return Promise.resolve(false);

@@ -17,6 +17,11 @@ export interface MockBehavior {
   tokenIntervalMs?: number;
   /** Delay before sending status and headers. */
   firstByteDelayMs?: number;
+  /**
+   * Hold the reply (before status and headers) until this settles: a test keeps the requests
+   * that got through in flight until it has seen what happened to the others, whatever the load.
+   */
+  holdUntil?: Promise<unknown>;
   /** Stream forever (every `tokenIntervalMs`, 10 ms when unset); a non-stream reply sends headers and hangs. */
   neverEnd?: boolean;
   /** Stream: send an event whose data is not JSON (`data: {not json`), then end. */

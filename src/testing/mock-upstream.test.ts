@@ -300,6 +300,29 @@ describe("failure behaviors", () => {
     expect(closedAt - mock.requests[0].receivedAt).toBeLessThan(500);
   });
 
+  it("holds replies until told, and notices a client that leaves while held", async () => {
+    let release!: () => void;
+    mock.setBehavior({ holdUntil: new Promise<void>((r) => (release = r)), outputTokens: 3 });
+    let answered = false;
+    const held = openai.chat.completions.create({ model: "m", messages }).then((r) => ((answered = true), r));
+    const controller = new AbortController();
+    const leaving = openai.chat.completions
+      .create({ model: "m", messages: [{ role: "user", content: "leaving" }] }, { signal: controller.signal })
+      .catch((e: unknown) => e);
+    await mock.waitForRequests(2);
+    const left = mock.requests.find((r) => r.body.messages[0].content === "leaving")!;
+    const kept = mock.requests.find((r) => r !== left)!;
+    await new Promise((r) => setTimeout(r, 50));
+    expect(answered).toBe(false);
+    controller.abort();
+    expect(await leaving).toBeInstanceOf(OpenAI.APIUserAbortError);
+    await mock.waitForClose(left);
+    expect(left.closedAt).toBeDefined();
+    release();
+    expect((await held).usage?.completion_tokens).toBe(3);
+    expect(kept.finishedAt).toBeDefined();
+  });
+
   it("breaks the connection after N chunks", async () => {
     mock.setBehavior({ failAfterChunks: 3, outputTokens: 10 });
     const stream = anthropic.messages.stream({ model: "c", max_tokens: 50, messages: [{ role: "user", content: "x" }] });

@@ -224,6 +224,7 @@ export class MockUpstream {
     const b = ex.b;
 
     if (b.firstByteDelayMs && !(await ex.sleep(b.firstByteDelayMs))) return;
+    if (b.holdUntil && !(await ex.until(b.holdUntil))) return;
 
     const known = api !== undefined || route === "POST /v1/embeddings" || route === "GET /v1/models";
     if (!known) {
