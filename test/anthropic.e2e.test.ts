@@ -148,11 +148,14 @@ describe("anthropic messages: caps and cancellation", () => {
       }
     });
     await stream.done().catch(() => {});
-    const closedAt = await mock.waitForClose(mock.requests[0]!, 2_000);
+    const closedAt = await mock.waitForClose(mock.requests[0]!, 5_000);
     expect(mock.requests[0]!.closedAt).toBeDefined();
-    // streaming.e2e.test.ts holds the gateway to 100 ms from the socket closing; an SDK's abort
-    // adds its own fetch teardown, so this bound is looser.
-    expect(closedAt - abortedAt).toBeLessThan(250);
+    // streaming.e2e.test.ts holds the gateway to the SPEC's 100 ms (median of five, from the
+    // socket closing). This one sample crosses three processes through a path still cold in
+    // each (the first SDK abort, the gateway's first client disconnect): 5-60 ms warm, but up to
+    // 570 ms on a machine at load 20. What it must catch is an abort that does not reach the
+    // provider, or reaches it only through a timer (this route's are 30 s and more): 1 s does.
+    expect(closedAt - abortedAt).toBeLessThan(1_000);
     const rec = await recordOf(response);
     expect(rec).toMatchObject({ ended: "client_disconnect", usage_source: "counted" });
     expect(rec.output_tokens).toBeGreaterThanOrEqual(5);
