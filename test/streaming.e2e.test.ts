@@ -39,6 +39,17 @@ function openStream(body: object = {}) {
   });
 }
 
+/** Reads the stream until it has carried `n` content deltas, then keeps draining it. */
+function deltas(res: import("node:http").IncomingMessage, n: number): Promise<void> {
+  return new Promise((resolve) => {
+    let seen = 0;
+    res.setEncoding("utf8").on("data", (d: string) => {
+      seen += d.split('"content":"').length - 1;
+      if (seen >= n) resolve();
+    });
+  });
+}
+
 const client = () => new OpenAI({ baseURL: `${gw.url}/chat/v1`, apiKey: "tg_stream", maxRetries: 0 });
 
 describe("streaming: cancellation", () => {
@@ -51,8 +62,9 @@ describe("streaming: cancellation", () => {
       mock.reset();
       mock.setBehavior({ outputTokens: 500, ignoreMaxTokens: true, tokenIntervalMs: 20 });
       const { res, destroy, requestId } = await openStream();
-      res.resume();
-      await new Promise((r) => setTimeout(r, 300));
+      // Cut once the client has had five tokens (they were metered before they were sent), so the
+      // charge below does not depend on how fast a loaded machine streams.
+      await deltas(res, 5);
       const gone = destroy();
       const upstream = mock.requests[0]!;
       const closedAt = await mock.waitForClose(upstream, 2_000);
@@ -96,27 +108,31 @@ describe("streaming: cancellation", () => {
     const err = await (async () => {
       for await (const _ of stream);
     })().catch((e) => e);
-    const elapsed = performance.now() - started;
-    expect(elapsed).toBeGreaterThan(1_800);
-    expect(elapsed).toBeLessThan(3_000);
+    expect(performance.now() - started).toBeGreaterThan(1_800);
     expect(err?.message ?? "").toMatch(/wall-clock/);
-    await mock.waitForClose(mock.requests[0]!, 1_000);
+    await mock.waitForClose(mock.requests[0]!, 5_000);
+    expect(mock.requests[0]!.closedAt).toBeDefined();
     const rec = await gw.recordFor(response.headers.get("x-tollgate-request-id"));
     expect(rec.ended).toBe("timeout");
+    // Cut at the 2 s cap, not at some later timer: the gateway's own duration, which a loaded
+    // machine's scheduling of this test process (client, mock) does not stretch.
+    expect(rec.duration_ms).toBeLessThan(3_000);
   });
 
   it("cuts a stalled upstream at idle_timeout, long before the total deadline", async () => {
     mock.setBehavior({ outputTokens: 5, tokenIntervalMs: 1_500 });
-    const started = performance.now();
     const r = await fetch(`${gw.url}/chat/v1/chat/completions`, {
       method: "POST",
       headers: { authorization: "Bearer tg_stream", "content-type": "application/json" },
       body: JSON.stringify({ messages: [{ role: "user", content: "x" }], stream: true }),
     });
-    await r.text();
-    expect(performance.now() - started).toBeLessThan(1_900);
+    // Before any output the caller gets a proper error, which names the timer that fired: the
+    // silence, not the 2 s wall clock (a client-side stopwatch read 2.1 s on a loaded machine).
+    expect(r.status).toBe(504);
+    expect(JSON.parse(await r.text()).error).toMatchObject({ code: "upstream_timeout", message: expect.stringMatching(/went silent for longer than idle_timeout/) });
     const rec = await gw.recordFor(r.headers.get("x-tollgate-request-id"));
     expect(rec.ended).toBe("timeout");
+    expect(rec.duration_ms).toBeLessThan(1_900);
   });
 
   it("aborts a non-streamed call at the wall-clock cap with 504, and when its client leaves", async () => {
@@ -124,18 +140,27 @@ describe("streaming: cancellation", () => {
     const err = await client().chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "x" }] }).catch((e) => e);
     expect(err.status).toBe(504);
     expect(err.code).toBe("upstream_timeout");
-    await mock.waitForClose(mock.requests[0]!, 1_000);
+    await mock.waitForClose(mock.requests[0]!, 5_000);
+    expect(mock.requests[0]!.closedAt).toBeDefined();
 
-    mock.reset();
-    mock.setBehavior({ outputTokens: 20, tokenIntervalMs: 200 });
-    const ac = new AbortController();
-    const pending = client().chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "x" }] }, { signal: ac.signal }).catch((e) => e);
-    await mock.waitForRequests(1);
-    const gone = performance.now();
-    ac.abort();
-    await pending;
-    const closedAt = await mock.waitForClose(mock.requests[0]!, 1_000);
-    expect(closedAt - gone).toBeLessThan(100);
+    // Five clients leave; as for streams, the median is held to 100 ms (one sample can be delayed
+    // by a loaded machine; the first is also the first non-streamed abort in each process).
+    const latencies: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      mock.reset();
+      mock.setBehavior({ outputTokens: 20, tokenIntervalMs: 200 });
+      const ac = new AbortController();
+      const pending = client().chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "x" }] }, { signal: ac.signal }).catch((e) => e);
+      await mock.waitForRequests(1, 10_000);
+      const gone = performance.now();
+      ac.abort();
+      await pending;
+      const closedAt = await mock.waitForClose(mock.requests[0]!, 5_000);
+      expect(mock.requests[0]!.closedAt).toBeDefined();
+      latencies.push(closedAt - gone);
+    }
+    latencies.sort((a, b) => a - b);
+    expect(latencies[2]).toBeLessThan(100);
   });
 
   it("charges the full reserved output of a reasoning model whose stream was cut", async () => {
@@ -199,7 +224,9 @@ describe("streaming: failures and backpressure", () => {
       let peak = 0;
       const watch = setInterval(() => (peak = Math.max(peak, rss())), 50);
       // The stalled client is cut after idle_timeout once the buffers are full, and upstream is released.
-      await mock.waitForClose(mock.requests[0]!, 8_000);
+      // Waits on the event, not a stopwatch: filling the socket buffers is CPU work in this
+      // process (the mock) and the gateway's, which takes several times longer on a loaded machine.
+      await mock.waitForClose(mock.requests[0]!, 30_000);
       clearInterval(watch);
       const sent = mock.requests[0]!.chunksSent;
       console.log(`slow reader: upstream sent ${sent} of 2000000 chunks; gateway RSS grew ${((peak - before) / 1e6).toFixed(1)} MB`);
@@ -211,5 +238,5 @@ describe("streaming: failures and backpressure", () => {
     } finally {
       await big.stop();
     }
-  });
+  }, 60_000);
 });
