@@ -16,33 +16,50 @@ export const LIFETIME_MS = 100 * 365 * 86_400_000;
 
 const SET = " (set by the operator)";
 
+const planLabels = new Map<string, { daily: string; monthly: string }>();
+
+/** "the free plan's daily budget", built once per plan name. */
+function planLabel(plan: string, period: "daily" | "monthly"): string {
+  let labels = planLabels.get(plan);
+  if (labels === undefined) {
+    // Plan names are the config's (a caller's plan must be one to get this far), but stay bounded.
+    if (planLabels.size >= 1_000) planLabels.clear();
+    planLabels.set(plan, (labels = { daily: `the ${plan} plan's daily budget`, monthly: `the ${plan} plan's monthly budget` }));
+  }
+  return labels[period];
+}
+
 /** The spend from which a budget is under pressure, in whole micro-dollars so the comparison stays integer. */
 function softAt(max: Micros, soft: number | undefined): Micros | undefined {
   return soft === undefined ? undefined : Math.ceil(max * soft);
 }
 
-function calendar(out: HeldCounter[], now: number, amount: Micros, tz: string) {
-  return (max: Micros | undefined, unit: "day" | "month", key: string, label: string, soft: number | undefined) => {
-    if (max === undefined) return;
-    const p = periodOf(unit, now, tz);
-    out.push({ key: `${key}:${p.key}`, max, amount, windowMs: PERIOD_WINDOW_MS, unit: "usd", label, resetsAt: p.resetsAt, timezone: tz, startsAt: p.startsAt, period: unit === "day" ? "daily" : "monthly", softAt: softAt(max, soft) });
-  };
+/**
+ * Adds a calendar budget. Callers build its key and label only when it has a cap: budget counters
+ * are built twice per request, and most levels have none.
+ */
+function calendar(out: HeldCounter[], now: number, amount: Micros, tz: string, max: Micros, unit: "day" | "month", key: string, label: string, soft: number | undefined): void {
+  const p = periodOf(unit, now, tz);
+  out.push({ key: `${key}:${p.key}`, max, amount, windowMs: PERIOD_WINDOW_MS, unit: "usd", label, resetsAt: p.resetsAt, timezone: tz, startsAt: p.startsAt, period: unit === "day" ? "daily" : "monthly", softAt: softAt(max, soft) });
 }
 
 /** A caller's per-user budgets: its plan's, or the operator's override. `who` is `u:USER` or `ip:GROUP`. */
 export function userBudgets(out: HeldCounter[], config: ResolvedConfig, planName: string, who: string, override: BudgetOverride | undefined, now: number, amount: Micros): void {
   const plan = config.plans[planName];
-  const add = calendar(out, now, amount, plan?.timezone ?? config.timezone);
-  add(override?.daily ?? plan?.budget.daily, "day", `bud:d:${who}`, override?.daily !== undefined ? "this caller's daily budget (set by the operator)" : `the ${planName} plan's daily budget`, plan?.budget.soft);
-  add(override?.monthly ?? plan?.budget.monthly, "month", `bud:m:${who}`, override?.monthly !== undefined ? "this caller's monthly budget (set by the operator)" : `the ${planName} plan's monthly budget`, plan?.budget.soft);
+  const tz = plan?.timezone ?? config.timezone;
+  const daily = override?.daily ?? plan?.budget.daily;
+  if (daily !== undefined) calendar(out, now, amount, tz, daily, "day", `bud:d:${who}`, override?.daily !== undefined ? "this caller's daily budget (set by the operator)" : planLabel(planName, "daily"), plan?.budget.soft);
+  const monthly = override?.monthly ?? plan?.budget.monthly;
+  if (monthly !== undefined) calendar(out, now, amount, tz, monthly, "month", `bud:m:${who}`, override?.monthly !== undefined ? "this caller's monthly budget (set by the operator)" : planLabel(planName, "monthly"), plan?.budget.soft);
 }
 
 export function orgBudgets(out: HeldCounter[], config: ResolvedConfig, name: string, override: BudgetOverride | undefined, now: number, amount: Micros): void {
   const org = config.orgs[name];
   if (!org) return;
-  const add = calendar(out, now, amount, org.timezone);
-  add(override?.daily ?? org.budget.daily, "day", `bud:o:d:${name}`, `org ${name}'s daily budget${override?.daily !== undefined ? SET : ""}`, org.budget.soft);
-  add(override?.monthly ?? org.budget.monthly, "month", `bud:o:m:${name}`, `org ${name}'s monthly budget${override?.monthly !== undefined ? SET : ""}`, org.budget.soft);
+  const daily = override?.daily ?? org.budget.daily;
+  if (daily !== undefined) calendar(out, now, amount, org.timezone, daily, "day", `bud:o:d:${name}`, `org ${name}'s daily budget${override?.daily !== undefined ? SET : ""}`, org.budget.soft);
+  const monthly = override?.monthly ?? org.budget.monthly;
+  if (monthly !== undefined) calendar(out, now, amount, org.timezone, monthly, "month", `bud:o:m:${name}`, `org ${name}'s monthly budget${override?.monthly !== undefined ? SET : ""}`, org.budget.soft);
 }
 
 export function keyBudgets(
@@ -55,9 +72,10 @@ export function keyBudgets(
 ): void {
   const tz = (key.org !== undefined ? config.orgs[key.org]?.timezone : undefined) ?? config.plans[key.plan]?.timezone ?? config.timezone;
   const soft = key.budget?.soft;
-  const add = calendar(out, now, amount, tz);
-  add(override?.daily ?? key.budget?.daily, "day", `bud:k:d:${key.id}`, `this key's daily budget${override?.daily !== undefined ? SET : ""}`, soft);
-  add(override?.monthly ?? key.budget?.monthly, "month", `bud:k:m:${key.id}`, `this key's monthly budget${override?.monthly !== undefined ? SET : ""}`, soft);
+  const daily = override?.daily ?? key.budget?.daily;
+  if (daily !== undefined) calendar(out, now, amount, tz, daily, "day", `bud:k:d:${key.id}`, `this key's daily budget${override?.daily !== undefined ? SET : ""}`, soft);
+  const monthly = override?.monthly ?? key.budget?.monthly;
+  if (monthly !== undefined) calendar(out, now, amount, tz, monthly, "month", `bud:k:m:${key.id}`, `this key's monthly budget${override?.monthly !== undefined ? SET : ""}`, soft);
   const max = override?.total ?? key.budget?.total;
   if (max === undefined) return;
   // A lifetime: one counter that never changes its key, over a window no key outlives.
@@ -66,7 +84,6 @@ export function keyBudgets(
 
 export function gatewayBudgets(out: HeldCounter[], config: ResolvedConfig, now: number, amount: Micros): void {
   const gw = config.budget;
-  const add = calendar(out, now, amount, config.timezone);
-  add(gw.daily, "day", "bud:gw:d", "the gateway's daily budget", gw.soft);
-  add(gw.monthly, "month", "bud:gw:m", "the gateway's monthly budget", gw.soft);
+  if (gw.daily !== undefined) calendar(out, now, amount, config.timezone, gw.daily, "day", "bud:gw:d", "the gateway's daily budget", gw.soft);
+  if (gw.monthly !== undefined) calendar(out, now, amount, config.timezone, gw.monthly, "month", "bud:gw:m", "the gateway's monthly budget", gw.soft);
 }

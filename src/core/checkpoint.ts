@@ -20,7 +20,7 @@ export function budgetActuals(counters: HeldCounter[], cost: Micros, tokens: num
  * What the admission reservations settle at: the request happened; tool calls are the ones the
  * model made; a concurrency slot is given back.
  */
-export function admissionActuals(counters: HeldCounter[], toolCalls: number): number[] {
+export function admissionActuals(counters: readonly HeldCounter[], toolCalls: number): number[] {
   return counters.map((c) => (c.unit === "tool_calls" ? toolCalls : c.unit === "concurrent" ? 0 : c.amount));
 }
 

@@ -4,6 +4,7 @@ import type { Counter } from "./store.js";
 import type { Credentials, Identity } from "./identity.js";
 import type { Micros } from "./money.js";
 import type { CallerPolicy } from "./policy.js";
+import type { CallerWindows } from "./gates/request-windows.js";
 import { emptyUsageRecord, type UsageRecord } from "./usage-record.js";
 
 /** What a caller's transport layer knows before any gate runs. */
@@ -69,7 +70,9 @@ export class Exchange {
   /** Library mode: the request this model call belongs to, and how many calls it made. */
   parent?: Exchange;
   children = 0;
-  quota?: { id: string; counters: HeldCounter[] };
+  quota?: { id: string; counters: readonly HeldCounter[] };
+  /** Gate 3's request windows for this caller (asked for before and after the body): shared, read-only. */
+  windows?: CallerWindows;
   /** Gate 3 only checked before the body arrived; its reservation is taken once the body is in. */
   quotaDeferred = false;
   /** The runs-per-window slot a run's first step took. */

@@ -124,7 +124,7 @@ export interface Store {
    * `retryAfterMs` on a refusal is when enough buckets (and in-flight entries, taken as if
    * settled) leave the window: it may be up to one bucket late, never early.
    */
-  reserve(id: string, counters: Counter[], leaseMs: number): Promise<ReserveResult>;
+  reserve(id: string, counters: readonly Counter[], leaseMs: number): Promise<ReserveResult>;
   /**
    * Replaces the reserved amounts with the actual ones (same order as reserve) and ends the lease:
    * each actual amount goes into the bucket of the reservation's time. Idempotent. Still counts
@@ -145,7 +145,7 @@ export interface Store {
   /** Drops a reservation entirely (the request was refused or never ran). */
   release(id: string): Promise<void>;
   /** Current totals of counters, without reserving. */
-  peek(counters: Pick<Counter, "key" | "windowMs">[]): Promise<number[]>;
+  peek(counters: readonly Pick<Counter, "key" | "windowMs">[]): Promise<number[]>;
   /**
    * Like peek, with each total's share still held by unsettled reservations (requests in flight)
    * apart from the settled rest, so a caller can be told what is spent and what is only reserved.

@@ -6,6 +6,8 @@ import type { Checkpoint, Counter, CounterDetail, ReserveResult, Store, StoredKe
 /** One counter's share of a reservation that is not settled yet. */
 interface Live {
   key: string;
+  /** Its counter, so settling needs no lookup; one the sweep dropped meanwhile is `gone`. */
+  state: CounterState;
   ts: number;
   amount: number;
   leaseUntil: number;
@@ -32,6 +34,8 @@ interface CounterState {
   held: number;
   /** No bucket leaves and no live entry stops counting before this instant (a lower bound). */
   pruneAt: number;
+  /** Dropped by the sweep (nothing counted in it): an entry that still names it settles into a fresh one. */
+  gone: boolean;
 }
 
 interface Reservation {
@@ -60,6 +64,10 @@ class Sweeper<K, V> {
   ) {}
 
   step(now: number): void {
+    if (this.map.size === 0) {
+      this.cursor = undefined;
+      return;
+    }
     for (let i = 0; i < SWEEP_STEP; i++) {
       this.cursor ??= this.map.entries();
       const next = this.cursor.next();
@@ -94,7 +102,7 @@ export class MemoryStore implements Store {
   constructor(private readonly now: () => number = Date.now) {
     this.outbox = new MemoryOutbox(now);
     this.sweepers = [
-      new Sweeper(this.counters, (c, now) => (prune(c, now), c.live.length === 0 && c.buckets.size === 0)),
+      new Sweeper(this.counters, (c, now) => (prune(c, now), (c.gone = c.live.length === 0 && c.buckets.size === 0))),
       new Sweeper(this.reservations, (r, now) => r.dropAt <= now),
       new Sweeper(this.scores, (s, now) => now - s.ts >= SCORE_FORGET_HALF_LIVES * s.halfLifeMs),
       new Sweeper(this.sets, (set, now) => (forgetExpired(set, now), set.size === 0)),
@@ -104,7 +112,8 @@ export class MemoryStore implements Store {
   async reserve(id: string, counters: Counter[], leaseMs: number): Promise<ReserveResult> {
     const now = this.tick();
     const n = counters.length;
-    const states: CounterState[] = new Array(n);
+    // Reused: nothing below yields until the reservation is taken or refused.
+    const states = scratch;
     const totals: number[] = new Array(n);
     for (let i = 0; i < n; i++) {
       const c = counters[i]!;
@@ -114,6 +123,7 @@ export class MemoryStore implements Store {
       if (used + c.amount > c.max) {
         const fits = c.amount <= c.max;
         const retry = fits ? retryAfter(leaving(state, bucketWidth(c.windowMs, c.max)), used + c.amount - c.max, now) : undefined;
+        states.length = 0;
         return { ok: false, index: i, used, retryAfterMs: retry };
       }
     }
@@ -122,11 +132,12 @@ export class MemoryStore implements Store {
     let dropAt = now;
     for (let i = 0; i < n; i++) {
       const c = counters[i]!;
-      const entry: Live = { key: c.key, ts: now, amount: c.amount, leaseUntil, windowMs: c.windowMs, width: bucketWidth(c.windowMs, c.max) };
+      const entry: Live = { key: c.key, state: states[i]!, ts: now, amount: c.amount, leaseUntil, windowMs: c.windowMs, width: bucketWidth(c.windowMs, c.max) };
       list(states[i]!, entry);
       entries[i] = entry;
       dropAt = Math.max(dropAt, bucketGoneAt(now, entry.width, entry.windowMs));
     }
+    states.length = 0;
     // A reused id takes over the name; the older entries keep counting until their lease ends.
     this.reservations.set(id, { entries, dropAt });
     return { ok: true, totals };
@@ -142,7 +153,7 @@ export class MemoryStore implements Store {
     const entries = r.entries;
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i]!;
-      const state = this.counter(e.key);
+      const state = e.state.gone ? this.counter(e.key) : e.state;
       unlist(state, e);
       // A bucket already gone but not pruned yet must not take this amount and count again.
       prune(state, now);
@@ -168,10 +179,7 @@ export class MemoryStore implements Store {
     if (!r) return;
     this.reservations.delete(id);
     this.checkpoints.delete(id);
-    for (const e of r.entries) {
-      const state = this.counters.get(e.key);
-      if (state) unlist(state, e);
-    }
+    for (const e of r.entries) if (!e.state.gone) unlist(e.state, e);
   }
 
   async checkpoint(cp: Checkpoint): Promise<void> {
@@ -294,10 +302,13 @@ export class MemoryStore implements Store {
 
   private counter(key: string): CounterState {
     let state = this.counters.get(key);
-    if (!state) this.counters.set(key, (state = { buckets: new Map(), live: [], settled: 0, held: 0, pruneAt: Infinity }));
+    if (!state) this.counters.set(key, (state = { buckets: new Map(), live: [], settled: 0, held: 0, pruneAt: Infinity, gone: false }));
     return state;
   }
 }
+
+/** reserve()'s counters, looked up before any is taken (one array for every call). */
+const scratch: CounterState[] = [];
 
 /**
  * Forgets buckets that left their window and reservations that no longer count (lapsed or too

@@ -31,11 +31,10 @@ export const budget: Gate = async function budget(ex, env) {
   ex.estimate = estimate;
   ex.record.estimated_cost_usd = estimate / 1e6;
 
-  const counters = [
-    ...budgetCounters(ex, env, estimate),
-    ...windowCounters(ex, inputTokens + outputTokens, inspection.attachments.length, estimate),
-    ...runBudgetCounter(ex, estimate),
-  ].filter((c) => c.amount > 0 || c.unit === "usd");
+  // Every budget (usd), and the windows this call adds something to.
+  const counters = budgetCounters(ex, env, estimate);
+  windowCounters(counters, ex, inputTokens + outputTokens, inspection.attachments.length, estimate);
+  if (ex.route.runs?.maxUsd !== undefined) counters.push(...runBudgetCounter(ex, estimate));
   if (!counters.length) return;
   const id = `${ex.id}:b`;
   const result = await env.store.reserve(id, counters, leaseMs(ex));
@@ -53,9 +52,8 @@ export const budget: Gate = async function budget(ex, env) {
   }
   env.recent.note(counters, result.totals);
   ex.budget = { id, counters, totals: result.totals };
-  const remaining = counters
-    .map((c, i) => (c.unit === "usd" ? c.max - result.totals[i]! : Infinity))
-    .reduce((a, b) => Math.min(a, b), Infinity);
+  let remaining = Infinity;
+  for (let i = 0; i < counters.length; i++) if (counters[i]!.unit === "usd") remaining = Math.min(remaining, counters[i]!.max - result.totals[i]!);
   if (remaining !== Infinity) ex.headers["x-tollgate-budget-remaining"] = formatUsd(Math.max(0, remaining));
 };
 
@@ -98,14 +96,13 @@ export function pastSoft(counters: HeldCounter[], totals: Micros[]): boolean {
   return counters.some((c, i) => c.softAt !== undefined && totals[i]! >= c.softAt);
 }
 
-/** The route's usd, tokens and files windows. */
-function windowCounters(ex: Exchange, tokens: number, files: number, usd: Micros): HeldCounter[] {
-  return ex.route.limits
-    .filter((l) => (l.unit === "usd" || l.unit === "tokens" || l.unit === "files") && appliesTo(l, ex))
-    .map((l) => {
-      const amount = l.unit === "usd" ? usd : l.unit === "tokens" ? tokens : files;
-      return { key: limitKey(l, ex), max: l.max, amount, windowMs: l.windowMs, unit: l.unit, label: limitLabel(l), limitId: l.id };
-    });
+/** Adds the route's usd windows, and its tokens and files windows this call adds something to. */
+function windowCounters(out: HeldCounter[], ex: Exchange, tokens: number, files: number, usd: Micros): void {
+  for (const l of ex.route.limits) {
+    if ((l.unit !== "usd" && l.unit !== "tokens" && l.unit !== "files") || !appliesTo(l, ex)) continue;
+    const amount = l.unit === "usd" ? usd : l.unit === "tokens" ? tokens : files;
+    if (amount > 0 || l.unit === "usd") out.push({ key: limitKey(l, ex), max: l.max, amount, windowMs: l.windowMs, unit: l.unit, label: limitLabel(l), limitId: l.id });
+  }
 }
 
 export function budgetRefusal(c: HeldCounter, used: Micros, estimate: Micros, now: number, retryAfterMs?: number): TollgateError {

@@ -6,40 +6,11 @@ import { fireSignal } from "./abuse.js";
 import { budgetTotalsSeen } from "../alerts.js";
 import { budgetCounters, budgetRefusal, cheapestCall, pastSoft } from "./budget.js";
 import { checkRunAge, runLimit, startRunIfNew, stepCounters } from "./runs.js";
-import { limitKey, limitLabel, limitsFor, limitWindowMs } from "./scope.js";
+import { rateLimitState, requestWindows } from "./request-windows.js";
 
 /** Riding a window to within 10% of its limit is a signal; tiny limits fill up innocently. */
 const BURST_SHARE = 0.9;
 const BURST_MIN_LIMIT = 5;
-
-/**
- * The request-window, in-flight and run-step counters one call takes at gate 3. An in-flight slot
- * is a reservation that is never kept: it counts while its lease runs and settles to 0 when the
- * request ends, so a crashed process's slots come back when their leases run out.
- */
-function windowCounters(ex: Exchange): { limits: HeldCounter[]; steps: HeldCounter[] } {
-  return { limits: requestWindows(ex), steps: stepCounters(ex) };
-}
-
-/** The gateway asks for a request's windows twice (before and after its body): built once. */
-const windowsOf = new WeakMap<Exchange, HeldCounter[]>();
-
-/** The route's request and in-flight windows that apply to this caller; they depend only on its identity and route. */
-function requestWindows(ex: Exchange): HeldCounter[] {
-  let limits = windowsOf.get(ex);
-  if (limits) return limits;
-  limits = [...limitsFor(ex, "requests"), ...limitsFor(ex, "concurrent")].map((l) => ({
-    key: limitKey(l, ex),
-    max: l.max,
-    amount: 1,
-    windowMs: limitWindowMs(l, ex),
-    unit: l.unit as "requests" | "concurrent",
-    label: limitLabel(l),
-    limitId: l.id,
-  }));
-  windowsOf.set(ex, limits);
-  return limits;
-}
 
 /**
  * Gate 3: request-count windows and the run's step counters, reserved. Also a cheap "budget
@@ -47,8 +18,10 @@ function requestWindows(ex: Exchange): HeldCounter[] {
  * once it is, gate 6 reserves the budget anyway.
  */
 export const quota: Gate = async function quota(ex, env) {
-  const { limits, steps } = windowCounters(ex);
-  const counters = [...limits, ...steps];
+  const windows = requestWindows(ex);
+  const limits = windows.counters;
+  const steps = stepCounters(ex);
+  const counters = steps.length ? [...limits, ...steps] : limits;
 
   // The spent-budget check reserves nothing, so it runs alongside the window reservation: one
   // store round trip on the admission path instead of two.
@@ -65,7 +38,10 @@ export const quota: Gate = async function quota(ex, env) {
     }
     env.recent.note(counters, result.totals);
     ex.quota = { id, counters };
-    if (limits.length) rateLimitHeaders(ex.headers, limits, result.totals);
+    if (windows.policy) {
+      ex.headers["ratelimit-policy"] = windows.policy;
+      ex.headers["ratelimit"] = rateLimitState(windows, result.totals);
+    }
     if (limits.some((c, i) => c.unit === "requests" && c.max >= BURST_MIN_LIMIT && result.totals[i]! >= BURST_SHARE * c.max)) await fireSignal(ex, env, "burst_under_limit");
     if (steps.length) {
       const step = result.totals[limits.length]!;
@@ -94,8 +70,9 @@ export const quota: Gate = async function quota(ex, env) {
  * taken by `quota` once the body is in (`ex.quotaDeferred`). One store round trip, a peek.
  */
 export const quotaPeek: Gate = async function quotaPeek(ex, env) {
-  const { limits, steps } = windowCounters(ex);
-  const counters = [...limits, ...steps.filter((c) => c.unit !== "runs")];
+  const limits = requestWindows(ex).counters;
+  const steps = stepCounters(ex).filter((c) => c.unit !== "runs");
+  const counters = steps.length ? [...limits, ...steps] : limits;
   const spent = budgetCounters(ex, env, 0).filter((c) => c.unit === "usd");
   ex.quotaDeferred = true;
   if (!counters.length && !spent.length) return;
@@ -126,7 +103,7 @@ export const quotaPeek: Gate = async function quotaPeek(ex, env) {
  * too; at or above it, only the store can say whether the caller is under pressure (a model
  * downgrade, an alert), so the check asks it.
  */
-function hasRoom(counters: HeldCounter[], spent: HeldCounter[], totals: number[]): boolean {
+function hasRoom(counters: readonly HeldCounter[], spent: HeldCounter[], totals: number[]): boolean {
   return (
     counters.every((c, i) => totals[i]! + c.amount <= c.max) &&
     spent.every((c, i) => totals[counters.length + i]! < Math.min(c.max, c.softAt ?? Infinity))
@@ -134,7 +111,7 @@ function hasRoom(counters: HeldCounter[], spent: HeldCounter[], totals: number[]
 }
 
 /** The refusal for a window reservation that did not fit, with RateLimit headers naming it. */
-function windowRefusal(ex: Exchange, counters: HeldCounter[], result: Extract<ReserveResult, { ok: false }>): TollgateError {
+function windowRefusal(ex: Exchange, counters: readonly HeldCounter[], result: Extract<ReserveResult, { ok: false }>): TollgateError {
   const c = counters[result.index]!;
   if (c.unit === "steps" || c.unit === "tool_calls") return runLimit(`this run has reached ${c.label}`);
   // An in-flight slot frees when some request ends, which no store can foresee: try again soon.
@@ -145,7 +122,7 @@ function windowRefusal(ex: Exchange, counters: HeldCounter[], result: Extract<Re
 }
 
 /** IETF RateLimit-Policy / RateLimit (draft-ietf-httpapi-ratelimit-headers), for request windows. */
-function rateLimitHeaders(headers: Record<string, string>, counters: HeldCounter[], totals: number[]): void {
+function rateLimitHeaders(headers: Record<string, string>, counters: readonly HeldCounter[], totals: number[]): void {
   const policy: string[] = [];
   const state: string[] = [];
   counters.forEach((c, i) => {
