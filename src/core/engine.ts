@@ -283,7 +283,10 @@ export class Engine {
     // A served request is never thrown away: whatever fails while settling, the record is written.
     // Nothing held (no limits, no budget): nothing to wait for.
     if (ex.budget || ex.quota || ex.runStart) {
-      await Promise.all([this.settleBudget(ex, charge, meter), this.settleAdmission(ex, meter.toolCalls).catch((err) => this.settleFailed(ex, "quota", err, "settling a served request's quota failed; its lease expires on its own"))]);
+      const budget = ex.budget && this.settleBudget(ex, charge, meter);
+      const admission =
+        (ex.quota || ex.runStart) && this.settleAdmission(ex, meter.toolCalls).catch((err) => this.settleFailed(ex, "quota", err, "settling a served request's quota failed; its lease expires on its own"));
+      await (budget && admission ? Promise.all([budget, admission]) : (budget ?? admission));
     }
     if (charge.generated) await afterSettle(ex, this.env).catch((err) => this.warn({ request_id: ex.id, reason: reasonOf(err) }, "checking a settled request's budgets for alerts failed"));
     try {
@@ -294,21 +297,27 @@ export class Engine {
     return rec;
   }
 
-  /** Commits the charge against the budget; when the store refuses it, the reservation is charged. */
-  private async settleBudget(ex: Exchange, charge: Charge, meter: Meter): Promise<void> {
-    const budget = ex.budget;
-    if (!budget) return;
+  /**
+   * Commits the charge against the budget; when the store refuses it, the reservation is charged.
+   * The store's own promise, not an async function's: the settle path is on every request.
+   */
+  private settleBudget(ex: Exchange, charge: Charge, meter: Meter): Promise<void> {
+    const budget = ex.budget!;
     if (!charge.generated) return this.store.release(budget.id).catch((err) => this.settleFailed(ex, "budget", err, "releasing a failed call's reservation failed; its lease expires on its own"));
     const tokens = charge.inputTokens + charge.outputTokens;
+    let settled: Promise<void>;
     try {
-      await this.store.settle(budget.id, budgetActuals(budget.counters, charge.cost, tokens));
+      settled = this.store.settle(budget.id, budgetActuals(budget.counters, charge.cost, tokens));
     } catch (err) {
+      settled = Promise.reject(err);
+    }
+    return settled.catch((err: unknown) => {
       this.settleFailed(ex, "budget", err, "settling a served request failed; its reservation is charged");
       applyCharge(ex, reservation(ex, meter));
-      await this.store.settle(budget.id, budget.counters.map((c) => c.amount)).catch(() => {
+      return this.store.settle(budget.id, budget.counters.map((c) => c.amount)).catch(() => {
         // The lease expires and settles on its own; the record already says what was charged.
       });
-    }
+    });
   }
 
   private settleFailed(ex: Exchange, what: string, err: unknown, message: string): void {
@@ -317,10 +326,10 @@ export class Engine {
 
   /** Makes what gate 3 took permanent; the run's tool-call counter takes the calls the model made. */
   private async settleAdmission(ex: Exchange, toolCalls: number): Promise<void> {
-    await Promise.all([
-      ex.quota && this.store.settle(ex.quota.id, admissionActuals(ex.quota.counters, toolCalls)),
-      ex.runStart && this.store.settle(ex.runStart.id, admissionActuals(ex.runStart.counters, 0)),
-    ]);
+    const quota = ex.quota && this.store.settle(ex.quota.id, admissionActuals(ex.quota.counters, toolCalls));
+    const run = ex.runStart && this.store.settle(ex.runStart.id, admissionActuals(ex.runStart.counters, 0));
+    if (quota && run) await Promise.all([quota, run]);
+    else await (quota ?? run);
   }
 
   /** Records a refusal: gives back what earlier gates took and feeds the suspicion score. */

@@ -8,6 +8,8 @@ import { budgetCounters, budgetRefusal, cheapestCall, pastSoft } from "./budget.
 import { checkRunAge, runLimit, startRunIfNew, stepCounters } from "./runs.js";
 import { rateLimitState, requestWindows } from "./request-windows.js";
 
+const NO_COUNTERS: HeldCounter[] = [];
+
 /** Riding a window to within 10% of its limit is a signal; tiny limits fill up innocently. */
 const BURST_SHARE = 0.9;
 const BURST_MIN_LIMIT = 5;
@@ -25,7 +27,7 @@ export const quota: Gate = async function quota(ex, env) {
 
   // The spent-budget check reserves nothing, so it runs alongside the window reservation: one
   // store round trip on the admission path instead of two.
-  const spent = ex.quotaDeferred ? [] : budgetCounters(ex, env, 0).filter((c) => c.unit === "usd");
+  const spent = ex.quotaDeferred ? NO_COUNTERS : budgetCounters(ex, env, 0);
   const spentTotals = spent.length ? env.store.peek(spent) : undefined;
   spentTotals?.catch(() => {});
 
@@ -73,10 +75,11 @@ export const quotaPeek: Gate = async function quotaPeek(ex, env) {
   const limits = requestWindows(ex).counters;
   const steps = stepCounters(ex).filter((c) => c.unit !== "runs");
   const counters = steps.length ? [...limits, ...steps] : limits;
-  const spent = budgetCounters(ex, env, 0).filter((c) => c.unit === "usd");
+  // Budget counters are all usd: the ones a spent check reads.
+  const spent = budgetCounters(ex, env, 0);
   ex.quotaDeferred = true;
   if (!counters.length && !spent.length) return;
-  const all = [...counters, ...spent];
+  const all = spent.length ? [...counters, ...spent] : counters;
   // Plenty of room by this process's recent totals (an upper bound, see RecentTotals): no store trip.
   let totals = env.recent.totals(all);
   if (!totals || !hasRoom(counters, spent, totals)) {
@@ -93,8 +96,10 @@ export const quotaPeek: Gate = async function quotaPeek(ex, env) {
   }
   const full = spent.findIndex((c, i) => totals[counters.length + i]! >= c.max);
   if (full >= 0) throw budgetRefusal(spent[full]!, totals[counters.length + full]!, 0, env.now());
-  ex.budgetPressure = pastSoft(spent, totals.slice(counters.length));
-  budgetTotalsSeen(ex, env, spent, totals.slice(counters.length));
+  if (!spent.length) return;
+  const spentTotals = totals.slice(counters.length);
+  ex.budgetPressure = pastSoft(spent, spentTotals);
+  budgetTotalsSeen(ex, env, spent, spentTotals);
 };
 
 /**
