@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { ResolvedConfig } from "./config-types.js";
 import type { RequestFormat } from "./format.js";
+import type { JsonSource } from "./json-source.js";
 import type { Provider, UpstreamResult } from "./provider.js";
 import { StoreUnavailableError, type Store } from "./store.js";
 import { afterSettle, refusalAlert, type EngineEvents } from "./alerts.js";
@@ -219,8 +220,9 @@ export class Engine {
   }
 
   /** Gates 4-6 for a parsed body: normalise, model policy, budget reservation. */
-  async prepare(ex: Exchange, format: RequestFormat, body: unknown): Promise<void> {
+  async prepare(ex: Exchange, format: RequestFormat, body: unknown, source?: JsonSource): Promise<void> {
     ex.format = format;
+    ex.source = source;
     try {
       ex.inspection = format.inspect(body);
       ex.inspectedBody = body as Record<string, unknown>;
@@ -241,6 +243,7 @@ export class Engine {
       const result = await provider.call({
         format: ex.format!,
         body: ex.upstreamBody!,
+        patch: ex.source && ex.upstreamFields && { source: ex.source, fields: ex.upstreamFields },
         plan: ex.upstream!,
         stream: ex.inspection!.stream,
         signal,

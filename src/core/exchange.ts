@@ -1,5 +1,6 @@
 import type { EndpointName, ResolvedModel, ResolvedRoute } from "./config-types.js";
 import type { Inspection, RequestFormat, UpstreamPlan } from "./format.js";
+import type { JsonSource } from "./json-source.js";
 import type { Counter } from "./store.js";
 import type { Credentials, Identity } from "./identity.js";
 import type { Micros } from "./money.js";
@@ -63,6 +64,10 @@ export class Exchange {
   model?: ResolvedModel;
   upstream?: UpstreamPlan;
   upstreamBody?: Record<string, unknown>;
+  /** The body's bytes as the client sent them (the gateway), so the upstream body can patch them. */
+  source?: JsonSource;
+  /** What the format set in `upstreamBody` at its top level, when that is all it changed. */
+  upstreamFields?: Record<string, unknown>;
   estimatedInputTokens = 0;
   estimate: Micros = 0;
   /** Settled cost, the record's cost_usd in integer micro-dollars. */

@@ -119,6 +119,12 @@ export interface RequestFormat {
   inspect(body: unknown): Inspection;
   /** The body tollgate sends upstream: a new object from the validated one, with tollgate's model and caps. */
   rewrite(body: Record<string, unknown>, plan: UpstreamPlan, inspection: Inspection): Record<string, unknown>;
+  /**
+   * The top-level fields `rewrite` sets (model, the output cap, …), for a format whose upstream
+   * body is the client's with only those set: the provider can then send the client's bytes with
+   * these patched in (core/json-source.ts) instead of serialising the object again.
+   */
+  upstreamFields?(body: Record<string, unknown>, plan: UpstreamPlan, inspection: Inspection): Record<string, unknown>;
   readResponse(body: unknown): Reading;
   /** Reads one stream event; a format that needs to remember the stream keeps it in `tail.state`. */
   readEvent(event: SseEvent, inspection: Inspection, tail?: StreamTail): Reading;

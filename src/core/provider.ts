@@ -1,9 +1,15 @@
 import type { EndpointName } from "./config-types.js";
 import type { RequestFormat, SseEvent, UpstreamPlan } from "./format.js";
+import type { JsonSource } from "./json-source.js";
 
 export interface UpstreamCall {
   format: RequestFormat;
   body: Record<string, unknown>;
+  /**
+   * `body` is the client's bytes (`source`) with `fields` set at the top level: a provider that
+   * sends JSON may send those bytes patched (core/json-source.ts) instead of serialising `body`.
+   */
+  patch?: { source: JsonSource; fields: Record<string, unknown> };
   plan: UpstreamPlan;
   stream: boolean;
   /** Aborts on client disconnect, the wall-clock cap or a cap being reached. */

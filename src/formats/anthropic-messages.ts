@@ -80,8 +80,12 @@ export const anthropicMessages: RequestFormat = {
     };
   },
 
-  rewrite(body, plan) {
-    const out: Record<string, unknown> = { ...body, model: plan.model, max_tokens: plan.maxOutputTokens };
+  rewrite(body, plan, inspection) {
+    return { ...body, ...this.upstreamFields!(body, plan, inspection) };
+  },
+
+  upstreamFields(body, plan) {
+    const out: Record<string, unknown> = { model: plan.model, max_tokens: plan.maxOutputTokens };
     const thinking = body.thinking as { type?: unknown; budget_tokens?: unknown } | undefined;
     if (thinking?.type === "enabled" && typeof thinking.budget_tokens === "number") {
       // Anthropic counts thinking inside max_tokens and wants the budget strictly below it.

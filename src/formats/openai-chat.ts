@@ -85,12 +85,20 @@ export const openaiChat: RequestFormat = {
   },
 
   rewrite(body, plan, inspection) {
-    const out: Record<string, unknown> = { ...body, model: plan.model };
-    const sent = OUTPUT_FIELDS.filter((f) => inspection.outputTokens[f] !== undefined);
+    return { ...body, ...this.upstreamFields!(body, plan, inspection) };
+  },
+
+  upstreamFields(body, plan, inspection) {
+    const out: Record<string, unknown> = { model: plan.model };
+    let sent = false;
     // Keep the field the client used (providers differ in which they accept); with none, pick the
     // one the model family requires. Every field present carries the same clamped value.
-    if (sent.length === 0) out[plan.reasoning ? "max_completion_tokens" : "max_tokens"] = plan.maxOutputTokens;
-    for (const f of sent) out[f] = plan.maxOutputTokens;
+    for (const f of OUTPUT_FIELDS) {
+      if (inspection.outputTokens[f] === undefined) continue;
+      out[f] = plan.maxOutputTokens;
+      sent = true;
+    }
+    if (!sent) out[plan.reasoning ? "max_completion_tokens" : "max_tokens"] = plan.maxOutputTokens;
     if (inspection.stream) out.stream_options = { ...(body.stream_options as object | undefined), include_usage: true };
     return out;
   },

@@ -51,8 +51,12 @@ export const openaiEmbeddings: RequestFormat = {
     };
   },
 
-  rewrite(body, plan) {
-    return { ...body, model: plan.model };
+  rewrite(body, plan, inspection) {
+    return { ...body, ...this.upstreamFields!(body, plan, inspection) };
+  },
+
+  upstreamFields(_body, plan) {
+    return { model: plan.model };
   },
 
   readResponse(raw) {

@@ -94,8 +94,12 @@ export const openaiResponses: RequestFormat = {
     };
   },
 
-  rewrite(body, plan) {
-    return { ...body, model: plan.model, max_output_tokens: plan.maxOutputTokens };
+  rewrite(body, plan, inspection) {
+    return { ...body, ...this.upstreamFields!(body, plan, inspection) };
+  },
+
+  upstreamFields(_body, plan) {
+    return { model: plan.model, max_output_tokens: plan.maxOutputTokens };
   },
 
   readResponse(raw) {

@@ -1,6 +1,7 @@
 import { isUtf8 } from "node:buffer";
 import type { IncomingMessage } from "node:http";
 import { TollgateError } from "../core/errors.js";
+import type { JsonSource } from "../core/json-source.js";
 
 /** JSON nested deeper than this is refused before JSON.parse can recurse into it. */
 export const MAX_JSON_DEPTH = 64;
@@ -16,6 +17,8 @@ export function readBody(req: IncomingMessage, maxBytes: number, timeoutMs: numb
     req.resume();
     return Promise.reject(tooLarge(declared, maxBytes));
   }
+  const whole = bufferedBody(req, maxBytes);
+  if (whole !== undefined) return whole;
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -50,6 +53,23 @@ export function readBody(req: IncomingMessage, maxBytes: number, timeoutMs: numb
   });
 }
 
+/**
+ * The body when node's parser has already taken all of it (a body that came with its headers, the
+ * usual case): read from the stream's buffer at once, without the timer, the four listeners and the
+ * flowing-mode turns of reading it as it arrives.
+ */
+function bufferedBody(req: IncomingMessage, maxBytes: number): Promise<Buffer> | undefined {
+  if (!req.complete || req.readableFlowing !== null || req.readableDidRead) return undefined;
+  const size = req.readableLength;
+  if (size > maxBytes) {
+    req.resume();
+    return Promise.reject(tooLarge(size, maxBytes, true));
+  }
+  // read() of a paused stream hands over everything buffered, as one Buffer.
+  const chunk: Buffer | null = size === 0 ? null : req.read();
+  return Promise.resolve(chunk ?? Buffer.alloc(0));
+}
+
 function tooLarge(size: number, max: number, atLeast = false): TollgateError {
   return new TollgateError("input_too_large", `the request body is ${atLeast ? "over " : ""}${atLeast ? max : size} bytes; this gateway allows ${max} (max_body_bytes)`, {
     limit: "max_body_bytes",
@@ -63,11 +83,12 @@ function tooLarge(size: number, max: number, atLeast = false): TollgateError {
  * surrogate escape (`"\ud800"` is no character; providers reject or mangle it) and numbers JSON
  * cannot hold (`1e400` parses as Infinity and would be re-serialised as null).
  */
-export function parseJson(buf: Buffer): unknown {
+export function parseJson(buf: Buffer, source?: JsonSource): unknown {
   // toString would turn broken bytes into U+FFFD silently: what went upstream would not be what was sent.
   if (!isUtf8(buf)) throw new TollgateError("invalid_request", "the request body is not valid UTF-8");
   const text = buf.toString("utf8");
-  scanStructure(text);
+  if (source) source.text = text;
+  scanStructure(text, source);
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -86,9 +107,9 @@ interface Frame {
 /**
  * One pass over the text: nesting depth, duplicate object keys and lone surrogate escapes (valid
  * UTF-8 cannot hold a raw surrogate, so escapes are the only way in). Syntax errors are left to
- * JSON.parse.
+ * JSON.parse. With `source`, where each top-level key's value lies is noted on the way.
  */
-function scanStructure(text: string): void {
+function scanStructure(text: string, source?: JsonSource): void {
   const stack: Frame[] = [];
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
@@ -127,15 +148,22 @@ function scanStructure(text: string): void {
         if (top.keys.has(key)) throw new TollgateError("invalid_request", `the request body repeats the key "${key.slice(0, 64)}"`, { param: key.slice(0, 64) });
         top.keys.add(key);
         top.expectKey = false;
+        if (source && stack.length === 1) source.keys.push(key, i + 1);
       }
     } else if (c === 123 /* { */ || c === 91 /* [ */) {
       if (stack.length >= MAX_JSON_DEPTH) throw new TollgateError("invalid_request", `the request body nests deeper than ${MAX_JSON_DEPTH} levels`);
       stack.push(c === 123 ? { keys: new Set(), expectKey: true } : { expectKey: false });
     } else if (c === 125 /* } */ || c === 93 /* ] */) {
+      if (source && stack.length === 1 && c === 125 && stack[0]!.keys) {
+        // The last key's value ends here; an empty object has none.
+        if (source.keys.length % 3 === 2) source.keys.push(i);
+        source.end = i;
+      }
       stack.pop();
     } else if (c === 44 /* , */) {
       const top = stack[stack.length - 1];
       if (top?.keys) top.expectKey = true;
+      if (source && stack.length === 1 && top?.keys) source.keys.push(i);
     }
   }
 }

@@ -10,6 +10,7 @@ import { readCredential, type Credentials } from "../core/identity.js";
 import type { Meter } from "../core/metering/meter.js";
 import { anthropicErrorBody, openaiErrorBody } from "../formats/errors.js";
 import type { RequestFormat } from "../core/format.js";
+import type { JsonSource } from "../core/json-source.js";
 import type { UpstreamResult } from "../core/provider.js";
 import { StoreUnavailableError } from "../core/store.js";
 import type { Observability } from "../observability/index.js";
@@ -75,14 +76,15 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
 
   async function handle(req: IncomingMessage, res: Response): Promise<void> {
     const requestId = randomUUID();
-    res.setHeader("x-tollgate-request-id", requestId);
+    // sendJson writes it with the other headers in one writeHead; other writers get it set here.
+    res.requestId = requestId;
     const raw = req.url ?? "/";
     const q = raw.indexOf("?");
     const url = q < 0 ? raw : raw.slice(0, q);
     if (url === "/healthz" && req.method === "GET") return health(res);
-    if (url === "/metrics" && req.method === "GET") return admin.metrics(req, res);
-    if (url === "/admin" || url.startsWith("/admin/")) return admin.handle(req, res, url);
-    if (url === "/dashboard" || url.startsWith("/dashboard/")) return dashboard(req, res, url);
+    if (url === "/metrics" && req.method === "GET") return admin.metrics(req, res.withRequestId());
+    if (url === "/admin" || url.startsWith("/admin/")) return admin.handle(req, res.withRequestId(), url);
+    if (url === "/dashboard" || url.startsWith("/dashboard/")) return dashboard(req, res.withRequestId(), url);
     const match = matchRoute(routes, url);
     if (!match) return sendError(res, "openai", new TollgateError("not_found", `no route serves ${url}`));
     const { route, rest } = match;
@@ -114,14 +116,18 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
       // Nothing is reserved until the body is in: a stalled body must not hold a limit's slot.
       await engine.admit(ex, { bodyPending: true });
       let body: unknown;
+      let source: JsonSource;
       try {
-        body = parseJson(await readBody(req, cfg.server.maxBodyBytes, cfg.server.bodyTimeoutMs));
+        const bytes = await readBody(req, cfg.server.maxBodyBytes, cfg.server.bodyTimeoutMs);
+        // Kept beside the parsed body: the upstream body is these bytes with tollgate's fields patched in.
+        source = { bytes, text: "", keys: [], end: -1 };
+        body = parseJson(bytes, source);
       } catch (err) {
         const refusal = toTollgateError(err, undefined);
         await engine.refuse(ex, refusal);
         throw refusal;
       }
-      await engine.prepare(ex, format, body);
+      await engine.prepare(ex, format, body, source);
     } catch (err) {
       return sendError(res, format.api, refusal(err), ex);
     }
@@ -143,7 +149,7 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
         // The provider's bytes go out unchanged: nothing between the call and here alters the body.
         sendJson(res, 200, call.result.raw ?? call.result.body, ex.headers);
       } else {
-        const failed = await relayStream(res, call.result.events, { engine, ex, format, meter: call.meter, abort, stallMs: cfg.server.idleTimeoutMs });
+        const failed = await relayStream(res.withRequestId(), call.result.events, { engine, ex, format, meter: call.meter, abort, stallMs: cfg.server.idleTimeoutMs });
         if (failed) sendError(res, format.api, failed, ex);
       }
     } finally {
@@ -255,6 +261,13 @@ function matchRoute(routes: ResolvedRoute[], url: string): { route: ResolvedRout
  */
 class Response extends ServerResponse {
   abort: AbortController | undefined = undefined;
+  requestId = "";
+
+  /** For a writer other than sendJson, which sets its headers one by one. */
+  withRequestId(): this {
+    this.setHeader("x-tollgate-request-id", this.requestId);
+    return this;
+  }
 }
 
 const CLIENT_DISCONNECT = { tollgate: "client_disconnect" };
@@ -282,14 +295,16 @@ function credential(headers: IncomingHttpHeaders): Pick<Credentials, "token" | "
 /** One per process: bodies still arriving after their refusal share one sweep. */
 const discards = new BodyDiscard();
 
+/**
+ * The whole answer in one writeHead with a flat [name, value, …] list and one end: the response
+ * holds no header yet, so node formats the list directly, with no header object built, no name
+ * lowercased and no value checked twice.
+ */
 function sendJson(res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {
   const text = Buffer.isBuffer(body) ? body : JSON.stringify(body);
-  // Set one by one: the response already holds a header (the request id), so node would copy an
-  // object passed to writeHead header by header anyway; this spares building that object.
-  if (headers) for (const name in headers) res.setHeader(name, headers[name]!);
-  res.setHeader("content-type", "application/json");
-  res.setHeader("content-length", Buffer.byteLength(text));
-  res.writeHead(status);
+  const list = ["content-type", "application/json", "content-length", String(Buffer.byteLength(text)), "x-tollgate-request-id", (res as Response).requestId];
+  if (headers) for (const name in headers) list.push(name, headers[name]!);
+  res.writeHead(status, list);
   res.end(text);
 }
 
@@ -299,12 +314,13 @@ function sendError(res: ServerResponse, api: "openai" | "anthropic", err: Tollga
     return;
   }
   if (!res.req.complete) discards.discard(res.req);
+  const headers: Record<string, string> = {};
   if (ex) {
     // A refusal passes on only the rate-limit headers of what the gates decided.
     const { ratelimit, "ratelimit-policy": policy } = ex.headers;
-    if (ratelimit) res.setHeader("ratelimit", ratelimit);
-    if (policy) res.setHeader("ratelimit-policy", policy);
+    if (ratelimit) headers.ratelimit = ratelimit;
+    if (policy) headers["ratelimit-policy"] = policy;
   }
-  if (err.retryAfterSeconds !== undefined) res.setHeader("retry-after", String(err.retryAfterSeconds));
-  sendJson(res, err.status, api === "anthropic" ? anthropicErrorBody(err) : openaiErrorBody(err));
+  if (err.retryAfterSeconds !== undefined) headers["retry-after"] = String(err.retryAfterSeconds);
+  sendJson(res, err.status, api === "anthropic" ? anthropicErrorBody(err) : openaiErrorBody(err), headers);
 }

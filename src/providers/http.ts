@@ -1,5 +1,6 @@
 import { Pool } from "undici";
 import type { EndpointName, ProviderConfig } from "../config/resolve.js";
+import { patchJson } from "../core/json-source.js";
 import type { Provider, UpstreamCall, UpstreamResult } from "../core/provider.js";
 import { UpstreamHandler, upstreamFailure } from "./upstream-handler.js";
 
@@ -57,9 +58,9 @@ export class HttpProvider implements Provider {
   // the two microtask turns of resolving one promise with another.
   call(c: UpstreamCall): Promise<UpstreamResult> {
     if (c.signal.aborted) return Promise.reject(upstreamFailure(undefined, c.signal));
-    let body: string;
+    let body: string | Buffer | undefined;
     try {
-      body = JSON.stringify(c.body);
+      body = (c.patch && patchJson(c.patch.source, c.patch.fields)) ?? JSON.stringify(c.body);
     } catch (err) {
       return Promise.reject(err);
     }

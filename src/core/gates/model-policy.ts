@@ -60,7 +60,10 @@ function serve(ex: Exchange, env: GateEnv, model: ResolvedModel): void {
   ex.record.model = model.name;
   ex.headers["x-tollgate-model"] = model.name;
   ex.upstream = { model: model.upstream, maxOutputTokens: inspection.producesOutput === false ? 0 : allowedOutputTokens(inspection.outputTokens, ex.route.input.maxOutputTokens), reasoning: model.reasoning };
-  ex.upstreamBody = ex.format!.rewrite(ex.inspectedBody!, ex.upstream, inspection);
+  const body = ex.inspectedBody!;
+  const fields = ex.format!.upstreamFields?.(body, ex.upstream, inspection);
+  ex.upstreamFields = fields;
+  ex.upstreamBody = fields ? { ...body, ...fields } : ex.format!.rewrite(body, ex.upstream, inspection);
 }
 
 /** Whether the caller's plan and the route both offer this model. */

@@ -1,0 +1,61 @@
+/**
+ * A request body as the caller sent it, with where each top-level key's value lies. The upstream
+ * body is the caller's with a few top-level fields set (model, the output cap): patching those into
+ * the caller's bytes costs a copy, where serialising the parsed object again costs a JSON.stringify
+ * of the whole prompt (several times the copy for a short body, more for a long one).
+ */
+export interface JsonSource {
+  bytes: Buffer;
+  /** `bytes` decoded; the indices below are into it. */
+  text: string;
+  /** Per top-level key: its name (unescaped), the index after its closing quote, the index of the `,` or `}` ending its value. */
+  keys: (string | number)[];
+  /** Index of the `}` closing the top-level object; -1 while unknown or when the body is no object. */
+  end: number;
+}
+
+/**
+ * The source's bytes with each of `fields` set at the top level: a key the caller sent keeps its
+ * place and gets the new value, any other is added at the end. The result parses to what
+ * `{ ...body, ...fields }` serialises to, keys in the same order. undefined when the source is not
+ * an object (the caller serialises the object instead).
+ */
+export function patchJson(src: JsonSource, fields: Record<string, unknown>): Buffer | undefined {
+  const { keys, text, bytes } = src;
+  if (src.end < 0) return undefined;
+  // [from, to, replacement] in the order of `from`: fields are few, so an insertion sort.
+  const edits: (number | string)[] = [];
+  let appended = "";
+  for (const name in fields) {
+    const json = JSON.stringify(fields[name]);
+    // A field set to undefined would drop the key: not a patch.
+    if (json === undefined) return undefined;
+    let k = 0;
+    while (k < keys.length && keys[k] !== name) k += 3;
+    if (k === keys.length) {
+      appended += `${keys.length > 0 || appended ? "," : ""}${JSON.stringify(name)}:${json}`;
+      continue;
+    }
+    const from = keys[k + 1] as number;
+    let at = edits.length;
+    while (at > 0 && (edits[at - 3] as number) > from) at -= 3;
+    edits.splice(at, 0, from, keys[k + 2] as number, `:${json}`);
+  }
+  // Pure ASCII (most JSON): an index into the text is an index into the bytes.
+  const ascii = bytes.length === text.length;
+  const byteAt = (i: number): number => (ascii ? i : Buffer.byteLength(text.slice(0, i)));
+  const parts: Buffer[] = [];
+  let pos = 0;
+  for (let e = 0; e < edits.length; e += 3) {
+    const from = byteAt(edits[e] as number);
+    parts.push(bytes.subarray(pos, from), Buffer.from(edits[e + 2] as string));
+    pos = byteAt(edits[e + 1] as number);
+  }
+  if (appended) {
+    const end = byteAt(src.end);
+    parts.push(bytes.subarray(pos, end), Buffer.from(appended));
+    pos = end;
+  }
+  parts.push(bytes.subarray(pos));
+  return Buffer.concat(parts);
+}
