@@ -1,6 +1,39 @@
+import { createServer, type IncomingMessage } from "node:http";
+import { connect } from "node:net";
 import { describe, expect, it } from "vitest";
 import { TollgateError } from "../core/errors.js";
-import { MAX_JSON_DEPTH, parseJson } from "./body.js";
+import { MAX_JSON_DEPTH, parseJson, readBody } from "./body.js";
+
+/**
+ * What readBody makes of a raw HTTP request sent in `pieces` (each written after the server saw
+ * the previous one), after `settle` ms: the whole body, or the refusal's code.
+ */
+async function readFrom(pieces: string[], maxBytes: number, settle = 0): Promise<string> {
+  let got!: (r: string) => void;
+  const result = new Promise<string>((r) => (got = r));
+  const server = createServer((req: IncomingMessage, res) => {
+    // A body that came with its headers is whole by the time the gateway reads it.
+    setTimeout(() => {
+      readBody(req, maxBytes, 2_000).then(
+        (b) => got(b.toString()),
+        (err: TollgateError) => got(`refused: ${err.code}`),
+      );
+      res.end();
+    }, settle);
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const socket = connect((server.address() as { port: number }).port, "127.0.0.1");
+  for (const p of pieces) {
+    socket.write(p);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  try {
+    return await result;
+  } finally {
+    socket.destroy();
+    server.close();
+  }
+}
 
 const refused = (text: string) => {
   try {
@@ -46,5 +79,24 @@ describe("parseJson", () => {
   });
   it("refuses malformed JSON", () => {
     expect(refused('{"a":').message).toMatch(/not valid JSON/);
+  });
+});
+
+describe("readBody", () => {
+  const head = (len: number) => `POST / HTTP/1.1\r\nHost: x\r\nContent-Length: ${len}\r\n\r\n`;
+  const chunked = "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  it("reads a body that came with its headers, and one that came in pieces, the same", async () => {
+    const body = '{"model":"m","messages":[{"role":"user","content":"héllo"}]}';
+    const len = Buffer.byteLength(body);
+    expect(await readFrom([head(len) + body], 1_000, 30)).toBe(body);
+    expect(await readFrom([head(len) + body.slice(0, 10), body.slice(10)], 1_000)).toBe(body);
+    expect(await readFrom([chunked + "5\r\nab\"cd\r\n3\r\nefg\r\n0\r\n\r\n"], 1_000, 30)).toBe('ab"cdefg');
+    expect(await readFrom([head(0)], 1_000, 30)).toBe("");
+  });
+  it("refuses a chunked body over the cap however it arrived", async () => {
+    const big = "a".repeat(100);
+    const pieces = [chunked + `64\r\n${big}\r\n0\r\n\r\n`];
+    expect(await readFrom(pieces, 50, 30)).toBe("refused: input_too_large");
+    expect(await readFrom([chunked, `64\r\n${big}\r\n0\r\n\r\n`], 50)).toBe("refused: input_too_large");
   });
 });
