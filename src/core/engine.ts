@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { ResolvedConfig } from "./config-types.js";
 import type { RequestFormat } from "./format.js";
+import type { CallSignal } from "./cancel.js";
 import type { JsonSource } from "./json-source.js";
 import type { Provider, UpstreamResult } from "./provider.js";
 import { StoreUnavailableError, type Store } from "./store.js";
@@ -234,7 +235,7 @@ export class Engine {
   }
 
   /** Gate 7: the provider call; the signal must fire on client disconnect and the wall-clock cap. */
-  async call(ex: Exchange, signal: AbortSignal): Promise<{ result: UpstreamResult; meter: Meter }> {
+  async call(ex: Exchange, signal: CallSignal): Promise<{ result: UpstreamResult; meter: Meter }> {
     const meter = this.meterFor(ex);
     const provider = this.env.providers[ex.model!.provider]!;
     try {
@@ -459,14 +460,14 @@ function reasonOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-function endedBy(err: unknown, signal: AbortSignal): Ended {
+function endedBy(err: unknown, signal: CallSignal): Ended {
   if (signal.aborted) return abortReason(signal);
   if (TollgateError.is(err) && err.code === "upstream_timeout") return "timeout";
   return "upstream_error";
 }
 
 
-export function toTollgateError(err: unknown, signal: AbortSignal | undefined): TollgateError {
+export function toTollgateError(err: unknown, signal: CallSignal | undefined): TollgateError {
   if (TollgateError.is(err)) return err;
   if (err instanceof StoreUnavailableError) return storeFailure(err);
   if (signal?.aborted && abortReason(signal) === "timeout") return new TollgateError("upstream_timeout", "the request ran past the wall-clock cap");

@@ -28,7 +28,7 @@ export interface MeteredStreamHooks<T, S = T> {
 }
 
 /** The reason an abort signal carries, as the usage record names it. */
-export function abortReason(signal: AbortSignal): Ended {
+export function abortReason(signal: { readonly reason: unknown }): Ended {
   const r = signal.reason as { tollgate?: Ended } | undefined;
   return r?.tollgate ?? "client_disconnect";
 }

@@ -1,5 +1,6 @@
 import type { EndpointName } from "./config-types.js";
 import type { RequestFormat, SseEvent, UpstreamPlan } from "./format.js";
+import type { CallSignal } from "./cancel.js";
 import type { JsonSource } from "./json-source.js";
 
 export interface UpstreamCall {
@@ -13,7 +14,7 @@ export interface UpstreamCall {
   plan: UpstreamPlan;
   stream: boolean;
   /** Aborts on client disconnect, the wall-clock cap or a cap being reached. */
-  signal: AbortSignal;
+  signal: CallSignal;
   firstByteTimeoutMs: number;
   idleTimeoutMs: number;
 }

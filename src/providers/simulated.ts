@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { EndpointName, ProviderConfig } from "../config/resolve.js";
+import { abortSignalOf } from "../core/cancel.js";
 import { boundingTokenizer, countTextTokens, tokenizerFor, type TokenizerName } from "../core/metering/tokens.js";
 import type { Inspection, SseEvent } from "../core/format.js";
 import type { Provider, UpstreamCall, UpstreamResult } from "../core/provider.js";
@@ -62,7 +63,7 @@ export class SimulatedProvider implements Provider {
     };
     const dialect = c.format.endpoint === "messages" ? messages : c.format.endpoint === "responses" ? responses : chat;
     if (!c.stream) return { kind: "json", body: dialect.reply(sim) };
-    return { kind: "stream", events: this.pace(dialect.events(sim), c.signal) };
+    return { kind: "stream", events: this.pace(dialect.events(sim), abortSignalOf(c.signal)) };
   }
 
   private async *pace(events: Iterable<SimEvent>, signal: AbortSignal): AsyncGenerator<SseEvent> {

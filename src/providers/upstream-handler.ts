@@ -1,4 +1,5 @@
 import { errors as undiciErrors, type Dispatcher } from "undici";
+import type { CallSignal } from "../core/cancel.js";
 import { TollgateError } from "../core/errors.js";
 import type { SseEvent } from "../core/format.js";
 import type { BatchedEvents, UpstreamResult } from "../core/provider.js";
@@ -51,7 +52,7 @@ export class UpstreamHandler implements Dispatcher.DispatchHandler, BatchedEvent
   constructor(
     private readonly provider: string,
     private readonly stream: boolean,
-    private readonly signal: AbortSignal,
+    private readonly signal: CallSignal,
   ) {
     this.promise = new Promise((resolve, reject) => {
       this.resolveCall = resolve;
@@ -237,7 +238,7 @@ function contentType(raw: Buffer[]): string {
   return "";
 }
 
-export function upstreamFailure(err: unknown, signal: AbortSignal): Error {
+export function upstreamFailure(err: unknown, signal: CallSignal): Error {
   if (signal.aborted) return signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason));
   if (TollgateError.is(err)) return err;
   if (err instanceof undiciErrors.HeadersTimeoutError) return new TollgateError("upstream_timeout", "the provider did not answer within first_byte_timeout");
