@@ -41,13 +41,22 @@
 const PRELUDE = `
 if redis.replicate_commands then redis.replicate_commands() end
 
+-- Numbers from ARGV and from Redis are read with '+ 0', not tonumber(): tonumber() is a C call
+-- that runs strtod twice (it checks, then converts), the costliest thing a batch op did per
+-- number; the arithmetic converts once, in the VM. Only for text known to be a number.
 local function now_ms(override)
-  if override ~= '' then return tonumber(override) end
+  if override ~= '' then return override + 0 end
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  return t[1] * 1000 + math.floor(t[2] / 1000)
 end
 
+-- An integer below 1e14 is turned into text by concatenation (Lua's %.14g prints it whole, as %d
+-- would), with no C call to string.format; anything else as before.
 local function fmt(x)
+  if x % 1 == 0 and x < 1e14 and x > -1e14 then
+    if x == 0 then return '0' end
+    return '' .. x
+  end
   if x == math.floor(x) and math.abs(x) < 9007199254740992 then return string.format('%d', x) end
   return string.format('%.17g', x)
 end
@@ -90,16 +99,23 @@ end
 
 -- Writes the counter's changed fields in one HSET, drops the emptied ones and sets its TTL when
 -- keep() moved it. Never creates C on its own: a C that did not exist is created by keep().
+-- Values go to HSET as Lua numbers: Redis writes them with %.17g, the text fmt() gives, without a
+-- Lua string made for each.
 local function flush(base, m)
   if not m.x then return end
-  local args, gone = {}, {}
+  local args, gone, k = {}, {}, 0
   for f, v in pairs(m.dirty) do
-    args[#args + 1] = f
-    args[#args + 1] = fmt(v)
+    args[k + 1] = f
+    args[k + 2] = v
+    k = k + 2
   end
-  for f in pairs(m.drop) do gone[#gone + 1] = f end
-  if #args > 0 then redis.call('HSET', base .. ':c', unpack(args)) end
-  if #gone > 0 then redis.call('HDEL', base .. ':c', unpack(gone)) end
+  k = 0
+  for f in pairs(m.drop) do
+    k = k + 1
+    gone[k] = f
+  end
+  if args[1] then redis.call('HSET', base .. ':c', unpack(args)) end
+  if k > 0 then redis.call('HDEL', base .. ':c', unpack(gone)) end
   if m.ttl then redis.call('PEXPIRE', base .. ':c', fmt(m.ttl)) end
   m.dirty, m.drop, m.ttl = {}, {}, nil
 end
@@ -147,18 +163,19 @@ local function prune(base, m, now)
   m.dirty.S, m.dirty.L, m.dirty.G, m.dirty.N = s, l, g, n
 end
 
--- The running sum and the lowest time (m's name, C's name of each) that an l or a g field feeds.
-local FEEDS = {l = {'l', 'L', 'n', 'N'}, g = {'s', 'S', 'g', 'G'}}
-
--- Adds 'amount' to field f: in flight ('l', counting until 'at') or settled ('g', gone at 'at').
+-- Adds 'amount' to field f: in flight ('l', counting until 'at': it feeds L and N) or settled
+-- ('g', gone at 'at': S and G).
 local function add(m, f, kind, at, amount)
   set(m, f, (m.f[f] or 0) + amount)
-  local sum, sum_field, low, low_field = unpack(FEEDS[kind])
-  m[sum] = m[sum] + amount
-  m.dirty[sum_field] = m[sum]
-  if at < m[low] then
-    m[low] = at
-    m.dirty[low_field] = at
+  local dirty = m.dirty
+  if kind == 'l' then
+    local l = m.l + amount
+    m.l, dirty.L = l, l
+    if at < m.n then m.n, dirty.N = at, at end
+  else
+    local sum = m.s + amount
+    m.s, dirty.S = sum, sum
+    if at < m.g then m.g, dirty.G = at, at end
   end
 end
 
@@ -187,31 +204,48 @@ local function migrate(base, m, now, margin, window)
   return true
 end
 
--- Counter 'base' (its meta, and the fields named) as this script call sees it, pruned of what
--- left. m.s + m.l is its total; changes wait in m.dirty / m.drop for commit().
-local function state(base, now, fields, margin, window)
+-- A field's value as HMGET gave it: a number, or false when absent.
+local function num_or_false(v)
+  if v then return v + 0 end
+  return false
+end
+
+-- Counter 'base' (its meta, and fields f1 and f2 when given) as this script call sees it, pruned
+-- of what left. m.s + m.l is its total; changes wait in m.dirty / m.drop for commit().
+local function state(base, now, margin, window, f1, f2)
   local m = counters[base]
   if not m then
-    local v = redis.call('HMGET', base .. ':c', 'S', 'L', 'G', 'N', 'X', unpack(fields))
-    m = {s = tonumber(v[1]), l = tonumber(v[2]), g = tonumber(v[3]), n = tonumber(v[4]), x = tonumber(v[5]), f = {}, dirty = {}, drop = {}}
+    local v
+    if f2 then v = redis.call('HMGET', base .. ':c', 'S', 'L', 'G', 'N', 'X', f1, f2)
+    elseif f1 then v = redis.call('HMGET', base .. ':c', 'S', 'L', 'G', 'N', 'X', f1)
+    else v = redis.call('HMGET', base .. ':c', 'S', 'L', 'G', 'N', 'X') end
+    m = {f = {}, dirty = {}, drop = {}}
     counters[base] = m
     touched[#touched + 1] = base
-    for i, f in ipairs(fields) do m.f[f] = tonumber(v[5 + i]) or false end
-    if not m.x then
+    if v[5] then
+      -- X is written with S, L, G and N (flush), so all five are there.
+      m.s, m.l, m.g, m.n, m.x = v[1] + 0, v[2] + 0, v[3] + 0, v[4] + 0, v[5] + 0
+      if f1 then m.f[f1] = num_or_false(v[6]) end
+      if f2 then m.f[f2] = num_or_false(v[7]) end
+    else
       m.s, m.l, m.g, m.n = 0, 0, NONE, NONE
       m.dirty.S, m.dirty.L, m.dirty.G, m.dirty.N = 0, 0, NONE, NONE
       -- No X, no C: what migrate() carries over is all there is.
-      for _, f in ipairs(fields) do m.f[f] = false end
+      if f1 then m.f[f1] = false end
+      if f2 then m.f[f2] = false end
       migrate(base, m, now, margin, window)
     end
   else
-    local missing = {}
-    for _, f in ipairs(fields) do
-      if m.f[f] == nil then missing[#missing + 1] = f end
-    end
-    if #missing > 0 then
-      local v = redis.call('HMGET', base .. ':c', unpack(missing))
-      for i, f in ipairs(missing) do m.f[f] = tonumber(v[i]) or false end
+    local f = m.f
+    if f1 and f[f1] == nil then
+      if f2 and f[f2] == nil then
+        local v = redis.call('HMGET', base .. ':c', f1, f2)
+        f[f1], f[f2] = num_or_false(v[1]), num_or_false(v[2])
+      else
+        f[f1] = num_or_false(redis.call('HGET', base .. ':c', f1))
+      end
+    elseif f2 and f[f2] == nil then
+      f[f2] = num_or_false(redis.call('HGET', base .. ':c', f2))
     end
   end
   if m.g <= now or m.n <= now then prune(base, m, now) end
@@ -275,14 +309,27 @@ local function hold_field(ts, window, width, lease)
   return 'l' .. fmt(stop) .. ':' .. fmt(bucket_gone(ts, width, window)), stop
 end
 
+-- Text that goes into a JSON string as it is: no quote, backslash, control or non-ASCII byte.
+-- Counter keys repeat across a batch's ops, so each is looked at once per script call.
+local plain = {}
+local function is_plain(base)
+  local p = plain[base]
+  if p == nil then
+    p = not string.find(base, '[%c"\\\\\\127-\\255]')
+    plain[base] = p
+  end
+  return p
+end
+
 local function reserve(rkey, bases, specs, now, lease, margin)
   local n = #bases
-  local totals, st, lfs = {1}, {}, {}
+  local totals, st, lfs, stops = {1}, {}, {}, {}
   for i = 1, n do
-    local max, amount = tonumber(specs[4 * i - 3]), tonumber(specs[4 * i - 2])
-    local window, width = tonumber(specs[4 * i - 1]), tonumber(specs[4 * i])
-    lfs[i] = {hold_field(now, window, width, lease)}
-    local m = state(bases[i], now, {lfs[i][1]}, margin, window)
+    local k = 4 * i
+    local max, amount, window, width = specs[k - 3] + 0, specs[k - 2] + 0, specs[k - 1] + 0, specs[k] + 0
+    local lf, stop = hold_field(now, window, width, lease)
+    lfs[i], stops[i] = lf, stop
+    local m = state(bases[i], now, margin, window, lf)
     st[i] = m
     local used = m.s + m.l
     if used + amount > max then
@@ -295,19 +342,31 @@ local function reserve(rkey, bases, specs, now, lease, margin)
     end
     totals[i + 1] = fmt(used + amount)
   end
-  -- The record's numbers go in as text (as they came, or formatted once): cjson would print each
-  -- number with printf's %.14g, the costliest part of writing the record.
-  local entries, longest, ts, ends = {}, 0, fmt(now), lease >= 0 and fmt(now + lease) or '-1'
+  -- The record is JSON written by hand from the texts as they came (cjson.encode would print each
+  -- number with printf's %.14g, and costs more than the rest of a reserve): an array per entry of
+  -- {base, l field, window, amount, width, reserved at, lease end or -1}, all strings. A base that
+  -- would need escaping goes through cjson.
+  local longest, ts, ends = 0, fmt(now), lease >= 0 and fmt(now + lease) or '-1'
+  local parts, escape = {}, false
   for i = 1, n do
-    local m, lf, stop = st[i], lfs[i][1], lfs[i][2]
-    local amount, window, width = tonumber(specs[4 * i - 2]), tonumber(specs[4 * i - 1]), tonumber(specs[4 * i])
-    if amount ~= 0 then add(m, lf, 'l', stop, amount) end
+    local k = 4 * i
+    local m, amount, window, width = st[i], specs[k - 2] + 0, specs[k - 1] + 0, specs[k] + 0
+    if amount ~= 0 then add(m, lfs[i], 'l', stops[i], amount) end
     keep(m, now + window + width, margin, now)
-    entries[i] = {bases[i], lf, specs[4 * i - 1], specs[4 * i - 2], specs[4 * i], ts, ends}
+    if not is_plain(bases[i]) then escape = true end
+    parts[i] = '["' .. bases[i] .. '","' .. lfs[i] .. '","' .. specs[k - 1] .. '","' .. specs[k - 2] .. '","' .. specs[k] .. '","' .. ts .. '","' .. ends .. '"]'
     if window + width > longest then longest = window + width end
   end
+  local rec
+  if escape then
+    local entries = {}
+    for i = 1, n do entries[i] = {bases[i], lfs[i], specs[4 * i - 1], specs[4 * i - 2], specs[4 * i], ts, ends} end
+    rec = cjson.encode(entries)
+  else
+    rec = '[' .. table.concat(parts, ',') .. ']'
+  end
   -- A reused id takes the name over; the older entries keep counting until their lease ends.
-  redis.call('SET', rkey, cjson.encode(entries), 'PX', fmt(longest + margin))
+  redis.call('SET', rkey, rec, 'PX', fmt(longest + margin))
   totals[n + 2] = ts
   return totals
 end
@@ -321,7 +380,7 @@ local function settle_entry(base, lf, window, reserved, width, ts, actual, now, 
   if actual ~= nil and actual ~= '' then amount = tonumber(actual) end
   local gone = bucket_gone(ts, width, window)
   local gf = 'g' .. fmt(gone)
-  local m = state(base, now, {lf, gf}, margin, window)
+  local m = state(base, now, margin, window, lf, gf)
   unhold(m, lf, reserved)
   -- Nothing once the reservation left its window: it would count no more.
   if ts > now - window then add_settled(m, gf, gone, amount, now, margin) end
@@ -344,7 +403,7 @@ end
 local function settle_known(rkey, ts, lease, e, now, margin)
   if redis.call('DEL', rkey, rkey .. ':cp') == 0 then return 0 end
   for i = 1, #e, 5 do
-    local window, reserved, width = tonumber(e[i + 1]), tonumber(e[i + 2]), tonumber(e[i + 3])
+    local window, reserved, width = e[i + 1] + 0, e[i + 2] + 0, e[i + 3] + 0
     local lf = hold_field(ts, window, width, lease)
     settle_entry(e[i], lf, window, reserved, width, ts, e[i + 4], now, margin)
   end
@@ -359,7 +418,7 @@ local function release_rec(rkey, now, margin)
   for _, e in ipairs(cjson.decode(rec)) do
     if #e >= 7 then
       local lf = e[2]
-      unhold(state(e[1], now, {lf}, margin, tonumber(e[3])), lf, tonumber(e[4]))
+      unhold(state(e[1], now, margin, tonumber(e[3]), lf), lf, tonumber(e[4]))
     end
   end
   return 1
@@ -370,7 +429,7 @@ end
 local function peek(bases, windows, now, margin, detail)
   local out = {}
   for i = 1, #bases do
-    local m = state(bases[i], now, {}, margin, tonumber(windows[i]))
+    local m = state(bases[i], now, margin, tonumber(windows[i]))
     out[#out + 1] = fmt(m.s + m.l)
     if detail then out[#out + 1] = fmt(m.l) end
   end
@@ -435,7 +494,7 @@ export function script(name: string, body: string): LuaScript {
 export const BATCH = script(
   "batch",
   `
-local margin = tonumber(ARGV[1])
+local margin = ARGV[1] + 0
 local a = 2
 local function nxt()
   a = a + 1
@@ -452,39 +511,39 @@ local out = {}
 while a <= #ARGV do
   local op = nxt()
   if op == 'r' then
-    local now, rkey, lease, n = at(nxt()), KEYS[tonumber(nxt())], tonumber(nxt()), tonumber(nxt())
+    local now, rkey, lease, n = at(nxt()), KEYS[(nxt() + 0)], (nxt() + 0), (nxt() + 0)
     local bases, specs = {}, {}
     for i = 1, n do
-      bases[i] = KEYS[tonumber(nxt())]
+      bases[i] = KEYS[(nxt() + 0)]
       for j = 1, 4 do specs[#specs + 1] = nxt() end
     end
     out[#out + 1] = reserve(rkey, bases, specs, now, lease, margin)
   elseif op == 's' then
-    local now, rkey, n = at(nxt()), KEYS[tonumber(nxt())], tonumber(nxt())
+    local now, rkey, n = at(nxt()), KEYS[(nxt() + 0)], (nxt() + 0)
     local actual = {}
     for i = 1, n do actual[i] = nxt() end
     out[#out + 1] = settle_rec(rkey, actual, now, margin)
   elseif op == 'S' then
-    local now, rkey, ts, lease, n = at(nxt()), KEYS[tonumber(nxt())], tonumber(nxt()), tonumber(nxt()), tonumber(nxt())
+    local now, rkey, ts, lease, n = at(nxt()), KEYS[(nxt() + 0)], (nxt() + 0), (nxt() + 0), (nxt() + 0)
     local e = {}
     for i = 1, 5 * n, 5 do
-      e[i] = KEYS[tonumber(nxt())]
+      e[i] = KEYS[(nxt() + 0)]
       for j = 1, 4 do e[i + j] = nxt() end
     end
     out[#out + 1] = settle_known(rkey, ts, lease, e, now, margin)
   elseif op == 'x' then
     local now = at(nxt())
-    out[#out + 1] = release_rec(KEYS[tonumber(nxt())], now, margin)
+    out[#out + 1] = release_rec(KEYS[(nxt() + 0)], now, margin)
   elseif op == 'u' then
-    local now, skey, mkey, retention, n = at(nxt()), KEYS[tonumber(nxt())], KEYS[tonumber(nxt())], tonumber(nxt()), tonumber(nxt())
+    local now, skey, mkey, retention, n = at(nxt()), KEYS[(nxt() + 0)], KEYS[(nxt() + 0)], (nxt() + 0), (nxt() + 0)
     local records = {}
     for i = 1, n do records[i] = nxt() end
     out[#out + 1] = append_usage(skey, mkey, now, retention, records)
   elseif op == 'p' or op == 'd' then
-    local now, n = at(nxt()), tonumber(nxt())
+    local now, n = at(nxt()), (nxt() + 0)
     local bases, windows = {}, {}
     for i = 1, n do
-      bases[i] = KEYS[tonumber(nxt())]
+      bases[i] = KEYS[(nxt() + 0)]
       windows[i] = nxt()
     end
     out[#out + 1] = peek(bases, windows, now, margin, op == 'd')
@@ -523,7 +582,7 @@ for i = 1, n do
   local at, width = math.min(tonumber(ARGV[4 * i + 1]), now), tonumber(ARGV[4 * i + 2])
   local gone = bucket_gone(at, width, window)
   local gf = 'g' .. fmt(gone)
-  local m = state(base, now, {gf}, margin, window)
+  local m = state(base, now, margin, window, gf)
   add_settled(m, gf, gone, tonumber(amount), now, margin)
 end
 commit()
