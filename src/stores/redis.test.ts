@@ -3,6 +3,7 @@ import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { emptyUsageRecord } from "../core/usage-record.js";
 import { RedisServer } from "../testing/redis-server.js";
+import { bucketWidth } from "./buckets.js";
 import { APPEND_USAGE } from "./redis-scripts.js";
 import { RedisStore, StoreUnavailableError } from "./redis.js";
 import { describeStoreContract } from "./store-contract.js";
@@ -294,6 +295,25 @@ describe("redis store", () => {
     await a.settle("theirs", [80, 1]);
     expect(await b.peekDetail([{ key: "usd", windowMs: 24 * HOUR }])).toEqual([{ total: 200, reserved: 0 }]);
     expect(held.size).toBe(0);
+  });
+
+  it("writes a reservation record any process can settle and release, whatever its counter keys hold", async () => {
+    const [a, b] = [await store(), await store()];
+    const keys = ["plain:user:1", 'quote"d', "back\\slash", "new\nline", "slash/é/ü", "tab\there"];
+    for (const [i, key] of keys.entries()) {
+      const counters = [counter(key, 1e6, 7), counter(`${key}:2`, 1e6, 3, 24 * HOUR)];
+      expect(await a.reserve(`r${i}`, counters, HOUR)).toMatchObject({ ok: true });
+      // The record is JSON (what an older build reads with cjson): the keys as they were, every field text.
+      const rec = JSON.parse((await a.redis.get(`tg:{tollgate}:r:r${i}`))!) as string[][];
+      expect(rec.map((e) => e[0])).toEqual([`tg:{tollgate}:c:${key}`, `tg:{tollgate}:c:${key}:2`]);
+      expect(rec.map((e) => e.slice(2, 5))).toEqual([["60000", "7", String(bucketWidth(MINUTE, 1e6))], ["86400000", "3", String(bucketWidth(24 * HOUR, 1e6))]]);
+      expect(rec.flat().every((f) => typeof f === "string")).toBe(true);
+      // b has only the record to go by: settles one, releases the other.
+      if (i % 2) await b.release(`r${i}`);
+      else await b.settle(`r${i}`, [5, 2]);
+      const expected = i % 2 ? [0, 0] : [5, 2];
+      expect(await a.peek([{ key, windowMs: MINUTE }, { key: `${key}:2`, windowMs: 24 * HOUR }])).toEqual(expected);
+    }
   });
 
   it("reads and writes a counter once per turn, however many of the turn's requests touch it", async () => {
