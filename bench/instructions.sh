@@ -12,13 +12,14 @@
 # Config: tollgate on the memory store with no limits (the bench's tg-nolimits). CONFIG=nolimits|memory|sqlite
 # serves the shared harness's yaml instead (../shared/bench/tollgate-bench{-nolimits,-memory,}.yaml: memory or
 # SQLite with three limits and a daily budget), so the cost of limits can be counted the same way.
+# CONFIG=redis: the SQLite yaml with its store on a private redis-server (not counted: the gateway only).
 set -u
 TARGET=$1; SC=$2; N=${3:-200}; WARM=${4:-150}
 HERE=$(cd "$(dirname "$0")" && pwd)
 D=$(mktemp -d /tmp/tollgate-instructions.XXXX)
 MP=$((20000 + RANDOM % 20000)); GP=$((MP + 1))
-GW=""; MOCK=""
-trap 'kill $GW $MOCK 2>/dev/null' EXIT
+GW=""; MOCK=""; REDIS=""
+trap 'kill $GW $MOCK $REDIS 2>/dev/null' EXIT
 PORT=$MP TOKENS=$([ "$SC" = stream ] && echo 50 || echo 16) node "$HERE/fast-mock.js" > "$D/mock.log" 2>&1 & MOCK=$!
 # The shared harness sits beside the repo (../shared/bench); a worktree one level deeper looks one further up.
 SHARED=${SHARED_BENCH:-$HERE/../../shared/bench}
@@ -34,11 +35,16 @@ keys: [ { key: sk-bench-mock, user: bench-user, plan: bench } ]
 routes: { main: { path: "/", plans: [bench] } }
 YAML
 ;;
-  nolimits|memory|sqlite)
-    YML=$SHARED/tollgate-bench$([ "$CONFIG" = sqlite ] || echo "-$CONFIG").yaml
+  nolimits|memory|sqlite|redis)
+    YML=$SHARED/tollgate-bench$([ "$CONFIG" = sqlite ] || [ "$CONFIG" = redis ] || echo "-$CONFIG").yaml
     [ -f "$YML" ] || { echo "no $YML (set SHARED_BENCH to the shared harness's bench dir)" >&2; exit 2; }
-    cp "$YML" "$D/cfg.yaml" ;;
-  *) echo "CONFIG must be nolimits, memory or sqlite" >&2; exit 2 ;;
+    cp "$YML" "$D/cfg.yaml"
+    if [ "$CONFIG" = redis ]; then
+      RP=$((MP + 2))
+      redis-server --port $RP --bind 127.0.0.1 --save "" --appendonly no > "$D/redis.log" 2>&1 & REDIS=$!
+      sed -i "s|^store:.*|store: redis://127.0.0.1:$RP/0|" "$D/cfg.yaml"
+    fi ;;
+  *) echo "CONFIG must be nolimits, memory, sqlite or redis" >&2; exit 2 ;;
 esac
 export MOCK_URL=http://127.0.0.1:$MP/v1
 CG=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$D/cg.out")
@@ -59,5 +65,5 @@ callgrind_control -i off $GW > /dev/null 2>&1
 callgrind_control -d $GW > /dev/null 2>&1
 sleep 1
 kill $GW 2>/dev/null; wait $GW 2>/dev/null
-IR=$(grep -h "^summary:\|^totals:" "$D"/cg.out* | awk '{s+=$2} END {print s}')
+IR=$(grep -h "^summary:\|^totals:" "$D"/cg.out* | awk '{s+=$2} END {printf "%.0f", s}')
 echo "$TARGET${CONFIG:+ ($CONFIG)} $SC: $((IR / N)) instructions/request ($N requests after $WARM)"

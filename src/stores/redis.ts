@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { Redis, type RedisOptions } from "ioredis";
+import { Command, Redis, type RedisOptions } from "ioredis";
 import type { UsageRecord } from "../core/usage-record.js";
 import { bucketWidth } from "./buckets.js";
 import * as lua from "./redis-scripts.js";
@@ -442,12 +442,25 @@ export class RedisStore implements Store {
     if (!sha) this.shas.set(script, (sha = createHash("sha1").update(script.lua).digest("hex")));
     return this.call(async () => {
       try {
-        return await this.redis.evalsha(sha, keys.length, ...keys, ...args);
+        return await this.send("evalsha", sha, keys, args);
       } catch (err) {
         if (!(err instanceof Error) || !err.message.startsWith("NOSCRIPT")) throw err;
-        return await this.redis.eval(script.lua, keys.length, ...keys, ...args);
+        return await this.send("eval", script.lua, keys, args);
       }
     });
+  }
+
+  /**
+   * One script call written straight to the connection. ioredis's own evalsha() goes through
+   * auto-pipelining, which builds a Pipeline per tick for what is here already one command per
+   * turn (the BATCH); commands still never wait for each other's replies.
+   */
+  private send(name: "evalsha" | "eval", script: string, keys: string[], args: string[]): Promise<unknown> {
+    const argv: (string | number)[] = [script, keys.length];
+    for (const k of keys) argv.push(k);
+    for (const a of args) argv.push(a);
+    const command = new Command(name, argv, { replyEncoding: "utf8" });
+    return this.redis.sendCommand(command) as Promise<unknown>;
   }
 
   /**
