@@ -91,7 +91,7 @@ for (const n of [2, 4]) {
       expect(mock.requests).toHaveLength(10);
       // Every process refused some: the limit is shared, not per process.
       for (let g = 0; g < n; g++) expect(statuses.filter((s, i) => i % n === g && s === 429).length).toBeGreaterThan(0);
-    }, 30_000);
+    }, 90_000);
 
     it("a budget race across them never overspends", async () => {
       mock.setBehavior({ outputTokens: 100, tokenIntervalMs: 1 });
@@ -101,12 +101,14 @@ for (const n of [2, 4]) {
       expect(served + responses.filter((r) => r.status === 402).length).toBe(160);
       expect(served).toBeGreaterThanOrEqual(15);
       expect(mock.requests).toHaveLength(served);
-      await Promise.all(gws.map((g, i) => g.waitForRecords(responses.filter((_, j) => j % n === i).length)));
+      // Each process's records, counted by the requests they stand for (a summary record carries
+      // several refusals), with room for four processes started and run on a loaded machine.
+      await Promise.all(gws.map((g, i) => g.waitForRequests(responses.filter((_, j) => j % n === i).length, 30_000)));
       const allowed = gws.flatMap((g) => g.records).filter((r) => r.decision === "allow");
       expect(allowed).toHaveLength(served);
       const spent = allowed.reduce((sum, r) => sum + Math.round(r.cost_usd * 1e6), 0);
       expect(spent).toBeLessThanOrEqual(3_200);
-    }, 30_000);
+    }, 90_000);
   });
 }
 
@@ -137,7 +139,7 @@ describe("a process killed mid-stream", () => {
     expect(status).toBe(200);
     expect(elapsed).toBeGreaterThanOrEqual(5_500);
     expect(elapsed).toBeLessThan(8_000);
-  }, 20_000);
+  }, 60_000);
 });
 
 describe("Redis stopped mid-run", () => {
@@ -146,13 +148,17 @@ describe("Redis stopped mid-run", () => {
     const [gw] = await startMany(1, config({ onStoreError: "closed", route: { limits: [{ per: "user", requests: 100, window: "1m" }] } }));
     for (let i = 0; i < 3; i++) expect((await ask(gw!.url)).status).toBe(200);
 
-    // A Redis that hangs rather than dies is refused within a second too.
+    // A Redis that hangs rather than dies is refused within a second too. The second is the
+    // gateway's own (the record's duration): a 650 ms command deadline plus this test's client
+    // and a loaded machine's scheduling of it would measure the machine. The client's
+    // stopwatch still rules out a hang the record would not show.
     await admin.client("PAUSE", 2_000, "ALL");
     for (let i = 0; i < 2; i++) {
       const started = performance.now();
       const r = await ask(gw!.url);
       expect(r.status).toBe(503);
-      expect(performance.now() - started).toBeLessThan(1_000);
+      expect(performance.now() - started).toBeLessThan(3_000);
+      expect((await gw!.recordOf(r)).duration_ms).toBeLessThan(1_000);
     }
     await waitFor200(gw!.url);
 
@@ -163,7 +169,8 @@ describe("Redis stopped mid-run", () => {
       const took = performance.now() - started;
       expect(r.status).toBe(503);
       expect((await r.json()).error.code).toBe("store_unavailable");
-      expect(took).toBeLessThan(1_000);
+      expect(took).toBeLessThan(3_000);
+      expect((await gw!.recordOf(r)).duration_ms).toBeLessThan(1_000);
     }
     expect(mock.requests).toHaveLength(4);
 
@@ -174,7 +181,7 @@ describe("Redis stopped mid-run", () => {
     expect(gw!.stderr.match(/on_store_error is closed/g)).toHaveLength(1);
     expect(gw!.stderr.match(/is back/g)).toHaveLength(1);
     expect(gw!.stderr).not.toMatch(/redis:\/\//);
-  }, 30_000);
+  }, 60_000);
 
   it("open: keeps serving under local limits, charges the outage to Redis when it returns, loses no record", async () => {
     mock.setBehavior({ outputTokens: 5 });
@@ -202,7 +209,7 @@ describe("Redis stopped mid-run", () => {
     await expectAllRecordsInRedis([gw!, other!]);
     expect(gw!.stderr.match(/on_store_error is open/g)).toHaveLength(1);
     expect(gw!.stderr.match(/is back/g)).toHaveLength(1);
-  }, 30_000);
+  }, 60_000);
 });
 
 describe("the CLI on a Redis store", () => {
@@ -219,5 +226,5 @@ describe("the CLI on a Redis store", () => {
     expect(usage.code).toBe(0);
     const rows = (JSON.parse(usage.stdout) as { rows: { user: string; requests: number }[] }).rows;
     expect(rows.find((r) => r.user === "dave")?.requests).toBe(2);
-  }, 30_000);
+  }, 60_000);
 });
