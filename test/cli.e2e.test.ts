@@ -69,16 +69,20 @@ describe("tollgate CLI", () => {
       keys: [{ key: "tg_cli", user: "u", plan: "free" }],
       routes: { chat: { path: "/chat", plans: ["free"] } },
     });
+    const seen = mock.requests.length;
     const res = await fetch(`${gw.url}/chat/v1/chat/completions`, {
       method: "POST",
       headers: { authorization: "Bearer tg_cli", "content-type": "application/json" },
       body: JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: "x" }], stream: true }),
     });
     const text = res.text();
-    await new Promise((r) => setTimeout(r, 200));
+    // The headers leave with the first token, so the stream is in flight now (20 tokens, 1 s);
+    // a fixed sleep here could outlast it on a loaded machine and test no drain at all.
+    expect(mock.requests[seen]!.finishedAt).toBeUndefined();
     const code = gw.stop("SIGTERM");
     expect(await text).toContain("[DONE]");
     expect(await code).toBe(0);
-    expect(gw.records.at(-1)).toMatchObject({ ended: "complete", output_tokens: 20 });
+    // Records are read from the pipe, which can still hold the last line when the process exits.
+    expect(await gw.recordOf(res)).toMatchObject({ ended: "complete", output_tokens: 20 });
   });
 });
