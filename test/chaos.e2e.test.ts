@@ -2,9 +2,12 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI from "openai";
+import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MockUpstream, type MockBehavior, type RecordedRequest } from "../src/testing/mock-upstream.js";
 import { RedisServer } from "../src/testing/redis-server.js";
+import { RedisStore } from "../src/stores/redis.js";
+import { SqliteStore } from "../src/stores/sqlite.js";
 import { GatewayProcess } from "./gateway-process.js";
 
 /**
@@ -16,7 +19,15 @@ import { GatewayProcess } from "./gateway-process.js";
 const SECRET = "sk-chaos-7f3a9c1e5b2d4f6a8c0e";
 const TOKEN_MS = 15;
 const DOOMED_TOKEN_MS = 40;
-const VICTIM = { timeout: "6s", maxOutput: 100 };
+/**
+ * The victim's streams must still be open when it is killed, however slowly a loaded machine
+ * streams: a 15 s wall clock and 300 tokens (12 s at full pace) leave room for the wait below,
+ * which kills it as soon as both were checkpointed (about a second in). Lease: 15 s + 5 s. The
+ * mock shares this process with the load's 24 clients: at load 21 it paced 6 tokens in 12 s, so
+ * the victim is patient with silences (10 s) that would cut its streams at the 1 s of the others.
+ */
+const VICTIM = { timeout: "15s", maxOutput: 300, patience: "10s" };
+const VICTIM_LEASE_MS = 20_000;
 
 /** A seeded generator, so a failing run can be replayed. */
 function rng(seed: number) {
@@ -71,14 +82,15 @@ afterAll(async () => {
   await Promise.all([sqliteMock?.close(), redisMock?.close(), redis?.dispose()]);
 });
 
-function config(store: string, mock: MockUpstream, opts: { timeout?: string; maxOutput?: number } = {}) {
+function config(store: string, mock: MockUpstream, opts: { timeout?: string; maxOutput?: number; patience?: string } = {}) {
   return {
     store,
-    server: { timeout: opts.timeout ?? "3s", first_byte_timeout: "1s", idle_timeout: "1s" },
+    server: { timeout: opts.timeout ?? "3s", first_byte_timeout: opts.patience ?? "1s", idle_timeout: opts.patience ?? "1s" },
     providers: { up: { type: "openai", base_url: `${mock.url}/v1`, api_key: SECRET } },
     models: { "gpt-4o-mini": { provider: "up" }, "gpt-4o": { provider: "up" } },
     plans: { free: { models: ["gpt-4o-mini"], budget: { daily: 0.002 } } },
-    keys: ["u1", "u2", "u3", "u4"].map((u) => ({ key: `tg_${u}`, user: u, plan: "free" })),
+    // u5 is the doomed streams' own: the load's spend never refuses them their reservations.
+    keys: ["u1", "u2", "u3", "u4", "u5"].map((u) => ({ key: `tg_${u}`, user: u, plan: "free" })),
     routes: { chat: { path: "/chat", plans: ["free"], default_model: "gpt-4o-mini", input: { max_output_tokens: opts.maxOutput ?? 60 } } },
   };
 }
@@ -139,36 +151,68 @@ describe("chaos", () => {
     const db = `sqlite:${join(mkdtempSync(join(tmpdir(), "tg-chaos-")), "t.db")}`;
     const [sqliteGw, victim, redisA, redisB] = await Promise.all([
       GatewayProcess.start(config(db, sqliteMock)),
-      // The victim's streams run 100 tokens (4 s) under a 6 s wall clock: long enough to be killed mid-way.
+      // The victim: long streams under a long wall clock (VICTIM), killed mid-way.
       GatewayProcess.start(config(db, sqliteMock, VICTIM)),
       GatewayProcess.start(config(redis.url(), redisMock)),
       GatewayProcess.start(config(redis.url(), redisMock)),
     ]);
     gateways.push(sqliteGw, redisA, redisB);
 
-    // Long streams on the victim, killed once they have delivered tokens for a while.
+    // Long streams on the victim, killed once each has been checkpointed into the store.
+    const reservedAt = Date.now();
+    const doomedIds: string[] = [];
+    const doomedRefused: string[] = [];
     const doomed = Array.from({ length: 2 }, () =>
-      new OpenAI({ baseURL: `${victim.url}/chat/v1`, apiKey: "tg_u1", maxRetries: 0 }).chat.completions
+      new OpenAI({ baseURL: `${victim.url}/chat/v1`, apiKey: "tg_u5", maxRetries: 0 }).chat.completions
         .create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "a long one" }], stream: true })
-        .then(async (s) => {
-          for await (const _ of s);
-        })
-        .catch(() => {}),
+        .withResponse()
+        .then(
+          async ({ data, response }) => {
+            doomedIds.push(response.headers.get("x-tollgate-request-id")!);
+            // The stream breaks when the victim dies.
+            await (async () => {
+              for await (const _ of data);
+            })().catch(() => {});
+          },
+          (err: Error) => void doomedRefused.push(err.message),
+        ),
     );
     const survivors = Promise.all([load(sqliteGw.url, 60, r), load(redisA.url, 40, r), load(redisB.url, 40, r)]);
-    // Kill once both have streamed for two seconds: each has been checkpointed at least once.
+    // The checkpoint is what a crash recovers from, so wait for it rather than for a number of
+    // tokens: on a machine at load 17 the mock streamed 8 tokens in 5.5 s, and the streams met
+    // their wall clock before a token count was reached, leaving nothing open to kill.
+    const file = db.slice("sqlite:".length);
+    const peek = new Database(file, { readonly: true, fileMustExist: true });
+    const checkpointed = () => {
+      const rows = peek.prepare("SELECT json FROM checkpoints").pluck().all() as string[];
+      return doomedIds.filter((id) => rows.some((json) => json.includes(id))).length;
+    };
     const long = () => sqliteMock.requests.filter((q) => q.body?.messages?.[0]?.content === "a long one");
-    for (let i = 0; i < 400 && !(long().length === 2 && long().every((q) => q.chunksSent >= 50)); i++) await new Promise((res) => setTimeout(res, 25));
-    expect(long().map((q) => q.finishedAt)).toEqual([undefined, undefined]);
+    const state = () => JSON.stringify({ ms: Date.now() - reservedAt, answered: doomedIds.length, refused: doomedRefused, checkpointed: checkpointed(), upstream: long().map((q) => [q.chunksSent, q.closedAt, q.finishedAt]) });
+    await expect.poll(checkpointed, { timeout: 12_000, interval: 25 }).toBe(2).catch((err) => {
+      throw new Error(`the doomed streams were not both checkpointed: ${state()}`, { cause: err });
+    });
+    peek.close();
+    // Still streaming at the kill: neither ended by the mock nor cut by the victim.
+    expect(long().map((q) => [q.finishedAt, q.closedAt])).toEqual([[undefined, undefined], [undefined, undefined]]);
+    expect(long().every((q) => q.chunksSent > 0)).toBe(true);
     await victim.stop("SIGKILL");
     await Promise.all(doomed);
     const outcomes = (await survivors).flat();
 
-    // Restart the victim on the same file: it recovers the dead streams once their leases lapse.
+    // Restart the victim on the same file. Once the leases lapse, it or the other gateway on the
+    // file (whichever sweeps first: both do every second) settles the dead streams, once.
     const reborn = await GatewayProcess.start(config(db, sqliteMock, VICTIM));
     gateways.push(reborn);
-    // Their leases lapse 11 s after they were taken (6 s wall clock + 5 s); a sweep runs every second.
-    for (let i = 0; i < 200 && reborn.records.filter((x) => x.signals.includes("recovered_after_crash")).length < 2; i++) await new Promise((res) => setTimeout(res, 100));
+    const recoveredIn = async () => {
+      const store = SqliteStore.open(file);
+      try {
+        return (await store.queryUsage({ since: 0 })).filter((x) => x.signals.includes("recovered_after_crash")).length;
+      } finally {
+        await store.close();
+      }
+    };
+    await expect.poll(recoveredIn, { timeout: Math.max(0, reservedAt + VICTIM_LEASE_MS - Date.now()) + 30_000, interval: 250 }).toBe(2);
     await Promise.all([sqliteGw.stop(), redisA.stop(), redisB.stop(), reborn.stop()]);
 
     // 1. The processes that stayed up answered every request, with a status a client understands.
@@ -183,9 +227,7 @@ describe("chaos", () => {
     }
 
     // 3. The stores' records against the providers' ledgers.
-    const { SqliteStore } = await import("../src/stores/sqlite.js");
-    const { RedisStore } = await import("../src/stores/redis.js");
-    const sqlite = SqliteStore.open(db.slice("sqlite:".length));
+    const sqlite = SqliteStore.open(file);
     const shared = await RedisStore.open(redis.url());
     const stores = [
       { name: "sqlite", records: await sqlite.queryUsage({ since: 0 }), ledger: sqliteMock.requests },
@@ -206,7 +248,7 @@ describe("chaos", () => {
       const capSlack = 3 * records.filter((x) => x.ended === "output_cap").length;
       expect(billed, `${name}: tokens billed vs generated`).toBeGreaterThanOrEqual(made - crashSlack - capSlack);
       // 4. No budget overdrawn: each user's day, in integer micro-dollars.
-      for (const u of ["u1", "u2", "u3", "u4"]) {
+      for (const u of ["u1", "u2", "u3", "u4", "u5"]) {
         const spent = records.filter((x) => x.user === u).reduce((a, x) => a + Math.round(x.cost_usd * 1e6), 0);
         expect(spent, `${name}: ${u}'s spend`).toBeLessThanOrEqual(2_000);
       }
@@ -216,5 +258,5 @@ describe("chaos", () => {
     const recovered = stores[0]!.records.filter((x) => x.signals.includes("recovered_after_crash"));
     expect(recovered.length).toBe(2);
     expect(recovered.every((x) => x.output_tokens > 0 && x.cost_usd > 0)).toBe(true);
-  }, 90_000);
+  }, 180_000);
 });
