@@ -50,7 +50,9 @@ export class GatewayProcess {
       const timer = setTimeout(() => {
         child.kill("SIGKILL");
         reject(new Error(`gateway did not start:\n${gw.stderr}`));
-      }, 30_000);
+        // A start that fails exits at once; this only bounds a hung one. Four starting together
+        // on a machine at load 25 (vitest's own import took 21 s) needed more than 30 s.
+      }, 60_000);
       const check = () => {
         const m = /tollgate listening on (http:\/\/\S+)/.exec(gw.stdout);
         if (m) {
