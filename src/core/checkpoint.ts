@@ -53,19 +53,77 @@ export function checkpointOf(ex: Exchange, meter: Meter, config: ResolvedConfig)
 }
 
 /**
+ * One timer for many open things, each due once per period: a timer made and cleared per stream
+ * cost more than a short stream's own events. It ticks TICKS times per period and looks at a
+ * thing every TICKS ticks from the tick before it opened, so a thing is due a period apart, the
+ * first time when it is between 9/10 of a period and a whole one old: nothing waits longer than a
+ * period, and a thing closed before 9/10 of one never comes up. The timer stops a tick after the
+ * last thing closed (not at once: no timer churn at low load), and does not keep the process alive.
+ */
+export class SharedTicker<T> {
+  private readonly open = new Map<T, number>();
+  private timer: ReturnType<typeof setInterval> | undefined;
+  private ticks = 0;
+
+  constructor(
+    private readonly periodMs: number,
+    private readonly due: (thing: T) => void,
+  ) {}
+
+  /** Starts looking at `thing`; returns the stop. */
+  add(thing: T): () => void {
+    this.open.set(thing, this.ticks);
+    if (this.timer === undefined) {
+      this.timer = setInterval(() => this.tick(), this.periodMs / TICKS);
+      this.timer.unref();
+    }
+    return () => this.open.delete(thing);
+  }
+
+  private tick(): void {
+    this.ticks++;
+    if (this.open.size === 0) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+      return;
+    }
+    for (const [thing, seen] of this.open) {
+      if (this.ticks - seen < TICKS) continue;
+      this.open.set(thing, this.ticks);
+      this.due(thing);
+    }
+  }
+}
+
+const TICKS = 10;
+
+/** An open stream and what its checkpoints need. */
+interface OpenStream {
+  ex: Exchange;
+  meter: Meter;
+  store: Store;
+  config: ResolvedConfig;
+  /** Output and tool calls at the last checkpoint (-1 after a failed write: the next one retries). */
+  last: number;
+}
+
+const streams = new SharedTicker<OpenStream>(CHECKPOINT_MS, (s) => {
+  const delivered = s.meter.counted + s.meter.toolCalls;
+  if (delivered === s.last) return;
+  s.last = delivered;
+  const cp = checkpointOf(s.ex, s.meter, s.config);
+  // The store reports its own outages; a missed checkpoint is retried a second later.
+  if (cp) s.store.checkpoint(cp).catch(() => (s.last = -1));
+});
+
+/**
  * Checkpoints an open stream into its lease once a second while it delivers; returns the stop.
- * A second with nothing new costs nothing, and a failed write only makes the next one count.
+ * A second with nothing new costs nothing, and a failed write only makes the next one count. A
+ * request that holds nothing has nothing to checkpoint and is not looked at.
  */
 export function startCheckpoints(ex: Exchange, meter: Meter, store: Store, config: ResolvedConfig): () => void {
-  let last = 0;
-  const timer = setInterval(() => {
-    const delivered = meter.counted + meter.toolCalls;
-    if (delivered === last) return;
-    last = delivered;
-    const cp = checkpointOf(ex, meter, config);
-    // The store reports its own outages; a missed checkpoint is retried by the next tick.
-    if (cp) store.checkpoint(cp).catch(() => (last = -1));
-  }, CHECKPOINT_MS);
-  timer.unref();
-  return () => clearInterval(timer);
+  if (!ex.budget && !ex.quota && !ex.runStart) return noop;
+  return streams.add({ ex, meter, store, config, last: 0 });
 }
+
+function noop(): void {}
