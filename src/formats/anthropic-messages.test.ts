@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { TollgateError } from "../core/errors.js";
 import { configPrice, costOf } from "../core/metering/prices.js";
-import { anthropicMessages as fmt } from "./anthropic-messages.js";
+import { jsonFuzz, readBothWays } from "../testing/json-fuzz.js";
+import { anthropicMessages as fmt, blockDelta } from "./anthropic-messages.js";
 import { UPSTREAM_ERROR } from "./fields.js";
 import type { StreamTail } from "../core/format.js";
 
@@ -197,5 +198,45 @@ describe("anthropic messages format: ending a stream tollgate cut", () => {
     expect(e!.event).toBe("error");
     expect(JSON.parse(e!.data)).toEqual({ type: "error", error: { type: "api_error", message: "the provider's stream failed", code: "upstream_error" } });
     expect(JSON.parse(fmt.endStream("timeout", {}, "late")[0]!.data).error).toMatchObject({ type: "timeout_error", code: "upstream_timeout" });
+  });
+});
+
+describe("anthropic messages stream events: the block delta read without JSON.parse", () => {
+  const i = inspect({ ...base, stream: true });
+  const f = jsonFuzz(7);
+  const DELTAS = [
+    () => `{"type":"text_delta","text":${f.text()}}`,
+    () => `{"type":"input_json_delta","partial_json":${f.text()}}`,
+    () => `{"type":"thinking_delta","thinking":${f.text()}}`,
+    () => `{"type":"signature_delta","signature":${f.text()}}`,
+    () => `{"type":"text_delta","text":null}`,
+    () => `{"type":"text_delta","text":${f.text()},"text":"dup"}`,
+    () => `{"text":${f.text()},"type":"text_delta"}`,
+  ];
+  const EVENTS = [
+    () => `{"type":"content_block_delta","index":${f.next(3)},"delta":${f.pick(DELTAS)()}}`,
+    () => `{"type":"content_block_delta","index":${f.next(3)},"delta":${f.pick(DELTAS)()}}`,
+    () => `{"type":"content_block_delta","index":${f.next(3)},"delta":${f.pick(DELTAS)()}}`,
+    () => `{"type":"content_block_start","index":${f.next(3)},"content_block":{"type":"${f.pick(["text", "tool_use", "thinking"])}","text":${f.text()},"name":"f","input":{}}}`,
+    () => `{"type":"content_block_stop","index":${f.next(3)}}`,
+    () => `{"type":"message_start","message":{"id":"msg_1","model":"claude","usage":{"input_tokens":${f.next(99)},"output_tokens":1}}}`,
+    () => `{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":${f.next(99)}}}`,
+    () => `{"type":"content_block_delta","index":0,"delta":${f.pick(DELTAS)()},"error":{"message":"sk-x"}}`,
+    () => `{"type":"error","error":{"type":"overloaded_error","message":"x"}}`,
+    () => `{"type":"ping"}`,
+  ];
+
+  it("reads exactly what JSON.parse reads, event by event through whole streams, and leaves the rest to it", () => {
+    const { recognised, mismatch } = readBothWays({ format: fmt, inspection: i, event: () => f.damage(f.pick(EVENTS)()), recognise: blockDelta, streams: 400, length: 50 });
+    expect(mismatch?.quick, `${mismatch?.what} of ${mismatch?.data}`).toStrictEqual(mismatch?.full);
+    // About one event in twelve is a plain delta that survives the damage.
+    expect(recognised).toBeGreaterThan(1000);
+  });
+
+  it("recognises Anthropic's own text, tool input and thinking deltas", () => {
+    expect(blockDelta('{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello \\"you\\" \\u00e9"}}')).toBe('Hello "you" é');
+    expect(blockDelta('{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\\"location\\": \\"San Fra"}}')).toBe('{"location": "San Fra');
+    expect(blockDelta('{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"Let me"}}')).toBe("Let me");
+    expect(blockDelta('{"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"EqQB"}}')).toBeUndefined();
   });
 });

@@ -2,6 +2,7 @@ import { TollgateError } from "../core/errors.js";
 import type { Attachment } from "../core/metering/tokens.js";
 import { openaiErrorBody } from "./errors.js";
 import { addDefinition, answerIsError, asObject, base64Bytes, codePoints, invalid, optArray, optBool, optCount, optString, UPSTREAM_ERROR, usageCount } from "./fields.js";
+import { COUNT, decodeString, PLAIN_STRING_BODY, STRING_BODY } from "./json-scan.js";
 import type { Inspection, Reading, RequestFormat, ReportedUsage, SseEvent, UpstreamPlan } from "../core/format.js";
 
 const ROLES = new Set(["system", "developer", "user", "assistant", "tool", "function"]);
@@ -175,8 +176,9 @@ export function readChunk(data: string, inspection: Inspection): Reading {
  * including other spacing, another field or a string with a raw control character, does not match
  * and is read by readChunk.
  */
-const PLAIN_TEXT_DELTA =
-  /^\{"id":"([^"\\\x00-\x1f]*)","object":"chat\.completion\.chunk","created":\d+,"model":"([^"\\\x00-\x1f]*)"(?:,"service_tier":"[^"\\\x00-\x1f]*")?(?:,"system_fingerprint":(?:"[^"\\\x00-\x1f]*"|null))?,"choices":\[\{"index":0,"delta":\{(?:"role":"assistant",)?"content":"((?:[^"\\\x00-\x1f]|\\.)*)"(?:,"refusal":null)?\},"logprobs":null,"finish_reason":null\}\](?:,"usage":null|,"obfuscation":"[^"\\\x00-\x1f]*")*\}$/;
+const PLAIN_TEXT_DELTA = new RegExp(
+  String.raw`^\{"id":"(${PLAIN_STRING_BODY})","object":"chat\.completion\.chunk","created":${COUNT},"model":"(${PLAIN_STRING_BODY})"(?:,"service_tier":"${PLAIN_STRING_BODY}")?(?:,"system_fingerprint":(?:"${PLAIN_STRING_BODY}"|null))?,"choices":\[\{"index":0,"delta":\{(?:"role":"assistant",)?"content":"(${STRING_BODY})"(?:,"refusal":null)?\},"logprobs":null,"finish_reason":null\}\](?:,"usage":null|,"obfuscation":"${PLAIN_STRING_BODY}")*\}$`,
+);
 
 /**
  * readChunk's reading of a plain text delta, or undefined for any other chunk. Nearly every event
@@ -185,14 +187,8 @@ const PLAIN_TEXT_DELTA =
 export function plainTextDelta(data: string): Reading | undefined {
   const m = PLAIN_TEXT_DELTA.exec(data);
   if (m === null) return undefined;
-  let text = m[3]!;
-  if (text.includes("\\")) {
-    try {
-      text = JSON.parse(`"${text}"`) as string;
-    } catch {
-      return undefined;
-    }
-  }
+  const text = decodeString(m[3]!);
+  if (text === undefined) return undefined;
   return { text, toolCalls: 0, usage: undefined, drop: false, id: m[1], model: m[2] };
 }
 

@@ -2,7 +2,8 @@ import { describe, expect, it } from "vitest";
 import { TollgateError } from "../core/errors.js";
 import { UPSTREAM_ERROR } from "./fields.js";
 import type { StreamTail } from "../core/format.js";
-import { openaiResponses as fmt } from "./openai-responses.js";
+import { jsonFuzz, readBothWays } from "../testing/json-fuzz.js";
+import { openaiResponses as fmt, textDelta } from "./openai-responses.js";
 
 const inspect = (body: object) => fmt.inspect(body);
 const refusal = (body: unknown) => {
@@ -165,5 +166,56 @@ describe("openai responses format: streams", () => {
     const data = JSON.parse(e!.data);
     expect(data).toMatchObject({ type: "error", code: "upstream_error", message: "the provider's stream failed" });
     expect(data.error).toMatchObject({ code: "upstream_error", type: "api_error" });
+  });
+});
+
+describe("openai responses stream events: the text delta read without JSON.parse", () => {
+  const i = inspect({ input: "x", stream: true });
+  const f = jsonFuzz(5);
+  const count = () => f.pick(["0", "1", "2", `${f.next(2 ** 31)}`]);
+  /** An output text delta's fields: in the API's order, sequence number last, or shuffled; some left out, repeated or mistyped. */
+  const deltaFields = () => {
+    const fields = [
+      `"sequence_number":${count()}`,
+      `"item_id":"msg_${f.next(9)}"`,
+      `"output_index":${f.pick(["0", "0", "1", "5"])}`,
+      `"content_index":${f.pick(["0", "0", "1"])}`,
+      `"delta":${f.text()}`,
+      `"logprobs":[]`,
+      `"obfuscation":"${f.pick(["Xy", "", "a\\nb"])}"`,
+      `"sequence_number":${count()}`,
+      `"delta":"dup"`,
+      `"delta":null`,
+      `"output_index":"0"`,
+      `"logprobs":[{"token":"a"}]`,
+    ].filter((_, k) => (k < 7 ? f.next(8) > 0 : f.next(k === 7 ? 4 : 12) === 0));
+    if (f.next(4) === 0) fields.sort(() => f.next(3) - 1);
+    return fields.length ? `,${fields.join(",")}` : "";
+  };
+  const item = (n: number) => `{"id":"msg_${n}","type":"message","status":"in_progress","role":"assistant","content":[]}`;
+  const EVENTS = [
+    () => `{"type":"response.output_text.delta"${deltaFields()}}`,
+    () => `{"type":"response.output_text.delta"${deltaFields()}}`,
+    () => `{"type":"response.output_text.delta"${deltaFields()}}`,
+    () => `{"type":"response.output_text.delta"${deltaFields()}}`,
+    () => `{"type":"response.created","sequence_number":${count()},"response":{"id":"resp_1","model":"gpt","output":[]}}`,
+    () => `{"type":"response.output_item.added","sequence_number":${count()},"output_index":${f.next(2)},"item":${item(f.next(2))}}`,
+    () => `{"type":"response.content_part.added","sequence_number":${count()},"output_index":${f.next(2)},"content_index":${f.next(2)},"part":{"type":"output_text","text":"","annotations":[]}}`,
+    () => `{"type":"response.refusal.delta","sequence_number":${count()},"output_index":0,"content_index":0,"delta":${f.text()}}`,
+    () => `{"type":"response.output_text.delta","sequence_number":${count()},"output_index":0,"delta":${f.text()},"error":{"message":"sk-x"}}`,
+    () => `{"type":"error","sequence_number":${count()},"message":"x"}`,
+  ];
+
+  it("reads exactly what JSON.parse reads, event by event through whole streams, and leaves the rest to it", () => {
+    const { recognised, mismatch } = readBothWays({ format: fmt, inspection: i, event: () => f.damage(f.pick(EVENTS)()), recognise: textDelta, streams: 400, length: 50 });
+    expect(mismatch?.quick, `${mismatch?.what} of ${mismatch?.data}`).toStrictEqual(mismatch?.full);
+    expect(recognised).toBeGreaterThan(1500);
+  });
+
+  it("recognises the API's text deltas, obfuscation and empty logprobs included, the sequence number first or last", () => {
+    const api = '{"type":"response.output_text.delta","sequence_number":4,"item_id":"msg_68","output_index":0,"content_index":0,"delta":"Hello \\"x\\"","logprobs":[],"obfuscation":"Xy"}';
+    expect(textDelta(api)).toStrictEqual({ type: "response.output_text.delta", sequence_number: 4, output_index: 0, content_index: 0, delta: 'Hello "x"' });
+    const last = '{"type":"response.output_text.delta","item_id":"msg_1","output_index":1,"content_index":0,"delta":"Hi","sequence_number":9}';
+    expect(textDelta(last)).toStrictEqual({ type: "response.output_text.delta", sequence_number: 9, output_index: 1, content_index: 0, delta: "Hi" });
   });
 });
