@@ -6,6 +6,7 @@ import { bucketGoneAt, bucketStart, bucketWidth, retryAfter } from "./buckets.js
 import { setTimeout as sleep } from "node:timers/promises";
 import { CommitBatch } from "./commit-batch.js";
 import { OUTBOX_SCHEMA, SqliteOutbox } from "./outbox-sqlite.js";
+import { CounterRows, type BucketAdd, type LiveRow } from "./sqlite-counter-rows.js";
 import { CounterTotals, TOTALS_SCHEMA } from "./sqlite-totals.js";
 import { StoreUnavailableError, type Checkpoint, type Counter, type CounterDetail, type ReserveResult, type Store, type StoreHealth, type StoredKey, type UsageQuery } from "../core/store.js";
 
@@ -146,9 +147,6 @@ type CounterOp =
   | { op: "checkpoint"; id: string; json: string }
   | { op: "appendUsage"; ts: number | null; json: string };
 
-/** A held counter_live row as an array (key, pos, ts, amount, window_ms, width): no object built per row. */
-type HeldRow = [key: string, pos: number, ts: number, amount: number, windowMs: number, width: number];
-
 /**
  * The single-host shared store: every process that opens the same file shares the same limits,
  * and keys and usage survive restarts. Same semantics as MemoryStore.
@@ -196,10 +194,7 @@ export class SqliteStore implements Store {
   private readonly leavingBuckets;
   private readonly leavingLive;
   private readonly detachHeld;
-  private readonly insertLive;
-  private readonly heldRows;
-  private readonly addToBucket;
-  private readonly releaseHeld;
+  private readonly rows: CounterRows;
   private readonly countBuckets;
   private readonly countLive;
   private readonly getScore;
@@ -287,22 +282,7 @@ export class SqliteStore implements Store {
        WHERE key = ? AND ts > ? - window_ms AND (lease_until IS NULL OR lease_until > ?)`,
     );
     this.detachHeld = db.prepare<[string]>("UPDATE counter_live SET held = 0 WHERE id = ? AND held = 1");
-    this.insertLive = db.prepare<[string, string, number, number, number, number | null, number, number, number]>(
-      `INSERT INTO counter_live (key, id, pos, ts, amount, lease_until, window_ms, width, gone_at, held)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)`,
-    );
-    this.heldRows = db
-      .prepare<[string], HeldRow>("SELECT key, pos, ts, amount, window_ms, width FROM counter_live WHERE id = ? AND held = 1")
-      .raw();
-    // A row already gone (not swept yet, see SWEEP_EVERY_MS) starts over instead of adding to
-    // what no longer counts: possible only when the counter's window changed.
-    this.addToBucket = db.prepare<[string, number, number, number, number]>(
-      `INSERT INTO counter_buckets (key, bucket_start, amount, gone_at) VALUES (?, ?, ?, ?)
-       ON CONFLICT (key, bucket_start) DO UPDATE SET
-         amount = CASE WHEN gone_at <= ? THEN excluded.amount ELSE amount + excluded.amount END,
-         gone_at = MAX(gone_at, excluded.gone_at)`,
-    );
-    this.releaseHeld = db.prepare<[string]>("DELETE FROM counter_live WHERE id = ? AND held = 1");
+    this.rows = new CounterRows(db);
     this.countBuckets = db.prepare<[string], number>("SELECT COUNT(*) FROM counter_buckets WHERE key = ?").pluck();
     this.countLive = db.prepare<[string], number>("SELECT COUNT(*) FROM counter_live WHERE key = ?").pluck();
 
@@ -344,10 +324,11 @@ export class SqliteStore implements Store {
         this.sweepLive.run(now);
         this.sweptAt = now;
       }
+      const sums = this.rows.sum(counters.map((c) => c.key), now);
       const totals: number[] = [];
       for (let i = 0; i < counters.length; i++) {
         const c = counters[i]!;
-        const used = this.total(c.key, now, true);
+        const used = (sums[2 * i] ?? this.totals.recompute(c.key, now, true)) + sums[2 * i + 1]!;
         totals.push(used + c.amount);
         if (used + c.amount > c.max) {
           const retry = c.amount <= c.max ? retryAfter(this.leaving(c.key, bucketWidth(c.windowMs, c.max), now), used + c.amount - c.max, now) : undefined;
@@ -359,27 +340,27 @@ export class SqliteStore implements Store {
       this.detachHeld.run(id);
       const leaseUntil = now + leaseMs;
       const lease = Number.isFinite(leaseUntil) ? leaseUntil : null;
+      const live: LiveRow[] = [];
       for (let i = 0; i < counters.length; i++) {
         const c = counters[i]!;
         const width = bucketWidth(c.windowMs, c.max);
-        this.insertLive.run(c.key, id, i, now, c.amount, lease, c.windowMs, width, bucketGoneAt(now, width, c.windowMs));
+        live.push([c.key, id, i, now, c.amount, lease, c.windowMs, width, bucketGoneAt(now, width, c.windowMs)]);
       }
+      this.rows.insertLive(live);
       return { ok: true, totals };
     };
 
     this.deleteCheckpoint = db.prepare<[string]>("DELETE FROM checkpoints WHERE id = ?");
     // The amount goes into the bucket of its reservation time, even when the lease ran out.
-    // The held rows go in one delete, not one per counter: each statement run costs a result object.
     this.settleRows = (id: string, actual: number[], now: number): void => {
       this.dropCheckpoint(id);
-      const rows = this.heldRows.all(id);
-      if (!rows.length) return;
-      this.releaseHeld.run(id);
-      for (const [key, pos, ts, reserved, windowMs, width] of rows) {
+      const adds: BucketAdd[] = [];
+      for (const [key, pos, ts, reserved, windowMs, width] of this.rows.takeHeldRows(id)) {
         const amount = actual[pos] ?? reserved;
         const goneAt = bucketGoneAt(ts, width, windowMs);
-        if (goneAt > now && amount !== 0) this.addToBucket.run(key, bucketStart(ts, width), amount, goneAt, now);
+        if (goneAt > now && amount !== 0) adds.push([key, bucketStart(ts, width), amount, goneAt]);
       }
+      if (adds.length) this.rows.addToBuckets(adds, now);
     };
 
     // One read transaction so the totals come from the same snapshot.
@@ -404,7 +385,7 @@ export class SqliteStore implements Store {
 
     this.releaseRows = (id: string): void => {
       this.dropCheckpoint(id);
-      this.releaseHeld.run(id);
+      this.rows.takeHeldRows(id);
     };
 
     // due is the reservation's lease end; a reservation already settled (or without a lease,
