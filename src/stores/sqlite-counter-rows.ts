@@ -4,7 +4,7 @@ import type Database from "better-sqlite3";
  * The request path's counter statements, one statement per call however many counters it
  * names: each better-sqlite3 run crosses into C++, binds its parameters and builds a result, and
  * that, not SQLite's own work, was most of what a reserve or a settle of a few small rows cost.
- * A statement is prepared once per row count (up to MAX_ROWS); longer lists go in several.
+ * A statement is prepared once per row count (writes of more than MAX_ROWS go in several).
  */
 const MAX_ROWS = 8;
 
@@ -34,20 +34,24 @@ export class CounterRows {
 
   /**
    * For each key, [settled, live]: its running total (NULL when missing or stale: see
-   * CounterTotals) and the sum of its unsettled rows, in one row of 2 × keys.length columns.
+   * CounterTotals) and the sum of its unsettled rows; then 1 if `id` still holds rows (a reused
+   * id, which the reserve must detach first), else NULL. One row of 2 × keys.length + 1 columns:
+   * the check rides along, so the common reserve runs no detaching update (an update of the
+   * partial index it searches, which SQLite runs in two passes through a temporary table).
    */
-  sum(keys: string[], now: number): (number | null)[] {
-    if (keys.length > MAX_ROWS) return [...this.sum(keys.slice(0, MAX_ROWS), now), ...this.sum(keys.slice(MAX_ROWS), now)];
+  sum(id: string, keys: string[], now: number): (number | null)[] {
     let stmt = this.sums.get(keys.length);
     if (stmt === undefined) {
       const one = `(SELECT settled FROM counter_totals WHERE key = ? AND since <= ? AND prune_at > ?),
         (SELECT COALESCE(SUM(amount), 0) FROM counter_live
          WHERE key = ? AND ts > ? - window_ms AND (lease_until IS NULL OR lease_until > ?))`;
-      stmt = this.db.prepare<[Params], (number | null)[]>(`SELECT ${keys.map(() => one).join(",")}`).raw();
+      const held = "(SELECT 1 FROM counter_live WHERE id = ? AND held = 1 LIMIT 1)";
+      stmt = this.db.prepare<[Params], (number | null)[]>(`SELECT ${keys.map(() => one).join(",")}, ${held}`).raw();
       this.sums.set(keys.length, stmt);
     }
     const params: Params = [];
     for (const key of keys) params.push(key, now, now, key, now, now);
+    params.push(id);
     return stmt.get(params)!;
   }
 

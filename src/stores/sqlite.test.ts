@@ -112,6 +112,32 @@ describe("sqlite store", () => {
     expect(await b.peek([counter])).toEqual([2]);
   });
 
+  it("a reused id takes over its name on either handle: settle addresses the newest rows, the older ones count until their lease ends", async () => {
+    let now = Date.UTC(2025, 0, 1);
+    const path = join(dir, "tollgate.db");
+    const [a, b] = [openStore(path, { now: () => now }), openStore(path, { now: () => now })];
+    const c = (key: string, amount: number) => ({ key, max: 100, amount, windowMs: HOUR });
+    expect(await a.reserve("x", [c("k", 5), c("j", 7)], 60_000)).toMatchObject({ ok: true });
+    // The other handle reuses the id: only the file tells it the id still holds rows.
+    expect(await b.reserve("x", [c("k", 3)], HOUR)).toEqual({ ok: true, totals: [8] });
+    await a.settle("x", [1]);
+    expect(await b.peek([c("k", 0), c("j", 0)])).toEqual([6, 7]);
+    await b.settle("x", [50]);
+    expect(await a.peek([c("k", 0)])).toEqual([6]);
+    now += 60_000;
+    expect(await a.peek([c("k", 0), c("j", 0)])).toEqual([1, 0]);
+  });
+
+  it("a reservation of more counters than one statement writes settles each of them", async () => {
+    const store = openStore(join(dir, "tollgate.db"));
+    const counters = Array.from({ length: 19 }, (_, i) => ({ key: `k${i}`, max: 100, amount: i + 1, windowMs: HOUR }));
+    const reserved = await store.reserve("many", counters, HOUR);
+    expect(reserved).toEqual({ ok: true, totals: counters.map((c) => c.amount) });
+    expect(await store.reserve("over", [...counters.slice(0, 18), { ...counters[18]!, amount: 82 }], HOUR)).toMatchObject({ ok: false, index: 18, used: 19 });
+    await store.settle("many", counters.map((_, i) => 2 * i));
+    expect(await store.peek(counters)).toEqual(counters.map((_, i) => 2 * i));
+  });
+
   it("drops version 1's sliding log when it opens a version 1 file", async () => {
     const path = join(dir, "tollgate.db");
     const raw = new Database(path);

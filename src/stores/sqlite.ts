@@ -324,7 +324,7 @@ export class SqliteStore implements Store {
         this.sweepLive.run(now);
         this.sweptAt = now;
       }
-      const sums = this.rows.sum(counters.map((c) => c.key), now);
+      const sums = this.rows.sum(id, counters.map((c) => c.key), now);
       const totals: number[] = [];
       for (let i = 0; i < counters.length; i++) {
         const c = counters[i]!;
@@ -337,7 +337,7 @@ export class SqliteStore implements Store {
       }
       // A reused id takes over the name; the older rows keep counting until their lease ends,
       // as they would in memory, but settle/release now address only the new ones.
-      this.detachHeld.run(id);
+      if (sums[2 * counters.length] !== null) this.detachHeld.run(id);
       const leaseUntil = now + leaseMs;
       const lease = Number.isFinite(leaseUntil) ? leaseUntil : null;
       const live: LiveRow[] = [];
