@@ -24,12 +24,19 @@ export class CounterRows {
   private readonly inserts = new Map<number, Database.Statement<[Params]>>();
   private readonly adds = new Map<number, Database.Statement<[Params]>>();
   private readonly takeHeld;
+  private readonly regrow;
 
   constructor(private readonly db: Database.Database) {
     // The held rows come back from the delete that removes them: one statement, not a read and a delete.
     this.takeHeld = db
       .prepare<[string], HeldRow>("DELETE FROM counter_live WHERE id = ? AND held = 1 RETURNING key, pos, ts, amount, window_ms, width")
       .raw();
+    // Only a bucket the fast upsert skipped matches (gone_at < the new one): rows it inserted or
+    // added to already have a gone_at at least as late.
+    this.regrow = db.prepare<[number, number, number, number, string, number, number]>(
+      `UPDATE counter_buckets SET amount = CASE WHEN gone_at <= ? THEN ? ELSE amount + ? END, gone_at = ?
+       WHERE key = ? AND bucket_start = ? AND gone_at < ?`,
+    );
   }
 
   /**
@@ -57,9 +64,11 @@ export class CounterRows {
 
   /** Writes a reservation's unsettled rows. */
   insertLive(rows: LiveRow[]): void {
-    this.write(this.inserts, rows, (n) =>
-      `INSERT INTO counter_live (key, id, pos, ts, amount, lease_until, window_ms, width, gone_at) VALUES ${rowsOf(n, 9)}`,
-    );
+    for (let from = 0; from < rows.length; from += MAX_ROWS) {
+      this.write(this.inserts, rows, from, Math.min(rows.length, from + MAX_ROWS), (n) =>
+        `INSERT INTO counter_live (key, id, pos, ts, amount, lease_until, window_ms, width, gone_at) VALUES ${rowsOf(n, 9)}`,
+      );
+    }
   }
 
   /** Deletes the rows a settle or release addresses, and returns them. */
@@ -68,30 +77,35 @@ export class CounterRows {
   }
 
   /**
-   * Adds settled amounts to their buckets. A row already gone (not swept yet, see SWEEP_EVERY_MS)
-   * starts over instead of adding to what no longer counts: possible only when the counter's
-   * window changed.
+   * Adds settled amounts to their buckets. The upsert leaves a bucket's gone_at alone, so the
+   * gone_at index is not rewritten for every settled counter (SQLite deletes and reinserts an
+   * index entry whose column is SET, even to the same value). A bucket whose gone_at must move
+   * later (the counter's window grew) is skipped by it and shows as a missing change; those few
+   * go through `regrow`, which also starts over a bucket that had left but was not swept yet
+   * (see SWEEP_EVERY_MS) instead of adding to what no longer counts.
    */
   addToBuckets(rows: BucketAdd[], now: number): void {
-    this.write(this.adds, rows, (n) =>
-      `INSERT INTO counter_buckets (key, bucket_start, amount, gone_at) VALUES ${rowsOf(n, 4)}
-       ON CONFLICT (key, bucket_start) DO UPDATE SET
-         amount = CASE WHEN gone_at <= ? THEN excluded.amount ELSE amount + excluded.amount END,
-         gone_at = MAX(gone_at, excluded.gone_at)`,
-      now,
-    );
+    for (let from = 0; from < rows.length; from += MAX_ROWS) {
+      const to = Math.min(rows.length, from + MAX_ROWS);
+      const changed = this.write(this.adds, rows, from, to, (n) =>
+        `INSERT INTO counter_buckets (key, bucket_start, amount, gone_at) VALUES ${rowsOf(n, 4)}
+         ON CONFLICT (key, bucket_start) DO UPDATE SET amount = amount + excluded.amount WHERE excluded.gone_at <= gone_at`,
+      );
+      if (changed === to - from) continue;
+      for (let i = from; i < to; i++) {
+        const [key, start, amount, goneAt] = rows[i]!;
+        this.regrow.run(now, amount, amount, goneAt, key, start, goneAt);
+      }
+    }
   }
 
-  private write(cache: Map<number, Database.Statement<[Params]>>, rows: Params[], sql: (n: number) => string, ...tail: Params): void {
-    for (let from = 0; from < rows.length; from += MAX_ROWS) {
-      const n = Math.min(MAX_ROWS, rows.length - from);
-      let stmt = cache.get(n);
-      if (stmt === undefined) cache.set(n, (stmt = this.db.prepare<[Params]>(sql(n))));
-      const params: Params = [];
-      for (let i = from; i < from + n; i++) params.push(...rows[i]!);
-      params.push(...tail);
-      stmt.run(params);
-    }
+  private write(cache: Map<number, Database.Statement<[Params]>>, rows: Params[], from: number, to: number, sql: (n: number) => string): number {
+    const n = to - from;
+    let stmt = cache.get(n);
+    if (stmt === undefined) cache.set(n, (stmt = this.db.prepare<[Params]>(sql(n))));
+    const params: Params = [];
+    for (let i = from; i < to; i++) params.push(...rows[i]!);
+    return stmt.run(params).changes;
   }
 }
 

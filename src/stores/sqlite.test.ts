@@ -128,6 +128,22 @@ describe("sqlite store", () => {
     expect(await a.peek([c("k", 0), c("j", 0)])).toEqual([1, 0]);
   });
 
+  it("a settle into a bucket whose counter's window grew keeps both amounts until the longer window ends", async () => {
+    let now = Date.UTC(2025, 0, 1);
+    const store = openStore(join(dir, "tollgate.db"), { now: () => now });
+    const c = (windowMs: number) => ({ key: "k", max: 50, amount: 1, windowMs });
+    // Same millisecond, so both settle into one exact bucket: the second one's window is longer.
+    expect(await store.reserve("a", [c(1_000)], HOUR)).toMatchObject({ ok: true });
+    expect(await store.reserve("b", [c(5_000)], HOUR)).toMatchObject({ ok: true });
+    await store.settle("a", [2]);
+    await store.settle("b", [3]);
+    expect(await store.peek([c(5_000)])).toEqual([5]);
+    now += 2_000;
+    expect(await store.peek([c(5_000)])).toEqual([5]);
+    now += 3_000;
+    expect(await store.peek([c(5_000)])).toEqual([0]);
+  });
+
   it("a reservation of more counters than one statement writes settles each of them", async () => {
     const store = openStore(join(dir, "tollgate.db"));
     const counters = Array.from({ length: 19 }, (_, i) => ({ key: `k${i}`, max: 100, amount: i + 1, windowMs: HOUR }));
