@@ -6,7 +6,7 @@ import { bucketGoneAt, bucketStart, bucketWidth, retryAfter } from "./buckets.js
 import { setTimeout as sleep } from "node:timers/promises";
 import { CommitBatch } from "./commit-batch.js";
 import { OUTBOX_SCHEMA, SqliteOutbox } from "./outbox-sqlite.js";
-import { CounterRows, type BucketAdd, type LiveRow } from "./sqlite-counter-rows.js";
+import { CounterRows } from "./sqlite-counter-rows.js";
 import { CounterTotals, TOTALS_SCHEMA } from "./sqlite-totals.js";
 import { StoreUnavailableError, type Checkpoint, type Counter, type CounterDetail, type ReserveResult, type Store, type StoreHealth, type StoredKey, type UsageQuery } from "../core/store.js";
 
@@ -194,6 +194,8 @@ export class SqliteStore implements Store {
   private readonly leavingBuckets;
   private readonly leavingLive;
   private readonly detachHeld;
+  private readonly insertLive;
+  private readonly releaseHeld;
   private readonly rows: CounterRows;
   private readonly countBuckets;
   private readonly countLive;
@@ -267,7 +269,7 @@ export class SqliteStore implements Store {
       )
       .raw();
     this.totals = new CounterTotals(db);
-    // The in-flight part of sumCounter alone, for reports (peekDetail); the request path never reads it.
+    // The in-flight part of sumCounter alone: for reports (peekDetail), and for a reserve whose running total was stale.
     this.sumLive = db
       .prepare<[string, number, number], number>(
         `SELECT COALESCE(SUM(amount), 0) FROM counter_live
@@ -282,6 +284,11 @@ export class SqliteStore implements Store {
        WHERE key = ? AND ts > ? - window_ms AND (lease_until IS NULL OR lease_until > ?)`,
     );
     this.detachHeld = db.prepare<[string]>("UPDATE counter_live SET held = 0 WHERE id = ? AND held = 1");
+    this.insertLive = db.prepare<[string, string, number, number, number, number | null, number, number, number]>(
+      `INSERT INTO counter_live (key, id, pos, ts, amount, lease_until, window_ms, width, gone_at, held)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)`,
+    );
+    this.releaseHeld = db.prepare<[string]>("DELETE FROM counter_live WHERE id = ? AND held = 1");
     this.rows = new CounterRows(db);
     this.countBuckets = db.prepare<[string], number>("SELECT COUNT(*) FROM counter_buckets WHERE key = ?").pluck();
     this.countLive = db.prepare<[string], number>("SELECT COUNT(*) FROM counter_live WHERE key = ?").pluck();
@@ -328,7 +335,7 @@ export class SqliteStore implements Store {
       const totals: number[] = [];
       for (let i = 0; i < counters.length; i++) {
         const c = counters[i]!;
-        const used = (sums[2 * i] ?? this.totals.recompute(c.key, now, true)) + sums[2 * i + 1]!;
+        const used = sums[i] ?? this.totals.recompute(c.key, now, true) + this.sumLive.get(c.key, now, now)!;
         totals.push(used + c.amount);
         if (used + c.amount > c.max) {
           const retry = c.amount <= c.max ? retryAfter(this.leaving(c.key, bucketWidth(c.windowMs, c.max), now), used + c.amount - c.max, now) : undefined;
@@ -337,36 +344,30 @@ export class SqliteStore implements Store {
       }
       // A reused id takes over the name; the older rows keep counting until their lease ends,
       // as they would in memory, but settle/release now address only the new ones.
-      if (sums[2 * counters.length] !== null) this.detachHeld.run(id);
+      if (sums[counters.length] !== null) this.detachHeld.run(id);
       const leaseUntil = now + leaseMs;
       const lease = Number.isFinite(leaseUntil) ? leaseUntil : null;
-      const live: LiveRow[] = [];
       for (let i = 0; i < counters.length; i++) {
         const c = counters[i]!;
         const width = bucketWidth(c.windowMs, c.max);
-        live.push([c.key, id, i, now, c.amount, lease, c.windowMs, width, bucketGoneAt(now, width, c.windowMs)]);
+        this.insertLive.run(c.key, id, i, now, c.amount, lease, c.windowMs, width, bucketGoneAt(now, width, c.windowMs));
       }
-      this.rows.insertLive(live);
       return { ok: true, totals };
     };
 
     this.deleteCheckpoint = db.prepare<[string]>("DELETE FROM checkpoints WHERE id = ?");
-    // The amount goes into the bucket of its reservation time, even when the lease ran out.
+    // The amount goes into the bucket of its reservation time, even when the lease ran out; the
+    // rows move into their buckets inside SQLite (CounterRows.settle), then go.
     this.settleRows = (id: string, actual: number[], now: number): void => {
       this.dropCheckpoint(id);
-      const adds: BucketAdd[] = [];
-      for (const [key, pos, ts, reserved, windowMs, width] of this.rows.takeHeldRows(id)) {
-        const amount = actual[pos] ?? reserved;
-        const goneAt = bucketGoneAt(ts, width, windowMs);
-        if (goneAt > now && amount !== 0) adds.push([key, bucketStart(ts, width), amount, goneAt]);
-      }
-      if (adds.length) this.rows.addToBuckets(adds, now);
+      this.rows.settle(id, actual, now);
+      this.releaseHeld.run(id);
     };
 
     // One read transaction so the totals come from the same snapshot.
-    this.peekTx = db.transaction((counters: Pick<Counter, "key" | "windowMs">[], now: number) => counters.map((c) => this.total(c.key, now, false)));
+    this.peekTx = db.transaction((counters: Pick<Counter, "key" | "windowMs">[], now: number) => counters.map((c) => this.total(c.key, now)));
     this.peekDetailTx = db.transaction((counters: Pick<Counter, "key" | "windowMs">[], now: number) =>
-      counters.map((c): CounterDetail => ({ total: this.total(c.key, now, false), reserved: this.sumLive.get(c.key, now, now)! })),
+      counters.map((c): CounterDetail => ({ total: this.total(c.key, now), reserved: this.sumLive.get(c.key, now, now)! })),
     );
 
     this.scoreTx = db.transaction((key: string, delta: number, halfLifeMs: number, now: number) => {
@@ -385,7 +386,7 @@ export class SqliteStore implements Store {
 
     this.releaseRows = (id: string): void => {
       this.dropCheckpoint(id);
-      this.rows.takeHeldRows(id);
+      this.releaseHeld.run(id);
     };
 
     // due is the reservation's lease end; a reservation already settled (or without a lease,
@@ -625,10 +626,10 @@ export class SqliteStore implements Store {
     return this.countBuckets.get(key)! + this.countLive.get(key)!;
   }
 
-  /** Settled plus in-flight; `keep` (in a write transaction) stores a recomputed running total. */
-  private total(key: string, now: number, keep: boolean): number {
+  /** Settled plus in-flight, for reads (a reserve reads through CounterRows.sum and keeps what it recomputes). */
+  private total(key: string, now: number): number {
     const [settled, live] = this.sumCounter.get(key, now, now, key, now, now)!;
-    return (settled ?? this.totals.recompute(key, now, keep)) + live;
+    return (settled ?? this.totals.recompute(key, now, false)) + live;
   }
 
   /** What counts now and when it stops; an unsettled amount leaves when it would once settled. */
