@@ -1,4 +1,5 @@
-import { describe, expect, it } from "vitest";
+import { Agent, fetch } from "undici";
+import { afterAll, describe, expect, it } from "vitest";
 import { parseConfig } from "../src/config/load.js";
 import { resolveConfig } from "../src/config/resolve.js";
 import { markFirstSeen } from "../src/core/gates/signals/new-identities.js";
@@ -39,11 +40,24 @@ async function unprotectedDay(): Promise<Run> {
   return { figures: figures(pop.calls, outcomes, mock.requests), calls: pop.calls, outcomes };
 }
 
+/**
+ * The gateway closes a keep-alive connection idle for 5 s (node's default). A client that reuses
+ * one at that moment gets "other side closed" for a request the gateway never saw (a CI run at
+ * load 20 did, with both gateways alive): undici's default reuses connections idle for up to ~4-5 s
+ * by its coarse timers, so a starved test process loses the race. Connections idle for 1 s are dropped.
+ */
+const client = new Agent({ keepAliveTimeout: 1_000, keepAliveMaxTimeout: 1_000 });
+afterAll(() => client.close());
+
 async function send(gw: GatewayProcess, c: Call): Promise<Outcome> {
   const headers: Record<string, string> = { "content-type": "application/json", "x-forwarded-for": c.ip };
   if (c.key) headers.authorization = `Bearer ${c.key}`;
   if (c.runId) headers["x-tollgate-run"] = c.runId;
-  const res = await fetch(`${gw.url}/${c.route}/v1/chat/completions`, { method: "POST", headers, body: JSON.stringify(c.body) });
+  const res = await fetch(`${gw.url}/${c.route}/v1/chat/completions`, { method: "POST", headers, body: JSON.stringify(c.body), dispatcher: client }).catch((err: Error) => {
+    // Whether the gateway is still alive is what tells a crash from a dropped connection.
+    const state = gw.child.exitCode ?? gw.child.signalCode ?? "alive";
+    throw new Error(`call to ${gw.url} failed (gateway ${state}): ${err.message} ${(err.cause as Error | undefined)?.message ?? ""}\n${gw.stderr.slice(-2_000)}`, { cause: err });
+  });
   await res.arrayBuffer();
   return { status: res.status, model: res.headers.get("x-tollgate-model") ?? undefined };
 }
