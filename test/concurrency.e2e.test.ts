@@ -134,7 +134,7 @@ describe("a concurrency cap of 2 on Redis, two gateway processes sharing one red
   const redis = useRedis();
 
   it("admits exactly 2 of 50 parallel requests spread over both processes, at no moment more than 2", async () => {
-    const [one, two] = await Promise.all([GatewayProcess.start(config(redis.url(1))), GatewayProcess.start(config(redis.url(1)))]);
+    const [one, two] = await GatewayProcess.startAll([config(redis.url(1)), config(redis.url(1))]);
     gateways.push(one!, two!);
     const results = await allAtOnce(() => Array.from({ length: 50 }, (_, i) => ask([one!, two!][i % 2]!.url, "tg_ann")), { outputTokens: 10, tokenIntervalMs: 40 });
     expect(results.filter((r) => r === 200)).toHaveLength(2);
@@ -157,7 +157,7 @@ describe("a concurrency cap of 2 on Redis, two gateway processes sharing one red
   }, 90_000);
 
   it("a process killed with SIGKILL holds its slots on the other process until the leases run out", async () => {
-    const [doomed, survivor] = await Promise.all([GatewayProcess.start(config(redis.url(2), "1s")), GatewayProcess.start(config(redis.url(2), "1s"))]);
+    const [doomed, survivor] = await GatewayProcess.startAll([config(redis.url(2), "1s"), config(redis.url(2), "1s")]);
     gateways.push(survivor!);
     mock.setBehavior({ neverEnd: true, tokenIntervalMs: 50 });
     const hanging = [ask(doomed!.url, "tg_ann", true), ask(doomed!.url, "tg_ann", true)];

@@ -70,6 +70,18 @@ export class GatewayProcess {
     return gw;
   }
 
+  /**
+   * Starts several gateways together. If one fails, the others are stopped once their own start
+   * settles, so a failed start leaves no sibling running past the test.
+   */
+  static async startAll(configs: (object | string)[], env: NodeJS.ProcessEnv = {}): Promise<GatewayProcess[]> {
+    const starts = await Promise.allSettled(configs.map((c) => GatewayProcess.start(c, env)));
+    const failed = starts.find((s) => s.status === "rejected");
+    if (!failed) return starts.map((s) => (s as PromiseFulfilledResult<GatewayProcess>).value);
+    await Promise.all(starts.map((s) => (s.status === "fulfilled" ? s.value.stop("SIGKILL") : undefined)));
+    throw failed.reason;
+  }
+
   /** Waits until `n` usage records have been printed. */
   async waitForRecords(n: number, timeoutMs = 5_000): Promise<UsageRecord[]> {
     const start = Date.now();

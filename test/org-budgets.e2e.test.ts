@@ -95,7 +95,7 @@ describe("an org of four callers on Redis, two gateway processes sharing one red
   const redis = useRedis();
 
   it("200 concurrent requests spread over both processes never overdraw the org, any user's plan budget or dan's key budget", async () => {
-    const [one, two] = await Promise.all([GatewayProcess.start(config(redis.url(1))), GatewayProcess.start(config(redis.url(1)))]);
+    const [one, two] = await GatewayProcess.startAll([config(redis.url(1)), config(redis.url(1))]);
     gateways.push(one!, two!);
     mock.setBehavior({ outputTokens: 20 });
     const callers = (url: string) => [client(url, "tg_alice"), client(url, "tg_bob"), client(url, "tg_backend", { "x-tollgate-user": "carol", "x-tollgate-org": "acme" }), client(url, "tg_dan")];

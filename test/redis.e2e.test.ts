@@ -46,7 +46,7 @@ const ask = (url: string, body: object = {}, key = "tg_redis_user") =>
   });
 
 async function startMany(n: number, cfg: object): Promise<GatewayProcess[]> {
-  const started = await Promise.all(Array.from({ length: n }, () => GatewayProcess.start(cfg)));
+  const started = await GatewayProcess.startAll(Array.from({ length: n }, () => cfg));
   gateways.push(...started);
   return started;
 }

@@ -98,12 +98,23 @@ export interface Gateways extends Array<GatewayProcess> {
  */
 export function useGateways(opts: { after: "each" | "all"; signal?: NodeJS.Signals } = { after: "each" }): Gateways {
   const list = [] as unknown as Gateways;
+  // Starts still under way when a test ends (a sibling of one that failed, say) are waited for, then stopped.
+  const starting = new Set<Promise<GatewayProcess>>();
   list.start = async (config, env, wrap) => {
-    const gw = await GatewayProcess.start(config, env, wrap);
-    list.push(gw);
-    return gw;
+    const start = GatewayProcess.start(config, env, wrap);
+    starting.add(start);
+    try {
+      const gw = await start;
+      list.push(gw);
+      return gw;
+    } finally {
+      starting.delete(start);
+    }
   };
-  const stopAll = () => Promise.all(list.splice(0).map((g) => g.stop(opts.signal)));
+  const stopAll = async () => {
+    await Promise.allSettled([...starting]);
+    await Promise.all(list.splice(0).map((g) => g.stop(opts.signal)));
+  };
   if (opts.after === "each") afterEach(stopAll);
   else afterAll(stopAll);
   return list;
