@@ -15,7 +15,12 @@ async function start(example: string): Promise<string> {
   let err = "";
   child.stderr!.on("data", (d) => (err += d));
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${example} did not start: ${err}`)), 15_000);
+    // Only bounds a hung start (a failing one exits at once). At load 20 an app importing its
+    // framework, the AI SDK and tollgate took over 15 s to listen, with nothing on stderr.
+    const timer = setTimeout(() => {
+      child?.kill("SIGKILL");
+      reject(new Error(`${example} did not start: ${err}`));
+    }, 45_000);
     child!.stdout!.on("data", (d) => {
       out += d;
       const m = /listening on (http:\/\/\S+)/.exec(out);
@@ -24,7 +29,10 @@ async function start(example: string): Promise<string> {
         resolve(m[1]!.replace(/\/$/, ""));
       }
     });
-    child!.once("exit", (code) => reject(new Error(`${example} exited ${code}: ${err}`)));
+    child!.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${example} exited ${code}: ${err}`));
+    });
   });
 }
 
@@ -58,7 +66,7 @@ for (const example of ["express", "fastify", "hono", "next"]) {
       const third = await file();
       expect(third.status).toBe(429);
       expect(third.body.error.code).toBe("rate_limited");
-    });
+    }, 90_000);
   });
 }
 
@@ -82,6 +90,6 @@ for (const example of ["express", "next"]) {
       expect((await broke.json()).error).toMatchObject({ code: "budget_exceeded", message: expect.stringMatching(/trial plan's daily budget/) });
 
       expect((await ask(null)).status).toBe(401);
-    });
+    }, 90_000);
   });
 }
