@@ -1,6 +1,10 @@
 import { describe, expect, it } from "vitest";
 import { openaiUpstream, useGateway } from "./use-gateway.js";
 
+/** Long enough that two back-to-back steps fit in it on a loaded machine. */
+const RUN_MAX_DURATION = "5s";
+const RUN_MAX_DURATION_MS = 5_000;
+
 const { gw, mock } = useGateway({
   config: (mock) => ({
     store: "memory:",
@@ -14,7 +18,7 @@ const { gw, mock } = useGateway({
     ],
     routes: {
       agent: { path: "/agent", plans: ["free"], default_model: "gpt-4o-mini", runs: { per: "user", max: 3, window: "1d", max_steps: 5, max_tool_calls: 5, max_usd: 0.0005 } },
-      slow: { path: "/slow", plans: ["free"], default_model: "gpt-4o-mini", runs: { max_steps: 100, max_duration: "2s" } },
+      slow: { path: "/slow", plans: ["free"], default_model: "gpt-4o-mini", runs: { max_steps: 100, max_duration: RUN_MAX_DURATION } },
     },
   }),
 });
@@ -62,15 +66,19 @@ describe("agent runs in the gateway", () => {
   });
 
   it("refuses the steps of a run older than its max_duration, even one step at a time", async () => {
+    const first = await step("tg_agent_a", "slow-run", {}, "slow");
+    expect(first.status).toBe(200);
     expect((await step("tg_agent_a", "slow-run", {}, "slow")).status).toBe(200);
-    expect((await step("tg_agent_a", "slow-run", {}, "slow")).status).toBe(200);
-    await new Promise((r) => setTimeout(r, 2_200));
+    // Past max_duration on the gateway's clock: the run began before its first step ended.
+    const rec = await gw.recordFor(first.id);
+    const firstEnded = Date.parse(rec.ts) + rec.duration_ms;
+    await new Promise((r) => setTimeout(r, Math.max(0, firstEnded + RUN_MAX_DURATION_MS + 100 - Date.now())));
     const late = await step("tg_agent_a", "slow-run", {}, "slow");
     expect(late.status).toBe(429);
     expect(late.message).toMatch(/max_duration/);
     // Another run is fine.
     expect((await step("tg_agent_a", "fresh-run", {}, "slow")).status).toBe(200);
-  });
+  }, 30_000);
 
   it("reserves the run's max_usd like a budget", async () => {
     // $0.0005 per run; each step at max_tokens 2000 reserves about $0.0012 at gpt-4o-mini's price.
