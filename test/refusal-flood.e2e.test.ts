@@ -54,12 +54,22 @@ describe("a flood of refused requests", () => {
     expect(bad.non2xx + limited.non2xx).toBe(BAD + LIMITED);
     expect(bad.errors + limited.errors).toBe(0);
 
-    // Summaries are written once their second is over.
-    await new Promise((r) => setTimeout(r, 1_500));
+    // Summaries are written once their second is over: wait until the printed records and the
+    // stored ones stand for every request (the served one and each refusal), however late that is.
+    await gw.waitForRequests(BAD + LIMITED + 1, 30_000);
     const { SqliteStore } = await import("../src/stores/sqlite.js");
-    const store = SqliteStore.open(db);
-    const records = await store.queryUsage({ since: 0 });
-    await store.close();
+    const stored = async () => {
+      const store = SqliteStore.open(db);
+      try {
+        return await store.queryUsage({ since: 0 });
+      } finally {
+        await store.close();
+      }
+    };
+    let records = await stored();
+    for (const deadline = Date.now() + 30_000; records.reduce((n, r) => n + (r.count ?? 1), 0) < BAD + LIMITED + 1 && Date.now() < deadline; records = await stored()) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
     const summaries = records.filter((r) => r.count !== undefined);
     const bound = (2 * CAP + 2) * seconds + 1;
     console.log(
