@@ -91,10 +91,10 @@ describe.skipIf(SKIP_BROWSER)("dashboard in Chromium", () => {
     const users = page.locator("#top-users tbody tr");
     await expect.poll(() => users.count(), { timeout: 10_000 }).toBeGreaterThan(3);
     expect(await page.locator("#top-users tbody td:first-child").allInnerTexts()).toContain("bob");
-    await expect.poll(() => page.locator("#refusals tbody tr td.code").allInnerTexts()).toEqual(expect.arrayContaining(["blocked", "param_not_allowed"]));
-    await expect.poll(() => page.locator("#flagged tbody tr td.signals").count()).toBeGreaterThan(0);
+    await expect.poll(() => page.locator("#refusals tbody tr td.code").allInnerTexts(), { timeout: 10_000 }).toEqual(expect.arrayContaining(["blocked", "param_not_allowed"]));
+    await expect.poll(() => page.locator("#flagged tbody tr td.signals").count(), { timeout: 10_000 }).toBeGreaterThan(0);
     // The same requests grouped by cohort and network: the demo's bad network is one row.
-    await expect.poll(() => page.locator("#flagged-cohorts tbody tr td.signals").count()).toBeGreaterThan(0);
+    await expect.poll(() => page.locator("#flagged-cohorts tbody tr td.signals").count(), { timeout: 10_000 }).toBeGreaterThan(0);
     await expect.poll(() => page.locator("#tail tbody tr").count(), { timeout: 10_000 }).toBeGreaterThan(10);
     expect(Number((await page.locator("#kpi-requests").innerText()).replace(/,/g, ""))).toBeGreaterThan(40);
     mkdirSync(SHOTS, { recursive: true });
@@ -109,7 +109,7 @@ describe.skipIf(SKIP_BROWSER)("dashboard in Chromium", () => {
     expect(await page.locator("#block-result").innerText()).toContain("Blocked user bob");
     expect(await asBob()).toEqual({ status: 403, code: "blocked" });
     // Usage lines leave once per event-loop turn: wait for bob's refusal rather than take the last line.
-    await expect.poll(() => gw.records.some((r) => r.user === "bob" && r.code === "blocked"), { timeout: 5_000 }).toBe(true);
+    await expect.poll(() => gw.records.some((r) => r.user === "bob" && r.code === "blocked"), { timeout: 10_000 }).toBe(true);
     const refusal = gw.records.findLast((r) => r.user === "bob" && r.code === "blocked")!;
     expect(refusal).toMatchObject({ user: "bob", decision: "deny", code: "blocked", signals: ["admin_block:user"] });
 
@@ -134,7 +134,7 @@ describe.skipIf(SKIP_BROWSER)("dashboard in Chromium", () => {
     const limit = Number((await acme.locator("td.num").nth(0).innerText()).replace("$", ""));
     expect(Number((await acme.locator("td.num").nth(3).innerText()).replace("$", ""))).toBeCloseTo(limit - bobSpent, 3);
     const keyRows = page.locator("#budgets tbody tr", { hasText: "monthly" }).filter({ has: page.locator("td:first-child", { hasText: /^key$/ }) });
-    await expect.poll(() => keyRows.count()).toBe(1);
+    await expect.poll(() => keyRows.count(), { timeout: 10_000 }).toBe(1);
     // An operator cuts the org to $0 for a minute: the row turns exhausted and bob is refused with 402.
     const put = await fetch(`${gw.url}/admin/budgets/org/acme`, { method: "PUT", headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/json" }, body: JSON.stringify({ daily_usd: 0, until: "1m" }) });
     expect(put.status).toBe(200);
@@ -188,6 +188,6 @@ describe.skipIf(SKIP_BROWSER)("dashboard in Chromium", () => {
     expect(pending.data.find((i: { id: string; sink: string }) => i.id === first.id && i.sink === "ops")).toMatchObject({ state: "pending", kind: first.kind });
     expect((await admin("/admin/outbox?state=failed&limit=500")).data.map((i: { id: string }) => i.id)).not.toContain(first.id);
     // The refresh after the click took it off the failed list.
-    await expect.poll(() => row.count(), { timeout: 5_000 }).toBe(0);
+    await expect.poll(() => row.count(), { timeout: 10_000 }).toBe(0);
   }, 60_000);
 });

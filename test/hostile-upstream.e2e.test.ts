@@ -175,7 +175,7 @@ describe("usage that cannot be true is charged as the reservation, recorded and 
         const reservedOutput = path === "/v1/messages" ? bodies[path].max_tokens : CLAMP;
         expect(record).toMatchObject({ usage_source: "reserved", ended: "complete", output_tokens: reservedOutput });
         expect(record.cost_usd).toBe(record.estimated_cost_usd);
-        await expect.poll(() => gw.stderr).toContain(record.request_id);
+        await expect.poll(() => gw.stderr, { timeout: 10_000 }).toContain(record.request_id);
         expect(gw.stderr).toMatch(/implausible usage/);
       });
     }
@@ -232,7 +232,7 @@ describe("an upstream that answers another model", () => {
     expect(answered).toBeGreaterThan(asked);
     expect(Math.round(record.cost_usd * 1e6)).toBe(answered);
     expect(record.usage_source).toBe("provider");
-    await expect.poll(() => gw.stderr).toMatch(/answered with model gpt-4o/);
+    await expect.poll(() => gw.stderr, { timeout: 10_000 }).toMatch(/answered with model gpt-4o/);
   });
 
   it("streamed: the model named in the chunks is priced the same way", async () => {
@@ -246,7 +246,7 @@ describe("an upstream that answers another model", () => {
     const reserved = Math.round(record.estimated_cost_usd! * 1e6);
     expect(answered).toBeGreaterThan(reserved);
     expect(Math.round(record.cost_usd * 1e6)).toBe(Math.max(asked, reserved));
-    await expect.poll(() => gw.stderr).toMatch(/charged its higher price up to the reservation/);
+    await expect.poll(() => gw.stderr, { timeout: 10_000 }).toMatch(/charged its higher price up to the reservation/);
   });
 
   it("is charged at the asked price when the answered model is cheaper", async () => {
