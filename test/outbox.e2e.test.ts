@@ -92,8 +92,8 @@ describe("alerts and export", () => {
     const served = await spendAll([gw.url]);
     await until("the export of every served request", () => served.every((id) => receiver.ids("tollgate.usage").includes(id)));
     await until("the soft alert", () => receiver.ids("budget.soft").length > 0);
-    // Time for any duplicate to arrive: the outbox polls every 100 ms.
-    await sleep(1_500);
+    // A duplicate could only come from the outbox: once it holds nothing, nothing more is sent.
+    await until("the outbox to be empty", async () => (await admin(gw, "/admin/outbox")).body.total === 0);
     const soft = receiver.alerts.filter((a) => a.type === "budget.soft");
     expect(soft).toHaveLength(1);
     expect(receiver.rejected).toBe(0);
@@ -139,13 +139,21 @@ describe("alerts and export", () => {
         await until("a failed attempt", async () => (await admin(first[0]!, "/admin/outbox?limit=500")).body.data.some((i: { last_error: string | null }) => i.last_error?.startsWith("connection failed")));
         // One gateway dies without a chance to clean up; another comes up on the same store.
         await first[0]!.stop("SIGKILL");
-        await sleep(3_000);
         const second = await start(cfg);
-        await sleep(2_000);
+        // Every waiting message is tried again after the kill (the dead gateway's once its claim
+        // lapses), and still nothing reaches the receiver while it is down.
+        const attempts = async () => new Map<string, number>((await admin(second, "/admin/outbox?limit=500")).body.data.map((i: { sink: string; id: string; attempts: number }) => [`${i.sink} ${i.id}`, i.attempts]));
+        const afterKill = await attempts();
+        expect(afterKill.size).toBeGreaterThanOrEqual(served.length + 2);
+        await until("every message to be tried again", async () => {
+          const now = await attempts();
+          return [...afterKill].every(([id, n]) => (now.get(id) ?? 0) > n);
+        });
         expect(receiver.alerts.length + receiver.events.length).toBe(0);
         await receiver.up();
         await until("every alert and usage event", () => alertIds.every((id) => receiver.ids().includes(id)) && served.every((id) => receiver.ids().includes(id)), 40_000);
-        await sleep(1_500);
+        // Anything else could only come from the outbox: once it holds nothing, nothing more is sent.
+        await until("the outbox to be empty", async () => (await admin(second, "/admin/outbox")).body.total === 0);
         // Nothing but what was queued, each id once or more, and nothing left behind.
         expect(receiver.ids().sort()).toEqual([...alertIds, ...served].sort());
         expect(receiver.ids("budget.soft")).toHaveLength(1);
