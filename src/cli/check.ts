@@ -7,7 +7,7 @@ export function describeConfig(c: ResolvedConfig, file: string): string {
   const usd = (m: number | undefined) => (m === undefined ? "-" : `$${formatUsd(m)}`);
   const perM = (m: number | undefined) => (m === undefined ? "-" : `$${formatUsd(m)}/1M`);
   const lines = [`config ${file} is valid`, ""];
-  lines.push(`server   ${c.server.host}:${c.server.port}  timeout ${formatDuration(c.server.timeoutMs)}  first byte ${formatDuration(c.server.firstByteTimeoutMs)}  idle ${formatDuration(c.server.idleTimeoutMs)}  body ${formatDuration(c.server.bodyTimeoutMs)}, ≤ ${c.server.maxBodyBytes} bytes  trust_proxy ${c.server.trustProxy}`);
+  lines.push(`server   ${c.server.host}:${c.server.port}  timeout ${formatDuration(c.server.timeoutMs)}  first byte ${formatDuration(c.server.firstByteTimeoutMs)}  idle ${formatDuration(c.server.idleTimeoutMs)}  body ${formatDuration(c.server.bodyTimeoutMs)}  keep-alive ${formatDuration(c.server.keepAliveTimeoutMs)}, ≤ ${c.server.maxBodyBytes} bytes  trust_proxy ${c.server.trustProxy}`);
   lines.push(`store    ${c.store}  (on error: ${c.onStoreError})`);
   lines.push(`admin    ${c.adminKey ? "enabled (key ****)" : "disabled"}`);
   if (c.budget.daily !== undefined || c.budget.monthly !== undefined) lines.push(`budget   gateway daily ${usd(c.budget.daily)}  monthly ${usd(c.budget.monthly)}`);

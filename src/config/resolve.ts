@@ -62,6 +62,7 @@ export function resolveConfig(raw: RawConfig): ResolvedConfig {
       firstByteTimeoutMs: res.ms(raw.server.first_byte_timeout),
       idleTimeoutMs: res.ms(raw.server.idle_timeout),
       bodyTimeoutMs: res.ms(raw.server.body_timeout),
+      keepAliveTimeoutMs: res.ms(raw.server.keep_alive_timeout),
       log: raw.server.log,
       metrics: raw.server.metrics,
       maxRefusalRecordsPerSecond: raw.server.max_refusal_records_per_s,

@@ -371,6 +371,11 @@ export const serverSchema = z.strictObject({
   body_timeout: duration
     .default("10s")
     .describe("How long a client may take to send its request body. Quota is reserved only once the body is in, so a slow body holds no limit's slot; this bounds how long it holds a socket."),
+  keep_alive_timeout: duration
+    .default("65s")
+    .describe(
+      "How long an idle client connection stays open for its next request. Keep it above the idle timeout of any load balancer or client pool in front of the gateway (AWS ALB: 60s): when the gateway closes first, a request sent on the closing connection fails with a reset.",
+    ),
   log: z.enum(["usage", "none"]).default("usage").describe("usage: one JSON usage record per request on stdout."),
   max_refusal_records_per_s: nonNegativeInt
     .default(100)

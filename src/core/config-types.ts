@@ -20,6 +20,8 @@ export interface ResolvedConfig extends ResolvedDelivery {
     firstByteTimeoutMs: number;
     idleTimeoutMs: number;
     bodyTimeoutMs: number;
+    /** How long an idle client connection is kept for its next request. */
+    keepAliveTimeoutMs: number;
     log: "usage" | "none";
     metrics: "open" | "admin" | "off";
     maxRefusalRecordsPerSecond: number;

@@ -49,7 +49,7 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
     if (this.abort && !this.writableFinished) this.abort.abort(CLIENT_DISCONNECT);
   }
 
-  const server = createServer({ requestTimeout: 0, headersTimeout: 30_000, keepAliveTimeout: 5_000, ServerResponse: Response }, (req, res) => {
+  const server = createServer({ requestTimeout: 0, headersTimeout: 30_000, keepAliveTimeout: cfg.server.keepAliveTimeoutMs, ServerResponse: Response }, (req, res) => {
     inFlight++;
     res.once("close", closed);
     handle(req, res as Response).catch((err) => {
