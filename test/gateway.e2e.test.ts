@@ -83,6 +83,22 @@ describe("gateway: OpenAI chat completions through every gate", () => {
     expect(usage).toMatchObject({ completion_tokens: 20 });
   });
 
+  it("sends the provider the re-serialised request, never the caller's own spelling of it (SPEC §7.7)", async () => {
+    // The same request as a hand-written client might spell it: indented, escapes JSON.stringify does not use, 1.0 for 1.
+    const raw = '{\n  "model" : "gpt-4o-mini",\n  "messages": [{"role": "user", "content": "\\u0041 \\/ caf\\u00E9"}],\n  "temperature": 1.0\n}\n';
+    const res = await fetch(`${gw.url}/chat/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${CALLER_KEY}`, "content-type": "application/json" }, body: raw });
+    expect(res.status).toBe(200);
+    const sent = mock.requests[0]!.rawBody;
+    expect(sent).toBe(JSON.stringify(JSON.parse(sent)));
+    expect(JSON.parse(sent)).toMatchObject({ model: "gpt-4o-mini", messages: [{ role: "user", content: "A / café" }], temperature: 1 });
+
+    // What an SDK sends is already in that form: it goes as it came, with the route's cap added.
+    await client().chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: 'say "hi" \\ é' }] });
+    const second = mock.requests[1]!.rawBody;
+    expect(second).toBe(JSON.stringify(JSON.parse(second)));
+    expect(JSON.parse(second)).toMatchObject({ messages: [{ content: 'say "hi" \\ é' }], max_tokens: 50 });
+  });
+
   it("resolves an alias to the provider's model id", async () => {
     await client().chat.completions.create({ model: "house-model", messages: [{ role: "user", content: "hi" }] });
     expect(mock.requests[0]!.body.model).toBe("house-v2");

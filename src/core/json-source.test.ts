@@ -3,7 +3,7 @@ import { parseJson } from "../gateway/body.js";
 import { anthropicMessages } from "../formats/anthropic-messages.js";
 import { openaiChat } from "../formats/openai-chat.js";
 import { openaiResponses } from "../formats/openai-responses.js";
-import { patchJson, type JsonSource } from "./json-source.js";
+import { patchJson, upstreamBody, type JsonSource } from "./json-source.js";
 
 /** The caller's text parsed as the gateway parses it, with its source noted. */
 function read(text: string): { body: Record<string, unknown>; source: JsonSource } {
@@ -98,5 +98,83 @@ describe("upstream fields of the formats", () => {
       expect(JSON.stringify(JSON.parse(sent))).toBe(JSON.stringify(format.rewrite(body, p, inspection)));
       expect(JSON.parse(sent).model).toBe("upstream-model");
     }
+  });
+});
+
+describe("upstreamBody: the provider gets the re-serialised request (SPEC §7.7), never the caller's spelling", () => {
+  /** What the provider receives for `text` with `fields` set, and what re-serialising would send. */
+  function both(text: string, fields: Record<string, unknown>): { sent: string; serialised: string; patched: boolean } {
+    const { body, source } = read(text);
+    const rewritten = { ...body, ...fields };
+    const out = upstreamBody(source, fields, rewritten);
+    return { sent: out.toString(), serialised: JSON.stringify(rewritten), patched: Buffer.isBuffer(out) };
+  }
+
+  it("sends JSON.stringify's bytes for every odd spelling of a body", () => {
+    for (const text of ODD) {
+      for (const fields of [{ model: "m2", max_tokens: 128 }, { stream_options: { include_usage: true } }, {}]) {
+        const { sent, serialised } = both(text, fields);
+        expect(sent).toBe(serialised);
+      }
+    }
+  });
+
+  it("patches the caller's bytes only when they already are JSON.stringify's, as SDKs send them", () => {
+    const sdk = JSON.stringify({ model: "a", messages: [{ role: "user", content: 'hi \\ "q" \n \u001f é 😀 </>' }], temperature: 0.5, n: 1, seed: -12, x: [1e21, 1e-7] });
+    const fast = both(sdk, { model: "b" });
+    expect(fast.patched).toBe(true);
+    expect(fast.sent).toBe(fast.serialised);
+    const odd = [
+      ' {"model":"a"}',
+      '{"model": "a"}',
+      '{"model":"a"}\n',
+      '{"model":"a","t":1.0}',
+      '{"model":"a","t":1e2}',
+      '{"model":"a","t":-0}',
+      '{"model":"a","t":1E-7}',
+      '{"model":"a","c":"\\/"}',
+      '{"model":"a","c":"\\u0041"}',
+      '{"model":"a","c":"\\u001F"}',
+      '{"model":"a","c":"\\ud83d\\ude00"}',
+      '{"model":"a","c":"\\u000a"}',
+      '{"model":"a","x":{"b":1,"2":2}}',
+      '{"10":1,"model":"a"}',
+    ];
+    for (const text of odd) {
+      const { sent, serialised, patched } = both(text, { model: "b", max_tokens: 7 });
+      expect(patched, text).toBe(false);
+      expect(sent, text).toBe(serialised);
+    }
+  });
+
+  it("matches JSON.stringify on random bodies in random spellings", () => {
+    const strings = ["model", "max_tokens", "é", "😀", '"', "\\", "/", "\u001f", "\n", "日本", "0", "12"];
+    // Integer-like keys are never patched (see the odd bodies above): none here, so the fast path is tried too.
+    const keys = strings.slice(0, -2);
+    const pick = <T>(a: T[]): T => a[Math.floor(Math.random() * a.length)]!;
+    const value = (depth: number): unknown => {
+      const r = Math.random();
+      if (depth > 2 || r < 0.3) return pick([1, 0, -0.5, 1e21, 1e-7, 123456789012, true, null, pick(strings) + pick(strings)]);
+      if (r < 0.6) return Array.from({ length: 3 }, () => value(depth + 1));
+      return Object.fromEntries(Array.from({ length: 3 }, (_, i) => [pick(keys) + i, value(depth + 1)]));
+    };
+    // Other spellings of the same value: escapes JSON.stringify does not write, and number forms.
+    const respell = (json: string): string =>
+      json
+        .replace(/é/g, () => pick(["é", "\\u00e9", "\\u00E9"]))
+        .replace(/\//g, () => pick(["/", "\\/"]))
+        .replace(/:1([,}\]])/g, (_m, end: string) => `:${pick(["1", "1.0", "1e0", "10e-1"])}${end}`);
+    let patched = 0;
+    for (let n = 0; n < 2000; n++) {
+      const body: Record<string, unknown> = {};
+      for (let i = 0; i < 5; i++) body[pick(["model", "max_tokens", "messages", "é😀", "x" + i, 'q"' + i])] = value(0);
+      let text = JSON.stringify(body, null, pick([0, 0, 1, "\t"]));
+      if (Math.random() < 0.3) text = respell(text);
+      const out = both(text, pick([{ model: "m" }, { model: "m", max_tokens: 9 }, { max_completion_tokens: 1, stream_options: { include_usage: true } }]));
+      expect(out.sent).toBe(out.serialised);
+      if (out.patched) patched++;
+    }
+    // The fast path is taken for a good share of them (compact, no integer-like keys, no respelling).
+    expect(patched).toBeGreaterThan(400);
   });
 });

@@ -12,6 +12,22 @@ export interface JsonSource {
   keys: (string | number)[];
   /** Index of the `}` closing the top-level object; -1 while unknown or when the body is no object. */
   end: number;
+  /**
+   * Whether `bytes` are exactly what JSON.stringify writes for the parsed value: no whitespace
+   * between tokens, escapes only where JSON.stringify escapes, numbers in their shortest form, no
+   * integer-like keys (which JSON.parse moves to the front of an object). Only then are the patched
+   * bytes the re-serialised request that SPEC §7.7 promises the provider.
+   */
+  canonical?: boolean;
+}
+
+/**
+ * The upstream body: `{ ...body, ...fields }` as JSON.stringify writes it. When the caller's bytes
+ * are already in that form (what every SDK sends), the same bytes come from patching them, for a
+ * copy instead of a serialisation of the whole prompt; anything else is serialised again.
+ */
+export function upstreamBody(src: JsonSource | undefined, fields: Record<string, unknown>, rewritten: unknown): Buffer | string {
+  return (src?.canonical && patchJson(src, fields)) || JSON.stringify(rewritten);
 }
 
 /**

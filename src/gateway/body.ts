@@ -111,6 +111,8 @@ interface Frame {
  */
 function scanStructure(text: string, source?: JsonSource): void {
   const stack: Frame[] = [];
+  // Whether the text is what JSON.stringify would write for it (see JsonSource.canonical).
+  let canonical = true;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
     if (c === 34 /* " */) {
@@ -122,7 +124,8 @@ function scanStructure(text: string, source?: JsonSource): void {
         const d = text.charCodeAt(i);
         if (d === 92 /* \ */) {
           escaped = true;
-          if (text.charCodeAt(i + 1) === 117 /* u */) {
+          const e = text.charCodeAt(i + 1);
+          if (e === 117 /* u */) {
             const unit = hex4(text, i + 2);
             if (unit >= 0xdc00 && unit <= 0xdfff && lowAt !== i) throw loneSurrogate();
             if (unit >= 0xd800 && unit <= 0xdbff) {
@@ -130,12 +133,20 @@ function scanStructure(text: string, source?: JsonSource): void {
               if (low < 0xdc00 || low > 0xdfff) throw loneSurrogate();
               lowAt = i + 6;
             }
+            if (canonical && !stringifyEscapesAs(unit, text, i + 2)) canonical = false;
             i += 5;
-          } else i++;
+          } else {
+            // JSON.stringify writes \" \\ \b \f \n \r \t, never \/.
+            if (e === 47 /* / */) canonical = false;
+            i++;
+          }
         } else if (d === 34) break;
       }
       const top = stack[stack.length - 1];
       if (top?.keys && top.expectKey) {
+        // An integer-like key moves to the front of the parsed object, so it is written elsewhere.
+        const first = text.charCodeAt(start + 1);
+        if (first >= 48 && first <= 57) canonical = false;
         const raw = text.slice(start, i + 1);
         let key = raw.slice(1, -1);
         if (escaped) {
@@ -164,8 +175,31 @@ function scanStructure(text: string, source?: JsonSource): void {
       const top = stack[stack.length - 1];
       if (top?.keys) top.expectKey = true;
       if (source && stack.length === 1 && top?.keys) source.keys.push(i);
-    }
+    } else if (c === 45 /* - */ || (c >= 48 && c <= 57)) {
+      // A number: canonical when it is the shortest form (`1.0`, `1e2`, `-0` are not).
+      let j = i + 1;
+      for (; j < text.length; j++) {
+        const d = text.charCodeAt(j);
+        if (!((d >= 48 && d <= 57) || d === 46 || d === 101 || d === 69 || d === 43 || d === 45)) break;
+      }
+      if (canonical) {
+        const token = text.slice(i, j);
+        if (String(Number(token)) !== token) canonical = false;
+      }
+      i = j - 1;
+    } else if (c === 32 || c === 10 || c === 13 || c === 9) canonical = false;
   }
+  if (source) source.canonical = canonical;
+}
+
+/**
+ * Whether `\u` + the four hex digits at `at` (the code unit `unit`) is how JSON.stringify writes
+ * that unit: only control characters without a short escape, in lowercase hex.
+ */
+function stringifyEscapesAs(unit: number, text: string, at: number): boolean {
+  if (unit >= 0x20 || unit === 8 || unit === 9 || unit === 10 || unit === 12 || unit === 13) return false;
+  for (let k = at; k < at + 4; k++) if (text.charCodeAt(k) >= 65 && text.charCodeAt(k) <= 70) return false;
+  return true;
 }
 
 /** The value of four hex digits at `at`, or -1. */

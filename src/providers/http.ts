@@ -1,6 +1,6 @@
 import { Pool } from "undici";
 import type { EndpointName, ProviderConfig } from "../config/resolve.js";
-import { patchJson } from "../core/json-source.js";
+import { upstreamBody } from "../core/json-source.js";
 import type { Provider, UpstreamCall, UpstreamResult } from "../core/provider.js";
 import { UpstreamHandler, upstreamFailure } from "./upstream-handler.js";
 
@@ -60,7 +60,7 @@ export class HttpProvider implements Provider {
     if (c.signal.aborted) return Promise.reject(upstreamFailure(undefined, c.signal));
     let body: string | Buffer | undefined;
     try {
-      body = (c.patch && patchJson(c.patch.source, c.patch.fields)) ?? JSON.stringify(c.body);
+      body = c.patch ? upstreamBody(c.patch.source, c.patch.fields, c.body) : JSON.stringify(c.body);
     } catch (err) {
       return Promise.reject(err);
     }
