@@ -30,11 +30,7 @@ export class CounterRows {
   sum(id: string, keys: string[], now: number): (number | null)[] {
     let stmt = this.sums.get(keys.length);
     if (stmt === undefined) {
-      const one = `(SELECT settled FROM counter_totals WHERE key = ? AND since <= ? AND prune_at > ?)
-        + (SELECT COALESCE(SUM(amount), 0) FROM counter_live
-           WHERE key = ? AND ts > ? - window_ms AND (lease_until IS NULL OR lease_until > ?))`;
-      const held = "(SELECT 1 FROM counter_live WHERE id = ? AND held = 1 LIMIT 1)";
-      stmt = this.db.prepare<Param[], (number | null)[]>(`SELECT ${keys.map(() => one).join(",")}, ${held}`).raw();
+      stmt = this.db.prepare<Param[], (number | null)[]>(sumSql(keys.length)).raw();
       this.sums.set(keys.length, stmt);
     }
     const params: Param[] = [];
@@ -79,6 +75,15 @@ export class CounterRows {
     }
     regrow.run(now, ...actual, id, now);
   }
+}
+
+/** CounterRows.sum's statement for `n` keys: parameters are key, now, now, key, now, now per key, then the id. */
+export function sumSql(n: number): string {
+  const one = `(SELECT settled FROM counter_totals WHERE key = ? AND since <= ? AND prune_at > ?)
+    + (SELECT COALESCE(SUM(amount), 0) FROM counter_live
+       WHERE key = ? AND ts > ? - window_ms AND (lease_until IS NULL OR lease_until > ?))`;
+  const held = "(SELECT 1 FROM counter_live WHERE id = ? AND held = 1 LIMIT 1)";
+  return `SELECT ${Array.from({ length: n }, () => one).join(",")}, ${held}`;
 }
 
 /** The bucket rows a settle of `n` amounts writes: parameters are the amounts, then id and now. */

@@ -10,6 +10,7 @@ import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { emptyUsageRecord } from "../core/usage-record.js";
 import { SqliteStore } from "./sqlite.js";
+import { sumSql } from "./sqlite-counter-rows.js";
 import { describeStoreContract } from "./store-contract.js";
 
 const HOUR = 3_600_000;
@@ -227,6 +228,31 @@ describe("sqlite store", () => {
     expect(settled).toBeGreaterThan(0);
     expect(settled).toBeLessThan(60);
     expect(await after.peek([counter])).toEqual([settled + 40]);
+  });
+
+  it("sums a key's reservations in flight from one covering index, replacing the older index of a file written before it", async () => {
+    const path = join(dir, "tollgate.db");
+    const now = Date.UTC(2025, 0, 1);
+    const rpm = { key: "rpm", max: 100, amount: 1, windowMs: 60_000 };
+    const first = openStore(path, { now: () => now });
+    for (let i = 0; i < 5; i++) expect((await first.reserve(`r${i}`, [rpm], HOUR)).ok).toBe(true);
+    await first.close();
+    // The index a previous tollgate made (and makes again whenever it opens the file).
+    const raw = new Database(path);
+    raw.exec("DROP INDEX counter_live_sum; CREATE INDEX counter_live_key ON counter_live (key, ts, lease_until, amount)");
+    raw.close();
+
+    const store = openStore(path, { now: () => now });
+    expect(await store.reserve("r5", [rpm], HOUR)).toEqual({ ok: true, totals: [6] });
+    const check = new Database(path, { readonly: true });
+    const indexes = check.prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'counter_live'").pluck().all();
+    expect(indexes).toContain("counter_live_sum");
+    expect(indexes).not.toContain("counter_live_key");
+    // Each in-flight row read from the index alone: without window_ms in it, every row cost a search of the table too.
+    const plan = check.prepare(`EXPLAIN QUERY PLAN ${sumSql(2)}`).all("a", 1, 1, "a", 1, 1, "b", 1, 1, "b", 1, 1, "id") as { detail: string }[];
+    check.close();
+    const live = plan.map((p) => p.detail).filter((d) => d.startsWith("SEARCH counter_live ") && !d.includes("counter_live_held"));
+    expect(live).toEqual(["SEARCH counter_live USING COVERING INDEX counter_live_sum (key=?)", "SEARCH counter_live USING COVERING INDEX counter_live_sum (key=?)"]);
   });
 
   it("a running total written by one handle is what another reads, and counts a bucket an older tollgate wrote to the same file", async () => {

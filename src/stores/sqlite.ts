@@ -57,7 +57,12 @@ const SCHEMA = `
     gone_at INTEGER NOT NULL,
     held INTEGER NOT NULL DEFAULT 1
   );
-  CREATE INDEX IF NOT EXISTS counter_live_key ON counter_live (key, ts, lease_until, amount);
+  -- Covering for a reserve's sum of a key's in-flight rows (CounterRows.sum), window_ms included:
+  -- without it each of those rows (as many as the key's requests in flight) cost a second
+  -- b-tree search, into the table. Replaces counter_live_key, which lacked window_ms; an older
+  -- tollgate opening the file recreates that one, harmlessly (both stay exact).
+  CREATE INDEX IF NOT EXISTS counter_live_sum ON counter_live (key, ts, lease_until, amount, window_ms);
+  DROP INDEX IF EXISTS counter_live_key;
   -- No index on gone_at: the table holds only reservations not settled yet, so the sweep
   -- (SWEEP_EVERY_MS) scans it, and every reserve and settle writes one b-tree fewer.
   DROP INDEX IF EXISTS counter_live_gone_at;
