@@ -60,18 +60,32 @@ export function patchJson(src: JsonSource, fields: Record<string, unknown>): Buf
   // Pure ASCII (most JSON): an index into the text is an index into the bytes.
   const ascii = bytes.length === text.length;
   const byteAt = (i: number): number => (ascii ? i : Buffer.byteLength(text.slice(0, i)));
-  const parts: Buffer[] = [];
+  // [from, to) of the caller's bytes kept, then the string after them; sized first, so the
+  // result is one allocation and each piece one copy.
+  const ranges: (number | string)[] = [];
+  let size = 0;
   let pos = 0;
   for (let e = 0; e < edits.length; e += 3) {
     const from = byteAt(edits[e] as number);
-    parts.push(bytes.subarray(pos, from), Buffer.from(edits[e + 2] as string));
+    const json = edits[e + 2] as string;
+    ranges.push(pos, from, json);
+    size += from - pos + Buffer.byteLength(json);
     pos = byteAt(edits[e + 1] as number);
   }
   if (appended) {
     const end = byteAt(src.end);
-    parts.push(bytes.subarray(pos, end), Buffer.from(appended));
+    ranges.push(pos, end, appended);
+    size += end - pos + Buffer.byteLength(appended);
     pos = end;
   }
-  parts.push(bytes.subarray(pos));
-  return Buffer.concat(parts);
+  ranges.push(pos, bytes.length, "");
+  size += bytes.length - pos;
+  const out = Buffer.allocUnsafe(size);
+  let at = 0;
+  for (let r = 0; r < ranges.length; r += 3) {
+    at += bytes.copy(out, at, ranges[r] as number, ranges[r + 1] as number);
+    const json = ranges[r + 2] as string;
+    if (json) at += out.write(json, at);
+  }
+  return out;
 }

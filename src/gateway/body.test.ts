@@ -57,6 +57,8 @@ describe("parseJson", () => {
   it("refuses numbers JSON cannot hold", () => {
     expect(refused('{"temperature":1e400}').param).toBe("temperature");
     expect(refused('{"x":[1,-1e999]}').param).toBe("x[1]");
+    expect(refused('{"messages":[{"content":"a"},{"content":[{"n":1},{"n":1e999}]}]}').param).toBe("messages[1].content[1].n");
+    expect(refused('[{"a":{"b":[1e999]}}]').param).toBe("body[0].a.b[0]");
   });
   it("refuses deep nesting before JSON.parse recurses", () => {
     expect(refused("[".repeat(100_000) + "]".repeat(100_000)).message).toMatch(/nests deeper/);
@@ -92,6 +94,33 @@ describe("readBody", () => {
     expect(await readFrom([head(len) + body.slice(0, 10), body.slice(10)], 1_000)).toBe(body);
     expect(await readFrom([chunked + "5\r\nab\"cd\r\n3\r\nefg\r\n0\r\n\r\n"], 1_000, 30)).toBe('ab"cdefg');
     expect(await readFrom([head(0)], 1_000, 30)).toBe("");
+  });
+  it("takes a Content-Length body that is all buffered at once, before node marks the request complete", async () => {
+    const body = '{"model":"m","messages":[{"role":"user","content":"héllo"}]}';
+    let seen!: (r: { complete: boolean; listeners: number; flowing: boolean | null; text: string }) => void;
+    const result = new Promise<{ complete: boolean; listeners: number; flowing: boolean | null; text: string }>((r) => (seen = r));
+    const server = createServer(async (req, res) => {
+      // The gateway reads the body after the first gates, a few promise jobs after the headers.
+      await null;
+      const complete = req.complete;
+      const reading = readBody(req, 1_000, 2_000);
+      const listeners = req.listenerCount("data") + req.listenerCount("end");
+      const flowing = req.readableFlowing;
+      seen({ complete, listeners, flowing, text: (await reading).toString() });
+      res.end();
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const socket = connect((server.address() as { port: number }).port, "127.0.0.1");
+    socket.write(head(Buffer.byteLength(body)) + body);
+    try {
+      const r = await result;
+      // node sets `complete` a turn later; the bytes were all there.
+      expect(r.complete).toBe(false);
+      expect(r).toMatchObject({ listeners: 0, flowing: null, text: body });
+    } finally {
+      socket.destroy();
+      server.close();
+    }
   });
   it("refuses a chunked body over the cap however it arrived", async () => {
     const big = "a".repeat(100);

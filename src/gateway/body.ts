@@ -17,7 +17,7 @@ export function readBody(req: IncomingMessage, maxBytes: number, timeoutMs: numb
     req.resume();
     return Promise.reject(tooLarge(declared, maxBytes));
   }
-  const whole = bufferedBody(req, maxBytes);
+  const whole = bufferedBody(req, declared, maxBytes);
   if (whole !== undefined) return whole;
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
@@ -56,11 +56,14 @@ export function readBody(req: IncomingMessage, maxBytes: number, timeoutMs: numb
 /**
  * The body when node's parser has already taken all of it (a body that came with its headers, the
  * usual case): read from the stream's buffer at once, without the timer, the four listeners and the
- * flowing-mode turns of reading it as it arrives.
+ * flowing-mode turns of reading it as it arrives. node marks the message `complete` only a turn of
+ * the event loop after it has pushed the last body byte, so a Content-Length body whose bytes are
+ * all buffered is whole too: the parser never pushes more than the declared length.
  */
-function bufferedBody(req: IncomingMessage, maxBytes: number): Promise<Buffer> | undefined {
-  if (!req.complete || req.readableFlowing !== null || req.readableDidRead) return undefined;
+function bufferedBody(req: IncomingMessage, declared: number, maxBytes: number): Promise<Buffer> | undefined {
+  if (req.readableFlowing !== null || req.readableDidRead) return undefined;
   const size = req.readableLength;
+  if (!req.complete && size !== declared) return undefined;
   if (size > maxBytes) {
     req.resume();
     return Promise.reject(tooLarge(size, maxBytes, true));
@@ -219,11 +222,30 @@ function loneSurrogate(): TollgateError {
 }
 
 function checkNumbers(value: unknown, path: string): void {
-  if (typeof value === "number") {
-    if (!Number.isFinite(value)) throw new TollgateError("invalid_request", `${path}: a number too large to represent`, { param: path });
-  } else if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) checkNumbers(value[i], `${path}[${i}]`);
-  } else if (value && typeof value === "object") {
-    for (const k in value) checkNumbers((value as Record<string, unknown>)[k], path === "body" ? k : `${path}.${k}`);
+  const bad = nonFiniteAt(value);
+  if (!bad) return;
+  // The path is spelled only for the refusal: a body's every value is checked, few are refused.
+  for (let i = bad.length - 1; i >= 0; i--) {
+    const seg = bad[i]!;
+    path = typeof seg === "number" ? `${path}[${seg}]` : path === "body" ? seg : `${path}.${seg}`;
   }
+  throw new TollgateError("invalid_request", `${path}: a number too large to represent`, { param: path });
+}
+
+/** Where a number JSON cannot hold sits, innermost key first; undefined when there is none. */
+function nonFiniteAt(value: unknown): (string | number)[] | undefined {
+  if (typeof value === "number") return Number.isFinite(value) ? undefined : [];
+  if (typeof value !== "object" || value === null) return undefined;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const bad = nonFiniteAt(value[i]);
+      if (bad) return (bad.push(i), bad);
+    }
+    return undefined;
+  }
+  for (const k in value) {
+    const bad = nonFiniteAt((value as Record<string, unknown>)[k]);
+    if (bad) return (bad.push(k), bad);
+  }
+  return undefined;
 }
