@@ -23,9 +23,12 @@ export interface MeteredStreamHooks<T, S = T> {
   tail?(end: Terminal): T[];
   /** Stops the provider's generation; called for every terminal but `complete`. */
   stop?(end: Terminal): void;
-  /** The request's signal: a read failing after it fired ends the stream with its reason. */
-  signal?: AbortSignal;
+  /** The request's signal (an AbortSignal or a `Cancel`): a read failing after it fired ends the stream with its reason. */
+  signal?: AbortState;
 }
+
+/** What the stream reads of the request's signal. */
+type AbortState = { readonly aborted: boolean; readonly reason: unknown };
 
 /** The reason an abort signal carries, as the usage record names it. */
 export function abortReason(signal: { readonly reason: unknown }): Ended {
@@ -134,7 +137,7 @@ export function meteredStream<T, S = T>(source: AsyncIterator<S>, hooks: Metered
 }
 
 /** The terminal for a read that threw: the request's abort reason, a refusal, or the provider failing. */
-function failed(err: unknown, signal: AbortSignal | undefined): Terminal {
+function failed(err: unknown, signal: AbortState | undefined): Terminal {
   if (signal?.aborted) return { ended: abortReason(signal) };
   if (TollgateError.is(err)) return { ended: err.code === "upstream_timeout" ? "timeout" : err.status < 500 ? "refused" : "upstream_error", error: err };
   return { ended: "upstream_error", error: new TollgateError("upstream_error", "the provider's stream failed", { cause: err }) };

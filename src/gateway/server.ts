@@ -133,18 +133,16 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
       return sendError(res, format.api, refusal(err), ex);
     }
 
-    // The response's one close listener (`closed`) aborts it when the client goes away. The relay
-    // of a stream needs an AbortSignal; a whole answer only the upstream call's one listener.
-    const stream = ex.inspection!.stream;
-    const abort = (res.abort = stream ? new AbortController() : new Cancel());
-    const signal = abort instanceof Cancel ? abort : abort.signal;
+    // The response's one close listener (`closed`) aborts it when the client goes away. A Cancel,
+    // not an AbortController: the call and the relay only read it and listen once or twice.
+    const abort = (res.abort = new Cancel());
     const timer = setTimeout(abortOnTimeout, route.timeoutMs, abort);
     try {
       let call: { result: UpstreamResult; meter: Meter };
       try {
-        call = await engine.call(ex, signal);
+        call = await engine.call(ex, abort);
       } catch (err) {
-        return sendError(res, format.api, toTollgateError(err, signal), ex);
+        return sendError(res, format.api, toTollgateError(err, abort), ex);
       }
       if (call.result.kind === "json") {
         // Settled and recorded before the answer leaves: a served request is durable whatever
@@ -153,9 +151,7 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
         // The provider's bytes go out unchanged: nothing between the call and here alters the body.
         sendJson(res, 200, call.result.raw ?? call.result.body, ex.headers);
       } else {
-        // The provider may stream an answer the client did not ask to stream: the relay still gets a signal.
-        const controller = abort instanceof Cancel ? linked(abort) : abort;
-        const failed = await relayStream(res.withRequestId(), call.result.events, { engine, ex, format, meter: call.meter, abort: controller, stallMs: cfg.server.idleTimeoutMs });
+        const failed = await relayStream(res.withRequestId(), call.result.events, { engine, ex, format, meter: call.meter, abort, stallMs: cfg.server.idleTimeoutMs });
         if (failed) sendError(res, format.api, failed, ex);
       }
     } finally {
@@ -266,7 +262,7 @@ function matchRoute(routes: ResolvedRoute[], url: string): { route: ResolvedRout
  * field from construction, so every response keeps one shape in node's HTTP internals.
  */
 class Response extends ServerResponse {
-  abort: AbortController | Cancel | undefined = undefined;
+  abort: Cancel | undefined = undefined;
   requestId = "";
 
   /** For a writer other than sendJson, which sets its headers one by one. */
@@ -279,17 +275,8 @@ class Response extends ServerResponse {
 const CLIENT_DISCONNECT = { tollgate: "client_disconnect" };
 const TIMEOUT = { tollgate: "timeout" };
 
-function abortOnTimeout(abort: AbortController | Cancel): void {
+function abortOnTimeout(abort: Cancel): void {
   abort.abort(TIMEOUT);
-}
-
-/** An AbortController and `cancel` that abort each other, for a relay that needs the controller. */
-function linked(cancel: Cancel): AbortController {
-  const controller = new AbortController();
-  controller.signal.addEventListener("abort", () => cancel.abort(controller.signal.reason), { once: true });
-  if (cancel.aborted) controller.abort(cancel.reason);
-  else cancel.addEventListener("abort", () => controller.abort(cancel.reason));
-  return controller;
 }
 
 /** A header's value; of a repeated one, the first. */

@@ -1,5 +1,5 @@
-import { once } from "node:events";
 import type { ServerResponse } from "node:http";
+import type { Cancel } from "../core/cancel.js";
 import { toTollgateError, type Engine } from "../core/engine.js";
 import { TollgateError } from "../core/errors.js";
 import type { Exchange } from "../core/exchange.js";
@@ -25,7 +25,8 @@ export interface RelayOptions {
   ex: Exchange;
   format: RequestFormat;
   meter: Meter;
-  abort: AbortController;
+  /** The request's cancellation: fired by a client leaving or the wall clock, and by the relay to stop the provider. */
+  abort: Cancel;
   /** A client that stops reading for this long is cut off. */
   stallMs: number;
 }
@@ -54,7 +55,7 @@ export async function relayStream(res: ServerResponse, events: AsyncIterable<Sse
     return ends.length ? [{ bytes: ends.map(formatSse).join(""), events: ends.length, output: false }] : [];
   };
   const parts = meteredParts<Chunk, SseEvent[]>(batchesOf(events), {
-    signal: abort.signal,
+    signal: abort,
     read(batch): Verdict<Chunk> {
       const parts: Uint8Array[] = [];
       let size = 0;
@@ -89,7 +90,7 @@ export async function relayStream(res: ServerResponse, events: AsyncIterable<Sse
     },
     tail,
     stop: (t) => {
-      if (!abort.signal.aborted) abort.abort({ tollgate: t.ended });
+      if (!abort.aborted) abort.abort({ tollgate: t.ended });
     },
   });
   // Hold the status line until the first event that carries output: a provider that fails or
@@ -125,7 +126,7 @@ export async function relayStream(res: ServerResponse, events: AsyncIterable<Sse
   if (settleFailure !== undefined) throw settleFailure;
   if (!res.headersSent) {
     const t = terminal!;
-    if (t.ended !== "complete" && t.ended !== "output_cap") return t.error ?? toTollgateError(undefined, abort.signal);
+    if (t.ended !== "complete" && t.ended !== "output_cap") return t.error ?? toTollgateError(undefined, abort);
     release();
   }
   res.end();
@@ -168,12 +169,26 @@ function uncork(res: ServerResponse): void {
   res.uncork();
 }
 
-/** Waits for the client to drain; a client that stops reading for `stallMs` is cut off. */
-async function drained(res: ServerResponse, abort: AbortController, stallMs: number): Promise<void> {
-  const stall = setTimeout(() => abort.abort({ tollgate: "client_disconnect" }), stallMs);
-  try {
-    await once(res, "drain", { signal: abort.signal });
-  } finally {
-    clearTimeout(stall);
-  }
+/**
+ * Waits for the client to drain; a client that stops reading for `stallMs` is cut off. Rejects once
+ * the request is cancelled (the client left, the clock ran out) or the response fails, as `once`
+ * with a signal would.
+ */
+function drained(res: ServerResponse, abort: Cancel, stallMs: number): Promise<void> {
+  if (abort.aborted) return Promise.reject(abort.reason);
+  return new Promise((resolve, reject) => {
+    const off = (): void => {
+      res.off("drain", onDrain);
+      res.off("error", failed);
+      abort.removeEventListener("abort", cancelled);
+      clearTimeout(stall);
+    };
+    const onDrain = (): void => (off(), resolve());
+    const failed = (err: unknown): void => (off(), reject(err));
+    const cancelled = (): void => failed(abort.reason);
+    const stall = setTimeout(() => abort.abort({ tollgate: "client_disconnect" }), stallMs);
+    res.once("drain", onDrain);
+    res.once("error", failed);
+    abort.addEventListener("abort", cancelled);
+  });
 }
