@@ -151,7 +151,7 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
         // The provider's bytes go out unchanged: nothing between the call and here alters the body.
         sendJson(res, 200, call.result.raw ?? call.result.body, ex.headers);
       } else {
-        const failed = await relayStream(res.withRequestId(), call.result.events, { engine, ex, format, meter: call.meter, abort, stallMs: cfg.server.idleTimeoutMs });
+        const failed = await relayStream(res, call.result.events, { engine, ex, format, meter: call.meter, abort, stallMs: cfg.server.idleTimeoutMs, requestId });
         if (failed) sendError(res, format.api, failed, ex);
       }
     } finally {

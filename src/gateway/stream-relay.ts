@@ -29,6 +29,8 @@ export interface RelayOptions {
   abort: Cancel;
   /** A client that stops reading for this long is cut off. */
   stallMs: number;
+  /** Sent as x-tollgate-request-id with the stream's other headers. */
+  requestId: string;
 }
 
 /**
@@ -100,7 +102,10 @@ export async function relayStream(res: ServerResponse, events: AsyncIterable<Sse
   const held: Chunk[] = [];
   let heldEvents = 0;
   const release = () => {
-    res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive", ...ex.headers });
+    // One flat list: node formats it as it is, with no header object built and no name lowercased.
+    const list = ["content-type", "text/event-stream", "cache-control", "no-cache", "connection", "keep-alive", "x-tollgate-request-id", o.requestId];
+    for (const name in ex.headers) list.push(name, ex.headers[name]!);
+    res.writeHead(200, list);
     for (const c of held) write(res, c.bytes);
     held.length = 0;
   };
