@@ -109,6 +109,15 @@ export class StoreUnavailableError extends Error {
   override readonly name = "StoreUnavailableError";
 }
 
+/** The Store operations metrics time (`tollgate_store_operation_seconds{op}`) and count failures of. */
+export type StoreOp = "reserve" | "settle" | "release" | "peek" | "score" | "distinct" | "putKey" | "findKey" | "listKeys" | "revokeKey" | "appendUsage" | "queryUsage";
+
+/** Told of each store operation when it ends (observability/metrics.ts). */
+export interface StoreObserver {
+  /** `started` is `performance.now()` at the call; `failed`: it threw or rejected. */
+  ended(op: StoreOp, started: number, failed: boolean): void;
+}
+
 export interface UsageQuery {
   since: number;
   until?: number;

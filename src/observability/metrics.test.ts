@@ -2,7 +2,9 @@ import { describe, expect, it } from "vitest";
 import { resolveConfig } from "../config/resolve.js";
 import { configSchema } from "../config/schema.js";
 import { emptyUsageRecord, type UsageRecord } from "../core/usage-record.js";
+import type { Store, StoredKey } from "../core/store.js";
 import { MemoryStore } from "../stores/memory.js";
+import { SqliteStore } from "../stores/sqlite.js";
 import { Counter, Histogram, Registry } from "prom-client";
 import { Metrics, signalLabel } from "./metrics.js";
 import { SeriesCounter, SeriesHistogram } from "./series.js";
@@ -55,32 +57,90 @@ describe("metrics", () => {
     expect(durations.reduce((n, v) => n + v.value, 0)).toBe(1);
   });
 
-  it("follows reservations from reserve to settle, and counts store failures", async () => {
-    const m = new Metrics(config);
-    const inner = new MemoryStore();
-    const store = m.instrumentStore(inner);
-    const counter = { key: "k", max: 10, amount: 1, windowMs: 60_000 };
-    await store.reserve("req-a:b", [counter], 60_000);
-    await store.reserve("req-a:q", [counter], 60_000);
-    await store.reserve("pol:block:u:x", [counter], 60_000);
-    const held = async () => Object.fromEntries((await values(m, "tollgate_reservations_in_flight")).map((v) => [v.labels.kind, v.value]));
-    expect(await held()).toEqual({ budget: 1, quota: 1, other: 0 });
-    await store.settle("req-a:b", [1]);
-    await store.release("req-a:q");
-    expect(await held()).toEqual({ budget: 0, quota: 0, other: 0 });
+  // A memory store times itself; any other store is wrapped. Both must report the same.
+  const stores = {
+    memory: () => new MemoryStore(),
+    sqlite: () => SqliteStore.open(":memory:"),
+  };
+  for (const [kind, open] of Object.entries(stores)) {
+    it(`follows reservations from reserve to settle or release (${kind})`, async () => {
+      const m = new Metrics(config);
+      const store = m.instrumentStore(open());
+      const counter = { key: "k", max: 10, amount: 1, windowMs: 60_000 };
+      await store.reserve("req-a:b", [counter], 60_000);
+      await store.reserve("req-a:q", [counter], 60_000);
+      await store.reserve("req-b:q", [{ ...counter, amount: 11 }], 60_000); // refused: holds nothing
+      await store.reserve("pol:block:u:x", [counter], 60_000);
+      const held = async () => Object.fromEntries((await values(m, "tollgate_reservations_in_flight")).map((v) => [v.labels.kind, v.value]));
+      expect(await held()).toEqual({ budget: 1, quota: 1, other: 0 });
+      await store.settle("req-a:b", [1]);
+      await store.release("req-a:q");
+      expect(await held()).toEqual({ budget: 0, quota: 0, other: 0 });
+      // A lease that ran out is held no longer: the store stopped counting it.
+      await store.reserve("req-c:q", [counter], 1);
+      await new Promise((r) => setTimeout(r, 5));
+      expect(await held()).toEqual({ budget: 0, quota: 0, other: 0 });
+      expect(store.kind).toBe(kind);
+      await store.close();
+    });
 
+    it(`times every operation, and counts the ones that fail (${kind})`, async () => {
+      const m = new Metrics(config);
+      const inner = open();
+      const store = m.instrumentStore(inner);
+      const counter = { key: "k", max: 10, amount: 1, windowMs: 60_000 };
+      for (let i = 0; i < 3; i++) await store.reserve(`r${i}:q`, [counter], 60_000);
+      await store.settle("r0:q", [1]);
+      await store.peek([counter]);
+      await store.appendUsage(rec({}));
+      const counts = Object.fromEntries((await values(m, "tollgate_store_operation_seconds")).filter((v) => v.metricName?.endsWith("_count")).map((v) => [v.labels.op, v.value]));
+      expect(counts).toEqual({ reserve: 3, settle: 1, peek: 1, appendUsage: 1 });
+      expect(await values(m, "tollgate_store_errors_total")).toEqual([]);
+
+      // A key with no grants cannot be stored: the caller gets a rejection, and it is counted.
+      await expect(store.putKey({ hash: "h" } as StoredKey)).rejects.toThrow();
+      expect(await values(m, "tollgate_store_errors_total")).toEqual([expect.objectContaining({ labels: { op: "putKey" }, value: 1 })]);
+      const sums = (await values(m, "tollgate_store_operation_seconds")).filter((v) => v.metricName?.endsWith("_sum"));
+      expect(sums.every((v) => v.value >= 0 && v.value < 1)).toBe(true);
+      await store.close();
+    });
+  }
+
+  it("counts a store that rejects, or throws instead of rejecting, behind the wrapper", async () => {
+    const m = new Metrics(config);
+    const inner = SqliteStore.open(":memory:");
+    const store = m.instrumentStore(inner);
     inner.queryUsage = async () => {
       throw new Error("disk on fire");
     };
     await expect(store.queryUsage({ since: 0 })).rejects.toThrow("disk on fire");
     expect(await values(m, "tollgate_store_errors_total")).toEqual([expect.objectContaining({ labels: { op: "queryUsage" }, value: 1 })]);
-    // A store that throws instead of rejecting: the caller still gets a rejection, and it is counted.
     inner.findKey = () => {
       throw new Error("driver bug");
     };
     await expect(store.findKey("h")).rejects.toThrow("driver bug");
     expect(await values(m, "tollgate_store_errors_total")).toContainEqual(expect.objectContaining({ labels: { op: "findKey" }, value: 1 }));
-    expect(store.kind).toBe("memory");
+    // What the wrapper does not time passes through, and optional members are present only when the store has them.
+    expect(store.kind).toBe("sqlite");
+    expect(typeof store.peekDetail).toBe(typeof inner.peekDetail);
+    expect(typeof store.clock).toBe(typeof (inner as Store).clock);
+    expect(typeof store.health).toBe(typeof inner.health);
+    expect(store.outbox).toBe(inner.outbox);
+    await store.close();
+  });
+
+  it("has a memory store time itself once; a second gateway on it wraps it", async () => {
+    const inner = new MemoryStore();
+    const first = new Metrics(config);
+    const second = new Metrics(config);
+    expect(first.instrumentStore(inner)).toBe(inner);
+    const wrapped = second.instrumentStore(inner);
+    expect(wrapped).not.toBe(inner);
+    await wrapped.reserve("a:q", [{ key: "k", max: 10, amount: 1, windowMs: 60_000 }], 60_000);
+    const reserves = async (m: Metrics) => (await values(m, "tollgate_store_operation_seconds")).find((v) => v.metricName?.endsWith("_count") && v.labels.op === "reserve")?.value;
+    // The second gateway's wrapper times its call, and the store, which reports to the first, too.
+    expect(await reserves(second)).toBe(1);
+    expect(await reserves(first)).toBe(1);
   });
 
   it("names score signals by their source, not their value", () => {

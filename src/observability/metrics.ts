@@ -4,7 +4,9 @@ import type { ResolvedConfig } from "../config/resolve.js";
 import { ERROR_CODES } from "../core/errors.js";
 import { requestsIn } from "../core/usage-report.js";
 import type { UsageRecord } from "../core/usage-record.js";
-import type { Store } from "../core/store.js";
+import type { Store, StoreObserver } from "../core/store.js";
+import { MemoryStore } from "../stores/memory.js";
+import { TimedStore, type HeldReservations } from "./store-timing.js";
 import type { OutboxStore } from "../core/outbox.js";
 import type { OutboxObserver } from "../outbox/delivery.js";
 
@@ -37,8 +39,10 @@ export class Metrics {
   private readonly storeErrors: Counter<"op">;
   private readonly storeLatency: SeriesHistogram;
   private readonly opLatency = new Map<string, HistogramSeries>();
-  /** Held reservations by id (its suffix names the kind): when the store stops counting them anyway (lease end). */
-  private readonly held = new Map<string, number>();
+  /** Held reservations by id (its suffix names the kind) taken through a TimedStore: when the store stops counting them anyway (lease end). */
+  private readonly held: HeldReservations = new Map();
+  /** Memory stores that time their own operations and count their own held reservations. */
+  private readonly selfCounting: MemoryStore[] = [];
   private readonly routes: Set<string>;
   private active = 0;
   private readonly outboxDelivered: Counter<"sink" | "kind">;
@@ -89,7 +93,7 @@ export class Metrics {
         for (const c of counts ?? []) if (c.state === "pending") this.set({ sink: c.sink, kind: c.kind }, c.count);
       },
     });
-    const held = this.held;
+    const { held, selfCounting } = this;
     new Gauge({
       name: "tollgate_reservations_in_flight",
       help: "Quota and budget reservations taken and not yet settled or released (this process).",
@@ -102,6 +106,7 @@ export class Metrics {
           if (until <= now) held.delete(id);
           else counts[reservationKind(id)]!++;
         }
+        for (const store of selfCounting) for (const id of store.heldReservations()) if (!id.startsWith("pol:")) counts[reservationKind(id)]!++;
         for (const [kind, n] of Object.entries(counts)) this.set({ kind }, n);
       },
     });
@@ -169,68 +174,25 @@ export class Metrics {
 
   /**
    * The store, with every operation of the Store interface timed and its failures counted, and
-   * reservations followed from reserve to settle/release. Other members pass through untouched.
+   * reservations followed from reserve to settle/release. A memory store does this itself (its
+   * operations end within the call); any other store is wrapped.
    */
   instrumentStore(store: Store): Store {
-    // One wrapper per operation, made on first use: the store is called several times per request,
-    // and a fresh closure, bind and label hash on every call showed up in the profile.
-    const wrappers = new Map<string | symbol, unknown>();
-    return new Proxy(store, {
-      get: (target, prop, receiver) => {
-        const value = Reflect.get(target, prop, receiver) as unknown;
-        if (typeof value !== "function") return value;
-        let wrapper = wrappers.get(prop);
-        if (wrapper === undefined) {
-          wrapper = typeof prop === "string" && STORE_OPS.has(prop) ? this.timed(prop, target) : value.bind(target);
-          wrappers.set(prop, wrapper);
-        }
-        return wrapper;
-      },
-    });
-  }
-
-  private timed(op: string, target: Store): (a?: unknown, b?: unknown, c?: unknown) => Promise<unknown> {
-    let latency = this.opLatency.get(op);
-    if (!latency) this.opLatency.set(op, (latency = this.storeLatency.series({ op })));
-    const series = latency;
-    const methods = target as unknown as Record<string, (a?: unknown, b?: unknown, c?: unknown) => Promise<unknown>>;
-    const failed = (started: number) => {
-      this.storeErrors.inc({ op });
-      this.storeLatency.observe(series, (performance.now() - started) / 1000);
-    };
-    // No Store operation takes more than three arguments: fixed parameters spare a rest array per call.
-    return (a, b, c) => {
-      const started = performance.now();
-      let result: Promise<unknown>;
-      try {
-        result = methods[op]!.call(target, a, b, c);
-      } catch (err) {
-        failed(started);
-        return Promise.reject(err);
-      }
-      // The caller awaits the store's own promise; the timing rides beside it rather than adding an
-      // async wrapper (a promise and a hop) to every store call. Registered first, it runs before
-      // the caller resumes, so a settled reservation is no longer counted as held by then.
-      result.then(
-        (value) => {
-          this.storeLatency.observe(series, (performance.now() - started) / 1000);
-          if (op === "reserve" || op === "settle" || op === "release") this.followReservation(op, a as string, c, value);
-        },
-        () => failed(started),
-      );
-      return result;
-    };
-  }
-
-  private followReservation(op: string, id: string, leaseMs: unknown, result: unknown): void {
-    // Operator policies are reservations too (held for days); they are not requests in flight.
-    if (id.startsWith("pol:")) return;
-    if (op === "reserve") {
-      if ((result as { ok: boolean }).ok) this.held.set(id, Date.now() + (leaseMs as number));
-    } else {
-      this.held.delete(id);
+    if (store instanceof MemoryStore && store.observe(this.storeObserver)) {
+      this.selfCounting.push(store);
+      return store;
     }
+    return new TimedStore(store, this.storeObserver, this.held);
   }
+
+  private readonly storeObserver: StoreObserver = {
+    ended: (op, started, failed) => {
+      let series = this.opLatency.get(op);
+      if (!series) this.opLatency.set(op, (series = this.storeLatency.series({ op })));
+      if (failed) this.storeErrors.inc({ op });
+      this.storeLatency.observe(series, (performance.now() - started) / 1000);
+    },
+  };
 
   private route(name: string | null): string {
     return name !== null && this.routes.has(name) ? name : "";
@@ -249,8 +211,6 @@ function reservationKind(id: string): "budget" | "quota" | "other" {
   const suffix = id.slice(id.lastIndexOf(":") + 1);
   return suffix === "b" ? "budget" : suffix === "q" ? "quota" : "other";
 }
-
-const STORE_OPS = new Set(["reserve", "settle", "release", "peek", "score", "distinct", "putKey", "findKey", "listKeys", "revokeKey", "appendUsage", "queryUsage"]);
 
 const KNOWN_SIGNALS = new Set([
   "blocklist",

@@ -1,45 +1,13 @@
 import type { UsageRecord } from "../core/usage-record.js";
 import { bucketGoneAt, bucketStart, bucketWidth, retryAfter } from "./buckets.js";
+import { leaving, list, prune, total, unlist, type CounterState, type Live } from "./memory-counters.js";
 import { MemoryOutbox } from "./outbox-memory.js";
-import type { Checkpoint, Counter, CounterDetail, ReserveResult, Store, StoredKey, UsageQuery } from "../core/store.js";
-
-/** One counter's share of a reservation that is not settled yet. */
-interface Live {
-  key: string;
-  /** Its counter, so settling needs no lookup; one the sweep dropped meanwhile is `gone`. */
-  state: CounterState;
-  ts: number;
-  amount: number;
-  leaseUntil: number;
-  windowMs: number;
-  width: number;
-}
-
-interface Bucket {
-  amount: number;
-  goneAt: number;
-}
-
-/**
- * A counter: settled amounts by bucket start, plus the reservations that still count unsettled,
- * with the running sum of each part. Until `pruneAt` nothing in it stops counting, so a total is
- * two additions instead of a walk over ~65 buckets on every reserve, peek and sweep step.
- */
-interface CounterState {
-  buckets: Map<number, Bucket>;
-  live: Live[];
-  /** Sum of the buckets' amounts. */
-  settled: number;
-  /** Sum of the live entries' amounts. */
-  held: number;
-  /** No bucket leaves and no live entry stops counting before this instant (a lower bound). */
-  pruneAt: number;
-  /** Dropped by the sweep (nothing counted in it): an entry that still names it settles into a fresh one. */
-  gone: boolean;
-}
+import type { Checkpoint, Counter, CounterDetail, ReserveResult, Store, StoredKey, StoreObserver, StoreOp, UsageQuery } from "../core/store.js";
 
 interface Reservation {
   entries: Live[];
+  /** Until then it counts as held (metrics' reservations in flight), unless settled or released. */
+  leaseUntil: number;
   /** After this nothing of it counts any more, settled or not: the record can go. */
   dropAt: number;
 }
@@ -97,6 +65,7 @@ export class MemoryStore implements Store {
   /** By the id of the reservation they belong to. */
   private readonly checkpoints = new Map<string, Checkpoint>();
   private readonly sweepers: Sweeper<string, unknown>[];
+  private observer?: StoreObserver;
   readonly outbox: MemoryOutbox;
 
   constructor(private readonly now: () => number = Date.now) {
@@ -109,7 +78,78 @@ export class MemoryStore implements Store {
     ] as Sweeper<string, unknown>[];
   }
 
-  async reserve(id: string, counters: Counter[], leaseMs: number): Promise<ReserveResult> {
+  /**
+   * Tells `observer` of every operation, timed from inside: each ends within the call, so two clock
+   * reads time it where a wrapper needs a promise reaction per call (observability/metrics.ts).
+   * One observer per store: false when another has it already.
+   */
+  observe(observer: StoreObserver): boolean {
+    if (this.observer) return false;
+    this.observer = observer;
+    return true;
+  }
+
+  /** Ids of the reservations taken, neither settled nor released, whose lease still runs. */
+  heldReservations(): string[] {
+    const now = this.now();
+    const ids: string[] = [];
+    for (const [id, r] of this.reservations) if (r.leaseUntil > now) ids.push(id);
+    return ids;
+  }
+
+  reserve(id: string, counters: readonly Counter[], leaseMs: number): Promise<ReserveResult> {
+    return this.timed("reserve", this.take, id, counters, leaseMs);
+  }
+  settle(id: string, actual: number[]): Promise<void> {
+    return this.timed("settle", this.settleNow, id, actual, undefined);
+  }
+  release(id: string): Promise<void> {
+    return this.timed("release", this.releaseNow, id, undefined, undefined);
+  }
+  peek(counters: readonly Pick<Counter, "key" | "windowMs">[]): Promise<number[]> {
+    return this.timed("peek", this.peekNow, counters, undefined, undefined);
+  }
+  score(key: string, delta: number, halfLifeMs: number): Promise<number> {
+    return this.timed("score", this.scoreNow, key, delta, halfLifeMs);
+  }
+  distinct(key: string, member: string, ttlMs: number): Promise<number> {
+    return this.timed("distinct", this.distinctNow, key, member, ttlMs);
+  }
+  putKey(key: StoredKey): Promise<void> {
+    return this.timed("putKey", this.putKeyNow, key, undefined, undefined);
+  }
+  findKey(hash: string): Promise<StoredKey | undefined> {
+    return this.timed("findKey", this.findKeyNow, hash, undefined, undefined);
+  }
+  listKeys(): Promise<StoredKey[]> {
+    return this.timed("listKeys", this.listKeysNow, undefined, undefined, undefined);
+  }
+  revokeKey(id: string): Promise<boolean> {
+    return this.timed("revokeKey", this.revokeKeyNow, id, undefined, undefined);
+  }
+  appendUsage(record: UsageRecord): Promise<void> {
+    return this.timed("appendUsage", this.keepUsage, record, undefined, undefined);
+  }
+  queryUsage(q: UsageQuery): Promise<UsageRecord[]> {
+    return this.timed("queryUsage", this.queryUsageNow, q, undefined, undefined);
+  }
+
+  /** One operation, and the observer told how long it took; fixed parameters spare a rest array per call. */
+  private async timed<A, B, C, R>(op: StoreOp, run: (this: MemoryStore, a: A, b: B, c: C) => R, a: A, b: B, c: C): Promise<R> {
+    const observer = this.observer;
+    if (observer === undefined) return run.call(this, a, b, c);
+    const started = performance.now();
+    try {
+      const result = run.call(this, a, b, c);
+      observer.ended(op, started, false);
+      return result;
+    } catch (err) {
+      observer.ended(op, started, true);
+      throw err;
+    }
+  }
+
+  private take(id: string, counters: readonly Counter[], leaseMs: number): ReserveResult {
     const now = this.tick();
     const n = counters.length;
     // Reused: nothing below yields until the reservation is taken or refused.
@@ -139,12 +179,12 @@ export class MemoryStore implements Store {
     }
     states.length = 0;
     // A reused id takes over the name; the older entries keep counting until their lease ends.
-    this.reservations.set(id, { entries, dropAt });
+    this.reservations.set(id, { entries, leaseUntil, dropAt });
     return { ok: true, totals };
   }
 
   /** Moves each amount into the bucket of its reservation time, even when the lease already ran out. */
-  async settle(id: string, actual: number[]): Promise<void> {
+  private settleNow(id: string, actual: number[]): void {
     const now = this.tick();
     const r = this.reservations.get(id);
     if (!r) return;
@@ -173,7 +213,7 @@ export class MemoryStore implements Store {
     }
   }
 
-  async release(id: string): Promise<void> {
+  private releaseNow(id: string): void {
     this.tick();
     const r = this.reservations.get(id);
     if (!r) return;
@@ -192,17 +232,17 @@ export class MemoryStore implements Store {
     const out: UsageRecord[] = [];
     for (const [id, cp] of this.checkpoints) {
       const r = this.reservations.get(id);
-      if (r && r.entries.some((e) => e.leaseUntil > now)) continue;
+      if (r && r.leaseUntil > now) continue;
       this.checkpoints.delete(id);
       if (!r) continue;
-      for (const s of cp.settles) await this.settle(s.id, s.actual);
+      for (const s of cp.settles) this.settleNow(s.id, s.actual);
       this.keepUsage(cp.record);
       out.push(cp.record);
     }
     return out;
   }
 
-  async peek(counters: Pick<Counter, "key" | "windowMs">[]): Promise<number[]> {
+  private peekNow(counters: readonly Pick<Counter, "key" | "windowMs">[]): number[] {
     const now = this.tick();
     return counters.map((c) => {
       const state = this.counters.get(c.key);
@@ -220,7 +260,7 @@ export class MemoryStore implements Store {
     });
   }
 
-  async score(key: string, delta: number, halfLifeMs: number): Promise<number> {
+  private scoreNow(key: string, delta: number, halfLifeMs: number): number {
     const now = this.tick();
     const s = this.scores.get(key);
     const value = (s ? s.value * Math.pow(0.5, (now - s.ts) / halfLifeMs) : 0) + delta;
@@ -228,7 +268,7 @@ export class MemoryStore implements Store {
     return value;
   }
 
-  async distinct(key: string, member: string, ttlMs: number): Promise<number> {
+  private distinctNow(key: string, member: string, ttlMs: number): number {
     const now = this.tick();
     let set = this.sets.get(key);
     if (!set) this.sets.set(key, (set = new Map()));
@@ -237,17 +277,17 @@ export class MemoryStore implements Store {
     return set.size;
   }
 
-  async putKey(key: StoredKey): Promise<void> {
+  private putKeyNow(key: StoredKey): void {
     this.keys.set(key.hash, copyKey(key));
   }
-  async findKey(hash: string): Promise<StoredKey | undefined> {
+  private findKeyNow(hash: string): StoredKey | undefined {
     const k = this.keys.get(hash);
     return k && copyKey(k);
   }
-  async listKeys(): Promise<StoredKey[]> {
+  private listKeysNow(): StoredKey[] {
     return [...this.keys.values()].map(copyKey);
   }
-  async revokeKey(id: string): Promise<boolean> {
+  private revokeKeyNow(id: string): boolean {
     for (const k of this.keys.values()) {
       if (k.id === id) {
         k.revokedAt ??= this.now();
@@ -255,10 +295,6 @@ export class MemoryStore implements Store {
       }
     }
     return false;
-  }
-
-  async appendUsage(record: UsageRecord): Promise<void> {
-    this.keepUsage(record);
   }
 
   /**
@@ -270,7 +306,7 @@ export class MemoryStore implements Store {
     if (this.usage.length >= MAX_USAGE_RECORDS) this.usage.splice(0, Math.ceil(MAX_USAGE_RECORDS / 10));
     this.usage.push(record);
   }
-  async queryUsage(q: UsageQuery): Promise<UsageRecord[]> {
+  private queryUsageNow(q: UsageQuery): UsageRecord[] {
     return this.usage.filter((r) => {
       const t = Date.parse(r.ts);
       return t >= q.since && (q.until === undefined || t < q.until);
@@ -309,72 +345,6 @@ export class MemoryStore implements Store {
 
 /** reserve()'s counters, looked up before any is taken (one array for every call). */
 const scratch: CounterState[] = [];
-
-/**
- * Forgets buckets that left their window and reservations that no longer count (lapsed or too
- * old), and recomputes the sums; a no-op until something can have stopped counting.
- */
-function prune(state: CounterState, now: number): void {
-  if (now < state.pruneAt) return;
-  let next = Infinity;
-  let settled = 0;
-  for (const [start, b] of state.buckets) {
-    if (b.goneAt <= now) state.buckets.delete(start);
-    else {
-      settled += b.amount;
-      if (b.goneAt < next) next = b.goneAt;
-    }
-  }
-  let held = 0;
-  let write = 0;
-  const list = state.live;
-  for (let read = 0; read < list.length; read++) {
-    const e = list[read]!;
-    const stops = Math.min(e.leaseUntil, e.ts + e.windowMs);
-    if (stops > now) {
-      list[write++] = e;
-      held += e.amount;
-      if (stops < next) next = stops;
-    }
-  }
-  list.length = write;
-  state.settled = settled;
-  state.held = held;
-  state.pruneAt = next;
-}
-
-/** The counter's total: O(1) while nothing left it, O(buckets + unsettled reservations) when something did. */
-function total(state: CounterState, now: number): number {
-  prune(state, now);
-  return state.settled + state.held;
-}
-
-/**
- * What counts now and when it stops counting. An unsettled amount is taken to leave when it would
- * if it were settled (in a bucket of `width`), which is never earlier than the truth.
- */
-function leaving(state: CounterState, width: number): { goneAt: number; amount: number }[] {
-  const out = [...state.buckets.values()].map((b) => ({ goneAt: b.goneAt, amount: b.amount }));
-  for (const e of state.live) out.push({ goneAt: bucketGoneAt(e.ts, Math.max(width, e.width), e.windowMs), amount: e.amount });
-  return out;
-}
-
-function list(state: CounterState, e: Live): void {
-  state.live.push(e);
-  state.held += e.amount;
-  const stops = Math.min(e.leaseUntil, e.ts + e.windowMs);
-  if (stops < state.pruneAt) state.pruneAt = stops;
-}
-
-/** Takes an entry out of its counter's in-flight list, if a prune has not already (order does not matter). */
-function unlist(state: CounterState, e: Live): void {
-  const live = state.live;
-  const at = live.indexOf(e);
-  if (at < 0) return;
-  const last = live.pop()!;
-  if (at < live.length) live[at] = last;
-  state.held -= e.amount;
-}
 
 function forgetExpired(set: Map<string, number>, now: number): void {
   for (const [m, expiry] of set) if (expiry <= now) set.delete(m);
