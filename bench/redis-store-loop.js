@@ -1,5 +1,5 @@
 // The Redis store alone: what one bench request asks of it (tollgate-bench.yaml's limits: two request
-// windows reserved by gate 3, the daily budget and the daily token window by gate 6, both settled,
+// windows, the daily budget and the daily token window, reserved together and settled together,
 // one usage record), CONCURRENCY requests at a time, no HTTP. Prints, per request: redis-server CPU
 // (from /proc), the CPU Redis itself accounts to commands (INFO commandstats usec, which leaves out
 // the event loop and the sockets), script calls, and the commands the scripts ran.
@@ -11,7 +11,7 @@
 // request instead: a figure the machine's load does not move (a slowed Redis batches more, so
 // compare runs of one mode only).
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -39,18 +39,30 @@ function record(id) {
   };
 }
 
+// LOOP_SHAPE=split: the shape before phase 8 (gate 3's two request windows and gate 6's budget and
+// token window reserved and settled apart); otherwise one reserve of all four and one settle (8a).
+const SPLIT = process.env.LOOP_SHAPE === "split";
+const QUOTA = [
+  { key: "limit:main:user:bench-user:requests:60000", max: 1e8, amount: 1, windowMs: 60_000 },
+  { key: "limit:main:ip:127.0.0.1:requests:60000", max: 1e8, amount: 1, windowMs: 60_000 },
+];
+const BUDGET = [
+  { key: "budget:user:bench-user:day:2026-12-07", max: 1e12, amount: 482, windowMs: 2 * DAY },
+  { key: "limit:main:user:bench-user:tokens:86400000", max: 1e10, amount: 820, windowMs: DAY },
+];
+
 async function request(store, n) {
   const id = `req-${n}`;
-  const q = await store.reserve(`${id}:q`, [
-    { key: "limit:main:user:bench-user:requests:60000", max: 1e8, amount: 1, windowMs: 60_000 },
-    { key: "limit:main:ip:127.0.0.1:requests:60000", max: 1e8, amount: 1, windowMs: 60_000 },
-  ], 600_000);
-  const b = await store.reserve(`${id}:b`, [
-    { key: "budget:user:bench-user:day:2026-12-07", max: 1e12, amount: 482, windowMs: 2 * DAY },
-    { key: "limit:main:user:bench-user:tokens:86400000", max: 1e10, amount: 820, windowMs: DAY },
-  ], 600_000);
-  if (!q.ok || !b.ok) throw new Error("bench counter refused");
-  await Promise.all([store.settle(`${id}:q`, [1, 1]), store.settle(`${id}:b`, [11, 28])]);
+  if (SPLIT) {
+    const q = await store.reserve(`${id}:q`, QUOTA, 600_000);
+    const b = await store.reserve(`${id}:b`, BUDGET, 600_000);
+    if (!q.ok || !b.ok) throw new Error("bench counter refused");
+    await Promise.all([store.settle(`${id}:q`, [1, 1]), store.settle(`${id}:b`, [11, 28])]);
+  } else {
+    const r = await store.reserve(id, [...QUOTA, ...BUDGET], 600_000);
+    if (!r.ok) throw new Error("bench counter refused");
+    await store.settle(id, [1, 1, 11, 28]);
+  }
   await store.appendUsage(record(id));
 }
 
@@ -104,39 +116,62 @@ async function callgrindRedis() {
       child.kill("SIGTERM");
       await new Promise((r) => child.once("exit", r));
       const totals = readFileSync(out, "utf8").match(/^totals: (\d+)/m);
+      console.log(`callgrind output: ${out} (callgrind_annotate --inclusive=yes it)`);
       return Number(totals?.[1] ?? NaN);
     },
   };
 }
 
-const server = CALLGRIND ? await callgrindRedis() : await RedisServer.start();
+/**
+ * Sends the script calls the store made, in order and one at a time (the store has one BATCH in
+ * flight at a time), to a redis-server under callgrind, counting only those from `from` on. No
+ * deadline applies here, so valgrind's slowness changes nothing but the batches' TIME.
+ */
+async function replay(calls, from) {
+  const cg = await callgrindRedis();
+  const client = new Redis(cg.url());
+  try {
+    for (const s of SCRIPTS) await client.script("LOAD", s.lua);
+    for (let i = 0; i < calls.length; i++) {
+      if (i === from) cg.instrument("on");
+      const [name, args] = calls[i];
+      await client.call(name, ...args);
+    }
+    cg.instrument("off");
+  } finally {
+    client.disconnect();
+  }
+  return cg.dispose();
+}
+
+const server = await RedisServer.start();
 const admin = new Redis(server.url());
 const pid = Number(/process_id:(\d+)/.exec(await admin.info("server"))[1]);
-// Compiled here, where no deadline applies (a Redis under valgrind takes seconds for the first EVAL).
 for (const s of SCRIPTS) await admin.script("LOAD", s.lua);
 const store = await RedisStore.open(server.url(), { connectTimeoutMs: 30_000 });
+// Under LOOP_CALLGRIND every script call is kept, to be replayed under callgrind afterwards: the
+// loop itself runs at native speed, so its batches are what a real gateway's would be.
+const calls = [];
+if (CALLGRIND || process.env.LOOP_CAPTURE) {
+  const send = store.redis.sendCommand.bind(store.redis);
+  store.redis.sendCommand = (command, ...rest) => {
+    if (command.name === "evalsha" || command.name === "eval") calls.push([command.name, command.args.map(String)]);
+    return send(command, ...rest);
+  };
+}
+let measuredFrom = 0;
+let instructions = NaN;
 try {
-  // Warm-up: scripts loaded, JIT warm. Under valgrind the first runs of each path can miss the
-  // store's 650 ms deadline while valgrind translates them; a few tries get past that.
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await loop(store, attempt * 1_000_000, 2_000);
-      break;
-    } catch (err) {
-      if (attempt === 5) throw err;
-      await new Promise((r) => setTimeout(r, 1_000));
-    }
-  }
+  await loop(store, 1_000_000, 2_000); // warm-up: scripts loaded, JIT warm
   await new Promise((r) => setTimeout(r, 300));
+  measuredFrom = calls.length;
   const rows = [];
   for (let round = 0; round < ROUNDS; round++) {
     await admin.config("resetstat");
     const t0 = cpuTicks(pid);
     const c0 = process.cpuUsage();
-    server.instrument?.("on");
     await loop(store, 2_000 + round * REQUESTS, REQUESTS);
-    await new Promise((r) => setTimeout(r, CALLGRIND ? 3_000 : 300)); // usage records ship behind
-    server.instrument?.("off");
+    await new Promise((r) => setTimeout(r, 300)); // usage records ship behind
     const c1 = process.cpuUsage(c0);
     const s = await stats(admin);
     const serverUs = ((cpuTicks(pid) - t0) * 1e6) / TICKS / REQUESTS;
@@ -156,6 +191,10 @@ try {
 } finally {
   await store.close();
   admin.disconnect();
-  const instructions = await server.dispose();
-  if (CALLGRIND) console.log(`redis-server instructions per request (callgrind, ${CONCURRENCY} at a time): ${Math.round(instructions / (REQUESTS * ROUNDS))}`);
+  await server.dispose();
+}
+if (process.env.LOOP_CAPTURE) writeFileSync(process.env.LOOP_CAPTURE, JSON.stringify({ measuredFrom, requests: REQUESTS * ROUNDS, calls }));
+if (CALLGRIND) {
+  instructions = await replay(calls, measuredFrom);
+  console.log(`redis-server instructions per request (callgrind replay of ${calls.length - measuredFrom} script calls, ${CONCURRENCY} at a time): ${Math.round(instructions / (REQUESTS * ROUNDS))}`);
 }

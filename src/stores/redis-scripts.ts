@@ -50,6 +50,17 @@ local function now_ms(override)
   return t[1] * 1000 + math.floor(t[2] / 1000)
 end
 
+-- ARGV texts as numbers, remembered for the script call: a batch repeats a few texts many times
+-- (key numbers, each counter's max, window and bucket width, the lease, the bucket a settle goes
+-- to), and 'x + 0' runs strtod (~450 instructions) where N[x] is a table lookup. Read a number
+-- as 'N[x] or num(x)'.
+local N = {}
+local function num(x)
+  local v = x + 0
+  N[x] = v
+  return v
+end
+
 -- Integers as %d: printf's integer path, several times cheaper than the %g that Lua's own
 -- number-to-text (and Redis's, for a number passed to redis.call) takes. Remembered for the
 -- script call: a batch's ops happen at one instant, so its reserves share their times, stops and
@@ -329,22 +340,35 @@ local function is_plain(base)
   return p
 end
 
-local function reserve(rkey, bases, specs, now, lease, margin)
-  local n = #bases
-  local totals, st, lfs, stops = {1}, {}, {}, {}
+-- All-or-nothing reservation across n counters (Store.reserve) under record R (rkey); the
+-- counters' specs are ARGV[b...], five per counter: key number, max, amount, window ms, bucket
+-- width ms. lease -1: none. Returns {1, total..., ts} or {0, index, used, retryAfterMs or false}.
+local function reserve(rkey, b, n, now, lease, margin)
+  local A = ARGV
+  local totals, held = {1}, {}
   for i = 1, n do
-    local k = 4 * i
-    local max, amount, window, width = specs[k - 3] + 0, specs[k - 2] + 0, specs[k - 1] + 0, specs[k] + 0
-    local lf, stop = hold_field(now, window, width, lease)
-    lfs[i], stops[i] = lf, stop
-    local m = state(bases[i], now, margin, window, lf)
-    st[i] = m
+    local k = b + 5 * i - 5
+    local base = KEYS[N[A[k]] or num(A[k])]
+    local max, amount = N[A[k + 1]] or num(A[k + 1]), N[A[k + 2]] or num(A[k + 2])
+    local window, width = N[A[k + 3]] or num(A[k + 3]), N[A[k + 4]] or num(A[k + 4])
+    -- The batch's reserves on a counter happen at one instant with, nearly always, one window,
+    -- width and lease: the in-flight field is worked out (and read) once per script call.
+    local m, lf, stop = counters[base]
+    if m and m.hnow == now and m.hwin == window and m.hwid == width and m.hlease == lease then
+      lf, stop = m.hlf, m.hstop
+      if m.g <= now or m.n <= now then m = state(base, now, margin, window, lf) end
+    else
+      lf, stop = hold_field(now, window, width, lease)
+      m = state(base, now, margin, window, lf)
+      m.hnow, m.hwin, m.hwid, m.hlease, m.hlf, m.hstop = now, window, width, lease, lf, stop
+    end
+    held[3 * i - 2], held[3 * i - 1], held[3 * i] = m, lf, stop
     local used = m.s + m.l
     if used + amount > max then
       local retry = false
       if amount <= max then
-        flush(bases[i], m)
-        retry = retry_after(bases[i], used + amount - max, now)
+        flush(base, m)
+        retry = retry_after(base, used + amount - max, now)
       end
       return {0, i - 1, reply_num(used), retry}
     end
@@ -357,18 +381,24 @@ local function reserve(rkey, bases, specs, now, lease, margin)
   local longest, ts, ends = 0, fmt(now), lease >= 0 and fmt(now + lease) or '-1'
   local parts, escape = {}, false
   for i = 1, n do
-    local k = 4 * i
-    local m, amount, window, width = st[i], specs[k - 2] + 0, specs[k - 1] + 0, specs[k] + 0
-    if amount ~= 0 then add(m, lfs[i], 'l', stops[i], amount) end
-    keep(m, now + window + width, margin, now)
-    if not is_plain(bases[i]) then escape = true end
-    parts[i] = '["' .. bases[i] .. '","' .. lfs[i] .. '","' .. specs[k - 1] .. '","' .. specs[k - 2] .. '","' .. specs[k] .. '","' .. ts .. '","' .. ends .. '"]'
+    local k = b + 5 * i - 5
+    local m, lf = held[3 * i - 2], held[3 * i - 1]
+    local amount, window, width = N[A[k + 2]], N[A[k + 3]], N[A[k + 4]]
+    if amount ~= 0 then add(m, lf, 'l', held[3 * i], amount) end
+    local needed = now + window + width
+    if not m.x or m.x < needed then keep(m, needed, margin, now) end
+    local base = KEYS[N[A[k]]]
+    if not is_plain(base) then escape = true end
+    parts[i] = '["' .. base .. '","' .. lf .. '","' .. A[k + 3] .. '","' .. A[k + 2] .. '","' .. A[k + 4] .. '","' .. ts .. '","' .. ends .. '"]'
     if window + width > longest then longest = window + width end
   end
   local rec
   if escape then
     local entries = {}
-    for i = 1, n do entries[i] = {bases[i], lfs[i], specs[4 * i - 1], specs[4 * i - 2], specs[4 * i], ts, ends} end
+    for i = 1, n do
+      local k = b + 5 * i - 5
+      entries[i] = {KEYS[N[A[k]]], held[3 * i - 1], A[k + 3], A[k + 2], A[k + 4], ts, ends}
+    end
     rec = cjson.encode(entries)
   else
     rec = '[' .. table.concat(parts, ',') .. ']'
@@ -405,15 +435,23 @@ local function settle_rec(rkey, actual, now, margin)
   return 1
 end
 
--- settle_rec when the caller still knows what it reserved (ts: the reserve's time, lease as it
--- was asked; e: base, window, reserved, width, actual per counter): R need not be read back, only
--- deleted, which still makes the settle happen once. Returns 0 when R was already gone.
-local function settle_known(rkey, ts, lease, e, now, margin)
+-- settle_rec when the caller still knows what it reserved at ts: R need not be read back, only
+-- deleted, which still makes the settle happen once. ARGV[b...] holds six per counter: key number,
+-- in-flight field, the gone-at of the reservation's bucket, window, reserved, actual (the caller
+-- works the field names out as hold_field and bucket_gone do). Returns 0 when R was already gone.
+local function settle_known(rkey, ts, b, n, now, margin)
   if redis.call('DEL', rkey, rkey .. ':cp') == 0 then return 0 end
-  for i = 1, #e, 5 do
-    local window, reserved, width = e[i + 1] + 0, e[i + 2] + 0, e[i + 3] + 0
-    local lf = hold_field(ts, window, width, lease)
-    settle_entry(e[i], lf, window, reserved, width, ts, e[i + 4], now, margin)
+  local A = ARGV
+  for k = b, b + 6 * n - 6, 6 do
+    local base, lf, gone_text = KEYS[N[A[k]] or num(A[k])], A[k + 1], A[k + 2]
+    local gone, window = N[gone_text] or num(gone_text), N[A[k + 3]] or num(A[k + 3])
+    local reserved, actual = N[A[k + 4]] or num(A[k + 4]), N[A[k + 5]] or num(A[k + 5])
+    local gf = 'g' .. gone_text
+    local m = counters[base]
+    if not m or m.f[lf] == nil or m.f[gf] == nil or m.g <= now or m.n <= now then m = state(base, now, margin, window, lf, gf) end
+    unhold(m, lf, reserved)
+    -- Nothing once the reservation left its window: it would count no more.
+    if ts > now - window then add_settled(m, gf, gone, actual, now, margin) end
   end
   return 1
 end
@@ -491,8 +529,9 @@ export function script(name: string, body: string): LuaScript {
  * and its fields (now is an override or '', as everywhere):
  *   r now R lease n (base max amount window width) * n   reserve: {1, total..., ts} or {0, index, used, retry}
  *   s now R n actual * n                                    settle: 1, or 0 when R was gone
- *   S now R ts lease n (base window amount width actual) * n   settle what the caller reserved at ts
- *                                                           (reading R no more): 1, or 0
+ *   S now R ts n (base lfield gone window amount actual) * n   settle what the caller reserved at ts
+ *                                                           (reading R no more; lfield and gone as
+ *                                                           hold_field and bucket_gone make them): 1, or 0
  *   x now R                                                 release: 1 or 0
  *   u now S M retention n record * n                        usage records into stream S once per
  *                                                           batch marker M (APPEND_USAGE): count, or 0
@@ -503,11 +542,7 @@ export const BATCH = script(
   "batch",
   `
 local margin = ARGV[1] + 0
-local a = 2
-local function nxt()
-  a = a + 1
-  return ARGV[a - 1]
-end
+local A, argc = ARGV, #ARGV
 -- One TIME for the whole batch: the script runs atomically, so every op happens at one instant.
 local clock
 local function at(override)
@@ -515,46 +550,42 @@ local function at(override)
   if not clock then clock = now_ms('') end
   return clock
 end
-local out = {}
-while a <= #ARGV do
-  local op = nxt()
+local out, o, a = {}, 0, 2
+while a <= argc do
+  local op = A[a]
+  o = o + 1
   if op == 'r' then
-    local now, rkey, lease, n = at(nxt()), KEYS[(nxt() + 0)], (nxt() + 0), (nxt() + 0)
-    local bases, specs = {}, {}
-    for i = 1, n do
-      bases[i] = KEYS[(nxt() + 0)]
-      for j = 1, 4 do specs[#specs + 1] = nxt() end
-    end
-    out[#out + 1] = reserve(rkey, bases, specs, now, lease, margin)
-  elseif op == 's' then
-    local now, rkey, n = at(nxt()), KEYS[(nxt() + 0)], (nxt() + 0)
-    local actual = {}
-    for i = 1, n do actual[i] = nxt() end
-    out[#out + 1] = settle_rec(rkey, actual, now, margin)
+    local n = N[A[a + 4]] or num(A[a + 4])
+    out[o] = reserve(KEYS[N[A[a + 2]] or num(A[a + 2])], a + 5, n, at(A[a + 1]), N[A[a + 3]] or num(A[a + 3]), margin)
+    a = a + 5 + 5 * n
   elseif op == 'S' then
-    local now, rkey, ts, lease, n = at(nxt()), KEYS[(nxt() + 0)], (nxt() + 0), (nxt() + 0), (nxt() + 0)
-    local e = {}
-    for i = 1, 5 * n, 5 do
-      e[i] = KEYS[(nxt() + 0)]
-      for j = 1, 4 do e[i + j] = nxt() end
-    end
-    out[#out + 1] = settle_known(rkey, ts, lease, e, now, margin)
+    local n = N[A[a + 4]] or num(A[a + 4])
+    out[o] = settle_known(KEYS[N[A[a + 2]] or num(A[a + 2])], N[A[a + 3]] or num(A[a + 3]), a + 5, n, at(A[a + 1]), margin)
+    a = a + 5 + 6 * n
+  elseif op == 's' then
+    local now, rkey, n = at(A[a + 1]), KEYS[A[a + 2] + 0], A[a + 3] + 0
+    local actual = {}
+    for i = 1, n do actual[i] = A[a + 3 + i] end
+    out[o] = settle_rec(rkey, actual, now, margin)
+    a = a + 4 + n
   elseif op == 'x' then
-    local now = at(nxt())
-    out[#out + 1] = release_rec(KEYS[(nxt() + 0)], now, margin)
+    out[o] = release_rec(KEYS[A[a + 2] + 0], at(A[a + 1]), margin)
+    a = a + 3
   elseif op == 'u' then
-    local now, skey, mkey, retention, n = at(nxt()), KEYS[(nxt() + 0)], KEYS[(nxt() + 0)], (nxt() + 0), (nxt() + 0)
+    local now, skey, mkey, retention, n = at(A[a + 1]), KEYS[A[a + 2] + 0], KEYS[A[a + 3] + 0], A[a + 4] + 0, A[a + 5] + 0
     local records = {}
-    for i = 1, n do records[i] = nxt() end
-    out[#out + 1] = append_usage(skey, mkey, now, retention, records)
+    for i = 1, n do records[i] = A[a + 5 + i] end
+    out[o] = append_usage(skey, mkey, now, retention, records)
+    a = a + 6 + n
   elseif op == 'p' or op == 'd' then
-    local now, n = at(nxt()), (nxt() + 0)
+    local now, n = at(A[a + 1]), A[a + 2] + 0
     local bases, windows = {}, {}
     for i = 1, n do
-      bases[i] = KEYS[(nxt() + 0)]
-      windows[i] = nxt()
+      bases[i] = KEYS[N[A[a + 1 + 2 * i]] or num(A[a + 1 + 2 * i])]
+      windows[i] = A[a + 2 + 2 * i]
     end
-    out[#out + 1] = peek(bases, windows, now, margin, op == 'd')
+    out[o] = peek(bases, windows, now, margin, op == 'd')
+    a = a + 3 + 2 * n
   else
     commit()
     return redis.error_reply('tollgate batch: unknown op ' .. tostring(op))

@@ -297,6 +297,27 @@ describe("redis store", () => {
     expect(held.size).toBe(0);
   });
 
+  it("settles by the field names it works out itself, for every kind of counter: nothing left in flight, no record read", async () => {
+    // Redis's own clock: reserve times are whatever TIME says, not round test numbers.
+    const s = await store();
+    const kinds = [
+      counter("exact", 50, 1), // 1 ms buckets
+      counter("coarse", 1e6, 3), // window end rounded up to the bucket width
+      counter("day", 1e9, 700, 24 * HOUR), // the lease (shorter than the window) ends the hold
+      counter("odd", 1e6, 2, 7_777), // a width that does not divide the window
+    ];
+    const windows = kinds.map((c) => ({ key: c.key, windowMs: c.windowMs }));
+    await s.redis.config("RESETSTAT");
+    for (let i = 0; i < 5; i++) {
+      expect(await s.reserve(`k${i}`, kinds, 10 * MINUTE + i)).toMatchObject({ ok: true });
+      await s.settle(`k${i}`, [1, 2, 300, 1]);
+    }
+    const stats = await s.redis.info("commandstats");
+    expect(Number(/cmdstat_get:calls=(\d+)/.exec(stats)?.[1] ?? 0)).toBe(0);
+    expect(await s.peekDetail(windows)).toEqual([5, 10, 1500, 5].map((total) => ({ total, reserved: 0 })));
+    for (const c of kinds) expect((await s.redis.hkeys(`tg:{tollgate}:c:${c.key}:c`)).filter((f) => f.startsWith("l"))).toEqual([]);
+  });
+
   it("writes a reservation record any process can settle and release, whatever its counter keys hold", async () => {
     const [a, b] = [await store(), await store()];
     const keys = ["plain:user:1", 'quote"d', "back\\slash", "new\nline", "slash/é/ü", "tab\there"];

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { Command, Redis, type RedisOptions } from "ioredis";
 import type { UsageRecord } from "../core/usage-record.js";
-import { bucketWidth } from "./buckets.js";
+import { bucketGoneAt, bucketWidth } from "./buckets.js";
 import * as lua from "./redis-scripts.js";
 import type { LuaScript } from "./redis-scripts.js";
 import { StoreUnavailableError, type Checkpoint, type Counter, type CounterDetail, type ReserveResult, type Store, type StoreHealth, type StoredKey, type UsageQuery } from "../core/store.js";
@@ -208,7 +208,9 @@ export class RedisStore implements Store {
     for (const c of counters) assertAmounts(c.key, [c.amount, c.windowMs], c.max);
     const reply = (await this.ops.add({ op: "r", now: this.now(), id, counters, leaseMs })) as (string | number | null)[];
     if (reply[0] === 1) {
-      this.hold(id, { ts: String(reply[counters.length + 1]), leaseMs, counters });
+      const held = heldFields(reply[counters.length + 1], leaseMs, counters);
+      if (held) this.hold(id, held);
+      else this.held.delete(id);
       return { ok: true, totals: reply.slice(1, counters.length + 1).map(Number) };
     }
     const [, index, used, retry] = reply;
@@ -410,9 +412,9 @@ export class RedisStore implements Store {
           args.push("s", o.now, ref(this.recordKey(o.id)), num(o.actual.length), ...o.actual.map(num));
           break;
         case "S": {
-          const { ts, leaseMs, counters } = o.held;
-          args.push("S", o.now, ref(this.recordKey(o.id)), ts, leaseArg(leaseMs), num(counters.length));
-          counters.forEach((c, i) => args.push(ref(this.counterKey(c.key)), num(c.windowMs), num(c.amount), num(bucketWidth(c.windowMs, c.max)), num(o.actual[i]!)));
+          const { ts, fields, counters } = o.held;
+          args.push("S", o.now, ref(this.recordKey(o.id)), ts, num(counters.length));
+          counters.forEach((c, i) => args.push(ref(this.counterKey(c.key)), fields[2 * i]!, fields[2 * i + 1]!, num(c.windowMs), num(c.amount), num(o.actual[i]!)));
           break;
         }
         case "x":
@@ -514,11 +516,35 @@ export class RedisStore implements Store {
   }
 }
 
-/** A reservation as its reserve sent it, and the script time it was made at (RedisStore.held). */
+/**
+ * A reservation as its reserve sent it, the script time it was made at, and per counter the names
+ * the script gave its in-flight field and the gone-at of its bucket (RedisStore.held).
+ */
 interface Held {
   ts: string;
-  leaseMs: number;
   counters: Counter[];
+  fields: string[];
+}
+
+/**
+ * What a settle needs to skip the record: the field names the reserve wrote, worked out here as
+ * the scripts' hold_field and bucket_gone do (so the script does not, per settle and counter).
+ * Undefined when a number is not a safe integer (a test clock with fractions): the script prints
+ * those with %.17g, so that settle reads the record instead.
+ */
+function heldFields(tsReply: unknown, leaseMs: number, counters: Counter[]): Held | undefined {
+  const ts = Number(tsReply);
+  const fields: string[] = [];
+  for (const c of counters) {
+    const width = bucketWidth(c.windowMs, c.max);
+    let stop = ts + c.windowMs;
+    if (width > 1) stop = Math.ceil(stop / width) * width;
+    if (leaseMs >= 0 && Number.isFinite(leaseMs) && ts + leaseMs < stop) stop = ts + leaseMs;
+    const gone = bucketGoneAt(ts, width, c.windowMs);
+    if (!Number.isSafeInteger(stop) || !Number.isSafeInteger(gone) || !Number.isSafeInteger(ts)) return undefined;
+    fields.push(`l${stop}:${gone}`, String(gone));
+  }
+  return { ts: String(ts), counters, fields };
 }
 
 /** A counter operation waiting for this turn's BATCH call (RedisStore.ops). */
