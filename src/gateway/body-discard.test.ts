@@ -54,6 +54,23 @@ describe("the body of a refused request", () => {
     expect(text.match(/HTTP\/1\.1 401/g)).toHaveLength(2);
   });
 
+  it("bodies that arrive whole with their headers are not held once the turn is over", async () => {
+    // Under a flood of refusals every refused request used to be held until the next sweep (up to
+    // a second): thousands of live requests the garbage collector copied and promoted.
+    const discards = new BodyDiscard(1024, 60_000, 60_000);
+    const { server, port } = await refusingServer(discards);
+    servers.push(server);
+    const body = '{"model":"m"}';
+    const socket = connect(port, "127.0.0.1");
+    let text = "";
+    const all = new Promise<void>((resolve) => socket.on("data", (d) => (text += d).split("HTTP/1.1 401").length > 20 && resolve()));
+    socket.write(`POST / HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`.repeat(20));
+    await all;
+    await new Promise((r) => setImmediate(r));
+    expect(discards.watching).toBe(0);
+    socket.destroy();
+  });
+
   it("a chunked body past the byte budget is cut, without waiting for the time budget", async () => {
     const { server, port } = await refusingServer(new BodyDiscard(1024, 60_000, 50));
     servers.push(server);
