@@ -2,12 +2,12 @@ import type { Writable } from "node:stream";
 import { pino, type Logger } from "pino";
 import { LineBatch } from "./line-batch.js";
 import type { ResolvedConfig } from "../config/resolve.js";
-import type { UsageRecord } from "../core/usage-record.js";
+import { recordJson, type UsageRecord } from "../core/usage-record.js";
 
 /**
  * Two streams, never mixed. The usage stream is the SPEC §6 record, one JSON line per request on
  * stdout, byte for byte what the record is (consumers and the acceptance checks parse each line as
- * a record), so it is JSON.stringify'd directly rather than through pino, whose level/time fields
+ * a record), so it is JSON.stringify'd directly (or the text its store row just took: recordJson) rather than through pino, whose level/time fields
  * would have to be switched off and whose serialiser plus one write per record took a tenth of a refused request's CPU. Lines
  * are written in batches, one write per turn of the event loop (see LineBatch). The operational
  * stream (stderr) is ordinary pino JSON.
@@ -34,7 +34,7 @@ export function createLogs(config: ResolvedConfig, streams: { stdout?: Writable;
     streams.stderr ?? process.stderr,
   );
   return {
-    usage: config.server.log === "usage" ? (record) => usageLines.push(JSON.stringify(record) + "\n") : () => {},
+    usage: config.server.log === "usage" ? (record) => usageLines.push(recordJson(record) + "\n") : () => {},
     ops,
   };
 }

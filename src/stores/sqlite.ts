@@ -1,7 +1,7 @@
 import { mkdirSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import Database from "better-sqlite3";
-import type { UsageRecord } from "../core/usage-record.js";
+import { storedJson, type UsageRecord } from "../core/usage-record.js";
 import { bucketGoneAt, bucketStart, bucketWidth, retryAfter } from "./buckets.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { CommitBatch } from "./commit-batch.js";
@@ -532,7 +532,7 @@ export class SqliteStore implements Store {
 
   /** Serialised now (the caller may reuse the object); written with the rest of this turn's rows. */
   async appendUsage(record: UsageRecord): Promise<void> {
-    await this.ops.add({ op: "appendUsage", ts: usageTs(record), json: JSON.stringify(record) });
+    await this.ops.add({ op: "appendUsage", ts: usageTs(record), json: storedJson(record) });
   }
 
   async queryUsage(q: UsageQuery): Promise<UsageRecord[]> {
