@@ -7,9 +7,12 @@
 // `npm run build && node bench/redis-store-loop.js [requests] [rounds]`; BENCH_BASE=<checkout> runs
 // that checkout's built store instead (same loop, same server), for a before/after.
 // LOOP_CONCURRENCY (32) sets how many requests run at once; 1 puts every op in a script call of its own.
-// LOOP_CALLGRIND=1 runs redis-server under valgrind's callgrind and prints its instructions per
-// request instead: a figure the machine's load does not move (a slowed Redis batches more, so
-// compare runs of one mode only).
+// LOOP_SHAPE=split: two reserves and two settles per request (the engine before phase 8a).
+// LOOP_CALLGRIND=1 also prints redis-server's instructions per request: the loop runs at native
+// speed (under valgrind the store's 650 ms deadline is missed), every script call it made is kept
+// and then replayed, one at a time, into a redis-server under callgrind; only the measured rounds
+// are counted. A figure the machine's load does not move. LOOP_CAPTURE=file keeps the calls (JSON)
+// for replays of variant scripts.
 import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
