@@ -109,6 +109,19 @@ export class Engine {
   }
 
   /**
+   * A refusal gate 1 gives without an exchange (credentials no identity comes from: none, an
+   * unusable one, a key remembered as unknown or dead), once its code's records of this second are
+   * spent (SPEC §6): it is then only counted into its second's summary record, and returned for
+   * the transport to answer. Undefined: open() and admit() as usual (the refusal, if any, gets its
+   * own record). A flood of bad keys costs no Exchange, record or promise per request.
+   */
+  refuseEarly(caller: CallerContext): TollgateError | undefined {
+    const route = this.routes.get(caller.route);
+    const err = route && this.env.identifier.knownRefusal(caller.credentials, route);
+    return err && this.refusals.fold(err.code, caller.route, caller.endpoint) ? err : undefined;
+  }
+
+  /**
    * Gates 1-3: identify, abuse, quota. Throws the refusal after recording it. With `bodyPending`
    * gate 3 refuses what is already full but reserves nothing until `prepare` has the body.
    */

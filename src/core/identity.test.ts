@@ -113,6 +113,32 @@ describe("gate 1 without waiting", () => {
     expect(calls.findKey).toBe(1);
   });
 
+  it("knownRefusal answers only what needs no identity and no store: a remembered bad key, a missing or unusable credential", async () => {
+    const withKey = resolveConfig(configSchema.parse({ providers: { sim: { type: "simulated" } }, models: { "gpt-4o-mini": { provider: "sim" } }, plans: { free: { models: ["gpt-4o-mini"] } }, keys: [{ key: "tg_known_ann", user: "ann", plan: "free" }], routes: { chat: { path: "/chat", plans: ["free"] } } }));
+    const { store, calls } = countingStore();
+    const id = new Identifier(withKey, store);
+    const chat = withKey.routes[0]!;
+    const { id: keyId, key: revoked } = await createKey(store, withKey, { user: "erin", plan: "free" });
+    await store.revokeKey(keyId);
+    const { key: live } = await createKey(store, withKey, { user: "fay", plan: "free" });
+    const known = (token: string) => id.knownRefusal({ token }, chat)?.message;
+    // Not yet seen: only gate 1 (with its store lookup) can tell.
+    expect(known("tg_known_nobody")).toBeUndefined();
+    expect(known(revoked)).toBeUndefined();
+    expect(calls.findKey).toBe(0);
+    await refusal(id.identify({ token: "tg_known_nobody" }, chat, "203.0.113.1"));
+    await refusal(id.identify({ token: revoked }, chat, "203.0.113.1"));
+    expect(known("tg_known_nobody")).toBe("invalid API key");
+    expect(known(revoked)).toBe("this API key was revoked");
+    // Keys that may be served are never answered here, and a live store key is never remembered.
+    expect(known("tg_known_ann")).toBeUndefined();
+    expect((await id.identify({ token: live }, chat, "203.0.113.1")).user).toBe("fay");
+    expect(known(live)).toBeUndefined();
+    expect(id.knownRefusal({}, chat)?.message).toBe("this route needs an API key");
+    expect(id.knownRefusal({ unusable: "the Authorization header carries an empty Bearer token" }, chat)?.code).toBe("unauthorized");
+    expect(calls.findKey).toBe(3);
+  });
+
   it("reads the common Bearer spelling and the others the same way", () => {
     expect(readCredential("Bearer tg_abc", undefined)).toEqual({ token: "tg_abc" });
     expect(readCredential("Bearer   tg_abc  ", undefined)).toEqual({ token: "tg_abc" });

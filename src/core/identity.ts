@@ -108,6 +108,9 @@ export class Identifier {
   private readonly jwtAlgorithms: string[] = [];
   /** Hashes the store did not know, or knew as revoked/expired, until when that answer is trusted. */
   private readonly refused = new Map<string, { until: number; key?: KeyRecord }>();
+  /** The last token hashed and its hash (one request's gate 1 may ask twice). */
+  private lastToken = "";
+  private lastHash = "";
 
   constructor(
     private readonly config: ResolvedConfig,
@@ -152,16 +155,43 @@ export class Identifier {
     if (this.jwtKey && looksLikeJwt(creds.token)) {
       return this.fromJwt(creds.token, ip, group).then((identity) => allowedOn(identity, route));
     }
-    const hash = hashKey(creds.token);
+    const hash = this.hashOf(creds.token);
     const known = this.knownKey(hash);
     if (known !== LOOKUP) return this.fromKey(known, creds, route, ip, group);
     return this.lookupKey(hash).then((key) => this.fromKey(key, creds, route, ip, group));
   }
 
+  /**
+   * The refusal gate 1 would give these credentials whatever else is true of the request, when
+   * it needs no identity and no store: an unusable credential, none on a route without anonymous
+   * access, or a key remembered as unknown, revoked or expired. Undefined: identify() decides.
+   * A flood of one bad key is turned away from here before anything is built for it.
+   */
+  knownRefusal(creds: Credentials, route: ResolvedRoute): TollgateError | undefined {
+    if (creds.app) return undefined;
+    if (creds.unusable) return new TollgateError("unauthorized", creds.unusable);
+    if (!creds.token) return route.plans.includes("anonymous") ? undefined : new TollgateError("unauthorized", "this route needs an API key");
+    if (this.jwtKey && looksLikeJwt(creds.token)) return undefined;
+    const hash = this.hashOf(creds.token);
+    if (this.staticKeys.has(hash)) return undefined;
+    const seen = this.refused.get(hash);
+    if (!seen || seen.until <= Date.now()) return undefined;
+    return refusalOf(seen.key);
+  }
+
+  /** hashKey, once per request: knownRefusal and identify() see the same credentials one after the other. */
+  private hashOf(token: string): string {
+    if (token !== this.lastToken) {
+      this.lastToken = token;
+      this.lastHash = hashKey(token);
+    }
+    return this.lastHash;
+  }
+
   private fromKey(key: KeyRecord | undefined, creds: Credentials, route: ResolvedRoute, ip: string, group: string): Identity {
-    if (!key) throw new TollgateError("unauthorized", "invalid API key");
-    if (key.revokedAt !== undefined && key.revokedAt !== null) throw new TollgateError("unauthorized", "this API key was revoked");
-    if (key.expiresAt !== undefined && key.expiresAt !== null && key.expiresAt <= Date.now()) throw new TollgateError("unauthorized", "this API key has expired");
+    const dead = refusalOf(key);
+    // (no key is always a refusal; the second test only tells the compiler)
+    if (dead || !key) throw dead;
     if (key.routes && !key.routes.includes(route.name)) throw new TollgateError("forbidden", `this key may not use route ${route.name}`);
     let identity: Identity = { kind: "key", user: key.user ?? key.id, keyId: key.id, plan: key.plan, verified: key.verified, ip, ipGroup: group, org: key.org, keyBudget: key.budget };
     if (key.service && creds.actAsUser) {
@@ -235,6 +265,14 @@ export class Identifier {
       org: typeof org === "string" && this.config.orgs[org] ? org : undefined,
     };
   }
+}
+
+/** Why a key (or none, for a hash nobody issued) cannot be used at all; undefined for a live key. */
+function refusalOf(key: KeyRecord | undefined): TollgateError | undefined {
+  if (!key) return new TollgateError("unauthorized", "invalid API key");
+  if (key.revokedAt !== undefined && key.revokedAt !== null) return new TollgateError("unauthorized", "this API key was revoked");
+  if (key.expiresAt !== undefined && key.expiresAt !== null && key.expiresAt <= Date.now()) return new TollgateError("unauthorized", "this API key has expired");
+  return undefined;
 }
 
 /** Marks a hash only the store can answer for. */

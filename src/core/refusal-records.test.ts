@@ -27,6 +27,23 @@ describe("RefusalRecords", () => {
     expect(summaries.every((s) => s.decision === "deny" && s.route === "chat" && s.user === null)).toBe(true);
   });
 
+  it("fold counts a refusal into its summary only once its code's records of the second are spent", () => {
+    let now = 20_000;
+    const summaries: UsageRecord[] = [];
+    const r = new RefusalRecords(2, (s) => summaries.push(s), () => now);
+    // Records left this second (or a new second): the refusal must take the usual way, to its own record.
+    expect(r.fold("unauthorized", "chat", "chat_completions")).toBe(false);
+    expect([r.admit(refusal("unauthorized")), r.admit(refusal("unauthorized"))]).toEqual([true, true]);
+    expect(r.fold("rate_limited", "chat", "chat_completions")).toBe(false);
+    expect([r.fold("unauthorized", "chat", "chat_completions"), r.fold("unauthorized", "chat", "chat_completions")]).toEqual([true, true]);
+    expect(r.admit(refusal("unauthorized"))).toBe(false);
+    now += 1_000;
+    expect(r.fold("unauthorized", "chat", "chat_completions")).toBe(false);
+    r.flush();
+    // Folded and admitted refusals of one second share one summary: every refusal counted once.
+    expect(summaries.map((s) => [s.code, s.route, s.endpoint, s.count, s.ts])).toEqual([["unauthorized", "chat", "chat_completions", 3, new Date(20_000).toISOString()]]);
+  });
+
   it("emits an open summary once its second is over, without another refusal", async () => {
     const summaries: UsageRecord[] = [];
     const r = new RefusalRecords(0, (s) => summaries.push(s));

@@ -25,16 +25,41 @@ export class RefusalRecords {
 
   /** True: the refusal gets a record of its own. False: it was counted into its second's summary. */
   admit(rec: UsageRecord): boolean {
-    const now = this.now();
-    const second = Math.floor(now / 1000);
+    const second = Math.floor(this.now() / 1000);
     const code = rec.code ?? "";
+    if (this.keep(code, second)) return true;
+    const summary = this.summary(code, rec.route ?? "", rec.endpoint ?? "", second);
+    summary.count!++;
+    for (const s of rec.signals) if (!summary.signals.includes(s)) summary.signals.push(s);
+    return false;
+  }
+
+  /**
+   * A refusal with nothing to say beyond its code, route and endpoint (no caller, no signal: a
+   * credential no identity comes from), counted before anything is built for it. True: it was
+   * counted into its second's summary. False: its code still has records this second, so it
+   * must get one of its own through admit().
+   */
+  fold(code: string, route: string, endpoint: string): boolean {
+    const second = Math.floor(this.now() / 1000);
+    const c = this.perCode.get(code);
+    if (!c || c.second !== second || c.kept < this.max) return false;
+    this.summary(code, route, endpoint, second).count!++;
+    return true;
+  }
+
+  /** Takes one of the code's records of this second, if any is left. */
+  private keep(code: string, second: number): boolean {
     let c = this.perCode.get(code);
     if (!c || c.second !== second) this.perCode.set(code, (c = { second, kept: 0 }));
-    if (c.kept < this.max) {
-      c.kept++;
-      return true;
-    }
-    const key = `${code}\u0000${rec.route ?? ""}\u0000${rec.endpoint ?? ""}`;
+    if (c.kept >= this.max) return false;
+    c.kept++;
+    return true;
+  }
+
+  /** The open summary of a code, route and endpoint for this second, once an earlier one is out. */
+  private summary(code: string, route: string, endpoint: string, second: number): UsageRecord {
+    const key = `${code}\u0000${route}\u0000${endpoint}`;
     let open = this.open.get(key);
     if (open && open.second !== second) {
       this.open.delete(key);
@@ -43,14 +68,11 @@ export class RefusalRecords {
     }
     if (!open) {
       const summary = emptyUsageRecord(`refusals-${randomUUID()}`, new Date(second * 1000));
-      Object.assign(summary, { route: rec.route, endpoint: rec.endpoint, decision: "deny", code: rec.code, count: 0 });
+      Object.assign(summary, { route: route || null, endpoint: endpoint || null, decision: "deny", code: code || null, count: 0 });
       this.open.set(key, (open = { second, summary }));
+      this.arm();
     }
-    const summary = open.summary;
-    summary.count!++;
-    for (const s of rec.signals) if (!summary.signals.includes(s)) summary.signals.push(s);
-    this.arm();
-    return false;
+    return open.summary;
   }
 
   /** Emits every open summary (those of the current second too): at shutdown. */

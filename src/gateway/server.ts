@@ -4,7 +4,7 @@ import type { ResolvedRoute } from "../config/resolve.js";
 import { toTollgateError, type Engine } from "../core/engine.js";
 import { TollgateError } from "../core/errors.js";
 import { offerHeaders } from "../core/gates/challenge.js";
-import type { Exchange } from "../core/exchange.js";
+import type { CallerContext, Exchange } from "../core/exchange.js";
 import { Cancel } from "../core/cancel.js";
 import { clientIp } from "../core/client-ip.js";
 import { readCredential, type Credentials } from "../core/identity.js";
@@ -98,21 +98,25 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
       return sendError(res, api, new TollgateError("not_found", `${url} is not an endpoint of this gateway`));
     }
     if (req.method !== "POST") return sendError(res, api, new TollgateError("invalid_request", `${rest} takes POST`));
-    if (obs) await obs.request(requestId, route.name, () => modelCall(req, res, route, endpoint.format, requestId));
-    else await modelCall(req, res, route, endpoint.format, requestId);
-  }
-
-  async function modelCall(req: IncomingMessage, res: Response, route: ResolvedRoute, format: RequestFormat, requestId: string) {
     const headers = req.headers;
-    const ex = engine.open({
+    const caller: CallerContext = {
       route: route.name,
-      endpoint: format.endpoint,
+      endpoint: endpoint.format.endpoint,
       ip: callerIp(req),
       credentials: credentials(headers),
       runId: first(headers["x-tollgate-run"]),
       challenge: first(headers["x-tollgate-challenge"]),
       requestId,
-    });
+    };
+    // A flood of one bad key is answered here, counted into its summary record, with nothing built.
+    const early = engine.refuseEarly(caller);
+    if (early) return sendError(res, endpoint.format.api, early);
+    if (obs) await obs.request(requestId, route.name, () => modelCall(req, res, route, endpoint.format, caller));
+    else await modelCall(req, res, route, endpoint.format, caller);
+  }
+
+  async function modelCall(req: IncomingMessage, res: Response, route: ResolvedRoute, format: RequestFormat, caller: CallerContext) {
+    const ex = engine.open(caller);
     try {
       // Nothing is reserved until the body is in: a stalled body must not hold a limit's slot.
       await engine.admit(ex, { bodyPending: true });
@@ -151,7 +155,7 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
         // The provider's bytes go out unchanged: nothing between the call and here alters the body.
         sendJson(res, 200, call.result.raw ?? call.result.body, ex.headers);
       } else {
-        const failed = await relayStream(res, call.result.events, { engine, ex, format, meter: call.meter, abort, stallMs: cfg.server.idleTimeoutMs, requestId });
+        const failed = await relayStream(res, call.result.events, { engine, ex, format, meter: call.meter, abort, stallMs: cfg.server.idleTimeoutMs, requestId: res.requestId });
         if (failed) sendError(res, format.api, failed, ex);
       }
     } finally {
