@@ -46,6 +46,19 @@ describe("patchJson", () => {
     }
   });
 
+  it("builds a long body (copied as bytes) as it builds a short one (encoded as text)", () => {
+    // Past 2,048 characters the result is built from byte ranges; non-ASCII before a field moves its byte offset.
+    const pad = `"pad":"${"é😀ab日".repeat(600)}",`;
+    for (const text of ODD) {
+      const long = text.replace("{", `{${pad}`);
+      expect(long.length).toBeGreaterThan(2048);
+      const short = expectPatched(text, { model: "gpt-4o-mini-2024", max_tokens: 128 });
+      expect(expectPatched(long, { model: "gpt-4o-mini-2024", max_tokens: 128 })).toBe(short.replace("{", `{${pad}`));
+      expectPatched(long, { model: "ünïcode-model 😀", stream_options: { include_usage: true, x: "é" } });
+      expectPatched(long, {});
+    }
+  });
+
   it("writes the new value itself, not the caller's spelling of an equal one", () => {
     const sent = expectPatched('{"model":"gpt\\u002d4o","max_tokens":2.56e2,"messages":[]}', { model: "gpt-4o", max_tokens: 256 });
     expect(sent).toBe('{"model":"gpt-4o","max_tokens":256,"messages":[]}');
@@ -74,6 +87,7 @@ describe("patchJson", () => {
     for (let n = 0; n < 2000; n++) {
       const body: Record<string, unknown> = {};
       for (let i = 0; i < 5; i++) body[pick(["model", "max_tokens", "messages", "é😀", "x" + i, 'q"' + i])] = value(0);
+      if (n % 2) body[pick(["pad", "model"])] = pick(["é日x", "abc"]).repeat(800);
       const text = JSON.stringify(body, null, pick([0, 1, "\t"]));
       expectPatched(text, pick([{ model: "m" }, { model: "m", max_tokens: 9 }, { max_completion_tokens: 1, stream_options: { include_usage: true } }]));
     }
@@ -168,6 +182,7 @@ describe("upstreamBody: the provider gets the re-serialised request (SPEC §7.7)
     for (let n = 0; n < 2000; n++) {
       const body: Record<string, unknown> = {};
       for (let i = 0; i < 5; i++) body[pick(["model", "max_tokens", "messages", "é😀", "x" + i, 'q"' + i])] = value(0);
+      if (n % 2) body[pick(["pad", "model"])] = pick(["é日x", "abc"]).repeat(800);
       let text = JSON.stringify(body, null, pick([0, 0, 1, "\t"]));
       if (Math.random() < 0.3) text = respell(text);
       const out = both(text, pick([{ model: "m" }, { model: "m", max_tokens: 9 }, { max_completion_tokens: 1, stream_options: { include_usage: true } }]));
