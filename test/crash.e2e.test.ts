@@ -25,15 +25,18 @@ const TOKEN_MS = 50;
  */
 const TIMEOUT = "10s";
 const LEASE_MS = 15_000;
+/** Requests per hour: the two crashed streams and the one after them fill it. */
+const WINDOW = 3;
 
-function config(store: string) {
+/** `window`: requests per hour per user; every request's one reservation holds it with the budget (gates 3 and 6 together). */
+function config(store: string, window = 1_000) {
   return {
     store,
     providers: { up: openaiUpstream(mock, "sk-up-secret") },
     models: { "house-model": { provider: "up", upstream: "gpt-4o-mini", price: { input: 0.5, output: 1.5 } } },
     plans: { free: { models: ["house-model"], budget: { daily: BUDGET_MICROS / 1e6 } } },
     keys: [{ key: "tg_crash_user", user: "carol", plan: "free" }],
-    routes: { chat: { path: "/chat", plans: ["free"], default_model: "house-model", timeout: TIMEOUT, input: { max_output_tokens: 1000 } } },
+    routes: { chat: { path: "/chat", plans: ["free"], default_model: "house-model", timeout: TIMEOUT, input: { max_output_tokens: 1000 }, limits: [{ per: "user", requests: window, window: "1h" }] } },
   };
 }
 
@@ -44,7 +47,10 @@ const ask = (url: string, body: object = {}) =>
     body: JSON.stringify({ messages: [{ role: "user", content: "count to a thousand" }], max_tokens: 1000, ...body }),
   });
 
-/** The budget holds what the recovered streams cost: the next request sees it spent. */
+/**
+ * The budget holds what the recovered streams cost: the next request sees it spent. The window
+ * still counts them: recovery settled the whole reservation, not only its budget.
+ */
 async function expectBudgetSpent(gw: GatewayProcess, recovered: UsageRecord[]): Promise<void> {
   mock.setBehavior({ outputTokens: 5 });
   const next = await ask(gw.url);
@@ -54,6 +60,8 @@ async function expectBudgetSpent(gw: GatewayProcess, recovered: UsageRecord[]): 
   // The header is what is left after this request's own reservation.
   const remaining = Math.round(Number(next.headers.get("x-tollgate-budget-remaining")) * 1e6);
   expect(remaining).toBe(BUDGET_MICROS - charged - Math.round(own.estimated_cost_usd * 1e6));
+  expect(next.headers.get("ratelimit")).toMatch(/;r=0;/);
+  expect((await ask(gw.url)).status).toBe(429);
 }
 
 /**
@@ -102,10 +110,10 @@ function expectRecovered(rec: UsageRecord, sent: number): void {
 describe("kill -9 mid-stream (SPEC §7.4)", () => {
   it("sqlite: after a restart, the two streams are charged what they delivered and recorded", async () => {
     const store = `sqlite:${join(mkdtempSync(join(tmpdir(), "tg-crash-")), "t.db")}`;
-    const first = await start(config(store));
+    const first = await start(config(store, WINDOW));
     const { ids, sent } = await crashMidStream(first, 30);
 
-    const second = await start(config(store));
+    const second = await start(config(store, WINDOW));
     const records = await Promise.all(ids.map((id) => waitFor(`the record of ${id}`, () => second.records.find((r) => r.request_id === id), LEASE_MS + 15_000)));
     records.forEach((rec, i) => expectRecovered(rec, sent[i]!));
 
@@ -119,7 +127,7 @@ describe("kill -9 mid-stream (SPEC §7.4)", () => {
 
   it("redis: the gateway that stayed up settles a dead one's streams, exactly once among its peers", async () => {
     const store = redis.url(3);
-    const [doomed, peerA, peerB] = await Promise.all([start(config(store)), start(config(store)), start(config(store))]);
+    const [doomed, peerA, peerB] = await Promise.all([start(config(store, WINDOW)), start(config(store, WINDOW)), start(config(store, WINDOW))]);
     const { ids, sent } = await crashMidStream(doomed, 30);
 
     const recordOf = (id: string) => [...peerA.records, ...peerB.records].filter((r) => r.request_id === id);

@@ -16,6 +16,11 @@ export function budgetActuals(counters: HeldCounter[], cost: Micros, tokens: num
   return counters.map((c) => (c.unit === "usd" ? cost : c.unit === "tokens" ? tokens : c.amount));
 }
 
+/** Gates 3 and 6 hold one reservation (gates/joint-reservation.ts): gate 3's windows, then the budgets. */
+export function joint(ex: Exchange): boolean {
+  return ex.budget !== undefined && ex.budget.id === ex.quota?.id;
+}
+
 /**
  * What the admission reservations settle at: the request happened; tool calls are the ones the
  * model made; a concurrency slot is given back.
@@ -33,8 +38,12 @@ export function checkpointOf(ex: Exchange, meter: Meter, config: ResolvedConfig)
   const charge = chargeFor(ex, "client_disconnect", meter, config);
   const settles: Checkpoint["settles"] = [];
   const tokens = charge.inputTokens + charge.outputTokens;
-  if (ex.budget) settles.push({ id: ex.budget.id, actual: budgetActuals(ex.budget.counters, charge.cost, tokens) });
-  if (ex.quota) settles.push({ id: ex.quota.id, actual: admissionActuals(ex.quota.counters, meter.toolCalls) });
+  if (ex.budget) {
+    const actual = budgetActuals(ex.budget.counters, charge.cost, tokens);
+    // One reservation holding gate 3's windows and then the budgets settles both in one.
+    settles.push({ id: ex.budget.id, actual: joint(ex) ? [...admissionActuals(ex.quota!.counters, meter.toolCalls), ...actual] : actual });
+  }
+  if (ex.quota && !joint(ex)) settles.push({ id: ex.quota.id, actual: admissionActuals(ex.quota.counters, meter.toolCalls) });
   if (ex.runStart) settles.push({ id: ex.runStart.id, actual: admissionActuals(ex.runStart.counters, 0) });
   if (!settles.length) return undefined;
   const record = {

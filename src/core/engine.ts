@@ -7,7 +7,7 @@ import type { Provider, UpstreamResult } from "./provider.js";
 import { StoreUnavailableError, type Store } from "./store.js";
 import { afterSettle, refusalAlert, type EngineEvents } from "./alerts.js";
 import { AppRequest } from "./app-request.js";
-import { admissionActuals, budgetActuals, startCheckpoints } from "./checkpoint.js";
+import { admissionActuals, budgetActuals, joint, startCheckpoints } from "./checkpoint.js";
 import { compileNetworks } from "./client-ip.js";
 import { storeFailure, TollgateError } from "./errors.js";
 import { Exchange, type CallerContext } from "./exchange.js";
@@ -16,9 +16,11 @@ import { abuse, abuseEnabled, lookOnly, scoreRefusal } from "./gates/abuse.js";
 import { budget } from "./gates/budget.js";
 import { challenge, challengePressure, challengeRequired, isChallengeOffer, issueChallenge, type Challenge } from "./gates/challenge.js";
 import { identify } from "./gates/identify.js";
+import { jointReservation } from "./gates/joint-reservation.js";
 import { modelPolicy } from "./gates/model-policy.js";
 import { normalise } from "./gates/normalise.js";
 import { quota, quotaPeek } from "./gates/quota.js";
+import { requestWindows } from "./gates/request-windows.js";
 import { Identifier } from "./identity.js";
 import { abortReason } from "./metered-stream.js";
 import { Meter } from "./metering/meter.js";
@@ -40,6 +42,8 @@ export const PREPARATION: readonly Gate[] = [normalise, modelPolicy, budget];
  */
 const ADMISSION_BODY_PENDING: readonly Gate[] = [identify, abuse, challenge, quotaPeek];
 const PREPARATION_DEFERRED_QUOTA: readonly Gate[] = [quota, ...PREPARATION];
+/** The same gates with one reservation for gates 3 and 6 (gates/joint-reservation.ts). */
+const PREPARATION_JOINT: readonly Gate[] = [jointReservation];
 /** A request that only reads (models, quota, a challenge): who it is and whether it is blocked. */
 const LOOK: readonly Gate[] = [identify, abuse];
 export { abortReason };
@@ -243,7 +247,7 @@ export class Engine {
     } catch (err) {
       await this.refused(ex, err);
     }
-    const pending = this.run(ex, ex.quotaDeferred ? PREPARATION_DEFERRED_QUOTA : PREPARATION, 0);
+    const pending = this.run(ex, preparation(ex), 0);
     if (pending) await pending;
   }
 
@@ -302,7 +306,8 @@ export class Engine {
     if (ex.budget || ex.quota || ex.runStart) {
       const budget = ex.budget && this.settleBudget(ex, charge, meter);
       const admission =
-        (ex.quota || ex.runStart) && this.settleAdmission(ex, meter.toolCalls).catch((err) => this.settleFailed(ex, "quota", err, "settling a served request's quota failed; its lease expires on its own"));
+        ((ex.quota && !joint(ex)) || ex.runStart) &&
+        this.settleAdmission(ex, meter.toolCalls).catch((err) => this.settleFailed(ex, "quota", err, "settling a served request's quota failed; its lease expires on its own"));
       await (budget && admission ? Promise.all([budget, admission]) : (budget ?? admission));
     }
     if (charge.generated) await afterSettle(ex, this.env).catch((err) => this.warn({ request_id: ex.id, reason: reasonOf(err) }, "checking a settled request's budgets for alerts failed"));
@@ -315,23 +320,31 @@ export class Engine {
   }
 
   /**
-   * Commits the charge against the budget; when the store refuses it, the reservation is charged.
-   * The store's own promise, not an async function's: the settle path is on every request.
+   * Commits the charge against the budget, and gate 3's windows when one reservation holds both;
+   * when the store refuses it, the reservation is charged. The store's own promise, not an async
+   * function's: the settle path is on every request.
    */
   private settleBudget(ex: Exchange, charge: Charge, meter: Meter): Promise<void> {
     const budget = ex.budget!;
-    if (!charge.generated) return this.store.release(budget.id).catch((err) => this.settleFailed(ex, "budget", err, "releasing a failed call's reservation failed; its lease expires on its own"));
+    const windows = joint(ex) ? admissionActuals(ex.quota!.counters, meter.toolCalls) : undefined;
+    if (!charge.generated) {
+      // The request still happened: its windows count it, its budgets nothing.
+      const given = windows ? this.store.settle(budget.id, [...windows, ...budget.counters.map(() => 0)]) : this.store.release(budget.id);
+      return given.catch((err) => this.settleFailed(ex, "budget", err, "releasing a failed call's reservation failed; its lease expires on its own"));
+    }
     const tokens = charge.inputTokens + charge.outputTokens;
     let settled: Promise<void>;
     try {
-      settled = this.store.settle(budget.id, budgetActuals(budget.counters, charge.cost, tokens));
+      const actual = budgetActuals(budget.counters, charge.cost, tokens);
+      settled = this.store.settle(budget.id, windows ? [...windows, ...actual] : actual);
     } catch (err) {
       settled = Promise.reject(err);
     }
     return settled.catch((err: unknown) => {
       this.settleFailed(ex, "budget", err, "settling a served request failed; its reservation is charged");
       applyCharge(ex, reservation(ex, meter));
-      return this.store.settle(budget.id, budget.counters.map((c) => c.amount)).catch(() => {
+      const reserved = budget.counters.map((c) => c.amount);
+      return this.store.settle(budget.id, windows ? [...windows, ...reserved] : reserved).catch(() => {
         // The lease expires and settles on its own; the record already says what was charged.
       });
     });
@@ -343,7 +356,7 @@ export class Engine {
 
   /** Makes what gate 3 took permanent; the run's tool-call counter takes the calls the model made. */
   private async settleAdmission(ex: Exchange, toolCalls: number): Promise<void> {
-    const quota = ex.quota && this.store.settle(ex.quota.id, admissionActuals(ex.quota.counters, toolCalls));
+    const quota = ex.quota && !joint(ex) && this.store.settle(ex.quota.id, admissionActuals(ex.quota.counters, toolCalls));
     const run = ex.runStart && this.store.settle(ex.runStart.id, admissionActuals(ex.runStart.counters, 0));
     if (quota && run) await Promise.all([quota, run]);
     else await (quota ?? run);
@@ -358,7 +371,7 @@ export class Engine {
     rec.code = err.code;
     const releases: Promise<unknown>[] = [];
     if (ex.quota) releases.push(this.store.release(ex.quota.id));
-    if (ex.budget) releases.push(this.store.release(ex.budget.id));
+    if (ex.budget && !joint(ex)) releases.push(this.store.release(ex.budget.id));
     if (ex.runStart) releases.push(this.store.release(ex.runStart.id));
     const { weights } = this.config.abuse;
     // Refusals the caller could not cause (store or provider trouble) do not make it suspicious,
@@ -456,6 +469,19 @@ export class Engine {
     if (!this.events?.usage || rec.decision === "deny" || rec.endpoint === "app") return undefined;
     return this.events.usage(rec).catch((err: unknown) => this.warn({ request_id: rec.request_id, reason: reasonOf(err) }, "a usage record could not be queued for export"));
   }
+}
+
+/**
+ * The gates after admission for this exchange. In the gateway gate 3 takes its reservation once
+ * the body is in; with request windows to hold, gates 3 and 6 take one reservation together. A
+ * run's steps keep gate 3's own: their totals decide refusals (max_duration, runs per window)
+ * before gate 4 runs.
+ */
+function preparation(ex: Exchange): readonly Gate[] {
+  if (!ex.quotaDeferred) return PREPARATION;
+  if (ex.route.runs) return PREPARATION_DEFERRED_QUOTA;
+  // Without request windows the deferred gate 3 has nothing to take.
+  return requestWindows(ex).counters.length ? PREPARATION_JOINT : PREPARATION;
 }
 
 /** Puts a charge on the request's record. */

@@ -71,10 +71,13 @@ describe("metrics", () => {
       await store.reserve("req-a:q", [counter], 60_000);
       await store.reserve("req-b:q", [{ ...counter, amount: 11 }], 60_000); // refused: holds nothing
       await store.reserve("pol:block:u:x", [counter], 60_000);
+      // The gateway's one reservation for a request's windows and budgets counts as both.
+      await store.reserve("req-d:qb", [counter], 60_000);
       const held = async () => Object.fromEntries((await values(m, "tollgate_reservations_in_flight")).map((v) => [v.labels.kind, v.value]));
-      expect(await held()).toEqual({ budget: 1, quota: 1, other: 0 });
+      expect(await held()).toEqual({ budget: 2, quota: 2, other: 0 });
       await store.settle("req-a:b", [1]);
       await store.release("req-a:q");
+      await store.settle("req-d:qb", [1]);
       expect(await held()).toEqual({ budget: 0, quota: 0, other: 0 });
       // A lease that ran out is held no longer: the store stopped counting it.
       await store.reserve("req-c:q", [counter], 1);

@@ -104,9 +104,9 @@ export class Metrics {
         const counts: Record<string, number> = { budget: 0, quota: 0, other: 0 };
         for (const [id, until] of held) {
           if (until <= now) held.delete(id);
-          else counts[reservationKind(id)]!++;
+          else countReservation(counts, id);
         }
-        for (const store of selfCounting) for (const id of store.heldReservations()) if (!id.startsWith("pol:")) counts[reservationKind(id)]!++;
+        for (const store of selfCounting) for (const id of store.heldReservations()) if (!id.startsWith("pol:")) countReservation(counts, id);
         for (const [kind, n] of Object.entries(counts)) this.set({ kind }, n);
       },
     });
@@ -206,10 +206,15 @@ export class Metrics {
   }
 }
 
-/** What a request's reservation holds, by the suffix of its id (`<request>:b`, `<request>:q`). */
-function reservationKind(id: string): "budget" | "quota" | "other" {
+/**
+ * Counts a request's reservation by what it holds, from the suffix of its id: `<request>:b`,
+ * `<request>:q`, and the gateway's one reservation of both (`<request>:qb`) in each.
+ */
+function countReservation(counts: Record<string, number>, id: string): void {
   const suffix = id.slice(id.lastIndexOf(":") + 1);
-  return suffix === "b" ? "budget" : suffix === "q" ? "quota" : "other";
+  if (suffix === "b" || suffix === "qb") counts.budget!++;
+  if (suffix === "q" || suffix === "qb") counts.quota!++;
+  if (suffix !== "b" && suffix !== "q" && suffix !== "qb") counts.other!++;
 }
 
 const KNOWN_SIGNALS = new Set([

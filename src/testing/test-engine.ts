@@ -80,8 +80,13 @@ export interface TestEngine {
  * do not set `tokens_per_second` stream as fast as timers allow. `providers` replaces the
  * configured ones by name (a provider that misbehaves on purpose); `store` replaces the memory
  * store (a Redis store with its own test clock, shared by two engines as by two processes).
+ * `gateway`: admitted as the gateway admits (gate 3 only checks before the body, and reserves
+ * with gate 6 once it is in), instead of as the library does.
  */
-export function testEngine(config: Record<string, unknown>, opts: { clock?: FakeClock; providers?: Record<string, Provider>; store?: Store; events?: EngineEvents } = {}): TestEngine {
+export function testEngine(
+  config: Record<string, unknown>,
+  opts: { clock?: FakeClock; providers?: Record<string, Provider>; store?: Store; events?: EngineEvents; gateway?: boolean } = {},
+): TestEngine {
   const resolved = resolveConfig(parseConfig({ store: "memory:", ...config, providers: fastSimulated(config.providers) }));
   const clock = opts.clock ?? fakeClock();
   const store = opts.store ?? new MemoryStore(clock.now);
@@ -108,7 +113,7 @@ export function testEngine(config: Record<string, unknown>, opts: { clock?: Fake
       challenge: req.challenge,
     });
     try {
-      await engine.admit(ex);
+      await engine.admit(ex, { bodyPending: opts.gateway });
       await engine.prepare(ex, format, req.body);
       const client = new AbortController();
       if (req.disconnectAfter === 0) client.abort();

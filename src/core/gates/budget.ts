@@ -16,6 +16,20 @@ import { appliesTo, limitKey, limitLabel } from "./scope.js";
  * token and file window that applies. If any would overdraw, nothing goes upstream.
  */
 export const budget: Gate = async function budget(ex, env) {
+  const counters = budgetReservation(ex, env);
+  if (!counters.length) return;
+  const id = `${ex.id}:b`;
+  const result = await env.store.reserve(id, counters, leaseMs(ex));
+  if (!result.ok) throw overdrawn(ex, env, counters, result.index, result);
+  env.recent.note(counters, result.totals);
+  budgetHeld(ex, id, counters, result.totals);
+};
+
+/**
+ * Gate 6's estimate, put on the exchange and its record, and the counters it reserves: every
+ * budget (usd), and the windows this call adds something to. Touches no store.
+ */
+export function budgetReservation(ex: Exchange, env: GateEnv): HeldCounter[] {
   const inspection = ex.inspection!;
   const model = ex.model!;
   const tokenizer = boundingTokenizer(model.tokenizer);
@@ -31,31 +45,37 @@ export const budget: Gate = async function budget(ex, env) {
   ex.estimate = estimate;
   ex.record.estimated_cost_usd = estimate / 1e6;
 
-  // Every budget (usd), and the windows this call adds something to.
   const counters = budgetCounters(ex, env, estimate);
   windowCounters(counters, ex, inputTokens + outputTokens, inspection.attachments.length, estimate);
   if (ex.route.runs?.maxUsd !== undefined) counters.push(...runBudgetCounter(ex, estimate));
-  if (!counters.length) return;
-  const id = `${ex.id}:b`;
-  const result = await env.store.reserve(id, counters, leaseMs(ex));
-  if (!result.ok) {
-    const c = counters[result.index]!;
-    env.recent.forget(c.key);
-    if (c.key.startsWith("run:")) throw runLimit(`this run would pass ${c.label} of $${formatUsd(c.max)}: $${formatUsd(Math.max(0, c.max - result.used))} left, this call may cost up to $${formatUsd(estimate)}`);
-    if (c.unit === "usd") throw budgetRefusal(c, result.used, estimate, env.now(), result.retryAfterMs);
-    const retry = Math.max(1, Math.ceil((result.retryAfterMs ?? c.windowMs) / 1000));
-    const need = c.unit === "tokens" ? `${c.amount} tokens` : `${c.amount} files`;
-    throw new TollgateError("rate_limited", `rate limited by ${c.label}: this request needs up to ${need}, ${Math.max(0, c.max - result.used)} left; retry in ${retry}s`, {
-      retryAfterSeconds: retry,
-      limit: c.limitId,
-    });
-  }
-  env.recent.note(counters, result.totals);
-  ex.budget = { id, counters, totals: result.totals };
+  return counters;
+}
+
+/** Gate 6's refusal: `counters[index]` would overdraw (`used` and `retryAfterMs` are the store's). */
+export function overdrawn(ex: Exchange, env: GateEnv, counters: readonly HeldCounter[], index: number, result: { used: number; retryAfterMs?: number }): TollgateError {
+  const c = counters[index]!;
+  const estimate = ex.estimate;
+  env.recent.forget(c.key);
+  if (c.key.startsWith("run:")) return runLimit(`this run would pass ${c.label} of $${formatUsd(c.max)}: $${formatUsd(Math.max(0, c.max - result.used))} left, this call may cost up to $${formatUsd(estimate)}`);
+  if (c.unit === "usd") return budgetRefusal(c, result.used, estimate, env.now(), result.retryAfterMs);
+  const retry = Math.max(1, Math.ceil((result.retryAfterMs ?? c.windowMs) / 1000));
+  const need = c.unit === "tokens" ? `${c.amount} tokens` : `${c.amount} files`;
+  return new TollgateError("rate_limited", `rate limited by ${c.label}: this request needs up to ${need}, ${Math.max(0, c.max - result.used)} left; retry in ${retry}s`, {
+    retryAfterSeconds: retry,
+    limit: c.limitId,
+  });
+}
+
+/**
+ * Gate 6 took its counters under reservation `id`: the exchange holds them, and the budget left is
+ * a header. `totals` are theirs from `offset` on (a joint reservation holds gate 3's before them).
+ */
+export function budgetHeld(ex: Exchange, id: string, counters: HeldCounter[], totals: number[], offset = 0): void {
+  ex.budget = { id, counters, totals: offset ? totals.slice(offset) : totals };
   let remaining = Infinity;
-  for (let i = 0; i < counters.length; i++) if (counters[i]!.unit === "usd") remaining = Math.min(remaining, counters[i]!.max - result.totals[i]!);
+  for (let i = 0; i < counters.length; i++) if (counters[i]!.unit === "usd") remaining = Math.min(remaining, counters[i]!.max - totals[offset + i]!);
   if (remaining !== Infinity) ex.headers["x-tollgate-budget-remaining"] = formatUsd(Math.max(0, remaining));
-};
+}
 
 /**
  * The least a model call on this route can reserve: one input token and the route's output cap on

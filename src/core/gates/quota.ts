@@ -1,12 +1,12 @@
 import { TollgateError } from "../errors.js";
-import { leaseMs, type Gate } from "../gate.js";
+import { leaseMs, type Gate, type GateEnv } from "../gate.js";
 import type { Exchange, HeldCounter } from "../exchange.js";
 import type { ReserveResult } from "../store.js";
 import { fireSignal } from "./abuse.js";
 import { budgetTotalsSeen } from "../alerts.js";
 import { budgetCounters, budgetRefusal, cheapestCall, pastSoft } from "./budget.js";
 import { checkRunAge, runLimit, startRunIfNew, stepCounters } from "./runs.js";
-import { rateLimitState, requestWindows } from "./request-windows.js";
+import { rateLimitState, requestWindows, type CallerWindows } from "./request-windows.js";
 
 const NO_COUNTERS: HeldCounter[] = [];
 
@@ -40,11 +40,8 @@ export const quota: Gate = async function quota(ex, env) {
     }
     env.recent.note(counters, result.totals);
     ex.quota = { id, counters };
-    if (windows.policy) {
-      ex.headers["ratelimit-policy"] = windows.policy;
-      ex.headers["ratelimit"] = rateLimitState(windows, result.totals);
-    }
-    if (limits.some((c, i) => c.unit === "requests" && c.max >= BURST_MIN_LIMIT && result.totals[i]! >= BURST_SHARE * c.max)) await fireSignal(ex, env, "burst_under_limit");
+    const burst = windowsTaken(ex, env, windows, result.totals);
+    if (burst) await burst;
     if (steps.length) {
       const step = result.totals[limits.length]!;
       ex.record.run_step = step;
@@ -103,6 +100,26 @@ export const quotaPeek: Gate = async function quotaPeek(ex, env) {
 };
 
 /**
+ * Gate 3's windows took this request, at these totals (the windows' counters first): the RateLimit
+ * headers say what is left, and riding a window to its brim is a signal. `signalAt`: where in
+ * `ex.signals` gate 3's signal goes when gates after it already ran (a joint reservation), so the
+ * record lists signals in gate order whichever way the reservation was taken.
+ */
+export function windowsTaken(ex: Exchange, env: GateEnv, windows: CallerWindows, totals: readonly number[], signalAt?: number): Promise<void> | undefined {
+  if (windows.policy) {
+    ex.headers["ratelimit-policy"] = windows.policy;
+    ex.headers["ratelimit"] = rateLimitState(windows, totals);
+  }
+  const limits = windows.counters;
+  if (!limits.some((c, i) => c.unit === "requests" && c.max >= BURST_MIN_LIMIT && totals[i]! >= BURST_SHARE * c.max)) return undefined;
+  const before = ex.signals.length;
+  // fireSignal names the signal before its first await.
+  const fired = fireSignal(ex, env, "burst_under_limit");
+  if (signalAt !== undefined && signalAt < before && ex.signals.length > before) ex.signals.splice(signalAt, 0, ex.signals.pop()!);
+  return fired;
+}
+
+/**
  * Every window fits one more request and no budget is spent or past its soft share, at these
  * totals (counters, then budgets). An upper bound below the soft share is below it in the store
  * too; at or above it, only the store can say whether the caller is under pressure (a model
@@ -116,7 +133,7 @@ function hasRoom(counters: readonly HeldCounter[], spent: HeldCounter[], totals:
 }
 
 /** The refusal for a window reservation that did not fit, with RateLimit headers naming it. */
-function windowRefusal(ex: Exchange, counters: readonly HeldCounter[], result: Extract<ReserveResult, { ok: false }>): TollgateError {
+export function windowRefusal(ex: Exchange, counters: readonly HeldCounter[], result: Extract<ReserveResult, { ok: false }>): TollgateError {
   const c = counters[result.index]!;
   if (c.unit === "steps" || c.unit === "tool_calls") return runLimit(`this run has reached ${c.label}`);
   // An in-flight slot frees when some request ends, which no store can foresee: try again soon.

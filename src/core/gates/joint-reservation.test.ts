@@ -1,0 +1,202 @@
+import { describe, expect, it } from "vitest";
+import { openaiChat } from "../../formats/openai-chat.js";
+import { MemoryStore } from "../../stores/memory.js";
+import { fakeClock, testEngine, type TestEngine } from "../../testing/test-engine.js";
+import { checkpointOf } from "../checkpoint.js";
+import { TollgateError } from "../errors.js";
+import type { Provider } from "../provider.js";
+import type { Counter, ReserveResult } from "../store.js";
+
+/** A memory store that lists the reservation ops requests cost and remembers every counter reserved. */
+class CountingStore extends MemoryStore {
+  ops: string[] = [];
+  readonly reserved = new Map<string, Counter>();
+
+  override reserve(id: string, counters: Counter[], leaseMs: number): Promise<ReserveResult> {
+    this.ops.push(`reserve ${suffix(id)}`);
+    for (const c of counters) this.reserved.set(c.key, c);
+    return super.reserve(id, counters, leaseMs);
+  }
+  override settle(id: string, actual: number[]): Promise<void> {
+    this.ops.push(`settle ${suffix(id)}`);
+    return super.settle(id, actual);
+  }
+  override release(id: string): Promise<void> {
+    this.ops.push(`release ${suffix(id)}`);
+    return super.release(id);
+  }
+
+  /** The totals of the counters reserved whose keys start with `prefix`, by key. */
+  async totals(prefix: string): Promise<Record<string, number>> {
+    const matching = [...this.reserved.values()].filter((c) => c.key.startsWith(prefix));
+    const totals = await this.peek(matching);
+    return Object.fromEntries(matching.map((c, i) => [c.key, totals[i]!]));
+  }
+
+  /** The total of the one counter reserved whose key starts with `prefix`. */
+  async total(prefix: string): Promise<number> {
+    const totals = Object.values(await this.totals(prefix));
+    expect(totals, prefix).toHaveLength(1);
+    return totals[0]!;
+  }
+}
+const suffix = (id: string) => id.slice(id.lastIndexOf(":"));
+
+const config = {
+  providers: { sim: { type: "simulated" } },
+  models: { m: { provider: "sim", price: { input: 1, output: 1 } } },
+  // tiny's budget is not spent (gate 3 lets its callers in) but no call fits it (gate 6 refuses).
+  plans: { free: { models: ["m"], budget: { daily: 1 } }, tiny: { models: ["m"], budget: { daily: 0.00001 } } },
+  keys: [
+    { key: "tg_joint_ann", user: "ann", plan: "free" },
+    { key: "tg_joint_cy", user: "cy", plan: "tiny" },
+    { key: "tg_joint_dee", user: "dee", plan: "free" },
+  ],
+  routes: {
+    chat: {
+      path: "/chat",
+      plans: ["free", "tiny"],
+      default_model: "m",
+      limits: [
+        { per: "user", requests: 3, window: "1m" },
+        { per: "route", requests: 4, window: "1m" },
+        { per: "user", tokens: 100_000, window: "1d" },
+      ],
+      input: { max_output_tokens: 100, max_messages: 4 },
+      // Lease 25 s: a dead process's reservation is recovered inside the minute's window.
+      timeout: "20s",
+    },
+  },
+};
+const hello = { messages: [{ role: "user", content: "hello" }] };
+/** Over max_messages (gate 4's 413); what gate 4 reads first (model, stream) would show on the record. */
+const tooLong = { model: "m", stream: true, messages: Array.from({ length: 6 }, () => ({ role: "user", content: "hello" })) };
+
+/** Fills the route's window of four: ann's three, dee's one. */
+async function fillRoute(t: TestEngine): Promise<void> {
+  for (const key of ["tg_joint_ann", "tg_joint_ann", "tg_joint_ann", "tg_joint_dee"]) expect((await t.send({ key, body: hello })).refusal).toBeUndefined();
+}
+
+function gateway(store = new CountingStore(clock.now), providers?: Record<string, Provider>): TestEngine & { store: CountingStore } {
+  return testEngine(config, { clock, store, providers, gateway: true }) as TestEngine & { store: CountingStore };
+}
+const clock = fakeClock();
+
+/** Admits a request as the gateway does before the body arrives; `prepare` then runs gates 3-6 on the body. */
+async function admitted(t: TestEngine, key: string) {
+  const ex = t.engine.open({ route: "chat", endpoint: "chat_completions", ip: "198.51.100.7", credentials: { token: key } });
+  await t.engine.admit(ex, { bodyPending: true });
+  const prepare = async (body: object) => {
+    try {
+      await t.engine.prepare(ex, openaiChat, body);
+      return undefined;
+    } catch (err) {
+      if (!TollgateError.is(err)) throw err;
+      return err;
+    }
+  };
+  return { ex, prepare };
+}
+
+describe("one store reservation per admitted gateway request (gates 3 and 6 together)", () => {
+  it("a request with request windows, a token window and a budget costs one reserve and one settle, which count all of them", async () => {
+    const t = gateway();
+    const { record, refusal, headers } = await t.send({ key: "tg_joint_ann", body: hello });
+    expect(refusal).toBeUndefined();
+    expect(t.store.ops).toEqual(["reserve :qb", "settle :qb"]);
+    // Everything the old two reservations counted is counted.
+    expect(await t.store.total("bud:d:u:ann")).toBe(Math.round(record.cost_usd * 1e6));
+    expect(record.cost_usd).toBeGreaterThan(0);
+    expect(await t.store.total("lim:chat.2:")).toBe(record.input_tokens + record.output_tokens);
+    expect(Object.values(await t.store.totals("lim:"))).toEqual([1, 1, record.input_tokens + record.output_tokens]);
+    expect(headers["ratelimit"]).toBe('"chat.0";r=2;t=60, "chat.1";r=3;t=60');
+    expect(Number(headers["x-tollgate-budget-remaining"])).toBeCloseTo(1 - record.estimated_cost_usd, 6);
+    // The windows took the request: two more fit the per-user window of 3, the next is refused.
+    for (let i = 0; i < 2; i++) expect((await t.send({ key: "tg_joint_ann", body: hello })).refusal).toBeUndefined();
+    expect((await t.send({ key: "tg_joint_ann", body: hello })).refusal?.code).toBe("rate_limited");
+  });
+
+  it("a call that generated nothing: the windows count the request, the budget and token window nothing", async () => {
+    const failing: Provider = { name: "sim", supports: () => true, close: async () => {}, call: async () => Promise.reject(new Error("connection reset")) };
+    const t = gateway(new CountingStore(clock.now), { sim: failing });
+    const { refusal } = await t.send({ key: "tg_joint_ann", body: hello });
+    expect(refusal?.code).toBe("upstream_error");
+    expect(t.store.ops).toEqual(["reserve :qb", "settle :qb"]);
+    expect(await t.store.total("bud:d:u:ann")).toBe(0);
+    expect(Object.values(await t.store.totals("lim:"))).toEqual([1, 1, 0]);
+  });
+
+  it("a budget refusal after the windows passed leaves the windows untouched, with gate 3's RateLimit headers and gate 6's 402", async () => {
+    const t = gateway();
+    for (let i = 0; i < 5; i++) {
+      const { refusal, headers, record } = await t.send({ key: "tg_joint_cy", body: hello });
+      expect(refusal).toMatchObject({ code: "budget_exceeded", status: 402 });
+      expect(refusal!.message).toMatch(/would be exceeded: \$0\.00001 left, this request may cost up to \$0\.0001/);
+      // What gate 3 says with this request in its windows: nothing was held before it.
+      expect(headers["ratelimit"]).toBe('"chat.0";r=2;t=60, "chat.1";r=3;t=60');
+      expect(record).toMatchObject({ decision: "deny", code: "budget_exceeded", model: "m", cost_usd: 0 });
+      expect(record.estimated_cost_usd).toBeGreaterThan(0);
+    }
+    // Five refusals in a window of three per user and four per route: none of them counted.
+    expect(Object.values(await t.store.totals("lim:"))).toEqual([0, 0, 0]);
+    expect(await t.store.total("bud:d:u:cy")).toBe(0);
+    // Nothing was held, so there was nothing to give back.
+    expect(t.store.ops).toEqual(Array(5).fill("reserve :qb"));
+    expect((await t.send({ key: "tg_joint_ann", body: hello })).headers["ratelimit"]).toBe('"chat.0";r=2;t=60, "chat.1";r=3;t=60');
+  });
+
+  it("a full window still refuses first when the budget would refuse too: gate 3's 429, and the record as gate 3 left it", async () => {
+    const t = gateway();
+    // cy is admitted while the route's window has room; ann fills it before cy's body is in.
+    const cy = await admitted(t, "tg_joint_cy");
+    await fillRoute(t);
+    const refusal = await cy.prepare({ ...hello, model: "m", max_tokens: 5_000 });
+    expect(refusal).toMatchObject({ code: "rate_limited", status: 429 });
+    expect(refusal!.message).toMatch(/^rate limited by limit chat.1 \(4 requests per 1m for the whole route\)/);
+    expect(refusal!.retryAfterSeconds).toBeGreaterThanOrEqual(1);
+    expect(cy.ex.headers).toEqual({ "ratelimit-policy": '"chat.0";q=3;w=60, "chat.1";q=4;w=60', ratelimit: `"chat.1";r=0;t=${refusal!.retryAfterSeconds}` });
+    // Gates 4-6 never ran as far as the record can tell: no clamp, model or estimate.
+    expect(cy.ex.record).toMatchObject({ decision: "deny", code: "rate_limited", model_requested: null, model: null, estimated_cost_usd: 0, clamped: {} });
+  });
+
+  it("a full window refuses before gate 4 does; with room, gate 4's refusal comes with gate 3's headers and holds nothing", async () => {
+    const t = gateway();
+    const late = await admitted(t, "tg_joint_cy");
+    const early = await admitted(t, "tg_joint_cy");
+    // With room: gate 4's 413, and the windows as gate 3 saw them with this request in.
+    expect(await early.prepare(tooLong)).toMatchObject({ code: "input_too_large", status: 413 });
+    expect(early.ex.headers["ratelimit"]).toBe('"chat.0";r=2;t=60, "chat.1";r=3;t=60');
+    // Four more fill the route's window of four: the refused request held none of it.
+    await fillRoute(t);
+    // Full: the window's 429 wins over gate 4's 413, and the record is gate 3's.
+    expect(await late.prepare(tooLong)).toMatchObject({ code: "rate_limited", status: 429 });
+    expect(late.ex.headers["ratelimit"]).toMatch(/^"chat.1";r=0;t=\d+$/);
+    expect(late.ex.record).toMatchObject({ code: "rate_limited", model_requested: null, stream: false });
+  });
+
+  it("a stream's checkpoint settles the one reservation whole: a crashed process's windows and budget are charged at it", async () => {
+    const store = new CountingStore(clock.now);
+    const t = gateway(store);
+    const { ex, prepare } = await admitted(t, "tg_joint_ann");
+    expect(await prepare({ ...hello, stream: true })).toBeUndefined();
+    const { result, meter } = await t.engine.call(ex, new AbortController().signal);
+    if (result.kind !== "stream") throw new Error("expected a stream");
+    let events = 0;
+    for await (const event of result.events) {
+      meter.event(event);
+      if (++events === 4) break;
+    }
+    const cp = checkpointOf(ex, meter, t.config)!;
+    expect(cp.settles).toHaveLength(1);
+    await store.checkpoint(cp);
+    // The process dies here: nothing settles until the lease runs out and another process recovers it.
+    clock.advance(ex.route.timeoutMs + 6_000);
+    const [recovered] = await t.engine.recover();
+    expect(recovered).toMatchObject({ request_id: ex.id, ended: "client_disconnect" });
+    expect(recovered!.cost_usd).toBeGreaterThan(0);
+    expect(await store.total("bud:d:u:ann")).toBe(Math.round(recovered!.cost_usd * 1e6));
+    // Still inside the minute's window (the lease was shorter): the request counts in both, and
+    // its tokens so far in the day's.
+    expect(Object.values(await store.totals("lim:"))).toEqual([1, 1, recovered!.input_tokens + recovered!.output_tokens]);
+  });
+});

@@ -1,0 +1,126 @@
+import type { Exchange } from "../exchange.js";
+import { leaseMs, type Gate, type GateEnv } from "../gate.js";
+import type { ReserveResult } from "../store.js";
+import type { UsageRecord } from "../usage-record.js";
+import { budgetHeld, budgetReservation, overdrawn } from "./budget.js";
+import { modelPolicy } from "./model-policy.js";
+import { normalise } from "./normalise.js";
+import { windowRefusal, windowsTaken } from "./quota.js";
+import { requestWindows, type CallerWindows } from "./request-windows.js";
+
+/**
+ * Gates 3 to 6 in the gateway once the body is in, with one store reservation for gates 3 and 6:
+ * a request that passes holds one record in the store, settled in one op, instead of two.
+ *
+ * Gates 4 and 5 touch no counter, so they run first; then gate 6's estimate, and one reservation
+ * of gate 3's request windows followed by gate 6's counters. The store names the first counter
+ * that does not fit, so a full window still refuses before a budget does, and a refused
+ * reservation holds nothing (a refused request consumes no quota). Whatever refuses, the request
+ * ends as the gates in SPEC order would have ended it:
+ * - a window is full: gate 3's 429, and the record as gate 3 left it (gates 4-6 had not run);
+ * - gate 4 or 5 refuses, or a budget does: gate 3's verdict first (one peek at the windows), then
+ *   that refusal, with the RateLimit headers and signals gate 3 would have given it.
+ * One difference remains: when gate 3 refuses after gates 4 and 5 ran (a request that lost the
+ * race for a window's last slot), the points of a signal they fired stay in the caller's score;
+ * the record does not list the signal.
+ */
+export const jointReservation: Gate = async function jointReservation(ex, env) {
+  const windows = requestWindows(ex);
+  const before = beforeGate4(ex);
+  try {
+    const normalised = normalise(ex, env);
+    if (normalised) await normalised;
+    const served = modelPolicy(ex, env);
+    if (served) await served;
+  } catch (refusal) {
+    await windowsSeen(ex, env, windows, before);
+    throw refusal;
+  }
+  const limits = windows.counters;
+  const counters = budgetReservation(ex, env);
+  const all = counters.length ? [...limits, ...counters] : limits;
+  // The suffix says what the reservation holds (the metrics gauge counts by it).
+  const id = counters.length ? `${ex.id}:qb` : `${ex.id}:q`;
+  let result: ReserveResult;
+  try {
+    result = await env.store.reserve(id, all, leaseMs(ex));
+  } catch (err) {
+    // Gate 3's reservation would have met the failing store first.
+    restore(ex, before);
+    throw err;
+  }
+  if (!result.ok) {
+    if (result.index < limits.length) {
+      env.recent.forget(limits[result.index]!.key);
+      restore(ex, before);
+      throw windowRefusal(ex, limits, result);
+    }
+    const refusal = overdrawn(ex, env, counters, result.index - limits.length, result);
+    await windowsSeen(ex, env, windows, before);
+    throw refusal;
+  }
+  env.recent.note(all, result.totals);
+  ex.quota = { id, counters: limits };
+  if (counters.length) budgetHeld(ex, id, counters, result.totals, limits.length);
+  const burst = windowsTaken(ex, env, windows, result.totals, before.signals);
+  if (burst) await burst;
+};
+
+/** What gates 4-6 change on an exchange, as it was before gate 4. */
+interface BeforeGate4 {
+  record: UsageRecord;
+  clamped: UsageRecord["clamped"];
+  headers: Record<string, string>;
+  signals: number;
+}
+
+function beforeGate4(ex: Exchange): BeforeGate4 {
+  return { record: { ...ex.record }, clamped: { ...ex.record.clamped }, headers: { ...ex.headers }, signals: ex.signals.length };
+}
+
+/** Gate 3 refuses after gates 4-6 ran: the exchange goes back to what gate 3 saw. */
+function restore(ex: Exchange, before: BeforeGate4): void {
+  Object.assign(ex.record, before.record);
+  ex.record.clamped = before.clamped;
+  ex.signals.length = before.signals;
+  for (const name of Object.keys(ex.headers)) if (!(name in before.headers)) delete ex.headers[name];
+  Object.assign(ex.headers, before.headers);
+}
+
+/**
+ * Gate 3's verdict for a request a later gate refuses: its windows' totals with this request in
+ * them (a peek, plus its own share), or the 429 when one is full — confirmed by a reservation, as
+ * only the store can say when it has room again. Passing, the request gets the RateLimit headers
+ * and signal gate 3 gives, and the later refusal stands.
+ */
+async function windowsSeen(ex: Exchange, env: GateEnv, windows: CallerWindows, before: BeforeGate4): Promise<void> {
+  const limits = windows.counters;
+  let totals: number[];
+  let full: Extract<ReserveResult, { ok: false }> | undefined;
+  try {
+    const seen = await env.store.peek(limits);
+    totals = limits.map((c, i) => seen[i]! + c.amount);
+    if (totals.some((t, i) => t > limits[i]!.max)) {
+      const id = `${ex.id}:q`;
+      const result = await env.store.reserve(id, limits, leaseMs(ex));
+      if (result.ok) {
+        // A slot freed meanwhile: held as gate 3 would hold it, and given back with the refusal.
+        ex.quota = { id, counters: limits };
+        totals = result.totals;
+      } else {
+        full = result;
+      }
+    }
+  } catch (err) {
+    restore(ex, before);
+    throw err;
+  }
+  if (full) {
+    env.recent.forget(limits[full.index]!.key);
+    restore(ex, before);
+    throw windowRefusal(ex, limits, full);
+  }
+  env.recent.note(limits, totals);
+  const burst = windowsTaken(ex, env, windows, totals, before.signals);
+  if (burst) await burst;
+}
