@@ -17,8 +17,15 @@ class CountingStore extends MemoryStore {
     for (const c of counters) this.reserved.set(c.key, c);
     return super.reserve(id, counters, leaseMs);
   }
+  /** The next settle fails, as a full disk or a lost Redis would make it. */
+  failSettle = false;
+
   override settle(id: string, actual: number[]): Promise<void> {
     this.ops.push(`settle ${suffix(id)}`);
+    if (this.failSettle) {
+      this.failSettle = false;
+      return Promise.reject(new Error("disk I/O error"));
+    }
     return super.settle(id, actual);
   }
   override release(id: string): Promise<void> {
@@ -124,6 +131,19 @@ describe("one store reservation per admitted gateway request (gates 3 and 6 toge
     expect(t.store.ops).toEqual(["reserve :qb", "settle :qb"]);
     expect(await t.store.total("bud:d:u:ann")).toBe(0);
     expect(Object.values(await t.store.totals("lim:"))).toEqual([1, 1, 0]);
+  });
+
+  it("a settle the store fails: the reservation is charged (usage_source reserved), and the retry still counts the windows", async () => {
+    const t = gateway();
+    t.store.failSettle = true;
+    const { record, refusal } = await t.send({ key: "tg_joint_ann", body: hello });
+    expect(refusal).toBeUndefined();
+    expect(record).toMatchObject({ usage_source: "reserved", ended: "complete", output_tokens: 100 });
+    expect(Math.round(record.cost_usd * 1e6)).toBe(Math.round(record.estimated_cost_usd * 1e6));
+    expect(t.warnings.join("\n")).toMatch(/settling a served request failed; its reservation is charged/);
+    expect(t.store.ops).toEqual(["reserve :qb", "settle :qb", "settle :qb"]);
+    expect(await t.store.total("bud:d:u:ann")).toBe(Math.round(record.estimated_cost_usd * 1e6));
+    expect(Object.values(await t.store.totals("lim:"))).toEqual([1, 1, record.input_tokens + record.output_tokens]);
   });
 
   it("a budget refusal after the windows passed leaves the windows untouched, with gate 3's RateLimit headers and gate 6's 402", async () => {
