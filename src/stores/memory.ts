@@ -25,7 +25,8 @@ const SCORE_FORGET_HALF_LIVES = 64;
  * operations, at a constant cost per operation.
  */
 class Sweeper<K, V> {
-  private cursor?: Iterator<[K, V]>;
+  // Over the keys, not the entries: an entries iterator makes a [key, value] array per step.
+  private cursor?: Iterator<K>;
   constructor(
     private readonly map: Map<K, V>,
     private readonly dead: (value: V, now: number) => boolean,
@@ -37,14 +38,14 @@ class Sweeper<K, V> {
       return;
     }
     for (let i = 0; i < SWEEP_STEP; i++) {
-      this.cursor ??= this.map.entries();
+      this.cursor ??= this.map.keys();
       const next = this.cursor.next();
       if (next.done) {
         this.cursor = undefined;
         return;
       }
       // Deleting the entry just visited is safe for a live Map iterator.
-      if (this.dead(next.value[1], now)) this.map.delete(next.value[0]);
+      if (this.dead(this.map.get(next.value)!, now)) this.map.delete(next.value);
     }
   }
 }
@@ -189,7 +190,7 @@ export class MemoryStore implements Store {
     const r = this.reservations.get(id);
     if (!r) return;
     this.reservations.delete(id);
-    this.checkpoints.delete(id);
+    if (this.checkpoints.size > 0) this.checkpoints.delete(id);
     const entries = r.entries;
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i]!;
@@ -218,7 +219,7 @@ export class MemoryStore implements Store {
     const r = this.reservations.get(id);
     if (!r) return;
     this.reservations.delete(id);
-    this.checkpoints.delete(id);
+    if (this.checkpoints.size > 0) this.checkpoints.delete(id);
     for (const e of r.entries) if (!e.state.gone) unlist(e.state, e);
   }
 
