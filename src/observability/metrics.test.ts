@@ -146,6 +146,26 @@ describe("metrics", () => {
     expect(await reserves(first)).toBe(1);
   });
 
+  it("counts requests in flight until each ends, answered, failed or thrown", async () => {
+    const m = new Metrics(config);
+    const inFlight = async () => (await values(m, "tollgate_requests_in_flight"))[0]!.value;
+    let finish!: () => void;
+    let fail!: (err: Error) => void;
+    const answered = m.track(() => new Promise<string>((resolve) => (finish = () => resolve("ok"))));
+    const failed = m.track(() => new Promise<string>((_, reject) => (fail = reject)));
+    const thrown = m.track((): Promise<string> => {
+      throw new Error("bug");
+    });
+    await expect(thrown).rejects.toThrow("bug");
+    expect(await inFlight()).toBe(2);
+    finish();
+    expect(await answered).toBe("ok");
+    expect(await inFlight()).toBe(1);
+    fail(new Error("upstream"));
+    await expect(failed).rejects.toThrow("upstream");
+    expect(await inFlight()).toBe(0);
+  });
+
   it("names score signals by their source, not their value", () => {
     expect(signalLabel("score:123(user)")).toBe("score_user");
     expect(signalLabel("admin_block:ip")).toBe("admin_block:ip");

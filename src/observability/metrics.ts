@@ -162,15 +162,24 @@ export class Metrics {
     for (const s of r.signals) this.signals.inc({ signal: signalLabel(s) }, n);
   }
 
-  /** Counts the gateway's in-flight requests around `fn`. */
-  async track<T>(fn: () => Promise<T>): Promise<T> {
+  /**
+   * Counts the gateway's in-flight requests around `fn`. The caller awaits fn's own promise: the
+   * count rides beside it (registered first, so it is down before the caller resumes) rather than
+   * an async frame, a promise and a hop per request.
+   */
+  track<T>(fn: () => Promise<T>): Promise<T> {
     this.active++;
+    let result: Promise<T>;
     try {
-      return await fn();
-    } finally {
+      result = fn();
+    } catch (err) {
       this.active--;
+      return Promise.reject(err);
     }
+    result.then(this.left, this.left);
+    return result;
   }
+  private readonly left = (): void => void this.active--;
 
   /**
    * The store, with every operation of the Store interface timed and its failures counted, and
