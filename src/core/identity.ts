@@ -149,7 +149,7 @@ export class Identifier {
     // After the app's own session, which may use Authorization for its own scheme.
     if (creds.unusable) throw new TollgateError("unauthorized", creds.unusable);
     if (!creds.token) {
-      if (!route.plans.includes("anonymous")) throw new TollgateError("unauthorized", "this route needs an API key");
+      if (!route.plans.includes("anonymous")) throw NO_KEY;
       return { kind: "anonymous", user: group, keyId: null, plan: "anonymous", verified: false, ip, ipGroup: group };
     }
     if (this.jwtKey && looksLikeJwt(creds.token)) {
@@ -170,7 +170,7 @@ export class Identifier {
   knownRefusal(creds: Credentials, route: ResolvedRoute): TollgateError | undefined {
     if (creds.app) return undefined;
     if (creds.unusable) return new TollgateError("unauthorized", creds.unusable);
-    if (!creds.token) return route.plans.includes("anonymous") ? undefined : new TollgateError("unauthorized", "this route needs an API key");
+    if (!creds.token) return route.plans.includes("anonymous") ? undefined : NO_KEY;
     if (this.jwtKey && looksLikeJwt(creds.token)) return undefined;
     const hash = this.hashOf(creds.token);
     if (this.staticKeys.has(hash)) return undefined;
@@ -267,11 +267,20 @@ export class Identifier {
   }
 }
 
+/**
+ * Refusals that say nothing about the request: one frozen instance each, so a flood of bad keys
+ * builds no error (and the gateway renders each one's body once).
+ */
+const INVALID_KEY = Object.freeze(new TollgateError("unauthorized", "invalid API key"));
+const REVOKED_KEY = Object.freeze(new TollgateError("unauthorized", "this API key was revoked"));
+const EXPIRED_KEY = Object.freeze(new TollgateError("unauthorized", "this API key has expired"));
+const NO_KEY = Object.freeze(new TollgateError("unauthorized", "this route needs an API key"));
+
 /** Why a key (or none, for a hash nobody issued) cannot be used at all; undefined for a live key. */
 function refusalOf(key: KeyRecord | undefined): TollgateError | undefined {
-  if (!key) return new TollgateError("unauthorized", "invalid API key");
-  if (key.revokedAt !== undefined && key.revokedAt !== null) return new TollgateError("unauthorized", "this API key was revoked");
-  if (key.expiresAt !== undefined && key.expiresAt !== null && key.expiresAt <= Date.now()) return new TollgateError("unauthorized", "this API key has expired");
+  if (!key) return INVALID_KEY;
+  if (key.revokedAt !== undefined && key.revokedAt !== null) return REVOKED_KEY;
+  if (key.expiresAt !== undefined && key.expiresAt !== null && key.expiresAt <= Date.now()) return EXPIRED_KEY;
   return undefined;
 }
 

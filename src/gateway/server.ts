@@ -51,7 +51,7 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
 
   const server = createServer({ requestTimeout: 0, headersTimeout: 30_000, keepAliveTimeout: cfg.server.keepAliveTimeoutMs, ServerResponse: Response }, (req, res) => {
     inFlight++;
-    res.once("close", closed);
+    res.on("close", closed); // emitted once: no once-wrapper per response
     handle(req, res as Response).catch((err) => {
       // The store failed after the gates (settling, the record): the store has said what failed.
       if (err instanceof StoreUnavailableError) return sendError(res, "openai", toTollgateError(err, undefined));
@@ -328,5 +328,17 @@ function sendError(res: ServerResponse, api: "openai" | "anthropic", err: Tollga
     if (policy) headers["ratelimit-policy"] = policy;
   }
   if (err.retryAfterSeconds !== undefined) headers["retry-after"] = String(err.retryAfterSeconds);
-  sendJson(res, err.status, api === "anthropic" ? anthropicErrorBody(err) : openaiErrorBody(err), headers);
+  sendJson(res, err.status, Object.isFrozen(err) ? renderedOnce(err, api) : errorBody(err, api), headers);
+}
+
+function errorBody(err: TollgateError, api: "openai" | "anthropic"): object {
+  return api === "anthropic" ? anthropicErrorBody(err) : openaiErrorBody(err);
+}
+
+/** A frozen refusal carries nothing of one request (a bad key's 401): its body is serialised once per API. */
+const rendered = new WeakMap<TollgateError, { openai?: Buffer; anthropic?: Buffer }>();
+function renderedOnce(err: TollgateError, api: "openai" | "anthropic"): Buffer {
+  let bodies = rendered.get(err);
+  if (!bodies) rendered.set(err, (bodies = {}));
+  return (bodies[api] ??= Buffer.from(JSON.stringify(errorBody(err, api))));
 }
