@@ -50,7 +50,6 @@ export interface UsageRecord {
   count?: number;
 }
 
-/** How many requests a record stands for: a summary's `count`, else one. */
 /** JSON a store just wrote for a record, until the usage line takes it (see storedJson). */
 const written = new WeakMap<UsageRecord, string>();
 
@@ -73,6 +72,7 @@ export function recordJson(record: UsageRecord): string {
   return json;
 }
 
+/** How many requests a record stands for: a summary's `count`, else one. */
 export function requestsOf(r: UsageRecord): number {
   return r.count ?? 1;
 }

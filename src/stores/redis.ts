@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { Command, Redis, type RedisOptions } from "ioredis";
-import type { UsageRecord } from "../core/usage-record.js";
+import { storedJson, type UsageRecord } from "../core/usage-record.js";
 import { bucketGoneAt, bucketWidth } from "./buckets.js";
 import * as lua from "./redis-scripts.js";
 import type { LuaScript } from "./redis-scripts.js";
@@ -435,7 +435,7 @@ export class RedisStore implements Store {
 
   /** Usage batches ride in the turn's BATCH call with the counter ops: one script call fewer per turn. */
   private async shipUsage(records: UsageRecord[], batchId: string): Promise<void> {
-    await this.ops.add({ op: "u", now: this.now(), batchId, records: records.map((r) => JSON.stringify(r)) });
+    await this.ops.add({ op: "u", now: this.now(), batchId, records: records.map(storedJson) });
   }
 
   /** EVALSHA, and EVAL once when Redis does not know the script (first use, or after a restart). */
