@@ -1,16 +1,13 @@
-import { Writable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { resolveConfig } from "../config/resolve.js";
-import { configSchema } from "../config/schema.js";
 import { emptyUsageRecord } from "../core/usage-record.js";
-import { createLogs } from "../observability/logger.js";
 import { RedisServer } from "../testing/redis-server.js";
 import { bucketWidth } from "./buckets.js";
 import { APPEND_USAGE } from "./redis-scripts.js";
 import { RedisStore, StoreUnavailableError } from "./redis.js";
 import { describeStoreContract } from "./store-contract.js";
+import { expectUsageLineIsStoredText } from "./usage-line-check.js";
 
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
@@ -111,22 +108,7 @@ describe("redis store", () => {
 
   it("the usage line is the text the usage stream just took, and a record appended again after a change is written as it is then", async () => {
     const s = await store();
-    const lines: string[] = [];
-    const stdout = new Writable({ write: (chunk, _enc, done) => done(void lines.push(...String(chunk).split("\n").filter(Boolean))) });
-    const logs = createLogs(resolveConfig(configSchema.parse({ providers: {}, models: {}, plans: {}, routes: {} })), { stdout });
-    const rec = { ...record("r1", new Date(Date.UTC(2025, 0, 1))), user: 'a "quoted"\nuser' };
-    await s.appendUsage(rec);
-    logs.usage(rec);
-    const first = JSON.stringify(rec);
-    // A caller may reuse its object: the next entry and line are the record as it is now.
-    rec.request_id = "r2";
-    rec.cost_usd = 0.25;
-    await s.appendUsage(rec);
-    logs.usage(rec);
-    await new Promise((r) => setImmediate(r));
-    const entries = (await s.redis.xrange("tg:{tollgate}:usage", "-", "+")).map(([, fields]) => fields[1]);
-    expect(entries).toEqual([first, JSON.stringify(rec)]);
-    expect(lines).toEqual(entries);
+    await expectUsageLineIsStoredText(s, async () => (await s.redis.xrange("tg:{tollgate}:usage", "-", "+")).map(([, fields]) => fields[1]!));
   });
 
   it("ships a turn's usage records in the same script call as its counter ops", async () => {

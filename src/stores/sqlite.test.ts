@@ -12,10 +12,7 @@ import { emptyUsageRecord } from "../core/usage-record.js";
 import { SqliteStore } from "./sqlite.js";
 import { sumSql } from "./sqlite-counter-rows.js";
 import { describeStoreContract } from "./store-contract.js";
-import { Writable } from "node:stream";
-import { resolveConfig } from "../config/resolve.js";
-import { configSchema } from "../config/schema.js";
-import { createLogs } from "../observability/logger.js";
+import { expectUsageLineIsStoredText } from "./usage-line-check.js";
 
 const HOUR = 3_600_000;
 
@@ -361,22 +358,7 @@ describe("sqlite store", () => {
 
   it("the usage line is the text of the row just written, and a record appended again after a change is written as it is then", async () => {
     const store = openStore(join(dir, "tollgate.db"));
-    const lines: string[] = [];
-    const stdout = new Writable({ write: (chunk, _enc, done) => done(void lines.push(...String(chunk).split("\n").filter(Boolean))) });
-    const logs = createLogs(resolveConfig(configSchema.parse({ providers: {}, models: {}, plans: {}, routes: {} })), { stdout });
-    const rec = { ...emptyUsageRecord("r1", new Date(Date.UTC(2025, 0, 1))), user: 'a "quoted"\nuser' };
-    await store.appendUsage(rec);
-    logs.usage(rec);
-    const first = JSON.stringify(rec);
-    // A caller may reuse its object: the next row and line are the record as it is now.
-    rec.request_id = "r2";
-    rec.cost_usd = 0.25;
-    await store.appendUsage(rec);
-    logs.usage(rec);
-    await new Promise((r) => setImmediate(r));
-    const rows = new Database(join(dir, "tollgate.db"), { readonly: true }).prepare("SELECT record FROM usage_records ORDER BY seq").pluck().all();
-    expect(rows).toEqual([first, JSON.stringify(rec)]);
-    expect(lines).toEqual(rows);
+    await expectUsageLineIsStoredText(store, () => new Database(join(dir, "tollgate.db"), { readonly: true }).prepare("SELECT record FROM usage_records ORDER BY seq").pluck().all() as string[]);
   });
 
   it("refuses every usage record of a batch it could not commit, and writes the next one once it can", async () => {
