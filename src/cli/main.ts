@@ -1,13 +1,6 @@
 #!/usr/bin/env node
 import { parseArgs } from "node:util";
-import { configJsonSchema } from "../config/schema.js";
-import { describeConfig } from "./check.js";
 import { loadOrExit } from "./config-file.js";
-import { DEMO_CONFIG, demoBanner, generateTraffic } from "./demo.js";
-import { budgetsCommand } from "./budgets.js";
-import { keysCommand } from "./keys.js";
-import { serve } from "./serve.js";
-import { usageCommand } from "./usage.js";
 
 const HELP = `tollgate — a gateway that makes every AI request pay its way
 
@@ -70,9 +63,14 @@ async function main(argv: string[]): Promise<void> {
   const port = values.port === undefined ? undefined : Number(values.port);
   if (port !== undefined && !(Number.isInteger(port) && port >= 0 && port <= 65535)) fail(`--port: expected a port number, got ${values.port}`);
   switch (command) {
-    case "serve":
+    // Each command loads only its own modules: `usage` or `keys` in a script or a health check
+    // should not pay for the gateway's HTTP client, metrics and tracing.
+    case "serve": {
+      const { serve } = await import("./serve.js");
       return serve(loadOrExit(configFile), { port, host: values.host });
+    }
     case "demo": {
+      const [{ serve }, { DEMO_CONFIG, demoBanner, generateTraffic }] = await Promise.all([import("./serve.js"), import("./demo.js")]);
       const config = loadOrExit(DEMO_CONFIG);
       if (!values.traffic) return serve(config, { port, host: values.host, banner: (url) => demoBanner(url) });
       // The simulated callers come from many addresses, carried in X-Forwarded-For.
@@ -80,19 +78,22 @@ async function main(argv: string[]): Promise<void> {
       return serve(config, { port, host: values.host, banner: (url) => demoBanner(url, true), onListening: (url) => void generateTraffic(url) });
     }
     case "check": {
+      const { describeConfig } = await import("./check.js");
       const config = loadOrExit(configFile);
       process.stdout.write(describeConfig(config, configFile));
       return;
     }
-    case "schema":
+    case "schema": {
+      const { configJsonSchema } = await import("../config/schema.js");
       process.stdout.write(JSON.stringify(configJsonSchema(), null, 2) + "\n");
       return;
+    }
     case "keys":
-      return keysCommand(loadOrExit(configFile), positionals, values);
+      return (await import("./keys.js")).keysCommand(loadOrExit(configFile), positionals, values);
     case "usage":
-      return usageCommand(loadOrExit(configFile), values);
+      return (await import("./usage.js")).usageCommand(loadOrExit(configFile), values);
     case "budgets":
-      return budgetsCommand(loadOrExit(configFile), positionals, values);
+      return (await import("./budgets.js")).budgetsCommand(loadOrExit(configFile), positionals, values);
     default:
       fail(`unknown command "${command}"; see tollgate --help`);
   }
