@@ -103,7 +103,7 @@ export class Tollgate {
     try {
       await this.engine.admit(ex);
     } catch (err) {
-      const refusal = toTollgateError(err, undefined);
+      const refusal = ownCopy(toTollgateError(err, undefined));
       refusedHeaders.set(refusal, { "x-tollgate-request-id": ex.id, ...pick(ex.headers, "ratelimit", "ratelimit-policy") });
       throw refusal;
     }
@@ -188,6 +188,15 @@ export function refusalHeaders(err: TollgateError, gate?: Gate): Record<string, 
     ...(gate ? { "x-tollgate-request-id": gate.requestId, ...pick(gate.exchange.headers, "ratelimit", "ratelimit-policy") } : refusedHeaders.get(err)),
     ...(err.retryAfterSeconds !== undefined ? { "retry-after": String(err.retryAfterSeconds) } : {}),
   };
+}
+
+/**
+ * The engine answers a bad key with one frozen error shared by every such request (identity.ts).
+ * The app gets its own: its headers are this request's, and the app's error handling (or a
+ * library's, tagging errors it has seen) may set properties on it.
+ */
+function ownCopy(err: TollgateError): TollgateError {
+  return Object.isFrozen(err) ? new TollgateError(err.code, err.message, { param: err.param, retryAfterSeconds: err.retryAfterSeconds, limit: err.limit }) : err;
 }
 
 function pick(headers: Record<string, string>, ...names: string[]): Record<string, string> {
