@@ -46,6 +46,8 @@ export async function serve(config: ResolvedConfig, opts: ServeOptions = {}): Pr
     observability.close();
     await gateway.drain();
     await runtime.close();
+    // The records written while draining reach the sinks before the exit.
+    observability.flush();
     process.exit(0);
   };
   process.on("SIGTERM", stop);

@@ -133,6 +133,8 @@ async function withBlockState<T extends { user: string | null; ip: string | null
 /** Server-Sent Events of this process's records as they are written. */
 async function tail(call: AdminCall) {
   if (!call.observability) throw new TollgateError("not_found", "this gateway has no live tail");
+  // The backlog ends with the records still waiting for their sinks.
+  call.observability.flush();
   call.observability.tail.subscribe(call.res, intParam(call.query, "backlog", 50, 200));
   return undefined;
 }

@@ -123,6 +123,8 @@ export function createAdmin(engine: Engine, observability?: Observability): Admi
       if (mode === "off" || !observability) return send(res, 404, openaiErrorBody(new TollgateError("not_found", "metrics are off (server.metrics)")));
       if (mode === "admin" && !authorised(req)) return send(res, 401, openaiErrorBody(new TollgateError("unauthorized", "admin key required")), { "www-authenticate": 'Bearer realm="tollgate-metrics"' });
       const registry = observability.metrics.registry;
+      // Records still waiting for their sinks count: a scrape right after an answer sees its request.
+      observability.flush();
       const text = await registry.metrics();
       res.writeHead(200, { "content-type": registry.contentType, "content-length": Buffer.byteLength(text), "cache-control": "no-store" });
       res.end(text);

@@ -80,6 +80,8 @@ export class Tollgate {
     const tg = new Tollgate(runtime.engine, config, async () => {
       observability.close();
       await runtime.close();
+      // The records written while closing (refusal summaries) reach the sinks before close resolves.
+      observability.flush();
     });
     tg.observability = observability;
     return tg;
@@ -90,6 +92,8 @@ export class Tollgate {
   /** Prometheus text for the app to serve at its own /metrics: the gateway's metrics, from this process. */
   async metrics(): Promise<{ contentType: string; body: string }> {
     const registry = this.observability!.metrics.registry;
+    // Records still waiting for their sinks count: metrics read right after a call see it.
+    this.observability!.flush();
     return { contentType: registry.contentType, body: await registry.metrics() };
   }
 

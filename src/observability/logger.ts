@@ -14,6 +14,8 @@ import { recordJson, type UsageRecord } from "../core/usage-record.js";
  */
 export interface Logs {
   usage(record: UsageRecord): void;
+  /** Writes the usage lines batched so far now rather than at the end of the turn. */
+  flushUsage(): void;
   ops: Logger;
 }
 
@@ -35,6 +37,7 @@ export function createLogs(config: ResolvedConfig, streams: { stdout?: Writable;
   );
   return {
     usage: config.server.log === "usage" ? (record) => usageLines.push(recordJson(record) + "\n") : () => {},
+    flushUsage: usageLines.flush,
     ops,
   };
 }

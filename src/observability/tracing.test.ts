@@ -4,6 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { resolveConfig } from "../config/resolve.js";
 import { configSchema } from "../config/schema.js";
 import { emptyUsageRecord, type UsageRecord } from "../core/usage-record.js";
+import { Writable } from "node:stream";
+import { Observability } from "./index.js";
 import { Tracing } from "./tracing.js";
 
 /** Just enough of an OTel SDK to see what tollgate hands it: spans with their attributes. */
@@ -173,5 +175,19 @@ describe("tracing", () => {
     await tracing.around("req-5", "chat", async () => tracing.record(served("req-5")));
     expect(spans.length).toBe(before + 1);
     expect(spans.at(-1)!.attributes["tollgate.request_id"]).toBe("req-5");
+  });
+
+  it("closes a gateway request's span with its record's attributes, though the record's sinks run after the answer", async () => {
+    const obs = new Observability(config, { stdout: new Writable({ write: (_c, _e, done) => done() }) });
+    await obs.request("req-6", "chat", async () => {
+      obs.onRecord(served("req-6"));
+      // The record waits for the end of the turn; the span must not be given up on before then.
+    });
+    const span = spans.at(-1)!;
+    expect(span.attributes["tollgate.request_id"]).toBe("req-6");
+    expect(span.name).toBe("chat mini");
+    expect(span.attributes["gen_ai.usage.output_tokens"]).toBe(34);
+    expect(span.ended).toBe(1_700_000_000_250);
+    obs.close();
   });
 });

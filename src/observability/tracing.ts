@@ -18,14 +18,18 @@ export class Tracing {
 
   constructor(private readonly config: ResolvedConfig) {}
 
-  /** Runs `fn` inside the request's span; ends the span if no record did (a bug path). */
-  around<T>(requestId: string, route: string, fn: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` inside the request's span; ends the span if no record did (a bug path). `settle`
+   * hands over the records still waiting for their sinks (Observability runs them after the
+   * answer), so the request's own record has closed its span by then.
+   */
+  around<T>(requestId: string, route: string, fn: () => Promise<T>, settle?: () => void): Promise<T> {
     // Without an SDK, fn's own promise: no async frame of ours around every request.
     if (!sdkRegistered()) return fn();
-    return this.inSpan(requestId, route, fn);
+    return this.inSpan(requestId, route, fn, settle);
   }
 
-  private async inSpan<T>(requestId: string, route: string, fn: () => Promise<T>): Promise<T> {
+  private async inSpan<T>(requestId: string, route: string, fn: () => Promise<T>, settle?: () => void): Promise<T> {
     const span = this.tracer.startSpan("tollgate.request", { kind: SpanKind.CLIENT, attributes: { "tollgate.request_id": requestId, "tollgate.route": route } });
     // A span that neither records nor carries a context to propagate needs no map or context switch.
     if (!span.isRecording() && !isSpanContextValid(span.spanContext())) return fn();
@@ -33,6 +37,7 @@ export class Tracing {
     try {
       return await context.with(trace.setSpan(context.active(), span), fn);
     } finally {
+      if (this.open.has(requestId)) settle?.();
       if (this.open.delete(requestId)) span.end();
     }
   }
