@@ -146,12 +146,17 @@ export function budgetTotalsSeen(ex: Exchange, env: GateEnv, counters: HeldCount
  * the line raises the alert (not the next one, which may never come). Only such requests pay the
  * extra read; a burn rate is a projection, and gate 3 looks at it on every request.
  */
-export async function afterSettle(ex: Exchange, env: GateEnv): Promise<void> {
+export function afterSettle(ex: Exchange, env: GateEnv): Promise<void> | undefined {
   const held = ex.budget;
-  if (!env.alerts || !held?.totals) return;
+  if (!env.alerts || !held?.totals) return undefined;
   const seen = ex.budgetSeen;
   const candidates = held.counters.filter((c, i) => c.unit === "usd" && c.softAt !== undefined && held.totals![i]! >= c.softAt && (seen?.get(c.key) ?? 0) < c.softAt);
-  if (!candidates.length) return;
+  // Most settled requests cross nothing: no read, and no promise for the engine to wait on.
+  if (!candidates.length) return undefined;
+  return alertCrossings(ex, env, candidates);
+}
+
+async function alertCrossings(ex: Exchange, env: GateEnv, candidates: HeldCounter[]): Promise<void> {
   pressureAlerts(ex, env, candidates, await env.store.peek(candidates));
 }
 

@@ -310,7 +310,8 @@ export class Engine {
         this.settleAdmission(ex, meter.toolCalls).catch((err) => this.settleFailed(ex, "quota", err, "settling a served request's quota failed; its lease expires on its own"));
       await (budget && admission ? Promise.all([budget, admission]) : (budget ?? admission));
     }
-    if (charge.generated) await afterSettle(ex, this.env).catch((err) => this.warn({ request_id: ex.id, reason: reasonOf(err) }, "checking a settled request's budgets for alerts failed"));
+    const alerting = charge.generated && afterSettle(ex, this.env);
+    if (alerting) await alerting.catch((err) => this.warn({ request_id: ex.id, reason: reasonOf(err) }, "checking a settled request's budgets for alerts failed"));
     try {
       await this.write(ex);
     } catch (err) {
