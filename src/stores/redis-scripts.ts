@@ -37,6 +37,8 @@
  * it; the store never sets it otherwise.
  */
 
+import { BUCKETS_PER_WINDOW, EXACT_MAX } from "./buckets.js";
+
 /** Helpers every script starts with. Numbers go back to Redis as text: Lua's tostring keeps 14 digits. */
 const PRELUDE = `
 if redis.replicate_commands then redis.replicate_commands() end
@@ -102,41 +104,40 @@ end
 -- Counters this script call has read, by base key, and the order it first read them in. Each is
 -- read once (HMGET of its meta and of the fields an op names) and written once, by commit(),
 -- however many ops of a batch touch it: a batch of many requests on one user's counters costs one
--- HMGET and one HSET per counter, not per op. m.f[field] is its value, false when absent, nil
--- when not read yet; m.dirty / m.drop are what commit() writes / deletes.
+-- HMGET and one HSET per counter, not per op. A counter is one table made whole at once (no
+-- table grows field by field): s l g n x its meta as it is now, s0 l0 g0 n0 x0 as Redis holds it
+-- (flush writes those that differ), f[field] a field's value (false when absent, nil when not read
+-- yet), w[field] true for a field flush must write (or delete, when false).
 local counters, touched = {}, {}
 
-local function set(m, f, v)
-  m.f[f] = v
-  m.dirty[f] = v
-  m.drop[f] = nil
-end
-
-local function drop(m, f)
-  m.f[f] = false
-  m.dirty[f] = nil
-  m.drop[f] = true
+local function new_counter(s, l, g, n, x)
+  return {s = s, l = l, g = g, n = n, x = x, s0 = s, l0 = l, g0 = g, n0 = n, x0 = x, f = {}, w = {}, ttl = false, hnow = false, hlf = false, hstop = false}
 end
 
 -- Writes the counter's changed fields in one HSET, drops the emptied ones and sets its TTL when
 -- keep() moved it. Never creates C on its own: a C that did not exist is created by keep().
 local function flush(base, m)
   if not m.x then return end
-  local args, gone, k = {}, {}, 0
-  for f, v in pairs(m.dirty) do
-    args[k + 1] = f
-    args[k + 2] = fmt(v)
-    k = k + 2
+  local args, gone, k, d = {}, nil, 0, 0
+  if m.s ~= m.s0 then args[1], args[2], k = 'S', fmt(m.s), 2; m.s0 = m.s end
+  if m.l ~= m.l0 then args[k + 1], args[k + 2], k = 'L', fmt(m.l), k + 2; m.l0 = m.l end
+  if m.g ~= m.g0 then args[k + 1], args[k + 2], k = 'G', fmt(m.g), k + 2; m.g0 = m.g end
+  if m.n ~= m.n0 then args[k + 1], args[k + 2], k = 'N', fmt(m.n), k + 2; m.n0 = m.n end
+  if m.x ~= m.x0 then args[k + 1], args[k + 2], k = 'X', fmt(m.x), k + 2; m.x0 = m.x end
+  local f, w = m.f, m.w
+  for field in pairs(w) do
+    local v = f[field]
+    if v then
+      args[k + 1], args[k + 2], k = field, fmt(v), k + 2
+    else
+      d = d + 1
+      if d == 1 then gone = {field} else gone[d] = field end
+    end
+    w[field] = nil
   end
-  k = 0
-  for f in pairs(m.drop) do
-    k = k + 1
-    gone[k] = f
-  end
-  if args[1] then redis.call('HSET', base .. ':c', unpack(args)) end
-  if k > 0 then redis.call('HDEL', base .. ':c', unpack(gone)) end
-  if m.ttl then redis.call('PEXPIRE', base .. ':c', fmt(m.ttl)) end
-  m.dirty, m.drop, m.ttl = {}, {}, nil
+  if k > 0 then redis.call('HSET', base .. ':c', unpack(args)) end
+  if d > 0 then redis.call('HDEL', base .. ':c', unpack(gone)) end
+  if m.ttl then redis.call('PEXPIRE', base .. ':c', fmt(m.ttl)); m.ttl = false end
 end
 
 -- Writes every counter this script call changed; every script that touched counters ends with it.
@@ -150,7 +151,6 @@ local function keep(m, needed, margin, now)
   if m.x and m.x >= needed then return end
   local target = needed + margin
   m.x = target
-  m.dirty.X = target
   m.ttl = target - now
 end
 
@@ -179,23 +179,24 @@ local function prune(base, m, now)
   if #stale > 0 then batched('HDEL', base .. ':c', stale) end
   for _, f in ipairs(stale) do m.f[f] = false end
   m.s, m.l, m.g, m.n = s, l, g, n
-  m.dirty.S, m.dirty.L, m.dirty.G, m.dirty.N = s, l, g, n
+  -- Written afresh whatever S, L, G and N held.
+  m.s0, m.l0, m.g0, m.n0 = nil, nil, nil, nil
 end
 
--- Adds 'amount' to field f: in flight ('l', counting until 'at': it feeds L and N) or settled
--- ('g', gone at 'at': S and G).
-local function add(m, f, kind, at, amount)
-  set(m, f, (m.f[f] or 0) + amount)
-  local dirty = m.dirty
-  if kind == 'l' then
-    local l = m.l + amount
-    m.l, dirty.L = l, l
-    if at < m.n then m.n, dirty.N = at, at end
-  else
-    local sum = m.s + amount
-    m.s, dirty.S = sum, sum
-    if at < m.g then m.g, dirty.G = at, at end
-  end
+-- Adds 'amount' to in-flight field f, counting until 'stop': it feeds L and N.
+local function add_held(m, f, stop, amount)
+  m.f[f] = (m.f[f] or 0) + amount
+  m.w[f] = true
+  m.l = m.l + amount
+  if stop < m.n then m.n = stop end
+end
+
+-- Adds 'amount' to settled field f, gone at 'gone': it feeds S and G.
+local function add_gone(m, f, gone, amount)
+  m.f[f] = (m.f[f] or 0) + amount
+  m.w[f] = true
+  m.s = m.s + amount
+  if gone < m.g then m.g = gone end
 end
 
 -- Carries a counter of the previous layout over (see the header); returns whether there was one.
@@ -215,7 +216,7 @@ local function migrate(base, m, now, margin, window)
     if gone and gone > now then add_at[gone] = (add_at[gone] or 0) + tonumber(live[j + 1]) end
   end
   for gone, a in pairs(add_at) do
-    add(m, 'g' .. fmt(gone), 'g', gone, a)
+    add_gone(m, 'g' .. fmt(gone), gone, a)
     if gone > latest then latest = gone end
   end
   redis.call('DEL', base, base .. ':t', base .. ':l', base .. ':b', base .. ':g')
@@ -230,7 +231,7 @@ local function num_or_false(v)
 end
 
 -- Counter 'base' (its meta, and fields f1 and f2 when given) as this script call sees it, pruned
--- of what left. m.s + m.l is its total; changes wait in m.dirty / m.drop for commit().
+-- of what left. m.s + m.l is its total; changes wait in m for commit().
 local function state(base, now, margin, window, f1, f2)
   local m = counters[base]
   if not m then
@@ -238,22 +239,22 @@ local function state(base, now, margin, window, f1, f2)
     if f2 then v = redis.call('HMGET', base .. ':c', 'S', 'L', 'G', 'N', 'X', f1, f2)
     elseif f1 then v = redis.call('HMGET', base .. ':c', 'S', 'L', 'G', 'N', 'X', f1)
     else v = redis.call('HMGET', base .. ':c', 'S', 'L', 'G', 'N', 'X') end
-    m = {f = {}, dirty = {}, drop = {}}
-    counters[base] = m
-    touched[#touched + 1] = base
     if v[5] then
       -- X is written with S, L, G and N (flush), so all five are there.
-      m.s, m.l, m.g, m.n, m.x = v[1] + 0, v[2] + 0, v[3] + 0, v[4] + 0, v[5] + 0
+      m = new_counter(v[1] + 0, v[2] + 0, v[3] + 0, v[4] + 0, v[5] + 0)
       if f1 then m.f[f1] = num_or_false(v[6]) end
       if f2 then m.f[f2] = num_or_false(v[7]) end
     else
-      m.s, m.l, m.g, m.n = 0, 0, NONE, NONE
-      m.dirty.S, m.dirty.L, m.dirty.G, m.dirty.N = 0, 0, NONE, NONE
-      -- No X, no C: what migrate() carries over is all there is.
+      -- No X, no C: S, L, G and N are written with the first field.
+      m = new_counter(0, 0, NONE, NONE, false)
+      m.s0, m.l0, m.g0, m.n0 = nil, nil, nil, nil
       if f1 then m.f[f1] = false end
       if f2 then m.f[f2] = false end
-      migrate(base, m, now, margin, window)
     end
+    counters[base] = m
+    touched[#touched + 1] = base
+    -- What migrate() carries over is all there is.
+    if not v[5] then migrate(base, m, now, margin, window) end
   else
     local f = m.f
     if f1 and f[f1] == nil then
@@ -276,16 +277,18 @@ local function unhold(m, lf, amount)
   local cur = m.f[lf]
   if not cur then return end
   local left = cur - amount
-  if math.abs(left) < DUST then drop(m, lf) else set(m, lf, left) end
-  m.l = m.l - amount
-  if math.abs(m.l) < DUST then m.l = 0 end
-  m.dirty.L = m.l
+  if math.abs(left) < DUST then left = false end
+  m.f[lf] = left
+  m.w[lf] = true
+  local l = m.l - amount
+  if math.abs(l) < DUST then l = 0 end
+  m.l = l
 end
 
 -- Adds a settled amount that stops counting at 'gone' (field gf = 'g' .. gone, read into m.f).
 local function add_settled(m, gf, gone, amount, now, margin)
   if gone <= now or amount == 0 then return end
-  add(m, gf, 'g', gone, amount)
+  add_gone(m, gf, gone, amount)
   keep(m, gone, margin, now)
 end
 
@@ -313,19 +316,17 @@ local function retry_after(base, excess, now)
   return false
 end
 
--- All-or-nothing reservation across the counters 'bases' (Store.reserve) under record R (rkey).
--- specs holds four strings per counter: max, amount, window ms, bucket width ms. lease -1: none.
--- Returns {1, total...} or {0, index, used, retryAfterMs or false}; numbers as text.
--- The in-flight field of a reservation made at ts, and when it stops counting: the window's end
--- rounded up to the bucket width, or the lease's end when that comes first. Settle derives the
--- same field from the same numbers.
+-- The in-flight field of a reservation made at ts, when it stops counting, and when it would leave
+-- once settled (its bucket's gone-at). It stops at the window's end rounded up to the bucket width,
+-- or at the lease's end when that comes first. Settle derives the same field from the same numbers.
 local function hold_field(ts, window, width, lease)
   local stop = ts + window
   if width > 1 then stop = math.ceil(stop / width) * width end
   -- A lease ends when it says, not up to a bucket width later (12 h for a daily budget): a dead
   -- process's reservation comes back, and a temporary override lapses, on time.
   if lease >= 0 and ts + lease < stop then stop = ts + lease end
-  return 'l' .. fmt(stop) .. ':' .. fmt(bucket_gone(ts, width, window)), stop
+  local gone = bucket_gone(ts, width, window)
+  return 'l' .. fmt(stop) .. ':' .. fmt(gone), stop, gone
 end
 
 -- Text that goes into a JSON string as it is: no quote, backslash, control or non-ASCII byte.
@@ -340,66 +341,81 @@ local function is_plain(base)
   return p
 end
 
--- All-or-nothing reservation across n counters (Store.reserve) under record R (rkey); the
--- counters' specs are ARGV[b...], five per counter: key number, max, amount, window ms, bucket
--- width ms. lease -1: none. Returns {1, total..., ts} or {0, index, used, retryAfterMs or false}.
+-- The counters a BATCH's ops name, by number, in the order its 'k' ops define them: a key with
+-- the max and window it is reserved with, and the bucket width those give (bucketWidth in
+-- buckets.ts). A batch names each once, however many of its ops touch it. Each also keeps the
+-- names it last worked out: the in-flight field (and the record's texts) of a reserve at rnow
+-- with lease rlease, and the fields of a settle of a reservation made at sts with lease slease;
+-- a batch's reserves happen at one instant, and its settles mostly of reserves made at a few.
+local specs, nspec = {}, 0
+local function define(base, max, window, wtext)
+  local width = 1
+  if max > ${EXACT_MAX} then width = math.max(1, math.ceil(window / ${BUCKETS_PER_WINDOW})) end
+  nspec = nspec + 1
+  specs[nspec] = {base = base, max = max, window = window, width = width, wtext = wtext, dtext = fmt(width), plain = is_plain(base),
+    rnow = false, rlease = false, rlf = false, rstop = false, rpre = false, rpost = false,
+    sts = false, slease = false, slf = false, sgone = false, sgf = false}
+end
+
+-- All-or-nothing reservation across n counters (Store.reserve) under record R (rkey), at 'now';
+-- ARGV[b...] holds two per counter: its number (define) and the amount. lease -1: none.
+-- Returns {1, total..., ts} or {0, index, used, retryAfterMs or false}.
+local held = {}
 local function reserve(rkey, b, n, now, lease, margin)
   local A = ARGV
-  local totals, held = {1}, {}
+  local totals = {1}
   for i = 1, n do
-    local k = b + 5 * i - 5
-    local base = KEYS[N[A[k]] or num(A[k])]
-    local max, amount = N[A[k + 1]] or num(A[k + 1]), N[A[k + 2]] or num(A[k + 2])
-    local window, width = N[A[k + 3]] or num(A[k + 3]), N[A[k + 4]] or num(A[k + 4])
-    -- The batch's reserves on a counter happen at one instant with, nearly always, one window,
-    -- width and lease: the in-flight field is worked out (and read) once per script call.
-    local m, lf, stop = counters[base]
-    if m and m.hnow == now and m.hwin == window and m.hwid == width and m.hlease == lease then
-      lf, stop = m.hlf, m.hstop
-      if m.g <= now or m.n <= now then m = state(base, now, margin, window, lf) end
-    else
-      lf, stop = hold_field(now, window, width, lease)
-      m = state(base, now, margin, window, lf)
-      m.hnow, m.hwin, m.hwid, m.hlease, m.hlf, m.hstop = now, window, width, lease, lf, stop
+    local k = b + 2 * i - 2
+    local sp = specs[N[A[k]] or num(A[k])]
+    local amount = N[A[k + 1]] or num(A[k + 1])
+    if sp.rnow ~= now or sp.rlease ~= lease then
+      local lf, stop = hold_field(now, sp.window, sp.width, lease)
+      sp.rnow, sp.rlease, sp.rlf, sp.rstop = now, lease, lf, stop
+      -- The record's entry but its amount: {base, l field, window, amount, width, reserved at,
+      -- lease end or -1}, all strings.
+      sp.rpre = '["' .. sp.base .. '","' .. lf .. '","' .. sp.wtext .. '","'
+      sp.rpost = '","' .. sp.dtext .. '","' .. fmt(now) .. '","' .. (lease >= 0 and fmt(now + lease) or '-1') .. '"]'
     end
-    held[3 * i - 2], held[3 * i - 1], held[3 * i] = m, lf, stop
+    local base, lf = sp.base, sp.rlf
+    local m = counters[base]
+    if not m or m.f[lf] == nil or m.g <= now or m.n <= now then m = state(base, now, margin, sp.window, lf) end
+    held[i] = m
     local used = m.s + m.l
-    if used + amount > max then
+    if used + amount > sp.max then
       local retry = false
-      if amount <= max then
+      if amount <= sp.max then
         flush(base, m)
-        retry = retry_after(base, used + amount - max, now)
+        retry = retry_after(base, used + amount - sp.max, now)
       end
       return {0, i - 1, reply_num(used), retry}
     end
     totals[i + 1] = reply_num(used + amount)
   end
   -- The record is JSON written by hand from the texts as they came (cjson.encode would print each
-  -- number with printf's %.14g, and costs more than the rest of a reserve): an array per entry of
-  -- {base, l field, window, amount, width, reserved at, lease end or -1}, all strings. A base that
-  -- would need escaping goes through cjson.
-  local longest, ts, ends = 0, fmt(now), lease >= 0 and fmt(now + lease) or '-1'
-  local parts, escape = {}, false
+  -- number with printf's %.14g, and costs more than the rest of a reserve). A base that would need
+  -- escaping goes through cjson.
+  local longest, parts, escape = 0, {}, false
   for i = 1, n do
-    local k = b + 5 * i - 5
-    local m, lf = held[3 * i - 2], held[3 * i - 1]
-    local amount, window, width = N[A[k + 2]], N[A[k + 3]], N[A[k + 4]]
-    if amount ~= 0 then add(m, lf, 'l', held[3 * i], amount) end
-    local needed = now + window + width
-    if not m.x or m.x < needed then keep(m, needed, margin, now) end
-    local base = KEYS[N[A[k]]]
-    if not is_plain(base) then escape = true end
-    parts[i] = '["' .. base .. '","' .. lf .. '","' .. A[k + 3] .. '","' .. A[k + 2] .. '","' .. A[k + 4] .. '","' .. ts .. '","' .. ends .. '"]'
-    if window + width > longest then longest = window + width end
+    local k = b + 2 * i - 2
+    local sp, m, amount = specs[N[A[k]]], held[i], N[A[k + 1]]
+    if amount ~= 0 then add_held(m, sp.rlf, sp.rstop, amount) end
+    local span = sp.window + sp.width
+    if not m.x or m.x < now + span then keep(m, now + span, margin, now) end
+    if not sp.plain then escape = true end
+    parts[i] = sp.rpre .. A[k + 1] .. sp.rpost
+    if span > longest then longest = span end
   end
-  local rec
+  local rec, ts = nil, fmt(now)
   if escape then
-    local entries = {}
+    local entries, ends = {}, lease >= 0 and fmt(now + lease) or '-1'
     for i = 1, n do
-      local k = b + 5 * i - 5
-      entries[i] = {KEYS[N[A[k]]], held[3 * i - 1], A[k + 3], A[k + 2], A[k + 4], ts, ends}
+      local k = b + 2 * i - 2
+      local sp = specs[N[A[k]]]
+      entries[i] = {sp.base, sp.rlf, sp.wtext, A[k + 1], sp.dtext, ts, ends}
     end
     rec = cjson.encode(entries)
+  elseif n == 1 then
+    rec = '[' .. parts[1] .. ']'
   else
     rec = '[' .. table.concat(parts, ',') .. ']'
   end
@@ -435,23 +451,26 @@ local function settle_rec(rkey, actual, now, margin)
   return 1
 end
 
--- settle_rec when the caller still knows what it reserved at ts: R need not be read back, only
--- deleted, which still makes the settle happen once. ARGV[b...] holds six per counter: key number,
--- in-flight field, the gone-at of the reservation's bucket, window, reserved, actual (the caller
--- works the field names out as hold_field and bucket_gone do). Returns 0 when R was already gone.
-local function settle_known(rkey, ts, b, n, now, margin)
+-- settle_rec when the caller still knows what it reserved at ts with this lease: R need not be
+-- read back, only deleted, which still makes the settle happen once. ARGV[b...] holds three per
+-- counter: its number (define), reserved, actual; the fields are worked out as the reserve did.
+-- Returns 0 when R was already gone.
+local function settle_held(rkey, ts, lease, b, n, now, margin)
   if redis.call('DEL', rkey, rkey .. ':cp') == 0 then return 0 end
   local A = ARGV
-  for k = b, b + 6 * n - 6, 6 do
-    local base, lf, gone_text = KEYS[N[A[k]] or num(A[k])], A[k + 1], A[k + 2]
-    local gone, window = N[gone_text] or num(gone_text), N[A[k + 3]] or num(A[k + 3])
-    local reserved, actual = N[A[k + 4]] or num(A[k + 4]), N[A[k + 5]] or num(A[k + 5])
-    local gf = 'g' .. gone_text
+  for k = b, b + 3 * n - 3, 3 do
+    local sp = specs[N[A[k]] or num(A[k])]
+    local reserved, actual = N[A[k + 1]] or num(A[k + 1]), N[A[k + 2]] or num(A[k + 2])
+    if sp.sts ~= ts or sp.slease ~= lease then
+      local lf, _, gone = hold_field(ts, sp.window, sp.width, lease)
+      sp.sts, sp.slease, sp.slf, sp.sgone, sp.sgf = ts, lease, lf, gone, 'g' .. fmt(gone)
+    end
+    local base, lf, gf, window = sp.base, sp.slf, sp.sgf, sp.window
     local m = counters[base]
     if not m or m.f[lf] == nil or m.f[gf] == nil or m.g <= now or m.n <= now then m = state(base, now, margin, window, lf, gf) end
     unhold(m, lf, reserved)
     -- Nothing once the reservation left its window: it would count no more.
-    if ts > now - window then add_settled(m, gf, gone, actual, now, margin) end
+    if ts > now - window then add_settled(m, gf, sp.sgone, actual, now, margin) end
   end
   return 1
 end
@@ -525,18 +544,23 @@ export function script(name: string, body: string): LuaScript {
 /**
  * The counter operations of one event-loop turn, several requests' at once, run in call order:
  * one round trip and one script call for all of them, each answered on its own (in op order).
- * KEYS: every record and counter base key the ops name (an op refers to a key by its index). ARGV[1] key TTL margin ms, then the ops, each a letter
- * and its fields (now is an override or '', as everywhere):
- *   r now R lease n (base max amount window width) * n   reserve: {1, total..., ts} or {0, index, used, retry}
- *   s now R n actual * n                                    settle: 1, or 0 when R was gone
- *   S now R ts n (base lfield gone window amount actual) * n   settle what the caller reserved at ts
- *                                                           (reading R no more; lfield and gone as
- *                                                           hold_field and bucket_gone make them): 1, or 0
- *   x now R                                                 release: 1 or 0
- *   u now S M retention n record * n                        usage records into stream S once per
- *                                                           batch marker M (APPEND_USAGE): count, or 0
- *   p now n (base window) * n                               peek: {total...}
- *   d now n (base window) * n                               peekDetail: {total, reserved, ...}
+ * KEYS: the counter base keys and usage keys the ops name (an op refers to a key by its index).
+ * ARGV[1] key TTL margin ms, then the ops, each a letter and its fields. Every argument costs the
+ * server ~1,000 instructions (parsing, a Redis object, a Lua string), so the ops carry what the
+ * script cannot work out itself, and a record key (R) comes as it is, not as a key and an index:
+ *   t now                                  the time of the ops that follow (an override; '' for
+ *                                          Redis's TIME, which is what they use without any 't')
+ *   k base max window                      defines the next counter number (1, 2, ...): no reply
+ *   r R lease n (counter amount) * n       reserve: {1, total..., ts} or {0, index, used, retry}
+ *   s R n actual * n                       settle from R's record: 1, or 0 when R was gone
+ *   S R ts lease n (counter reserved actual) * n
+ *                                          settle what the caller reserved at ts with this lease
+ *                                          (reading R no more): 1, or 0
+ *   x R                                    release: 1 or 0
+ *   u S M retention n record * n           usage records into stream S once per batch marker M
+ *                                          (APPEND_USAGE): count, or 0
+ *   p n (base window) * n                  peek: {total...}
+ *   d n (base window) * n                  peekDetail: {total, reserved, ...}
  */
 export const BATCH = script(
   "batch",
@@ -544,48 +568,55 @@ export const BATCH = script(
 local margin = ARGV[1] + 0
 local A, argc = ARGV, #ARGV
 -- One TIME for the whole batch: the script runs atomically, so every op happens at one instant.
-local clock
-local function at(override)
-  if override ~= '' then return tonumber(override) end
-  if not clock then clock = now_ms('') end
-  return clock
-end
+-- A batch under a test clock starts with a 't'.
+local clock = A[2] ~= 't' and now_ms('')
+local now = clock
 local out, o, a = {}, 0, 2
 while a <= argc do
   local op = A[a]
-  o = o + 1
   if op == 'r' then
-    local n = N[A[a + 4]] or num(A[a + 4])
-    out[o] = reserve(KEYS[N[A[a + 2]] or num(A[a + 2])], a + 5, n, at(A[a + 1]), N[A[a + 3]] or num(A[a + 3]), margin)
-    a = a + 5 + 5 * n
+    local n = N[A[a + 3]] or num(A[a + 3])
+    o = o + 1
+    out[o] = reserve(A[a + 1], a + 4, n, now, N[A[a + 2]] or num(A[a + 2]), margin)
+    a = a + 4 + 2 * n
   elseif op == 'S' then
     local n = N[A[a + 4]] or num(A[a + 4])
-    out[o] = settle_known(KEYS[N[A[a + 2]] or num(A[a + 2])], N[A[a + 3]] or num(A[a + 3]), a + 5, n, at(A[a + 1]), margin)
-    a = a + 5 + 6 * n
+    o = o + 1
+    out[o] = settle_held(A[a + 1], N[A[a + 2]] or num(A[a + 2]), N[A[a + 3]] or num(A[a + 3]), a + 5, n, now, margin)
+    a = a + 5 + 3 * n
+  elseif op == 'k' then
+    define(KEYS[N[A[a + 1]] or num(A[a + 1])], N[A[a + 2]] or num(A[a + 2]), N[A[a + 3]] or num(A[a + 3]), A[a + 3])
+    a = a + 4
+  elseif op == 't' then
+    if A[a + 1] ~= '' then now = tonumber(A[a + 1]) else
+      if not clock then clock = now_ms('') end
+      now = clock
+    end
+    a = a + 2
   elseif op == 's' then
-    local now, rkey, n = at(A[a + 1]), KEYS[A[a + 2] + 0], A[a + 3] + 0
-    local actual = {}
-    for i = 1, n do actual[i] = A[a + 3 + i] end
-    out[o] = settle_rec(rkey, actual, now, margin)
-    a = a + 4 + n
+    local n = A[a + 2] + 0
+    o = o + 1
+    out[o] = settle_rec(A[a + 1], {unpack(A, a + 3, a + 2 + n)}, now, margin)
+    a = a + 3 + n
   elseif op == 'x' then
-    out[o] = release_rec(KEYS[A[a + 2] + 0], at(A[a + 1]), margin)
-    a = a + 3
+    o = o + 1
+    out[o] = release_rec(A[a + 1], now, margin)
+    a = a + 2
   elseif op == 'u' then
-    local now, skey, mkey, retention, n = at(A[a + 1]), KEYS[A[a + 2] + 0], KEYS[A[a + 3] + 0], A[a + 4] + 0, A[a + 5] + 0
-    local records = {}
-    for i = 1, n do records[i] = A[a + 5 + i] end
-    out[o] = append_usage(skey, mkey, now, retention, records)
-    a = a + 6 + n
+    local n = A[a + 4] + 0
+    o = o + 1
+    out[o] = append_usage(KEYS[A[a + 1] + 0], KEYS[A[a + 2] + 0], now, A[a + 3] + 0, {unpack(A, a + 5, a + 4 + n)})
+    a = a + 5 + n
   elseif op == 'p' or op == 'd' then
-    local now, n = at(A[a + 1]), A[a + 2] + 0
+    local n = A[a + 1] + 0
     local bases, windows = {}, {}
     for i = 1, n do
-      bases[i] = KEYS[N[A[a + 1 + 2 * i]] or num(A[a + 1 + 2 * i])]
-      windows[i] = A[a + 2 + 2 * i]
+      bases[i] = KEYS[N[A[a + 2 * i]] or num(A[a + 2 * i])]
+      windows[i] = A[a + 1 + 2 * i]
     end
+    o = o + 1
     out[o] = peek(bases, windows, now, margin, op == 'd')
-    a = a + 3 + 2 * n
+    a = a + 2 + 2 * n
   else
     commit()
     return redis.error_reply('tollgate batch: unknown op ' .. tostring(op))

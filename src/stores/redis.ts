@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { Command, Redis, type RedisOptions } from "ioredis";
 import { storedJson, type UsageRecord } from "../core/usage-record.js";
-import { bucketGoneAt, bucketWidth } from "./buckets.js";
+import { bucketWidth } from "./buckets.js";
 import * as lua from "./redis-scripts.js";
 import type { LuaScript } from "./redis-scripts.js";
 import { StoreUnavailableError, type Checkpoint, type Counter, type CounterDetail, type ReserveResult, type Store, type StoreHealth, type StoredKey, type UsageQuery } from "../core/store.js";
@@ -208,9 +208,7 @@ export class RedisStore implements Store {
     for (const c of counters) assertAmounts(c.key, [c.amount, c.windowMs], c.max);
     const reply = (await this.ops.add({ op: "r", now: this.now(), id, counters, leaseMs })) as (string | number | null)[];
     if (reply[0] === 1) {
-      const held = heldFields(reply[counters.length + 1], leaseMs, counters);
-      if (held) this.hold(id, held);
-      else this.held.delete(id);
+      this.hold(id, { ts: String(reply[counters.length + 1]), lease: leaseArg(leaseMs), counters });
       return { ok: true, totals: reply.slice(1, counters.length + 1).map(Number) };
     }
     const [, index, used, retry] = reply;
@@ -392,7 +390,11 @@ export class RedisStore implements Store {
     }
   }
 
-  /** One BATCH call for a turn's counter ops (see `ops`); the keys are numbered as they first appear. */
+  /**
+   * One BATCH call for a turn's counter ops (see `ops`): keys are numbered as they first appear,
+   * each counter is defined once ('k') however many ops name it, and a test clock is sent only
+   * when it moved ('t').
+   */
   private async runBatch(ops: CounterOp[]): Promise<unknown[]> {
     const keys: string[] = [];
     const index = new Map<string, string>();
@@ -402,30 +404,47 @@ export class RedisStore implements Store {
       return i;
     };
     const args = [num(TTL_MARGIN_MS)];
+    const specs = new Map<string, { max: number; windowMs: number; n: string }[]>();
+    let defined = 0;
+    const define = (c: Counter): string => {
+      const key = this.counterKey(c.key);
+      let list = specs.get(key);
+      if (!list) specs.set(key, (list = []));
+      for (const d of list) if (d.max === c.max && d.windowMs === c.windowMs) return d.n;
+      const n = String(++defined);
+      args.push("k", ref(key), num(c.max), num(c.windowMs));
+      list.push({ max: c.max, windowMs: c.windowMs, n });
+      return n;
+    };
+    let now = "";
     for (const o of ops) {
+      if (o.now !== now) args.push("t", (now = o.now));
       switch (o.op) {
-        case "r":
-          args.push("r", o.now, ref(this.recordKey(o.id)), leaseArg(o.leaseMs), num(o.counters.length));
-          for (const c of o.counters) args.push(ref(this.counterKey(c.key)), num(c.max), num(c.amount), num(c.windowMs), num(bucketWidth(c.windowMs, c.max)));
+        case "r": {
+          const n = o.counters.map(define);
+          args.push("r", this.recordKey(o.id), leaseArg(o.leaseMs), num(n.length));
+          o.counters.forEach((c, i) => args.push(n[i]!, num(c.amount)));
           break;
+        }
         case "s":
-          args.push("s", o.now, ref(this.recordKey(o.id)), num(o.actual.length), ...o.actual.map(num));
+          args.push("s", this.recordKey(o.id), num(o.actual.length), ...o.actual.map(num));
           break;
         case "S": {
-          const { ts, fields, counters } = o.held;
-          args.push("S", o.now, ref(this.recordKey(o.id)), ts, num(counters.length));
-          counters.forEach((c, i) => args.push(ref(this.counterKey(c.key)), fields[2 * i]!, fields[2 * i + 1]!, num(c.windowMs), num(c.amount), num(o.actual[i]!)));
+          const { ts, lease, counters } = o.held;
+          const n = counters.map(define);
+          args.push("S", this.recordKey(o.id), ts, lease, num(n.length));
+          counters.forEach((c, i) => args.push(n[i]!, num(c.amount), num(o.actual[i]!)));
           break;
         }
         case "x":
-          args.push("x", o.now, ref(this.recordKey(o.id)));
+          args.push("x", this.recordKey(o.id));
           break;
         case "u":
-          args.push("u", o.now, ref(`${this.prefix}usage`), ref(`${this.prefix}ub:${o.batchId}`), num(this.retentionMs), num(o.records.length), ...o.records);
+          args.push("u", ref(`${this.prefix}usage`), ref(`${this.prefix}ub:${o.batchId}`), num(this.retentionMs), num(o.records.length), ...o.records);
           break;
         case "p":
         case "d":
-          args.push(o.op, o.now, num(o.counters.length));
+          args.push(o.op, num(o.counters.length));
           for (const c of o.counters) args.push(ref(this.counterKey(c.key)), num(c.windowMs));
           break;
       }
@@ -517,34 +536,13 @@ export class RedisStore implements Store {
 }
 
 /**
- * A reservation as its reserve sent it, the script time it was made at, and per counter the names
- * the script gave its in-flight field and the gone-at of its bucket (RedisStore.held).
+ * A reservation as its reserve sent it, with the script time it was made at (the reply's text) and
+ * its lease as sent: from these the script works out the fields the reserve wrote (RedisStore.held).
  */
 interface Held {
   ts: string;
+  lease: string;
   counters: Counter[];
-  fields: string[];
-}
-
-/**
- * What a settle needs to skip the record: the field names the reserve wrote, worked out here as
- * the scripts' hold_field and bucket_gone do (so the script does not, per settle and counter).
- * Undefined when a number is not a safe integer (a test clock with fractions): the script prints
- * those with %.17g, so that settle reads the record instead.
- */
-function heldFields(tsReply: unknown, leaseMs: number, counters: Counter[]): Held | undefined {
-  const ts = Number(tsReply);
-  const fields: string[] = [];
-  for (const c of counters) {
-    const width = bucketWidth(c.windowMs, c.max);
-    let stop = ts + c.windowMs;
-    if (width > 1) stop = Math.ceil(stop / width) * width;
-    if (leaseMs >= 0 && Number.isFinite(leaseMs) && ts + leaseMs < stop) stop = ts + leaseMs;
-    const gone = bucketGoneAt(ts, width, c.windowMs);
-    if (!Number.isSafeInteger(stop) || !Number.isSafeInteger(gone) || !Number.isSafeInteger(ts)) return undefined;
-    fields.push(`l${stop}:${gone}`, String(gone));
-  }
-  return { ts: String(ts), counters, fields };
 }
 
 /** A counter operation waiting for this turn's BATCH call (RedisStore.ops). */
