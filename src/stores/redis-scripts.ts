@@ -110,8 +110,8 @@ end
 -- yet), w[field] true for a field flush must write (or delete, when false).
 local counters, touched = {}, {}
 
-local function new_counter(s, l, g, n, x)
-  return {s = s, l = l, g = g, n = n, x = x, s0 = s, l0 = l, g0 = g, n0 = n, x0 = x, f = {}, w = {}, ttl = false, hnow = false, hlf = false, hstop = false}
+local function new_counter(key, s, l, g, n, x)
+  return {key = key, s = s, l = l, g = g, n = n, x = x, s0 = s, l0 = l, g0 = g, n0 = n, x0 = x, f = {}, w = {}, ttl = false}
 end
 
 -- Writes the counter's changed fields in one HSET, drops the emptied ones and sets its TTL when
@@ -135,9 +135,9 @@ local function flush(base, m)
     end
     w[field] = nil
   end
-  if k > 0 then redis.call('HSET', base .. ':c', unpack(args)) end
-  if d > 0 then redis.call('HDEL', base .. ':c', unpack(gone)) end
-  if m.ttl then redis.call('PEXPIRE', base .. ':c', fmt(m.ttl)); m.ttl = false end
+  if k > 0 then redis.call('HSET', m.key, unpack(args)) end
+  if d > 0 then redis.call('HDEL', m.key, unpack(gone)) end
+  if m.ttl then redis.call('PEXPIRE', m.key, fmt(m.ttl)); m.ttl = false end
 end
 
 -- Writes every counter this script call changed; every script that touched counters ends with it.
@@ -157,7 +157,7 @@ end
 -- Drops the fields that stopped counting and sums the rest afresh (what is pending is written first).
 local function prune(base, m, now)
   flush(base, m)
-  local all = redis.call('HGETALL', base .. ':c')
+  local all = redis.call('HGETALL', m.key)
   local s, l, g, n, stale = 0, 0, NONE, NONE, {}
   for j = 1, #all, 2 do
     local f, a = all[j], tonumber(all[j + 1])
@@ -176,7 +176,7 @@ local function prune(base, m, now)
       end
     end
   end
-  if #stale > 0 then batched('HDEL', base .. ':c', stale) end
+  if #stale > 0 then batched('HDEL', m.key, stale) end
   for _, f in ipairs(stale) do m.f[f] = false end
   m.s, m.l, m.g, m.n = s, l, g, n
   -- Written afresh whatever S, L, G and N held.
@@ -235,18 +235,18 @@ end
 local function state(base, now, margin, window, f1, f2)
   local m = counters[base]
   if not m then
-    local v
-    if f2 then v = redis.call('HMGET', base .. ':c', 'S', 'L', 'G', 'N', 'X', f1, f2)
-    elseif f1 then v = redis.call('HMGET', base .. ':c', 'S', 'L', 'G', 'N', 'X', f1)
-    else v = redis.call('HMGET', base .. ':c', 'S', 'L', 'G', 'N', 'X') end
+    local v, key = nil, base .. ':c'
+    if f2 then v = redis.call('HMGET', key, 'S', 'L', 'G', 'N', 'X', f1, f2)
+    elseif f1 then v = redis.call('HMGET', key, 'S', 'L', 'G', 'N', 'X', f1)
+    else v = redis.call('HMGET', key, 'S', 'L', 'G', 'N', 'X') end
     if v[5] then
       -- X is written with S, L, G and N (flush), so all five are there.
-      m = new_counter(v[1] + 0, v[2] + 0, v[3] + 0, v[4] + 0, v[5] + 0)
+      m = new_counter(key, v[1] + 0, v[2] + 0, v[3] + 0, v[4] + 0, v[5] + 0)
       if f1 then m.f[f1] = num_or_false(v[6]) end
       if f2 then m.f[f2] = num_or_false(v[7]) end
     else
       -- No X, no C: S, L, G and N are written with the first field.
-      m = new_counter(0, 0, NONE, NONE, false)
+      m = new_counter(key, 0, 0, NONE, NONE, false)
       m.s0, m.l0, m.g0, m.n0 = nil, nil, nil, nil
       if f1 then m.f[f1] = false end
       if f2 then m.f[f2] = false end
@@ -259,13 +259,13 @@ local function state(base, now, margin, window, f1, f2)
     local f = m.f
     if f1 and f[f1] == nil then
       if f2 and f[f2] == nil then
-        local v = redis.call('HMGET', base .. ':c', f1, f2)
+        local v = redis.call('HMGET', m.key, f1, f2)
         f[f1], f[f2] = num_or_false(v[1]), num_or_false(v[2])
       else
-        f[f1] = num_or_false(redis.call('HGET', base .. ':c', f1))
+        f[f1] = num_or_false(redis.call('HGET', m.key, f1))
       end
     elseif f2 and f[f2] == nil then
-      f[f2] = num_or_false(redis.call('HGET', base .. ':c', f2))
+      f[f2] = num_or_false(redis.call('HGET', m.key, f2))
     end
   end
   if m.g <= now or m.n <= now then prune(base, m, now) end
@@ -277,11 +277,11 @@ local function unhold(m, lf, amount)
   local cur = m.f[lf]
   if not cur then return end
   local left = cur - amount
-  if math.abs(left) < DUST then left = false end
+  if left < DUST and left > -DUST then left = false end
   m.f[lf] = left
   m.w[lf] = true
   local l = m.l - amount
-  if math.abs(l) < DUST then l = 0 end
+  if l < DUST and l > -DUST then l = 0 end
   m.l = l
 end
 
@@ -392,9 +392,10 @@ local function reserve(rkey, b, n, now, lease, margin)
     totals[i + 1] = reply_num(used + amount)
   end
   -- The record is JSON written by hand from the texts as they came (cjson.encode would print each
-  -- number with printf's %.14g, and costs more than the rest of a reserve). A base that would need
-  -- escaping goes through cjson.
-  local longest, parts, escape = 0, {}, false
+  -- number with printf's %.14g, and costs more than the rest of a reserve), joined once: Redis's
+  -- Lua hashes every byte of every string it makes, so no string is made per entry. A base that
+  -- would need escaping goes through cjson.
+  local longest, parts, escape = 0, {'['}, false
   for i = 1, n do
     local k = b + 2 * i - 2
     local sp, m, amount = specs[N[A[k]]], held[i], N[A[k + 1]]
@@ -402,7 +403,7 @@ local function reserve(rkey, b, n, now, lease, margin)
     local span = sp.window + sp.width
     if not m.x or m.x < now + span then keep(m, now + span, margin, now) end
     if not sp.plain then escape = true end
-    parts[i] = sp.rpre .. A[k + 1] .. sp.rpost
+    parts[4 * i - 2], parts[4 * i - 1], parts[4 * i], parts[4 * i + 1] = sp.rpre, A[k + 1], sp.rpost, ','
     if span > longest then longest = span end
   end
   local rec, ts = nil, fmt(now)
@@ -414,10 +415,9 @@ local function reserve(rkey, b, n, now, lease, margin)
       entries[i] = {sp.base, sp.rlf, sp.wtext, A[k + 1], sp.dtext, ts, ends}
     end
     rec = cjson.encode(entries)
-  elseif n == 1 then
-    rec = '[' .. parts[1] .. ']'
   else
-    rec = '[' .. table.concat(parts, ',') .. ']'
+    parts[4 * n + 1] = ']'
+    rec = table.concat(parts)
   end
   -- A reused id takes the name over; the older entries keep counting until their lease ends.
   redis.call('SET', rkey, rec, 'PX', fmt(longest + margin))
@@ -459,18 +459,26 @@ local function settle_held(rkey, ts, lease, b, n, now, margin)
   if redis.call('DEL', rkey, rkey .. ':cp') == 0 then return 0 end
   local A = ARGV
   for k = b, b + 3 * n - 3, 3 do
-    local sp = specs[N[A[k]] or num(A[k])]
-    local reserved, actual = N[A[k + 1]] or num(A[k + 1]), N[A[k + 2]] or num(A[k + 2])
+    local t = A[k]
+    local sp = specs[N[t] or num(t)]
+    t = A[k + 1]
+    local reserved = N[t] or num(t)
+    t = A[k + 2]
+    local actual = N[t] or num(t)
     if sp.sts ~= ts or sp.slease ~= lease then
       local lf, _, gone = hold_field(ts, sp.window, sp.width, lease)
       sp.sts, sp.slease, sp.slf, sp.sgone, sp.sgf = ts, lease, lf, gone, 'g' .. fmt(gone)
     end
-    local base, lf, gf, window = sp.base, sp.slf, sp.sgf, sp.window
-    local m = counters[base]
-    if not m or m.f[lf] == nil or m.f[gf] == nil or m.g <= now or m.n <= now then m = state(base, now, margin, window, lf, gf) end
-    unhold(m, lf, reserved)
+    local lf, gf, window = sp.slf, sp.sgf, sp.window
+    local m = counters[sp.base]
+    local f = m and m.f
+    if not m or f[lf] == nil or f[gf] == nil or m.g <= now or m.n <= now then
+      m = state(sp.base, now, margin, window, lf, gf)
+      f = m.f
+    end
+    if f[lf] then unhold(m, lf, reserved) end
     -- Nothing once the reservation left its window: it would count no more.
-    if ts > now - window then add_settled(m, gf, sp.sgone, actual, now, margin) end
+    if ts > now - window and actual ~= 0 and sp.sgone > now then add_settled(m, gf, sp.sgone, actual, now, margin) end
   end
   return 1
 end
