@@ -43,13 +43,16 @@ import { BUCKETS_PER_WINDOW, EXACT_MAX } from "./buckets.js";
 const PRELUDE = `
 if redis.replicate_commands then redis.replicate_commands() end
 
+-- Globals read once: a global is a table lookup (two for redis.call) where a local is a register.
+local call, unpack, tonumber, floor, ceil, format = redis.call, unpack, tonumber, math.floor, math.ceil, string.format
+
 -- Numbers from ARGV and from Redis are read with '+ 0', not tonumber(): tonumber() is a C call
 -- that runs strtod twice (it checks, then converts), the costliest thing a batch op did per
 -- number; the arithmetic converts once, in the VM. Only for text known to be a number.
 local function now_ms(override)
   if override ~= '' then return override + 0 end
-  local t = redis.call('TIME')
-  return t[1] * 1000 + math.floor(t[2] / 1000)
+  local t = call('TIME')
+  return t[1] * 1000 + floor(t[2] / 1000)
 end
 
 -- ARGV texts as numbers, remembered for the script call: a batch repeats a few texts many times
@@ -71,7 +74,7 @@ local texts = {}
 local function fmt(x)
   local t = texts[x]
   if t then return t end
-  if x % 1 == 0 and x < 9007199254740992 and x > -9007199254740992 then t = string.format('%d', x) else t = string.format('%.17g', x) end
+  if x % 1 == 0 and x < 9007199254740992 and x > -9007199254740992 then t = format('%d', x) else t = format('%.17g', x) end
   -- NaN cannot be a table key.
   if x == x then texts[x] = t end
   return t
@@ -84,7 +87,7 @@ local function reply_num(x)
   return fmt(x)
 end
 
-local function bucket_start(ts, width) return math.floor(ts / width) * width end
+local function bucket_start(ts, width) return floor(ts / width) * width end
 local function bucket_gone(ts, width, window) return bucket_start(ts, width) + width - 1 + window end
 
 -- "Nothing there" for G and N: a time past any window (year 287,000), written as an integer. (It
@@ -97,7 +100,7 @@ local DUST = 1e-9
 -- Runs cmd on key with the members in list, a thousand at a time (unpack has a stack limit).
 local function batched(cmd, key, list)
   for j = 1, #list, 1000 do
-    redis.call(cmd, key, unpack(list, j, math.min(j + 999, #list)))
+    call(cmd, key, unpack(list, j, math.min(j + 999, #list)))
   end
 end
 
@@ -135,9 +138,9 @@ local function flush(base, m)
     end
     w[field] = nil
   end
-  if k > 0 then redis.call('HSET', m.key, unpack(args)) end
-  if d > 0 then redis.call('HDEL', m.key, unpack(gone)) end
-  if m.ttl then redis.call('PEXPIRE', m.key, fmt(m.ttl)); m.ttl = false end
+  if k > 0 then call('HSET', m.key, unpack(args)) end
+  if d > 0 then call('HDEL', m.key, unpack(gone)) end
+  if m.ttl then call('PEXPIRE', m.key, fmt(m.ttl)); m.ttl = false end
 end
 
 -- Writes every counter this script call changed; every script that touched counters ends with it.
@@ -157,7 +160,7 @@ end
 -- Drops the fields that stopped counting and sums the rest afresh (what is pending is written first).
 local function prune(base, m, now)
   flush(base, m)
-  local all = redis.call('HGETALL', m.key)
+  local all = call('HGETALL', m.key)
   local s, l, g, n, stale = 0, 0, NONE, NONE, {}
   for j = 1, #all, 2 do
     local f, a = all[j], tonumber(all[j + 1])
@@ -201,17 +204,17 @@ end
 
 -- Carries a counter of the previous layout over (see the header); returns whether there was one.
 local function migrate(base, m, now, margin, window)
-  if redis.call('EXISTS', base, base .. ':b') == 0 then return false end
+  if call('EXISTS', base, base .. ':b') == 0 then return false end
   local add_at, latest = {}, now
-  local g = redis.call('ZRANGE', base .. ':g', 0, -1, 'WITHSCORES')
+  local g = call('ZRANGE', base .. ':g', 0, -1, 'WITHSCORES')
   for j = 1, #g, 2 do
     local gone = tonumber(g[j + 1])
-    local a = g[j] ~= '~' and tonumber(redis.call('HGET', base .. ':b', g[j]) or '0') or 0
+    local a = g[j] ~= '~' and tonumber(call('HGET', base .. ':b', g[j]) or '0') or 0
     if a ~= 0 and gone > now then add_at[gone] = (add_at[gone] or 0) + a end
   end
-  local live = redis.call('HGETALL', base)
+  local live = call('HGETALL', base)
   for j = 1, #live, 2 do
-    local ts = live[j] ~= '~' and redis.call('ZSCORE', base .. ':t', live[j])
+    local ts = live[j] ~= '~' and call('ZSCORE', base .. ':t', live[j])
     local gone = ts and tonumber(ts) + window
     if gone and gone > now then add_at[gone] = (add_at[gone] or 0) + tonumber(live[j + 1]) end
   end
@@ -219,7 +222,7 @@ local function migrate(base, m, now, margin, window)
     add_gone(m, 'g' .. fmt(gone), gone, a)
     if gone > latest then latest = gone end
   end
-  redis.call('DEL', base, base .. ':t', base .. ':l', base .. ':b', base .. ':g')
+  call('DEL', base, base .. ':t', base .. ':l', base .. ':b', base .. ':g')
   keep(m, latest, margin, now)
   return true
 end
@@ -236,9 +239,9 @@ local function state(base, now, margin, window, f1, f2)
   local m = counters[base]
   if not m then
     local v, key = nil, base .. ':c'
-    if f2 then v = redis.call('HMGET', key, 'S', 'L', 'G', 'N', 'X', f1, f2)
-    elseif f1 then v = redis.call('HMGET', key, 'S', 'L', 'G', 'N', 'X', f1)
-    else v = redis.call('HMGET', key, 'S', 'L', 'G', 'N', 'X') end
+    if f2 then v = call('HMGET', key, 'S', 'L', 'G', 'N', 'X', f1, f2)
+    elseif f1 then v = call('HMGET', key, 'S', 'L', 'G', 'N', 'X', f1)
+    else v = call('HMGET', key, 'S', 'L', 'G', 'N', 'X') end
     if v[5] then
       -- X is written with S, L, G and N (flush), so all five are there.
       m = new_counter(key, v[1] + 0, v[2] + 0, v[3] + 0, v[4] + 0, v[5] + 0)
@@ -259,13 +262,13 @@ local function state(base, now, margin, window, f1, f2)
     local f = m.f
     if f1 and f[f1] == nil then
       if f2 and f[f2] == nil then
-        local v = redis.call('HMGET', m.key, f1, f2)
+        local v = call('HMGET', m.key, f1, f2)
         f[f1], f[f2] = num_or_false(v[1]), num_or_false(v[2])
       else
-        f[f1] = num_or_false(redis.call('HGET', m.key, f1))
+        f[f1] = num_or_false(call('HGET', m.key, f1))
       end
     elseif f2 and f[f2] == nil then
-      f[f2] = num_or_false(redis.call('HGET', m.key, f2))
+      f[f2] = num_or_false(call('HGET', m.key, f2))
     end
   end
   if m.g <= now or m.n <= now then prune(base, m, now) end
@@ -296,7 +299,7 @@ end
 -- unsettled one when it would once settled (never earlier than the truth).
 local function retry_after(base, excess, now)
   local leaving = {}
-  local all = redis.call('HGETALL', base .. ':c')
+  local all = call('HGETALL', base .. ':c')
   for j = 1, #all, 2 do
     local f, a = all[j], tonumber(all[j + 1])
     local kind = string.byte(f, 1)
@@ -321,7 +324,7 @@ end
 -- or at the lease's end when that comes first. Settle derives the same field from the same numbers.
 local function hold_field(ts, window, width, lease)
   local stop = ts + window
-  if width > 1 then stop = math.ceil(stop / width) * width end
+  if width > 1 then stop = ceil(stop / width) * width end
   -- A lease ends when it says, not up to a bucket width later (12 h for a daily budget): a dead
   -- process's reservation comes back, and a temporary override lapses, on time.
   if lease >= 0 and ts + lease < stop then stop = ts + lease end
@@ -350,7 +353,7 @@ end
 local specs, nspec = {}, 0
 local function define(base, max, window, wtext)
   local width = 1
-  if max > ${EXACT_MAX} then width = math.max(1, math.ceil(window / ${BUCKETS_PER_WINDOW})) end
+  if max > ${EXACT_MAX} then width = math.max(1, ceil(window / ${BUCKETS_PER_WINDOW})) end
   nspec = nspec + 1
   specs[nspec] = {base = base, max = max, window = window, width = width, wtext = wtext, dtext = fmt(width), plain = is_plain(base),
     rnow = false, rlease = false, rlf = false, rstop = false, rpre = false, rpost = false,
@@ -360,10 +363,9 @@ end
 -- All-or-nothing reservation across n counters (Store.reserve) under record R (rkey), at 'now';
 -- ARGV[b...] holds two per counter: its number (define) and the amount. lease -1: none.
 -- Returns {1, total..., ts} or {0, index, used, retryAfterMs or false}.
-local held = {}
+local held, totals, parts = {}, {}, {'['}
 local function reserve(rkey, b, n, now, lease, margin)
   local A = ARGV
-  local totals = {1}
   for i = 1, n do
     local k = b + 2 * i - 2
     local sp = specs[N[A[k]] or num(A[k])]
@@ -389,13 +391,13 @@ local function reserve(rkey, b, n, now, lease, margin)
       end
       return {0, i - 1, reply_num(used), retry}
     end
-    totals[i + 1] = reply_num(used + amount)
+    totals[i] = reply_num(used + amount)
   end
   -- The record is JSON written by hand from the texts as they came (cjson.encode would print each
   -- number with printf's %.14g, and costs more than the rest of a reserve), joined once: Redis's
   -- Lua hashes every byte of every string it makes, so no string is made per entry. A base that
   -- would need escaping goes through cjson.
-  local longest, parts, escape = 0, {'['}, false
+  local longest, escape = 0, false
   for i = 1, n do
     local k = b + 2 * i - 2
     local sp, m, amount = specs[N[A[k]]], held[i], N[A[k + 1]]
@@ -417,12 +419,12 @@ local function reserve(rkey, b, n, now, lease, margin)
     rec = cjson.encode(entries)
   else
     parts[4 * n + 1] = ']'
-    rec = table.concat(parts)
+    rec = table.concat(parts, '', 1, 4 * n + 1)
   end
   -- A reused id takes the name over; the older entries keep counting until their lease ends.
-  redis.call('SET', rkey, rec, 'PX', fmt(longest + margin))
-  totals[n + 2] = ts
-  return totals
+  call('SET', rkey, rec, 'PX', fmt(longest + margin))
+  totals[n + 1] = ts
+  return {1, unpack(totals, 1, n + 1)}
 end
 
 -- Settles reservation record R at the actual amounts (in reserve order; nil or '' keeps the
@@ -441,9 +443,9 @@ local function settle_entry(base, lf, window, reserved, width, ts, actual, now, 
 end
 
 local function settle_rec(rkey, actual, now, margin)
-  local rec = redis.call('GET', rkey)
+  local rec = call('GET', rkey)
   if not rec then return 0 end
-  redis.call('DEL', rkey, rkey .. ':cp')
+  call('DEL', rkey, rkey .. ':cp')
   for i, e in ipairs(cjson.decode(rec)) do
     -- An entry of the previous layout was charged at its reserved amount when carried over.
     if #e >= 7 then settle_entry(e[1], e[2], tonumber(e[3]), tonumber(e[4]), tonumber(e[5]), tonumber(e[6]), actual[i], now, margin) end
@@ -456,7 +458,7 @@ end
 -- counter: its number (define), reserved, actual; the fields are worked out as the reserve did.
 -- Returns 0 when R was already gone.
 local function settle_held(rkey, ts, lease, b, n, now, margin)
-  if redis.call('DEL', rkey, rkey .. ':cp') == 0 then return 0 end
+  if call('DEL', rkey, rkey .. ':cp') == 0 then return 0 end
   local A = ARGV
   for k = b, b + 3 * n - 3, 3 do
     local t = A[k]
@@ -485,9 +487,9 @@ end
 
 -- Drops a reservation's entries entirely (Store.release). Returns 0 when R was already gone.
 local function release_rec(rkey, now, margin)
-  local rec = redis.call('GET', rkey)
+  local rec = call('GET', rkey)
   if not rec then return 0 end
-  redis.call('DEL', rkey, rkey .. ':cp')
+  call('DEL', rkey, rkey .. ':cp')
   for _, e in ipairs(cjson.decode(rec)) do
     if #e >= 7 then
       local lf = e[2]
@@ -513,12 +515,12 @@ end
 -- was lost is sent again and must not be written twice. Entries older than the retention are
 -- trimmed (MINID ~, once per call), and the stream expires after a whole retention unwritten.
 local function append_usage(skey, mkey, now, retention, records)
-  if not redis.call('SET', mkey, '1', 'NX', 'PX', 3600000) then return 0 end
+  if not call('SET', mkey, '1', 'NX', 'PX', 3600000) then return 0 end
   local minid = fmt(math.max(0, now - retention))
   for i, r in ipairs(records) do
-    if i == 1 then redis.call('XADD', skey, 'MINID', '~', minid, '*', 'r', r) else redis.call('XADD', skey, '*', 'r', r) end
+    if i == 1 then call('XADD', skey, 'MINID', '~', minid, '*', 'r', r) else call('XADD', skey, '*', 'r', r) end
   end
-  redis.call('PEXPIRE', skey, fmt(retention))
+  call('PEXPIRE', skey, fmt(retention))
   return #records
 end
 
@@ -531,7 +533,7 @@ local function lease_end(rec)
       l = tonumber(e[7])
       if l < 0 then l = nil end
     else
-      local z = redis.call('ZSCORE', e[1] .. ':l', e[2])
+      local z = call('ZSCORE', e[1] .. ':l', e[2])
       l = z and tonumber(z)
     end
     if l and (not due or l > due) then due = l end
