@@ -118,28 +118,30 @@ local function new_counter(key, s, l, g, n, x)
 end
 
 -- Writes the counter's changed fields in one HSET, drops the emptied ones and sets its TTL when
--- keep() moved it. Never creates C on its own: a C that did not exist is created by keep().
+-- keep() moved it. Never creates C on its own: a C that did not exist is created by keep(). The
+-- argument lists are reused from flush to flush (a table grown anew each time rehashes as it grows).
+local hset, hdel = {}, {}
 local function flush(base, m)
   if not m.x then return end
-  local args, gone, k, d = {}, nil, 0, 0
-  if m.s ~= m.s0 then args[1], args[2], k = 'S', fmt(m.s), 2; m.s0 = m.s end
-  if m.l ~= m.l0 then args[k + 1], args[k + 2], k = 'L', fmt(m.l), k + 2; m.l0 = m.l end
-  if m.g ~= m.g0 then args[k + 1], args[k + 2], k = 'G', fmt(m.g), k + 2; m.g0 = m.g end
-  if m.n ~= m.n0 then args[k + 1], args[k + 2], k = 'N', fmt(m.n), k + 2; m.n0 = m.n end
-  if m.x ~= m.x0 then args[k + 1], args[k + 2], k = 'X', fmt(m.x), k + 2; m.x0 = m.x end
+  local k, d = 0, 0
+  if m.s ~= m.s0 then hset[1], hset[2], k = 'S', fmt(m.s), 2; m.s0 = m.s end
+  if m.l ~= m.l0 then hset[k + 1], hset[k + 2], k = 'L', fmt(m.l), k + 2; m.l0 = m.l end
+  if m.g ~= m.g0 then hset[k + 1], hset[k + 2], k = 'G', fmt(m.g), k + 2; m.g0 = m.g end
+  if m.n ~= m.n0 then hset[k + 1], hset[k + 2], k = 'N', fmt(m.n), k + 2; m.n0 = m.n end
+  if m.x ~= m.x0 then hset[k + 1], hset[k + 2], k = 'X', fmt(m.x), k + 2; m.x0 = m.x end
   local f, w = m.f, m.w
   for field in pairs(w) do
     local v = f[field]
     if v then
-      args[k + 1], args[k + 2], k = field, fmt(v), k + 2
+      hset[k + 1], hset[k + 2], k = field, fmt(v), k + 2
     else
       d = d + 1
-      if d == 1 then gone = {field} else gone[d] = field end
+      hdel[d] = field
     end
     w[field] = nil
   end
-  if k > 0 then call('HSET', m.key, unpack(args)) end
-  if d > 0 then call('HDEL', m.key, unpack(gone)) end
+  if k > 0 then call('HSET', m.key, unpack(hset, 1, k)) end
+  if d > 0 then call('HDEL', m.key, unpack(hdel, 1, d)) end
   if m.ttl then call('PEXPIRE', m.key, fmt(m.ttl)); m.ttl = false end
 end
 
