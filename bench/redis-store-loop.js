@@ -13,6 +13,10 @@
 // and then replayed, one at a time, into a redis-server under callgrind; only the measured rounds
 // are counted. A figure the machine's load does not move. LOOP_CAPTURE=file keeps the calls (JSON)
 // for replays of variant scripts.
+// LOOP_CLOCK=1 gives the store the local clock as its time override (every op carries its time):
+// a replay then runs each op at the time it ran natively, so a settle finds the in-flight fields
+// its reserve made. Without it, the replayed reserves run at the replay's (slower) TIME while the
+// settles name fields of the native run's times: they miss, and in-flight fields pile up.
 import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
@@ -151,7 +155,7 @@ const server = await RedisServer.start();
 const admin = new Redis(server.url());
 const pid = Number(/process_id:(\d+)/.exec(await admin.info("server"))[1]);
 for (const s of SCRIPTS) await admin.script("LOAD", s.lua);
-const store = await RedisStore.open(server.url(), { connectTimeoutMs: 30_000 });
+const store = await RedisStore.open(server.url(), { connectTimeoutMs: 30_000, ...(process.env.LOOP_CLOCK === "1" ? { clock: () => Date.now() } : {}) });
 // Under LOOP_CALLGRIND every script call is kept, to be replayed under callgrind afterwards: the
 // loop itself runs at native speed, so its batches are what a real gateway's would be.
 const calls = [];

@@ -334,30 +334,20 @@ local function hold_field(ts, window, width, lease)
   return 'l' .. fmt(stop) .. ':' .. fmt(gone), stop, gone
 end
 
--- Text that goes into a JSON string as it is: no quote, backslash, control or non-ASCII byte.
--- Counter keys repeat across a batch's ops, so each is looked at once per script call.
-local plain = {}
-local function is_plain(base)
-  local p = plain[base]
-  if p == nil then
-    p = not string.find(base, '[%c"\\\\\\127-\\255]')
-    plain[base] = p
-  end
-  return p
-end
-
 -- The counters a BATCH's ops name, by number, in the order its 'k' ops define them: a key with
--- the max and window it is reserved with, and the bucket width those give (bucketWidth in
--- buckets.ts). A batch names each once, however many of its ops touch it. Each also keeps the
+-- the max and window it is reserved with, the bucket width those give (bucketWidth in
+-- buckets.ts), and whether the key goes into a JSON string as it is (no quote, backslash,
+-- control or non-ASCII byte: the client says so, as 'k' rather than 'K'; a Lua pattern looking
+-- for those bytes took ~15,000 instructions per key). A batch names each once, however many of its ops touch it. Each also keeps the
 -- names it last worked out: the in-flight field (and the record's texts) of a reserve at rnow
 -- with lease rlease, and the fields of a settle of a reservation made at sts with lease slease;
 -- a batch's reserves happen at one instant, and its settles mostly of reserves made at a few.
 local specs, nspec = {}, 0
-local function define(base, max, window, wtext)
+local function define(base, max, window, wtext, plain)
   local width = 1
   if max > ${EXACT_MAX} then width = math.max(1, ceil(window / ${BUCKETS_PER_WINDOW})) end
   nspec = nspec + 1
-  specs[nspec] = {base = base, max = max, window = window, width = width, wtext = wtext, dtext = fmt(width), plain = is_plain(base),
+  specs[nspec] = {base = base, max = max, window = window, width = width, wtext = wtext, dtext = fmt(width), plain = plain,
     rnow = false, rlease = false, rlf = false, rstop = false, rpre = false, rpost = false,
     sts = false, slease = false, slf = false, sgone = false, sgf = false}
 end
@@ -562,7 +552,8 @@ export function script(name: string, body: string): LuaScript {
  * script cannot work out itself, and a record key (R) comes as it is, not as a key and an index:
  *   t now                                  the time of the ops that follow (an override; '' for
  *                                          Redis's TIME, which is what they use without any 't')
- *   k base max window                      defines the next counter number (1, 2, ...): no reply
+ *   k base max window                      defines the next counter number (1, 2, ...): no reply;
+ *                                          K: the same for a base that JSON must escape
  *   r R lease n (counter amount) * n       reserve: {1, total..., ts} or {0, index, used, retry}
  *   s R n actual * n                       settle from R's record: 1, or 0 when R was gone
  *   S R ts lease n (counter reserved actual) * n
@@ -596,8 +587,8 @@ while a <= argc do
     o = o + 1
     out[o] = settle_held(A[a + 1], N[A[a + 2]] or num(A[a + 2]), N[A[a + 3]] or num(A[a + 3]), a + 5, n, now, margin)
     a = a + 5 + 3 * n
-  elseif op == 'k' then
-    define(KEYS[N[A[a + 1]] or num(A[a + 1])], N[A[a + 2]] or num(A[a + 2]), N[A[a + 3]] or num(A[a + 3]), A[a + 3])
+  elseif op == 'k' or op == 'K' then
+    define(KEYS[N[A[a + 1]] or num(A[a + 1])], N[A[a + 2]] or num(A[a + 2]), N[A[a + 3]] or num(A[a + 3]), A[a + 3], op == 'k')
     a = a + 4
   elseif op == 't' then
     if A[a + 1] ~= '' then now = tonumber(A[a + 1]) else

@@ -49,6 +49,9 @@ const MAX_PENDING_WRITES = 100_000;
 /** Reservations of this process remembered for their settle; past this, the oldest are read back from Redis instead. */
 const MAX_HELD = 50_000;
 
+/** A key the BATCH script cannot put into its JSON record as it is (see 'K' there). */
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\u007f-\uffff]/;
+
 /** Replies that mean "Redis is there but cannot serve right now", not "the script is wrong". */
 const TRANSIENT_REPLY = /^(LOADING|READONLY|MASTERDOWN|BUSY|OOM|CLUSTERDOWN|TRYAGAIN|NOREPLICAS|MISCONF)\b/;
 
@@ -412,7 +415,7 @@ export class RedisStore implements Store {
       if (!list) specs.set(key, (list = []));
       for (const d of list) if (d.max === c.max && d.windowMs === c.windowMs) return d.n;
       const n = String(++defined);
-      args.push("k", ref(key), num(c.max), num(c.windowMs));
+      args.push(NEEDS_ESCAPE.test(key) ? "K" : "k", ref(key), num(c.max), num(c.windowMs));
       list.push({ max: c.max, windowMs: c.windowMs, n });
       return n;
     };
