@@ -188,20 +188,27 @@ local function prune(base, m, now)
   m.s0, m.l0, m.g0, m.n0 = nil, nil, nil, nil
 end
 
--- Adds 'amount' to in-flight field f, counting until 'stop': it feeds L and N.
-local function add_held(m, f, stop, amount)
-  m.f[f] = (m.f[f] or 0) + amount
-  m.w[f] = true
-  m.l = m.l + amount
-  if stop < m.n then m.n = stop end
-end
-
--- Adds 'amount' to settled field f, gone at 'gone': it feeds S and G.
-local function add_gone(m, f, gone, amount)
-  m.f[f] = (m.f[f] or 0) + amount
-  m.w[f] = true
-  m.s = m.s + amount
-  if gone < m.g then m.g = gone end
+-- Settles one counter of a reservation: 'reserved' leaves in-flight field lf (when that still
+-- counts; no lf: nothing to take out), and 'actual' goes into settled field gf, gone at 'gone'
+-- (when it still counts then and 'inside', the reservation still in its window; no gf: nothing
+-- to add). One function for release, settle and charge, not three calls per counter and settle.
+local function move(m, lf, reserved, gf, gone, actual, inside, now, margin)
+  local f, w = m.f, m.w
+  local cur = lf and f[lf]
+  if cur then
+    local left = cur - reserved
+    if left < DUST and left > -DUST then left = false end
+    f[lf], w[lf] = left, true
+    local l = m.l - reserved
+    if l < DUST and l > -DUST then l = 0 end
+    m.l = l
+  end
+  if inside and gf and gone > now and actual ~= 0 then
+    f[gf], w[gf] = (f[gf] or 0) + actual, true
+    m.s = m.s + actual
+    if gone < m.g then m.g = gone end
+    if not m.x or m.x < gone then keep(m, gone, margin, now) end
+  end
 end
 
 -- Carries a counter of the previous layout over (see the header); returns whether there was one.
@@ -221,7 +228,7 @@ local function migrate(base, m, now, margin, window)
     if gone and gone > now then add_at[gone] = (add_at[gone] or 0) + tonumber(live[j + 1]) end
   end
   for gone, a in pairs(add_at) do
-    add_gone(m, 'g' .. fmt(gone), gone, a)
+    move(m, nil, 0, 'g' .. fmt(gone), gone, a, true, now, margin)
     if gone > latest then latest = gone end
   end
   call('DEL', base, base .. ':t', base .. ':l', base .. ':b', base .. ':g')
@@ -275,26 +282,6 @@ local function state(base, now, margin, window, f1, f2)
   end
   if m.g <= now or m.n <= now then prune(base, m, now) end
   return m
-end
-
--- Takes 'amount' out of in-flight field lf (when it still counts): a settle or a release.
-local function unhold(m, lf, amount)
-  local cur = m.f[lf]
-  if not cur then return end
-  local left = cur - amount
-  if left < DUST and left > -DUST then left = false end
-  m.f[lf] = left
-  m.w[lf] = true
-  local l = m.l - amount
-  if l < DUST and l > -DUST then l = 0 end
-  m.l = l
-end
-
--- Adds a settled amount that stops counting at 'gone' (field gf = 'g' .. gone, read into m.f).
-local function add_settled(m, gf, gone, amount, now, margin)
-  if gone <= now or amount == 0 then return end
-  add_gone(m, gf, gone, amount)
-  keep(m, gone, margin, now)
 end
 
 -- How long until what counts now frees 'excess': a settled amount leaves at its gone-at, an
@@ -383,7 +370,9 @@ local function reserve(rkey, b, n, now, lease, margin)
       end
       return {0, i - 1, reply_num(used), retry}
     end
-    totals[i] = reply_num(used + amount)
+    local total = used + amount
+    if total % 1 ~= 0 or total >= 9007199254740992 or total <= -9007199254740992 then total = fmt(total) end
+    totals[i] = total
   end
   -- The record is JSON written by hand from the texts as they came (cjson.encode would print each
   -- number with printf's %.14g, and costs more than the rest of a reserve), joined once: Redis's
@@ -393,7 +382,12 @@ local function reserve(rkey, b, n, now, lease, margin)
   for i = 1, n do
     local k = b + 2 * i - 2
     local sp, m, amount = specs[N[A[k]]], held[i], N[A[k + 1]]
-    if amount ~= 0 then add_held(m, sp.rlf, sp.rstop, amount) end
+    if amount ~= 0 then
+      local lf, f = sp.rlf, m.f
+      f[lf], m.w[lf] = (f[lf] or 0) + amount, true
+      m.l = m.l + amount
+      if sp.rstop < m.n then m.n = sp.rstop end
+    end
     local span = sp.window + sp.width
     if not m.x or m.x < now + span then keep(m, now + span, margin, now) end
     if not sp.plain then escape = true end
@@ -428,10 +422,8 @@ local function settle_entry(base, lf, window, reserved, width, ts, actual, now, 
   if actual ~= nil and actual ~= '' then amount = tonumber(actual) end
   local gone = bucket_gone(ts, width, window)
   local gf = 'g' .. fmt(gone)
-  local m = state(base, now, margin, window, lf, gf)
-  unhold(m, lf, reserved)
   -- Nothing once the reservation left its window: it would count no more.
-  if ts > now - window then add_settled(m, gf, gone, amount, now, margin) end
+  move(state(base, now, margin, window, lf, gf), lf, reserved, gf, gone, amount, ts > now - window, now, margin)
 end
 
 local function settle_rec(rkey, actual, now, margin)
@@ -470,9 +462,8 @@ local function settle_held(rkey, ts, lease, b, n, now, margin)
       m = state(sp.base, now, margin, window, lf, gf)
       f = m.f
     end
-    if f[lf] then unhold(m, lf, reserved) end
     -- Nothing once the reservation left its window: it would count no more.
-    if ts > now - window and actual ~= 0 and sp.sgone > now then add_settled(m, gf, sp.sgone, actual, now, margin) end
+    move(m, lf, reserved, gf, sp.sgone, actual, ts > now - window, now, margin)
   end
   return 1
 end
@@ -485,7 +476,7 @@ local function release_rec(rkey, now, margin)
   for _, e in ipairs(cjson.decode(rec)) do
     if #e >= 7 then
       local lf = e[2]
-      unhold(state(e[1], now, margin, tonumber(e[3]), lf), lf, tonumber(e[4]))
+      move(state(e[1], now, margin, tonumber(e[3]), lf), lf, tonumber(e[4]), nil, 0, 0, false, now, margin)
     end
   end
   return 1
@@ -656,7 +647,7 @@ for i = 1, n do
   local gone = bucket_gone(at, width, window)
   local gf = 'g' .. fmt(gone)
   local m = state(base, now, margin, window, gf)
-  add_settled(m, gf, gone, tonumber(amount), now, margin)
+  move(m, nil, 0, gf, gone, tonumber(amount), true, now, margin)
 end
 commit()
 return 1
