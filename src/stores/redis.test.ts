@@ -324,6 +324,45 @@ describe("redis store", () => {
     for (const c of kinds) expect((await s.redis.hkeys(`tg:{tollgate}:c:${c.key}:c`)).filter((f) => f.startsWith("l"))).toEqual([]);
   });
 
+  it("one turn's ops on one key with different maxes keep their own bucket widths, and each op runs at its own (test) time", async () => {
+    let now = Date.UTC(2025, 0, 1);
+    const s = await store({ clock: () => now });
+    // One turn: the same key reserved with a max that keeps 1 ms buckets and one that does not, and
+    // a third reserve a window later (the clock moved between the calls, not between turns).
+    const exact = s.reserve("exact", [counter("shared", 50, 1)], HOUR);
+    const coarse = s.reserve("coarse", [counter("shared", 1e6, 1)], HOUR);
+    now += MINUTE + bucketWidth(MINUTE, 1e6);
+    const later = s.reserve("later", [counter("once", 1, 1)], HOUR);
+    const first = s.reserve("first", [counter("once", 1, 1)], HOUR);
+    expect(await Promise.all([exact, coarse, later, first])).toEqual([
+      { ok: true, totals: [1] },
+      { ok: true, totals: [2] },
+      { ok: true, totals: [1] },
+      { ok: false, index: 0, used: 1, retryAfterMs: expect.any(Number) },
+    ]);
+    const widths = async (id: string) => (JSON.parse((await s.redis.get(`tg:{tollgate}:r:${id}`))!) as string[][]).map((e) => e[4]);
+    expect([await widths("exact"), await widths("coarse")]).toEqual([["1"], [String(bucketWidth(MINUTE, 1e6))]]);
+    await Promise.all([s.settle("exact", [1]), s.settle("coarse", [1]), s.settle("later", [1])]);
+    // Each settle found the in-flight field its reserve made: nothing left reserved.
+    expect(await s.peekDetail([{ key: "once", windowMs: MINUTE }])).toEqual([{ total: 1, reserved: 0 }]);
+    expect((await s.redis.hkeys("tg:{tollgate}:c:shared:c")).filter((f) => f.startsWith("l"))).toEqual([]);
+  });
+
+  it("settles what it reserved at a fractional test clock without reading the record back", async () => {
+    let now = Date.UTC(2025, 0, 1) + 0.25;
+    const s = await store({ clock: () => now });
+    const kinds = [counter("exact", 50, 1), counter("day", 1e9, 700, 24 * HOUR)];
+    expect(await s.reserve("f", kinds, 10 * MINUTE + 0.5)).toMatchObject({ ok: true });
+    now += 1.5;
+    await s.redis.config("RESETSTAT");
+    await s.settle("f", [1, 300]);
+    expect(Number(/cmdstat_get:calls=(\d+)/.exec(await s.redis.info("commandstats"))?.[1] ?? 0)).toBe(0);
+    expect(await s.peekDetail(kinds.map((c) => ({ key: c.key, windowMs: c.windowMs })))).toEqual([
+      { total: 1, reserved: 0 },
+      { total: 300, reserved: 0 },
+    ]);
+  });
+
   it("writes a reservation record any process can settle and release, whatever its counter keys hold", async () => {
     const [a, b] = [await store(), await store()];
     const keys = ["plain:user:1", 'quote"d', "back\\slash", "new\nline", "slash/é/ü", "tab\there"];
