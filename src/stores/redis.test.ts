@@ -327,18 +327,21 @@ describe("redis store", () => {
   it("one turn's ops on one key with different maxes keep their own bucket widths, and each op runs at its own (test) time", async () => {
     let now = Date.UTC(2025, 0, 1);
     const s = await store({ clock: () => now });
-    // One turn: the same key reserved with a max that keeps 1 ms buckets and one that does not, and
-    // a third reserve a window later (the clock moved between the calls, not between turns).
+    // One turn: the same key reserved with a max that keeps 1 ms buckets and one that does not;
+    // a counter of max 1 taken, refused, then taken again a window later (the clock moved between
+    // the calls, not between turns).
     const exact = s.reserve("exact", [counter("shared", 50, 1)], HOUR);
     const coarse = s.reserve("coarse", [counter("shared", 1e6, 1)], HOUR);
-    now += MINUTE + bucketWidth(MINUTE, 1e6);
-    const later = s.reserve("later", [counter("once", 1, 1)], HOUR);
     const first = s.reserve("first", [counter("once", 1, 1)], HOUR);
-    expect(await Promise.all([exact, coarse, later, first])).toEqual([
+    const second = s.reserve("second", [counter("once", 1, 1)], HOUR);
+    now += MINUTE;
+    const later = s.reserve("later", [counter("once", 1, 1)], HOUR);
+    expect(await Promise.all([exact, coarse, first, second, later])).toEqual([
       { ok: true, totals: [1] },
       { ok: true, totals: [2] },
       { ok: true, totals: [1] },
-      { ok: false, index: 0, used: 1, retryAfterMs: expect.any(Number) },
+      { ok: false, index: 0, used: 1, retryAfterMs: MINUTE },
+      { ok: true, totals: [1] },
     ]);
     const widths = async (id: string) => (JSON.parse((await s.redis.get(`tg:{tollgate}:r:${id}`))!) as string[][]).map((e) => e[4]);
     expect([await widths("exact"), await widths("coarse")]).toEqual([["1"], [String(bucketWidth(MINUTE, 1e6))]]);
