@@ -220,3 +220,42 @@ describe("one store reservation per admitted gateway request (gates 3 and 6 toge
     expect(Object.values(await store.totals("lim:"))).toEqual([1, 1, recovered!.input_tokens + recovered!.output_tokens]);
   });
 });
+
+describe("a request that loses the race for a window's last slot after gates 4-6 ran", () => {
+  // Every write gates 4-6 make: a clamp (and its header), a stream, a soft-budget downgrade (the
+  // decision, another model, its header and signal), the served model's header and the estimate.
+  const soft = {
+    providers: { sim: { type: "simulated" } },
+    models: { big: { provider: "sim", price: { input: 0, output: 100 } }, small: { provider: "sim", price: { input: 0, output: 50 } } },
+    plans: { free: { models: ["big", "small"], budget: { daily: 0.004, soft: 0.1 }, budget_downgrade_to: "small" } },
+    keys: [
+      { key: "tg_race_ann", user: "ann", plan: "free" },
+      { key: "tg_race_bo", user: "bo", plan: "free" },
+    ],
+    routes: { chat: { path: "/chat", plans: ["free"], limits: [{ per: "route", requests: 3, window: "1m" }], input: { max_output_tokens: 10 } } },
+  };
+  const asked = { model: "big", stream: true, max_tokens: 500, messages: [{ role: "user", content: "hello" }] };
+
+  it("ends with the record, headers and signals gate 3 left, as when gate 3 refused first", async () => {
+    const t = testEngine(soft, { clock, gateway: true });
+    // $0.001 spent of $0.004, past the soft share of 10 %: ann's next requests are downgraded.
+    expect((await t.send({ key: "tg_race_ann", body: asked })).record).toMatchObject({ decision: "allow", model: "big" });
+    const served = await t.send({ key: "tg_race_ann", body: asked });
+    expect(served.record).toMatchObject({ decision: "downgrade", model: "small", stream: true, clamped: { max_tokens: { from: 500, to: 10 } }, signals: ["budget_soft"] });
+    expect(Object.keys(served.headers)).toEqual(expect.arrayContaining(["x-tollgate-clamped", "x-tollgate-downgraded", "x-tollgate-model"]));
+
+    // ann's third is admitted with the route's last slot free; bo takes it before ann's body is in.
+    const ex = t.engine.open({ route: "chat", endpoint: "chat_completions", ip: "198.51.100.7", credentials: { token: "tg_race_ann" } });
+    await t.engine.admit(ex, { bodyPending: true });
+    const record = structuredClone(ex.record);
+    const headers = { ...ex.headers };
+    expect((await t.send({ key: "tg_race_bo", body: asked })).refusal).toBeUndefined();
+    const refusal = await t.engine.prepare(ex, openaiChat, asked).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(refusal).toMatchObject({ code: "rate_limited", status: 429 });
+    expect(ex.record).toEqual({ ...record, decision: "deny", code: "rate_limited", signals: [], duration_ms: ex.record.duration_ms });
+    expect(ex.headers).toEqual({ ...headers, "ratelimit-policy": '"chat.0";q=3;w=60', ratelimit: expect.stringMatching(/^"chat.0";r=0;t=\d+$/) });
+  });
+});

@@ -26,7 +26,7 @@ import { requestWindows, type CallerWindows } from "./request-windows.js";
  */
 export const jointReservation: Gate = async function jointReservation(ex, env) {
   const windows = requestWindows(ex);
-  const before = beforeGate4(ex);
+  const before = new BeforeGate4(ex);
   try {
     const normalised = normalise(ex, env);
     if (normalised) await normalised;
@@ -38,7 +38,7 @@ export const jointReservation: Gate = async function jointReservation(ex, env) {
   }
   const limits = windows.counters;
   const counters = budgetReservation(ex, env);
-  const all = counters.length ? [...limits, ...counters] : limits;
+  const all = counters.length ? limits.concat(counters) : limits;
   // The suffix says what the reservation holds (the metrics gauge counts by it).
   const id = counters.length ? `${ex.id}:qb` : `${ex.id}:q`;
   let result: ReserveResult;
@@ -46,13 +46,13 @@ export const jointReservation: Gate = async function jointReservation(ex, env) {
     result = await env.store.reserve(id, all, leaseMs(ex));
   } catch (err) {
     // Gate 3's reservation would have met the failing store first.
-    restore(ex, before);
+    before.restore(ex);
     throw err;
   }
   if (!result.ok) {
     if (result.index < limits.length) {
       env.recent.forget(limits[result.index]!.key);
-      restore(ex, before);
+      before.restore(ex);
       throw windowRefusal(ex, limits, result);
     }
     const refusal = overdrawn(ex, env, counters, result.index - limits.length, result);
@@ -66,25 +66,68 @@ export const jointReservation: Gate = async function jointReservation(ex, env) {
   if (burst) await burst;
 };
 
-/** What gates 4-6 change on an exchange, as it was before gate 4. */
-interface BeforeGate4 {
-  record: UsageRecord;
-  clamped: UsageRecord["clamped"];
-  headers: Record<string, string>;
-  signals: number;
+/**
+ * What gates 4-6 write on an exchange's record and headers, as it was before gate 4: read on every
+ * admitted request, put back only when gate 3 refuses after they ran. Seven fields and three
+ * headers cost less to read than the record (~30 fields), its clamps and the headers cost to copy.
+ * A gate 4-6 that writes another record field or header must add it here (joint-reservation.test.ts
+ * compares the whole record and headers after a lost race).
+ */
+class BeforeGate4 {
+  readonly signals: number;
+  private readonly stream: boolean;
+  private readonly modelRequested: string | null;
+  private readonly attachments: number;
+  private readonly decision: UsageRecord["decision"];
+  private readonly model: string | null;
+  private readonly estimatedCostUsd: number;
+  /** Gate 4 adds clamps to the record's object: a copy only when it held some already. */
+  private readonly clamped: UsageRecord["clamped"] | undefined;
+  private readonly clampedHeader: string | undefined;
+  private readonly downgradedHeader: string | undefined;
+  private readonly modelHeader: string | undefined;
+
+  constructor(ex: Exchange) {
+    const rec = ex.record;
+    this.signals = ex.signals.length;
+    this.stream = rec.stream;
+    this.modelRequested = rec.model_requested;
+    this.attachments = rec.attachments;
+    this.decision = rec.decision;
+    this.model = rec.model;
+    this.estimatedCostUsd = rec.estimated_cost_usd;
+    this.clamped = isEmpty(rec.clamped) ? undefined : { ...rec.clamped };
+    const h = ex.headers;
+    this.clampedHeader = h["x-tollgate-clamped"];
+    this.downgradedHeader = h["x-tollgate-downgraded"];
+    this.modelHeader = h["x-tollgate-model"];
+  }
+
+  /** Gate 3 refuses after gates 4-6 ran: the exchange goes back to what gate 3 saw. */
+  restore(ex: Exchange): void {
+    const rec = ex.record;
+    rec.stream = this.stream;
+    rec.model_requested = this.modelRequested;
+    rec.attachments = this.attachments;
+    rec.decision = this.decision;
+    rec.model = this.model;
+    rec.estimated_cost_usd = this.estimatedCostUsd;
+    rec.clamped = this.clamped ? { ...this.clamped } : {};
+    ex.signals.length = this.signals;
+    putBack(ex.headers, "x-tollgate-clamped", this.clampedHeader);
+    putBack(ex.headers, "x-tollgate-downgraded", this.downgradedHeader);
+    putBack(ex.headers, "x-tollgate-model", this.modelHeader);
+  }
 }
 
-function beforeGate4(ex: Exchange): BeforeGate4 {
-  return { record: { ...ex.record }, clamped: { ...ex.record.clamped }, headers: { ...ex.headers }, signals: ex.signals.length };
+function isEmpty(o: object): boolean {
+  for (const _ in o) return false;
+  return true;
 }
 
-/** Gate 3 refuses after gates 4-6 ran: the exchange goes back to what gate 3 saw. */
-function restore(ex: Exchange, before: BeforeGate4): void {
-  Object.assign(ex.record, before.record);
-  ex.record.clamped = before.clamped;
-  ex.signals.length = before.signals;
-  for (const name of Object.keys(ex.headers)) if (!(name in before.headers)) delete ex.headers[name];
-  Object.assign(ex.headers, before.headers);
+function putBack(headers: Record<string, string>, name: string, value: string | undefined): void {
+  if (value === undefined) delete headers[name];
+  else headers[name] = value;
 }
 
 /**
@@ -112,12 +155,12 @@ async function windowsSeen(ex: Exchange, env: GateEnv, windows: CallerWindows, b
       }
     }
   } catch (err) {
-    restore(ex, before);
+    before.restore(ex);
     throw err;
   }
   if (full) {
     env.recent.forget(limits[full.index]!.key);
-    restore(ex, before);
+    before.restore(ex);
     throw windowRefusal(ex, limits, full);
   }
   env.recent.note(limits, totals);
