@@ -5,16 +5,23 @@ import { bucketGoneAt } from "./buckets.js";
  * reservations in flight, and running sums of both.
  */
 
-/** One counter's share of a reservation that is not settled yet. */
+/** When a reservation was taken and until when its lease runs: one object for all its counters. */
+export interface Taken {
+  readonly ts: number;
+  readonly leaseUntil: number;
+}
+
+/**
+ * One counter's share of a reservation that is not settled yet. Small numbers only (times are its
+ * reservation's): a field holding a time is a boxed double, allocated with every entry.
+ */
 export interface Live {
-  key: string;
-  /** Its counter, so settling needs no lookup; one the sweep dropped meanwhile is `gone`. */
+  /** Its counter, so settling needs no lookup; one the sweep dropped meanwhile is `gone` (its key finds the new one). */
   state: CounterState;
-  ts: number;
   amount: number;
-  leaseUntil: number;
   windowMs: number;
   width: number;
+  taken: Taken;
 }
 
 export interface Bucket {
@@ -28,6 +35,8 @@ export interface Bucket {
  * two additions instead of a walk over ~65 buckets on every reserve, peek and sweep step.
  */
 export interface CounterState {
+  /** Its key in the store's map. */
+  key: string;
   buckets: Map<number, Bucket>;
   live: Live[];
   /** Sum of the buckets' amounts. */
@@ -60,7 +69,7 @@ export function prune(state: CounterState, now: number): void {
   const list = state.live;
   for (let read = 0; read < list.length; read++) {
     const e = list[read]!;
-    const stops = Math.min(e.leaseUntil, e.ts + e.windowMs);
+    const stops = Math.min(e.taken.leaseUntil, e.taken.ts + e.windowMs);
     if (stops > now) {
       list[write++] = e;
       held += e.amount;
@@ -85,14 +94,14 @@ export function total(state: CounterState, now: number): number {
  */
 export function leaving(state: CounterState, width: number): { goneAt: number; amount: number }[] {
   const out = [...state.buckets.values()].map((b) => ({ goneAt: b.goneAt, amount: b.amount }));
-  for (const e of state.live) out.push({ goneAt: bucketGoneAt(e.ts, Math.max(width, e.width), e.windowMs), amount: e.amount });
+  for (const e of state.live) out.push({ goneAt: bucketGoneAt(e.taken.ts, Math.max(width, e.width), e.windowMs), amount: e.amount });
   return out;
 }
 
 export function list(state: CounterState, e: Live): void {
   state.live.push(e);
   state.held += e.amount;
-  const stops = Math.min(e.leaseUntil, e.ts + e.windowMs);
+  const stops = Math.min(e.taken.leaseUntil, e.taken.ts + e.windowMs);
   if (stops < state.pruneAt) state.pruneAt = stops;
 }
 

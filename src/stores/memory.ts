@@ -1,10 +1,25 @@
 import type { UsageRecord } from "../core/usage-record.js";
 import { bucketGoneAt, bucketStart, bucketWidth, retryAfter } from "./buckets.js";
-import { leaving, list, prune, total, unlist, type CounterState, type Live } from "./memory-counters.js";
+import { leaving, list, prune, total, unlist, type CounterState, type Live, type Taken } from "./memory-counters.js";
 import { MemoryOutbox } from "./outbox-memory.js";
 import type { Checkpoint, Counter, CounterDetail, ReserveResult, Store, StoredKey, StoreObserver, StoreOp, UsageQuery } from "../core/store.js";
 
-interface Reservation {
+interface Score {
+  key: string;
+  value: number;
+  ts: number;
+  halfLifeMs: number;
+}
+
+/** distinct()'s members of one key, with when each stops counting. */
+interface DistinctSet {
+  key: string;
+  members: Map<string, number>;
+}
+
+interface Reservation extends Taken {
+  /** Its id (the sweep deletes by it). */
+  key: string;
   entries: Live[];
   /** Until then it counts as held (metrics' reservations in flight), unless settled or released. */
   leaseUntil: number;
@@ -12,40 +27,58 @@ interface Reservation {
   dropAt: number;
 }
 
-/** How many entries of each map the sweep looks at per operation. */
+/** How many entries the sweep looks at per operation. */
 const SWEEP_STEP = 4;
 /** Usage records a memory store answers queries from (about 0.5 KB each): the latest ones. */
 export const MAX_USAGE_RECORDS = 100_000;
 /** A score this many half-lives old is worth less than 2^-64 of what it was (as in SQLite). */
 const SCORE_FORGET_HALF_LIVES = 64;
 
+/** A value the sweep walks: it names its own key, so the walk reads values and looks nothing up. */
+interface Keyed {
+  readonly key: string;
+}
+
 /**
- * Walks a map a few entries per call, deleting the dead ones, and starts over at the end: keys that
- * are never touched again (yesterday's budget, an IP seen once) go within a bounded number of
- * operations, at a constant cost per operation.
+ * Walks the store's maps one after another, SWEEP_STEP entries per call in all, deleting the dead
+ * ones, and starts over after the last: keys that are never touched again (yesterday's budget, an
+ * IP seen once) go within a number of operations bounded by the entries the store holds, at a
+ * constant cost per operation. One walk for all maps instead of one per map: a request's two or
+ * three operations step four entries each, not four per map (most of them empty).
  */
-class Sweeper<K, V> {
-  // Over the keys, not the entries: an entries iterator makes a [key, value] array per step.
-  private cursor?: Iterator<K>;
+class Sweeper {
+  private at = 0;
+  // Over the values, not the entries: an entries iterator makes a [key, value] array per step.
+  private cursor?: Iterator<Keyed>;
+  /** Entries of the current map still to visit in this pass: inserts ahead of the cursor cannot hold it there. */
+  private left = 0;
   constructor(
-    private readonly map: Map<K, V>,
-    private readonly dead: (value: V, now: number) => boolean,
+    private readonly maps: readonly Map<string, Keyed>[],
+    /** Whether `value`, an entry of maps[at], is dead. */
+    private readonly dead: (at: number, value: Keyed, now: number) => boolean,
   ) {}
 
   step(now: number): void {
-    if (this.map.size === 0) {
-      this.cursor = undefined;
-      return;
-    }
-    for (let i = 0; i < SWEEP_STEP; i++) {
-      this.cursor ??= this.map.keys();
-      const next = this.cursor.next();
-      if (next.done) {
-        this.cursor = undefined;
-        return;
+    let budget = SWEEP_STEP;
+    // Each map at most once per call, so a store with every map empty pays a few size checks.
+    for (let visited = 0; visited < this.maps.length; visited++) {
+      const map = this.maps[this.at]!;
+      if (this.cursor === undefined && map.size > 0) {
+        this.cursor = map.values();
+        this.left = map.size;
       }
-      // Deleting the entry just visited is safe for a live Map iterator.
-      if (this.dead(this.map.get(next.value)!, now)) this.map.delete(next.value);
+      while (this.cursor !== undefined && budget > 0) {
+        const next = this.cursor.next();
+        if (next.done || --this.left < 0) {
+          this.cursor = undefined;
+          break;
+        }
+        budget--;
+        // Deleting the entry just visited is safe for a live Map iterator.
+        if (this.dead(this.at, next.value, now)) map.delete(next.value.key);
+      }
+      if (budget === 0) return;
+      this.at = this.at + 1 === this.maps.length ? 0 : this.at + 1;
     }
   }
 }
@@ -59,24 +92,38 @@ export class MemoryStore implements Store {
   readonly kind = "memory" as const;
   private readonly counters = new Map<string, CounterState>();
   private readonly reservations = new Map<string, Reservation>();
-  private readonly scores = new Map<string, { value: number; ts: number; halfLifeMs: number }>();
-  private readonly sets = new Map<string, Map<string, number>>();
+  private readonly scores = new Map<string, Score>();
+  private readonly sets = new Map<string, DistinctSet>();
   private readonly keys = new Map<string, StoredKey>();
   private readonly usage: UsageRecord[] = [];
   /** By the id of the reservation they belong to. */
   private readonly checkpoints = new Map<string, Checkpoint>();
-  private readonly sweepers: Sweeper<string, unknown>[];
+  private readonly sweeper: Sweeper;
   private observer?: StoreObserver;
   readonly outbox: MemoryOutbox;
 
   constructor(private readonly now: () => number = Date.now) {
     this.outbox = new MemoryOutbox(now);
-    this.sweepers = [
-      new Sweeper(this.counters, (c, now) => (prune(c, now), (c.gone = c.live.length === 0 && c.buckets.size === 0))),
-      new Sweeper(this.reservations, (r, now) => r.dropAt <= now),
-      new Sweeper(this.scores, (s, now) => now - s.ts >= SCORE_FORGET_HALF_LIVES * s.halfLifeMs),
-      new Sweeper(this.sets, (set, now) => (forgetExpired(set, now), set.size === 0)),
-    ] as Sweeper<string, unknown>[];
+    this.sweeper = new Sweeper([this.counters, this.reservations, this.scores, this.sets], (at, value, now) => {
+      switch (at) {
+        case 0: {
+          const c = value as CounterState;
+          prune(c, now);
+          return (c.gone = c.live.length === 0 && c.buckets.size === 0);
+        }
+        case 1:
+          return (value as Reservation).dropAt <= now;
+        case 2: {
+          const sc = value as Score;
+          return now - sc.ts >= SCORE_FORGET_HALF_LIVES * sc.halfLifeMs;
+        }
+        default: {
+          const { members } = value as DistinctSet;
+          forgetExpired(members, now);
+          return members.size === 0;
+        }
+      }
+    });
   }
 
   /**
@@ -169,18 +216,19 @@ export class MemoryStore implements Store {
       }
     }
     const entries: Live[] = new Array(n);
-    const leaseUntil = now + leaseMs;
+    const r: Reservation = { key: id, entries, ts: now, leaseUntil: now + leaseMs, dropAt: now };
     let dropAt = now;
     for (let i = 0; i < n; i++) {
       const c = counters[i]!;
-      const entry: Live = { key: c.key, state: states[i]!, ts: now, amount: c.amount, leaseUntil, windowMs: c.windowMs, width: bucketWidth(c.windowMs, c.max) };
+      const entry: Live = { state: states[i]!, amount: c.amount, windowMs: c.windowMs, width: bucketWidth(c.windowMs, c.max), taken: r };
       list(states[i]!, entry);
       entries[i] = entry;
       dropAt = Math.max(dropAt, bucketGoneAt(now, entry.width, entry.windowMs));
     }
     states.length = 0;
+    r.dropAt = dropAt;
     // A reused id takes over the name; the older entries keep counting until their lease ends.
-    this.reservations.set(id, { entries, leaseUntil, dropAt });
+    this.reservations.set(id, r);
     return { ok: true, totals };
   }
 
@@ -194,14 +242,14 @@ export class MemoryStore implements Store {
     const entries = r.entries;
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i]!;
-      const state = e.state.gone ? this.counter(e.key) : e.state;
+      const state = e.state.gone ? this.counter(e.state.key) : e.state;
       unlist(state, e);
       // A bucket already gone but not pruned yet must not take this amount and count again.
       prune(state, now);
       const amount = actual[i] ?? e.amount;
-      const goneAt = bucketGoneAt(e.ts, e.width, e.windowMs);
+      const goneAt = bucketGoneAt(r.ts, e.width, e.windowMs);
       if (goneAt <= now || amount === 0) continue;
-      const start = bucketStart(e.ts, e.width);
+      const start = bucketStart(r.ts, e.width);
       const bucket = state.buckets.get(start);
       if (bucket) {
         bucket.amount += amount;
@@ -265,14 +313,15 @@ export class MemoryStore implements Store {
     const now = this.tick();
     const s = this.scores.get(key);
     const value = (s ? s.value * Math.pow(0.5, (now - s.ts) / halfLifeMs) : 0) + delta;
-    if (delta !== 0 || s) this.scores.set(key, { value, ts: now, halfLifeMs });
+    if (delta !== 0 || s) this.scores.set(key, { key, value, ts: now, halfLifeMs });
     return value;
   }
 
   private distinctNow(key: string, member: string, ttlMs: number): number {
     const now = this.tick();
-    let set = this.sets.get(key);
-    if (!set) this.sets.set(key, (set = new Map()));
+    let entry = this.sets.get(key);
+    if (!entry) this.sets.set(key, (entry = { key, members: new Map() }));
+    const set = entry.members;
     set.set(member, now + ttlMs);
     forgetExpired(set, now);
     return set.size;
@@ -333,13 +382,13 @@ export class MemoryStore implements Store {
   /** The clock, and one step of the sweep: every operation pays a little towards forgetting. */
   private tick(): number {
     const now = this.now();
-    for (const s of this.sweepers) s.step(now);
+    this.sweeper.step(now);
     return now;
   }
 
   private counter(key: string): CounterState {
     let state = this.counters.get(key);
-    if (!state) this.counters.set(key, (state = { buckets: new Map(), live: [], settled: 0, held: 0, pruneAt: Infinity, gone: false }));
+    if (!state) this.counters.set(key, (state = { key, buckets: new Map(), live: [], settled: 0, held: 0, pruneAt: Infinity, gone: false }));
     return state;
   }
 }
