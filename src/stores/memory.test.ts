@@ -36,6 +36,28 @@ describe("memory store", () => {
     expect(store.debugSize()).toBe(0);
   });
 
+  it("an operation pays for four entries of the sweep in all, however many kinds of entries the store holds", async () => {
+    let now = Date.UTC(2025, 0, 1);
+    const store = new MemoryStore(() => now);
+    for (let i = 0; i < 20; i++) {
+      await store.reserve(`lost${i}`, [{ key: `rpm:${i}`, max: 10, amount: 1, windowMs: 1_000 }], 100);
+      await store.score(`ip:${i}`, 3, 10);
+      await store.distinct(`seen:${i}`, "user", 1_000);
+    }
+    now += HOUR;
+    // Everything is dead now: each operation forgets what its step of the sweep looks at.
+    let size = store.debugSize();
+    expect(size).toBe(80);
+    for (let op = 0; op < 20; op++) {
+      await store.peek([]);
+      const next = store.debugSize();
+      expect(size - next, `operation ${op}`).toBe(4);
+      size = next;
+    }
+    // The walk went on from map to map: counters, reservations, scores and sets are all gone.
+    expect(size).toBe(0);
+  });
+
   it("a reservation never settled still counts a late settle until its window ends, then is forgotten", async () => {
     let now = Date.UTC(2025, 0, 1);
     const store = new MemoryStore(() => now);
