@@ -151,6 +151,19 @@ async function replay(calls, from) {
   return cg.dispose();
 }
 
+/** The arguments of a command the store encoded itself (resp.ts): RESP bulk strings after the name. */
+function respArgs(bytes) {
+  const parts = [];
+  let o = bytes.indexOf("\r\n") + 2;
+  while (o < bytes.length) {
+    const eol = bytes.indexOf("\r\n", o);
+    const n = Number(bytes.toString("latin1", o + 1, eol));
+    parts.push(bytes.toString("utf8", eol + 2, eol + 2 + n));
+    o = eol + 4 + n;
+  }
+  return parts.slice(1);
+}
+
 const server = await RedisServer.start();
 const admin = new Redis(server.url());
 const pid = Number(/process_id:(\d+)/.exec(await admin.info("server"))[1]);
@@ -162,7 +175,7 @@ const calls = [];
 if (CALLGRIND || process.env.LOOP_CAPTURE) {
   const send = store.redis.sendCommand.bind(store.redis);
   store.redis.sendCommand = (command, ...rest) => {
-    if (command.name === "evalsha" || command.name === "eval") calls.push([command.name, command.args.map(String)]);
+    if (command.name === "evalsha" || command.name === "eval") calls.push([command.name, command.args.length ? command.args.map(String) : respArgs(command.toWritable())]);
     return send(command, ...rest);
   };
 }

@@ -8,6 +8,7 @@ import { StoreUnavailableError, type Checkpoint, type Counter, type CounterDetai
 import { WriteBehind } from "./write-behind.js";
 import { RedisOutbox } from "./outbox-redis.js";
 import { CommitBatch } from "./commit-batch.js";
+import { encodeScriptCall } from "./resp.js";
 
 export interface RedisStoreOptions {
   /**
@@ -475,16 +476,12 @@ export class RedisStore implements Store {
   }
 
   /**
-   * One script call written straight to the connection. ioredis's own evalsha() goes through
-   * auto-pipelining, which builds a Pipeline per tick for what is here already one command per
-   * turn (the BATCH); commands still never wait for each other's replies.
+   * One script call written straight to the connection, already encoded (resp.ts). ioredis's own
+   * evalsha() goes through auto-pipelining, which builds a Pipeline per tick for what is here
+   * already one command per turn (the BATCH); commands still never wait for each other's replies.
    */
   private send(name: "evalsha" | "eval", script: string, keys: string[], args: string[]): Promise<unknown> {
-    const argv: (string | number)[] = [script, keys.length];
-    for (const k of keys) argv.push(k);
-    for (const a of args) argv.push(a);
-    const command = new Command(name, argv, { replyEncoding: "utf8" });
-    return this.redis.sendCommand(command) as Promise<unknown>;
+    return this.redis.sendCommand(new EncodedCommand(name, encodeScriptCall(name, script, keys, args))) as Promise<unknown>;
   }
 
   /**
@@ -573,6 +570,23 @@ function redisOptions(connectTimeoutMs = 5_000): RedisOptions {
     // Calls made in the same tick (the two suspicion scores, say) share one round trip.
     enableAutoPipelining: true,
   };
+}
+
+/**
+ * A command whose bytes are ready: ioredis queues it for its reply and writes `bytes` as they are
+ * (its own Command would flatten and stringify the arguments again).
+ */
+class EncodedCommand extends Command {
+  constructor(
+    name: string,
+    private readonly bytes: Buffer,
+  ) {
+    super(name, [], { replyEncoding: "utf8" });
+  }
+
+  override toWritable(): Buffer {
+    return this.bytes;
+  }
 }
 
 class DeadlineError extends Error {
