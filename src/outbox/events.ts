@@ -99,7 +99,7 @@ export class OutboxEvents implements EngineEvents {
     if (!(err instanceof StoreUnavailableError)) return false;
     const queued = this.held.push({ message, keepMs });
     if (!queued) this.opts.warn({ id: message.id, sink: message.sink }, `${MAX_HELD} outbox messages already wait for the store; one more was dropped`);
-    return queued !== undefined;
+    return queued;
   }
 
   /** Messages waiting in memory for the store. */

@@ -136,6 +136,7 @@ export class RedisStore implements Store {
       onDiscard: (err, n) => this.log(`tollgate: redis refused ${n} usage records (${errorText(err)}); they are only in the stdout log`),
       batchSize: USAGE_BATCH,
       max: opts.maxBufferedRecords ?? 100_000,
+      waitMs: USAGE_ACK_WAIT_MS,
     });
     this.writes = new WriteBehind({
       send: ([write]) => write!().then(() => {}),
@@ -319,22 +320,23 @@ export class RedisStore implements Store {
    * then reach Redis when it returns, in order, unless this process dies first (they are also on
    * stdout). A full buffer refuses the record, and says so on stderr.
    */
-  async appendUsage(record: UsageRecord): Promise<void> {
-    const shipped = this.usage.push(record);
-    if (!shipped) {
+  appendUsage(record: UsageRecord): Promise<void> {
+    // Waits for Redis only while it is there: one promise, settled by the write-behind queue
+    // (when the record is sent, or after USAGE_ACK_WAIT_MS on one timer shared by every waiting record).
+    const wait = this.isReady && !this.silent;
+    let done: (() => void) | undefined;
+    const shipped = wait ? new Promise<void>((resolve) => (done = resolve)) : undefined;
+    if (!this.usage.push(record, done)) {
       if (this.usage.refused === 1) {
         this.log(`tollgate: usage buffer full (${this.usage.size} records waiting for redis at ${this.address}); new records are on stdout only until it drains`);
       }
-      return;
+      return Promise.resolve();
     }
     if (this.usage.refused > 0) {
       this.log(`tollgate: usage buffer has room again; ${this.usage.refused} records were not kept for redis`);
       this.usage.refused = 0;
     }
-    if (!this.isReady || this.silent) return;
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([shipped, new Promise<void>((resolve) => (timer = setTimeout(resolve, USAGE_ACK_WAIT_MS)))]);
-    clearTimeout(timer);
+    return shipped ?? Promise.resolve();
   }
 
   /** Reads the stream from a little before `since` (clock skew) and filters on each record's own ts. */

@@ -13,11 +13,19 @@ export interface WriteBehindOptions<T> {
   max: number;
   minDelayMs?: number;
   maxDelayMs?: number;
+  /**
+   * How long a pusher waits at most: past this, its `done` is called although the item is still
+   * held (it is sent later all the same). One timer serves every waiting item, not one per item.
+   */
+  waitMs?: number;
 }
 
 interface Held<T> {
   item: T;
-  done: () => void;
+  /** Called once, when the item is sent or its wait is over; undefined after. */
+  done?: () => void;
+  /** performance.now() at which `done` is called even if the item is not sent yet. */
+  until: number;
 }
 
 /**
@@ -31,6 +39,9 @@ export class WriteBehind<T> {
   private flushing?: Promise<void>;
   private timer?: NodeJS.Timeout;
   private delayMs = 0;
+  /** Items before this index have had their wait ended (waitMs); the queue is in push order, so their untils come first. */
+  private waitFrom = 0;
+  private waitTimer?: NodeJS.Timeout;
   /** Items refused because the queue was full, since the last time someone read and reset it. */
   refused = 0;
 
@@ -40,15 +51,25 @@ export class WriteBehind<T> {
     return this.queue.length;
   }
 
-  /** Queues an item; the promise resolves once it has been sent. Undefined when the queue is full. */
-  push(item: T): Promise<void> | undefined {
+  /**
+   * Queues an item; `done` is called once it has been sent (or after waitMs, when set). False when
+   * the queue is full: the item is not kept and `done` is never called.
+   */
+  push(item: T, done?: () => void): boolean {
     if (this.queue.length >= this.opts.max) {
       this.refused++;
-      return undefined;
+      return false;
     }
-    const sent = new Promise<void>((done) => this.queue.push({ item, done }));
+    const waitMs = this.opts.waitMs;
+    if (done && waitMs !== undefined) {
+      this.queue.push({ item, done, until: performance.now() + waitMs });
+      this.waitTimer ??= setTimeout(() => this.endWaits(), waitMs).unref();
+    } else {
+      // Without a wait every item is past its until at once: endWaits never holds it up.
+      this.queue.push({ item, done, until: 0 });
+    }
     this.kick();
-    return sent;
+    return true;
   }
 
   /** Retries now instead of waiting out the backoff: the store just came back. */
@@ -73,10 +94,30 @@ export class WriteBehind<T> {
     return this.queue.length;
   }
 
+  /** Calls `done` for the items whose wait is over, and sets the timer for the next one's. */
+  private endWaits(): void {
+    this.waitTimer = undefined;
+    const now = performance.now();
+    let i = this.waitFrom;
+    for (; i < this.queue.length; i++) {
+      const h = this.queue[i]!;
+      if (h.until > now) {
+        this.waitTimer = setTimeout(() => this.endWaits(), h.until - now).unref();
+        break;
+      }
+      const done = h.done;
+      h.done = undefined;
+      done?.();
+    }
+    this.waitFrom = i;
+  }
+
   private kick(): void {
     if (this.flushing || this.timer || !this.queue.length) return;
     this.flushing = this.flush().finally(() => {
       this.flushing = undefined;
+      // An item pushed after flush() saw the queue empty, but before this ran, is sent now.
+      this.kick();
     });
   }
 
@@ -103,9 +144,14 @@ export class WriteBehind<T> {
         this.opts.onDiscard(err, batch.length);
       }
       this.queue.splice(0, batch.length);
+      this.waitFrom = Math.max(0, this.waitFrom - batch.length);
       this.head = undefined;
       this.delayMs = 0;
-      for (const h of batch) h.done();
+      for (const h of batch) {
+        const done = h.done;
+        h.done = undefined;
+        done?.();
+      }
     }
   }
 }
