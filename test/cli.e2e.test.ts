@@ -85,4 +85,33 @@ describe("tollgate CLI", () => {
     // Records are read from the pipe, which can still hold the last line when the process exits.
     expect(await gw.recordOf(res)).toMatchObject({ ended: "complete", output_tokens: 20 });
   });
+
+  it("serve writes, on SIGTERM, every record once: served, refused, and the refusal summary of the second it stopped in", async () => {
+    const gw = await GatewayProcess.start({
+      store: "memory:",
+      server: { max_refusal_records_per_s: 1 },
+      providers: { up: { type: "openai", base_url: `${mock.url}/v1`, api_key: "k" } },
+      models: { "gpt-4o-mini": { provider: "up" } },
+      plans: { free: { models: ["gpt-4o-mini"] } },
+      keys: [{ key: "tg_cli_stop", user: "u", plan: "free" }],
+      routes: { chat: { path: "/chat", plans: ["free"] } },
+    });
+    const ask = (key: string) =>
+      fetch(`${gw.url}/chat/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: "x" }] }),
+      });
+    const answers = await Promise.all([...Array.from({ length: 3 }, () => ask("tg_cli_stop")), ...Array.from({ length: 8 }, () => ask("tg_cli_wrong"))]);
+    expect(answers.map((r) => r.status).sort()).toEqual([200, 200, 200, 401, 401, 401, 401, 401, 401, 401, 401]);
+    // Stopped at once: the summary of this second is still open, and the last records may still
+    // be waiting for their sinks.
+    expect(await gw.stop("SIGTERM")).toBe(0);
+    const records = await gw.waitForRequests(11);
+    expect(new Set(records.map((r) => r.request_id)).size).toBe(records.length);
+    expect(records.filter((r) => r.decision === "allow")).toHaveLength(3);
+    expect(records.filter((r) => r.code === "unauthorized").reduce((n, r) => n + (r.count ?? 1), 0)).toBe(8);
+    for (const r of answers) if (r.status === 200) expect(records.map((x) => x.request_id)).toContain(r.headers.get("x-tollgate-request-id"));
+  }, 60_000);
 });
+
