@@ -301,6 +301,13 @@ export class Engine {
     rec.ended = outcome.ended;
     rec.ttft_ms = meter.firstTokenAt !== undefined ? Math.round(meter.firstTokenAt - ex.startedAt) : null;
     if (error !== undefined) rec.code = toTollgateError(error, undefined).code;
+    // One write for the settle and the record, where the store offers it.
+    const together = this.settleWithRecord(ex, charge, meter);
+    if (together && (await together)) {
+      const alerting = afterSettle(ex, this.env);
+      if (alerting) await alerting.catch((err) => this.warn({ request_id: ex.id, reason: reasonOf(err) }, "checking a settled request's budgets for alerts failed"));
+      return rec;
+    }
     // A served request is never thrown away: whatever fails while settling, the record is written.
     // Nothing held (no limits, no budget): nothing to wait for.
     if (ex.budget || ex.quota || ex.runStart) {
@@ -349,6 +356,36 @@ export class Engine {
         // The lease expires and settles on its own; the record already says what was charged.
       });
     });
+  }
+
+  /**
+   * A served request holding one reservation (the gateway's joint one, or a budget alone), on a
+   * store that settles and appends in one write: the answer waits for one commit, not a settle's
+   * and then the record's. Resolves false when the store took neither: finish then settles (or
+   * charges the reservation) and writes the record as usual. Undefined: not this request (a
+   * failed call, a run's or a separate quota reservation to settle too, records to export).
+   */
+  private settleWithRecord(ex: Exchange, charge: Charge, meter: Meter): Promise<boolean> | undefined {
+    const budget = ex.budget;
+    if (!budget || !this.store.settleWithRecord || !charge.generated || ex.runStart || (ex.quota && !joint(ex)) || this.events?.usage) return undefined;
+    let written: Promise<void>;
+    try {
+      const windows = joint(ex) ? admissionActuals(ex.quota!.counters, meter.toolCalls) : undefined;
+      const actual = budgetActuals(budget.counters, charge.cost, charge.inputTokens + charge.outputTokens);
+      written = this.store.settleWithRecord(budget.id, windows ? [...windows, ...actual] : actual, this.sealed(ex));
+    } catch (err) {
+      written = Promise.reject(err);
+    }
+    return written.then(
+      () => {
+        this.onRecord(ex.record);
+        return true;
+      },
+      (err: unknown) => {
+        this.settleFailed(ex, "budget", err, "settling a served request with its record failed; settling it alone");
+        return false;
+      },
+    );
   }
 
   private settleFailed(ex: Exchange, what: string, err: unknown, message: string): void {
@@ -451,10 +488,16 @@ export class Engine {
     throw refusal;
   }
 
-  private async write(ex: Exchange): Promise<void> {
+  /** The record as it is written: its signals and duration taken now. */
+  private sealed(ex: Exchange): UsageRecord {
     const rec = ex.record;
     rec.signals = ex.signals;
     rec.duration_ms = Math.round(performance.now() - ex.startedAt);
+    return rec;
+  }
+
+  private async write(ex: Exchange): Promise<void> {
+    const rec = this.sealed(ex);
     // Queued for export alongside the store write, so a record that reached the log is in the outbox.
     const exported = this.export(rec);
     try {

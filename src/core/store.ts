@@ -110,7 +110,7 @@ export class StoreUnavailableError extends Error {
 }
 
 /** The Store operations metrics time (`tollgate_store_operation_seconds{op}`) and count failures of. */
-export type StoreOp = "reserve" | "settle" | "release" | "peek" | "score" | "distinct" | "putKey" | "findKey" | "listKeys" | "revokeKey" | "appendUsage" | "queryUsage";
+export type StoreOp = "reserve" | "settle" | "settleWithRecord" | "release" | "peek" | "score" | "distinct" | "putKey" | "findKey" | "listKeys" | "revokeKey" | "appendUsage" | "queryUsage";
 
 /** Told of each store operation when it ends (observability/metrics.ts). */
 export interface StoreObserver {
@@ -140,6 +140,12 @@ export interface Store {
    * after the lease ran out (nothing is free); adds nothing once the reservation left its window.
    */
   settle(id: string, actual: number[]): Promise<void>;
+  /**
+   * settle(id, actual) and appendUsage(record) in one durable write: both are taken, or neither
+   * is (the caller then settles and appends on its own). A served request's answer then waits for
+   * one commit instead of two in turn. Absent: the engine settles, then appends.
+   */
+  settleWithRecord?(id: string, actual: number[], record: UsageRecord): Promise<void>;
   /**
    * Replaces the checkpoint of the reservation `checkpoint.settles[0].id` (a no-op once that is
    * settled or released). One write: taken about once a second per open stream.

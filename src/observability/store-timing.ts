@@ -21,6 +21,7 @@ export class TimedStore implements Store {
   declare readonly peekDetail?: Store["peekDetail"];
   declare readonly health?: Store["health"];
   declare readonly clock?: Store["clock"];
+  declare readonly settleWithRecord?: Store["settleWithRecord"];
 
   constructor(
     private readonly inner: Store,
@@ -33,6 +34,13 @@ export class TimedStore implements Store {
     if (inner.peekDetail) self.peekDetail = inner.peekDetail.bind(inner);
     if (inner.health) self.health = inner.health.bind(inner);
     if (inner.clock) self.clock = inner.clock.bind(inner);
+    const settleWithRecord = inner.settleWithRecord?.bind(inner);
+    if (settleWithRecord) {
+      (this as { settleWithRecord?: Store["settleWithRecord"] }).settleWithRecord = (id, actual, record) => {
+        const started = performance.now();
+        return this.call("settleWithRecord", started, () => settleWithRecord(id, actual, record), id);
+      };
+    }
   }
 
   get outbox(): Store["outbox"] {
@@ -129,14 +137,14 @@ export class TimedStore implements Store {
   }
 
   /** The operation, timed; one that throws instead of rejecting still gives its caller a rejection. */
-  private call<T>(op: StoreOp, started: number, run: () => Promise<T>): Promise<T> {
+  private call<T>(op: StoreOp, started: number, run: () => Promise<T>, ending?: string): Promise<T> {
     let result: Promise<T>;
     try {
       result = run();
     } catch (err) {
       return this.threw(op, started, err);
     }
-    return this.ends(op, started, result);
+    return this.ends(op, started, result, ending);
   }
 
   /** The caller awaits the store's own promise; the timing rides beside it (no extra promise or hop). */

@@ -150,7 +150,8 @@ type CounterOp =
   | { op: "settle"; id: string; actual: number[] }
   | { op: "release"; id: string }
   | { op: "checkpoint"; id: string; json: string }
-  | { op: "appendUsage"; ts: number | null; json: string };
+  | { op: "appendUsage"; ts: number | null; json: string }
+  | { op: "settleWithRecord"; id: string; actual: number[]; ts: number | null; json: string };
 
 /**
  * The single-host shared store: every process that opens the same file shares the same limits,
@@ -443,6 +444,9 @@ export class SqliteStore implements Store {
             return void this.putCheckpointRow(op.id, op.json);
           case "appendUsage":
             return void this.insertUsage.run(op.ts, op.json);
+          case "settleWithRecord":
+            this.settleRows(op.id, op.actual, now);
+            return void this.insertUsage.run(op.ts, op.json);
         }
       }),
     );
@@ -474,6 +478,11 @@ export class SqliteStore implements Store {
   /** Written with the rest of this turn's counter operations, in one transaction; resolves once it committed. */
   async settle(id: string, actual: number[]): Promise<void> {
     await this.ops.add({ op: "settle", id, actual });
+  }
+
+  /** One op of this turn's transaction: the settle and the record are committed together, or neither is. */
+  async settleWithRecord(id: string, actual: number[], record: UsageRecord): Promise<void> {
+    await this.ops.add({ op: "settleWithRecord", id, actual, ts: usageTs(record), json: storedJson(record) });
   }
 
   async release(id: string): Promise<void> {
