@@ -438,19 +438,32 @@ local function settle_rec(rkey, actual, now, margin)
 end
 
 -- settle_rec when the caller still knows what it reserved at ts with this lease: R need not be
--- read back, only deleted, which still makes the settle happen once. ARGV[b...] holds three per
--- counter: its number (define), reserved, actual; the fields are worked out as the reserve did.
--- Returns 0 when R was already gone.
+-- read back, only deleted, which still makes the settle happen once. ARGV[b...] holds per
+-- counter its number (define), reserved, actual; or minus its number and reserved when actual is
+-- the reserved amount (a request counter's 1, nearly always). The fields are worked out as the
+-- reserve did. Returns 1, or 0 when R was already gone, and where the next op's arguments start.
 local function settle_held(rkey, ts, lease, b, n, now, margin)
-  if call('DEL', rkey, rkey .. ':cp') == 0 then return 0 end
-  local A = ARGV
-  for k = b, b + 3 * n - 3, 3 do
+  local A, k = ARGV, b
+  if call('DEL', rkey, rkey .. ':cp') == 0 then
+    for _ = 1, n do
+      local t = A[k]
+      if (N[t] or num(t)) < 0 then k = k + 2 else k = k + 3 end
+    end
+    return 0, k
+  end
+  for _ = 1, n do
     local t = A[k]
-    local sp = specs[N[t] or num(t)]
+    local c = N[t] or num(t)
     t = A[k + 1]
     local reserved = N[t] or num(t)
-    t = A[k + 2]
-    local actual = N[t] or num(t)
+    local actual = reserved
+    if c < 0 then
+      c, k = -c, k + 2
+    else
+      t = A[k + 2]
+      actual, k = N[t] or num(t), k + 3
+    end
+    local sp = specs[c]
     if sp.sts ~= ts or sp.slease ~= lease then
       local lf, _, gone = hold_field(ts, sp.window, sp.width, lease)
       sp.sts, sp.slease, sp.slf, sp.sgone, sp.sgf = ts, lease, lf, gone, 'g' .. fmt(gone)
@@ -465,7 +478,7 @@ local function settle_held(rkey, ts, lease, b, n, now, margin)
     -- Nothing once the reservation left its window: it would count no more.
     move(m, lf, reserved, gf, sp.sgone, actual, ts > now - window, now, margin)
   end
-  return 1
+  return 1, k
 end
 
 -- Drops a reservation's entries entirely (Store.release). Returns 0 when R was already gone.
@@ -543,13 +556,15 @@ export function script(name: string, body: string): LuaScript {
  * script cannot work out itself, and a record key (R) comes as it is, not as a key and an index:
  *   t now                                  the time of the ops that follow (an override; '' for
  *                                          Redis's TIME, which is what they use without any 't')
+ *   l lease                                the lease of the reserves and settles that follow
+ *                                          (ms, -1 for none, which is what they have without any 'l')
  *   k base max window                      defines the next counter number (1, 2, ...): no reply;
  *                                          K: the same for a base that JSON must escape
- *   r R lease n (counter amount) * n       reserve: {1, total..., ts} or {0, index, used, retry}
+ *   r R n (counter amount) * n             reserve: {1, total..., ts} or {0, index, used, retry}
  *   s R n actual * n                       settle from R's record: 1, or 0 when R was gone
- *   S R ts lease n (counter reserved actual) * n
+ *   S R ts n (counter reserved actual | -counter reserved) * n
  *                                          settle what the caller reserved at ts with this lease
- *                                          (reading R no more): 1, or 0
+ *                                          (reading R no more; -counter: actual = reserved): 1, or 0
  *   x R                                    release: 1 or 0
  *   u S M retention n record * n           usage records into stream S once per batch marker M
  *                                          (APPEND_USAGE): count, or 0
@@ -564,20 +579,22 @@ local A, argc = ARGV, #ARGV
 -- One TIME for the whole batch: the script runs atomically, so every op happens at one instant.
 -- A batch under a test clock starts with a 't'.
 local clock = A[2] ~= 't' and now_ms('')
-local now = clock
+local now, lease = clock, -1
 local out, o, a = {}, 0, 2
 while a <= argc do
   local op = A[a]
   if op == 'r' then
+    local n = N[A[a + 2]] or num(A[a + 2])
+    o = o + 1
+    out[o] = reserve(A[a + 1], a + 3, n, now, lease, margin)
+    a = a + 3 + 2 * n
+  elseif op == 'S' then
     local n = N[A[a + 3]] or num(A[a + 3])
     o = o + 1
-    out[o] = reserve(A[a + 1], a + 4, n, now, N[A[a + 2]] or num(A[a + 2]), margin)
-    a = a + 4 + 2 * n
-  elseif op == 'S' then
-    local n = N[A[a + 4]] or num(A[a + 4])
-    o = o + 1
-    out[o] = settle_held(A[a + 1], N[A[a + 2]] or num(A[a + 2]), N[A[a + 3]] or num(A[a + 3]), a + 5, n, now, margin)
-    a = a + 5 + 3 * n
+    out[o], a = settle_held(A[a + 1], N[A[a + 2]] or num(A[a + 2]), lease, a + 4, n, now, margin)
+  elseif op == 'l' then
+    lease = N[A[a + 1]] or num(A[a + 1])
+    a = a + 2
   elseif op == 'k' or op == 'K' then
     define(KEYS[N[A[a + 1]] or num(A[a + 1])], N[A[a + 2]] or num(A[a + 2]), N[A[a + 3]] or num(A[a + 3]), A[a + 3], op == 'k')
     a = a + 4

@@ -345,10 +345,17 @@ describe("redis store", () => {
     ]);
     const widths = async (id: string) => (JSON.parse((await s.redis.get(`tg:{tollgate}:r:${id}`))!) as string[][]).map((e) => e[4]);
     expect([await widths("exact"), await widths("coarse")]).toEqual([["1"], [String(bucketWidth(MINUTE, 1e6))]]);
+    const held = (s as unknown as { held: Map<string, unknown> }).held;
+    const sent = held.get("exact");
     await Promise.all([s.settle("exact", [1]), s.settle("coarse", [1]), s.settle("later", [1])]);
     // Each settle found the in-flight field its reserve made: nothing left reserved.
     expect(await s.peekDetail([{ key: "once", windowMs: MINUTE }])).toEqual([{ total: 1, reserved: 0 }]);
     expect((await s.redis.hkeys("tg:{tollgate}:c:shared:c")).filter((f) => f.startsWith("l"))).toEqual([]);
+    // A settle sent again (R is gone: it does nothing) in the turn before another op: that op
+    // still reads its own arguments.
+    held.set("exact", sent);
+    const [, again] = await Promise.all([s.settle("exact", [1]), s.reserve("again", [counter("shared", 1e6, 5)], HOUR)]);
+    expect(again).toEqual({ ok: true, totals: [5] });
   });
 
   it("settles what it reserved at a fractional test clock without reading the record back", async () => {

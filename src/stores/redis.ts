@@ -423,12 +423,17 @@ export class RedisStore implements Store {
       return n;
     };
     let now = "";
+    let lease = "-1";
+    const leased = (l: string) => {
+      if (l !== lease) args.push("l", (lease = l));
+    };
     for (const o of ops) {
       if (o.now !== now) args.push("t", (now = o.now));
       switch (o.op) {
         case "r": {
           const n = o.counters.map(define);
-          args.push("r", this.recordKey(o.id), leaseArg(o.leaseMs), num(n.length));
+          leased(leaseArg(o.leaseMs));
+          args.push("r", this.recordKey(o.id), num(n.length));
           o.counters.forEach((c, i) => args.push(n[i]!, num(c.amount)));
           break;
         }
@@ -436,10 +441,13 @@ export class RedisStore implements Store {
           args.push("s", this.recordKey(o.id), num(o.actual.length), ...o.actual.map(num));
           break;
         case "S": {
-          const { ts, lease, counters } = o.held;
+          const { held } = o;
+          const { ts, counters } = held;
           const n = counters.map(define);
-          args.push("S", this.recordKey(o.id), ts, lease, num(n.length));
-          counters.forEach((c, i) => args.push(n[i]!, num(c.amount), num(o.actual[i]!)));
+          leased(held.lease);
+          args.push("S", this.recordKey(o.id), ts, num(n.length));
+          // -n: the actual amount is the reserved one (a request counter's 1, nearly always).
+          counters.forEach((c, i) => (o.actual[i] === c.amount ? args.push(`-${n[i]}`, num(c.amount)) : args.push(n[i]!, num(c.amount), num(o.actual[i]!))));
           break;
         }
         case "x":
