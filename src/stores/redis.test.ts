@@ -324,7 +324,7 @@ describe("redis store", () => {
     for (const c of kinds) expect((await s.redis.hkeys(`tg:{tollgate}:c:${c.key}:c`)).filter((f) => f.startsWith("l"))).toEqual([]);
   });
 
-  it("one turn's ops on one key with different maxes keep their own bucket widths, and each op runs at its own (test) time", async () => {
+  it("one turn's ops on one key with different maxes keep their own bucket widths, each op runs at its own (test) time, and a settle sent again changes nothing", async () => {
     let now = Date.UTC(2025, 0, 1);
     const s = await store({ clock: () => now });
     // One turn: the same key reserved with a max that keeps 1 ms buckets and one that does not;
