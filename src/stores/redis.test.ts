@@ -123,6 +123,35 @@ describe("redis store", () => {
     expect((await s.queryUsage({ since: 0 })).map((r) => r.request_id)).toEqual(["warm", "a"]);
   });
 
+  it("settles a served request and appends its record in one script call, a turn's records in one usage batch; resent while Redis hangs, neither counts twice", async () => {
+    const s = await store();
+    await s.reserve("warm", [counter("w", 20, 1)], HOUR);
+    for (const id of ["a", "b"]) expect(await s.reserve(id, [counter("w", 20, 5)], HOUR)).toMatchObject({ ok: true });
+    await s.redis.config("RESETSTAT");
+    await Promise.all([s.settleWithRecord!("a", [2], record("a")), s.settleWithRecord!("b", [3], record("b"))]);
+    const stats = await s.redis.info("commandstats");
+    const calls = (cmd: string) => Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
+    expect({ scripts: calls("evalsha") + calls("eval"), xadd: calls("xadd") }).toEqual({ scripts: 1, xadd: 2 });
+    expect((await s.queryUsage({ since: 0 })).map((r) => r.request_id)).toEqual(["a", "b"]);
+    expect(await s.peekDetail([{ key: "w", windowMs: MINUTE }])).toEqual([{ total: 6, reserved: 1 }]);
+
+    // Redis stops answering mid-call: both wait in memory, and land once, whenever it answers again.
+    expect(await s.reserve("c", [counter("w", 20, 4)], HOUR)).toMatchObject({ ok: true });
+    const admin = new Redis(server.url(1));
+    try {
+      await admin.call("CLIENT", "PAUSE", "1500", "ALL");
+      await s.settleWithRecord!("c", [1], record("c"));
+      await sleep(2_500);
+      await s.close();
+      expect((await admin.xlen("tg:{tollgate}:usage"))).toBe(3);
+      const reader = await RedisStore.open(server.url(1), { log: () => {} });
+      open.push(reader);
+      expect(await reader.peekDetail([{ key: "w", windowMs: MINUTE }])).toEqual([{ total: 7, reserved: 1 }]);
+    } finally {
+      admin.disconnect();
+    }
+  });
+
   it("a lease runs out on Redis's clock", async () => {
     const s = await store();
     expect(await s.reserve("held", [counter("k", 1, 1)], 300)).toMatchObject({ ok: true });

@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import { Command, Redis, type RedisOptions } from "ioredis";
 import { storedJson, type UsageRecord } from "../core/usage-record.js";
 import { bucketWidth } from "./buckets.js";
@@ -84,7 +84,12 @@ export class RedisStore implements Store {
    * answered on its own. One batch is in flight at a time; the next turn's ops wait for it, so
    * under load the batches grow instead of the calls.
    */
-  private readonly ops = new CommitBatch<CounterOp, unknown>((ops) => this.runBatch(ops));
+  private readonly ops = new CommitBatch<CounterOp, unknown>((ops) => {
+    this.turnRecords = undefined;
+    return this.runBatch(ops);
+  });
+  /** This turn's usage op for settleWithRecord's records, until the turn's BATCH call takes it. */
+  private turnRecords?: { op: UsageOp; sent: Promise<void> };
   /**
    * What this process reserved and has not settled yet, by id: its settle sends these instead of
    * having the script read the reservation's record back (a GET and a JSON decode per settle).
@@ -226,6 +231,24 @@ export class RedisStore implements Store {
     this.held.delete(id);
     const op: CounterOp = held && held.counters.length === actual.length ? { op: "S", now: this.now(), id, held, actual } : { op: "s", now: this.now(), id, actual };
     await this.writeBehind(() => this.ops.add(op));
+  }
+
+  /**
+   * The settle and the record in the same BATCH call: one script run takes both, and the answer
+   * waits for one round trip instead of a settle's and then a record's. A turn's records share
+   * one usage op (one batch id, as the write-behind queue's batches). While Redis is away both
+   * wait in the settlements' queue, as settle() and appendUsage() do alone, and are resent as
+   * they were: the settle ends its reservation once, and the usage op's batch id is written once.
+   */
+  async settleWithRecord(id: string, actual: number[], record: UsageRecord): Promise<void> {
+    const settled = this.settle(id, actual);
+    let turn = this.turnRecords;
+    if (!turn) {
+      const op: UsageOp = { op: "u", now: this.now(), batchId: randomUUID(), records: [] };
+      turn = this.turnRecords = { op, sent: this.writeBehind(() => this.ops.add(op)) };
+    }
+    turn.op.records.push(storedJson(record));
+    await Promise.all([settled, turn.sent]);
   }
 
   async release(id: string): Promise<void> {
@@ -555,13 +578,16 @@ interface Held {
   counters: Counter[];
 }
 
+/** Usage records appended by a BATCH call, once per batch id. */
+type UsageOp = { op: "u"; now: string; batchId: string; records: string[] };
+
 /** A counter operation waiting for this turn's BATCH call (RedisStore.ops). */
 type CounterOp =
   | { op: "r"; now: string; id: string; counters: Counter[]; leaseMs: number }
   | { op: "s"; now: string; id: string; actual: number[] }
   | { op: "S"; now: string; id: string; held: Held; actual: number[] }
   | { op: "x"; now: string; id: string }
-  | { op: "u"; now: string; batchId: string; records: string[] }
+  | UsageOp
   | { op: "p" | "d"; now: string; counters: Pick<Counter, "key" | "windowMs">[] };
 
 /**
