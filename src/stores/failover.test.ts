@@ -4,6 +4,7 @@ import { RedisServer } from "../testing/redis-server.js";
 import { FailoverStore } from "./failover.js";
 import { RedisStore, StoreUnavailableError } from "./redis.js";
 import type { StoredKey } from "../core/store.js";
+import { emptyUsageRecord } from "../core/usage-record.js";
 
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
@@ -33,6 +34,23 @@ describe("failover store (on_store_error: open)", () => {
   afterEach(async () => {
     await store.close();
     await server.dispose();
+  });
+
+  it("settles with the record through Redis while it is up, and locally (the record queued for Redis) while it is away", async () => {
+    const record = (id: string) => ({ ...emptyUsageRecord(id, new Date()), decision: "allow" as const });
+    expect(await store.reserve("up", [counter("w", 5, 2)], HOUR)).toMatchObject({ ok: true });
+    await store.settleWithRecord!("up", [1], record("up"));
+    expect(await store.peek([{ key: "w", windowMs: MINUTE }])).toEqual([1]);
+    expect((await store.queryUsage({ since: 0 })).map((r) => r.request_id)).toEqual(["up"]);
+
+    await server.stop();
+    expect(await store.reserve("away", [counter("w", 5, 2)], HOUR)).toMatchObject({ ok: true });
+    await store.settleWithRecord!("away", [1], record("away"));
+    expect(redis.pending.usage).toBe(1);
+    await server.restart();
+    await until(() => !store.degraded && redis.pending.usage === 0 && redis.pending.writes === 0);
+    expect((await store.queryUsage({ since: 0 })).map((r) => r.request_id)).toEqual(["up", "away"]);
+    expect(await store.peek([{ key: "w", windowMs: MINUTE }])).toEqual([2]);
   });
 
   it("falls back to local limits that start from what Redis counted, and charges them to Redis when it returns", async () => {

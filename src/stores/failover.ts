@@ -87,6 +87,13 @@ export class FailoverStore implements Store {
     await this.primary.charge(`local:${id}`, entries);
   }
 
+  /** Redis's reservations settle with their record in one call there; a local one settles here and its record joins Redis's queue. */
+  async settleWithRecord(id: string, actual: number[], record: UsageRecord): Promise<void> {
+    if (!this.held.has(id)) return this.primary.settleWithRecord(id, actual, record);
+    await this.settle(id, actual);
+    await this.appendUsage(record);
+  }
+
   async release(id: string): Promise<void> {
     if (this.held.delete(id)) return this.local.release(id);
     return this.primary.release(id);
