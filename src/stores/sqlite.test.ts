@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { emptyUsageRecord } from "../core/usage-record.js";
-import { SqliteStore } from "./sqlite.js";
+import { SqliteStore, type SqliteStoreOptions } from "./sqlite.js";
 import { sumSql } from "./sqlite-counter-rows.js";
 import { describeStoreContract } from "./store-contract.js";
 import { expectUsageLineIsStoredText } from "./usage-line-check.js";
@@ -35,7 +35,7 @@ describeStoreContract("sqlite", async () => {
 describe("sqlite store", () => {
   let dir: string;
   const open: SqliteStore[] = [];
-  const openStore = (path: string, opts?: { now?: () => number }) => {
+  const openStore = (path: string, opts?: SqliteStoreOptions) => {
     const store = SqliteStore.open(path, opts);
     open.push(store);
     return store;
@@ -400,7 +400,8 @@ describe("sqlite store", () => {
 
   it("reserves, settles and releases called in one turn share one commit, and each reserve gets its own answer", async () => {
     const path = join(dir, "tollgate.db");
-    const store = openStore(path);
+    // No checkpointer: the test reads the commits' frames in the WAL, which a restart would overwrite.
+    const store = openStore(path, { checkpointer: false });
     const rpm = (amount: number) => [{ key: "rpm", max: 10, amount, windowMs: 60_000 }];
     // Every commit appends its changed pages to the WAL as frames: one reserve alone writes a few.
     const frames = () => (statSync(`${path}-wal`).size - 32) / (4096 + 24);
@@ -420,7 +421,7 @@ describe("sqlite store", () => {
 
   it("a turn's usage rows share the commit of its reserves and settles", async () => {
     const path = join(dir, "tollgate.db");
-    const store = openStore(path);
+    const store = openStore(path, { checkpointer: false });
     const rpm = (amount: number) => [{ key: "rpm", max: 10, amount, windowMs: 60_000 }];
     // A WAL frame whose header names the database size ends a transaction: one per commit.
     const commits = () => {
@@ -437,6 +438,50 @@ describe("sqlite store", () => {
     expect(reserved).toEqual({ ok: true, totals: [2] });
     expect(commits() - before).toBe(1);
     expect((await store.queryUsage({ since: 0 })).map((r) => r.request_id)).toEqual(["done"]);
+  });
+
+  it("checkpoints off the event loop keep the WAL bounded under sustained writes: the checkpointer starts it over, the store never has to", async () => {
+    const path = join(dir, "tollgate.db");
+    const restartPages = 300;
+    const store = openStore(path, { walRestartPages: restartPages });
+    expect(await store.reserve("warm", [{ key: "warm", max: 1, amount: 1, windowMs: 60_000 }], HOUR)).toMatchObject({ ok: true });
+    const db = new Database(path, { readonly: true });
+    const pagesOf = () => Math.max(0, statSync(`${path}-wal`).size - 32) / (4096 + 24);
+    try {
+      // The store's own auto-checkpoint is only the bound, well past where the worker restarts the WAL.
+      expect(db.pragma("wal_autocheckpoint", { simple: true })).toBe(1000);
+      const rpm = [{ key: "rpm", max: 1e12, amount: 1, windowMs: 60_000 }];
+      const at = new Date(Date.UTC(2025, 0, 1));
+      let largest = 0;
+      // Turns of a reserve and a usage row, then a settle, as a gateway commits them: ~3,600
+      // pages in all, 12 times the restart size.
+      const turns = 2_000;
+      for (let i = 0; i < turns; i++) {
+        await Promise.all([store.reserve(`r${i}`, rpm, HOUR), store.appendUsage({ ...emptyUsageRecord(`u${i}`, at), route: "x".repeat(2_000) })]);
+        await store.settle(`r${i}`, [1]);
+        largest = Math.max(largest, pagesOf());
+        if (i % 5 === 0) await sleep(1);
+      }
+      const stats = await store.debugCheckpoints();
+      expect(stats?.restarts).toBeGreaterThan(0);
+      // With no checkpoint in the store's commits (wal_autocheckpoint 0, or a worker that never
+      // restarts and no bound) it grows by every page written (to ~3,600). The worker restarts
+      // it about every 300 pages; the store's own checkpoint at 4 × 300 is the bound on a machine
+      // too loaded to give the worker a core in time (plus the commit that crossed it).
+      expect(largest).toBeLessThan(4 * restartPages + 50);
+      expect(await store.peek(rpm)).toEqual([turns]);
+    } finally {
+      db.close();
+    }
+  }, 60_000);
+
+  it("closing the store removes the WAL: the checkpointer's connection closes first", async () => {
+    const path = join(dir, "tollgate.db");
+    const store = SqliteStore.open(path);
+    expect(await store.reserve("a", [{ key: "k", max: 1, amount: 1, windowMs: 60_000 }], HOUR)).toMatchObject({ ok: true });
+    expect(existsSync(`${path}-wal`)).toBe(true);
+    await store.close();
+    expect(existsSync(`${path}-wal`)).toBe(false);
   });
 
   it("revokes every key filed under the id", async () => {

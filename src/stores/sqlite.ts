@@ -8,6 +8,7 @@ import { CommitBatch } from "./commit-batch.js";
 import { OUTBOX_SCHEMA, SqliteOutbox } from "./outbox-sqlite.js";
 import { CounterRows } from "./sqlite-counter-rows.js";
 import { CounterTotals, TOTALS_SCHEMA } from "./sqlite-totals.js";
+import { SAFETY_FACTOR, WalCheckpointer, type CheckpointStats } from "./sqlite-checkpointer.js";
 import { StoreUnavailableError, type Checkpoint, type Counter, type CounterDetail, type ReserveResult, type Store, type StoreHealth, type StoredKey, type UsageQuery } from "../core/store.js";
 
 /** 2: counters became buckets + live reservations (counter_entries, the sliding log, is dropped). */
@@ -114,7 +115,19 @@ export interface SqliteStoreOptions {
   now?: () => number;
   /** Where the store says it became unavailable and came back. Default stderr. */
   log?: (line: string) => void;
+  /**
+   * WAL checkpoints in a worker thread (sqlite-checkpointer.ts), off the event loop: default on
+   * for a file. Off, SQLite checkpoints inside a commit every WAL_AUTOCHECKPOINT pages.
+   */
+  checkpointer?: boolean;
+  /** WAL pages past which the checkpointer makes the WAL start over (the WAL file stays about this size). */
+  walRestartPages?: number;
 }
+
+/** SQLite's default: the store's own checkpoint, when no worker does them. */
+const WAL_AUTOCHECKPOINT = 1_000;
+/** 16 MiB of WAL at 4 KiB pages: a restart (one fsync the store's commits may wait for) every ~2,000 requests of the bench. */
+const WAL_RESTART_PAGES = 4_000;
 
 /**
  * The driver is synchronous: SQLite's own busy wait would block the event loop, and did for
@@ -185,7 +198,10 @@ export class SqliteStore implements Store {
       migrate(db);
       db.pragma("busy_timeout = 0");
       const log = opts.log ?? ((line: string) => process.stderr.write(line + "\n"));
-      return new SqliteStore(db, opts.now ?? Date.now, path, log);
+      const store = new SqliteStore(db, opts.now ?? Date.now, path, log);
+      const wal = db.pragma("journal_mode", { simple: true }) === "wal";
+      if (wal && opts.checkpointer !== false) store.startCheckpointer(opts.walRestartPages ?? WAL_RESTART_PAGES);
+      return store;
     } catch (err) {
       db.close();
       throw err;
@@ -249,6 +265,9 @@ export class SqliteStore implements Store {
   /** Store-clock ms of the last sweep of expired counter rows (SWEEP_EVERY_MS). */
   private sweptAt = -Infinity;
   readonly outbox: SqliteOutbox;
+
+  /** Runs the WAL's checkpoints in a worker thread, while it runs. */
+  private checkpointer?: WalCheckpointer;
 
   /** performance.now() until which a busy lock fails at the first attempt (STUCK_FAST_FAIL_MS). */
   private stuckUntil = 0;
@@ -452,7 +471,13 @@ export class SqliteStore implements Store {
     );
     // SPEC 7.4: an acknowledged record or settle survives a crash, so a caller hears back only once
     // the batch holding it is committed; a batch that cannot be written fails every caller in it.
-    this.ops = new CommitBatch((ops) => this.guard(ops.length === 1 ? ops[0]!.op : "counters", true, () => opsTx.immediate(ops, this.now())));
+    const commitOps = (ops: CounterOp[]) => this.guard(ops.length === 1 ? ops[0]!.op : "counters", true, () => opsTx.immediate(ops, this.now()));
+    // While the checkpointer restarts the WAL, the next batch waits (asynchronously) rather than
+    // commit in between and leave the WAL to grow.
+    this.ops = new CommitBatch((ops) => {
+      const quiet = this.checkpointer?.quiet();
+      return quiet ? quiet.then(() => commitOps(ops)) : commitOps(ops);
+    });
 
     this.revokeTx = db.transaction((id: string, now: number) => {
       const rows = this.keysById.all(id);
@@ -554,7 +579,31 @@ export class SqliteStore implements Store {
   async close(): Promise<void> {
     // Rows already accepted are written (or their callers told they were not) before the file closes.
     if (this.db.open) await this.ops.drain();
+    const checkpointer = this.checkpointer;
+    this.checkpointer = undefined;
+    await checkpointer?.close();
     if (this.db.open) this.db.close();
+  }
+
+  /** Tests only: the checkpointer's counts, or undefined when none runs. */
+  debugCheckpoints(): Promise<CheckpointStats> | undefined {
+    return this.checkpointer?.stats();
+  }
+
+  private startCheckpointer(restartPages: number): void {
+    this.checkpointer = new WalCheckpointer(this.path, {
+      restartPages,
+      onExit: (err) => {
+        // Closed by close(), which took it away first; otherwise the worker stopped by itself.
+        if (this.checkpointer === undefined || !this.db.open) return;
+        this.checkpointer = undefined;
+        // Without the worker, SQLite checkpoints in the commits again: the WAL stays bounded.
+        this.db.pragma(`wal_autocheckpoint = ${WAL_AUTOCHECKPOINT}`);
+        if (err) this.log(`tollgate: store sqlite:${this.path}: the WAL checkpointer stopped (${err.message}); checkpoints run in the commits again`);
+      },
+    });
+    // Only a bound now, for a worker that falls behind: it restarts the WAL long before this.
+    this.db.pragma(`wal_autocheckpoint = ${SAFETY_FACTOR * restartPages}`);
   }
 
   /** A real write: a stuck lock and a full disk both show. */
@@ -580,7 +629,10 @@ export class SqliteStore implements Store {
     for (let attempt = 0; ; attempt++) {
       try {
         const value = fn();
-        if (write) this.recovered();
+        if (write) {
+          this.recovered();
+          this.checkpointer?.committed();
+        }
         return value;
       } catch (err) {
         const code = sqliteCode(err);
