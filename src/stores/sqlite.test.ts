@@ -467,8 +467,9 @@ describe("sqlite store", () => {
       // With no checkpoint in the store's commits (wal_autocheckpoint 0, or a worker that never
       // restarts and no bound) it grows by every page written (to ~3,600). The worker restarts
       // it about every 300 pages; the store's own checkpoint at 4 × 300 is the bound on a machine
-      // too loaded to give the worker a core in time (plus the commit that crossed it).
-      expect(largest).toBeLessThan(4 * restartPages + 50);
+      // too loaded to give the worker a core in time (it skips a turn while the worker checkpoints,
+      // so it may overshoot by a few commits).
+      expect(largest).toBeLessThan(6 * restartPages);
       expect(await store.peek(rpm)).toEqual([turns]);
     } finally {
       db.close();
