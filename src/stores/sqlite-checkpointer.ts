@@ -12,7 +12,7 @@ import { Worker } from "node:worker_threads";
  * committing; p99 +5.7 ms over the floor's). Here a worker thread with its own connection does
  * all of it, with the same `synchronous` setting (so the same durability):
  *
- * - every STEP_MS while the store commits, a PASSIVE checkpoint: it copies and fsyncs without
+ * - every restartPages / STEPS_PER_RESTART pages the store commits, a PASSIVE checkpoint: it copies and fsyncs without
  *   any lock the store's commits take, so they go on meanwhile;
  * - once the WAL is past `restartPages` (or the store has been idle IDLE_MS), it makes the WAL
  *   start over: a FULL checkpoint copies the few pages committed since (holding the write lock,
@@ -31,13 +31,12 @@ export interface CheckpointerOptions {
 }
 
 /**
- * PASSIVE checkpoints per restart: each copies about restartPages / this many pages (or what one
- * STEP_MS brought, if less), so a restart finds little left to copy while the store waits.
+ * PASSIVE checkpoints per restart: each copies about restartPages / this many pages (or what the
+ * store wrote before it went idle), so a restart finds little left to copy while the store waits.
  */
 const STEPS_PER_RESTART = 4;
-const STEP_MS = 1_000;
-/** How often the worker looks at the commit count. */
-const POLL_MS = 20;
+/** How often the worker looks at the commit count: a wake-up costs the process CPU too. */
+const POLL_MS = 50;
 /** A store that committed nothing for this long is idle: the WAL starts over, off its commits' path. */
 const IDLE_MS = 250;
 /** The store's own auto-checkpoint, as a bound: this many times the worker's restart point. */
@@ -56,7 +55,7 @@ const QUIET_MAX_MS = 50;
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require("node:worker_threads");
 const Database = require(workerData.driver);
-const { path, restartPages, stepPages, stepMs, pollMs, idleMs, quietMs } = workerData;
+const { path, restartPages, stepPages, pollMs, idleMs, quietMs } = workerData;
 const shared = new Int32Array(workerData.shared);
 const COMMITS = 0, QUIET = 1;
 const db = new Database(path, { fileMustExist: true });
@@ -75,7 +74,6 @@ const stats = { checkpoints: 0, restarts: 0, full: 0, quietMs: 0 };
 let seen = 0; // the commit count when the last checkpoint started
 let lastCount = 0;
 let changedAt = Date.now();
-let steppedAt = Date.now();
 let behind = false; // the last checkpoint left pages in the WAL (a reader held them, or the store committed meanwhile)
 let lastLog = -1; // the WAL's length after the last checkpoint, -1 after a restart
 let perCommit = 10; // pages a commit of the store writes, learnt from the checkpoints
@@ -106,11 +104,11 @@ function tick() {
   if (count !== lastCount) [lastCount, changedAt] = [count, now];
   if (count === seen && !behind) return;
   const idle = now - changedAt >= idleMs;
-  if (!idle && (count - seen) * perCommit < stepPages && now - steppedAt < stepMs) return;
+  if (!idle && (count - seen) * perCommit < stepPages) return;
   let [busy, log, done] = passive.get();
   stats.checkpoints++;
   if (log > lastLog && lastLog >= 0 && count > seen) perCommit = 0.7 * perCommit + (0.3 * (log - lastLog)) / (count - seen);
-  [steppedAt, seen, lastLog] = [now, count, log];
+  [seen, lastLog] = [count, log];
   behind = busy !== 0 || log > done;
   if (busy || log <= 0 || (log < restartPages && !idle)) return;
   // Start the WAL over: the store holds its next commits (WalCheckpointer.quiet) while the pages
@@ -171,7 +169,7 @@ export class WalCheckpointer {
     const driver = createRequire(import.meta.url).resolve("better-sqlite3");
     this.worker = new Worker(WORKER_SOURCE, {
       eval: true,
-      workerData: { path, driver, shared: this.shared.buffer, restartPages: opts.restartPages, stepPages: Math.max(1, Math.round(opts.restartPages / STEPS_PER_RESTART)), stepMs: STEP_MS, pollMs: POLL_MS, idleMs: IDLE_MS, quietMs: QUIET_MAX_MS },
+      workerData: { path, driver, shared: this.shared.buffer, restartPages: opts.restartPages, stepPages: Math.max(1, Math.round(opts.restartPages / STEPS_PER_RESTART)), pollMs: POLL_MS, idleMs: IDLE_MS, quietMs: QUIET_MAX_MS },
     });
     // A checkpointer must not keep a process alive that has nothing else to do.
     this.worker.unref();
