@@ -134,6 +134,10 @@ describe("redis store", () => {
     expect({ scripts: calls("evalsha") + calls("eval"), xadd: calls("xadd") }).toEqual({ scripts: 1, xadd: 2 });
     expect((await s.queryUsage({ since: 0 })).map((r) => r.request_id)).toEqual(["a", "b"]);
     expect(await s.peekDetail([{ key: "w", windowMs: MINUTE }])).toEqual([{ total: 6, reserved: 1 }]);
+    // A bad amount refuses both: no record is written for a settle that was not made.
+    await expect(s.settleWithRecord!("warm", [NaN], record("bad"))).rejects.toThrow(RangeError);
+    await s.settle("warm", [1]);
+    expect((await s.queryUsage({ since: 0 })).map((r) => r.request_id)).toEqual(["a", "b"]);
 
     // Redis stops answering mid-call: both wait in memory, and land once, whenever it answers again.
     expect(await s.reserve("c", [counter("w", 20, 4)], HOUR)).toMatchObject({ ok: true });
@@ -146,7 +150,7 @@ describe("redis store", () => {
       expect((await admin.xlen("tg:{tollgate}:usage"))).toBe(3);
       const reader = await RedisStore.open(server.url(1), { log: () => {} });
       open.push(reader);
-      expect(await reader.peekDetail([{ key: "w", windowMs: MINUTE }])).toEqual([{ total: 7, reserved: 1 }]);
+      expect(await reader.peekDetail([{ key: "w", windowMs: MINUTE }])).toEqual([{ total: 7, reserved: 0 }]);
     } finally {
       admin.disconnect();
     }

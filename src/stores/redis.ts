@@ -241,6 +241,8 @@ export class RedisStore implements Store {
    * they were: the settle ends its reservation once, and the usage op's batch id is written once.
    */
   async settleWithRecord(id: string, actual: number[], record: UsageRecord): Promise<void> {
+    // Refused before anything is queued: neither, so the caller's own settle and append run alone.
+    assertAmounts(id, actual);
     const settled = this.settle(id, actual);
     let turn = this.turnRecords;
     if (!turn) {
