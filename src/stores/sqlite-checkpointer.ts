@@ -209,15 +209,20 @@ export class WalCheckpointer {
       const onMessage = (msg: { stats?: CheckpointStats }) => {
         if (!msg.stats) return;
         this.worker.off("message", onMessage);
+        this.worker.unref();
         resolve(msg.stats);
       };
       this.worker.on("message", onMessage);
+      this.worker.ref();
       this.worker.postMessage("stats");
     });
   }
 
   /** Closes the worker's connection first, so the store's own close is the last and removes the WAL. */
   async close(): Promise<void> {
+    // Unref'd, the worker's exit is not something the event loop waits for: a CLI command closing
+    // its store would see the process end mid-await, its output and exit code lost.
+    this.worker.ref();
     this.worker.postMessage("close");
     await this.exited;
   }
