@@ -85,3 +85,47 @@ export function chatBody({ stream = false } = {}) {
     ...(stream ? { stream: true } : {}),
   };
 }
+
+/** The keys and models of `npm run bench`'s configs (bench/run.js) and `bench/instructions.sh`'s refusals. */
+export const BENCH_KEYS = { KEY: "sk-bench-mock", MODEL: "gpt-4o-mini", limited: "sk-bench-limited", broke: "sk-bench-broke" };
+/** Priced, but in no plan: asking for it is a 403. */
+export const OTHER_MODEL = "gpt-4o";
+
+/** The shared harness's tollgate configs (../shared/bench/tollgate-bench*.yaml), on each store. */
+export function tollgateConfig(store, limits, budgets = limits ? "user" : "none") {
+  // budgets: "none", "user" (the plan's daily budget) or "levels" (the user's, its org's and its key's).
+  const all = budgets === "levels";
+  return {
+    server: { host: "127.0.0.1", port: 0 },
+    store,
+    providers: { mock: { type: "openai", base_url: "env:MOCK_URL", api_key: "sk-upstream-bench" } },
+    models: { [BENCH_KEYS.MODEL]: { provider: "mock", price: { input: 0.15, output: 0.6 } }, [OTHER_MODEL]: { provider: "mock", price: { input: 2.5, output: 10 } } },
+    plans: {
+      bench: { models: [BENCH_KEYS.MODEL], ...(budgets !== "none" ? { budget: { daily: 1_000_000 } } : {}) },
+      limited: { models: [BENCH_KEYS.MODEL] },
+      broke: { models: [BENCH_KEYS.MODEL], budget: { daily: 0.0001 } },
+    },
+    ...(all ? { orgs: { acme: { budget: { daily: 1_000_000 } } } } : {}),
+    keys: [
+      { key: BENCH_KEYS.KEY, user: "bench-user", plan: "bench", ...(all ? { org: "acme", budget: { daily: 1_000_000 } } : {}) },
+      { key: BENCH_KEYS.limited, user: "bench-limited", plan: "limited" },
+      { key: BENCH_KEYS.broke, user: "bench-broke", plan: "broke" },
+    ],
+    routes: {
+      main: {
+        path: "/",
+        plans: ["bench", "limited", "broke"],
+        ...(limits && {
+          limits: [
+            { per: "user", requests: 1, window: "1m", plans: ["limited"] },
+            { per: "user", requests: 100_000_000, window: "1m" },
+            { per: "ip", requests: 100_000_000, window: "1m" },
+            { per: "user", tokens: 10_000_000_000, window: "1d" },
+          ],
+          input: { max_prompt_chars: 8000, max_output_tokens: 800 },
+        }),
+      },
+    },
+  };
+}
+

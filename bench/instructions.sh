@@ -6,7 +6,9 @@
 #   bench/instructions.sh TARGET SCENARIO [N] [WARMUP]
 #     TARGET    floor (the bare undici proxy), bare401 (a node:http server answering a fixed 401:
 #               the lower bound of a refusal) or a built checkout (its dist/ is served)
-#     SCENARIO  stream (50 tokens with a usage chunk), nonstream (16 tokens) or refusal (a bad key, 401)
+#     SCENARIO  stream (50 tokens with a usage chunk), nonstream (16 tokens) or refusal (a bad key, 401);
+#               the refusals of a known key, on `npm run bench`'s config with limits (bench/configs.js, store
+#               per CONFIG=memory|sqlite|redis, memory by default): ratelimited (429), forbidden (403), budget (402)
 #     N         requests counted (200), after WARMUP requests not counted (150); 4 at a time
 #
 # Config: tollgate on the memory store with no limits (the bench's tg-nolimits). CONFIG=nolimits|memory|sqlite
@@ -25,8 +27,17 @@ PORT=$MP TOKENS=$([ "$SC" = stream ] && echo "${STREAM_TOKENS:-50}" || echo 16) 
 # The shared harness sits beside the repo (../shared/bench); a worktree one level deeper looks one further up.
 SHARED=${SHARED_BENCH:-$HERE/../../shared/bench}
 [ -d "$SHARED" ] || SHARED=$HERE/../../../shared/bench
-case "${CONFIG:-}" in
-  "") cat > "$D/cfg.yaml" <<YAML
+case "$SC:${CONFIG:-}" in
+  ratelimited:*|forbidden:*|budget:*)
+    case "${CONFIG:-memory}" in
+      memory) STORE="memory:" ;;
+      sqlite) STORE="sqlite:$D/bench.db" ;;
+      redis) RP=$((MP + 2)); STORE="redis://127.0.0.1:$RP/0"
+        redis-server --port $RP --bind 127.0.0.1 --save "" --appendonly no > "$D/redis.log" 2>&1 & REDIS=$! ;;
+      *) echo "CONFIG must be memory, sqlite or redis for $SC" >&2; exit 2 ;;
+    esac
+    (cd "$HERE" && node --input-type=module -e "import { writeFileSync } from 'node:fs'; import { stringify } from 'yaml'; import { tollgateConfig } from './configs.js'; writeFileSync('$D/cfg.yaml', stringify(tollgateConfig('$STORE', true)));") || exit 2 ;;
+  *:) cat > "$D/cfg.yaml" <<YAML
 server: { host: 127.0.0.1, port: 0 }
 store: "memory:"
 providers: { mock: { type: openai, base_url: "http://127.0.0.1:$MP/v1", api_key: sk-upstream-bench } }
@@ -36,7 +47,7 @@ keys: [ { key: sk-bench-mock, user: bench-user, plan: bench } ]
 routes: { main: { path: "/", plans: [bench] } }
 YAML
 ;;
-  nolimits|memory|sqlite|redis)
+  *:nolimits|*:memory|*:sqlite|*:redis)
     YML=$SHARED/tollgate-bench$([ "$CONFIG" = sqlite ] || [ "$CONFIG" = redis ] || echo "-$CONFIG").yaml
     [ -f "$YML" ] || { echo "no $YML (set SHARED_BENCH to the shared harness's bench dir)" >&2; exit 2; }
     cp "$YML" "$D/cfg.yaml"

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import type { ResolvedConfig } from "./config-types.js";
+import type { ResolvedConfig, ResolvedRoute } from "./config-types.js";
 import type { RequestFormat } from "./format.js";
 import type { CallSignal } from "./cancel.js";
 import type { JsonSource } from "./json-source.js";
@@ -8,7 +8,7 @@ import { StoreUnavailableError, type Store } from "./store.js";
 import { afterSettle, refusalAlert, type EngineEvents } from "./alerts.js";
 import { AppRequest } from "./app-request.js";
 import { admissionActuals, budgetActuals, joint, startCheckpoints } from "./checkpoint.js";
-import { compileNetworks } from "./client-ip.js";
+import { compileNetworks, inNetworks } from "./client-ip.js";
 import { storeFailure, TollgateError } from "./errors.js";
 import { Exchange, type CallerContext } from "./exchange.js";
 import type { Gate, GateEnv } from "./gate.js";
@@ -19,7 +19,7 @@ import { identify } from "./gates/identify.js";
 import { jointReservation } from "./gates/joint-reservation.js";
 import { modelPolicy } from "./gates/model-policy.js";
 import { normalise } from "./gates/normalise.js";
-import { quota, quotaPeek } from "./gates/quota.js";
+import { quota, quotaPeek, windowRefusal } from "./gates/quota.js";
 import { requestWindows } from "./gates/request-windows.js";
 import { Identifier } from "./identity.js";
 import { abortReason } from "./metered-stream.js";
@@ -61,6 +61,13 @@ export interface EngineOptions {
   events?: EngineEvents;
 }
 
+/** A refusal answered before an exchange is built (Engine.refuseEarly), with the headers it carries. */
+export interface EarlyRefusal {
+  error: TollgateError;
+  headers: Readonly<Record<string, string>>;
+}
+const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
+
 /** How a provider call ended, as the transport saw it. */
 export interface Outcome {
   ended: Ended;
@@ -92,6 +99,8 @@ export class Engine {
     this.routes = new Map(opts.config.routes.map((r) => [r.name, r]));
     this.events = opts.events;
     this.refusals = new RefusalRecords(opts.config.server.maxRefusalRecordsPerSecond, (summary) => this.writeSummary(summary));
+    // Calendar periods follow the store's clock when it has one (Redis), so replicas agree on the day.
+    const now = opts.now ?? (opts.store.clock ? () => opts.store.clock!() : Date.now);
     this.env = {
       config: opts.config,
       store: opts.store,
@@ -99,10 +108,9 @@ export class Engine {
       providers: opts.providers,
       blocklist: compileNetworks(opts.config.abuse.blocklist),
       allowlist: compileNetworks(opts.config.abuse.allowlist),
-      // Calendar periods follow the store's clock when it has one (Redis), so replicas agree on the day.
-      now: opts.now ?? (opts.store.clock ? () => opts.store.clock!() : Date.now),
+      now,
       alerts: opts.events,
-      recent: new RecentTotals(),
+      recent: new RecentTotals(undefined, now),
     };
   }
 
@@ -119,10 +127,33 @@ export class Engine {
    * the transport to answer. Undefined: open() and admit() as usual (the refusal, if any, gets its
    * own record). A flood of bad keys costs no Exchange, record or promise per request.
    */
-  refuseEarly(caller: CallerContext): TollgateError | undefined {
+  refuseEarly(caller: CallerContext): EarlyRefusal | undefined {
     const route = this.routes.get(caller.route);
-    const err = route && this.env.identifier.knownRefusal(caller.credentials, route);
-    return err && this.refusals.fold(err.code, caller.route, caller.endpoint) ? err : undefined;
+    if (!route) return undefined;
+    const err = this.env.identifier.knownRefusal(caller.credentials, route);
+    if (err) return this.refusals.fold(err.code, caller.route, caller.endpoint) ? { error: err, headers: NO_HEADERS } : undefined;
+    // A window this process knows is full (RecentTotals.noteFull), once the 429s' records of this
+    // second are spent. Looked for only then: no other request pays for it.
+    return this.env.recent.anyFull && this.refusals.spent("rate_limited") ? this.knownFull(caller, route) : undefined;
+  }
+
+  /**
+   * Gate 3's 429 for a window this process knows is full, answered before an exchange when gates
+   * 1-3 would give it without a store trip and with nothing else to record: a config key or an
+   * anonymous caller, no operator policy or suspicion score to read (gate 2 keeps no signal), no
+   * challenge, no run. The same refusal, headers and summary count as the way through admit().
+   */
+  private knownFull(caller: CallerContext, route: ResolvedRoute): EarlyRefusal | undefined {
+    const env = this.env;
+    if (route.challenge || route.runs || this.config.adminKey !== undefined || abuseEnabled(env)) return undefined;
+    if (inNetworks(env.blocklist, caller.ip) && !inNetworks(env.allowlist, caller.ip)) return undefined;
+    const identity = env.identifier.knownIdentity(caller.credentials, route, caller.ip);
+    if (!identity) return undefined;
+    const counters = requestWindows({ route, identity, windows: undefined }).counters;
+    const full = env.recent.refusal(counters);
+    if (!full || !this.refusals.fold("rate_limited", caller.route, caller.endpoint)) return undefined;
+    const headers: Record<string, string> = {};
+    return { error: windowRefusal({ headers }, counters, full), headers };
   }
 
   /**
@@ -228,6 +259,7 @@ export class Engine {
     if (ex.finished) return ex.record;
     ex.finished = true;
     if (ex.record.ended === null) ex.record.ended = ended;
+    this.freed(ex);
     try {
       // A library request's tool calls were taken one by one through gate.toolCall().
       await this.settleAdmission(ex, 0);
@@ -311,6 +343,7 @@ export class Engine {
     // A served request is never thrown away: whatever fails while settling, the record is written.
     // Nothing held (no limits, no budget): nothing to wait for.
     if (ex.budget || ex.quota || ex.runStart) {
+      this.freed(ex);
       const budget = ex.budget && this.settleBudget(ex, charge, meter);
       const admission =
         ((ex.quota && !joint(ex)) || ex.runStart) &&
@@ -400,6 +433,18 @@ export class Engine {
     else await (quota ?? run);
   }
 
+  /**
+   * This request gives back or settles what it held: counters this process knew full may have
+   * room again (RecentTotals.noteFull).
+   */
+  private freed(ex: Exchange): void {
+    const recent = this.env.recent;
+    if (!recent.anyFull) return;
+    if (ex.quota) recent.freed(ex.quota.counters);
+    if (ex.budget) recent.freed(ex.budget.counters);
+    if (ex.runStart) recent.freed(ex.runStart.counters);
+  }
+
   /** Records a refusal: gives back what earlier gates took and feeds the suspicion score. */
   async refuse(ex: Exchange, err: TollgateError): Promise<void> {
     if (ex.finished) return;
@@ -407,6 +452,7 @@ export class Engine {
     const rec = ex.record;
     rec.decision = "deny";
     rec.code = err.code;
+    this.freed(ex);
     const releases: Promise<unknown>[] = [];
     if (ex.quota) releases.push(this.store.release(ex.quota.id));
     if (ex.budget && !joint(ex)) releases.push(this.store.release(ex.budget.id));

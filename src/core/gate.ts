@@ -29,6 +29,6 @@ export type Gate = (ex: Exchange, env: GateEnv) => Promise<void> | void;
 export const LEASE_MARGIN_MS = 5_000;
 
 /** How long a reservation outlives its request before the store gives it back (SPEC §7.4). */
-export function leaseMs(ex: Exchange): number {
+export function leaseMs(ex: Pick<Exchange, "route">): number {
   return ex.route.timeoutMs + LEASE_MARGIN_MS;
 }

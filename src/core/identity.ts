@@ -179,6 +179,22 @@ export class Identifier {
     return refusalOf(seen.key);
   }
 
+  /**
+   * The identity identify() gives these credentials without waiting and without refusing: a
+   * config key's, an anonymous caller's. Undefined when it needs the store or a JWT check, or
+   * refuses: identify() decides. For a refusal answered before an exchange is built.
+   */
+  knownIdentity(creds: Credentials, route: ResolvedRoute, ip: string): Identity | undefined {
+    if (creds.app || creds.unusable) return undefined;
+    if (creds.token && ((this.jwtKey && looksLikeJwt(creds.token)) || !this.staticKeys.has(this.hashOf(creds.token)))) return undefined;
+    try {
+      const identity = this.identifyNow(creds, route, ip);
+      return identity instanceof Promise ? undefined : identity;
+    } catch {
+      return undefined;
+    }
+  }
+
   /** hashKey, once per request: knownRefusal and identify() see the same credentials one after the other. */
   private hashOf(token: string): string {
     if (token !== this.lastToken) {

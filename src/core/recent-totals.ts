@@ -1,4 +1,7 @@
-/** How long a counter's total seen by this process answers an admission check without the store. */
+/**
+ * How long a counter's total seen by this process answers an admission check without the store;
+ * also the longest a counter the store found full refuses from this process's memory.
+ */
 export const RECENT_TOTAL_MS = 1_000;
 /** Counters remembered at most: a flood of distinct callers cannot grow memory. */
 const MAX_REMEMBERED = 10_000;
@@ -14,16 +17,37 @@ const MAX_REMEMBERED = 10_000;
  */
 export class RecentTotals {
   private readonly seen = new Map<string, { total: number; at: number }>();
+  /**
+   * Counters the store refused a reservation on: their total then, until when that total refuses
+   * without the store, and when the store said enough of the window leaves (undefined: never, or
+   * a calendar period whose reset the counter itself names).
+   */
+  private readonly full = new Map<string, { used: number; amount: number; until: number; resetAt: number | undefined }>();
 
-  constructor(private readonly clock: () => number = () => performance.now()) {}
+  /**
+   * `wall`: the clock the store's windows run on (the engine's `now`), which the known-full
+   * counters' resets are measured against: a window the store has reset refuses nothing here.
+   */
+  constructor(
+    private readonly clock: () => number = () => performance.now(),
+    private readonly wall: () => number = Date.now,
+  ) {}
 
   /** Notes totals read or reserved just now, in the order of `keys`. */
   note(keys: readonly { key: string }[], totals: readonly number[]): void {
     const at = this.clock();
+    const full = this.full.size > 0;
     for (let i = 0; i < keys.length; i++) {
       const key = keys[i]!.key;
       const total = totals[i];
       if (total === undefined) continue;
+      // The store's newer word on a counter: lower, the refusal it gave may not stand; not lower,
+      // it still refuses what did not fit, at the newer total.
+      if (full) {
+        const f = this.full.get(key);
+        if (f && total < f.used) this.full.delete(key);
+        else if (f) f.used = total;
+      }
       // Updated in place: a counter noted on every request keeps its entry (and its place in the
       // eviction order, first noted first dropped) instead of a delete and an insert each time.
       const known = this.seen.get(key);
@@ -40,6 +64,73 @@ export class RecentTotals {
   /** Forgets a counter: it was found full, so the next check asks the store. */
   forget(key: string): void {
     this.seen.delete(key);
+  }
+
+  /**
+   * The store refused a reservation on this counter at total `used`. For RECENT_TOTAL_MS at
+   * most (and never past the window's reset), a request that would not fit at that total is
+   * refused from here. Within one process that total can only fall through a settle or release,
+   * which `freed` reports, or through time, which the reset bounds; another process's settles and
+   * releases are seen within RECENT_TOTAL_MS, the staleness the admission check already accepts
+   * the other way.
+   */
+  noteFull(key: string, used: number, retryAfterMs: number | undefined, amount: number): void {
+    const now = this.wall();
+    const until = now + (retryAfterMs === undefined ? RECENT_TOTAL_MS : Math.min(RECENT_TOTAL_MS, retryAfterMs));
+    if (!this.full.has(key) && this.full.size >= MAX_REMEMBERED) this.full.delete(this.full.keys().next().value!);
+    this.full.set(key, { used, amount, until, resetAt: retryAfterMs === undefined ? undefined : now + retryAfterMs });
+    // The refusal's total is the store's word too: a budget whose reservation did not fit may still
+    // have room for the spent check before the body.
+    this.note([{ key }], [used]);
+  }
+
+  /** This process settled or released reservations on these counters: what it knew full may have room. */
+  freed(counters: readonly { key: string }[]): void {
+    if (!this.full.size) return;
+    for (const { key } of counters) this.full.delete(key);
+  }
+
+  /** Whether any counter is known full: the refusal paths look no further when none is. */
+  get anyFull(): boolean {
+    return this.full.size > 0;
+  }
+
+  /**
+   * The store's answer, from memory, to a reservation of `counters` that would be refused: the
+   * first counter known full for its amount, when every counter before it is known to have room
+   * (so the store would name that one too). The store's wait (`retryAfterMs`) is for the amount it
+   * was asked; a counter noted with one answers only that amount. Undefined: only the store can say.
+   */
+  refusal(counters: readonly { key: string; amount: number; max: number }[]): { ok: false; index: number; used: number; retryAfterMs?: number } | undefined {
+    if (!this.full.size) return undefined;
+    const now = this.wall();
+    const at = this.clock();
+    for (let i = 0; i < counters.length; i++) {
+      const c = counters[i]!;
+      let f = this.full.get(c.key);
+      if (f && f.until <= now) {
+        this.full.delete(c.key);
+        f = undefined;
+      }
+      if (f) {
+        if (f.used + c.amount <= c.max || (f.resetAt !== undefined && f.amount !== c.amount)) return undefined;
+        return { ok: false, index: i, used: f.used, retryAfterMs: f.resetAt === undefined ? undefined : Math.max(0, f.resetAt - now) };
+      }
+      const s = this.seen.get(c.key);
+      if (!s || at - s.at > RECENT_TOTAL_MS || s.total + c.amount > c.max) return undefined;
+    }
+    return undefined;
+  }
+
+  /** The first of these counters known to be spent (total at or over its max), and that total. */
+  spent(counters: readonly { key: string; max: number }[]): { index: number; used: number } | undefined {
+    if (!this.full.size) return undefined;
+    const now = this.wall();
+    for (let i = 0; i < counters.length; i++) {
+      const f = this.full.get(counters[i]!.key);
+      if (f && f.until > now && f.used >= counters[i]!.max) return { index: i, used: f.used };
+    }
+    return undefined;
   }
 
   /** The recent total of every counter, or undefined when any is unknown or too old to trust. */

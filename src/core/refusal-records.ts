@@ -48,6 +48,12 @@ export class RefusalRecords {
     return true;
   }
 
+  /** Whether the code's records of this second are spent: its refusals now only count. */
+  spent(code: string): boolean {
+    const c = this.perCode.get(code);
+    return c !== undefined && c.kept >= this.max && c.second === Math.floor(this.now() / 1000);
+  }
+
   /** Takes one of the code's records of this second, if any is left. */
   private keep(code: string, second: number): boolean {
     let c = this.perCode.get(code);

@@ -110,7 +110,7 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
     };
     // A flood of one bad key is answered here, counted into its summary record, with nothing built.
     const early = engine.refuseEarly(caller);
-    if (early) return sendError(res, endpoint.format.api, early);
+    if (early) return sendError(res, endpoint.format.api, early.error, early);
     if (obs) await obs.request(requestId, route.name, () => modelCall(req, res, route, endpoint.format, caller));
     else await modelCall(req, res, route, endpoint.format, caller);
   }
@@ -314,7 +314,7 @@ function sendJson(res: ServerResponse, status: number, body: unknown, headers?: 
   res.end(text);
 }
 
-function sendError(res: ServerResponse, api: "openai" | "anthropic", err: TollgateError, ex?: Exchange): void {
+function sendError(res: ServerResponse, api: "openai" | "anthropic", err: TollgateError, ex?: { readonly headers: Readonly<Record<string, string>> }): void {
   if (res.headersSent) {
     res.destroy();
     return;

@@ -41,9 +41,11 @@ export const jointReservation: Gate = async function jointReservation(ex, env) {
   const all = counters.length ? limits.concat(counters) : limits;
   // The suffix says what the reservation holds (the metrics gauge counts by it).
   const id = counters.length ? `${ex.id}:qb` : `${ex.id}:q`;
+  // What this process just saw refused refuses again without the store (RecentTotals.noteFull).
+  const known = env.recent.refusal(all);
   let result: ReserveResult;
   try {
-    result = await env.store.reserve(id, all, leaseMs(ex));
+    result = known ?? (await env.store.reserve(id, all, leaseMs(ex)));
   } catch (err) {
     // Gate 3's reservation would have met the failing store first.
     before.restore(ex);
@@ -51,11 +53,10 @@ export const jointReservation: Gate = async function jointReservation(ex, env) {
   }
   if (!result.ok) {
     if (result.index < limits.length) {
-      env.recent.forget(limits[result.index]!.key);
       before.restore(ex);
-      throw windowRefusal(ex, limits, result);
+      throw windowRefusal(ex, limits, result, known ? undefined : env);
     }
-    const refusal = overdrawn(ex, env, counters, result.index - limits.length, result);
+    const refusal = overdrawn(ex, env, counters, result.index - limits.length, result, !known);
     await windowsSeen(ex, env, windows, before);
     throw refusal;
   }
@@ -138,6 +139,16 @@ function putBack(headers: Record<string, string>, name: string, value: string | 
  */
 async function windowsSeen(ex: Exchange, env: GateEnv, windows: CallerWindows, before: BeforeGate4): Promise<void> {
   const limits = windows.counters;
+  // Room by this process's recent totals (an upper bound within it, see RecentTotals) is gate 3's
+  // verdict without a store trip: a flood of 403s and 402s costs the store nothing. Not noted: the
+  // request took nothing, and its own share must not pile up in the totals.
+  const recent = env.recent.totals(limits);
+  if (recent && limits.every((c, i) => recent[i]! + c.amount <= c.max)) {
+    for (let i = 0; i < limits.length; i++) recent[i]! += limits[i]!.amount;
+    const burst = windowsTaken(ex, env, windows, recent, before.signals);
+    if (burst) await burst;
+    return;
+  }
   let totals: number[];
   let full: Extract<ReserveResult, { ok: false }> | undefined;
   try {
@@ -159,9 +170,8 @@ async function windowsSeen(ex: Exchange, env: GateEnv, windows: CallerWindows, b
     throw err;
   }
   if (full) {
-    env.recent.forget(limits[full.index]!.key);
     before.restore(ex);
-    throw windowRefusal(ex, limits, full);
+    throw windowRefusal(ex, limits, full, env);
   }
   env.recent.note(limits, totals);
   const burst = windowsTaken(ex, env, windows, totals, before.signals);

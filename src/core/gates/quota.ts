@@ -33,11 +33,11 @@ export const quota: Gate = async function quota(ex, env) {
 
   if (counters.length) {
     const id = `${ex.id}:q`;
+    // A window this process just saw full refuses without the store (RecentTotals.noteFull).
+    const known = env.recent.refusal(counters);
+    if (known) throw windowRefusal(ex, counters, known);
     const result = await env.store.reserve(id, counters, leaseMs(ex));
-    if (!result.ok) {
-      env.recent.forget(counters[result.index]!.key);
-      throw windowRefusal(ex, counters, result);
-    }
+    if (!result.ok) throw windowRefusal(ex, counters, result, env);
     env.recent.note(counters, result.totals);
     ex.quota = { id, counters };
     const burst = windowsTaken(ex, env, windows, result.totals);
@@ -76,6 +76,8 @@ export const quotaPeek: Gate = async function quotaPeek(ex, env) {
   const spent = budgetCounters(ex, env, 0);
   ex.quotaDeferred = true;
   if (!counters.length && !spent.length) return;
+  // A window or budget this process just found full refuses as the store would, without it.
+  if (env.recent.anyFull) knownFull(ex, env, counters, spent);
   const all = spent.length ? [...counters, ...spent] : counters;
   // Plenty of room by this process's recent totals (an upper bound, see RecentTotals): no store trip.
   let totals = env.recent.totals(all);
@@ -88,11 +90,15 @@ export const quotaPeek: Gate = async function quotaPeek(ex, env) {
     // counter and how long until it has room. Should a slot have freed meanwhile, give it back.
     const id = `${ex.id}:p`;
     const result = await env.store.reserve(id, counters, leaseMs(ex));
-    if (!result.ok) throw windowRefusal(ex, counters, result);
+    if (!result.ok) throw windowRefusal(ex, counters, result, env);
     await env.store.release(id);
   }
   const full = spent.findIndex((c, i) => totals[counters.length + i]! >= c.max);
-  if (full >= 0) throw budgetRefusal(spent[full]!, totals[counters.length + full]!, 0, env.now());
+  if (full >= 0) {
+    const used = totals[counters.length + full]!;
+    env.recent.noteFull(spent[full]!.key, used, undefined, 0);
+    throw budgetRefusal(spent[full]!, used, 0, env.now());
+  }
   if (!spent.length) return;
   const spentTotals = totals.slice(counters.length);
   ex.budgetPressure = pastSoft(spent, spentTotals);
@@ -132,9 +138,29 @@ function hasRoom(counters: readonly HeldCounter[], spent: HeldCounter[], totals:
   );
 }
 
-/** The refusal for a window reservation that did not fit, with RateLimit headers naming it. */
-export function windowRefusal(ex: Exchange, counters: readonly HeldCounter[], result: Extract<ReserveResult, { ok: false }>): TollgateError {
+/**
+ * Gate 3's refusal from this process's memory of full counters, before any store trip: a window
+ * known full, or (every window known to have room) a budget known spent. Throws it; returns when
+ * only the store can tell.
+ */
+function knownFull(ex: Exchange, env: GateEnv, counters: readonly HeldCounter[], spent: readonly HeldCounter[]): void {
+  const full = env.recent.refusal(counters);
+  if (full) throw windowRefusal(ex, counters, full);
+  const broke = spent.length ? env.recent.spent(spent) : undefined;
+  if (!broke) return;
+  const totals = env.recent.totals(counters);
+  if (totals && counters.every((c, i) => totals[i]! + c.amount <= c.max)) throw budgetRefusal(spent[broke.index]!, broke.used, 0, env.now());
+}
+
+/**
+ * The refusal for a window reservation that did not fit, with RateLimit headers naming it. Given
+ * `env`, the store's answer is remembered, so the next request for this window is refused without
+ * the store (RecentTotals.noteFull); an answer that came from that memory is not noted again. Not
+ * an in-flight window: its slot frees whenever a request ends, in any process.
+ */
+export function windowRefusal(ex: Pick<Exchange, "headers">, counters: readonly HeldCounter[], result: Extract<ReserveResult, { ok: false }>, env?: GateEnv): TollgateError {
   const c = counters[result.index]!;
+  if (c.unit !== "concurrent") env?.recent.noteFull(c.key, result.used, result.retryAfterMs, c.amount);
   if (c.unit === "steps" || c.unit === "tool_calls") return runLimit(`this run has reached ${c.label}`);
   // An in-flight slot frees when some request ends, which no store can foresee: try again soon.
   const retry = c.unit === "concurrent" ? 1 : Math.max(1, Math.ceil((result.retryAfterMs ?? c.windowMs) / 1000));

@@ -1,7 +1,7 @@
 import type { ResolvedLimit, ResolvedRoute } from "../config-types.js";
 import type { Exchange, HeldCounter } from "../exchange.js";
 import type { Identity } from "../identity.js";
-import { appliesTo, limitKey, limitLabel, limitWindowMs, scopeValue } from "./scope.js";
+import { appliesTo, limitKey, limitLabel, limitWindowMs, scopeValue, type LimitCaller } from "./scope.js";
 
 /**
  * A caller's request and in-flight windows on a route, and what its RateLimit headers say of them.
@@ -34,8 +34,11 @@ const MAX_CALLERS = 10_000;
 const NONE: CallerWindows = { counters: [], policy: "", stateHead: [], stateTail: [] };
 const routes = new WeakMap<ResolvedRoute, RouteWindows>();
 
-/** This request's windows: built once per caller and route, then looked up with a few map reads. */
-export function requestWindows(ex: Exchange): CallerWindows {
+/**
+ * This request's windows: built once per caller and route, then looked up with a few map reads.
+ * Kept on `ex` (an exchange, or the route and identity alone: a refusal answered before one).
+ */
+export function requestWindows(ex: LimitCaller & Pick<Exchange, "windows">): CallerWindows {
   let windows = ex.windows;
   if (windows) return windows;
   let route = routes.get(ex.route);
@@ -68,7 +71,7 @@ export function requestWindows(ex: Exchange): CallerWindows {
 }
 
 /** What a limit counts this caller by, without building its key: the identity's own strings where they say it alone. */
-function scopeName(limit: ResolvedLimit, id: Identity, ex: Exchange): string {
+function scopeName(limit: ResolvedLimit, id: Identity, ex: LimitCaller): string {
   switch (limit.per) {
     case "user":
       return id.kind === "anonymous" ? id.ipGroup : id.user;
@@ -83,7 +86,7 @@ function scopeName(limit: ResolvedLimit, id: Identity, ex: Exchange): string {
   }
 }
 
-function build(limits: readonly ResolvedLimit[], ex: Exchange): CallerWindows {
+function build(limits: readonly ResolvedLimit[], ex: LimitCaller): CallerWindows {
   const counters: HeldCounter[] = [];
   const policy: string[] = [];
   const stateHead: (string | undefined)[] = [];

@@ -5,8 +5,11 @@ import type { Exchange } from "../exchange.js";
 import { leaseMs } from "../gate.js";
 import { formatUsd } from "../money.js";
 
+/** What a limit's scope and key depend on: the route and the caller's identity (an Exchange, or less). */
+export type LimitCaller = Pick<Exchange, "route" | "identity">;
+
 /** The value a `per:` scope counts by. An anonymous caller's user and key are its IP group. */
-export function scopeValue(per: LimitScope, ex: Exchange): string {
+export function scopeValue(per: LimitScope, ex: LimitCaller): string {
   const id = ex.identity!;
   switch (per) {
     case "user":
@@ -28,12 +31,12 @@ export function scopeValue(per: LimitScope, ex: Exchange): string {
  * The window a limit's counter spans: its own, or for `concurrent` the request's lease — an
  * in-flight slot counts while its lease runs and settles to 0 when the request ends.
  */
-export function limitWindowMs(limit: ResolvedLimit, ex: Exchange): number {
+export function limitWindowMs(limit: ResolvedLimit, ex: LimitCaller): number {
   return limit.unit === "concurrent" ? leaseMs(ex) : limit.windowMs;
 }
 
 /** Whether a limit counts this caller: a limit may name the plans whose callers it pools. */
-export function appliesTo(limit: ResolvedLimit, ex: Exchange): boolean {
+export function appliesTo(limit: ResolvedLimit, ex: LimitCaller): boolean {
   return !limit.plans || limit.plans.has(ex.identity!.plan);
 }
 
@@ -42,7 +45,7 @@ export function limitsFor(ex: Exchange, unit: ResolvedLimit["unit"]): ResolvedLi
   return ex.route.limits.filter((l) => l.unit === unit && appliesTo(l, ex));
 }
 
-export function limitKey(limit: ResolvedLimit, ex: Exchange): string {
+export function limitKey(limit: ResolvedLimit, ex: LimitCaller): string {
   return `lim:${limit.id}:${scopeValue(limit.per, ex)}`;
 }
 
