@@ -20,7 +20,7 @@ export const budget: Gate = async function budget(ex, env) {
   if (!counters.length) return;
   const id = `${ex.id}:b`;
   const known = env.recent.refusal(counters);
-  if (known) throw overdrawn(ex, env, counters, known.index, known, false);
+  if (known) throw overdrawn(ex, env, counters, known.index, known);
   const result = await env.store.reserve(id, counters, leaseMs(ex));
   if (!result.ok) throw overdrawn(ex, env, counters, result.index, result);
   env.recent.note(counters, result.totals);
@@ -55,14 +55,11 @@ export function budgetReservation(ex: Exchange, env: GateEnv): HeldCounter[] {
 
 /**
  * Gate 6's refusal: `counters[index]` would overdraw (`used` and `retryAfterMs` are the store's).
- * The store's answer is remembered (`fromStore`), so the next request that would not fit either is
- * refused without the store (RecentTotals.noteFull); a calendar budget's wait is its reset, so its
- * answer serves any amount.
+ * Not remembered as full (quota.ts windowRefusal says why): the next request asks the store.
  */
-export function overdrawn(ex: Exchange, env: GateEnv, counters: readonly HeldCounter[], index: number, result: { used: number; retryAfterMs?: number }, fromStore = true): TollgateError {
+export function overdrawn(ex: Exchange, env: GateEnv, counters: readonly HeldCounter[], index: number, result: { used: number; retryAfterMs?: number }): TollgateError {
   const c = counters[index]!;
   const estimate = ex.estimate;
-  if (fromStore) env.recent.noteFull(c.key, result.used, c.resetsAt !== undefined ? undefined : result.retryAfterMs, c.amount);
   if (c.key.startsWith("run:")) return runLimit(`this run would pass ${c.label} of $${formatUsd(c.max)}: $${formatUsd(Math.max(0, c.max - result.used))} left, this call may cost up to $${formatUsd(estimate)}`);
   if (c.unit === "usd") return budgetRefusal(c, result.used, estimate, env.now(), result.retryAfterMs);
   const retry = Math.max(1, Math.ceil((result.retryAfterMs ?? c.windowMs) / 1000));

@@ -160,9 +160,9 @@ describe("one store reservation per admitted gateway request (gates 3 and 6 toge
     // Five refusals in a window of three per user and four per route: none of them counted.
     expect(Object.values(await t.store.totals("lim:"))).toEqual([0, 0, 0]);
     expect(await t.store.total("bud:d:u:cy")).toBe(0);
-    // Nothing was held, so there was nothing to give back; the store refused the first, and the
-    // next four were refused from what it said (RecentTotals.noteFull): one store op for five.
-    expect(t.store.ops).toEqual(["reserve :qb"]);
+    // Nothing was held, so there was nothing to give back. Each asks the store: a budget seen full
+    // can have room a moment later, when holds settle below their estimates (quota.ts windowRefusal).
+    expect(t.store.ops).toEqual(Array(5).fill("reserve :qb"));
     expect((await t.send({ key: "tg_joint_ann", body: hello })).headers["ratelimit"]).toBe('"chat.0";r=2;t=60, "chat.1";r=3;t=60');
   });
 

@@ -56,7 +56,7 @@ export const jointReservation: Gate = async function jointReservation(ex, env) {
       before.restore(ex);
       throw windowRefusal(ex, limits, result, known ? undefined : env);
     }
-    const refusal = overdrawn(ex, env, counters, result.index - limits.length, result, !known);
+    const refusal = overdrawn(ex, env, counters, result.index - limits.length, result);
     await windowsSeen(ex, env, windows, before);
     throw refusal;
   }

@@ -96,7 +96,6 @@ export const quotaPeek: Gate = async function quotaPeek(ex, env) {
   const full = spent.findIndex((c, i) => totals[counters.length + i]! >= c.max);
   if (full >= 0) {
     const used = totals[counters.length + full]!;
-    env.recent.noteFull(spent[full]!.key, used, undefined, 0);
     throw budgetRefusal(spent[full]!, used, 0, env.now());
   }
   if (!spent.length) return;
@@ -160,7 +159,11 @@ function knownFull(ex: Exchange, env: GateEnv, counters: readonly HeldCounter[],
  */
 export function windowRefusal(ex: Pick<Exchange, "headers">, counters: readonly HeldCounter[], result: Extract<ReserveResult, { ok: false }>, env?: GateEnv): TollgateError {
   const c = counters[result.index]!;
-  if (c.unit !== "concurrent") env?.recent.noteFull(c.key, result.used, result.retryAfterMs, c.amount);
+  // Only a request window's total stays put: each request it holds settles at the 1 it reserved.
+  // A budget's or a token window's holds are estimates that settle lower, in any process, so a
+  // total seen full can have room a moment later (two gateways on one org budget admitted a
+  // quarter of what fitted while one remembered the other's holds).
+  if (c.unit === "requests") env?.recent.noteFull(c.key, result.used, result.retryAfterMs, c.amount);
   if (c.unit === "steps" || c.unit === "tool_calls") return runLimit(`this run has reached ${c.label}`);
   // An in-flight slot frees when some request ends, which no store can foresee: try again soon.
   const retry = c.unit === "concurrent" ? 1 : Math.max(1, Math.ceil((result.retryAfterMs ?? c.windowMs) / 1000));
