@@ -591,7 +591,20 @@ export class SqliteStore implements Store {
   }
 
   private startCheckpointer(restartPages: number): void {
-    this.checkpointer = new WalCheckpointer(this.path, {
+    try {
+      this.checkpointer = this.newCheckpointer(restartPages);
+    } catch (err) {
+      // No worker threads here (a sandbox, a bundle without the driver's path): SQLite keeps
+      // checkpointing in the commits, as it did before the worker; the store works the same.
+      this.log(`tollgate: store sqlite:${this.path}: no WAL checkpointer thread (${(err as Error).message}); checkpoints run in the commits`);
+      return;
+    }
+    // Only a bound now, for a worker that falls behind: it restarts the WAL long before this.
+    this.db.pragma(`wal_autocheckpoint = ${SAFETY_FACTOR * restartPages}`);
+  }
+
+  private newCheckpointer(restartPages: number): WalCheckpointer {
+    return new WalCheckpointer(this.path, {
       restartPages,
       onExit: (err) => {
         // Closed by close(), which took it away first; otherwise the worker stopped by itself.
@@ -602,8 +615,6 @@ export class SqliteStore implements Store {
         if (err) this.log(`tollgate: store sqlite:${this.path}: the WAL checkpointer stopped (${err.message}); checkpoints run in the commits again`);
       },
     });
-    // Only a bound now, for a worker that falls behind: it restarts the WAL long before this.
-    this.db.pragma(`wal_autocheckpoint = ${SAFETY_FACTOR * restartPages}`);
   }
 
   /** A real write: a stuck lock and a full disk both show. */
