@@ -18,9 +18,9 @@ const MAX_REMEMBERED = 10_000;
 export class RecentTotals {
   private readonly seen = new Map<string, { total: number; at: number }>();
   /**
-   * Counters the store refused a reservation on: their total then, until when that total refuses
-   * without the store, and when the store said enough of the window leaves (undefined: never, or
-   * a calendar period whose reset the counter itself names).
+   * Request windows the store refused a reservation on (only those: gates/quota.ts windowRefusal
+   * says why): their total then, until when that total refuses without the store, and when the
+   * store said enough of the window leaves (undefined: it did not say).
    */
   private readonly full = new Map<string, { used: number; amount: number; until: number; resetAt: number | undefined }>();
 
@@ -79,8 +79,7 @@ export class RecentTotals {
     const until = now + (retryAfterMs === undefined ? RECENT_TOTAL_MS : Math.min(RECENT_TOTAL_MS, retryAfterMs));
     if (!this.full.has(key) && this.full.size >= MAX_REMEMBERED) this.full.delete(this.full.keys().next().value!);
     this.full.set(key, { used, amount, until, resetAt: retryAfterMs === undefined ? undefined : now + retryAfterMs });
-    // The refusal's total is the store's word too: a budget whose reservation did not fit may still
-    // have room for the spent check before the body.
+    // The refusal's total is the store's word too, for the admission check's recent totals.
     this.note([{ key }], [used]);
   }
 
@@ -118,17 +117,6 @@ export class RecentTotals {
       }
       const s = this.seen.get(c.key);
       if (!s || at - s.at > RECENT_TOTAL_MS || s.total + c.amount > c.max) return undefined;
-    }
-    return undefined;
-  }
-
-  /** The first of these counters known to be spent (total at or over its max), and that total. */
-  spent(counters: readonly { key: string; max: number }[]): { index: number; used: number } | undefined {
-    if (!this.full.size) return undefined;
-    const now = this.wall();
-    for (let i = 0; i < counters.length; i++) {
-      const f = this.full.get(counters[i]!.key);
-      if (f && f.until > now && f.used >= counters[i]!.max) return { index: i, used: f.used };
     }
     return undefined;
   }

@@ -19,8 +19,6 @@ export const budget: Gate = async function budget(ex, env) {
   const counters = budgetReservation(ex, env);
   if (!counters.length) return;
   const id = `${ex.id}:b`;
-  const known = env.recent.refusal(counters);
-  if (known) throw overdrawn(ex, env, counters, known.index, known);
   const result = await env.store.reserve(id, counters, leaseMs(ex));
   if (!result.ok) throw overdrawn(ex, env, counters, result.index, result);
   env.recent.note(counters, result.totals);

@@ -76,8 +76,8 @@ export const quotaPeek: Gate = async function quotaPeek(ex, env) {
   const spent = budgetCounters(ex, env, 0);
   ex.quotaDeferred = true;
   if (!counters.length && !spent.length) return;
-  // A window or budget this process just found full refuses as the store would, without it.
-  if (env.recent.anyFull) knownFull(ex, env, counters, spent);
+  // A request window this process just found full refuses as the store would, without it.
+  if (env.recent.anyFull) knownFull(ex, env, counters);
   const all = spent.length ? [...counters, ...spent] : counters;
   // Plenty of room by this process's recent totals (an upper bound, see RecentTotals): no store trip.
   let totals = env.recent.totals(all);
@@ -138,17 +138,12 @@ function hasRoom(counters: readonly HeldCounter[], spent: HeldCounter[], totals:
 }
 
 /**
- * Gate 3's refusal from this process's memory of full counters, before any store trip: a window
- * known full, or (every window known to have room) a budget known spent. Throws it; returns when
- * only the store can tell.
+ * Gate 3's refusal from this process's memory of full request windows, before any store trip.
+ * Throws it; returns when only the store can tell.
  */
-function knownFull(ex: Exchange, env: GateEnv, counters: readonly HeldCounter[], spent: readonly HeldCounter[]): void {
+function knownFull(ex: Exchange, env: GateEnv, counters: readonly HeldCounter[]): void {
   const full = env.recent.refusal(counters);
   if (full) throw windowRefusal(ex, counters, full);
-  const broke = spent.length ? env.recent.spent(spent) : undefined;
-  if (!broke) return;
-  const totals = env.recent.totals(counters);
-  if (totals && counters.every((c, i) => totals[i]! + c.amount <= c.max)) throw budgetRefusal(spent[broke.index]!, broke.used, 0, env.now());
 }
 
 /**
