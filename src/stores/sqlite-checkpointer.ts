@@ -15,10 +15,12 @@ import { Worker } from "node:worker_threads";
  * - every restartPages / STEPS_PER_RESTART pages the store commits, a PASSIVE checkpoint: it copies and fsyncs without
  *   any lock the store's commits take, so they go on meanwhile;
  * - once the WAL is past `restartPages` (or the store has been idle IDLE_MS), it makes the WAL
- *   start over: a FULL checkpoint copies the few pages committed since (holding the write lock,
- *   which only makes the store's commits wait, asynchronously: SqliteStore.guard's backoff), and a
- *   no-op write then restarts the WAL, paying the header's fsync in the worker. The store's
- *   connection restarts it itself only when it commits first.
+ *   start over: the store holds its commits (asynchronously) while a FULL checkpoint copies the
+ *   few pages committed since and a no-op write restarts the WAL, paying the header's fsync in the
+ *   worker. The store's connection restarts it itself only when it commits first. Another
+ *   connection in the way (a reader on an old snapshot, another process writing) makes the FULL
+ *   or the write busy: the store's commits are released at once and the restart tried later,
+ *   since waiting would hold them without bringing that connection's end any closer.
  *
  * The store's connection keeps `wal_autocheckpoint` at SAFETY_FACTOR × restartPages, so the WAL
  * stays bounded if the worker falls behind or dies; the store only counts its commits here.
@@ -49,15 +51,18 @@ interface AtomicsWaitAsync {
 
 const COMMITS = 0;
 const QUIET = 1;
+const WRITING = 2;
 const QUIET_MAX_MS = 50;
+/** A restart found busy is tried again after POLL_MS, doubling up to this. */
+const RETRY_MAX_MS = 1_000;
 
 /** Runs in the worker (as CommonJS, from a string: the tests run this module from TypeScript sources). */
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require("node:worker_threads");
 const Database = require(workerData.driver);
-const { path, restartPages, stepPages, pollMs, idleMs, quietMs } = workerData;
+const { path, restartPages, stepPages, pollMs, idleMs, quietMs, retryMaxMs } = workerData;
 const shared = new Int32Array(workerData.shared);
-const COMMITS = 0, QUIET = 1;
+const COMMITS = 0, QUIET = 1, WRITING = 2;
 const db = new Database(path, { fileMustExist: true });
 // Never wait for a lock: a checkpoint or restart that cannot have one now tries again later.
 db.pragma("busy_timeout = 0");
@@ -70,13 +75,15 @@ const begin = db.prepare("BEGIN IMMEDIATE");
 const commit = db.prepare("COMMIT");
 const rollback = db.prepare("ROLLBACK");
 const userVersion = db.prepare("PRAGMA user_version").pluck();
-const stats = { checkpoints: 0, restarts: 0, full: 0, quietMs: 0 };
+const stats = { checkpoints: 0, restarts: 0, full: 0, busy: 0, quiets: 0, quietMs: 0, maxQuietMs: 0 };
 let seen = 0; // the commit count when the last checkpoint started
 let lastCount = 0;
 let changedAt = Date.now();
 let behind = false; // the last checkpoint left pages in the WAL (a reader held them, or the store committed meanwhile)
 let lastLog = -1; // the WAL's length after the last checkpoint, -1 after a restart
 let perCommit = 10; // pages a commit of the store writes, learnt from the checkpoints
+let retryAt = 0; // after a restart found busy: no new try before this
+let retries = 0; // restarts found busy in a row
 
 // The first write after a checkpoint that copied everything restarts the WAL. Rewriting the
 // user_version with its own value is a write that changes nothing (the write lock is held
@@ -111,26 +118,38 @@ function tick() {
   [seen, lastLog] = [count, log];
   behind = busy !== 0 || log > done;
   if (busy || log <= 0 || (log < restartPages && !idle)) return;
-  // Start the WAL over: the store holds its next commits (WalCheckpointer.quiet) while the pages
-  // committed since the passive checkpoint are copied and the restart is written, so no commit
-  // of its lands in between and leaves the WAL to grow.
+  if (now < retryAt) return;
+  if (startOver()) [behind, lastLog, retries] = [false, -1, 0];
+  // Busy: a reader still holds pages of the WAL (a long query in another process), or another
+  // process writes. Neither ends because the store waits, so it did not: the next try is later.
+  else retryAt = now + Math.min(retryMaxMs, pollMs * 2 ** retries++);
+}
+
+// Starts the WAL over: the store holds its next commits (WalCheckpointer.quiet) while the pages
+// committed since the passive checkpoint are copied and the restart is written, so no commit of
+// its lands in between and leaves the WAL to grow. The only lock worth waiting for is the store's
+// own commit that began before it saw QUIET (synchronous, sub-millisecond: WRITING); anything
+// busy after that is another connection, and the store's commits are released at once.
+function startOver() {
   const quietFrom = performance.now();
   Atomics.store(shared, QUIET, 1);
+  stats.quiets++;
   try {
-    // A commit the store began before it saw QUIET ends within its turn (or a descheduled
-    // thread's time slice); past quietMs the store stops waiting anyway.
-    while (performance.now() - quietFrom < quietMs) {
-      if (log > done) [busy, log, done] = (stats.full++, full.get());
-      if (log === done && restart()) break;
-      Atomics.wait(shared, QUIET, 1, 1);
-      [busy, log, done] = passive.get();
+    Atomics.wait(shared, WRITING, 1, quietMs);
+    stats.full++;
+    const [busy] = full.get();
+    if (busy !== 0 || !restart()) {
+      stats.busy++;
+      return false;
     }
+    return true;
   } finally {
     Atomics.store(shared, QUIET, 0);
     Atomics.notify(shared, QUIET);
-    stats.quietMs += performance.now() - quietFrom;
+    const held = performance.now() - quietFrom;
+    stats.quietMs += held;
+    stats.maxQuietMs = Math.max(stats.maxQuietMs, held);
   }
-  [behind, lastLog] = [false, -1];
 }
 
 const timer = setInterval(() => {
@@ -153,15 +172,22 @@ parentPort.on("message", (msg) => {
 export interface CheckpointStats {
   checkpoints: number;
   restarts: number;
-  /** FULL checkpoints: the passive one before a restart had left pages behind. */
+  /** FULL checkpoints: one per try to restart the WAL. */
   full: number;
-  /** How long the store's commits were held for restarts, in all. */
+  /** Tries to restart the WAL that found another connection in the way (a FULL checkpoint or the write busy). */
+  busy: number;
+  /** Times the store's commits were held for a restart, and for how long: in all, and the longest. */
+  quiets: number;
   quietMs: number;
+  maxQuietMs: number;
 }
 
 export class WalCheckpointer {
-  /** [commits the store made, 1 while the worker restarts the WAL and the store's commits wait]. */
-  private readonly shared = new Int32Array(new SharedArrayBuffer(8));
+  /**
+   * [commits the store made, 1 while the worker restarts the WAL and the store's commits wait,
+   * 1 while the store's thread is inside a write transaction].
+   */
+  private readonly shared = new Int32Array(new SharedArrayBuffer(12));
   private readonly worker: Worker;
   private readonly exited: Promise<void>;
 
@@ -169,7 +195,7 @@ export class WalCheckpointer {
     const driver = createRequire(import.meta.url).resolve("better-sqlite3");
     this.worker = new Worker(WORKER_SOURCE, {
       eval: true,
-      workerData: { path, driver, shared: this.shared.buffer, restartPages: opts.restartPages, stepPages: Math.max(1, Math.round(opts.restartPages / STEPS_PER_RESTART)), pollMs: POLL_MS, idleMs: IDLE_MS, quietMs: QUIET_MAX_MS },
+      workerData: { path, driver, shared: this.shared.buffer, restartPages: opts.restartPages, stepPages: Math.max(1, Math.round(opts.restartPages / STEPS_PER_RESTART)), pollMs: POLL_MS, idleMs: IDLE_MS, quietMs: QUIET_MAX_MS, retryMaxMs: RETRY_MAX_MS },
     });
     // A checkpointer must not keep a process alive that has nothing else to do.
     this.worker.unref();
@@ -182,6 +208,20 @@ export class WalCheckpointer {
   /** The store committed: the worker checkpoints by what the store wrote, not on a blind timer. */
   committed(): void {
     Atomics.add(this.shared, COMMITS, 1);
+  }
+
+  /**
+   * Runs one of the store's write transactions (synchronous): a restart that begins meanwhile
+   * waits for this one to end instead of finding the store's lock busy.
+   */
+  writing<T>(fn: () => T): T {
+    Atomics.store(this.shared, WRITING, 1);
+    try {
+      return fn();
+    } finally {
+      Atomics.store(this.shared, WRITING, 0);
+      Atomics.notify(this.shared, WRITING);
+    }
   }
 
   /**

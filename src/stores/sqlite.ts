@@ -639,7 +639,8 @@ export class SqliteStore implements Store {
     let version: unknown;
     for (let attempt = 0; ; attempt++) {
       try {
-        const value = fn();
+        const checkpointer = write ? this.checkpointer : undefined;
+        const value = checkpointer ? checkpointer.writing(fn) : fn();
         if (write) {
           this.recovered();
           this.checkpointer?.committed();
