@@ -143,7 +143,9 @@ export interface Store {
   /**
    * settle(id, actual) and appendUsage(record) in one durable write: both are taken, or neither
    * is (the caller then settles and appends on its own). A served request's answer then waits for
-   * one commit instead of two in turn. Absent: the engine settles, then appends.
+   * one commit instead of two in turn. Absent: the engine settles, then appends. Rejects only when
+   * neither was taken: a store that cannot tell (a reply lost after the write ran) sees both
+   * through itself, since the caller appending the record again would count it twice.
    */
   settleWithRecord?(id: string, actual: number[], record: UsageRecord): Promise<void>;
   /**

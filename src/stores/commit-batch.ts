@@ -58,7 +58,12 @@ export class CommitBatch<T, R = void> {
     this.running = commit
       .then(
         (results) => {
-          for (let i = 0; i < batch.length; i++) batch[i]!.resolve(results ? results[i]! : (undefined as R));
+          // A result that is an Error is that item's own failure: the batch's other items stand.
+          for (let i = 0; i < batch.length; i++) {
+            const r = results ? results[i]! : (undefined as R);
+            if (r instanceof Error) batch[i]!.reject(r);
+            else batch[i]!.resolve(r);
+          }
         },
         (err: unknown) => {
           for (const w of batch) w.reject(err);

@@ -442,15 +442,17 @@ end
 -- counter its number (define), reserved, actual; or minus its number and reserved when actual is
 -- the reserved amount (a request counter's 1, nearly always). The fields are worked out as the
 -- reserve did. Returns 1, or 0 when R was already gone, and where the next op's arguments start.
+local function skip_held(k, n)
+  local A = ARGV
+  for _ = 1, n do
+    local t = A[k]
+    if (N[t] or num(t)) < 0 then k = k + 2 else k = k + 3 end
+  end
+  return k
+end
 local function settle_held(rkey, ts, lease, b, n, now, margin)
   local A, k = ARGV, b
-  if call('DEL', rkey, rkey .. ':cp') == 0 then
-    for _ = 1, n do
-      local t = A[k]
-      if (N[t] or num(t)) < 0 then k = k + 2 else k = k + 3 end
-    end
-    return 0, k
-  end
+  if call('DEL', rkey, rkey .. ':cp') == 0 then return 0, skip_held(k, n) end
   for _ = 1, n do
     local t = A[k]
     local c = N[t] or num(t)
@@ -510,12 +512,14 @@ end
 -- Appends usage records (JSON) to stream skey, once per batch marker mkey: a batch whose reply
 -- was lost is sent again and must not be written twice. Entries older than the retention are
 -- trimmed (MINID ~, once per call), and the stream expires after a whole retention unwritten.
+-- The marker is set after the records: an XADD that fails leaves the batch unwritten, to be sent again.
 local function append_usage(skey, mkey, now, retention, records)
-  if not call('SET', mkey, '1', 'NX', 'PX', 3600000) then return 0 end
+  if call('EXISTS', mkey) == 1 then return 0 end
   local minid = fmt(math.max(0, now - retention))
   for i, r in ipairs(records) do
     if i == 1 then call('XADD', skey, 'MINID', '~', minid, '*', 'r', r) else call('XADD', skey, '*', 'r', r) end
   end
+  call('SET', mkey, '1', 'PX', 3600000)
   call('PEXPIRE', skey, fmt(retention))
   return #records
 end
@@ -580,18 +584,27 @@ local A, argc = ARGV, #ARGV
 -- A batch under a test clock starts with a 't'.
 local clock = A[2] ~= 't' and now_ms('')
 local now, lease = clock, -1
+-- Each op runs under pcall: an op that fails (a key of the wrong type) is that op's error reply,
+-- and the batch's other ops still happen and are committed. Failing the whole call instead would
+-- keep what its earlier ops wrote straight away (records, usage entries) but not their counters.
+local function answer(ok, r, ...)
+  if ok then return r, ... end
+  if type(r) == 'table' and r.err then return r end
+  return {err = 'ERR tollgate batch: ' .. tostring(r)}
+end
 local out, o, a = {}, 0, 2
 while a <= argc do
   local op = A[a]
   if op == 'r' then
     local n = N[A[a + 2]] or num(A[a + 2])
     o = o + 1
-    out[o] = reserve(A[a + 1], a + 3, n, now, lease, margin)
+    out[o] = answer(pcall(reserve, A[a + 1], a + 3, n, now, lease, margin))
     a = a + 3 + 2 * n
   elseif op == 'S' then
     local n = N[A[a + 3]] or num(A[a + 3])
     o = o + 1
-    out[o], a = settle_held(A[a + 1], N[A[a + 2]] or num(A[a + 2]), lease, a + 4, n, now, margin)
+    local r, k = answer(pcall(settle_held, A[a + 1], N[A[a + 2]] or num(A[a + 2]), lease, a + 4, n, now, margin))
+    out[o], a = r, k or skip_held(a + 4, n)
   elseif op == 'l' then
     lease = N[A[a + 1]] or num(A[a + 1])
     a = a + 2
@@ -607,16 +620,16 @@ while a <= argc do
   elseif op == 's' then
     local n = A[a + 2] + 0
     o = o + 1
-    out[o] = settle_rec(A[a + 1], {unpack(A, a + 3, a + 2 + n)}, now, margin)
+    out[o] = answer(pcall(settle_rec, A[a + 1], {unpack(A, a + 3, a + 2 + n)}, now, margin))
     a = a + 3 + n
   elseif op == 'x' then
     o = o + 1
-    out[o] = release_rec(A[a + 1], now, margin)
+    out[o] = answer(pcall(release_rec, A[a + 1], now, margin))
     a = a + 2
   elseif op == 'u' then
     local n = A[a + 4] + 0
     o = o + 1
-    out[o] = append_usage(KEYS[A[a + 1] + 0], KEYS[A[a + 2] + 0], now, A[a + 3] + 0, {unpack(A, a + 5, a + 4 + n)})
+    out[o] = answer(pcall(append_usage, KEYS[A[a + 1] + 0], KEYS[A[a + 2] + 0], now, A[a + 3] + 0, {unpack(A, a + 5, a + 4 + n)}))
     a = a + 5 + n
   elseif op == 'p' or op == 'd' then
     local n = A[a + 1] + 0
@@ -626,7 +639,7 @@ while a <= argc do
       windows[i] = A[a + 1 + 2 * i]
     end
     o = o + 1
-    out[o] = peek(bases, windows, now, margin, op == 'd')
+    out[o] = answer(pcall(peek, bases, windows, now, margin, op == 'd'))
     a = a + 2 + 2 * n
   else
     commit()

@@ -156,6 +156,50 @@ describe("redis store", () => {
     }
   });
 
+  it("an op that fails inside a turn's BATCH call fails alone: the turn's settles and records land once, the counters stay whole", async () => {
+    const s = await store();
+    // A counter key holding a string (another app's key in our namespace): the script's read of it
+    // fails with WRONGTYPE. Before, the whole call failed after its earlier ops had written the
+    // usage entries and deleted reservation records, but before their counters were written.
+    await s.redis.set("tg:{tollgate}:c:poison:c", "not a hash");
+    for (const id of ["a", "b"]) expect(await s.reserve(id, [counter("w", 20, 5)], HOUR)).toMatchObject({ ok: true });
+    const after = await Promise.allSettled([s.settleWithRecord!("a", [2], record("a")), s.reserve("p1", [counter("poison", 20, 1)], HOUR)]);
+    const before = await Promise.allSettled([s.reserve("p2", [counter("poison", 20, 1)], HOUR), s.settleWithRecord!("b", [3], record("b"))]);
+    expect([after.map((r) => r.status), before.map((r) => r.status)]).toEqual([
+      ["fulfilled", "rejected"],
+      ["rejected", "fulfilled"],
+    ]);
+    expect(String((after[1] as PromiseRejectedResult).reason)).toMatch(/WRONGTYPE/);
+    expect((await s.queryUsage({ since: 0 })).map((r) => r.request_id)).toEqual(["a", "b"]);
+    expect(await s.peekDetail([{ key: "w", windowMs: MINUTE }])).toEqual([{ total: 5, reserved: 0 }]);
+    // The usage stream itself of the wrong type: the record's op fails without marking its batch
+    // written, the settle stands, and settleWithRecord still resolves (the record is on stdout).
+    expect(await s.reserve("c", [counter("w", 20, 5)], HOUR)).toMatchObject({ ok: true });
+    await s.redis.del("tg:{tollgate}:usage");
+    await s.redis.set("tg:{tollgate}:usage", "not a stream");
+    await s.settleWithRecord!("c", [1], record("c"));
+    expect(await s.peekDetail([{ key: "w", windowMs: MINUTE }])).toEqual([{ total: 6, reserved: 0 }]);
+    expect(await s.redis.keys("tg:{tollgate}:ub:*")).toHaveLength(2);
+  });
+
+  it("a turn's BATCH call answered with an error after it ran: settleWithRecord resolves, nothing is counted or recorded twice", async () => {
+    const s = await store();
+    for (const id of ["a", "b"]) expect(await s.reserve(id, [counter("w", 20, 5)], HOUR)).toMatchObject({ ok: true });
+    // The reply to a call that ran is lost to a non-transient error (a batch split past its op limit,
+    // a proxy in front of Redis): the engine must not be told "neither" and append the records again.
+    const run = (s as unknown as { run: (...a: unknown[]) => Promise<unknown> }).run.bind(s);
+    let failed = 0;
+    (s as unknown as { run: typeof run }).run = async (...a) => {
+      const reply = await run(...a);
+      if (failed++ === 0) throw new Error("ERR injected after the script ran");
+      return reply;
+    };
+    await Promise.all([s.settleWithRecord!("a", [2], record("a")), s.settleWithRecord!("b", [3], record("b"))]);
+    expect(failed).toBeGreaterThan(1);
+    expect((await s.queryUsage({ since: 0 })).map((r) => r.request_id)).toEqual(["a", "b"]);
+    expect(await s.peekDetail([{ key: "w", windowMs: MINUTE }])).toEqual([{ total: 5, reserved: 0 }]);
+  });
+
   it("a lease runs out on Redis's clock", async () => {
     const s = await store();
     expect(await s.reserve("held", [counter("k", 1, 1)], 300)).toMatchObject({ ok: true });

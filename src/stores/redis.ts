@@ -239,18 +239,43 @@ export class RedisStore implements Store {
    * one usage op (one batch id, as the write-behind queue's batches). While Redis is away both
    * wait in the settlements' queue, as settle() and appendUsage() do alone, and are resent as
    * they were: the settle ends its reservation once, and the usage op's batch id is written once.
+   *
+   * Once the record is queued this never rejects: Redis keeps what a script wrote before a later
+   * op of the same call failed, so a failed call may have appended the record already, and the
+   * engine appending it again would count it twice. A failed settle is retried alone, and a
+   * failed usage op resent alone under its own batch id (a no-op if it had run).
    */
   async settleWithRecord(id: string, actual: number[], record: UsageRecord): Promise<void> {
     // Refused before anything is queued: neither, so the caller's own settle and append run alone.
     assertAmounts(id, actual);
-    const settled = this.settle(id, actual);
+    const settled = this.settle(id, actual).catch((err: unknown) => this.settleAlone(id, actual, err));
     let turn = this.turnRecords;
     if (!turn) {
       const op: UsageOp = { op: "u", now: this.now(), batchId: randomUUID(), records: [] };
-      turn = this.turnRecords = { op, sent: this.writeBehind(() => this.ops.add(op)) };
+      const sent = this.writeBehind(() => this.ops.add(op), op).catch((err: unknown) => this.resendUsage(op, err));
+      turn = this.turnRecords = { op, sent };
     }
     turn.op.records.push(storedJson(record));
     await Promise.all([settled, turn.sent]);
+  }
+
+  /** A settle whose BATCH call failed for another op's sake, tried once more in a call of its own. */
+  private async settleAlone(id: string, actual: number[], first: unknown): Promise<void> {
+    try {
+      await this.settle(id, actual);
+    } catch (err) {
+      // Its record is written: the lease runs out and keeps the reservation charged (nothing is free).
+      this.log(`tollgate: redis refused a served request's settlement twice (${errorText(first)}; ${errorText(err)}); its reservation stays charged until its lease runs out`);
+    }
+  }
+
+  /** A turn's usage op whose BATCH call failed: sent once more, alone; its batch id makes it land once. */
+  private async resendUsage(op: UsageOp, first: unknown): Promise<void> {
+    try {
+      await this.writeBehind(() => this.ops.add(op), op);
+    } catch (err) {
+      this.log(`tollgate: redis refused ${op.records.length} usage records twice (${errorText(first)}; ${errorText(err)}); they are only in the stdout log`);
+    }
   }
 
   async release(id: string): Promise<void> {
@@ -410,14 +435,17 @@ export class RedisStore implements Store {
     if (this.held.size > MAX_HELD) this.held.delete(this.held.keys().next().value!);
   }
 
-  private async writeBehind(write: () => Promise<unknown>): Promise<void> {
+  /** `usage`: the write is a turn's usage op, so a full queue drops its records, said as such. */
+  private async writeBehind(write: () => Promise<unknown>, usage?: UsageOp): Promise<void> {
     try {
       await write();
     } catch (err) {
       if (!(err instanceof StoreUnavailableError)) throw err;
       // Settling is idempotent and a late settle still counts, so trying again later is always
       // right; giving up would let the lease return spend that really happened.
-      if (!this.writes.push(write)) this.log(`tollgate: ${MAX_PENDING_WRITES} settlements already wait for redis; one more was dropped`);
+      if (this.writes.push(write)) return;
+      const what = usage ? `a batch of ${usage.records.length} usage records (they are only in the stdout log)` : "one more settlement";
+      this.log(`tollgate: ${MAX_PENDING_WRITES} writes already wait for redis; ${what} was dropped`);
     }
   }
 
@@ -488,7 +516,13 @@ export class RedisStore implements Store {
           break;
       }
     }
-    return (await this.run(lua.BATCH, keys, args)) as unknown[];
+    const replies = (await this.run(lua.BATCH, keys, args)) as unknown[];
+    // An op that failed alone is its own error reply (ops.add rejects it), the others' stand.
+    for (let i = 0; i < replies.length; i++) {
+      const r = replies[i];
+      if (r instanceof Error && TRANSIENT_REPLY.test(r.message)) replies[i] = new StoreUnavailableError(`redis at ${this.address}: ${errorText(r)}`, { cause: r });
+    }
+    return replies;
   }
 
   /** Usage batches ride in the turn's BATCH call with the counter ops: one script call fewer per turn. */
