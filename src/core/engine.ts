@@ -8,7 +8,7 @@ import { StoreUnavailableError, type Store } from "./store.js";
 import { afterSettle, refusalAlert, type EngineEvents } from "./alerts.js";
 import { AppRequest } from "./app-request.js";
 import { admissionActuals, budgetActuals, joint, startCheckpoints } from "./checkpoint.js";
-import { compileNetworks, inNetworks } from "./client-ip.js";
+import { compileNetworks } from "./client-ip.js";
 import { storeFailure, TollgateError } from "./errors.js";
 import { Exchange, type CallerContext } from "./exchange.js";
 import type { Gate, GateEnv } from "./gate.js";
@@ -22,6 +22,7 @@ import { normalise } from "./gates/normalise.js";
 import { quota, quotaPeek, windowRefusal } from "./gates/quota.js";
 import { requestWindows } from "./gates/request-windows.js";
 import { Identifier } from "./identity.js";
+import { modelRefusal, plainIdentity } from "./known-refusals.js";
 import { abortReason } from "./metered-stream.js";
 import { Meter } from "./metering/meter.js";
 import { quotaReport, type QuotaReport } from "./quota-report.js";
@@ -145,15 +146,34 @@ export class Engine {
    */
   private knownFull(caller: CallerContext, route: ResolvedRoute): EarlyRefusal | undefined {
     const env = this.env;
-    if (route.challenge || route.runs || this.config.adminKey !== undefined || abuseEnabled(env)) return undefined;
-    if (inNetworks(env.blocklist, caller.ip) && !inNetworks(env.allowlist, caller.ip)) return undefined;
-    const identity = env.identifier.knownIdentity(caller.credentials, route, caller.ip);
+    const identity = plainIdentity(env, caller, route);
     if (!identity) return undefined;
     const counters = requestWindows({ route, identity, windows: undefined }).counters;
     const full = env.recent.refusal(counters);
     if (!full || !this.refusals.fold("rate_limited", caller.route, caller.endpoint)) return undefined;
     const headers: Record<string, string> = {};
     return { error: windowRefusal({ headers }, counters, full), headers };
+  }
+
+  /**
+   * Whether a request's body is worth a look before its exchange (`refuseModel`): only while the
+   * 403s' records of this second are spent. A served request pays one map read for it.
+   */
+  get modelRefusalsFolding(): boolean {
+    return this.refusals.spent("model_not_allowed");
+  }
+
+  /**
+   * Gate 5's 403 for a model the caller's plan or the route does not offer, answered from the
+   * parsed body before an exchange when gates 1-4 would let the request through without a store
+   * trip (known-refusals.ts modelRefusal), once the 403s' records of this second are spent: it is
+   * only counted into its second's summary. Undefined: open() and the gates as usual.
+   */
+  refuseModel(caller: CallerContext, format: RequestFormat, body: unknown): EarlyRefusal | undefined {
+    const route = this.routes.get(caller.route);
+    if (!route || !this.refusals.spent("model_not_allowed")) return undefined;
+    const known = modelRefusal(this.env, caller, route, format, body);
+    return known && this.refusals.fold("model_not_allowed", caller.route, caller.endpoint) ? known : undefined;
   }
 
   /**

@@ -73,6 +73,17 @@ function bufferedBody(req: IncomingMessage, declared: number, maxBytes: number):
   return Promise.resolve(chunk ?? Buffer.alloc(0));
 }
 
+/**
+ * The whole body when node's parser already holds all of it within the cap, taken at once (as
+ * readBody would take it); undefined, with the stream untouched, otherwise.
+ */
+export function wholeBody(req: IncomingMessage, maxBytes: number): Buffer | undefined {
+  const declared = Number(req.headers["content-length"]);
+  if (req.readableFlowing !== null || req.readableDidRead || req.readableLength > maxBytes) return undefined;
+  if (!req.complete && req.readableLength !== declared) return undefined;
+  return req.readableLength === 0 ? Buffer.alloc(0) : (req.read() as Buffer);
+}
+
 function tooLarge(size: number, max: number, atLeast = false): TollgateError {
   return new TollgateError("input_too_large", `the request body is ${atLeast ? "over " : ""}${atLeast ? max : size} bytes; this gateway allows ${max} (max_body_bytes)`, {
     limit: "max_body_bytes",

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { createServer, ServerResponse, type IncomingHttpHeaders, type IncomingMessage, type Server } from "node:http";
 import type { ResolvedRoute } from "../config/resolve.js";
-import { toTollgateError, type Engine } from "../core/engine.js";
+import { toTollgateError, type EarlyRefusal, type Engine } from "../core/engine.js";
 import { TollgateError } from "../core/errors.js";
 import { offerHeaders } from "../core/gates/challenge.js";
 import type { CallerContext, Exchange } from "../core/exchange.js";
@@ -16,7 +16,7 @@ import type { UpstreamResult } from "../core/provider.js";
 import { StoreUnavailableError } from "../core/store.js";
 import type { Observability } from "../observability/index.js";
 import { createAdmin } from "./admin.js";
-import { parseJson, readBody } from "./body.js";
+import { parseJson, readBody, wholeBody } from "./body.js";
 import { BodyDiscard } from "./body-discard.js";
 import { createDashboard } from "./dashboard.js";
 import { ENDPOINTS } from "./endpoints.js";
@@ -111,11 +111,31 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
     // A flood of one bad key is answered here, counted into its summary record, with nothing built.
     const early = engine.refuseEarly(caller);
     if (early) return sendError(res, endpoint.format.api, early.error, early);
-    if (obs) await obs.request(requestId, route.name, () => modelCall(req, res, route, endpoint.format, caller));
-    else await modelCall(req, res, route, endpoint.format, caller);
+    // A flood of 403s for a model the caller cannot have is answered from the body, with nothing built.
+    // The turn that brought the headers pushes the body that came with them after this handler:
+    // one microtask later it is in.
+    const read = engine.modelRefusalsFolding ? await Promise.resolve().then(() => readEarly(req, endpoint.format, caller)) : undefined;
+    if (read?.refusal) return sendError(res, endpoint.format.api, read.refusal.error, read.refusal);
+    if (obs) await obs.request(requestId, route.name, () => modelCall(req, res, route, endpoint.format, caller, read));
+    else await modelCall(req, res, route, endpoint.format, caller, read);
   }
 
-  async function modelCall(req: IncomingMessage, res: Response, route: ResolvedRoute, format: RequestFormat, caller: CallerContext) {
+  /** The body already in, parsed, and the 403 it may earn before an exchange (engine.refuseModel). */
+  function readEarly(req: IncomingMessage, format: RequestFormat, caller: CallerContext): EarlyBody | undefined {
+    const bytes = wholeBody(req, cfg.server.maxBodyBytes);
+    if (!bytes) return undefined;
+    const source: JsonSource = { bytes, text: "", keys: [], end: -1 };
+    let body: unknown;
+    try {
+      body = parseJson(bytes, source);
+    } catch (err) {
+      // Refused after gates 1-3, as if read there.
+      return { source, error: err };
+    }
+    return { source, body, refusal: engine.refuseModel(caller, format, body) };
+  }
+
+  async function modelCall(req: IncomingMessage, res: Response, route: ResolvedRoute, format: RequestFormat, caller: CallerContext, read?: EarlyBody) {
     const ex = engine.open(caller);
     try {
       // Nothing is reserved until the body is in: a stalled body must not hold a limit's slot.
@@ -123,10 +143,16 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
       let body: unknown;
       let source: JsonSource;
       try {
-        const bytes = await readBody(req, cfg.server.maxBodyBytes, cfg.server.bodyTimeoutMs);
-        // Kept beside the parsed body: the upstream body is these bytes with tollgate's fields patched in.
-        source = { bytes, text: "", keys: [], end: -1 };
-        body = parseJson(bytes, source);
+        if (read) {
+          if (read.error !== undefined) throw read.error;
+          source = read.source;
+          body = read.body;
+        } else {
+          const bytes = await readBody(req, cfg.server.maxBodyBytes, cfg.server.bodyTimeoutMs);
+          // Kept beside the parsed body: the upstream body is these bytes with tollgate's fields patched in.
+          source = { bytes, text: "", keys: [], end: -1 };
+          body = parseJson(bytes, source);
+        }
       } catch (err) {
         const refusal = toTollgateError(err, undefined);
         await engine.refuse(ex, refusal);
@@ -244,6 +270,14 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
       await closed;
     },
   };
+}
+
+/** A body read before the exchange: parsed, or the error parsing it gave; and its early 403, if any. */
+interface EarlyBody {
+  source: JsonSource;
+  body?: unknown;
+  error?: unknown;
+  refusal?: EarlyRefusal;
 }
 
 /** A refusal or a store failure, as the error to answer; anything else is a bug, rethrown to the 500 handler. */

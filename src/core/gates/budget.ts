@@ -101,7 +101,7 @@ export const UNKNOWN_CONTEXT_TOKENS = 2_000_000;
  * (the plan's daily/monthly, or the operator's override), the org's, the key's own (daily,
  * monthly, lifetime total) and the gateway's. No level is skipped because another exists.
  */
-export function budgetCounters(ex: Exchange, env: GateEnv, amount: Micros): HeldCounter[] {
+export function budgetCounters(ex: Pick<Exchange, "identity" | "policy">, env: GateEnv, amount: Micros): HeldCounter[] {
   const now = env.now();
   const { config } = env;
   const id = ex.identity!;

@@ -1,5 +1,5 @@
 import { TollgateError } from "../errors.js";
-import type { ResolvedModel } from "../config-types.js";
+import type { ResolvedConfig, ResolvedModel, ResolvedRoute } from "../config-types.js";
 import type { Exchange } from "../exchange.js";
 import type { Gate, GateEnv } from "../gate.js";
 import { fireSignal } from "./abuse.js";
@@ -68,7 +68,12 @@ function serve(ex: Exchange, env: GateEnv, model: ResolvedModel): void {
 
 /** Whether the caller's plan and the route both offer this model. */
 function allowed(env: GateEnv, ex: Exchange, name: string): boolean {
-  return !!env.config.models[name] && !!env.config.plans[ex.identity!.plan]?.models.includes(name) && (!ex.route.models || ex.route.models.includes(name));
+  return !notOffered(env.config, ex.route, ex.identity!.plan, name);
+}
+
+/** Whether a caller on this plan gets gate 5's first 403 for this model: the plan or the route does not offer it. */
+export function notOffered(config: ResolvedConfig, route: ResolvedRoute, plan: string, name: string): boolean {
+  return !config.models[name] || !config.plans[plan]?.models.includes(name) || (!!route.models && !route.models.includes(name));
 }
 
 /** The signal recorded when a request is downgraded because a budget is past its `soft` share. */

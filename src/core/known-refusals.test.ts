@@ -1,0 +1,138 @@
+import { describe, expect, it } from "vitest";
+import { anthropicMessages } from "../formats/anthropic-messages.js";
+import { openaiChat } from "../formats/openai-chat.js";
+import { MemoryStore } from "../stores/memory.js";
+import { fakeClock, testEngine, type FakeClock } from "../testing/test-engine.js";
+import type { CallerContext } from "./exchange.js";
+import { RECENT_TOTAL_MS } from "./recent-totals.js";
+import type { Counter, ReserveResult } from "./store.js";
+
+/** A memory store that counts the counter operations requests cost it. */
+class CountingStore extends MemoryStore {
+  ops = 0;
+  override reserve(id: string, counters: Counter[], leaseMs: number): Promise<ReserveResult> {
+    this.ops++;
+    return super.reserve(id, counters, leaseMs);
+  }
+  override peek(counters: Pick<Counter, "key" | "windowMs">[]): Promise<number[]> {
+    this.ops++;
+    return super.peek(counters);
+  }
+}
+
+const hello = { model: "m", messages: [{ role: "user", content: "hello" }] };
+const config = (extra: Record<string, unknown> = {}) => ({
+  server: { max_refusal_records_per_s: 1 },
+  providers: { sim: { type: "simulated" } },
+  models: { m: { provider: "sim", price: { input: 1, output: 1 } }, dear: { provider: "sim", price: { input: 5, output: 5 } } },
+  // `dear` is offered by the pro plan only: a free caller's 403 is not a pro caller's.
+  plans: { free: { models: ["m"], budget: { daily: 1 } }, pro: { models: ["m", "dear"] } },
+  keys: [
+    { key: "tg_kr_ann", user: "ann", plan: "free" },
+    { key: "tg_kr_bob", user: "bob", plan: "pro" },
+  ],
+  routes: {
+    chat: {
+      path: "/chat",
+      plans: ["free", "pro"],
+      default_model: "m",
+      limits: [{ per: "user", requests: 5, window: "1m" }],
+      input: { max_output_tokens: 64, max_prompt_chars: 100 },
+    },
+  },
+  ...extra,
+});
+
+function engineWith(clock: FakeClock, extra?: Record<string, unknown>) {
+  const store = new CountingStore(clock.now);
+  return { ...testEngine(config(extra), { clock, store, gateway: true }), store };
+}
+
+const caller = (key: string, endpoint: CallerContext["endpoint"] = "chat_completions"): CallerContext => ({ route: "chat", endpoint, ip: "198.51.100.7", credentials: { token: key } });
+
+/** Sends forbidden requests the slow way until the code's one record of the second is taken, and returns the last. */
+async function spendRecords(t: ReturnType<typeof engineWith>, key: string, body: Record<string, unknown>) {
+  const slow = await t.send({ key, body });
+  expect(t.engine.modelRefusalsFolding).toBe(true);
+  return slow;
+}
+
+describe("a 403 for a model the plan does not offer, answered from the body before an exchange", () => {
+  it("gives the slow way's code, message, param and RateLimit headers, without a store trip, and is counted", async () => {
+    const clock = fakeClock();
+    const t = engineWith(clock);
+    await t.send({ key: "tg_kr_ann", body: hello });
+    expect(t.engine.modelRefusalsFolding).toBe(false);
+    // Before the second's records are spent, every 403 takes the whole way to its own record.
+    expect(t.engine.refuseModel(caller("tg_kr_ann"), openaiChat, { ...hello, model: "dear" })).toBeUndefined();
+    const slow = await spendRecords(t, "tg_kr_ann", { ...hello, model: "dear" });
+    const ops = t.store.ops;
+    const early = t.engine.refuseModel(caller("tg_kr_ann"), openaiChat, { ...hello, model: "dear" });
+    expect(t.store.ops).toBe(ops);
+    expect(early).toBeDefined();
+    expect({ code: early!.error.code, status: early!.error.status, message: early!.error.message, param: early!.error.param, headers: early!.headers }).toEqual({
+      code: slow.refusal!.code,
+      status: 403,
+      message: slow.refusal!.message,
+      param: "model",
+      headers: { ratelimit: slow.headers["ratelimit"], "ratelimit-policy": slow.headers["ratelimit-policy"] },
+    });
+    // The window still has one served request in it (the 403s took nothing), and this one counted in.
+    expect(early!.headers["ratelimit"]).toBe('"chat.0";r=3;t=60');
+    // The Anthropic format reads its model the same way.
+    const messages = { model: "dear", max_tokens: 10, messages: [{ role: "user", content: "hello" }] };
+    expect(t.engine.refuseModel(caller("tg_kr_ann", "messages"), anthropicMessages, messages)?.error.code).toBe("model_not_allowed");
+    await t.engine.flushRefusals();
+    expect(t.records.find((r) => r.count !== undefined)).toMatchObject({ code: "model_not_allowed", route: "chat", endpoint: "chat_completions", decision: "deny", count: 1 });
+  });
+
+  it("never for a caller whose plan offers the model, nor for one the gates before gate 5 refuse", async () => {
+    const clock = fakeClock();
+    const t = engineWith(clock);
+    await t.send({ key: "tg_kr_ann", body: hello });
+    await t.send({ key: "tg_kr_bob", body: hello });
+    await spendRecords(t, "tg_kr_ann", { ...hello, model: "dear" });
+    // Allowed by bob's plan, not ann's.
+    expect(t.engine.refuseModel(caller("tg_kr_bob"), openaiChat, { ...hello, model: "dear" })).toBeUndefined();
+    expect((await t.send({ key: "tg_kr_bob", body: { ...hello, model: "dear" } })).refusal).toBeUndefined();
+    expect(t.engine.refuseModel(caller("tg_kr_ann"), openaiChat, { ...hello, model: "dear" })).toBeDefined();
+    // Gate 4 first: a prompt over the route's cap is a 413, a malformed body a 400.
+    const long = { model: "dear", messages: [{ role: "user", content: "x".repeat(101) }] };
+    expect(t.engine.refuseModel(caller("tg_kr_ann"), openaiChat, long)).toBeUndefined();
+    expect((await t.send({ key: "tg_kr_ann", body: long })).refusal?.code).toBe("input_too_large");
+    expect(t.engine.refuseModel(caller("tg_kr_ann"), openaiChat, { model: "dear", messages: "hi" })).toBeUndefined();
+    // An unknown key is gate 1's, not this one's.
+    expect(t.engine.refuseModel(caller("tg_kr_nobody"), openaiChat, { ...hello, model: "dear" })).toBeUndefined();
+  });
+
+  it("only while the recent totals say gate 3 passes: a full window or a spent budget goes to the gates", async () => {
+    const clock = fakeClock();
+    const t = engineWith(clock);
+    for (let i = 0; i < 4; i++) expect((await t.send({ key: "tg_kr_ann", body: hello })).refusal).toBeUndefined();
+    await spendRecords(t, "tg_kr_ann", { ...hello, model: "dear" });
+    expect(t.engine.refuseModel(caller("tg_kr_ann"), openaiChat, { ...hello, model: "dear" })).toBeDefined();
+    // The window's last slot: with this request in, it would be 5 of 5, still room.
+    expect((await t.send({ key: "tg_kr_ann", body: hello })).refusal).toBeUndefined();
+    // Full now: gate 3's 429 comes first, and only the gates give it.
+    expect(t.engine.refuseModel(caller("tg_kr_ann"), openaiChat, { ...hello, model: "dear" })).toBeUndefined();
+    expect((await t.send({ key: "tg_kr_ann", body: { ...hello, model: "dear" } })).refusal?.code).toBe("rate_limited");
+    // Totals older than RECENT_TOTAL_MS are not trusted either.
+    clock.advance(60_000 + RECENT_TOTAL_MS + 1);
+    expect(t.engine.refuseModel(caller("tg_kr_ann"), openaiChat, { ...hello, model: "dear" })).toBeUndefined();
+  });
+
+  it("not when the caller's budget is spent: gate 3's 402 comes first", async () => {
+    const clock = fakeClock();
+    const t = engineWith(clock, { plans: { free: { models: ["m"], budget: { daily: 0 } }, pro: { models: ["m", "dear"] } } });
+    // Nothing left of a budget of nothing: refused at gate 3, before the body.
+    await t.send({ key: "tg_kr_ann", body: hello });
+    expect(t.engine.modelRefusalsFolding).toBe(false);
+    const refused = await t.send({ key: "tg_kr_ann", body: { ...hello, model: "dear" } });
+    expect(refused.refusal?.code).toBe("budget_exceeded");
+    // Bob's 403 for a model no plan offers takes the second's one record of the code.
+    await t.send({ key: "tg_kr_bob", body: hello });
+    await spendRecords(t, "tg_kr_bob", { ...hello, model: "nope" });
+    expect(t.engine.refuseModel(caller("tg_kr_bob"), openaiChat, { ...hello, model: "nope" })).toBeDefined();
+    expect(t.engine.refuseModel(caller("tg_kr_ann"), openaiChat, { ...hello, model: "dear" })).toBeUndefined();
+  });
+});
