@@ -19,7 +19,7 @@ import { identify } from "./gates/identify.js";
 import { jointReservation } from "./gates/joint-reservation.js";
 import { modelPolicy } from "./gates/model-policy.js";
 import { normalise } from "./gates/normalise.js";
-import { quota, quotaPeek, windowRefusal } from "./gates/quota.js";
+import { knownWindowRefusal, quota, quotaPeek } from "./gates/quota.js";
 import { requestWindows } from "./gates/request-windows.js";
 import { Identifier } from "./identity.js";
 import { modelRefusal, plainIdentity } from "./known-refusals.js";
@@ -151,8 +151,7 @@ export class Engine {
     const counters = requestWindows({ route, identity, windows: undefined }).counters;
     const full = env.recent.refusal(counters);
     if (!full || !this.refusals.fold("rate_limited", caller.route, caller.endpoint)) return undefined;
-    const headers: Record<string, string> = {};
-    return { error: windowRefusal({ headers }, counters, full), headers };
+    return knownWindowRefusal(counters, full);
   }
 
   /**

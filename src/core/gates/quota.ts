@@ -167,6 +167,26 @@ export function windowRefusal(ex: Pick<Exchange, "headers">, counters: readonly 
   return new TollgateError("rate_limited", `rate limited by ${c.label}; retry in ${retry}s`, { retryAfterSeconds: retry, limit: c.limitId });
 }
 
+/** The last early 429 of a caller's windows: the same counter and wait give the same refusal. */
+const lastFull = new WeakMap<readonly HeldCounter[], { index: number; retry: number; refusal: { error: TollgateError; headers: Readonly<Record<string, string>> } }>();
+
+/**
+ * windowRefusal for a window known full (RecentTotals.refusal), for a refusal answered before an
+ * exchange: made once per counter and wait in seconds and frozen, so a flood's 429s share one
+ * error, header set and serialised body (the gateway renders a frozen refusal once per API).
+ */
+export function knownWindowRefusal(counters: readonly HeldCounter[], result: Extract<ReserveResult, { ok: false }>): { error: TollgateError; headers: Readonly<Record<string, string>> } {
+  const c = counters[result.index]!;
+  const retry = c.unit === "concurrent" ? 1 : Math.max(1, Math.ceil((result.retryAfterMs ?? c.windowMs) / 1000));
+  const last = lastFull.get(counters);
+  if (last && last.index === result.index && last.retry === retry) return last.refusal;
+  const headers: Record<string, string> = {};
+  const error = Object.freeze(windowRefusal({ headers }, counters, result));
+  const refusal = { error, headers: Object.freeze(headers) };
+  lastFull.set(counters, { index: result.index, retry, refusal });
+  return refusal;
+}
+
 /** IETF RateLimit-Policy / RateLimit (draft-ietf-httpapi-ratelimit-headers), for request windows. */
 function rateLimitHeaders(headers: Record<string, string>, counters: readonly HeldCounter[], totals: number[]): void {
   const policy: string[] = [];
