@@ -22,7 +22,7 @@ import { normalise } from "./gates/normalise.js";
 import { knownWindowRefusal, quota, quotaPeek } from "./gates/quota.js";
 import { requestWindows } from "./gates/request-windows.js";
 import { Identifier } from "./identity.js";
-import { modelRefusal, plainIdentity } from "./known-refusals.js";
+import { budgetRefusal402, modelRefusal, plainIdentity } from "./known-refusals.js";
 import { abortReason } from "./metered-stream.js";
 import { Meter } from "./metering/meter.js";
 import { quotaReport, type QuotaReport } from "./quota-report.js";
@@ -155,24 +155,27 @@ export class Engine {
   }
 
   /**
-   * Whether a request's body is worth a look before its exchange (`refuseModel`): only while the
-   * 403s' records of this second are spent. A served request pays one map read for it.
+   * Whether a request's body is worth a look before its exchange (`refuseFromBody`): only while
+   * the 403s' or 402s' records of this second are spent. A served request pays two map reads.
    */
-  get modelRefusalsFolding(): boolean {
-    return this.refusals.spent("model_not_allowed");
+  get bodyRefusalsFolding(): boolean {
+    return this.refusals.spent("model_not_allowed") || this.refusals.spent("budget_exceeded");
   }
 
   /**
-   * Gate 5's 403 for a model the caller's plan or the route does not offer, answered from the
-   * parsed body before an exchange when gates 1-4 would let the request through without a store
-   * trip (known-refusals.ts modelRefusal), once the 403s' records of this second are spent: it is
-   * only counted into its second's summary. Undefined: open() and the gates as usual.
+   * Gate 5's 403 for a model the caller's plan or the route does not offer, or gate 6's 402 for an
+   * estimate no settled budget can take, answered from the parsed body before an exchange when
+   * gates 1-4 would let the request through without a store trip (known-refusals.ts), once the
+   * code's records of this second are spent: it is only counted into its second's summary.
+   * Undefined: open() and the gates as usual.
    */
-  refuseModel(caller: CallerContext, format: RequestFormat, body: unknown): EarlyRefusal | undefined {
+  refuseFromBody(caller: CallerContext, format: RequestFormat, body: unknown): EarlyRefusal | undefined {
     const route = this.routes.get(caller.route);
-    if (!route || !this.refusals.spent("model_not_allowed")) return undefined;
-    const known = modelRefusal(this.env, caller, route, format, body);
-    return known && this.refusals.fold("model_not_allowed", caller.route, caller.endpoint) ? known : undefined;
+    if (!route) return undefined;
+    const known =
+      (this.refusals.spent("model_not_allowed") ? modelRefusal(this.env, caller, route, format, body) : undefined) ??
+      (this.refusals.spent("budget_exceeded") ? budgetRefusal402(this.env, caller, route, format, body) : undefined);
+    return known && this.refusals.fold(known.error.code, caller.route, caller.endpoint) ? known : undefined;
   }
 
   /**

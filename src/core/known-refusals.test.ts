@@ -53,7 +53,7 @@ const caller = (key: string, endpoint: CallerContext["endpoint"] = "chat_complet
 /** Sends forbidden requests the slow way until the code's one record of the second is taken, and returns the last. */
 async function spendRecords(t: ReturnType<typeof engineWith>, key: string, body: Record<string, unknown>) {
   const slow = await t.send({ key, body });
-  expect(t.engine.modelRefusalsFolding).toBe(true);
+  expect(t.engine.bodyRefusalsFolding).toBe(true);
   return slow;
 }
 
@@ -62,12 +62,12 @@ describe("a 403 for a model the plan does not offer, answered from the body befo
     const clock = fakeClock();
     const t = engineWith(clock);
     await t.send({ key: "tg_kr_ann", body: hello });
-    expect(t.engine.modelRefusalsFolding).toBe(false);
+    expect(t.engine.bodyRefusalsFolding).toBe(false);
     // Before the second's records are spent, every 403 takes the whole way to its own record.
-    expect(t.engine.refuseModel(caller("tg_kr_ann"), openaiChat, { ...hello, model: "dear" })).toBeUndefined();
+    expect(t.engine.refuseFromBody(caller("tg_kr_ann"), openaiChat, { ...hello, model: "dear" })).toBeUndefined();
     const slow = await spendRecords(t, "tg_kr_ann", { ...hello, model: "dear" });
     const ops = t.store.ops;
-    const early = t.engine.refuseModel(caller("tg_kr_ann"), openaiChat, { ...hello, model: "dear" });
+    const early = t.engine.refuseFromBody(caller("tg_kr_ann"), openaiChat, { ...hello, model: "dear" });
     expect(t.store.ops).toBe(ops);
     expect(early).toBeDefined();
     expect({ code: early!.error.code, status: early!.error.status, message: early!.error.message, param: early!.error.param, headers: early!.headers }).toEqual({
@@ -81,7 +81,7 @@ describe("a 403 for a model the plan does not offer, answered from the body befo
     expect(early!.headers["ratelimit"]).toBe('"chat.0";r=3;t=60');
     // The Anthropic format reads its model the same way.
     const messages = { model: "dear", max_tokens: 10, messages: [{ role: "user", content: "hello" }] };
-    expect(t.engine.refuseModel(caller("tg_kr_ann", "messages"), anthropicMessages, messages)?.error.code).toBe("model_not_allowed");
+    expect(t.engine.refuseFromBody(caller("tg_kr_ann", "messages"), anthropicMessages, messages)?.error.code).toBe("model_not_allowed");
     await t.engine.flushRefusals();
     expect(t.records.find((r) => r.count !== undefined)).toMatchObject({ code: "model_not_allowed", route: "chat", endpoint: "chat_completions", decision: "deny", count: 1 });
   });
@@ -93,16 +93,16 @@ describe("a 403 for a model the plan does not offer, answered from the body befo
     await t.send({ key: "tg_kr_bob", body: hello });
     await spendRecords(t, "tg_kr_ann", { ...hello, model: "dear" });
     // Allowed by bob's plan, not ann's.
-    expect(t.engine.refuseModel(caller("tg_kr_bob"), openaiChat, { ...hello, model: "dear" })).toBeUndefined();
+    expect(t.engine.refuseFromBody(caller("tg_kr_bob"), openaiChat, { ...hello, model: "dear" })).toBeUndefined();
     expect((await t.send({ key: "tg_kr_bob", body: { ...hello, model: "dear" } })).refusal).toBeUndefined();
-    expect(t.engine.refuseModel(caller("tg_kr_ann"), openaiChat, { ...hello, model: "dear" })).toBeDefined();
+    expect(t.engine.refuseFromBody(caller("tg_kr_ann"), openaiChat, { ...hello, model: "dear" })).toBeDefined();
     // Gate 4 first: a prompt over the route's cap is a 413, a malformed body a 400.
     const long = { model: "dear", messages: [{ role: "user", content: "x".repeat(101) }] };
-    expect(t.engine.refuseModel(caller("tg_kr_ann"), openaiChat, long)).toBeUndefined();
+    expect(t.engine.refuseFromBody(caller("tg_kr_ann"), openaiChat, long)).toBeUndefined();
     expect((await t.send({ key: "tg_kr_ann", body: long })).refusal?.code).toBe("input_too_large");
-    expect(t.engine.refuseModel(caller("tg_kr_ann"), openaiChat, { model: "dear", messages: "hi" })).toBeUndefined();
+    expect(t.engine.refuseFromBody(caller("tg_kr_ann"), openaiChat, { model: "dear", messages: "hi" })).toBeUndefined();
     // An unknown key is gate 1's, not this one's.
-    expect(t.engine.refuseModel(caller("tg_kr_nobody"), openaiChat, { ...hello, model: "dear" })).toBeUndefined();
+    expect(t.engine.refuseFromBody(caller("tg_kr_nobody"), openaiChat, { ...hello, model: "dear" })).toBeUndefined();
   });
 
   it("only while the recent totals say gate 3 passes: a full window or a spent budget goes to the gates", async () => {
@@ -110,15 +110,15 @@ describe("a 403 for a model the plan does not offer, answered from the body befo
     const t = engineWith(clock);
     for (let i = 0; i < 4; i++) expect((await t.send({ key: "tg_kr_ann", body: hello })).refusal).toBeUndefined();
     await spendRecords(t, "tg_kr_ann", { ...hello, model: "dear" });
-    expect(t.engine.refuseModel(caller("tg_kr_ann"), openaiChat, { ...hello, model: "dear" })).toBeDefined();
+    expect(t.engine.refuseFromBody(caller("tg_kr_ann"), openaiChat, { ...hello, model: "dear" })).toBeDefined();
     // The window's last slot: with this request in, it would be 5 of 5, still room.
     expect((await t.send({ key: "tg_kr_ann", body: hello })).refusal).toBeUndefined();
     // Full now: gate 3's 429 comes first, and only the gates give it.
-    expect(t.engine.refuseModel(caller("tg_kr_ann"), openaiChat, { ...hello, model: "dear" })).toBeUndefined();
+    expect(t.engine.refuseFromBody(caller("tg_kr_ann"), openaiChat, { ...hello, model: "dear" })).toBeUndefined();
     expect((await t.send({ key: "tg_kr_ann", body: { ...hello, model: "dear" } })).refusal?.code).toBe("rate_limited");
     // Totals older than RECENT_TOTAL_MS are not trusted either.
     clock.advance(60_000 + RECENT_TOTAL_MS + 1);
-    expect(t.engine.refuseModel(caller("tg_kr_ann"), openaiChat, { ...hello, model: "dear" })).toBeUndefined();
+    expect(t.engine.refuseFromBody(caller("tg_kr_ann"), openaiChat, { ...hello, model: "dear" })).toBeUndefined();
   });
 
   it("not when the caller's budget is spent: gate 3's 402 comes first", async () => {
@@ -126,13 +126,80 @@ describe("a 403 for a model the plan does not offer, answered from the body befo
     const t = engineWith(clock, { plans: { free: { models: ["m"], budget: { daily: 0 } }, pro: { models: ["m", "dear"] } } });
     // Nothing left of a budget of nothing: refused at gate 3, before the body.
     await t.send({ key: "tg_kr_ann", body: hello });
-    expect(t.engine.modelRefusalsFolding).toBe(false);
     const refused = await t.send({ key: "tg_kr_ann", body: { ...hello, model: "dear" } });
     expect(refused.refusal?.code).toBe("budget_exceeded");
     // Bob's 403 for a model no plan offers takes the second's one record of the code.
     await t.send({ key: "tg_kr_bob", body: hello });
     await spendRecords(t, "tg_kr_bob", { ...hello, model: "nope" });
-    expect(t.engine.refuseModel(caller("tg_kr_bob"), openaiChat, { ...hello, model: "nope" })).toBeDefined();
-    expect(t.engine.refuseModel(caller("tg_kr_ann"), openaiChat, { ...hello, model: "dear" })).toBeUndefined();
+    expect(t.engine.refuseFromBody(caller("tg_kr_bob"), openaiChat, { ...hello, model: "nope" })).toBeDefined();
+    expect(t.engine.refuseFromBody(caller("tg_kr_ann"), openaiChat, { ...hello, model: "dear" })).toBeUndefined();
+  });
+});
+
+describe("a 402 for an estimate a budget cannot take even at its settled spend, answered from the body", () => {
+  // A budget of 200 micro-dollars. At $1 per 1M tokens a call of `hello` estimates 81 + its
+  // max_tokens micro-dollars (the prompt's bound, then the output) and costs 11 + what it wrote.
+  const tight = { plans: { free: { models: ["m"], budget: { daily: 0.0002 } }, pro: { models: ["m", "dear"] } } };
+  const ask = (tokens: number) => ({ ...hello, max_tokens: tokens });
+  const settle = () => new Promise((r) => setImmediate(r));
+
+  it("gives the slow way's code, message, Retry-After and RateLimit headers without a store trip, once the settled spend leaves too little", async () => {
+    const clock = fakeClock();
+    const t = engineWith(clock, tight);
+    // Two calls of 60 output tokens at most: served, and settled at what they cost.
+    let spent = 0;
+    for (let i = 0; i < 2; i++) {
+      const served = await t.send({ key: "tg_kr_ann", body: ask(60) });
+      expect(served.refusal).toBeUndefined();
+      spent += Math.round(served.record.cost_usd * 1e6);
+    }
+    // An estimate one micro-dollar over what is left: the store refuses it, and tells what is settled.
+    const over = 200 - spent - 80;
+    expect(over).toBeGreaterThan(1);
+    expect(over).toBeLessThanOrEqual(64);
+    const big = ask(over);
+    const slow = await t.send({ key: "tg_kr_ann", body: big });
+    expect(slow.refusal?.code).toBe("budget_exceeded");
+    await settle();
+    expect(t.engine.bodyRefusalsFolding).toBe(true);
+    const ops = t.store.ops;
+    const early = t.engine.refuseFromBody(caller("tg_kr_ann"), openaiChat, big);
+    expect(t.store.ops).toBe(ops);
+    expect(early).toBeDefined();
+    expect({ code: early!.error.code, status: early!.error.status, message: early!.error.message, retryAfter: early!.error.retryAfterSeconds, limit: early!.error.limit, headers: early!.headers }).toEqual({
+      code: "budget_exceeded",
+      status: 402,
+      message: slow.refusal!.message,
+      retryAfter: slow.refusal!.retryAfterSeconds,
+      limit: slow.refusal!.limit,
+      headers: { ratelimit: slow.headers["ratelimit"], "ratelimit-policy": slow.headers["ratelimit-policy"] },
+    });
+    // A call small enough for what is left is not refused here, and is served.
+    expect(t.engine.refuseFromBody(caller("tg_kr_ann"), openaiChat, ask(1))).toBeUndefined();
+    expect((await t.send({ key: "tg_kr_ann", body: ask(1) })).refusal).toBeUndefined();
+    await t.engine.flushRefusals();
+    expect(t.records.find((r) => r.count !== undefined)).toMatchObject({ code: "budget_exceeded", decision: "deny", count: 1 });
+  });
+
+  it("never from holds: a budget full of in-flight estimates that then settle lower admits again", async () => {
+    const clock = fakeClock();
+    const t = engineWith(clock, tight);
+    // A call holding most of the budget at its estimate, still in flight.
+    const held = t.engine.open(caller("tg_kr_ann"));
+    await t.engine.admit(held, { bodyPending: true });
+    await t.engine.prepare(held, openaiChat, ask(80));
+    expect(held.budget).toBeDefined();
+    const second = ask(40);
+    expect((await t.send({ key: "tg_kr_ann", body: second })).refusal?.code).toBe("budget_exceeded");
+    await settle();
+    expect(t.engine.bodyRefusalsFolding).toBe(true);
+    // Nothing is settled yet: only the store can refuse it.
+    expect(t.engine.refuseFromBody(caller("tg_kr_ann"), openaiChat, second)).toBeUndefined();
+    // The held call ends having generated little: its hold settles far lower, and the next call fits.
+    const { meter } = await t.engine.call(held, new AbortController().signal);
+    await t.engine.finish(held, { ended: "complete", meter });
+    expect(held.record.cost_usd * 1e6).toBeLessThan(60);
+    expect(t.engine.refuseFromBody(caller("tg_kr_ann"), openaiChat, second)).toBeUndefined();
+    expect((await t.send({ key: "tg_kr_ann", body: second })).refusal).toBeUndefined();
   });
 });

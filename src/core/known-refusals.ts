@@ -1,16 +1,16 @@
 import type { ResolvedRoute } from "./config-types.js";
-import type { RequestFormat } from "./format.js";
-import type { CallerContext, Exchange } from "./exchange.js";
+import type { Inspection, RequestFormat } from "./format.js";
+import type { CallerContext, Exchange, HeldCounter } from "./exchange.js";
 import type { GateEnv } from "./gate.js";
 import type { Identity } from "./identity.js";
 import type { UsageRecord } from "./usage-record.js";
 import { inNetworks } from "./client-ip.js";
 import { TollgateError } from "./errors.js";
 import { abuseEnabled } from "./gates/abuse.js";
-import { budgetCounters } from "./gates/budget.js";
+import { budgetCounters, budgetRefusal, budgetReservation } from "./gates/budget.js";
 import { notOffered } from "./gates/model-policy.js";
-import { normalise } from "./gates/normalise.js";
-import { rateLimitState, requestWindows } from "./gates/request-windows.js";
+import { allowedOutputTokens, normalise } from "./gates/normalise.js";
+import { rateLimitState, requestWindows, type CallerWindows } from "./gates/request-windows.js";
 
 /**
  * Refusals of a known caller worked out from this process's memory, before an exchange is built:
@@ -40,17 +40,95 @@ const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
 
 /**
  * Gate 5's 403 for a model the caller's plan or the route does not offer, when every gate before
- * it passes by what this process knows: gate 3's windows have room and no budget is spent by
- * fresh recent totals (as the joint reservation's `windowsSeen` takes them), the body inspects and
- * passes gate 4's caps. The refusal carries the RateLimit headers gate 3 gives it. Undefined: the
- * request goes the whole way (it may be served, or refused by another gate).
+ * it passes by what this process knows (`gatesBefore5`). The refusal carries the RateLimit headers
+ * gate 3 gives it. Undefined: the request goes the whole way (it may be served, or refused by
+ * another gate).
  */
 export function modelRefusal(env: GateEnv, caller: CallerContext, route: ResolvedRoute, format: RequestFormat, body: unknown): KnownRefusal | undefined {
-  const named = typeof body === "object" && body !== null ? (body as { model?: unknown }).model : undefined;
-  if (typeof named !== "string" || env.alerts) return undefined;
-  const identity = plainIdentity(env, caller, route);
+  const named = modelNamed(env, body);
+  const identity = named !== undefined ? plainIdentity(env, caller, route) : undefined;
   // A model the plan offers is served or refused by the gates (its `requires` among them).
-  if (!identity || !notOffered(env.config, route, identity.plan, named)) return undefined;
+  if (!identity || !notOffered(env.config, route, identity.plan, named!)) return undefined;
+  const passed = gatesBefore5(env, caller, route, identity, format, body);
+  if (!passed) return undefined;
+  return { error: notAllowed(identity.plan, named!), headers: gate3Headers(passed) };
+}
+
+/**
+ * Gate 6's 402 for a request whose estimate cannot fit a calendar or lifetime budget even at what
+ * is known settled of it (RecentTotals.settledAtLeast; holds are not counted, as they settle
+ * lower), when gates 1-5 pass by what this process knows and every counter the reservation takes
+ * before that budget is known to have room: the store would name the same budget. Undefined: the
+ * reservation asks the store.
+ */
+export function budgetRefusal402(env: GateEnv, caller: CallerContext, route: ResolvedRoute, format: RequestFormat, body: unknown): KnownRefusal | undefined {
+  const named = modelNamed(env, body);
+  const identity = named !== undefined ? plainIdentity(env, caller, route) : undefined;
+  if (!identity || notOffered(env.config, route, identity.plan, named!)) return undefined;
+  const model = env.config.models[named!]!;
+  // Gate 5's other refusals, and a downgrade under budget pressure (gatesBefore5 leaves that out).
+  if (model.requires.length || !env.providers[model.provider]?.supports(caller.endpoint)) return undefined;
+  const passed = gatesBefore5(env, caller, route, identity, format, body);
+  if (!passed) return undefined;
+  const inspection = passed.inspection;
+  const scratch = {
+    route,
+    identity,
+    policy: undefined,
+    inspection,
+    model,
+    upstream: { model: model.upstream, maxOutputTokens: inspection.producesOutput === false ? 0 : allowedOutputTokens(inspection.outputTokens, route.input.maxOutputTokens), reasoning: model.reasoning },
+    record: { estimated_cost_usd: 0 } as UsageRecord,
+    estimate: 0,
+    estimatedInputTokens: 0,
+  };
+  const counters = budgetReservation(scratch as unknown as Exchange, env);
+  const recent = env.recent;
+  const totals = recent.totals(counters);
+  for (let i = 0; i < counters.length; i++) {
+    const c = counters[i]!;
+    if (totals && totals[i]! + c.amount <= c.max) continue;
+    // Only a calendar or lifetime budget's settled spend stays put (a usd window's leaves its window).
+    const least = c.unit === "usd" && c.period !== undefined ? recent.settledAtLeast(c.key) : -1;
+    if (least < 0 || least + c.amount <= c.max) return undefined;
+    // What is left is the settled spend's: the store's answer too while nothing is held. (A recent
+    // total is no help here: it is an upper bound, its holds at their estimates.)
+    return { error: budgetRefusal(c, least, scratch.estimate, env.now()), headers: gate3Headers(passed) };
+  }
+  return undefined;
+}
+
+/**
+ * The store's word on a budget gate 6 was refused on, for `budgetRefusal402`: its settled spend,
+ * asked at most once per RECENT_TOTAL_MS per budget, off the refusal's path (nothing waits for it).
+ */
+export function learnSettled(env: GateEnv, c: HeldCounter): void {
+  if (c.unit !== "usd" || c.period === undefined || !env.store.peekDetail || env.recent.settledFresh(c.key)) return;
+  env.store.peekDetail([c]).then(
+    ([d]) => d && env.recent.noteSettled(c.key, d.total - d.reserved),
+    () => {},
+  );
+}
+
+/** The body's model, when it names one and nothing asks for the gates' whole way (alerts to raise). */
+function modelNamed(env: GateEnv, body: unknown): string | undefined {
+  const named = typeof body === "object" && body !== null ? (body as { model?: unknown }).model : undefined;
+  return typeof named === "string" && !env.alerts ? named : undefined;
+}
+
+interface Passed {
+  windows: CallerWindows;
+  /** Gate 3's windows' recent totals. */
+  totals: number[];
+  inspection: Inspection;
+}
+
+/**
+ * Gates 3 and 4 by what this process knows: gate 3's windows have room and no budget is spent or
+ * past its soft share (no downgrade) by fresh recent totals, as the joint reservation's
+ * `windowsSeen` and gate 3's peek take them; the body inspects and passes gate 4's caps.
+ */
+function gatesBefore5(env: GateEnv, caller: CallerContext, route: ResolvedRoute, identity: Identity, format: RequestFormat, body: unknown): Passed | undefined {
   const caller3 = { route, identity, windows: undefined, policy: undefined };
   const windows = requestWindows(caller3);
   const limits = windows.counters;
@@ -58,31 +136,34 @@ export function modelRefusal(env: GateEnv, caller: CallerContext, route: Resolve
   const totals = env.recent.totals(limits.length && spent.length ? [...limits, ...spent] : limits.length ? limits : spent);
   if (!totals || (env.recent.anyFull && env.recent.refusal(limits))) return undefined;
   for (let i = 0; i < limits.length; i++) if (totals[i]! + limits[i]!.amount > limits[i]!.max) return undefined;
-  for (let i = 0; i < spent.length; i++) if (totals[limits.length + i]! >= spent[i]!.max) return undefined;
-  if (!passesGate4(env, route, format, body, caller.endpoint)) return undefined;
-  const error = notAllowed(identity.plan, named);
-  if (!windows.policy) return { error, headers: NO_HEADERS };
-  // Gate 3's headers count this request in, as windowsSeen does.
-  const seen = limits.map((c, i) => totals[i]! + c.amount);
-  return { error, headers: { "ratelimit-policy": windows.policy, ratelimit: rateLimitState(windows, seen) } };
+  for (let i = 0; i < spent.length; i++) if (totals[limits.length + i]! >= Math.min(spent[i]!.max, spent[i]!.softAt ?? Infinity)) return undefined;
+  const inspection = passesGate4(env, route, format, body, caller.endpoint);
+  return inspection && { windows, totals, inspection };
 }
 
-/** Whether the body inspects and gate 4 lets it through, on a scratch exchange (nothing of it is kept). */
-function passesGate4(env: GateEnv, route: ResolvedRoute, format: RequestFormat, body: unknown, endpoint: CallerContext["endpoint"]): boolean {
-  const scratch = { route, caller: { endpoint }, record: { clamped: {} } as UsageRecord, headers: {} as Record<string, string>, inspection: undefined as Exchange["inspection"] };
+/** Gate 3's RateLimit headers for a request it let through, this request counted in (as windowsSeen gives them). */
+function gate3Headers({ windows, totals }: Passed): Readonly<Record<string, string>> {
+  if (!windows.policy) return NO_HEADERS;
+  const seen = windows.counters.map((c, i) => totals[i]! + c.amount);
+  return { "ratelimit-policy": windows.policy, ratelimit: rateLimitState(windows, seen) };
+}
+
+/** The body's inspection when it inspects and gate 4 lets it through, on a scratch exchange (nothing of it is kept). */
+function passesGate4(env: GateEnv, route: ResolvedRoute, format: RequestFormat, body: unknown, endpoint: CallerContext["endpoint"]): Inspection | undefined {
+  const scratch = { route, caller: { endpoint }, record: { clamped: {} } as UsageRecord, headers: {} as Record<string, string>, inspection: undefined as Inspection | undefined };
   try {
-    scratch.inspection = format.inspect(body);
+    const inspection = (scratch.inspection = format.inspect(body));
     // The body's model is what gate 5 reads (a format that names it elsewhere goes the whole way).
-    if (scratch.inspection.model !== (body as { model: string }).model) return false;
+    if (inspection.model !== (body as { model: string }).model) return undefined;
     const pending = normalise(scratch as unknown as Exchange, env);
     if (pending) {
       // A prompt near its cap fires a signal and waits for it: the gates' way, not this one.
       pending.catch(() => {});
-      return false;
+      return undefined;
     }
-    return true;
+    return inspection;
   } catch {
-    return false;
+    return undefined;
   }
 }
 

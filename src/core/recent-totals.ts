@@ -25,6 +25,14 @@ export class RecentTotals {
   private readonly full = new Map<string, { used: number; amount: number; until: number; resetAt: number | undefined }>();
 
   /**
+   * Calendar and lifetime budgets' settled spend (their total less the holds in it), as the store
+   * last reported it, and when. A counter's key names its period and nothing settled in it is ever
+   * taken back, so the amount stays a lower bound of its total for the key's life, in any process;
+   * holds are left out, as they settle lower (see gates/quota.ts windowRefusal).
+   */
+  private readonly settled = new Map<string, { amount: number; at: number }>();
+
+  /**
    * `wall`: the clock the store's windows run on (the engine's `now`), which the known-full
    * counters' resets are measured against: a window the store has reset refuses nothing here.
    */
@@ -87,6 +95,29 @@ export class RecentTotals {
   freed(counters: readonly { key: string }[]): void {
     if (!this.full.size) return;
     for (const { key } of counters) this.full.delete(key);
+  }
+
+  /** A calendar or lifetime budget's settled spend, as the store reported it just now (see `settled`). */
+  noteSettled(key: string, amount: number): void {
+    const known = this.settled.get(key);
+    if (known) {
+      known.amount = Math.max(known.amount, amount);
+      known.at = this.clock();
+      return;
+    }
+    if (this.settled.size >= MAX_REMEMBERED) this.settled.delete(this.settled.keys().next().value!);
+    this.settled.set(key, { amount, at: this.clock() });
+  }
+
+  /** The least a calendar or lifetime budget's total can be: its settled spend last reported, else 0. */
+  settledAtLeast(key: string): number {
+    return this.settled.get(key)?.amount ?? 0;
+  }
+
+  /** Whether the budget's settled spend was reported within RECENT_TOTAL_MS (asking again would tell little new). */
+  settledFresh(key: string): boolean {
+    const known = this.settled.get(key);
+    return known !== undefined && this.clock() - known.at <= RECENT_TOTAL_MS;
   }
 
   /** Whether any counter is known full: the refusal paths look no further when none is. */

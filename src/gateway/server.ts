@@ -111,16 +111,17 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
     // A flood of one bad key is answered here, counted into its summary record, with nothing built.
     const early = engine.refuseEarly(caller);
     if (early) return sendError(res, endpoint.format.api, early.error, early);
-    // A flood of 403s for a model the caller cannot have is answered from the body, with nothing built.
+    // A flood of 403s for a model the caller cannot have, or of 402s for a budget that cannot take
+    // the call, is answered from the body, with nothing built.
     // The turn that brought the headers pushes the body that came with them after this handler:
     // one microtask later it is in.
-    const read = engine.modelRefusalsFolding ? await Promise.resolve().then(() => readEarly(req, endpoint.format, caller)) : undefined;
+    const read = engine.bodyRefusalsFolding ? await Promise.resolve().then(() => readEarly(req, endpoint.format, caller)) : undefined;
     if (read?.refusal) return sendError(res, endpoint.format.api, read.refusal.error, read.refusal);
     if (obs) await obs.request(requestId, route.name, () => modelCall(req, res, route, endpoint.format, caller, read));
     else await modelCall(req, res, route, endpoint.format, caller, read);
   }
 
-  /** The body already in, parsed, and the 403 it may earn before an exchange (engine.refuseModel). */
+  /** The body already in, parsed, and the 403 or 402 it may earn before an exchange (engine.refuseFromBody). */
   function readEarly(req: IncomingMessage, format: RequestFormat, caller: CallerContext): EarlyBody | undefined {
     const bytes = wholeBody(req, cfg.server.maxBodyBytes);
     if (!bytes) return undefined;
@@ -132,7 +133,7 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
       // Refused after gates 1-3, as if read there.
       return { source, error: err };
     }
-    return { source, body, refusal: engine.refuseModel(caller, format, body) };
+    return { source, body, refusal: engine.refuseFromBody(caller, format, body) };
   }
 
   async function modelCall(req: IncomingMessage, res: Response, route: ResolvedRoute, format: RequestFormat, caller: CallerContext, read?: EarlyBody) {
@@ -272,7 +273,7 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
   };
 }
 
-/** A body read before the exchange: parsed, or the error parsing it gave; and its early 403, if any. */
+/** A body read before the exchange: parsed, or the error parsing it gave; and its early 403 or 402, if any. */
 interface EarlyBody {
   source: JsonSource;
   body?: unknown;

@@ -2,6 +2,7 @@ import type { Exchange } from "../exchange.js";
 import { leaseMs, type Gate, type GateEnv } from "../gate.js";
 import type { ReserveResult } from "../store.js";
 import type { UsageRecord } from "../usage-record.js";
+import { learnSettled } from "../known-refusals.js";
 import { budgetHeld, budgetReservation, overdrawn } from "./budget.js";
 import { modelPolicy } from "./model-policy.js";
 import { normalise } from "./normalise.js";
@@ -57,6 +58,7 @@ export const jointReservation: Gate = async function jointReservation(ex, env) {
       throw windowRefusal(ex, limits, result, known ? undefined : env);
     }
     const refusal = overdrawn(ex, env, counters, result.index - limits.length, result);
+    if (!known) learnSettled(env, counters[result.index - limits.length]!);
     await windowsSeen(ex, env, windows, before);
     throw refusal;
   }
