@@ -93,7 +93,7 @@ export function budgetRefusal402(env: GateEnv, caller: CallerContext, route: Res
     if (least < 0 || least + c.amount <= c.max) return undefined;
     // What is left is the settled spend's: the store's answer too while nothing is held. (A recent
     // total is no help here: it is an upper bound, its holds at their estimates.)
-    return { error: budgetRefusal(c, least, scratch.estimate, env.now()), headers: gate3Headers(passed) };
+    return { error: spentRefusal(c, least, scratch.estimate, env.now()), headers: gate3Headers(passed) };
   }
   return undefined;
 }
@@ -165,6 +165,20 @@ function passesGate4(env: GateEnv, route: ResolvedRoute, format: RequestFormat, 
   } catch {
     return undefined;
   }
+}
+
+/** The last early 402 of each budget: a flood of one call gives it again while its numbers and wait stay the same. */
+const lastSpent = new Map<string, { used: number; estimate: number; retry: number | undefined; error: TollgateError }>();
+
+/** budgetRefusal, made once per budget, spend, estimate and wait in seconds, and frozen: its body is then serialised once per API. */
+function spentRefusal(c: HeldCounter, used: number, estimate: number, now: number): TollgateError {
+  const retry = c.resetsAt === undefined ? undefined : Math.max(1, Math.ceil((c.resetsAt - now) / 1000));
+  const last = lastSpent.get(c.key);
+  if (last && last.used === used && last.estimate === estimate && last.retry === retry) return last.error;
+  const error = Object.freeze(budgetRefusal(c, used, estimate, now));
+  if (!last && lastSpent.size >= MAX_REMEMBERED) lastSpent.clear();
+  lastSpent.set(c.key, { used, estimate, retry, error });
+  return error;
 }
 
 /** Refusals of a plan and model, made once: their body is then serialised once per API. */
