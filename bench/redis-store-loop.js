@@ -23,6 +23,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Redis } from "ioredis";
+import { record } from "./store-loop-record.js";
 
 const ROOT = resolve(process.env.BENCH_BASE ?? join(import.meta.dirname, ".."));
 const { RedisServer } = await import(join(ROOT, "dist/testing/redis-server.js"));
@@ -35,16 +36,6 @@ const CONCURRENCY = Number(process.env.LOOP_CONCURRENCY ?? 32);
 const CALLGRIND = process.env.LOOP_CALLGRIND === "1";
 const DAY = 86_400_000;
 const TICKS = 100; // clock ticks per second (/proc stat units)
-
-/** A usage record the size of a bench request's (~0.55 KB of JSON). */
-function record(id) {
-  return {
-    ts: new Date().toISOString(), request_id: id, route: "main", key_id: "k_bench", user: "bench-user", plan: "bench", ip: "127.0.0.1",
-    model: "gpt-4o-mini", provider: "mock", upstream_model: "gpt-4o-mini", decision: "allow", status: 200, stream: false,
-    input_tokens: 12, output_tokens: 16, cached_input_tokens: 0, reasoning_tokens: 0, cost_usd: 0.0000114, estimated_cost_usd: 0.000482,
-    latency_ms: 3, upstream_latency_ms: 2, ttft_ms: null, tool_calls: 0, finish_reason: "stop", signals: [], flags: [], run_id: null,
-  };
-}
 
 // LOOP_SHAPE=split: the shape before phase 8 (gate 3's two request windows and gate 6's budget and
 // token window reserved and settled apart); otherwise one reserve of all four and one settle (8a).

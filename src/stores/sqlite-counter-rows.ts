@@ -21,20 +21,21 @@ export class CounterRows {
   constructor(private readonly db: Database.Database) {}
 
   /**
-   * For each key, its running total plus the sum of its unsettled rows, or NULL when the running
-   * total is missing or stale (see CounterTotals: the caller sums it again); then 1 if `id` still
-   * holds rows (a reused id, which the reserve must detach first), else NULL. The check rides
-   * along, so the common reserve runs no detaching update (an update of the partial index it
-   * searches, which SQLite runs in two passes through a temporary table: ~18k instructions).
+   * For each key, its running total of settled amounts, or NULL when it is missing or stale (see
+   * CounterTotals: the caller sums it again); then 1 if `id` still holds rows (a reused id, which
+   * the reserve must detach first), else NULL. The check rides along, so the common reserve runs
+   * no detaching update (an update of the partial index it searches, which SQLite runs in two
+   * passes through a temporary table: ~18k instructions). The amounts in flight come from
+   * LiveSums.
    */
-  sum(id: string, keys: string[], now: number): (number | null)[] {
+  settled(id: string, keys: string[], now: number): (number | null)[] {
     let stmt = this.sums.get(keys.length);
     if (stmt === undefined) {
-      stmt = this.db.prepare<Param[], (number | null)[]>(sumSql(keys.length)).raw();
+      stmt = this.db.prepare<Param[], (number | null)[]>(settledSql(keys.length)).raw();
       this.sums.set(keys.length, stmt);
     }
     const params: Param[] = [];
-    for (const key of keys) params.push(key, now, now, key, now, now);
+    for (const key of keys) params.push(key, now, now);
     params.push(id);
     return stmt.get(...params)!;
   }
@@ -77,11 +78,9 @@ export class CounterRows {
   }
 }
 
-/** CounterRows.sum's statement for `n` keys: parameters are key, now, now, key, now, now per key, then the id. */
-export function sumSql(n: number): string {
-  const one = `(SELECT settled FROM counter_totals WHERE key = ? AND since <= ? AND prune_at > ?)
-    + (SELECT COALESCE(SUM(amount), 0) FROM counter_live
-       WHERE key = ? AND ts > ? - window_ms AND (lease_until IS NULL OR lease_until > ?))`;
+/** CounterRows.settled's statement for `n` keys: parameters are key, now, now per key, then the id. */
+function settledSql(n: number): string {
+  const one = "(SELECT settled FROM counter_totals WHERE key = ? AND since <= ? AND prune_at > ?)";
   const held = "(SELECT 1 FROM counter_live WHERE id = ? AND held = 1 LIMIT 1)";
   return `SELECT ${Array.from({ length: n }, () => one).join(",")}, ${held}`;
 }

@@ -7,6 +7,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { CommitBatch } from "./commit-batch.js";
 import { OUTBOX_SCHEMA, SqliteOutbox } from "./outbox-sqlite.js";
 import { CounterRows } from "./sqlite-counter-rows.js";
+import { LiveSums } from "./sqlite-live-sums.js";
 import { CounterTotals, TOTALS_SCHEMA } from "./sqlite-totals.js";
 import { SAFETY_FACTOR, WalCheckpointer, type CheckpointStats } from "./sqlite-checkpointer.js";
 import { StoreUnavailableError, type Checkpoint, type Counter, type CounterDetail, type ReserveResult, type Store, type StoreHealth, type StoredKey, type UsageQuery } from "../core/store.js";
@@ -58,7 +59,7 @@ const SCHEMA = `
     gone_at INTEGER NOT NULL,
     held INTEGER NOT NULL DEFAULT 1
   );
-  -- Covering for a reserve's sum of a key's in-flight rows (CounterRows.sum), window_ms included:
+  -- Covering for the sum of a key's in-flight rows (LiveSums, sumCounter), window_ms included:
   -- without it each of those rows (as many as the key's requests in flight) cost a second
   -- b-tree search, into the table. Replaces counter_live_key, which lacked window_ms; an older
   -- tollgate opening the file recreates that one, harmlessly (both stay exact).
@@ -219,6 +220,7 @@ export class SqliteStore implements Store {
   private readonly insertLive;
   private readonly releaseHeld;
   private readonly rows: CounterRows;
+  private readonly live: LiveSums;
   private readonly countBuckets;
   private readonly countLive;
   private readonly getScore;
@@ -294,7 +296,7 @@ export class SqliteStore implements Store {
       )
       .raw();
     this.totals = new CounterTotals(db);
-    // The in-flight part of sumCounter alone: for reports (peekDetail), and for a reserve whose running total was stale.
+    // The in-flight part of sumCounter alone: for reports (peekDetail).
     this.sumLive = db
       .prepare<[string, number, number], number>(
         `SELECT COALESCE(SUM(amount), 0) FROM counter_live
@@ -315,6 +317,7 @@ export class SqliteStore implements Store {
     );
     this.releaseHeld = db.prepare<[string]>("DELETE FROM counter_live WHERE id = ? AND held = 1");
     this.rows = new CounterRows(db);
+    this.live = new LiveSums(db);
     this.countBuckets = db.prepare<[string], number>("SELECT COUNT(*) FROM counter_buckets WHERE key = ?").pluck();
     this.countLive = db.prepare<[string], number>("SELECT COUNT(*) FROM counter_live WHERE key = ?").pluck();
 
@@ -356,11 +359,11 @@ export class SqliteStore implements Store {
         this.sweepLive.run(now);
         this.sweptAt = now;
       }
-      const sums = this.rows.sum(id, counters.map((c) => c.key), now);
+      const settled = this.rows.settled(id, counters.map((c) => c.key), now);
       const totals: number[] = [];
       for (let i = 0; i < counters.length; i++) {
         const c = counters[i]!;
-        const used = sums[i] ?? this.totals.recompute(c.key, now, true) + this.sumLive.get(c.key, now, now)!;
+        const used = (settled[i] ?? this.totals.recompute(c.key, now, true)) + (this.live.get(c.key, now) ?? this.live.load(c.key, now));
         totals.push(used + c.amount);
         if (used + c.amount > c.max) {
           const retry = c.amount <= c.max ? retryAfter(this.leaving(c.key, bucketWidth(c.windowMs, c.max), now), used + c.amount - c.max, now) : undefined;
@@ -369,13 +372,17 @@ export class SqliteStore implements Store {
       }
       // A reused id takes over the name; the older rows keep counting until their lease ends,
       // as they would in memory, but settle/release now address only the new ones.
-      if (sums[counters.length] !== null) this.detachHeld.run(id);
+      if (settled[counters.length] !== null) {
+        this.detachHeld.run(id);
+        this.live.detached(id);
+      }
       const leaseUntil = now + leaseMs;
       const lease = Number.isFinite(leaseUntil) ? leaseUntil : null;
       for (let i = 0; i < counters.length; i++) {
         const c = counters[i]!;
         const width = bucketWidth(c.windowMs, c.max);
         this.insertLive.run(c.key, id, i, now, c.amount, lease, c.windowMs, width, bucketGoneAt(now, width, c.windowMs));
+        this.live.inserted(id, c.key, c.amount, now, lease, c.windowMs);
       }
       return { ok: true, totals };
     };
@@ -386,7 +393,7 @@ export class SqliteStore implements Store {
     this.settleRows = (id: string, actual: number[], now: number): void => {
       this.dropCheckpoint(id);
       this.rows.settle(id, actual, now);
-      this.releaseHeld.run(id);
+      this.live.deleted(id, this.releaseHeld.run(id).changes, now);
     };
 
     // One read transaction so the totals come from the same snapshot.
@@ -409,9 +416,9 @@ export class SqliteStore implements Store {
       return this.countMembers.get(key)!;
     });
 
-    this.releaseRows = (id: string): void => {
+    this.releaseRows = (id: string, now: number): void => {
       this.dropCheckpoint(id);
-      this.releaseHeld.run(id);
+      this.live.deleted(id, this.releaseHeld.run(id).changes, now);
     };
 
     // due is the reservation's lease end; a reservation already settled (or without a lease,
@@ -432,6 +439,7 @@ export class SqliteStore implements Store {
     const postpone = db.prepare<[number, string]>("UPDATE checkpoints SET due = ? WHERE id = ?");
     // One transaction: whichever process runs it first settles and writes the record, exactly once.
     this.recoverTx = db.transaction((now: number) => {
+      this.live.begin();
       const out: UsageRecord[] = [];
       for (const row of dueCheckpoints.all(now)) {
         const lease = leaseOf.get(row.id)!;
@@ -450,15 +458,16 @@ export class SqliteStore implements Store {
       return out;
     });
 
-    const opsTx = db.transaction((ops: CounterOp[], now: number) =>
-      ops.map((op) => {
+    const opsTx = db.transaction((ops: CounterOp[], now: number) => {
+      this.live.begin();
+      return ops.map((op) => {
         switch (op.op) {
           case "reserve":
             return this.reserveRows(op.id, op.counters, op.leaseMs, now);
           case "settle":
             return void this.settleRows(op.id, op.actual, now);
           case "release":
-            return void this.releaseRows(op.id);
+            return void this.releaseRows(op.id, now);
           case "checkpoint":
             return void this.putCheckpointRow(op.id, op.json);
           case "appendUsage":
@@ -467,11 +476,11 @@ export class SqliteStore implements Store {
             this.settleRows(op.id, op.actual, now);
             return void this.insertUsage.run(op.ts, op.json);
         }
-      }),
-    );
+      });
+    });
     // SPEC 7.4: an acknowledged record or settle survives a crash, so a caller hears back only once
     // the batch holding it is committed; a batch that cannot be written fails every caller in it.
-    const commitOps = (ops: CounterOp[]) => this.guard(ops.length === 1 ? ops[0]!.op : "counters", true, () => opsTx.immediate(ops, this.now()));
+    const commitOps = (ops: CounterOp[]) => this.guard(ops.length === 1 ? ops[0]!.op : "counters", true, () => this.keepingSums(() => opsTx.immediate(ops, this.now())));
     // While the checkpointer restarts the WAL, the next batch waits (asynchronously) rather than
     // commit in between and leave the WAL to grow.
     this.ops = new CommitBatch((ops) => {
@@ -525,7 +534,7 @@ export class SqliteStore implements Store {
     if (!this.ops.idle) await this.ops.drain();
     const now = this.now();
     if (!(await this.guard("recover", false, () => this.anyDue.get(now)))) return [];
-    return this.guard("recover", true, () => this.recoverTx.immediate(now));
+    return this.guard("recover", true, () => this.keepingSums(() => this.recoverTx.immediate(now)));
   }
 
   async peek(counters: Pick<Counter, "key" | "windowMs">[]): Promise<number[]> {
@@ -692,6 +701,16 @@ export class SqliteStore implements Store {
     this.log(`tollgate: store sqlite:${this.path} is back`);
   }
 
+  /** A write transaction that failed was rolled back; what LiveSums took from it was not. */
+  private keepingSums<T>(tx: () => T): T {
+    try {
+      return tx();
+    } catch (err) {
+      this.live.drop();
+      throw err;
+    }
+  }
+
   private dropCheckpoint(id: string): void {
     if (this.checkpointed.delete(id)) this.deleteCheckpoint.run(id);
   }
@@ -704,7 +723,7 @@ export class SqliteStore implements Store {
     return this.countBuckets.get(key)! + this.countLive.get(key)!;
   }
 
-  /** Settled plus in-flight, for reads (a reserve reads through CounterRows.sum and keeps what it recomputes). */
+  /** Settled plus in-flight, for reads (a reserve reads through CounterRows.settled and LiveSums, and keeps what it recomputes). */
   private total(key: string, now: number): number {
     const [settled, live] = this.sumCounter.get(key, now, now, key, now, now)!;
     return (settled ?? this.totals.recompute(key, now, false)) + live;
