@@ -17,7 +17,11 @@
 // a replay then runs each op at the time it ran natively, so a settle finds the in-flight fields
 // its reserve made. Without it, the replayed reserves run at the replay's (slower) TIME while the
 // settles name fields of the native run's times: they miss, and in-flight fields pile up.
+// LOOP_REPLAY=file replays a LOOP_CAPTURE file's calls under callgrind with this checkout's scripts
+// and runs nothing natively: a variant of a script body on the very same calls (same arguments),
+// for a lever that changes only what the script does with them.
 import { spawn, execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -129,10 +133,15 @@ async function replay(calls, from) {
   const cg = await callgrindRedis();
   const client = new Redis(cg.url());
   try {
-    for (const s of SCRIPTS) await client.script("LOAD", s.lua);
+    const shas = new Set();
+    for (const s of SCRIPTS) shas.add(await client.script("LOAD", s.lua));
+    const batch = SCRIPTS.find((s) => s.name === "batch");
+    const batchSha = createHash("sha1").update(batch.lua).digest("hex");
     for (let i = 0; i < calls.length; i++) {
       if (i === from) cg.instrument("on");
       const [name, args] = calls[i];
+      // A capture made with another build's scripts (LOOP_REPLAY): the loop calls only BATCH.
+      if (name === "evalsha" && !shas.has(args[0])) args[0] = batchSha;
       await client.call(name, ...args);
     }
     cg.instrument("off");
@@ -153,6 +162,13 @@ function respArgs(bytes) {
     o = eol + 4 + n;
   }
   return parts.slice(1);
+}
+
+if (process.env.LOOP_REPLAY) {
+  const { measuredFrom: from, requests, calls: kept } = JSON.parse(readFileSync(process.env.LOOP_REPLAY, "utf8"));
+  const total = await replay(kept, from);
+  console.log(`redis-server instructions per request (callgrind replay of ${kept.length - from} script calls of ${process.env.LOOP_REPLAY}): ${Math.round(total / requests)}`);
+  process.exit(0);
 }
 
 const server = await RedisServer.start();

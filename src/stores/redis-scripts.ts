@@ -341,9 +341,13 @@ end
 
 -- All-or-nothing reservation across n counters (Store.reserve) under record R (rkey), at 'now';
 -- ARGV[b...] holds two per counter: its number (define) and the amount. lease -1: none.
--- Returns {1, total..., ts} or {0, index, used, retryAfterMs or false}.
-local held, totals, parts = {}, {}, {'['}
-local function reserve(rkey, b, n, now, lease, margin)
+-- Writes 1, total..., ts or 0, index, used, retryAfterMs or false into the batch's reply 'out'
+-- after its o-th entry, and returns the reply's new length. Into the flat reply, not a table of
+-- its own: Redis turns every table a script returns into a reply by probing it for err, ok and
+-- five more fields (a string made and a lookup each) and a deferred length, ~9,000 instructions
+-- per reserve.
+local held, parts = {}, {'['}
+local function reserve(rkey, b, n, now, lease, margin, out, o)
   local A = ARGV
   for i = 1, n do
     local k = b + 2 * i - 2
@@ -368,11 +372,12 @@ local function reserve(rkey, b, n, now, lease, margin)
         flush(base, m)
         retry = retry_after(base, used + amount - sp.max, now)
       end
-      return {0, i - 1, reply_num(used), retry}
+      out[o + 1], out[o + 2], out[o + 3], out[o + 4] = 0, i - 1, reply_num(used), retry
+      return o + 4
     end
     local total = used + amount
     if total % 1 ~= 0 or total >= 9007199254740992 or total <= -9007199254740992 then total = fmt(total) end
-    totals[i] = total
+    out[o + 1 + i] = total
   end
   -- The record is JSON written by hand from the texts as they came (cjson.encode would print each
   -- number with printf's %.14g, and costs more than the rest of a reserve), joined once: Redis's
@@ -409,8 +414,8 @@ local function reserve(rkey, b, n, now, lease, margin)
   end
   -- A reused id takes the name over; the older entries keep counting until their lease ends.
   call('SET', rkey, rec, 'PX', fmt(longest + margin))
-  totals[n + 1] = ts
-  return {1, unpack(totals, 1, n + 1)}
+  out[o + 1], out[o + n + 2] = 1, ts
+  return o + n + 2
 end
 
 -- Settles reservation record R at the actual amounts (in reserve order; nil or '' keeps the
@@ -498,15 +503,19 @@ local function release_rec(rkey, now, margin)
 end
 
 -- Current totals of the counters 'bases' over their windows (Store.peek), as text; with detail,
--- each total followed by its in-flight part, L (Store.peekDetail).
-local function peek(bases, windows, now, margin, detail)
-  local out = {}
+-- each total followed by its in-flight part, L (Store.peekDetail). Written into 'out' after its
+-- o-th entry; returns the new length.
+local function peek(bases, windows, now, margin, detail, out, o)
   for i = 1, #bases do
     local m = state(bases[i], now, margin, tonumber(windows[i]))
-    out[#out + 1] = fmt(m.s + m.l)
-    if detail then out[#out + 1] = fmt(m.l) end
+    o = o + 1
+    out[o] = fmt(m.s + m.l)
+    if detail then
+      o = o + 1
+      out[o] = fmt(m.l)
+    end
   end
-  return out
+  return o
 end
 
 -- Appends usage records (JSON) to stream skey, once per batch marker mkey: a batch whose reply
@@ -553,7 +562,9 @@ export function script(name: string, body: string): LuaScript {
 
 /**
  * The counter operations of one event-loop turn, several requests' at once, run in call order:
- * one round trip and one script call for all of them, each answered on its own (in op order).
+ * one round trip and one script call for all of them. The reply is one flat array, each op's
+ * answer after the one before it (a reserve's n + 2 or 4 entries, a peek's n or 2n, one for the
+ * others): the client knows each op's n, and a table per answer cost Redis ~9,000 instructions.
  * KEYS: the counter base keys and usage keys the ops name (an op refers to a key by its index).
  * ARGV[1] key TTL margin ms, then the ops, each a letter and its fields. Every argument costs the
  * server ~1,000 instructions (parsing, a Redis object, a Lua string), so the ops carry what the
@@ -564,7 +575,7 @@ export function script(name: string, body: string): LuaScript {
  *                                          (ms, -1 for none, which is what they have without any 'l')
  *   k base max window                      defines the next counter number (1, 2, ...): no reply;
  *                                          K: the same for a base that JSON must escape
- *   r R n (counter amount) * n             reserve: {1, total..., ts} or {0, index, used, retry}
+ *   r R n (counter amount) * n             reserve: 1 total... ts, or 0 index used retry
  *   s R n actual * n                       settle from R's record: 1, or 0 when R was gone
  *   S R ts n (counter reserved actual | -counter reserved) * n
  *                                          settle what the caller reserved at ts with this lease
@@ -572,8 +583,8 @@ export function script(name: string, body: string): LuaScript {
  *   x R                                    release: 1 or 0
  *   u S M retention n record * n           usage records into stream S once per batch marker M
  *                                          (APPEND_USAGE): count, or 0
- *   p n (base window) * n                  peek: {total...}
- *   d n (base window) * n                  peekDetail: {total, reserved, ...}
+ *   p n (base window) * n                  peek: total...
+ *   d n (base window) * n                  peekDetail: (total reserved)...
  */
 export const BATCH = script(
   "batch",
@@ -593,12 +604,20 @@ local function answer(ok, r, ...)
   return {err = 'ERR tollgate batch: ' .. tostring(r)}
 end
 local out, o, a = {}, 0, 2
+-- For an op that writes its answer into 'out' itself (reserve, peek): the reply's new length, or
+-- on failure its error reply as one entry, and what it wrote before failing (at most 'most'
+-- entries) taken out again.
+local function flat(o, most, ok, r)
+  if ok then return r end
+  out[o + 1] = answer(false, r)
+  for j = o + 2, o + most do out[j] = nil end
+  return o + 1
+end
 while a <= argc do
   local op = A[a]
   if op == 'r' then
     local n = N[A[a + 2]] or num(A[a + 2])
-    o = o + 1
-    out[o] = answer(pcall(reserve, A[a + 1], a + 3, n, now, lease, margin))
+    o = flat(o, n + 2, pcall(reserve, A[a + 1], a + 3, n, now, lease, margin, out, o))
     a = a + 3 + 2 * n
   elseif op == 'S' then
     local n = N[A[a + 3]] or num(A[a + 3])
@@ -638,8 +657,7 @@ while a <= argc do
       bases[i] = KEYS[N[A[a + 2 * i]] or num(A[a + 2 * i])]
       windows[i] = A[a + 1 + 2 * i]
     end
-    o = o + 1
-    out[o] = answer(pcall(peek, bases, windows, now, margin, op == 'd'))
+    o = flat(o, 2 * n, pcall(peek, bases, windows, now, margin, op == 'd', out, o))
     a = a + 2 + 2 * n
   else
     commit()

@@ -516,7 +516,7 @@ export class RedisStore implements Store {
           break;
       }
     }
-    const replies = (await this.run(lua.BATCH, keys, args)) as unknown[];
+    const replies = splitReply(ops, (await this.run(lua.BATCH, keys, args)) as unknown[]);
     // An op that failed alone is its own error reply (ops.add rejects it), the others' stand.
     for (let i = 0; i < replies.length; i++) {
       const r = replies[i];
@@ -625,6 +625,23 @@ type CounterOp =
   | { op: "x"; now: string; id: string }
   | UsageOp
   | { op: "p" | "d"; now: string; counters: Pick<Counter, "key" | "windowMs">[] };
+
+/**
+ * Each op's answer out of a BATCH's flat reply (see BATCH): a reserve's n + 2 entries, or 4 when
+ * refused (first entry 0); a peek's one per counter (two with detail); one for the others, and
+ * for an op that failed (its error).
+ */
+function splitReply(ops: CounterOp[], flat: unknown[]): unknown[] {
+  const out: unknown[] = [];
+  let i = 0;
+  for (const o of ops) {
+    const first = flat[i];
+    const n = first instanceof Error ? 0 : o.op === "r" ? (first === 1 ? o.counters.length + 2 : 4) : o.op === "p" ? o.counters.length : o.op === "d" ? 2 * o.counters.length : 0;
+    if (n) out.push(flat.slice(i, (i += n)));
+    else out.push(flat[i++]);
+  }
+  return out;
+}
 
 /**
  * Fail fast, never queue: a command on a disconnected client is refused at once (no offline
