@@ -123,6 +123,20 @@ describe("redis store", () => {
     expect((await s.queryUsage({ since: 0 })).map((r) => r.request_id)).toEqual(["warm", "a"]);
   });
 
+  it("writes a batch of usage records as one stream entry (a thousand records at most) and reads every record back, entries of one record too", async () => {
+    const s = await store();
+    // An entry as builds before phase 10d (and RECOVER) write it: one record.
+    await s.redis.xadd("tg:{tollgate}:usage", "*", "r", JSON.stringify(record("old")));
+    const ids = Array.from({ length: 1_001 }, (_, i) => `n${i}`);
+    await Promise.all(ids.map((id) => s.reserve(id, [counter("many", 10_000, 1)], HOUR)));
+    await s.redis.config("RESETSTAT");
+    await Promise.all(ids.map((id) => s.settleWithRecord!(id, [1], record(id))));
+    const stats = await s.redis.info("commandstats");
+    expect(Number(/cmdstat_xadd:calls=(\d+)/.exec(stats)?.[1])).toBe(2);
+    expect(await s.redis.xlen("tg:{tollgate}:usage")).toBe(3);
+    expect((await s.queryUsage({ since: 0 })).map((r) => r.request_id)).toEqual(["old", ...ids]);
+  });
+
   it("settles a served request and appends its record in one script call, a turn's records in one usage batch; resent while Redis hangs, neither counts twice", async () => {
     const s = await store();
     await s.reserve("warm", [counter("w", 20, 1)], HOUR);
@@ -131,7 +145,8 @@ describe("redis store", () => {
     await Promise.all([s.settleWithRecord!("a", [2], record("a")), s.settleWithRecord!("b", [3], record("b"))]);
     const stats = await s.redis.info("commandstats");
     const calls = (cmd: string) => Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
-    expect({ scripts: calls("evalsha") + calls("eval"), xadd: calls("xadd") }).toEqual({ scripts: 1, xadd: 2 });
+    // One stream entry holds the turn's two records (phase 10d): one XADD.
+    expect({ scripts: calls("evalsha") + calls("eval"), xadd: calls("xadd") }).toEqual({ scripts: 1, xadd: 1 });
     expect((await s.queryUsage({ since: 0 })).map((r) => r.request_id)).toEqual(["a", "b"]);
     expect(await s.peekDetail([{ key: "w", windowMs: MINUTE }])).toEqual([{ total: 6, reserved: 1 }]);
     // A bad amount refuses both: no record is written for a settle that was not made.
@@ -147,7 +162,8 @@ describe("redis store", () => {
       await s.settleWithRecord!("c", [1], record("c"));
       await sleep(2_500);
       await s.close();
-      expect((await admin.xlen("tg:{tollgate}:usage"))).toBe(3);
+      const entries = await admin.xrange("tg:{tollgate}:usage", "-", "+");
+      expect(entries.flatMap(([, fields]) => fields.filter((_, i) => i % 2 === 1).map((r) => JSON.parse(r).request_id))).toEqual(["a", "b", "c"]);
       const reader = await RedisStore.open(server.url(1), { log: () => {} });
       open.push(reader);
       expect(await reader.peekDetail([{ key: "w", windowMs: MINUTE }])).toEqual([{ total: 7, reserved: 0 }]);

@@ -395,10 +395,14 @@ export class RedisStore implements Store {
     let from = String(Math.max(0, q.since - CLOCK_SLACK_MS));
     for (;;) {
       const page = await this.call(() => this.redis.xrange(`${this.prefix}usage`, from, "+", "COUNT", 1000));
+      // An entry holds a batch's records, each under 'r' (one, in entries from before phase 10d
+      // and from RECOVER).
       for (const [, fields] of page) {
-        const record = JSON.parse(fields[1]!) as UsageRecord;
-        const t = Date.parse(record.ts);
-        if (t >= q.since && (q.until === undefined || t < q.until)) out.push(record);
+        for (let i = 1; i < fields.length; i += 2) {
+          const record = JSON.parse(fields[i]!) as UsageRecord;
+          const t = Date.parse(record.ts);
+          if (t >= q.since && (q.until === undefined || t < q.until)) out.push(record);
+        }
       }
       if (page.length < 1000) return out;
       from = `(${page[page.length - 1]![0]}`;
