@@ -339,20 +339,41 @@ local function define(base, max, window, wtext, plain)
     sts = false, slease = false, slf = false, sgone = false, sgf = false}
 end
 
--- All-or-nothing reservation across n counters (Store.reserve) under record R (rkey), at 'now';
--- ARGV[b...] holds two per counter: its number (define) and the amount. lease -1: none.
+-- The counter lists a BATCH's reserves and settles name, by number, in the order its 'g' ops
+-- define them: a list of counter numbers (define), with its length as n. A request's reserve and
+-- settle name their counters with one argument, not one each (every argument costs the server
+-- ~1,000 instructions), and a batch's requests mostly share one list.
+local groups, ngroup = {}, 0
+
+-- Which counters of a settle are settled at what they reserved ('1': no actual amount follows) and
+-- which are not ('0'), as the settle's mask text says; worked out once per text and call. given:
+-- how many actual amounts follow.
+local masks = {}
+local function mask_of(t)
+  local m, given = {}, 0
+  for i = 1, #t do
+    m[i] = string.byte(t, i) == 49
+    if not m[i] then given = given + 1 end
+  end
+  m.given = given
+  masks[t] = m
+  return m
+end
+
+-- All-or-nothing reservation across the counters of list g (groups) under record R (rkey), at
+-- 'now'; ARGV[b...] holds their amounts. lease -1: none.
 -- Writes 1, total..., ts or 0, index, used, retryAfterMs or false into the batch's reply 'out'
 -- after its o-th entry, and returns the reply's new length. Into the flat reply, not a table of
 -- its own: Redis turns every table a script returns into a reply by probing it for err, ok and
 -- five more fields (a string made and a lookup each) and a deferred length, ~9,000 instructions
 -- per reserve.
 local held, parts = {}, {'['}
-local function reserve(rkey, b, n, now, lease, margin, out, o)
-  local A = ARGV
+local function reserve(rkey, g, b, now, lease, margin, out, o)
+  local A, n = ARGV, g.n
   for i = 1, n do
-    local k = b + 2 * i - 2
-    local sp = specs[N[A[k]] or num(A[k])]
-    local amount = N[A[k + 1]] or num(A[k + 1])
+    local t = A[b + i - 1]
+    local sp = specs[g[i]]
+    local amount = N[t] or num(t)
     if sp.rnow ~= now or sp.rlease ~= lease then
       local lf, stop = hold_field(now, sp.window, sp.width, lease)
       sp.rnow, sp.rlease, sp.rlf, sp.rstop = now, lease, lf, stop
@@ -385,8 +406,8 @@ local function reserve(rkey, b, n, now, lease, margin, out, o)
   -- would need escaping goes through cjson.
   local longest, escape = 0, false
   for i = 1, n do
-    local k = b + 2 * i - 2
-    local sp, m, amount = specs[N[A[k]]], held[i], N[A[k + 1]]
+    local t = A[b + i - 1]
+    local sp, m, amount = specs[g[i]], held[i], N[t]
     if amount ~= 0 then
       local lf, f = sp.rlf, m.f
       f[lf], m.w[lf] = (f[lf] or 0) + amount, true
@@ -396,16 +417,15 @@ local function reserve(rkey, b, n, now, lease, margin, out, o)
     local span = sp.window + sp.width
     if not m.x or m.x < now + span then keep(m, now + span, margin, now) end
     if not sp.plain then escape = true end
-    parts[4 * i - 2], parts[4 * i - 1], parts[4 * i], parts[4 * i + 1] = sp.rpre, A[k + 1], sp.rpost, ','
+    parts[4 * i - 2], parts[4 * i - 1], parts[4 * i], parts[4 * i + 1] = sp.rpre, t, sp.rpost, ','
     if span > longest then longest = span end
   end
   local rec, ts = nil, fmt(now)
   if escape then
     local entries, ends = {}, lease >= 0 and fmt(now + lease) or '-1'
     for i = 1, n do
-      local k = b + 2 * i - 2
-      local sp = specs[N[A[k]]]
-      entries[i] = {sp.base, sp.rlf, sp.wtext, A[k + 1], sp.dtext, ts, ends}
+      local sp = specs[g[i]]
+      entries[i] = {sp.base, sp.rlf, sp.wtext, A[b + i - 1], sp.dtext, ts, ends}
     end
     rec = cjson.encode(entries)
   else
@@ -443,34 +463,24 @@ local function settle_rec(rkey, actual, now, margin)
 end
 
 -- settle_rec when the caller still knows what it reserved at ts with this lease: R need not be
--- read back, only deleted, which still makes the settle happen once. ARGV[b...] holds per
--- counter its number (define), reserved, actual; or minus its number and reserved when actual is
--- the reserved amount (a request counter's 1, nearly always). The fields are worked out as the
--- reserve did. Returns 1, or 0 when R was already gone, and where the next op's arguments start.
-local function skip_held(k, n)
-  local A = ARGV
-  for _ = 1, n do
-    local t = A[k]
-    if (N[t] or num(t)) < 0 then k = k + 2 else k = k + 3 end
-  end
-  return k
-end
-local function settle_held(rkey, ts, lease, b, n, now, margin)
-  local A, k = ARGV, b
-  if call('DEL', rkey, rkey .. ':cp') == 0 then return 0, skip_held(k, n) end
-  for _ = 1, n do
-    local t = A[k]
-    local c = N[t] or num(t)
-    t = A[k + 1]
+-- read back, only deleted, which still makes the settle happen once. The counters are list g
+-- (groups); ARGV[b...] holds their reserved amounts, then the actual amounts of those that mask
+-- mk (mask_of) does not say settle at what they reserved (a request counter's 1, nearly always).
+-- The fields are worked out as the reserve did. Returns 1, or 0 when R was already gone, and
+-- where the next op's arguments start.
+local function settle_held(rkey, ts, lease, g, mk, b, now, margin)
+  local A, n = ARGV, g.n
+  local k = b + n
+  if call('DEL', rkey, rkey .. ':cp') == 0 then return 0, k + mk.given end
+  for i = 1, n do
+    local t = A[b + i - 1]
     local reserved = N[t] or num(t)
     local actual = reserved
-    if c < 0 then
-      c, k = -c, k + 2
-    else
-      t = A[k + 2]
-      actual, k = N[t] or num(t), k + 3
+    if not mk[i] then
+      t = A[k]
+      actual, k = N[t] or num(t), k + 1
     end
-    local sp = specs[c]
+    local sp = specs[g[i]]
     if sp.sts ~= ts or sp.slease ~= lease then
       local lf, _, gone = hold_field(ts, sp.window, sp.width, lease)
       sp.sts, sp.slease, sp.slf, sp.sgone, sp.sgf = ts, lease, lf, gone, 'g' .. fmt(gone)
@@ -583,11 +593,14 @@ export function script(name: string, body: string): LuaScript {
  *                                          (ms, -1 for none, which is what they have without any 'l')
  *   k base max window                      defines the next counter number (1, 2, ...): no reply;
  *                                          K: the same for a base that JSON must escape
- *   r R n (counter amount) * n             reserve: 1 total... ts, or 0 index used retry
+ *   g n counter * n                        defines the next counter list number (1, 2, ...): no reply
+ *   r R list amount * n                    reserve: 1 total... ts, or 0 index used retry
  *   s R n actual * n                       settle from R's record: 1, or 0 when R was gone
- *   S R ts n (counter reserved actual | -counter reserved) * n
+ *   S R ts list mask reserved * n actual * m
  *                                          settle what the caller reserved at ts with this lease
- *                                          (reading R no more; -counter: actual = reserved): 1, or 0
+ *                                          (reading R no more); mask: a character per counter, 1
+ *                                          when it settles at what it reserved (no actual amount
+ *                                          follows), 0 otherwise (m of them): 1, or 0
  *   x R                                    release: 1 or 0
  *   u S M retention n record * n           usage records into stream S once per batch marker M
  *                                          (APPEND_USAGE): count, or 0
@@ -624,14 +637,25 @@ end
 while a <= argc do
   local op = A[a]
   if op == 'r' then
-    local n = N[A[a + 2]] or num(A[a + 2])
-    o = flat(o, n + 2, pcall(reserve, A[a + 1], a + 3, n, now, lease, margin, out, o))
-    a = a + 3 + 2 * n
+    local g = groups[N[A[a + 2]] or num(A[a + 2])]
+    o = flat(o, g.n + 2, pcall(reserve, A[a + 1], g, a + 3, now, lease, margin, out, o))
+    a = a + 3 + g.n
   elseif op == 'S' then
-    local n = N[A[a + 3]] or num(A[a + 3])
+    local g, t = groups[N[A[a + 3]] or num(A[a + 3])], A[a + 4]
+    local mk = masks[t] or mask_of(t)
     o = o + 1
-    local r, k = answer(pcall(settle_held, A[a + 1], N[A[a + 2]] or num(A[a + 2]), lease, a + 4, n, now, margin))
-    out[o], a = r, k or skip_held(a + 4, n)
+    local r, k = answer(pcall(settle_held, A[a + 1], N[A[a + 2]] or num(A[a + 2]), lease, g, mk, a + 5, now, margin))
+    out[o], a = r, k or a + 5 + g.n + mk.given
+  elseif op == 'g' then
+    local n = N[A[a + 1]] or num(A[a + 1])
+    local g = {n = n}
+    for i = 1, n do
+      local t = A[a + 1 + i]
+      g[i] = N[t] or num(t)
+    end
+    ngroup = ngroup + 1
+    groups[ngroup] = g
+    a = a + 2 + n
   elseif op == 'l' then
     lease = N[A[a + 1]] or num(A[a + 1])
     a = a + 2

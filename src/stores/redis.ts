@@ -455,8 +455,8 @@ export class RedisStore implements Store {
 
   /**
    * One BATCH call for a turn's counter ops (see `ops`): keys are numbered as they first appear,
-   * each counter is defined once ('k') however many ops name it, and a test clock is sent only
-   * when it moved ('t').
+   * each counter is defined once ('k') and each list of counters once ('g') however many ops name
+   * them, and a test clock is sent only when it moved ('t').
    */
   private async runBatch(ops: CounterOp[]): Promise<unknown[]> {
     const keys: string[] = [];
@@ -479,6 +479,17 @@ export class RedisStore implements Store {
       list.push({ max: c.max, windowMs: c.windowMs, n });
       return n;
     };
+    const groups = new Map<string, string>();
+    const group = (counters: Counter[]): string => {
+      const n = counters.map(define);
+      const name = n.join(" ");
+      let g = groups.get(name);
+      if (g === undefined) {
+        groups.set(name, (g = String(groups.size + 1)));
+        args.push("g", num(n.length), ...n);
+      }
+      return g;
+    };
     let now = "";
     let lease = "-1";
     const leased = (l: string) => {
@@ -488,23 +499,27 @@ export class RedisStore implements Store {
       if (o.now !== now) args.push("t", (now = o.now));
       switch (o.op) {
         case "r": {
-          const n = o.counters.map(define);
+          const g = group(o.counters);
           leased(leaseArg(o.leaseMs));
-          args.push("r", this.recordKey(o.id), num(n.length));
-          o.counters.forEach((c, i) => args.push(n[i]!, num(c.amount)));
+          args.push("r", this.recordKey(o.id), g);
+          for (const c of o.counters) args.push(num(c.amount));
           break;
         }
         case "s":
           args.push("s", this.recordKey(o.id), num(o.actual.length), ...o.actual.map(num));
           break;
         case "S": {
-          const { held } = o;
+          const { held, actual } = o;
           const { ts, counters } = held;
-          const n = counters.map(define);
+          const g = group(counters);
           leased(held.lease);
-          args.push("S", this.recordKey(o.id), ts, num(n.length));
-          // -n: the actual amount is the reserved one (a request counter's 1, nearly always).
-          counters.forEach((c, i) => (o.actual[i] === c.amount ? args.push(`-${n[i]}`, num(c.amount)) : args.push(n[i]!, num(c.amount), num(o.actual[i]!))));
+          // The mask says which counters settle at what they reserved (a request counter's 1,
+          // nearly always): their actual amounts are not sent.
+          let mask = "";
+          for (let i = 0; i < counters.length; i++) mask += actual[i] === counters[i]!.amount ? "1" : "0";
+          args.push("S", this.recordKey(o.id), ts, g, mask);
+          for (const c of counters) args.push(num(c.amount));
+          for (let i = 0; i < counters.length; i++) if (mask[i] === "0") args.push(num(actual[i]!));
           break;
         }
         case "x":
