@@ -198,6 +198,26 @@ describe("redis store", () => {
     expect(await s.redis.keys("tg:{tollgate}:ub:*")).toHaveLength(2);
   });
 
+  it("a reserve that fails on a later counter answers alone in the turn's flat reply: the ops around it get their own answers", async () => {
+    const s = await store();
+    await s.redis.set("tg:{tollgate}:c:poison:c", "not a hash");
+    const answers = await Promise.allSettled([
+      s.reserve("before", [counter("w", 20, 1), counter("v", 20, 4)], HOUR),
+      s.reserve("bad", [counter("w", 20, 1), counter("v", 20, 1), counter("poison", 20, 1)], HOUR),
+      s.reserve("after", [counter("w", 20, 2)], HOUR),
+      s.peekDetail([{ key: "w", windowMs: MINUTE }, { key: "v", windowMs: MINUTE }]),
+    ]);
+    expect(answers.map((a) => (a.status === "fulfilled" ? a.value : String(a.reason)))).toEqual([
+      { ok: true, totals: [1, 4] },
+      expect.stringMatching(/WRONGTYPE/),
+      { ok: true, totals: [3] },
+      [
+        { total: 3, reserved: 3 },
+        { total: 4, reserved: 4 },
+      ],
+    ]);
+  });
+
   it("a turn's BATCH call answered with an error after it ran: settleWithRecord resolves, nothing is counted or recorded twice", async () => {
     const s = await store();
     for (const id of ["a", "b"]) expect(await s.reserve(id, [counter("w", 20, 5)], HOUR)).toMatchObject({ ok: true });
