@@ -122,6 +122,19 @@ export function cpuMs(pid) {
   }
 }
 
+/**
+ * read() and write() system calls of `pid` so far (all its threads), from /proc/PID/io: how many
+ * socket reads and writes a request costs, i.e. how much a gateway's event loop batched.
+ */
+export function syscalls(pid) {
+  try {
+    const io = readFileSync(`/proc/${pid}/io`, "utf8");
+    return { reads: Number(/syscr: (\d+)/.exec(io)?.[1]), writes: Number(/syscw: (\d+)/.exec(io)?.[1]) };
+  } catch {
+    return undefined;
+  }
+}
+
 /** Busy CPU milliseconds of the whole machine (all CPUs) so far, from /proc/stat. */
 export function machineBusyMs() {
   try {

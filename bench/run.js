@@ -4,7 +4,7 @@
 // one run. The robust figure is the gateway's CPU µs per request (from /proc), and its ratio to the
 // floor's in the same run; req/s and latency depend on what else the 2 shared cores are doing.
 //
-// Environment: BENCH_SECONDS (per measurement, default 4), BENCH_WARMUP (s, 1), BENCH_ROUNDS (2,
+// Environment: BENCH_SECONDS (per measurement, default 4), BENCH_WARMUP (s, 2, as the shared harness), BENCH_ROUNDS (2,
 // target order rotated each round), BENCH_TARGETS (floor,tg-nolimits,tg-memory,tg-sqlite,tg-redis; also min: bench/min-gateway.js, the least a metering gateway does;
 // bare401: a node:http server answering a fixed 401, a refusal's lower bound),
 // (also tg-budget-user, tg-budget-levels: memory, no limits, budgets of one level or three),
@@ -21,13 +21,15 @@ import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { stringify } from "yaml";
 import { BENCH_KEYS, OTHER_MODEL, tollgateConfig } from "./configs.js";
-import { cpuMs, fmt, ROOT, rssMb, table } from "./lib.js";
+import { cpuMs, fmt, ROOT, rssMb, syscalls, table } from "./lib.js";
 import { load, LOADGEN } from "./loadgen.js";
 import { freePort, machineBusy, startProcess, stopAll, stopProcess, waitPort } from "./procs.js";
 
 const env = process.env;
 const SECONDS = Number(env.BENCH_SECONDS ?? 4);
-const WARMUP = Number(env.BENCH_WARMUP ?? 1);
+const WARMUP = Number(env.BENCH_WARMUP ?? 2);
+/** As the shared harness: the warm-up's last requests finish before the measured run starts. */
+const DRAIN_MS = 500;
 const ROUNDS = Number(env.BENCH_ROUNDS ?? 2);
 const CONNS = Number(env.BENCH_CONNECTIONS ?? 32);
 const TARGETS = (env.BENCH_TARGETS ?? "floor,tg-nolimits,tg-memory,tg-sqlite,tg-redis").split(",");
@@ -174,12 +176,14 @@ try {
     const runs = targets.filter((t) => (sc.limited ? LIMITED.has(t.name.split("@")[0]) : !(t.name === "floor" && sc.expect) && !(t.name === "bare401" && !sc.expect)));
     if (!runs.length) continue;
     for (const t of runs) await smoke(t, sc, name);
-    const acc = new Map(runs.map((t) => [t.name, { requests: 0, warmup: 0, seconds: 0, cpuMs: 0, redisMs: 0, redisCalls: 0, non2xx: 0, errors: 0, p50: [], p99: [], busy: [] }]));
+    const acc = new Map(runs.map((t) => [t.name, { requests: 0, warmup: 0, seconds: 0, cpuMs: 0, redisMs: 0, redisCalls: 0, reads: 0, writes: 0, non2xx: 0, errors: 0, p50: [], p99: [], busy: [], roundCpuUs: [] }]));
     for (let round = 0; round < ROUNDS; round++) {
       const order = runs.map((_, i) => runs[(i + round) % runs.length]);
       for (const t of order) {
         const o = { url: t.url, body: sc.body, headers: { "content-type": "application/json", authorization: `Bearer ${sc.key}` }, connections: CONNS, dir };
         if (WARMUP > 0) acc.get(t.name).warmup += (await load({ ...o, seconds: WARMUP, tag: `${t.name}-${name}-warm` })).requests;
+        await new Promise((r) => setTimeout(r, DRAIN_MS));
+        const s0 = syscalls(t.p.pid);
         const c0 = cpuMs(t.p.pid);
         const r0 = t.redisPid ? cpuMs(t.redisPid) : 0;
         const k0 = t.redis ? await t.redis.commands() : 0;
@@ -187,7 +191,12 @@ try {
         const r = await load({ ...o, seconds: SECONDS, tag: `${t.name}-${name}` });
         const m1 = machineBusy();
         const a = acc.get(t.name);
-        a.cpuMs += cpuMs(t.p.pid) - c0;
+        const roundCpuMs = cpuMs(t.p.pid) - c0;
+        a.cpuMs += roundCpuMs;
+        // Indexed by round, so each ratio pairs a target with the floor measured minutes, not rounds, apart.
+        a.roundCpuUs[round] = (1000 * roundCpuMs) / r.requests;
+        const s1 = syscalls(t.p.pid);
+        if (s0 && s1) (a.reads += s1.reads - s0.reads), (a.writes += s1.writes - s0.writes);
         if (t.redisPid) a.redisMs += cpuMs(t.redisPid) - r0;
         if (t.redis) a.redisCalls += (await t.redis.commands()) - k0;
         a.requests += r.requests;
@@ -214,9 +223,13 @@ try {
         p50: median(a.p50),
         p99: median(a.p99),
         cpuUsPerReq: (1000 * a.cpuMs) / a.requests,
+        /** read() and write() calls per request: 2 and 2 when every answer arrives in one read. */
+        readsPerReq: a.reads / a.requests,
+        writesPerReq: a.writes / a.requests,
         redisUsPerReq: t.redisPid ? (1000 * a.redisMs) / a.requests : undefined,
         /** Script calls per request: the round trips a request costs Redis. */
         redisCallsPerReq: t.redis ? a.redisCalls / a.requests : undefined,
+        roundCpuUs: a.roundCpuUs,
         machineBusyPct: median(a.busy),
         rssMb: rssMb(t.p.pid),
       };
@@ -245,6 +258,10 @@ for (const [scenario, cell] of Object.entries(results.cells)) {
   for (const [name, c] of Object.entries(cell)) {
     const isFloor = name === "floor";
     c.cpuXFloor = floor && !isFloor ? c.cpuUsPerReq / floor.cpuUsPerReq : undefined;
+    // Each round's ratio on its own: their spread is this run's noise, the yardstick for "the same
+    // ratio as the shared harness" (one 10 s sample per target, so a single draw from that spread).
+    const perRound = floor && !isFloor ? c.roundCpuUs.map((us, i) => us / floor.roundCpuUs[i]).filter(Number.isFinite) : [];
+    c.cpuXFloorRounds = perRound.length ? [Math.min(...perRound), Math.max(...perRound)] : undefined;
     c.rpsXFloor = floor && !isFloor && !SCENARIO[scenario]?.expect ? c.rps / floor.rps : undefined;
     c.p99MinusFloorMs = floor && !isFloor && !SCENARIO[scenario]?.expect ? c.p99 - floor.p99 : undefined;
     rows.push([
@@ -257,17 +274,20 @@ for (const [scenario, cell] of Object.entries(results.cells)) {
       c.p99MinusFloorMs === undefined ? "-" : `${c.p99MinusFloorMs >= 0 ? "+" : ""}${fmt(c.p99MinusFloorMs, 1)}`,
       fmt(c.cpuUsPerReq),
       isFloor ? "1.0×" : c.cpuXFloor === undefined ? "-" : `${fmt(c.cpuXFloor, 2)}×`,
+      c.cpuXFloorRounds === undefined ? "-" : `${fmt(c.cpuXFloorRounds[0], 2)}-${fmt(c.cpuXFloorRounds[1], 2)}×`,
       c.redisUsPerReq === undefined ? "-" : fmt(c.redisUsPerReq),
       c.redisCallsPerReq === undefined ? "-" : fmt(c.redisCallsPerReq, 2),
+      `${fmt(c.readsPerReq, 2)} / ${fmt(c.writesPerReq, 2)}`,
       `${fmt(c.machineBusyPct)}%`,
     ]);
   }
 }
 console.log("");
-console.log(table(["scenario", "target", "req/s", "× floor", "p50 ms", "p99 ms", "Δp99 ms", "gateway CPU µs/req", "× floor CPU", "redis-server µs/req", "redis calls/req", "machine busy"], rows));
+console.log(table(["scenario", "target", "req/s", "× floor", "p50 ms", "p99 ms", "Δp99 ms", "gateway CPU µs/req", "× floor CPU", "× floor, rounds", "redis-server µs/req", "redis calls/req", "reads / writes per req", "machine busy"], rows));
 console.log(
   `\n× floor: against node-floor in the same run and scenario (a refusal against the floor's non-streaming request). ` +
     `Gateway CPU µs/req: user+system CPU of the gateway process / requests served, from /proc; the figure to compare on a shared machine. ` +
+    `× floor, rounds: the lowest and highest of the rounds' own ratios, this run's noise; the shared harness takes one sample, so its ratio is one draw from such a spread. ` +
     `Streams: 50 tokens, latency to the last byte. Refusal: a bad key, 401; ratelimited: a full per-minute window, 429; ` +
     `forbidden: a model the plan does not offer, 403; budget: a daily budget spent, 402.`,
 );
