@@ -9,7 +9,8 @@
 #     SCENARIO  stream (50 tokens with a usage chunk), nonstream (16 tokens) or refusal (a bad key, 401);
 #               the refusals of a known key, on `npm run bench`'s config with limits (bench/configs.js, store
 #               per CONFIG=memory|sqlite|redis, memory by default): ratelimited (429), forbidden (403), budget (402)
-#     N         requests counted (200), after WARMUP requests not counted (150); 4 at a time
+#     N         requests counted (200), after WARMUP requests not counted (150); CONC at a time (4;
+#               the shared harness keeps 32 in flight)
 #
 # Config: tollgate on the memory store with no limits (the bench's tg-nolimits). CONFIG=nolimits|memory|sqlite
 # serves the shared harness's yaml instead (../shared/bench/tollgate-bench{-nolimits,-memory,}.yaml: memory or
@@ -70,12 +71,12 @@ else
 fi
 for _ in $(seq 1 600); do (echo > /dev/tcp/127.0.0.1/$GP) 2>/dev/null && break; sleep 0.5; done
 URL=http://127.0.0.1:$GP/v1/chat/completions
-node "$HERE/instructions-load.js" $URL $WARM 4 $SC || exit 1
+node "$HERE/instructions-load.js" $URL $WARM ${CONC:-4} $SC || exit 1
 callgrind_control -i on $GW > /dev/null 2>&1
-node "$HERE/instructions-load.js" $URL $N 4 $SC || exit 1
+node "$HERE/instructions-load.js" $URL $N ${CONC:-4} $SC || exit 1
 callgrind_control -i off $GW > /dev/null 2>&1
 callgrind_control -d $GW > /dev/null 2>&1
 sleep 1
 kill $GW 2>/dev/null; wait $GW 2>/dev/null
 IR=$(grep -h "^summary:\|^totals:" "$D"/cg.out* | awk '{s+=$2} END {printf "%.0f", s}')
-echo "$TARGET${CONFIG:+ ($CONFIG)} $SC: $((IR / N)) instructions/request ($N requests after $WARM)"
+echo "$TARGET${CONFIG:+ ($CONFIG)} $SC: $((IR / N)) instructions/request ($N requests after $WARM, ${CONC:-4} in flight)"
