@@ -530,17 +530,17 @@ end
 
 -- Appends usage records (JSON) to stream skey, once per batch marker mkey: a batch whose reply
 -- was lost is sent again and must not be written twice. A batch is one stream entry whose fields
--- are 'r' and a record each (up to a thousand records an entry, for unpack's stack limit): an
--- XADD per record cost ~6,500 server instructions more per record. Entries older than the
+-- are 'r' and a record each, up to 200 records an entry (a page of queryUsage stays bounded):
+-- an XADD per record cost ~6,500 server instructions more per record. Entries older than the
 -- retention are trimmed (MINID ~, once per call), and the stream expires after a whole retention
 -- unwritten. The marker is set after the records: an XADD that fails leaves the batch unwritten,
 -- to be sent again.
 local function append_usage(skey, mkey, now, retention, records)
   if call('EXISTS', mkey) == 1 then return 0 end
   local args, head = {skey, 'MINID', '~', fmt(math.max(0, now - retention)), '*'}, 5
-  for j = 1, #records, 1000 do
+  for j = 1, #records, 200 do
     local k = head
-    for i = j, math.min(j + 999, #records) do
+    for i = j, math.min(j + 199, #records) do
       args[k + 1], args[k + 2], k = 'r', records[i], k + 2
     end
     call('XADD', unpack(args, 1, k))

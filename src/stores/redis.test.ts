@@ -123,17 +123,18 @@ describe("redis store", () => {
     expect((await s.queryUsage({ since: 0 })).map((r) => r.request_id)).toEqual(["warm", "a"]);
   });
 
-  it("writes a batch of usage records as one stream entry (a thousand records at most) and reads every record back, entries of one record too", async () => {
+  it("writes a batch of usage records as one stream entry (200 records at most) and reads every record back, entries of one record too", async () => {
     const s = await store();
     // An entry as builds before phase 10d (and RECOVER) write it: one record.
     await s.redis.xadd("tg:{tollgate}:usage", "*", "r", JSON.stringify(record("old")));
+    // 1,001 records in one turn: five full entries and one of a record; more than a page of entries.
     const ids = Array.from({ length: 1_001 }, (_, i) => `n${i}`);
     await Promise.all(ids.map((id) => s.reserve(id, [counter("many", 10_000, 1)], HOUR)));
     await s.redis.config("RESETSTAT");
     await Promise.all(ids.map((id) => s.settleWithRecord!(id, [1], record(id))));
     const stats = await s.redis.info("commandstats");
-    expect(Number(/cmdstat_xadd:calls=(\d+)/.exec(stats)?.[1])).toBe(2);
-    expect(await s.redis.xlen("tg:{tollgate}:usage")).toBe(3);
+    expect(Number(/cmdstat_xadd:calls=(\d+)/.exec(stats)?.[1])).toBe(6);
+    expect(await s.redis.xlen("tg:{tollgate}:usage")).toBe(7);
     expect((await s.queryUsage({ since: 0 })).map((r) => r.request_id)).toEqual(["old", ...ids]);
   });
 

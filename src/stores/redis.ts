@@ -46,6 +46,8 @@ const SCORE_MAX_TTL_MS = 366 * 86_400_000;
 const CLOCK_SLACK_MS = 5 * 60_000;
 const CLOSE_DRAIN_MS = 5_000;
 const USAGE_BATCH = 200;
+/** Usage stream entries read per XRANGE (each holds up to 200 records). */
+const USAGE_PAGE = 100;
 const MAX_PENDING_WRITES = 100_000;
 /** Reservations of this process remembered for their settle; past this, the oldest are read back from Redis instead. */
 const MAX_HELD = 50_000;
@@ -394,9 +396,9 @@ export class RedisStore implements Store {
     const out: UsageRecord[] = [];
     let from = String(Math.max(0, q.since - CLOCK_SLACK_MS));
     for (;;) {
-      const page = await this.call(() => this.redis.xrange(`${this.prefix}usage`, from, "+", "COUNT", 1000));
-      // An entry holds a batch's records, each under 'r' (one, in entries from before phase 10d
-      // and from RECOVER).
+      // An entry holds a batch's records, up to 200, each under 'r' (one, in entries from before
+      // phase 10d and from RECOVER): a page of 100 entries is at most 20,000 records.
+      const page = await this.call(() => this.redis.xrange(`${this.prefix}usage`, from, "+", "COUNT", USAGE_PAGE));
       for (const [, fields] of page) {
         for (let i = 1; i < fields.length; i += 2) {
           const record = JSON.parse(fields[i]!) as UsageRecord;
@@ -404,7 +406,7 @@ export class RedisStore implements Store {
           if (t >= q.since && (q.until === undefined || t < q.until)) out.push(record);
         }
       }
-      if (page.length < 1000) return out;
+      if (page.length < USAGE_PAGE) return out;
       from = `(${page[page.length - 1]![0]}`;
     }
   }
