@@ -1,9 +1,10 @@
-// Preloaded into a gateway on SQLite (bench/answer-path.sh with NODE_OPTIONS="--import <this file>";
-// it acts only in the process that has ANSWER_PATH_DIST, the gateway): how long the store's
+// Preloaded into a gateway (bench/answer-path.sh with NODE_OPTIONS="--import <this file>"; it acts
+// only in the process that has ANSWER_PATH_DIST, the gateway): how long a SQLite store's
 // synchronous work holds the event loop. Times every write the store runs (SqliteStore's guard: a
-// turn's transaction, begin to commit) and the loop's delay (monitorEventLoopDelay), and prints
-// both at exit, after the first ANSWER_PATH_WARMUP writes. What it answers: whether a request's
-// p99 over the floor's comes from commits that stall the loop, or from the CPU every request costs.
+// turn's transaction, begin to commit) and the loop's delay (monitorEventLoopDelay, on any store),
+// and prints both at exit, after COMMIT_HOOK_WARMUP_MS (2 s). What it answers: whether a request's
+// p99 over the floor's comes from commits that stall the loop, or from the CPU every request costs
+// (run CONFIG=memory beside CONFIG=sqlite: the loop's delay without any commit).
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 
 const dist = process.env.ANSWER_PATH_DIST;
@@ -24,16 +25,12 @@ if (dist) {
   };
   const delay = monitorEventLoopDelay({ resolution: 1 });
   let started = performance.now();
-  let skipped = false;
-  const skip = Number(process.env.ANSWER_PATH_WARMUP ?? 0) / 4;
-  const timer = setInterval(() => {
-    if (skipped || writes.length < skip) return;
-    // Warm-up over: count from here.
-    [skipped, started] = [true, performance.now()];
+  // Warm-up: the first 2 s of the gateway (answer-path.sh's first ~2,000 requests on a quiet machine).
+  const timer = setTimeout(() => {
+    started = performance.now();
     writes.length = 0;
     delay.enable();
-    clearInterval(timer);
-  }, 100);
+  }, Number(process.env.COMMIT_HOOK_WARMUP_MS ?? 2_000));
   timer.unref();
   process.once("exit", () => {
     delay.disable();
