@@ -168,17 +168,23 @@ function passesGate4(env: GateEnv, route: ResolvedRoute, format: RequestFormat, 
 }
 
 /** The last early 402 of each budget: a flood of one call gives it again while its numbers and wait stay the same. */
-const lastSpent = new Map<string, { used: number; estimate: number; retry: number | undefined; error: TollgateError }>();
+const lastSpent = new Map<string, { counter: HeldCounter; used: number; estimate: number; retry: number | undefined; error: TollgateError }>();
 
 /** budgetRefusal, made once per budget, spend, estimate and wait in seconds, and frozen: its body is then serialised once per API. */
 function spentRefusal(c: HeldCounter, used: number, estimate: number, now: number): TollgateError {
   const retry = c.resetsAt === undefined ? undefined : Math.max(1, Math.ceil((c.resetsAt - now) / 1000));
   const last = lastSpent.get(c.key);
-  if (last && last.used === used && last.estimate === estimate && last.retry === retry) return last.error;
+  // The same budget of the same config (engines in one process may name one key with another cap).
+  if (last && last.used === used && last.estimate === estimate && last.retry === retry && sameBudget(last.counter, c)) return last.error;
   const error = Object.freeze(budgetRefusal(c, used, estimate, now));
   if (!last && lastSpent.size >= MAX_REMEMBERED) lastSpent.clear();
-  lastSpent.set(c.key, { used, estimate, retry, error });
+  lastSpent.set(c.key, { counter: c, used, estimate, retry, error });
   return error;
+}
+
+/** Whether two counters of one key would word a refusal alike. */
+function sameBudget(a: HeldCounter, b: HeldCounter): boolean {
+  return a === b || (a.max === b.max && a.label === b.label && a.resetsAt === b.resetsAt && a.timezone === b.timezone && a.limitId === b.limitId);
 }
 
 /** Refusals of a plan and model, made once: their body is then serialised once per API. */
