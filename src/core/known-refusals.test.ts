@@ -203,3 +203,21 @@ describe("a 402 for an estimate a budget cannot take even at its settled spend, 
     expect((await t.send({ key: "tg_kr_ann", body: second })).refusal).toBeUndefined();
   });
 });
+
+describe("early refusals of engines sharing one process", () => {
+  it("word a 402 by each engine's own budget, though their budgets share a key", async () => {
+    const clock = fakeClock();
+    const messages = [];
+    for (const daily of [0.0001, 0.00005]) {
+      const t = engineWith(clock, { plans: { free: { models: ["m"], budget: { daily } }, pro: { models: ["m", "dear"] } } });
+      // No call fits either budget (each estimates over 81 micro-dollars): the first 402 spends the second's record.
+      const slow = await t.send({ key: "tg_kr_ann", body: hello });
+      expect(slow.refusal?.code).toBe("budget_exceeded");
+      const early = t.engine.refuseFromBody(caller("tg_kr_ann"), openaiChat, hello);
+      expect(early?.error.message).toBe(slow.refusal!.message);
+      messages.push(early!.error.message);
+    }
+    expect(messages[0]).toContain("$0.0001 ");
+    expect(messages[1]).toContain("$0.00005 ");
+  });
+});
