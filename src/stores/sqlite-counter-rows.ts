@@ -14,7 +14,7 @@ import type Database from "better-sqlite3";
 type Param = string | number | null;
 
 export class CounterRows {
-  private readonly sums = new Map<number, Database.Statement<Param[], (number | null)[]>>();
+  private readonly sumStatements = new Map<number, Database.Statement<Param[], (number | null)[]>>();
   private readonly settles = new Map<number, Database.Statement<Param[]>>();
   private readonly regrows = new Map<number, Database.Statement<Param[]>>();
 
@@ -25,17 +25,19 @@ export class CounterRows {
    * CounterTotals: the caller sums it again); then 1 if `id` still holds rows (a reused id, which
    * the reserve must detach first), else NULL. The check rides along, so the common reserve runs
    * no detaching update (an update of the partial index it searches, which SQLite runs in two
-   * passes through a temporary table: ~18k instructions). The amounts in flight come from
-   * LiveSums.
+   * passes through a temporary table: ~18k instructions). With `live`, each key's amounts in
+   * flight are summed into its total in the same statement (NULL still when the running total
+   * is): for a reserve that cannot take them from LiveSums, one statement rather than one per key.
    */
-  settled(id: string, keys: string[], now: number): (number | null)[] {
-    let stmt = this.sums.get(keys.length);
+  sums(id: string, keys: string[], now: number, live: boolean): (number | null)[] {
+    const shape = keys.length * 2 + (live ? 1 : 0);
+    let stmt = this.sumStatements.get(shape);
     if (stmt === undefined) {
-      stmt = this.db.prepare<Param[], (number | null)[]>(settledSql(keys.length)).raw();
-      this.sums.set(keys.length, stmt);
+      stmt = this.db.prepare<Param[], (number | null)[]>(sumSql(keys.length, live)).raw();
+      this.sumStatements.set(shape, stmt);
     }
     const params: Param[] = [];
-    for (const key of keys) params.push(key, now, now);
+    for (const key of keys) live ? params.push(key, now, now, key, now, now) : params.push(key, now, now);
     params.push(id);
     return stmt.get(...params)!;
   }
@@ -78,9 +80,13 @@ export class CounterRows {
   }
 }
 
-/** CounterRows.settled's statement for `n` keys: parameters are key, now, now per key, then the id. */
-function settledSql(n: number): string {
-  const one = "(SELECT settled FROM counter_totals WHERE key = ? AND since <= ? AND prune_at > ?)";
+/** CounterRows.sums's statement for `n` keys: parameters are key, now, now (and with `live` key, now, now again) per key, then the id. */
+function sumSql(n: number, live: boolean): string {
+  const settled = "(SELECT settled FROM counter_totals WHERE key = ? AND since <= ? AND prune_at > ?)";
+  const one = live
+    ? `${settled} + (SELECT COALESCE(SUM(amount), 0) FROM counter_live
+       WHERE key = ? AND ts > ? - window_ms AND (lease_until IS NULL OR lease_until > ?))`
+    : settled;
   const held = "(SELECT 1 FROM counter_live WHERE id = ? AND held = 1 LIMIT 1)";
   return `SELECT ${Array.from({ length: n }, () => one).join(",")}, ${held}`;
 }

@@ -65,7 +65,9 @@ describe("sqlite store: in-flight sums kept in the process", () => {
     const other = new Database(path);
     other.prepare("INSERT INTO scores (key, value, ts, forget_at) VALUES ('x', 1, 1, 9e15)").run();
     other.close();
-    // Summed again after the other write: r1 and r2 are in that sum, but this store no longer knows they are its own.
+    // Summed from the table in the turn that finds the other write, then kept from the next one:
+    // r1 and r2 are in that sum, but this store no longer knows they are its own.
+    expect(await store.reserve("r3", [two], HOUR)).toMatchObject({ ok: false, used: 2 });
     expect(await store.reserve("r3", [two], HOUR)).toMatchObject({ ok: false, used: 2 });
     await store.settle("r1", [0]);
     expect(await store.reserve("r3", [two], HOUR)).toMatchObject({ ok: true, totals: [2] });

@@ -296,7 +296,7 @@ export class SqliteStore implements Store {
       )
       .raw();
     this.totals = new CounterTotals(db);
-    // The in-flight part of sumCounter alone: for reports (peekDetail).
+    // The in-flight part of sumCounter alone: for reports (peekDetail), and for a reserve whose running total was stale.
     this.sumLive = db
       .prepare<[string, number, number], number>(
         `SELECT COALESCE(SUM(amount), 0) FROM counter_live
@@ -359,11 +359,14 @@ export class SqliteStore implements Store {
         this.sweepLive.run(now);
         this.sweptAt = now;
       }
-      const settled = this.rows.settled(id, counters.map((c) => c.key), now);
+      const steady = this.live.steady;
+      const sums = this.rows.sums(id, counters.map((c) => c.key), now, !steady);
       const totals: number[] = [];
       for (let i = 0; i < counters.length; i++) {
         const c = counters[i]!;
-        const used = (settled[i] ?? this.totals.recompute(c.key, now, true)) + (this.live.get(c.key, now) ?? this.live.load(c.key, now));
+        const used = steady
+          ? (sums[i] ?? this.totals.recompute(c.key, now, true)) + (this.live.get(c.key, now) ?? this.live.load(c.key, now))
+          : (sums[i] ?? this.totals.recompute(c.key, now, true) + this.sumLive.get(c.key, now, now)!);
         totals.push(used + c.amount);
         if (used + c.amount > c.max) {
           const retry = c.amount <= c.max ? retryAfter(this.leaving(c.key, bucketWidth(c.windowMs, c.max), now), used + c.amount - c.max, now) : undefined;
@@ -372,7 +375,7 @@ export class SqliteStore implements Store {
       }
       // A reused id takes over the name; the older rows keep counting until their lease ends,
       // as they would in memory, but settle/release now address only the new ones.
-      if (settled[counters.length] !== null) {
+      if (sums[counters.length] !== null) {
         this.detachHeld.run(id);
         this.live.detached(id);
       }
@@ -723,7 +726,7 @@ export class SqliteStore implements Store {
     return this.countBuckets.get(key)! + this.countLive.get(key)!;
   }
 
-  /** Settled plus in-flight, for reads (a reserve reads through CounterRows.settled and LiveSums, and keeps what it recomputes). */
+  /** Settled plus in-flight, for reads (a reserve reads through CounterRows.sums and LiveSums, and keeps what it recomputes). */
   private total(key: string, now: number): number {
     const [settled, live] = this.sumCounter.get(key, now, now, key, now, now)!;
     return (settled ?? this.totals.recompute(key, now, false)) + live;
