@@ -454,8 +454,13 @@ end
 local function settle_rec(rkey, actual, now, margin)
   local rec = call('GET', rkey)
   if not rec then return 0 end
+  local entries = cjson.decode(rec)
+  -- Every counter is read before R goes: a read that fails leaves R for the settle's retry.
+  for _, e in ipairs(entries) do
+    if #e >= 7 then state(e[1], now, margin, tonumber(e[3]), e[2]) end
+  end
   call('DEL', rkey, rkey .. ':cp')
-  for i, e in ipairs(cjson.decode(rec)) do
+  for i, e in ipairs(entries) do
     -- An entry of the previous layout was charged at its reserved amount when carried over.
     if #e >= 7 then settle_entry(e[1], e[2], tonumber(e[3]), tonumber(e[4]), tonumber(e[5]), tonumber(e[6]), actual[i], now, margin) end
   end
@@ -471,6 +476,21 @@ end
 local function settle_held(rkey, ts, lease, g, mk, b, now, margin)
   local A, n = ARGV, g.n
   local k = b + n
+  -- Every counter is read before R goes: a read that fails (a key of the wrong type) leaves R,
+  -- and the settle's retry, for the script writes nothing back when it stops on an error.
+  for i = 1, n do
+    local sp = specs[g[i]]
+    if sp.sts ~= ts or sp.slease ~= lease then
+      local lf, _, gone = hold_field(ts, sp.window, sp.width, lease)
+      sp.sts, sp.slease, sp.slf, sp.sgone, sp.sgf = ts, lease, lf, gone, 'g' .. fmt(gone)
+    end
+    local lf, gf = sp.slf, sp.sgf
+    local m = counters[sp.base]
+    if not m or m.f[lf] == nil or m.f[gf] == nil or m.g <= now or m.n <= now then
+      m = state(sp.base, now, margin, sp.window, lf, gf)
+    end
+    held[i] = m
+  end
   if call('DEL', rkey, rkey .. ':cp') == 0 then return 0, k + mk.given end
   for i = 1, n do
     local t = A[b + i - 1]
@@ -481,19 +501,8 @@ local function settle_held(rkey, ts, lease, g, mk, b, now, margin)
       actual, k = N[t] or num(t), k + 1
     end
     local sp = specs[g[i]]
-    if sp.sts ~= ts or sp.slease ~= lease then
-      local lf, _, gone = hold_field(ts, sp.window, sp.width, lease)
-      sp.sts, sp.slease, sp.slf, sp.sgone, sp.sgf = ts, lease, lf, gone, 'g' .. fmt(gone)
-    end
-    local lf, gf, window = sp.slf, sp.sgf, sp.window
-    local m = counters[sp.base]
-    local f = m and m.f
-    if not m or f[lf] == nil or f[gf] == nil or m.g <= now or m.n <= now then
-      m = state(sp.base, now, margin, window, lf, gf)
-      f = m.f
-    end
     -- Nothing once the reservation left its window: it would count no more.
-    move(m, lf, reserved, gf, sp.sgone, actual, ts > now - window, now, margin)
+    move(held[i], sp.slf, reserved, sp.sgf, sp.sgone, actual, ts > now - sp.window, now, margin)
   end
   return 1, k
 end
@@ -616,6 +625,15 @@ local A, argc = ARGV, #ARGV
 -- A batch under a test clock starts with a 't'.
 local clock = A[2] ~= 't' and now_ms('')
 local now, lease = clock, -1
+-- ARGV[from .. from + n - 1] as a list, copied inside the op's pcall: unpack() stops at Lua's
+-- C stack (~8,000 values) with an error no op could answer alone.
+local function args_list(from, n)
+  local list, A = {}, ARGV
+  for i = 1, n do list[i] = A[from + i - 1] end
+  return list
+end
+local function settle_args(rkey, from, n, now, margin) return settle_rec(rkey, args_list(from, n), now, margin) end
+local function usage_args(skey, mkey, now, retention, from, n) return append_usage(skey, mkey, now, retention, args_list(from, n)) end
 -- Each op runs under pcall: an op that fails (a key of the wrong type) is that op's error reply,
 -- and the batch's other ops still happen and are committed. Failing the whole call instead would
 -- keep what its earlier ops wrote straight away (records, usage entries) but not their counters.
@@ -671,7 +689,7 @@ while a <= argc do
   elseif op == 's' then
     local n = A[a + 2] + 0
     o = o + 1
-    out[o] = answer(pcall(settle_rec, A[a + 1], {unpack(A, a + 3, a + 2 + n)}, now, margin))
+    out[o] = answer(pcall(settle_args, A[a + 1], a + 3, n, now, margin))
     a = a + 3 + n
   elseif op == 'x' then
     o = o + 1
@@ -680,7 +698,7 @@ while a <= argc do
   elseif op == 'u' then
     local n = A[a + 4] + 0
     o = o + 1
-    out[o] = answer(pcall(append_usage, KEYS[A[a + 1] + 0], KEYS[A[a + 2] + 0], now, A[a + 3] + 0, {unpack(A, a + 5, a + 4 + n)}))
+    out[o] = answer(pcall(usage_args, KEYS[A[a + 1] + 0], KEYS[A[a + 2] + 0], now, A[a + 3] + 0, a + 5, n))
     a = a + 5 + n
   elseif op == 'p' or op == 'd' then
     local n = A[a + 1] + 0

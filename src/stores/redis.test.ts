@@ -237,6 +237,33 @@ describe("redis store", () => {
     expect(await s.peekDetail([{ key: "w", windowMs: MINUTE }])).toEqual([{ total: 5, reserved: 0 }]);
   });
 
+  it("a turn of 9,000 served requests lands every record and every settle (a usage op holds at most 200 records)", async () => {
+    const s = await store();
+    const ids = Array.from({ length: 9_000 }, (_, i) => `n${i}`);
+    for (let i = 0; i < ids.length; i += 500) {
+      await Promise.all(ids.slice(i, i + 500).map((id) => s.reserve(id, [counter("w", 100_000, 5)], HOUR)));
+    }
+    // One turn: before, its records went into one usage op whose 9,000 arguments overflowed the
+    // script's unpack() and failed the whole call, every settle of it with them.
+    await Promise.all(ids.map((id) => s.settleWithRecord!(id, [2], record(id))));
+    expect((await s.queryUsage({ since: 0 })).length).toBe(9_000);
+    expect(await s.peekDetail([{ key: "w", windowMs: MINUTE }])).toEqual([{ total: 18_000, reserved: 0 }]);
+  }, 60_000);
+
+  it("a settle whose counter cannot be read keeps its reservation record, so a later settle still counts", async () => {
+    const logs: string[] = [];
+    const s = await store({ log: (line) => logs.push(line) });
+    expect(await s.reserve("a", [counter("w", 20, 5), counter("z", 20, 5)], HOUR)).toMatchObject({ ok: true });
+    await s.redis.del("tg:{tollgate}:c:z:c");
+    await s.redis.set("tg:{tollgate}:c:z:c", "not a hash");
+    await s.settleWithRecord!("a", [2, 2], record("a"));
+    expect(logs.join("\n")).toMatch(/refused a served request's settlement twice/);
+    await s.redis.del("tg:{tollgate}:c:z:c");
+    await s.settle("a", [2, 2]);
+    expect(await s.peekDetail([{ key: "w", windowMs: MINUTE }])).toEqual([{ total: 2, reserved: 0 }]);
+    expect((await s.queryUsage({ since: 0 })).map((r) => r.request_id)).toEqual(["a"]);
+  });
+
   it("a lease runs out on Redis's clock", async () => {
     const s = await store();
     expect(await s.reserve("held", [counter("k", 1, 1)], 300)).toMatchObject({ ok: true });

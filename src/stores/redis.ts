@@ -252,7 +252,8 @@ export class RedisStore implements Store {
     assertAmounts(id, actual);
     const settled = this.settle(id, actual).catch((err: unknown) => this.settleAlone(id, actual, err));
     let turn = this.turnRecords;
-    if (!turn) {
+    // A turn's records in usage ops of at most USAGE_BATCH: one op's arguments stay a small part of the call.
+    if (!turn || turn.op.records.length >= USAGE_BATCH) {
       const op: UsageOp = { op: "u", now: this.now(), batchId: randomUUID(), records: [] };
       const sent = this.writeBehind(() => this.ops.add(op), op).catch((err: unknown) => this.resendUsage(op, err));
       turn = this.turnRecords = { op, sent };
