@@ -3,7 +3,9 @@ import { anthropicMessages } from "../formats/anthropic-messages.js";
 import { openaiChat } from "../formats/openai-chat.js";
 import { MemoryStore } from "../stores/memory.js";
 import { fakeClock, testEngine, type FakeClock } from "../testing/test-engine.js";
-import type { CallerContext } from "./exchange.js";
+import type { CallerContext, HeldCounter } from "./exchange.js";
+import type { GateEnv } from "./gate.js";
+import { learnSettled } from "./known-refusals.js";
 import { RECENT_TOTAL_MS } from "./recent-totals.js";
 import type { Counter, ReserveResult } from "./store.js";
 
@@ -219,5 +221,25 @@ describe("early refusals of engines sharing one process", () => {
     }
     expect(messages[0]).toContain("$0.0001 ");
     expect(messages[1]).toContain("$0.00005 ");
+  });
+});
+
+describe("learning a refused budget's settled spend", () => {
+  it("asks the store once per budget while a question is open, however many 402s come meanwhile", async () => {
+    let asked = 0;
+    let answer!: (d: { total: number; reserved: number }[]) => void;
+    const noted: number[] = [];
+    const env = {
+      store: { peekDetail: () => (asked++, new Promise<{ total: number; reserved: number }[]>((r) => (answer = r))) },
+      recent: { settledFresh: () => noted.length > 0, noteSettled: (_key: string, amount: number) => noted.push(amount) },
+    } as unknown as GateEnv;
+    const budget = { key: "b:ann:d", max: 1_000, amount: 10, windowMs: 86_400_000, unit: "usd", period: "daily", label: "daily budget" } as HeldCounter;
+    for (let i = 0; i < 50; i++) learnSettled(env, budget);
+    expect(asked).toBe(1);
+    answer([{ total: 900, reserved: 300 }]);
+    await new Promise((r) => setImmediate(r));
+    expect(noted).toEqual([600]);
+    learnSettled(env, budget);
+    expect(asked).toBe(1);
   });
 });

@@ -104,11 +104,21 @@ export function budgetRefusal402(env: GateEnv, caller: CallerContext, route: Res
  */
 export function learnSettled(env: GateEnv, c: HeldCounter): void {
   if (c.unit !== "usd" || c.period === undefined || !env.store.peekDetail || env.recent.settledFresh(c.key)) return;
+  // One question per budget at a time: a flood of 402s (or a store that fails) must not start one per refusal.
+  let asking = askingBy.get(env.recent);
+  if (!asking) askingBy.set(env.recent, (asking = new Set()));
+  if (asking.has(c.key)) return;
+  asking.add(c.key);
   env.store.peekDetail([c]).then(
-    ([d]) => d && env.recent.noteSettled(c.key, d.total - d.reserved),
-    () => {},
+    ([d]) => {
+      asking!.delete(c.key);
+      if (d) env.recent.noteSettled(c.key, d.total - d.reserved);
+    },
+    () => void asking!.delete(c.key),
   );
 }
+/** Budgets whose settled spend is being asked (learnSettled), per engine's recent totals. */
+const askingBy = new WeakMap<object, Set<string>>();
 
 /** The body's model, when it names one and nothing asks for the gates' whole way (alerts to raise). */
 function modelNamed(env: GateEnv, body: unknown): string | undefined {

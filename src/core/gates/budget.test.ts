@@ -41,6 +41,16 @@ describe("gate 6, budget", () => {
     expect(t.records.filter((r) => r.cost_usd > 0)).toHaveLength(1);
   });
 
+  it("a key's lifetime budget never resets: its 402 names no reset time and sends no Retry-After", async () => {
+    const base = config({});
+    const t = testEngine({ ...base, keys: [{ key: "tg_budget_trial", user: "tri", plan: "free", budget: { total: 0.001 } }] });
+    expect((await t.send({ key: "tg_budget_trial", body: hello })).refusal).toBeUndefined();
+    const spent = await t.send({ key: "tg_budget_trial", body: hello });
+    expect(spent.refusal).toMatchObject({ code: "budget_exceeded", status: 402 });
+    expect(spent.refusal!.message).not.toMatch(/resets at/);
+    expect(spent.refusal!.retryAfterSeconds).toBeUndefined();
+  });
+
   it("the gateway's budget is a level of its own: it refuses every user once the sum is spent", async () => {
     const t = testEngine(config({ plan: 1, gateway: 0.002 }));
     expect((await t.send({ key: "tg_budget_ann", body: hello })).refusal).toBeUndefined();

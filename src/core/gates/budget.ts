@@ -128,7 +128,8 @@ function windowCounters(out: HeldCounter[], ex: Exchange, tokens: number, files:
 }
 
 export function budgetRefusal(c: HeldCounter, used: Micros, estimate: Micros, now: number, retryAfterMs?: number): TollgateError {
-  const resetsAt = c.resetsAt ?? (retryAfterMs !== undefined ? now + retryAfterMs : undefined);
+  // A lifetime budget never resets: the store's wait for its spend to leave the window is a century.
+  const resetsAt = c.resetsAt ?? (retryAfterMs !== undefined && c.period !== "total" ? now + retryAfterMs : undefined);
   const zone = c.resetsAt !== undefined && c.timezone && c.timezone !== "UTC" ? ` (midnight ${c.timezone})` : "";
   const when = resetsAt ? `; it resets at ${new Date(resetsAt).toISOString()}${zone}` : "";
   const left = Math.max(0, c.max - used);
