@@ -18,6 +18,18 @@ describeStoreContract("memory", async () => {
 describe("memory store", () => {
   const HOUR = 3_600_000;
 
+  it("a failing operation is a rejected promise that the observer counts as failed, never a throw at the call", async () => {
+    const store = new MemoryStore();
+    const ended: [string, boolean][] = [];
+    store.observe({ ended: (op, _started, failed) => void ended.push([op, failed]) });
+    // Counters that are not there make the store's own code fail: the caller must still get a promise.
+    let call: Promise<unknown> | undefined;
+    expect(() => (call = store.reserve("r", undefined as never, 1_000))).not.toThrow();
+    await expect(call).rejects.toThrow(TypeError);
+    await store.peek([{ key: "k", windowMs: 1_000 }]);
+    expect(ended).toEqual([["reserve", true], ["peek", false]]);
+  });
+
   it("forgets counters, reservations, scores and sets nobody touches again", async () => {
     let now = Date.UTC(2025, 0, 1);
     const store = new MemoryStore(() => now);

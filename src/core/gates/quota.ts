@@ -70,15 +70,16 @@ export const quota: Gate = async function quota(ex, env) {
  */
 export const quotaPeek: Gate = async function quotaPeek(ex, env) {
   const limits = requestWindows(ex).counters;
-  const steps = stepCounters(ex).filter((c) => c.unit !== "runs");
-  const counters = steps.length ? [...limits, ...steps] : limits;
+  // Most routes keep no runs: no step counters to build or filter.
+  const steps = ex.route.runs ? stepCounters(ex).filter((c) => c.unit !== "runs") : NO_COUNTERS;
+  const counters = steps.length ? limits.concat(steps) : limits;
   // Budget counters are all usd: the ones a spent check reads.
   const spent = budgetCounters(ex, env, 0);
   ex.quotaDeferred = true;
   if (!counters.length && !spent.length) return;
   // A request window this process just found full refuses as the store would, without it.
   if (env.recent.anyFull) knownFull(ex, env, counters);
-  const all = spent.length ? [...counters, ...spent] : counters;
+  const all = spent.length ? counters.concat(spent) : counters;
   // Plenty of room by this process's recent totals (an upper bound, see RecentTotals): no store trip.
   let totals = env.recent.totals(all);
   if (!totals || !hasRoom(counters, spent, totals)) {
