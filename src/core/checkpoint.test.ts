@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { SharedTicker } from "./checkpoint.js";
+import { reservationActuals, SharedTicker } from "./checkpoint.js";
+import type { Exchange, HeldCounter } from "./exchange.js";
 
 describe("one timer for every open stream's checkpoints", () => {
   beforeEach(() => vi.useFakeTimers());
@@ -53,5 +54,21 @@ describe("one timer for every open stream's checkpoints", () => {
     ticker.add("y");
     vi.advanceTimersByTime(1000);
     expect(due).toEqual(["y"]);
+  });
+});
+
+describe("what a served request's budget reservation settles at", () => {
+  const held = (unit: HeldCounter["unit"], amount: number): HeldCounter => ({ key: `k:${unit}`, max: 1e9, amount, windowMs: 60_000, unit, label: unit });
+  const windows = [held("requests", 1), held("concurrent", 1), held("tool_calls", 0)];
+  const budgets = [held("usd", 5_000), held("tokens", 900), held("files", 2)];
+
+  it("one reservation for gates 3 and 6: the request counted, its slot given back, its tool calls, then its cost and tokens", () => {
+    const ex = { quota: { id: "r:qb", counters: windows }, budget: { id: "r:qb", counters: budgets, totals: [] } } as unknown as Exchange;
+    expect(reservationActuals(ex, 3, 1_234, 56)).toEqual([1, 0, 3, 1_234, 56, 2]);
+  });
+
+  it("a budget reservation of its own settles the budgets only", () => {
+    const ex = { quota: { id: "r:q", counters: windows }, budget: { id: "r:b", counters: budgets, totals: [] } } as unknown as Exchange;
+    expect(reservationActuals(ex, 3, 1_234, 56)).toEqual([1_234, 56, 2]);
   });
 });

@@ -12,8 +12,23 @@ export const CHECKPOINT_MS = 1_000;
 export const RECOVERED_SIGNAL = "recovered_after_crash";
 
 /** What a budget reservation settles at: its usd counters take the cost, token counters the tokens. */
-export function budgetActuals(counters: HeldCounter[], cost: Micros, tokens: number): number[] {
-  return counters.map((c) => (c.unit === "usd" ? cost : c.unit === "tokens" ? tokens : c.amount));
+function budgetActual(c: HeldCounter, cost: Micros, tokens: number): number {
+  return c.unit === "usd" ? cost : c.unit === "tokens" ? tokens : c.amount;
+}
+
+/**
+ * What a served request's budget reservation settles at: gate 3's windows first when one
+ * reservation holds both (joint), then the budgets. Filled in one array, as the store takes it:
+ * every served request with limits builds it, and three arrays and a spread cost more.
+ */
+export function reservationActuals(ex: Exchange, toolCalls: number, cost: Micros, tokens: number): number[] {
+  const budget = ex.budget!.counters;
+  const windows = joint(ex) ? ex.quota!.counters : undefined;
+  const at = windows ? windows.length : 0;
+  const out = new Array<number>(at + budget.length);
+  for (let i = 0; i < at; i++) out[i] = admissionActual(windows![i]!, toolCalls);
+  for (let i = 0; i < budget.length; i++) out[at + i] = budgetActual(budget[i]!, cost, tokens);
+  return out;
 }
 
 /** Gates 3 and 6 hold one reservation (gates/joint-reservation.ts): gate 3's windows, then the budgets. */
@@ -26,7 +41,11 @@ export function joint(ex: Exchange): boolean {
  * model made; a concurrency slot is given back.
  */
 export function admissionActuals(counters: readonly HeldCounter[], toolCalls: number): number[] {
-  return counters.map((c) => (c.unit === "tool_calls" ? toolCalls : c.unit === "concurrent" ? 0 : c.amount));
+  return counters.map((c) => admissionActual(c, toolCalls));
+}
+
+function admissionActual(c: HeldCounter, toolCalls: number): number {
+  return c.unit === "tool_calls" ? toolCalls : c.unit === "concurrent" ? 0 : c.amount;
 }
 
 /**
@@ -39,9 +58,8 @@ export function checkpointOf(ex: Exchange, meter: Meter, config: ResolvedConfig)
   const settles: Checkpoint["settles"] = [];
   const tokens = charge.inputTokens + charge.outputTokens;
   if (ex.budget) {
-    const actual = budgetActuals(ex.budget.counters, charge.cost, tokens);
     // One reservation holding gate 3's windows and then the budgets settles both in one.
-    settles.push({ id: ex.budget.id, actual: joint(ex) ? [...admissionActuals(ex.quota!.counters, meter.toolCalls), ...actual] : actual });
+    settles.push({ id: ex.budget.id, actual: reservationActuals(ex, meter.toolCalls, charge.cost, tokens) });
   }
   if (ex.quota && !joint(ex)) settles.push({ id: ex.quota.id, actual: admissionActuals(ex.quota.counters, meter.toolCalls) });
   if (ex.runStart) settles.push({ id: ex.runStart.id, actual: admissionActuals(ex.runStart.counters, 0) });

@@ -7,7 +7,7 @@ import type { Provider, UpstreamResult } from "./provider.js";
 import { StoreUnavailableError, type Store } from "./store.js";
 import { afterSettle, refusalAlert, type EngineEvents } from "./alerts.js";
 import { AppRequest } from "./app-request.js";
-import { admissionActuals, budgetActuals, joint, startCheckpoints } from "./checkpoint.js";
+import { admissionActuals, joint, reservationActuals, startCheckpoints } from "./checkpoint.js";
 import { compileNetworks } from "./client-ip.js";
 import { storeFailure, TollgateError } from "./errors.js";
 import { Exchange, type CallerContext } from "./exchange.js";
@@ -389,8 +389,8 @@ export class Engine {
    */
   private settleBudget(ex: Exchange, charge: Charge, meter: Meter): Promise<void> {
     const budget = ex.budget!;
-    const windows = joint(ex) ? admissionActuals(ex.quota!.counters, meter.toolCalls) : undefined;
     if (!charge.generated) {
+      const windows = jointWindows(ex, meter);
       // The request still happened: its windows count it, its budgets nothing.
       const given = windows ? this.store.settle(budget.id, [...windows, ...budget.counters.map(() => 0)]) : this.store.release(budget.id);
       return given.catch((err) => this.settleFailed(ex, "budget", err, "releasing a failed call's reservation failed; its lease expires on its own"));
@@ -398,8 +398,7 @@ export class Engine {
     const tokens = charge.inputTokens + charge.outputTokens;
     let settled: Promise<void>;
     try {
-      const actual = budgetActuals(budget.counters, charge.cost, tokens);
-      settled = this.store.settle(budget.id, windows ? [...windows, ...actual] : actual);
+      settled = this.store.settle(budget.id, reservationActuals(ex, meter.toolCalls, charge.cost, tokens));
     } catch (err) {
       settled = Promise.reject(err);
     }
@@ -407,6 +406,7 @@ export class Engine {
       this.settleFailed(ex, "budget", err, "settling a served request failed; its reservation is charged");
       applyCharge(ex, reservation(ex, meter));
       const reserved = budget.counters.map((c) => c.amount);
+      const windows = jointWindows(ex, meter);
       return this.store.settle(budget.id, windows ? [...windows, ...reserved] : reserved).catch(() => {
         // The lease expires and settles on its own; the record already says what was charged.
       });
@@ -425,9 +425,7 @@ export class Engine {
     if (!budget || !this.store.settleWithRecord || !charge.generated || ex.runStart || (ex.quota && !joint(ex)) || this.events?.usage) return undefined;
     let written: Promise<void>;
     try {
-      const windows = joint(ex) ? admissionActuals(ex.quota!.counters, meter.toolCalls) : undefined;
-      const actual = budgetActuals(budget.counters, charge.cost, charge.inputTokens + charge.outputTokens);
-      written = this.store.settleWithRecord(budget.id, windows ? [...windows, ...actual] : actual, this.sealed(ex));
+      written = this.store.settleWithRecord(budget.id, reservationActuals(ex, meter.toolCalls, charge.cost, charge.inputTokens + charge.outputTokens), this.sealed(ex));
     } catch (err) {
       written = Promise.reject(err);
     }
@@ -597,6 +595,11 @@ function preparation(ex: Exchange): readonly Gate[] {
 }
 
 /** Puts a charge on the request's record. */
+/** Gate 3's windows' actuals when one reservation holds them with the budgets: the rare settle paths. */
+function jointWindows(ex: Exchange, meter: Meter): number[] | undefined {
+  return joint(ex) ? admissionActuals(ex.quota!.counters, meter.toolCalls) : undefined;
+}
+
 function applyCharge(ex: Exchange, charge: Charge): void {
   const rec = ex.record;
   rec.input_tokens = charge.generated ? charge.inputTokens : 0;
