@@ -99,9 +99,10 @@ export class Engine {
     this.warn = opts.warn ?? ((fields, message) => process.stderr.write(`tollgate: ${message} ${JSON.stringify(fields)}\n`));
     this.routes = new Map(opts.config.routes.map((r) => [r.name, r]));
     this.events = opts.events;
-    this.refusals = new RefusalRecords(opts.config.server.maxRefusalRecordsPerSecond, (summary) => this.writeSummary(summary));
     // Calendar periods follow the store's clock when it has one (Redis), so replicas agree on the day.
     const now = opts.now ?? (opts.store.clock ? () => opts.store.clock!() : Date.now);
+    // Refusal records count per second of the same clock as the gates that refuse.
+    this.refusals = new RefusalRecords(opts.config.server.maxRefusalRecordsPerSecond, (summary) => this.writeSummary(summary), now);
     this.env = {
       config: opts.config,
       store: opts.store,

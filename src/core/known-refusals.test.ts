@@ -224,6 +224,20 @@ describe("early refusals of engines sharing one process", () => {
   });
 });
 
+describe("the second whose refusal records are spent", () => {
+  it("is the engine's clock's second, as the gates' own: a new second gives 403s their own records again", async () => {
+    const clock = fakeClock();
+    const t = engineWith(clock);
+    await spendRecords(t, "tg_kr_ann", { ...hello, model: "dear" });
+    expect(t.engine.refuseFromBody(caller("tg_kr_ann"), openaiChat, { ...hello, model: "dear" })).toBeDefined();
+    // Before, the records counted seconds of the wall clock: this test, like every early-refusal
+    // test, then depended on no wall-clock second ending in its middle.
+    clock.advance(1_000);
+    expect(t.engine.bodyRefusalsFolding).toBe(false);
+    expect(t.engine.refuseFromBody(caller("tg_kr_ann"), openaiChat, { ...hello, model: "dear" })).toBeUndefined();
+  });
+});
+
 describe("learning a refused budget's settled spend", () => {
   it("asks the store once per budget while a question is open, however many 402s come meanwhile", async () => {
     let asked = 0;
