@@ -1,26 +1,12 @@
 import { describe, expect, it } from "vitest";
 import { anthropicMessages } from "../formats/anthropic-messages.js";
 import { openaiChat } from "../formats/openai-chat.js";
-import { MemoryStore } from "../stores/memory.js";
+import { CountingStore } from "../testing/counting-store.js";
 import { fakeClock, testEngine, type FakeClock } from "../testing/test-engine.js";
 import type { CallerContext, HeldCounter } from "./exchange.js";
 import type { GateEnv } from "./gate.js";
 import { learnSettled } from "./known-refusals.js";
 import { RECENT_TOTAL_MS } from "./recent-totals.js";
-import type { Counter, ReserveResult } from "./store.js";
-
-/** A memory store that counts the counter operations requests cost it. */
-class CountingStore extends MemoryStore {
-  ops = 0;
-  override reserve(id: string, counters: Counter[], leaseMs: number): Promise<ReserveResult> {
-    this.ops++;
-    return super.reserve(id, counters, leaseMs);
-  }
-  override peek(counters: Pick<Counter, "key" | "windowMs">[]): Promise<number[]> {
-    this.ops++;
-    return super.peek(counters);
-  }
-}
 
 const hello = { model: "m", messages: [{ role: "user", content: "hello" }] };
 const config = (extra: Record<string, unknown> = {}) => ({
