@@ -56,12 +56,13 @@ const BUDGET = [
 async function request(store, n) {
   const id = `req-${n}`;
   if (SPLIT) {
-    const q = await store.reserve(`${id}:q`, QUOTA, 600_000);
-    const b = await store.reserve(`${id}:b`, BUDGET, 600_000);
+    const q = await store.reserve(`${id}:q`, QUOTA, 600_000, true);
+    const b = await store.reserve(`${id}:b`, BUDGET, 600_000, true);
     if (!q.ok || !b.ok) throw new Error("bench counter refused");
     await Promise.all([store.settle(`${id}:q`, [1, 1]), store.settle(`${id}:b`, [11, 28])]);
   } else {
-    const r = await store.reserve(id, [...QUOTA, ...BUDGET], 600_000);
+    // As the engine's gates reserve (ownerSettles: phase 11c's marker instead of a record; builds before it ignore the flag).
+    const r = await store.reserve(id, [...QUOTA, ...BUDGET], 600_000, true);
     if (!r.ok) throw new Error("bench counter refused");
     await store.settle(id, [1, 1, 11, 28]);
   }

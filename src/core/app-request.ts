@@ -170,7 +170,7 @@ export class AppRequest {
     const id = `${this.exchange.id}:g${++this.seq}`;
     let result;
     try {
-      result = await this.env.store.reserve(id, [counter], leaseMs(this.exchange));
+      result = await this.env.store.reserve(id, [counter], leaseMs(this.exchange), true);
       if (result.ok) await this.env.store.settle(id, [counter.amount]);
     } catch (err) {
       throw this.refused(storeFailure(err));

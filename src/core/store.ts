@@ -132,8 +132,11 @@ export interface Store {
    * unsettled reservations) per counter, independent of how many were settled in the window.
    * `retryAfterMs` on a refusal is when enough buckets (and in-flight entries, taken as if
    * settled) leave the window: it may be up to one bucket late, never early.
+   * `ownerSettles`: only this store object settles, releases or checkpoints the reservation (a
+   * request's own); a shared store may then keep less for it, and a settle or release of the id
+   * from another process changes nothing (the hold ends with its lease).
    */
-  reserve(id: string, counters: readonly Counter[], leaseMs: number): Promise<ReserveResult>;
+  reserve(id: string, counters: readonly Counter[], leaseMs: number, ownerSettles?: boolean): Promise<ReserveResult>;
   /**
    * Replaces the reserved amounts with the actual ones (same order as reserve) and ends the lease:
    * each actual amount goes into the bucket of the reservation's time. Idempotent. Still counts

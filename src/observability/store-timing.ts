@@ -47,11 +47,11 @@ export class TimedStore implements Store {
     return this.inner.outbox;
   }
 
-  reserve(id: string, counters: readonly Counter[], leaseMs: number): Promise<ReserveResult> {
+  reserve(id: string, counters: readonly Counter[], leaseMs: number, ownerSettles?: boolean): Promise<ReserveResult> {
     const started = performance.now();
     let result: Promise<ReserveResult>;
     try {
-      result = this.inner.reserve(id, counters, leaseMs);
+      result = this.inner.reserve(id, counters, leaseMs, ownerSettles);
     } catch (err) {
       return this.threw("reserve", started, err);
     }

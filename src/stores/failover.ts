@@ -59,10 +59,10 @@ export class FailoverStore implements Store {
     return this.down;
   }
 
-  async reserve(id: string, counters: Counter[], leaseMs: number): Promise<ReserveResult> {
+  async reserve(id: string, counters: Counter[], leaseMs: number, ownerSettles?: boolean): Promise<ReserveResult> {
     if (!this.down) {
       try {
-        const result = await this.primary.reserve(id, counters, leaseMs);
+        const result = await this.primary.reserve(id, counters, leaseMs, ownerSettles);
         this.remember(counters, result);
         return result;
       } catch (err) {

@@ -145,8 +145,27 @@ local function flush(base, m)
   if m.ttl then call('PEXPIRE', m.key, fmt(m.ttl)); m.ttl = false end
 end
 
--- Writes every counter this script call changed; every script that touched counters ends with it.
+-- Markers of the reservations whose owner settles them ('R'): no record, only a field in one
+-- HASH per reserve instant and TTL (their r2 key, see marker_key), so a script call's reserves
+-- write one HSET and one PEXPIRE between them, where a record was a SET of ~640 bytes each. Kept
+-- here, by marker key, until commit() writes them: mkeys in first-use order, pend[mkey] the record
+-- keys (false once a settle of the same call took one) and its TTL as ttl.
+local mprefix, mkeys, pend = false, {}, {}
+
+-- Writes every counter this script call changed, and the call's markers; every script that
+-- touched counters ends with it.
 local function commit()
+  for _, mkey in ipairs(mkeys) do
+    local p, args, k = pend[mkey], {mkey}, 1
+    for i = 1, #p do
+      if p[i] then args[k + 1], args[k + 2], k = p[i], '1', k + 2 end
+    end
+    if k > 1 then
+      for j = 2, k, 1000 do call('HSET', mkey, unpack(args, j, math.min(j + 999, k))) end
+      call('PEXPIRE', mkey, p.ttl)
+    end
+  end
+  mkeys, pend = {}, {}
   for _, base in ipairs(touched) do flush(base, counters[base]) end
 end
 
@@ -345,6 +364,43 @@ end
 -- ~1,000 instructions), and a batch's requests mostly share one list.
 local groups, ngroup = {}, 0
 
+-- The r2 key of the markers of reservations made at ts (its text, as the reserve replied it) on
+-- counter list g: <prefix><ts>:<ttl>, ttl what their record's would have been (the list's
+-- longest window and bucket, plus the margin), so every call that writes one key gives it the
+-- same expiry. A settle works it out again as its reserve did; remembered on g for its last ts.
+local function marker_key(g, ts, margin)
+  if g.mts == ts then return g.mkey, g.mttl end
+  local longest = g.longest
+  if not longest then
+    longest = 0
+    for i = 1, g.n do
+      local sp = specs[g[i]]
+      local span = sp.window + sp.width
+      if span > longest then longest = span end
+    end
+    g.longest = longest
+  end
+  local ttl = fmt(longest + margin)
+  local mkey = mprefix .. ts .. ':' .. ttl
+  g.mts, g.mkey, g.mttl = ts, mkey, ttl
+  return mkey, ttl
+end
+
+-- Takes reservation rkey's marker out of mkey: true when it was there (this settle is the first).
+-- A marker this very call reserved is still waiting for commit().
+local function take_marker(mkey, rkey)
+  local p = pend[mkey]
+  if p then
+    for i = 1, #p do
+      if p[i] == rkey then
+        p[i] = false
+        return true
+      end
+    end
+  end
+  return call('HDEL', mkey, rkey) == 1
+end
+
 -- Which counters of a settle are settled at what they reserved ('1': no actual amount follows) and
 -- which are not ('0'), as the settle's mask text says; worked out once per text and call. given:
 -- how many actual amounts follow.
@@ -361,14 +417,15 @@ local function mask_of(t)
 end
 
 -- All-or-nothing reservation across the counters of list g (groups) under record R (rkey), at
--- 'now'; ARGV[b...] holds their amounts. lease -1: none.
+-- 'now'; ARGV[b...] holds their amounts. lease -1: none. own: the reserving process settles it
+-- itself (it knows what it reserved), so no record is written, only a marker (marker_key).
 -- Writes 1, total..., ts or 0, index, used, retryAfterMs or false into the batch's reply 'out'
 -- after its o-th entry, and returns the reply's new length. Into the flat reply, not a table of
 -- its own: Redis turns every table a script returns into a reply by probing it for err, ok and
 -- five more fields (a string made and a lookup each) and a deferred length, ~9,000 instructions
 -- per reserve.
 local held, parts = {}, {'['}
-local function reserve(rkey, g, b, now, lease, margin, out, o)
+local function reserve(rkey, g, b, now, lease, margin, out, o, own)
   local A, n = ARGV, g.n
   for i = 1, n do
     local t = A[b + i - 1]
@@ -416,11 +473,25 @@ local function reserve(rkey, g, b, now, lease, margin, out, o)
     end
     local span = sp.window + sp.width
     if not m.x or m.x < now + span then keep(m, now + span, margin, now) end
-    if not sp.plain then escape = true end
-    parts[4 * i - 2], parts[4 * i - 1], parts[4 * i], parts[4 * i + 1] = sp.rpre, t, sp.rpost, ','
-    if span > longest then longest = span end
+    if not own then
+      if not sp.plain then escape = true end
+      parts[4 * i - 2], parts[4 * i - 1], parts[4 * i], parts[4 * i + 1] = sp.rpre, t, sp.rpost, ','
+      if span > longest then longest = span end
+    end
   end
   local rec, ts = nil, fmt(now)
+  if own then
+    local mkey, ttl = marker_key(g, ts, margin)
+    local p = pend[mkey]
+    if not p then
+      p = {ttl = ttl}
+      pend[mkey] = p
+      mkeys[#mkeys + 1] = mkey
+    end
+    p[#p + 1] = rkey
+    out[o + 1], out[o + n + 2] = 1, ts
+    return o + n + 2
+  end
   if escape then
     local entries, ends = {}, lease >= 0 and fmt(now + lease) or '-1'
     for i = 1, n do
@@ -472,8 +543,10 @@ end
 -- (groups); ARGV[b...] holds their reserved amounts, then the actual amounts of those that mask
 -- mk (mask_of) does not say settle at what they reserved (a request counter's 1, nearly always).
 -- The fields are worked out as the reserve did. Returns 1, or 0 when R was already gone, and
--- where the next op's arguments start.
-local function settle_held(rkey, ts, lease, g, mk, b, now, margin)
+-- where the next op's arguments start. own: reserved with a marker (ts is its text, tstext); the
+-- marker taken is what makes the settle happen once, or R when a checkpoint turned the marker
+-- into a record (CHECKPOINT).
+local function settle_held(rkey, ts, lease, g, mk, b, now, margin, own, tstext)
   local A, n = ARGV, g.n
   local k = b + n
   -- Every counter is read before R goes: a read that fails (a key of the wrong type) leaves R,
@@ -491,7 +564,11 @@ local function settle_held(rkey, ts, lease, g, mk, b, now, margin)
     end
     held[i] = m
   end
-  if call('DEL', rkey, rkey .. ':cp') == 0 then return 0, k + mk.given end
+  if own then
+    if not take_marker(marker_key(g, tstext, margin), rkey) and call('DEL', rkey, rkey .. ':cp') == 0 then return 0, k + mk.given end
+  elseif call('DEL', rkey, rkey .. ':cp') == 0 then
+    return 0, k + mk.given
+  end
   for i = 1, n do
     local t = A[b + i - 1]
     local reserved = N[t] or num(t)
@@ -603,13 +680,19 @@ export function script(name: string, body: string): LuaScript {
  *   k base max window                      defines the next counter number (1, 2, ...): no reply;
  *                                          K: the same for a base that JSON must escape
  *   g n counter * n                        defines the next counter list number (1, 2, ...): no reply
+ *   P prefix                               the prefix of the marker keys (r2) of the R and T ops that follow
  *   r R list amount * n                    reserve: 1 total... ts, or 0 index used retry
+ *   R R list amount * n                    the same for a reservation whose owner settles it: a
+ *                                          marker instead of a record (see marker_key)
  *   s R n actual * n                       settle from R's record: 1, or 0 when R was gone
  *   S R ts list mask reserved * n actual * m
  *                                          settle what the caller reserved at ts with this lease
  *                                          (reading R no more); mask: a character per counter, 1
  *                                          when it settles at what it reserved (no actual amount
  *                                          follows), 0 otherwise (m of them): 1, or 0
+ *   T R ts list mask reserved * n actual * m
+ *                                          the same for a reservation made by R: takes its marker
+ *                                          (or, once a checkpoint turned it into one, its record)
  *   x R                                    release: 1 or 0
  *   u S M retention n record * n           usage records into stream S once per batch marker M
  *                                          (APPEND_USAGE): count, or 0
@@ -654,16 +737,19 @@ local function flat(o, most, ok, r)
 end
 while a <= argc do
   local op = A[a]
-  if op == 'r' then
+  if op == 'r' or op == 'R' then
     local g = groups[N[A[a + 2]] or num(A[a + 2])]
-    o = flat(o, g.n + 2, pcall(reserve, A[a + 1], g, a + 3, now, lease, margin, out, o))
+    o = flat(o, g.n + 2, pcall(reserve, A[a + 1], g, a + 3, now, lease, margin, out, o, op == 'R'))
     a = a + 3 + g.n
-  elseif op == 'S' then
+  elseif op == 'S' or op == 'T' then
     local g, t = groups[N[A[a + 3]] or num(A[a + 3])], A[a + 4]
     local mk = masks[t] or mask_of(t)
     o = o + 1
-    local r, k = answer(pcall(settle_held, A[a + 1], N[A[a + 2]] or num(A[a + 2]), lease, g, mk, a + 5, now, margin))
+    local r, k = answer(pcall(settle_held, A[a + 1], N[A[a + 2]] or num(A[a + 2]), lease, g, mk, a + 5, now, margin, op == 'T', A[a + 2]))
     out[o], a = r, k or a + 5 + g.n + mk.given
+  elseif op == 'P' then
+    mprefix = A[a + 1]
+    a = a + 2
   elseif op == 'g' then
     local n = N[A[a + 1]] or num(A[a + 1])
     local g = {n = n}
@@ -869,11 +955,40 @@ return append_usage(KEYS[1], KEYS[2], now_ms(ARGV[1]), tonumber(ARGV[2]), {unpac
  * s (the settlements, [[R, [amount...]], ...] as JSON) and r (the usage record, JSON kept as
  * sent), indexed in the checkpoint ZSET by the reservation's lease end. R:cp expires with R.
  * Nothing when R is gone (settled or released) or holds no lease.
- * KEYS[1] reservation record R, KEYS[2] checkpoint ZSET; ARGV[1] settlements, ARGV[2] record
+ * A reservation made with a marker (BATCH's 'R') has no R: the first checkpoint that names it
+ * turns the marker into the record the reserve would have written (ARGV[3]), so RECOVER, in this
+ * build or an older one, settles it from R as any other; from then on R, not the marker, makes
+ * its settle happen once. A marker already taken (settled, released) writes nothing.
+ * KEYS[1] reservation record R, KEYS[2] checkpoint ZSET; ARGV[1] settlements, ARGV[2] record,
+ * then, when reservations are to be turned into records: ARGV[3] [[R, ts, lease, [[base, max,
+ * window, amount], ...]], ...] as JSON (all texts, as the reserve sent and replied them), ARGV[4]
+ * the marker key prefix, ARGV[5] key TTL margin ms, ARGV[6] now override or ''
  */
 export const CHECKPOINT = script(
   "checkpoint",
   `
+if ARGV[3] then
+  mprefix = ARGV[4]
+  local margin, now = ARGV[5] + 0, now_ms(ARGV[6])
+  for _, pr in ipairs(cjson.decode(ARGV[3])) do
+    local rkey, ts, lease, cs = pr[1], pr[2], pr[3] + 0, pr[4]
+    local g = {n = #cs}
+    for i, c in ipairs(cs) do
+      define(c[1], c[2] + 0, c[3] + 0, c[3], true)
+      g[i] = nspec
+    end
+    local mkey, ttl = marker_key(g, ts, margin)
+    local left = ts + ttl - now
+    if left > 0 and redis.call('HDEL', mkey, rkey) == 1 then
+      local entries, t, ends = {}, ts + 0, lease >= 0 and fmt(ts + lease) or '-1'
+      for i, c in ipairs(cs) do
+        local sp = specs[g[i]]
+        entries[i] = {sp.base, (hold_field(t, sp.window, sp.width, lease)), sp.wtext, c[4], sp.dtext, ts, ends}
+      end
+      redis.call('SET', rkey, cjson.encode(entries), 'PX', fmt(ceil(left)))
+    end
+  end
+end
 local rec = redis.call('GET', KEYS[1])
 if not rec then return 0 end
 local due = lease_end(rec)

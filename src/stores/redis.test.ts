@@ -1,28 +1,19 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { emptyUsageRecord } from "../core/usage-record.js";
 import { RedisServer } from "../testing/redis-server.js";
 import { bucketWidth } from "./buckets.js";
 import { APPEND_USAGE } from "./redis-scripts.js";
 import { RedisStore, StoreUnavailableError } from "./redis.js";
+import { redisTestStores } from "./redis-test-stores.js";
 import { describeStoreContract } from "./store-contract.js";
 import { expectUsageLineIsStoredText } from "./usage-line-check.js";
 
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
-let server: RedisServer;
-beforeAll(async () => {
-  server = await RedisServer.start();
-});
-afterAll(() => server?.dispose());
-
 /** Each test gets an empty database (1; 0 is left to the other tests). */
-async function fresh(opts: ConstructorParameters<typeof RedisStore>[1] = {}): Promise<RedisStore> {
-  const store = await RedisStore.open(server.url(1), { log: () => {}, ...opts });
-  await store.redis.flushdb();
-  return store;
-}
+const { url, fresh, closedAfterEach } = redisTestStores(1);
 
 describeStoreContract("redis", async () => {
   let now = Date.UTC(2025, 0, 1);
@@ -37,15 +28,7 @@ const counter = (key: string, max: number, amount: number, windowMs = MINUTE) =>
 const record = (id: string, ts = new Date()) => ({ ...emptyUsageRecord(id, ts), decision: "allow" as const });
 
 describe("redis store", () => {
-  const open: RedisStore[] = [];
-  const store = async (opts: Parameters<typeof fresh>[0] = {}) => {
-    const s = await fresh(opts);
-    open.push(s);
-    return s;
-  };
-  afterEach(async () => {
-    await Promise.all(open.splice(0).map((s) => s.close()));
-  });
+  const { store, keep } = closedAfterEach();
 
   it("keeps a clock aligned to the Redis server's TIME, for calendar periods", async () => {
     const s = await store();
@@ -157,7 +140,7 @@ describe("redis store", () => {
 
     // Redis stops answering mid-call: both wait in memory, and land once, whenever it answers again.
     expect(await s.reserve("c", [counter("w", 20, 4)], HOUR)).toMatchObject({ ok: true });
-    const admin = new Redis(server.url(1));
+    const admin = new Redis(url());
     try {
       await admin.call("CLIENT", "PAUSE", "1500", "ALL");
       await s.settleWithRecord!("c", [1], record("c"));
@@ -165,8 +148,8 @@ describe("redis store", () => {
       await s.close();
       const entries = await admin.xrange("tg:{tollgate}:usage", "-", "+");
       expect(entries.flatMap(([, fields]) => fields.filter((_, i) => i % 2 === 1).map((r) => JSON.parse(r).request_id))).toEqual(["a", "b", "c"]);
-      const reader = await RedisStore.open(server.url(1), { log: () => {} });
-      open.push(reader);
+      const reader = await RedisStore.open(url(), { log: () => {} });
+      keep(reader);
       expect(await reader.peekDetail([{ key: "w", windowMs: MINUTE }])).toEqual([{ total: 7, reserved: 0 }]);
     } finally {
       admin.disconnect();
@@ -298,7 +281,7 @@ describe("redis store", () => {
   it("does not hang on a Redis that stopped answering: settle and usage wait in memory and land later", async () => {
     const s = await store();
     expect(await s.reserve("slow", [counter("k", 10, 8)], HOUR)).toMatchObject({ ok: true });
-    const pauser = new Redis(server.url(1));
+    const pauser = new Redis(url());
     await pauser.client("PAUSE", 1_500, "ALL");
     let started = performance.now();
     await expect(s.peek([{ key: "k", windowMs: MINUTE }])).rejects.toBeInstanceOf(StoreUnavailableError);
@@ -322,7 +305,7 @@ describe("redis store", () => {
     const own = await RedisServer.start();
     try {
       const s = await RedisStore.open(own.url(), { log: () => {} });
-      open.push(s);
+      keep(s);
       await own.stop();
       await sleep(50);
       const started = performance.now();
@@ -346,8 +329,8 @@ describe("redis store", () => {
     for (let i = 0; i < 500; i++) void s.appendUsage(record(`c${i}`));
     expect(s.pending.usage).toBe(500);
     await s.close();
-    const reader = await RedisStore.open(server.url(1));
-    open.push(reader);
+    const reader = await RedisStore.open(url());
+    keep(reader);
     expect(await reader.queryUsage({ since: 0 })).toHaveLength(500);
   });
 

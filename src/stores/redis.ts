@@ -215,12 +215,18 @@ export class RedisStore implements Store {
     await this.run(lua.DISTINCT, [`${this.prefix}probe`], [this.now(), "probe", "1000"]);
   }
 
-  async reserve(id: string, counters: Counter[], leaseMs: number): Promise<ReserveResult> {
+  /**
+   * ownerSettles: no record is written, only a marker (BATCH's 'R'), while this process holds few
+   * enough reservations that none it must settle is ever forgotten (MAX_HELD); it settles and
+   * releases the reservation from what it remembers, and a checkpoint turns the marker into a record.
+   */
+  async reserve(id: string, counters: Counter[], leaseMs: number, ownerSettles = false): Promise<ReserveResult> {
     if (!counters.length) return { ok: true, totals: [] };
     for (const c of counters) assertAmounts(c.key, [c.amount, c.windowMs], c.max);
-    const reply = (await this.ops.add({ op: "r", now: this.now(), id, counters, leaseMs })) as (string | number | null)[];
+    const own = ownerSettles && this.held.size < MAX_HELD / 2;
+    const reply = (await this.ops.add({ op: "r", now: this.now(), id, counters, leaseMs, own })) as (string | number | null)[];
     if (reply[0] === 1) {
-      this.hold(id, { ts: String(reply[counters.length + 1]), lease: leaseArg(leaseMs), counters });
+      this.hold(id, { ts: String(reply[counters.length + 1]), lease: leaseArg(leaseMs), counters, own, promoted: false });
       return { ok: true, totals: reply.slice(1, counters.length + 1).map(Number) };
     }
     const [, index, used, retry] = reply;
@@ -231,7 +237,11 @@ export class RedisStore implements Store {
     assertAmounts(id, actual);
     const held = this.held.get(id);
     this.held.delete(id);
-    const op: CounterOp = held && held.counters.length === actual.length ? { op: "S", now: this.now(), id, held, actual } : { op: "s", now: this.now(), id, actual };
+    let op: CounterOp;
+    if (held && held.counters.length === actual.length) op = { op: "S", now: this.now(), id, held, actual };
+    // Without a record, what is held is all there is: a missing amount settles at what was reserved, as from a record.
+    else if (held?.own) op = { op: "S", now: this.now(), id, held, actual: held.counters.map((c, i) => (i < actual.length ? actual[i]! : c.amount)) };
+    else op = { op: "s", now: this.now(), id, actual };
     await this.writeBehind(() => this.ops.add(op));
   }
 
@@ -282,8 +292,10 @@ export class RedisStore implements Store {
   }
 
   async release(id: string): Promise<void> {
+    const held = this.held.get(id);
     this.held.delete(id);
-    const op: CounterOp = { op: "x", now: this.now(), id };
+    // A reservation without a record is released as settled at nothing: its amounts leave, none is added.
+    const op: CounterOp = held?.own ? { op: "S", now: this.now(), id, held, actual: held.counters.map(() => 0) } : { op: "x", now: this.now(), id };
     await this.writeBehind(() => this.ops.add(op));
   }
 
@@ -306,7 +318,19 @@ export class RedisStore implements Store {
     if (!first) return;
     for (const s of cp.settles) assertAmounts(s.id, s.actual);
     const settles = JSON.stringify(cp.settles.map((s) => [this.recordKey(s.id), s.actual]));
-    await this.run(lua.CHECKPOINT, [this.recordKey(first.id), `${this.prefix}cps`], [settles, JSON.stringify(cp.record)]);
+    const args = [settles, JSON.stringify(cp.record)];
+    // Reservations held with a marker get the record the first time a checkpoint names them.
+    const promote: Held[] = [];
+    const records: [string, string, string, string[][]][] = [];
+    for (const s of cp.settles) {
+      const h = this.held.get(s.id);
+      if (!h?.own || h.promoted) continue;
+      promote.push(h);
+      records.push([this.recordKey(s.id), h.ts, h.lease, h.counters.map((c) => [this.counterKey(c.key), num(c.max), num(c.windowMs), num(c.amount)])]);
+    }
+    if (records.length) args.push(JSON.stringify(records), this.markerPrefix, num(TTL_MARGIN_MS), this.now());
+    await this.run(lua.CHECKPOINT, [this.recordKey(first.id), `${this.prefix}cps`], args);
+    for (const h of promote) h.promoted = true;
   }
 
   async recover(): Promise<UsageRecord[]> {
@@ -495,6 +519,7 @@ export class RedisStore implements Store {
     };
     let now = "";
     let lease = "-1";
+    let marked = false;
     const leased = (l: string) => {
       if (l !== lease) args.push("l", (lease = l));
     };
@@ -504,7 +529,8 @@ export class RedisStore implements Store {
         case "r": {
           const g = group(o.counters);
           leased(leaseArg(o.leaseMs));
-          args.push("r", this.recordKey(o.id), g);
+          if (o.own && !marked) marked = args.push("P", this.markerPrefix) > 0;
+          args.push(o.own ? "R" : "r", this.recordKey(o.id), g);
           for (const c of o.counters) args.push(num(c.amount));
           break;
         }
@@ -516,11 +542,12 @@ export class RedisStore implements Store {
           const { ts, counters } = held;
           const g = group(counters);
           leased(held.lease);
+          if (held.own && !marked) marked = args.push("P", this.markerPrefix) > 0;
           // The mask says which counters settle at what they reserved (a request counter's 1,
           // nearly always): their actual amounts are not sent.
           let mask = "";
           for (let i = 0; i < counters.length; i++) mask += actual[i] === counters[i]!.amount ? "1" : "0";
-          args.push("S", this.recordKey(o.id), ts, g, mask);
+          args.push(held.own ? "T" : "S", this.recordKey(o.id), ts, g, mask);
           for (const c of counters) args.push(num(c.amount));
           for (let i = 0; i < counters.length; i++) if (mask[i] === "0") args.push(num(actual[i]!));
           break;
@@ -621,6 +648,11 @@ export class RedisStore implements Store {
     return `${this.prefix}r:${id}`;
   }
 
+  /** Markers of reservations without a record (BATCH's 'R'): `r2:<ts>:<ttl>` HASHes, field = the record key. */
+  private get markerPrefix(): string {
+    return `${this.prefix}r2:`;
+  }
+
   private keyKey(hash: string): string {
     return `${this.prefix}k:h:${hash}`;
   }
@@ -634,6 +666,10 @@ interface Held {
   ts: string;
   lease: string;
   counters: Counter[];
+  /** Reserved with a marker, no record: only this process can settle or release it (RedisStore.reserve). */
+  own: boolean;
+  /** A checkpoint turned its marker into a record. */
+  promoted: boolean;
 }
 
 /** Usage records appended by a BATCH call, once per batch id. */
@@ -641,7 +677,7 @@ type UsageOp = { op: "u"; now: string; batchId: string; records: string[] };
 
 /** A counter operation waiting for this turn's BATCH call (RedisStore.ops). */
 type CounterOp =
-  | { op: "r"; now: string; id: string; counters: Counter[]; leaseMs: number }
+  | { op: "r"; now: string; id: string; counters: Counter[]; leaseMs: number; own: boolean }
   | { op: "s"; now: string; id: string; actual: number[] }
   | { op: "S"; now: string; id: string; held: Held; actual: number[] }
   | { op: "x"; now: string; id: string }

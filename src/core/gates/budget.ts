@@ -19,7 +19,7 @@ export const budget: Gate = async function budget(ex, env) {
   const counters = budgetReservation(ex, env);
   if (!counters.length) return;
   const id = `${ex.id}:b`;
-  const result = await env.store.reserve(id, counters, leaseMs(ex));
+  const result = await env.store.reserve(id, counters, leaseMs(ex), true);
   if (!result.ok) throw overdrawn(ex, env, counters, result.index, result);
   env.recent.note(counters, result.totals);
   budgetHeld(ex, id, counters, result.totals);

@@ -46,7 +46,7 @@ export const jointReservation: Gate = async function jointReservation(ex, env) {
   const known = env.recent.refusal(all);
   let result: ReserveResult;
   try {
-    result = known ?? (await env.store.reserve(id, all, leaseMs(ex)));
+    result = known ?? (await env.store.reserve(id, all, leaseMs(ex), true));
   } catch (err) {
     // Gate 3's reservation would have met the failing store first.
     before.restore(ex);
@@ -158,7 +158,7 @@ async function windowsSeen(ex: Exchange, env: GateEnv, windows: CallerWindows, b
     totals = limits.map((c, i) => seen[i]! + c.amount);
     if (totals.some((t, i) => t > limits[i]!.max)) {
       const id = `${ex.id}:q`;
-      const result = await env.store.reserve(id, limits, leaseMs(ex));
+      const result = await env.store.reserve(id, limits, leaseMs(ex), true);
       if (result.ok) {
         // A slot freed meanwhile: held as gate 3 would hold it, and given back with the refusal.
         ex.quota = { id, counters: limits };

@@ -36,7 +36,7 @@ export const quota: Gate = async function quota(ex, env) {
     // A window this process just saw full refuses without the store (RecentTotals.noteFull).
     const known = env.recent.refusal(counters);
     if (known) throw windowRefusal(ex, counters, known);
-    const result = await env.store.reserve(id, counters, leaseMs(ex));
+    const result = await env.store.reserve(id, counters, leaseMs(ex), true);
     if (!result.ok) throw windowRefusal(ex, counters, result, env);
     env.recent.note(counters, result.totals);
     ex.quota = { id, counters };
@@ -90,7 +90,7 @@ export const quotaPeek: Gate = async function quotaPeek(ex, env) {
     // Full, as far as a peek can tell: a reservation (which holds nothing when refused) names the
     // counter and how long until it has room. Should a slot have freed meanwhile, give it back.
     const id = `${ex.id}:p`;
-    const result = await env.store.reserve(id, counters, leaseMs(ex));
+    const result = await env.store.reserve(id, counters, leaseMs(ex), true);
     if (!result.ok) throw windowRefusal(ex, counters, result, env);
     await env.store.release(id);
   }

@@ -75,7 +75,7 @@ export async function startRunIfNew(ex: Exchange, env: GateEnv, stepTotal: numbe
   if (age) counters.push(age);
   if (!counters.length) return;
   const id = `${ex.id}:r`;
-  const result = await env.store.reserve(id, counters, leaseMs(ex));
+  const result = await env.store.reserve(id, counters, leaseMs(ex), true);
   if (!result.ok) {
     throw runLimit(`this caller has started ${runs.max} runs in the window, the route's limit`, result.retryAfterMs);
   }
