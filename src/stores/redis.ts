@@ -494,14 +494,15 @@ export class RedisStore implements Store {
       return i;
     };
     const args = [num(TTL_MARGIN_MS)];
+    // By the counter's own key: its Redis key is made once per call, when it is defined, not per op.
     const specs = new Map<string, { max: number; windowMs: number; n: string }[]>();
     let defined = 0;
     const define = (c: Counter): string => {
-      const key = this.counterKey(c.key);
-      let list = specs.get(key);
-      if (!list) specs.set(key, (list = []));
+      let list = specs.get(c.key);
+      if (!list) specs.set(c.key, (list = []));
       for (const d of list) if (d.max === c.max && d.windowMs === c.windowMs) return d.n;
       const n = String(++defined);
+      const key = this.counterKey(c.key);
       args.push(NEEDS_ESCAPE.test(key) ? "K" : "k", ref(key), num(c.max), num(c.windowMs));
       list.push({ max: c.max, windowMs: c.windowMs, n });
       return n;
