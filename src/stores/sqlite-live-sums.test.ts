@@ -9,9 +9,10 @@ import { SqliteStore } from "./sqlite.js";
 const HOUR = 3_600_000;
 const T0 = Date.UTC(2025, 0, 1);
 
-// The sums of reservations in flight that a store keeps in its process (sqlite-live-sums.ts) must
-// answer every reserve exactly as summing the table would: these are the ways they can go stale.
-describe("sqlite store: in-flight sums kept in the process", () => {
+// What a store keeps in its process of its own reservations must answer every reserve exactly as
+// the table would: the sums in flight (sqlite-live-sums.ts), and a turn's settles summed per bucket
+// and written once before its commit (sqlite-pending-settles.ts). These are the ways they can go stale.
+describe("sqlite store: what a process keeps of its own reservations", () => {
   let dir: string;
   let path: string;
   let now: number;
@@ -86,6 +87,13 @@ describe("sqlite store: in-flight sums kept in the process", () => {
     expect(await store.reserve("r3", [two], HOUR)).toMatchObject({ ok: false, used: 2 });
     await store.settle("r1", [0]);
     expect(await store.reserve("r3", [two], HOUR)).toMatchObject({ ok: true, totals: [2] });
+    // A settled amount of a failed turn is not written by the next one.
+    const failed = await Promise.allSettled([store.settle("r2", [1]), store.appendUsage(emptyUsageRecord("boom", new Date(T0)))]);
+    expect(failed.map((r) => r.status)).toEqual(["rejected", "rejected"]);
+    await store.settle("r3", [1]);
+    expect(await store.peek([two])).toEqual([2]);
+    await store.settle("r2", [1]);
+    expect(await store.peek([two])).toEqual([2]);
   });
 
   it("a reused id's older rows keep counting until their lease ends; a settle of the id frees only the newer ones", async () => {
@@ -98,5 +106,68 @@ describe("sqlite store: in-flight sums kept in the process", () => {
     expect(await store.reserve("z", [three], HOUR)).toMatchObject({ ok: true, totals: [3] });
     now += 1_000;
     expect(await store.reserve("w", [three], HOUR)).toMatchObject({ ok: true, totals: [3] });
+  });
+
+  it("many settles of one turn over several keys, whole and fractional, leave the buckets and running totals another handle reads", async () => {
+    const store = openStore();
+    const counters = [
+      { key: "rpm", max: 1_000, amount: 1, windowMs: 60_000 },
+      { key: "budget", max: 1e9, amount: 500, windowMs: HOUR },
+      { key: "tokens", max: 1e6, amount: 100, windowMs: HOUR },
+    ];
+    // Earlier settled amounts, so the running totals exist before the turn.
+    expect(await store.reserve("old", counters, HOUR)).toMatchObject({ ok: true });
+    await store.settle("old", [1, 7, 10]);
+    await store.peek(counters);
+    now += 1_500;
+    for (let i = 0; i < 12; i++) expect(await store.reserve(`r${i}`, counters, HOUR)).toMatchObject({ ok: true });
+    now += 1_500;
+    // One turn: whole amounts, a 0, a fractional one (written on its own), and one left at its reserved amount.
+    const actual = (i: number) => [1, i === 3 ? 0 : 11 * i, i === 5 ? 2.5 : 20 + i];
+    const settles = Array.from({ length: 12 }, (_, i) => store.settle(`r${i}`, i === 7 ? [] : actual(i)));
+    const after = store.reserve("next", counters, HOUR);
+    await Promise.all(settles);
+    const budget = 7 + Array.from({ length: 12 }, (_, i) => (i === 7 ? 500 : i === 3 ? 0 : 11 * i)).reduce((a, b) => a + b, 0);
+    const tokens = 10 + Array.from({ length: 12 }, (_, i) => (i === 7 ? 100 : i === 5 ? 2.5 : 20 + i)).reduce((a, b) => a + b, 0);
+    expect(await after).toEqual({ ok: true, totals: [14, budget + 500, tokens + 100] });
+    await store.release("next");
+    const other = openStore();
+    expect(await other.peek(counters)).toEqual([13, budget, tokens]);
+    const raw = new Database(path, { readonly: true });
+    try {
+      for (const [key, sum] of [["rpm", 13], ["budget", budget], ["tokens", tokens]] as const) {
+        expect(raw.prepare("SELECT SUM(amount) FROM counter_buckets WHERE key = ?").pluck().get(key)).toBe(sum);
+        // The triggers kept the running total in step with the buckets written.
+        expect(raw.prepare("SELECT settled FROM counter_totals WHERE key = ?").pluck().get(key)).toBe(sum);
+      }
+      expect(raw.prepare("SELECT COUNT(*) FROM counter_live").pluck().get()).toBe(0);
+    } finally {
+      raw.close();
+    }
+  });
+
+  it("a reserve refused in the turn of a settle says when that settled amount leaves", async () => {
+    const store = openStore();
+    const rpm = (amount: number) => [{ key: "rpm", max: 10, amount, windowMs: 60_000 }];
+    expect(await store.reserve("a", rpm(1), HOUR)).toMatchObject({ ok: true });
+    now += 30_000;
+    const settled = store.settle("a", [10]);
+    // The 10 settled into T0's 1 ms bucket leave at T0 + 60 s, 30 s from now.
+    expect(await store.reserve("b", rpm(1), HOUR)).toEqual({ ok: false, index: 0, used: 10, retryAfterMs: 30_000 });
+    await settled;
+  });
+
+  it("a held reservation swept with its window settles nothing and keeps the turn's other settles", async () => {
+    const store = openStore();
+    const rpm = { key: "rpm", max: 100, amount: 1, windowMs: 60_000 };
+    const day = { key: "day", max: 100, amount: 1, windowMs: 86_400_000 };
+    // A lease far longer than the rpm window: the rpm row leaves (and is swept) while still held.
+    expect(await store.reserve("slow", [rpm, day], 10 * HOUR)).toMatchObject({ ok: true });
+    expect(await store.reserve("fast", [rpm, day], HOUR)).toMatchObject({ ok: true });
+    now += 120_000;
+    const turn = [store.reserve("sweeps", [rpm], HOUR), store.settle("slow", [5, 5]), store.settle("fast", [3, 3])];
+    expect(await turn[0]).toEqual({ ok: true, totals: [1] });
+    await Promise.all(turn);
+    expect(await store.peek([rpm, day])).toEqual([1, 8]);
   });
 });

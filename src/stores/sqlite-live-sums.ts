@@ -1,4 +1,5 @@
 import type Database from "better-sqlite3";
+import type { SettledRow } from "./sqlite-pending-settles.js";
 
 /**
  * Each counter's sum of reservations in flight (its counter_live rows that still count), kept in
@@ -68,18 +69,37 @@ export class LiveSums {
     return sum;
   }
 
-  /** A row this connection inserted (held), reserved at `now`. */
-  inserted(id: string, key: string, amount: number, now: number, leaseUntil: number | null, windowMs: number): void {
+  /**
+   * A row this connection inserted (held), reserved at `now`: the counter's key, its position in
+   * the reservation, its amount, and the bucket a settle puts it in (start, gone_at).
+   */
+  inserted(id: string, key: string, pos: number, amount: number, now: number, leaseUntil: number | null, windowMs: number, start: number, goneAt: number): void {
     const stops = Math.min(leaseUntil ?? NEVER, now + windowMs);
     const k = this.keys.get(key);
     if (k !== undefined) {
       if (!Number.isInteger(amount)) this.keys.delete(key);
       else if (now < stops) [k.sum, k.until] = [k.sum + amount, Math.min(k.until, stops)];
     }
-    const row = { key, amount, stops };
+    const row = { key, pos, amount, stops, start, goneAt };
     const rows = this.ids.get(id);
     if (rows === undefined) this.ids.set(id, [row]);
     else rows.push(row);
+  }
+
+  /**
+   * The id's held rows, when this connection inserted them in this version: exactly the rows a
+   * delete of the id's held rows removes now (nothing else wrote to the file since, and every
+   * delete and detach of ours is applied here).
+   */
+  held(id: string): readonly SettledRow[] | undefined {
+    return this.ids.get(id);
+  }
+
+  /** A sweep at `now` deleted the rows whose bucket had left: an id that held one no longer holds what is kept here. */
+  swept(now: number): void {
+    for (const [id, rows] of this.ids) {
+      if (rows.some((row) => row.goneAt <= now)) this.ids.delete(id);
+    }
   }
 
   /** The id's held rows were detached (held = 0): they still count, but no settle of the id deletes them. */
@@ -119,9 +139,7 @@ interface KeySum {
   until: number;
 }
 
-interface HeldRow {
-  key: string;
-  amount: number;
+interface HeldRow extends SettledRow {
   /** When it stops counting by itself: min(lease end, ts + window). */
   stops: number;
 }

@@ -8,6 +8,7 @@ import { CommitBatch } from "./commit-batch.js";
 import { OUTBOX_SCHEMA, SqliteOutbox } from "./outbox-sqlite.js";
 import { CounterRows } from "./sqlite-counter-rows.js";
 import { LiveSums } from "./sqlite-live-sums.js";
+import { PendingSettles } from "./sqlite-pending-settles.js";
 import { CounterTotals, TOTALS_SCHEMA } from "./sqlite-totals.js";
 import { SAFETY_FACTOR, WalCheckpointer, type CheckpointStats } from "./sqlite-checkpointer.js";
 import { StoreUnavailableError, type Checkpoint, type Counter, type CounterDetail, type ReserveResult, type Store, type StoreHealth, type StoredKey, type UsageQuery } from "../core/store.js";
@@ -221,6 +222,7 @@ export class SqliteStore implements Store {
   private readonly releaseHeld;
   private readonly rows: CounterRows;
   private readonly live: LiveSums;
+  private readonly pending: PendingSettles;
   private readonly countBuckets;
   private readonly countLive;
   private readonly getScore;
@@ -318,6 +320,7 @@ export class SqliteStore implements Store {
     this.releaseHeld = db.prepare<[string]>("DELETE FROM counter_live WHERE id = ? AND held = 1");
     this.rows = new CounterRows(db);
     this.live = new LiveSums(db);
+    this.pending = new PendingSettles(db);
     this.countBuckets = db.prepare<[string], number>("SELECT COUNT(*) FROM counter_buckets WHERE key = ?").pluck();
     this.countLive = db.prepare<[string], number>("SELECT COUNT(*) FROM counter_live WHERE key = ?").pluck();
 
@@ -356,7 +359,7 @@ export class SqliteStore implements Store {
     this.reserveRows = (id: string, counters: Counter[], leaseMs: number, now: number): ReserveResult => {
       if (now - this.sweptAt >= SWEEP_EVERY_MS || now < this.sweptAt) {
         this.sweepBuckets.run(now);
-        this.sweepLive.run(now);
+        if (this.sweepLive.run(now).changes > 0) this.live.swept(now);
         this.sweptAt = now;
       }
       const steady = this.live.steady;
@@ -364,11 +367,15 @@ export class SqliteStore implements Store {
       const totals: number[] = [];
       for (let i = 0; i < counters.length; i++) {
         const c = counters[i]!;
-        const used = steady
-          ? (sums[i] ?? this.totals.recompute(c.key, now, true)) + (this.live.get(c.key, now) ?? this.live.load(c.key, now))
-          : (sums[i] ?? this.totals.recompute(c.key, now, true) + this.sumLive.get(c.key, now, now)!);
+        // Settled amounts of this turn not written yet (PendingSettles) count as if they were.
+        const used =
+          (steady
+            ? (sums[i] ?? this.totals.recompute(c.key, now, true)) + (this.live.get(c.key, now) ?? this.live.load(c.key, now))
+            : (sums[i] ?? this.totals.recompute(c.key, now, true) + this.sumLive.get(c.key, now, now)!)) + this.pending.pending(c.key);
         totals.push(used + c.amount);
         if (used + c.amount > c.max) {
+          // leaving() reads the buckets themselves.
+          this.pending.flush(now);
           const retry = c.amount <= c.max ? retryAfter(this.leaving(c.key, bucketWidth(c.windowMs, c.max), now), used + c.amount - c.max, now) : undefined;
           return { ok: false, index: i, used, retryAfterMs: retry };
         }
@@ -384,8 +391,10 @@ export class SqliteStore implements Store {
       for (let i = 0; i < counters.length; i++) {
         const c = counters[i]!;
         const width = bucketWidth(c.windowMs, c.max);
-        this.insertLive.run(c.key, id, i, now, c.amount, lease, c.windowMs, width, bucketGoneAt(now, width, c.windowMs));
-        this.live.inserted(id, c.key, c.amount, now, lease, c.windowMs);
+        const start = bucketStart(now, width);
+        const goneAt = start + width - 1 + c.windowMs;
+        this.insertLive.run(c.key, id, i, now, c.amount, lease, c.windowMs, width, goneAt);
+        this.live.inserted(id, c.key, i, c.amount, now, lease, c.windowMs, start, goneAt);
       }
       return { ok: true, totals };
     };
@@ -393,8 +402,19 @@ export class SqliteStore implements Store {
     this.deleteCheckpoint = db.prepare<[string]>("DELETE FROM checkpoints WHERE id = ?");
     // The amount goes into the bucket of its reservation time, even when the lease ran out; the
     // rows move into their buckets inside SQLite (CounterRows.settle), then go.
+    // A reservation this connection made (in this data_version) settles from what LiveSums kept
+    // of its rows: their amounts join the turn's PendingSettles, written once per bucket at commit.
     this.settleRows = (id: string, actual: number[], now: number): void => {
       this.dropCheckpoint(id);
+      const rows = this.live.held(id);
+      if (rows !== undefined && PendingSettles.fits(rows, actual)) {
+        const deleted = this.releaseHeld.run(id).changes;
+        // Cannot happen while LiveSums sees every write to the file; if it did, nothing of the turn may stand.
+        if (deleted !== rows.length) throw new Error(`settle ${id}: deleted ${deleted} held rows, expected ${rows.length}`);
+        this.pending.add(rows, actual, now);
+        this.live.deleted(id, deleted, now);
+        return;
+      }
       this.rows.settle(id, actual, now);
       this.live.deleted(id, this.releaseHeld.run(id).changes, now);
     };
@@ -442,7 +462,7 @@ export class SqliteStore implements Store {
     const postpone = db.prepare<[number, string]>("UPDATE checkpoints SET due = ? WHERE id = ?");
     // One transaction: whichever process runs it first settles and writes the record, exactly once.
     this.recoverTx = db.transaction((now: number) => {
-      this.live.begin();
+      this.begin();
       const out: UsageRecord[] = [];
       for (const row of dueCheckpoints.all(now)) {
         const lease = leaseOf.get(row.id)!;
@@ -458,12 +478,13 @@ export class SqliteStore implements Store {
         this.insertUsage.run(usageTs(cp.record), JSON.stringify(cp.record));
         out.push(cp.record);
       }
+      this.pending.flush(now);
       return out;
     });
 
     const opsTx = db.transaction((ops: CounterOp[], now: number) => {
-      this.live.begin();
-      return ops.map((op) => {
+      this.begin();
+      const results = ops.map((op) => {
         switch (op.op) {
           case "reserve":
             return this.reserveRows(op.id, op.counters, op.leaseMs, now);
@@ -480,6 +501,8 @@ export class SqliteStore implements Store {
             return void this.insertUsage.run(op.ts, op.json);
         }
       });
+      this.pending.flush(now);
+      return results;
     });
     // SPEC 7.4: an acknowledged record or settle survives a crash, so a caller hears back only once
     // the batch holding it is committed; a batch that cannot be written fails every caller in it.
@@ -704,12 +727,19 @@ export class SqliteStore implements Store {
     this.log(`tollgate: store sqlite:${this.path} is back`);
   }
 
-  /** A write transaction that failed was rolled back; what LiveSums took from it was not. */
+  /** At the start of every write transaction of counter operations. */
+  private begin(): void {
+    this.live.begin();
+    this.pending.clear();
+  }
+
+  /** A write transaction that failed was rolled back; what LiveSums and PendingSettles took from it was not. */
   private keepingSums<T>(tx: () => T): T {
     try {
       return tx();
     } catch (err) {
       this.live.drop();
+      this.pending.clear();
       throw err;
     }
   }
