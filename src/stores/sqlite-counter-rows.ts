@@ -17,6 +17,7 @@ export class CounterRows {
   private readonly sumStatements = new Map<number, Database.Statement<Param[], (number | null)[]>>();
   private readonly settles = new Map<number, Database.Statement<Param[]>>();
   private readonly regrows = new Map<number, Database.Statement<Param[]>>();
+  private readonly heldStatements = new Map<number, Database.Statement<Param[], string>>();
 
   constructor(private readonly db: Database.Database) {}
 
@@ -40,6 +41,31 @@ export class CounterRows {
     for (const key of keys) live ? params.push(key, now, now, key, now, now) : params.push(key, now, now);
     params.push(id);
     return stmt.get(...params)!;
+  }
+
+  /**
+   * Which of these ids hold rows now: one statement for a turn's reserves, so that a reserve of
+   * a steady process (LiveSums.steady) needs no read of its own to know whether its id is reused.
+   */
+  heldAmong(ids: string[]): Set<string> {
+    const held = new Set<string>();
+    for (let from = 0; from < ids.length; from += HELD_CHUNK) {
+      const chunk = ids.slice(from, from + HELD_CHUNK);
+      // Statements for 1, 2, 4, ... ids, the rest of the list NULL (which no id equals).
+      let size = 1;
+      while (size < chunk.length) size *= 2;
+      let stmt = this.heldStatements.get(size);
+      if (stmt === undefined) {
+        stmt = this.db
+          .prepare<Param[], string>(`SELECT id FROM counter_live WHERE held = 1 AND id IN (${Array.from({ length: size }, () => "?").join(",")})`)
+          .pluck();
+        this.heldStatements.set(size, stmt);
+      }
+      const params: Param[] = chunk;
+      while (params.length < size) params.push(null);
+      for (const id of stmt.all(...params)) held.add(id);
+    }
+    return held;
   }
 
   /**
@@ -79,6 +105,9 @@ export class CounterRows {
     regrow.run(now, ...actual, id, now);
   }
 }
+
+/** Most ids in one heldAmong statement. */
+const HELD_CHUNK = 256;
 
 /** CounterRows.sums's statement for `n` keys: parameters are key, now, now (and with `live` key, now, now again) per key, then the id. */
 function sumSql(n: number, live: boolean): string {

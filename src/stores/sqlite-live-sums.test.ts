@@ -170,4 +170,46 @@ describe("sqlite store: what a process keeps of its own reservations", () => {
     await Promise.all(turn);
     expect(await store.peek([rpm, day])).toEqual([1, 8]);
   });
+  it("a steady handle's settled sums are read again once another handle settled into the same key", async () => {
+    const a = openStore();
+    const b = openStore();
+    const three = { ...two, key: "three", max: 3 };
+    expect(await a.reserve("a1", [three], HOUR)).toMatchObject({ ok: true });
+    await a.settle("a1", [1]);
+    expect(await b.reserve("b1", [three], HOUR)).toMatchObject({ ok: true, totals: [2] });
+    await b.settle("b1", [1]);
+    // a's first turn after b's commits reads everything from the file; its next one, steady, must not fall back on what it knew before.
+    expect(await a.reserve("a2", [{ ...three, amount: 1 }], HOUR)).toMatchObject({ ok: true, totals: [3] });
+    await a.release("a2");
+    expect(await a.reserve("a3", [{ ...three, amount: 2 }], HOUR)).toMatchObject({ ok: false, used: 2 });
+  });
+
+  it("a steady handle reusing an id it no longer remembers (reserved before another handle wrote) detaches the older rows", async () => {
+    const store = openStore();
+    const three = { ...two, key: "three", max: 3 };
+    expect(await store.reserve("x", [three], 1_000)).toMatchObject({ ok: true });
+    const other = new Database(path);
+    other.prepare("INSERT INTO scores (key, value, ts, forget_at) VALUES ('x', 1, 1, 9e15)").run();
+    other.close();
+    expect(await store.reserve("y", [three], HOUR)).toMatchObject({ ok: true, totals: [2] });
+    expect(await store.reserve("x", [three], HOUR)).toMatchObject({ ok: true, totals: [3] });
+    // The settle frees the newer x only: the older one counts until its lease ends.
+    await store.settle("x", [0]);
+    expect(await store.reserve("z", [three], HOUR)).toMatchObject({ ok: true, totals: [3] });
+    expect(await store.reserve("w", [three], HOUR)).toMatchObject({ ok: false, used: 3 });
+  });
+
+  it("an id reserved twice in one turn: the settle frees the second reservation only", async () => {
+    const store = openStore();
+    const three = { ...two, key: "three", max: 3 };
+    // A first turn, so that the next one is steady (the store's first reads everything from the file).
+    expect(await store.reserve("warm", [two], HOUR)).toMatchObject({ ok: true });
+    const turn = await Promise.all([store.reserve("x", [three], 1_000), store.reserve("x", [three], HOUR)]);
+    expect(turn).toEqual([{ ok: true, totals: [1] }, { ok: true, totals: [2] }]);
+    await store.settle("x", [0]);
+    expect(await store.reserve("y", [three], HOUR)).toMatchObject({ ok: true, totals: [2] });
+    expect(await store.reserve("z", [three], HOUR)).toMatchObject({ ok: true, totals: [3] });
+    now += 1_000;
+    expect(await store.reserve("w", [three], HOUR)).toMatchObject({ ok: true, totals: [3] });
+  });
 });

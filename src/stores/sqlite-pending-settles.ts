@@ -1,4 +1,5 @@
 import type Database from "better-sqlite3";
+import type { CounterTotals } from "./sqlite-totals.js";
 
 /** A held row as LiveSums remembers it: what a settle needs to put its amount into its bucket. */
 export interface SettledRow {
@@ -42,7 +43,7 @@ export class PendingSettles {
   private readonly upsert;
   private readonly regrow;
 
-  constructor(db: Database.Database) {
+  constructor(db: Database.Database, private readonly totals: CounterTotals) {
     this.upsert = db.prepare<[string, number, number, number]>(
       `INSERT INTO counter_buckets (key, bucket_start, amount, gone_at) VALUES (?, ?, ?, ?)
        ON CONFLICT (key, bucket_start) DO UPDATE SET amount = amount + excluded.amount WHERE excluded.gone_at <= gone_at`,
@@ -87,8 +88,11 @@ export class PendingSettles {
     if (this.keys.size === 0) return;
     for (const [key, k] of this.keys) {
       for (const b of k.buckets) {
-        if (this.upsert.run(key, b.start, b.amount, b.goneAt).changes === 0) {
+        if (this.upsert.run(key, b.start, b.amount, b.goneAt).changes > 0) {
+          this.totals.added(key, b.amount, b.goneAt);
+        } else {
           this.regrow.run(now, b.amount, b.amount, b.goneAt, key, b.start, b.goneAt);
+          this.totals.forget(key);
         }
       }
     }

@@ -44,9 +44,29 @@ export const TOTALS_SCHEMA = `
 /** [settled, earliest gone_at, bucket count] of a key's buckets that still count. */
 type Summed = [settled: number, pruneAt: number | null, n: number];
 
+/** A key's settled sum as this process knows it: exact while since <= now < pruneAt (as a counter_totals row). */
+interface Kept {
+  settled: number;
+  since: number;
+  pruneAt: number;
+}
+
+/** Later than any clock: the prune_at of a key without buckets. */
+const NEVER = 8.64e15;
+
 export class CounterTotals {
   private readonly sum;
   private readonly put;
+  private readonly row;
+  /**
+   * Settled sums kept in the process, trusted under the same rule as LiveSums (the caller clears
+   * them whenever another connection committed, or a transaction failed): within one
+   * data_version only this connection writes buckets, and each bucket it writes through
+   * PendingSettles is applied here (`added`); any other write of buckets clears them. So a
+   * reserve of a steady process reads no running total from the file. Only whole sums are kept:
+   * integers add up the same in any order, as they do in the triggers.
+   */
+  private readonly kept = new Map<string, Kept>();
 
   constructor(db: Database.Database) {
     this.sum = db
@@ -58,6 +78,7 @@ export class CounterTotals {
       `INSERT INTO counter_totals (key, settled, since, prune_at) VALUES (?, ?, ?, ?)
        ON CONFLICT (key) DO UPDATE SET settled = excluded.settled, since = excluded.since, prune_at = excluded.prune_at`,
     );
+    this.row = db.prepare<[string], [settled: number, since: number, pruneAt: number]>("SELECT settled, since, prune_at FROM counter_totals WHERE key = ?").raw();
   }
 
   /**
@@ -68,6 +89,41 @@ export class CounterTotals {
   recompute(key: string, now: number, keep: boolean): number {
     const [settled, pruneAt, n] = this.sum.get(key, now)!;
     if (keep && n > 0) this.put.run(key, settled, now, pruneAt!);
+    if (keep) this.keep(key, settled, now, pruneAt ?? NEVER);
     return settled;
+  }
+
+  /** The key's settled sum in a write transaction of a steady process: kept, else its running total, else summed. */
+  settled(key: string, now: number): number {
+    const k = this.kept.get(key);
+    if (k !== undefined && k.since <= now && now < k.pruneAt) return k.settled;
+    const row = this.row.get(key);
+    if (row === undefined || !(row[1] <= now && now < row[2])) return this.recompute(key, now, true);
+    this.keep(key, row[0], row[1], row[2]);
+    return row[0];
+  }
+
+  /** This connection wrote `amount` into a bucket of the key that counts until `goneAt` (> now). */
+  added(key: string, amount: number, goneAt: number): void {
+    const k = this.kept.get(key);
+    if (k === undefined) return;
+    k.settled += amount;
+    k.pruneAt = Math.min(k.pruneAt, goneAt);
+    if (!Number.isSafeInteger(k.settled)) this.kept.delete(key);
+  }
+
+  /** The key's buckets changed in a way not applied here. */
+  forget(key: string): void {
+    this.kept.delete(key);
+  }
+
+  /** Buckets changed that are not known here, or another connection may have written. */
+  clear(): void {
+    this.kept.clear();
+  }
+
+  private keep(key: string, settled: number, since: number, pruneAt: number): void {
+    if (Number.isSafeInteger(settled)) this.kept.set(key, { settled, since, pruneAt });
+    else this.kept.delete(key);
   }
 }

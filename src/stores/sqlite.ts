@@ -266,6 +266,12 @@ export class SqliteStore implements Store {
    * recover() drops a checkpoint whose reservation is settled, without a record.
    */
   private readonly checkpointed = new Set<string>();
+  /**
+   * Of this transaction's reserve ids, those that held rows when it began (a steady process's
+   * reserve checks this and LiveSums instead of reading); an id leaves once detached, settled or
+   * released.
+   */
+  private heldAtStart: Set<string> = NONE_HELD;
   /** Store-clock ms of the last sweep of expired counter rows (SWEEP_EVERY_MS). */
   private sweptAt = -Infinity;
   readonly outbox: SqliteOutbox;
@@ -320,7 +326,7 @@ export class SqliteStore implements Store {
     this.releaseHeld = db.prepare<[string]>("DELETE FROM counter_live WHERE id = ? AND held = 1");
     this.rows = new CounterRows(db);
     this.live = new LiveSums(db);
-    this.pending = new PendingSettles(db);
+    this.pending = new PendingSettles(db, this.totals);
     this.countBuckets = db.prepare<[string], number>("SELECT COUNT(*) FROM counter_buckets WHERE key = ?").pluck();
     this.countLive = db.prepare<[string], number>("SELECT COUNT(*) FROM counter_live WHERE key = ?").pluck();
 
@@ -362,15 +368,18 @@ export class SqliteStore implements Store {
         if (this.sweepLive.run(now).changes > 0) this.live.swept(now);
         this.sweptAt = now;
       }
+      // A steady process (nothing else committed since its last transaction) knows what its keys
+      // hold and whether the id holds rows (heldAtStart: read once for the turn's reserves); any
+      // other reads everything from the file in one statement.
       const steady = this.live.steady;
-      const sums = this.rows.sums(id, counters.map((c) => c.key), now, !steady);
+      const sums = steady ? undefined : this.rows.sums(id, counters.map((c) => c.key), now, true);
       const totals: number[] = [];
       for (let i = 0; i < counters.length; i++) {
         const c = counters[i]!;
         // Settled amounts of this turn not written yet (PendingSettles) count as if they were.
         const used =
-          (steady
-            ? (sums[i] ?? this.totals.recompute(c.key, now, true)) + (this.live.get(c.key, now) ?? this.live.load(c.key, now))
+          (sums === undefined
+            ? this.totals.settled(c.key, now) + (this.live.get(c.key, now) ?? this.live.load(c.key, now))
             : (sums[i] ?? this.totals.recompute(c.key, now, true) + this.sumLive.get(c.key, now, now)!)) + this.pending.pending(c.key);
         totals.push(used + c.amount);
         if (used + c.amount > c.max) {
@@ -382,9 +391,10 @@ export class SqliteStore implements Store {
       }
       // A reused id takes over the name; the older rows keep counting until their lease ends,
       // as they would in memory, but settle/release now address only the new ones.
-      if (sums[counters.length] !== null) {
+      if (sums === undefined ? this.live.held(id) !== undefined || this.heldAtStart.has(id) : sums[counters.length] !== null) {
         this.detachHeld.run(id);
         this.live.detached(id);
+        this.heldAtStart.delete(id);
       }
       const leaseUntil = now + leaseMs;
       const lease = Number.isFinite(leaseUntil) ? leaseUntil : null;
@@ -406,6 +416,7 @@ export class SqliteStore implements Store {
     // of its rows: their amounts join the turn's PendingSettles, written once per bucket at commit.
     this.settleRows = (id: string, actual: number[], now: number): void => {
       this.dropCheckpoint(id);
+      this.heldAtStart.delete(id);
       const rows = this.live.held(id);
       if (rows !== undefined && PendingSettles.fits(rows, actual)) {
         const deleted = this.releaseHeld.run(id).changes;
@@ -416,6 +427,7 @@ export class SqliteStore implements Store {
         return;
       }
       this.rows.settle(id, actual, now);
+      this.totals.clear();
       this.live.deleted(id, this.releaseHeld.run(id).changes, now);
     };
 
@@ -441,6 +453,7 @@ export class SqliteStore implements Store {
 
     this.releaseRows = (id: string, now: number): void => {
       this.dropCheckpoint(id);
+      this.heldAtStart.delete(id);
       this.live.deleted(id, this.releaseHeld.run(id).changes, now);
     };
 
@@ -483,7 +496,7 @@ export class SqliteStore implements Store {
     });
 
     const opsTx = db.transaction((ops: CounterOp[], now: number) => {
-      this.begin();
+      this.begin(ops);
       const results = ops.map((op) => {
         switch (op.op) {
           case "reserve":
@@ -728,9 +741,13 @@ export class SqliteStore implements Store {
   }
 
   /** At the start of every write transaction of counter operations. */
-  private begin(): void {
+  private begin(ops?: CounterOp[]): void {
     this.live.begin();
     this.pending.clear();
+    if (!this.live.steady) this.totals.clear();
+    const reserving: string[] = [];
+    if (this.live.steady && ops !== undefined) for (const op of ops) if (op.op === "reserve") reserving.push(op.id);
+    this.heldAtStart = reserving.length > 0 ? this.rows.heldAmong(reserving) : NONE_HELD;
   }
 
   /** A write transaction that failed was rolled back; what LiveSums and PendingSettles took from it was not. */
@@ -740,6 +757,7 @@ export class SqliteStore implements Store {
     } catch (err) {
       this.live.drop();
       this.pending.clear();
+      this.totals.clear();
       throw err;
     }
   }
@@ -771,6 +789,8 @@ export class SqliteStore implements Store {
     return out;
   }
 }
+
+const NONE_HELD: Set<string> = new Set();
 
 function usageTs(record: UsageRecord): number | null {
   const ts = Date.parse(record.ts);
