@@ -138,6 +138,12 @@ export interface Store {
    */
   reserve(id: string, counters: readonly Counter[], leaseMs: number, ownerSettles?: boolean): Promise<ReserveResult>;
   /**
+   * reserve() answered within the call, by a store whose operations end there (memory): the
+   * gateway's joint reservation then takes it without a promise, an async frame or a turn of the
+   * microtask queue. Throws what reserve would reject with. Absent: use reserve.
+   */
+  reserveNow?(id: string, counters: readonly Counter[], leaseMs: number): ReserveResult;
+  /**
    * Replaces the reserved amounts with the actual ones (same order as reserve) and ends the lease:
    * each actual amount goes into the bucket of the reservation's time. Idempotent. Still counts
    * after the lease ran out (nothing is free); adds nothing once the reservation left its window.

@@ -22,6 +22,8 @@ export class TimedStore implements Store {
   declare readonly health?: Store["health"];
   declare readonly clock?: Store["clock"];
   declare readonly settleWithRecord?: Store["settleWithRecord"];
+  /** Never set: a wrapped store's operations end after the call. */
+  declare readonly reserveNow?: Store["reserveNow"];
 
   constructor(
     private readonly inner: Store,

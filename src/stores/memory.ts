@@ -103,6 +103,8 @@ export class MemoryStore implements Store {
   readonly outbox: MemoryOutbox;
 
   constructor(private readonly now: () => number = Date.now) {
+    // A subclass that intercepts reserve() (a test counting or failing operations) sees every one.
+    if (this.reserve !== MemoryStore.prototype.reserve) this.reserveNow = undefined;
     this.outbox = new MemoryOutbox(now);
     this.sweeper = new Sweeper([this.counters, this.reservations, this.scores, this.sets], (at, value, now) => {
       switch (at) {
@@ -148,6 +150,10 @@ export class MemoryStore implements Store {
   reserve(id: string, counters: readonly Counter[], leaseMs: number): Promise<ReserveResult> {
     return this.timed("reserve", this.take, id, counters, leaseMs);
   }
+  /** The same reservation, answered within the call (Store.reserveNow); timed alike. */
+  reserveNow?(id: string, counters: readonly Counter[], leaseMs: number): ReserveResult {
+    return this.timedNow("reserve", this.take, id, counters, leaseMs);
+  }
   settle(id: string, actual: number[]): Promise<void> {
     return this.timed("settle", this.settleNow, id, actual, undefined);
   }
@@ -188,15 +194,24 @@ export class MemoryStore implements Store {
    * async frame (callers see the same: a failure is a rejection, never a throw).
    */
   private timed<A, B, C, R>(op: StoreOp, run: (this: MemoryStore, a: A, b: B, c: C) => R, a: A, b: B, c: C): Promise<R> {
+    try {
+      return Promise.resolve(this.timedNow(op, run, a, b, c));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** One operation within the call, the observer told how long it took and whether it threw. */
+  private timedNow<A, B, C, R>(op: StoreOp, run: (this: MemoryStore, a: A, b: B, c: C) => R, a: A, b: B, c: C): R {
     const observer = this.observer;
     const started = observer === undefined ? 0 : performance.now();
     try {
       const result = run.call(this, a, b, c);
       observer?.ended(op, started, false);
-      return Promise.resolve(result);
+      return result;
     } catch (err) {
       observer?.ended(op, started, true);
-      return Promise.reject(err);
+      throw err;
     }
   }
 

@@ -1,4 +1,4 @@
-import type { Exchange } from "../exchange.js";
+import type { Exchange, HeldCounter } from "../exchange.js";
 import { leaseMs, type Gate, type GateEnv } from "../gate.js";
 import type { ReserveResult } from "../store.js";
 import type { UsageRecord } from "../usage-record.js";
@@ -25,49 +25,102 @@ import { requestWindows, type CallerWindows } from "./request-windows.js";
  * race for a window's last slot), the points of a signal they fired stay in the caller's score;
  * the record does not list the signal.
  */
-export const jointReservation: Gate = async function jointReservation(ex, env) {
-  const windows = requestWindows(ex);
-  const before = new BeforeGate4(ex);
+export const jointReservation: Gate = function jointReservation(ex, env) {
+  const joint = new Joint(ex, env);
+  let pending: Promise<void> | void;
   try {
-    const normalised = normalise(ex, env);
-    if (normalised) await normalised;
-    const served = modelPolicy(ex, env);
-    if (served) await served;
+    pending = normalise(ex, env);
+    pending = pending ? pending.then(() => modelPolicy(ex, env)) : modelPolicy(ex, env);
   } catch (refusal) {
-    await windowsSeen(ex, env, windows, before);
-    throw refusal;
+    return joint.refusedBefore(refusal);
   }
-  const limits = windows.counters;
-  const counters = budgetReservation(ex, env);
-  const all = counters.length ? limits.concat(counters) : limits;
-  // The suffix says what the reservation holds (the metrics gauge counts by it).
-  const id = counters.length ? `${ex.id}:qb` : `${ex.id}:q`;
-  // What this process just saw refused refuses again without the store (RecentTotals.noteFull).
-  const known = env.recent.refusal(all);
-  let result: ReserveResult;
-  try {
-    result = known ?? (await env.store.reserve(id, all, leaseMs(ex), true));
-  } catch (err) {
-    // Gate 3's reservation would have met the failing store first.
-    before.restore(ex);
-    throw err;
-  }
-  if (!result.ok) {
-    if (result.index < limits.length) {
-      before.restore(ex);
-      throw windowRefusal(ex, limits, result, known ? undefined : env);
-    }
-    const refusal = overdrawn(ex, env, counters, result.index - limits.length, result);
-    if (!known) learnSettled(env, counters[result.index - limits.length]!);
-    await windowsSeen(ex, env, windows, before);
-    throw refusal;
-  }
-  env.recent.note(all, result.totals);
-  ex.quota = { id, counters: limits };
-  if (counters.length) budgetHeld(ex, id, counters, result.totals, limits.length);
-  const burst = windowsTaken(ex, env, windows, result.totals, before.signals);
-  if (burst) await burst;
+  // Synchronous gates 4 and 5 and a store that answers within the call (memory): no promise, no
+  // async frame kept across awaits, no turn of the microtask queue.
+  if (!pending) return joint.reserve();
+  return pending.then(
+    () => joint.reserve(),
+    (refusal: unknown) => joint.refusedBefore(refusal),
+  );
 };
+
+/** One request's joint reservation: what its steps share, in one object rather than an async frame. */
+class Joint {
+  readonly windows: CallerWindows;
+  readonly before: BeforeGate4;
+  /** Gate 6's counters (after budgetReservation). */
+  private counters: HeldCounter[] = NO_COUNTERS;
+  private all: readonly HeldCounter[] = NO_COUNTERS;
+  private id = "";
+  /** The refusal came from this process's memory of full counters, not from the store. */
+  private known = false;
+
+  constructor(
+    private readonly ex: Exchange,
+    private readonly env: GateEnv,
+  ) {
+    this.windows = requestWindows(ex);
+    this.before = new BeforeGate4(ex);
+  }
+
+  /** Gate 4 or 5 refused: gate 3's verdict first, then that refusal. */
+  async refusedBefore(refusal: unknown): Promise<never> {
+    await windowsSeen(this.ex, this.env, this.windows, this.before);
+    throw refusal;
+  }
+
+  /** Gate 6's estimate, then one reservation of gate 3's windows followed by gate 6's counters. */
+  reserve(): Promise<void> | undefined {
+    const { ex, env } = this;
+    const limits = this.windows.counters;
+    const counters = (this.counters = budgetReservation(ex, env));
+    const all = (this.all = counters.length ? limits.concat(counters) : limits);
+    // The suffix says what the reservation holds (the metrics gauge counts by it).
+    const id = (this.id = counters.length ? `${ex.id}:qb` : `${ex.id}:q`);
+    // What this process just saw refused refuses again without the store (RecentTotals.noteFull).
+    const known = env.recent.refusal(all);
+    this.known = known !== undefined;
+    const store = env.store;
+    let result: ReserveResult | Promise<ReserveResult>;
+    try {
+      result = known ?? (store.reserveNow ? store.reserveNow(id, all, leaseMs(ex)) : store.reserve(id, all, leaseMs(ex), true));
+    } catch (err) {
+      // Gate 3's reservation would have met the failing store first.
+      this.before.restore(ex);
+      throw err;
+    }
+    if (!(result instanceof Promise)) return this.taken(result);
+    return result.then(
+      (r) => this.taken(r),
+      (err: unknown) => {
+        this.before.restore(ex);
+        throw err;
+      },
+    );
+  }
+
+  /** The store's answer: held, or the refusal gates 3 and 6 in SPEC order would give. */
+  private taken(result: ReserveResult): Promise<void> | undefined {
+    const { ex, env, windows, before, counters, all, id } = this;
+    const limits = windows.counters;
+    if (!result.ok) {
+      if (result.index < limits.length) {
+        before.restore(ex);
+        throw windowRefusal(ex, limits, result, this.known ? undefined : env);
+      }
+      const refusal = overdrawn(ex, env, counters, result.index - limits.length, result);
+      if (!this.known) learnSettled(env, counters[result.index - limits.length]!);
+      return windowsSeen(ex, env, windows, before).then(() => {
+        throw refusal;
+      });
+    }
+    env.recent.note(all, result.totals);
+    ex.quota = { id, counters: limits };
+    if (counters.length) budgetHeld(ex, id, counters, result.totals, limits.length);
+    return windowsTaken(ex, env, windows, result.totals, before.signals);
+  }
+}
+
+const NO_COUNTERS: HeldCounter[] = [];
 
 /**
  * What gates 4-6 write on an exchange's record and headers, as it was before gate 4: read on every

@@ -68,7 +68,7 @@ export const quota: Gate = async function quota(ex, env) {
  * must not keep a slot that a paying caller could use (SPEC §7.8). The reservation itself is
  * taken by `quota` once the body is in (`ex.quotaDeferred`). One store round trip, a peek.
  */
-export const quotaPeek: Gate = async function quotaPeek(ex, env) {
+export const quotaPeek: Gate = function quotaPeek(ex, env) {
   const limits = requestWindows(ex).counters;
   // Most routes keep no runs: no step counters to build or filter.
   const steps = ex.route.runs ? stepCounters(ex).filter((c) => c.unit !== "runs") : NO_COUNTERS;
@@ -80,12 +80,17 @@ export const quotaPeek: Gate = async function quotaPeek(ex, env) {
   // A request window this process just found full refuses as the store would, without it.
   if (env.recent.anyFull) knownFull(ex, env, counters);
   const all = spent.length ? counters.concat(spent) : counters;
-  // Plenty of room by this process's recent totals (an upper bound, see RecentTotals): no store trip.
-  let totals = env.recent.totals(all);
-  if (!totals || !hasRoom(counters, spent, totals)) {
-    totals = await env.store.peek(all);
-    env.recent.note(all, totals);
-  }
+  // Plenty of room by this process's recent totals (an upper bound, see RecentTotals): no store
+  // trip, and no promise either.
+  const totals = env.recent.totals(all);
+  if (totals && hasRoom(counters, spent, totals)) return spentSeen(ex, env, counters, spent, totals);
+  return peekStore(ex, env, counters, spent, all);
+};
+
+/** quotaPeek's store trip: a peek, and a reservation to name a window that looks full. */
+async function peekStore(ex: Exchange, env: GateEnv, counters: readonly HeldCounter[], spent: HeldCounter[], all: readonly HeldCounter[]): Promise<void> {
+  const totals = await env.store.peek(all);
+  env.recent.note(all, totals);
   if (counters.some((c, i) => totals[i]! + c.amount > c.max)) {
     // Full, as far as a peek can tell: a reservation (which holds nothing when refused) names the
     // counter and how long until it has room. Should a slot have freed meanwhile, give it back.
@@ -94,6 +99,11 @@ export const quotaPeek: Gate = async function quotaPeek(ex, env) {
     if (!result.ok) throw windowRefusal(ex, counters, result, env);
     await env.store.release(id);
   }
+  spentSeen(ex, env, counters, spent, totals);
+}
+
+/** quotaPeek's verdict on the budgets at these totals (the windows' first): spent, or under pressure. */
+function spentSeen(ex: Exchange, env: GateEnv, counters: readonly HeldCounter[], spent: HeldCounter[], totals: number[]): void {
   const full = spent.findIndex((c, i) => totals[counters.length + i]! >= c.max);
   if (full >= 0) {
     const used = totals[counters.length + full]!;
@@ -103,7 +113,7 @@ export const quotaPeek: Gate = async function quotaPeek(ex, env) {
   const spentTotals = totals.slice(counters.length);
   ex.budgetPressure = pastSoft(spent, spentTotals);
   budgetTotalsSeen(ex, env, spent, spentTotals);
-};
+}
 
 /**
  * Gate 3's windows took this request, at these totals (the windows' counters first): the RateLimit
