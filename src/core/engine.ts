@@ -359,6 +359,7 @@ export class Engine {
     // One write for the settle and the record, where the store offers it.
     const together = this.settleWithRecord(ex, charge, meter);
     if (together && (await together)) {
+      this.freed(ex);
       const alerting = afterSettle(ex, this.env);
       if (alerting) await alerting.catch((err) => this.warn({ request_id: ex.id, reason: reasonOf(err) }, "checking a settled request's budgets for alerts failed"));
       return rec;

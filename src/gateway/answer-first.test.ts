@@ -48,6 +48,12 @@ beforeAll(async () => {
     stored.push(r.request_id);
     return append(r);
   };
+  // A served request's record is stored with its settle, in one call.
+  const together = store.settleWithRecord!.bind(store);
+  store.settleWithRecord = (id, actual, r) => {
+    stored.push(r.request_id);
+    return together(id, actual, r);
+  };
   const engine = new Engine({ config, store, providers: createProviders(config), onRecord: obs.onRecord, warn: () => {} });
   ServerResponse.prototype.end = function (this: ServerResponse, ...args: unknown[]) {
     const id = this.getHeader("x-tollgate-request-id") ?? (this as unknown as { requestId?: string }).requestId;

@@ -30,6 +30,52 @@ describe("memory store", () => {
     expect(ended).toEqual([["reserve", true], ["peek", false]]);
   });
 
+  it("reserves within the call as reserve does, and settles with the record in one call, exactly", () => {
+    let now = Date.UTC(2025, 0, 1);
+    const store = new MemoryStore(() => now);
+    const budget: Counter = { key: "bud", max: 1_000_000, amount: 400_000, windowMs: HOUR };
+    const ended: string[] = [];
+    store.observe({ ended: (op, _started, failed) => void ended.push(`${op}${failed ? " failed" : ""}`) });
+    expect(store.reserveNow!("a", [budget], HOUR)).toEqual({ ok: true, totals: [400_000] });
+    expect(store.reserveNow!("b", [budget], HOUR)).toEqual({ ok: true, totals: [800_000] });
+    // The third does not fit next to the two held: refused, holding nothing.
+    expect(store.reserveNow!("c", [budget], HOUR)).toMatchObject({ ok: false, index: 0, used: 800_000 });
+    void store.settleWithRecord!("a", [123_457], emptyUsageRecord("a", new Date(now)));
+    void store.settleWithRecord!("b", [1], emptyUsageRecord("b", new Date(now)));
+    now += 1;
+    expect(store.reserveNow!("d", [{ ...budget, amount: 0 }], HOUR)).toEqual({ ok: true, totals: [123_458] });
+    expect(store.heldReservations()).toEqual(["d"]);
+    return store.queryUsage({ since: 0 }).then((records) => {
+      expect(records.map((r) => r.request_id)).toEqual(["a", "b"]);
+      expect(ended).toEqual(["reserve", "reserve", "reserve", "settleWithRecord", "settleWithRecord", "reserve", "queryUsage"]);
+    });
+  });
+
+  it("a subclass that intercepts reserve, settle or appendUsage gets no shortcut past it", () => {
+    class Reserving extends MemoryStore {
+      override reserve(id: string, counters: Counter[], leaseMs: number) {
+        return super.reserve(id, counters, leaseMs);
+      }
+    }
+    class Settling extends MemoryStore {
+      override settle(id: string, actual: number[]) {
+        return super.settle(id, actual);
+      }
+    }
+    class Appending extends MemoryStore {
+      override appendUsage(record: Parameters<MemoryStore["appendUsage"]>[0]) {
+        return super.appendUsage(record);
+      }
+    }
+    expect(new MemoryStore().reserveNow).toBeTypeOf("function");
+    expect(new MemoryStore().settleWithRecord).toBeTypeOf("function");
+    expect(new Reserving().reserveNow).toBeUndefined();
+    expect(new Reserving().settleWithRecord).toBeTypeOf("function");
+    expect(new Settling().settleWithRecord).toBeUndefined();
+    expect(new Appending().settleWithRecord).toBeUndefined();
+    expect(new Appending().reserveNow).toBeTypeOf("function");
+  });
+
   it("forgets counters, reservations, scores and sets nobody touches again", async () => {
     let now = Date.UTC(2025, 0, 1);
     const store = new MemoryStore(() => now);

@@ -103,8 +103,11 @@ export class MemoryStore implements Store {
   readonly outbox: MemoryOutbox;
 
   constructor(private readonly now: () => number = Date.now) {
-    // A subclass that intercepts reserve() (a test counting or failing operations) sees every one.
-    if (this.reserve !== MemoryStore.prototype.reserve) this.reserveNow = undefined;
+    // A subclass that intercepts reserve, settle or appendUsage (a test counting or failing
+    // operations) sees every one: the shortcuts past them are off.
+    const proto = MemoryStore.prototype;
+    if (this.reserve !== proto.reserve) this.reserveNow = undefined;
+    if (this.settle !== proto.settle || this.appendUsage !== proto.appendUsage) this.settleWithRecord = undefined;
     this.outbox = new MemoryOutbox(now);
     this.sweeper = new Sweeper([this.counters, this.reservations, this.scores, this.sets], (at, value, now) => {
       switch (at) {
@@ -156,6 +159,13 @@ export class MemoryStore implements Store {
   }
   settle(id: string, actual: number[]): Promise<void> {
     return this.timed("settle", this.settleNow, id, actual, undefined);
+  }
+  /**
+   * settle and appendUsage in one call (Store.settleWithRecord): neither can stop halfway, and a
+   * served request's finish waits for one settled promise instead of a settle's and a write's.
+   */
+  settleWithRecord?(id: string, actual: number[], record: UsageRecord): Promise<void> {
+    return this.timed("settleWithRecord", this.settleAndKeep, id, actual, record);
   }
   release(id: string): Promise<void> {
     return this.timed("release", this.releaseNow, id, undefined, undefined);
@@ -278,6 +288,11 @@ export class MemoryStore implements Store {
       }
       state.settled += amount;
     }
+  }
+
+  private settleAndKeep(id: string, actual: number[], record: UsageRecord): void {
+    this.settleNow(id, actual);
+    this.keepUsage(record);
   }
 
   private releaseNow(id: string): void {

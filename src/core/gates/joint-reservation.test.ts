@@ -123,6 +123,24 @@ describe("one store reservation per admitted gateway request (gates 3 and 6 toge
     expect((await t.send({ key: "tg_joint_ann", body: hello })).refusal?.code).toBe("rate_limited");
   });
 
+  it("on a memory store a request is held within prepare's call (no turn of the microtask queue), and concurrent requests still fit the windows exactly", async () => {
+    const store = new MemoryStore(clock.now);
+    const t = testEngine(config, { clock, store, gateway: true });
+    const { ex } = await admitted(t, "tg_joint_ann");
+    const preparing = t.engine.prepare(ex, openaiChat, hello);
+    expect(ex.quota?.id).toBe(`${ex.id}:qb`);
+    expect(ex.budget?.counters.map((c) => c.unit)).toEqual(["usd", "tokens"]);
+    await preparing;
+    // ann holds one of her three and one of the route's four: two more of ann's fit, then one of dee's.
+    const ann = await Promise.all(Array.from({ length: 6 }, () => t.send({ key: "tg_joint_ann", body: hello })));
+    expect(ann.filter((r) => !r.refusal)).toHaveLength(2);
+    const dee = await Promise.all(Array.from({ length: 4 }, () => t.send({ key: "tg_joint_dee", body: hello })));
+    expect(dee.filter((r) => !r.refusal)).toHaveLength(1);
+    expect([...ann, ...dee].filter((r) => r.refusal).every((r) => r.refusal!.code === "rate_limited")).toBe(true);
+    const route = config.routes.chat.limits[1]!;
+    expect(await store.peek([{ key: "lim:chat.1:*", windowMs: 60_000 }])).toEqual([route.requests]);
+  });
+
   it("a call that generated nothing: the windows count the request, the budget and token window nothing", async () => {
     const failing: Provider = { name: "sim", supports: () => true, close: async () => {}, call: async () => Promise.reject(new Error("connection reset")) };
     const t = gateway(new CountingStore(clock.now), { sim: failing });
