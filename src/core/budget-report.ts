@@ -59,7 +59,7 @@ export async function budgetReport(config: ResolvedConfig, store: Store, records
   };
   collect("gateway", null, undefined, (out) => gatewayBudgets(out, config, now, 0));
   for (const id of orgs) collect("org", id, overrideOf("org", id), (out) => orgBudgets(out, config, id, overrideOf("org", id), now, 0));
-  for (const u of users) collect("user", u.user, overrideOf("user", u.user), (out) => userBudgets(out, config, u.plan, `u:${u.user}`, overrideOf("user", u.user), now, 0));
+  for (const u of users) collect("user", u.user, overrideOf("user", u.user), (out) => userBudgets(out, config, u.plan, false, u.user, overrideOf("user", u.user), now, 0));
   for (const k of keys) collect("key", k.id, overrideOf("key", k.id), (out) => keyBudgets(out, config, k, overrideOf("key", k.id), now, 0));
 
   // A route's usd limit is one counter only when it counts the whole route; per-caller ones are listed without usage.

@@ -106,7 +106,8 @@ export function budgetCounters(ex: Pick<Exchange, "identity" | "policy">, env: G
   const { config } = env;
   const id = ex.identity!;
   const out: HeldCounter[] = [];
-  userBudgets(out, config, id.plan, id.kind === "anonymous" ? `ip:${id.ipGroup}` : `u:${id.user}`, ex.policy?.budget, now, amount);
+  const anonymous = id.kind === "anonymous";
+  userBudgets(out, config, id.plan, anonymous, anonymous ? id.ipGroup : id.user, ex.policy?.budget, now, amount);
   if (id.org !== undefined) orgBudgets(out, config, id.org, ex.policy?.org, now, amount);
   if (id.keyId !== null) keyBudgets(out, config, { id: id.keyId, budget: id.keyBudget, org: id.org, plan: id.plan }, ex.policy?.key, now, amount);
   gatewayBudgets(out, config, now, amount);
