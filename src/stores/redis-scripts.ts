@@ -152,9 +152,12 @@ end
 -- keys (false once a settle of the same call took one) and its TTL as ttl.
 local mprefix, mkeys, pend = false, {}, {}
 
--- Writes every counter this script call changed, and the call's markers; every script that
--- touched counters ends with it.
+-- Writes every counter this script call changed, then the call's markers; every script that
+-- touched counters ends with it. Markers last: should their write fail, the counters already
+-- hold the call's reserves and settles, so its lost reply over-counts until the leases end,
+-- never under-counts.
 local function commit()
+  for _, base in ipairs(touched) do flush(base, counters[base]) end
   for _, mkey in ipairs(mkeys) do
     local p, args, k = pend[mkey], {mkey}, 1
     for i = 1, #p do
@@ -166,7 +169,6 @@ local function commit()
     end
   end
   mkeys, pend = {}, {}
-  for _, base in ipairs(touched) do flush(base, counters[base]) end
 end
 
 -- Keeps C until at least 'needed' (script time): when X says it expires earlier, moves its TTL a
