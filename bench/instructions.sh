@@ -17,6 +17,8 @@
 # SQLite with three limits and a daily budget), so the cost of limits can be counted the same way.
 # CONFIG=redis: the SQLite yaml with its store on a private redis-server (not counted: the gateway only).
 # STREAM_TOKENS=N streams N tokens instead of 50: two runs give the cost of one more chunk.
+# TOKEN_MS=N paces the mock (a token every N ms, as a provider sends them): each event then reaches
+# the gateway in a read of its own, so the count holds the gateway's cost per socket read.
 set -u
 TARGET=$1; SC=$2; N=${3:-200}; WARM=${4:-150}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -24,7 +26,7 @@ D=$(mktemp -d /tmp/tollgate-instructions.XXXX)
 MP=$((20000 + RANDOM % 20000)); GP=$((MP + 1))
 GW=""; MOCK=""; REDIS=""
 trap 'kill $GW $MOCK $REDIS 2>/dev/null' EXIT
-PORT=$MP TOKENS=$([ "$SC" = stream ] && echo "${STREAM_TOKENS:-50}" || echo 16) node "$HERE/fast-mock.js" > "$D/mock.log" 2>&1 & MOCK=$!
+PORT=$MP TOKEN_MS=${TOKEN_MS:-0} TOKENS=$([ "$SC" = stream ] && echo "${STREAM_TOKENS:-50}" || echo 16) node "$HERE/fast-mock.js" > "$D/mock.log" 2>&1 & MOCK=$!
 # The shared harness sits beside the repo (../shared/bench); a worktree one level deeper looks one further up.
 SHARED=${SHARED_BENCH:-$HERE/../../shared/bench}
 [ -d "$SHARED" ] || SHARED=$HERE/../../../shared/bench

@@ -9,7 +9,7 @@
 // bare401: a node:http server answering a fixed 401, a refusal's lower bound),
 // (also tg-budget-user, tg-budget-levels: memory, no limits, budgets of one level or three),
 // BENCH_SCENARIOS (nonstream,stream,refusal; also the refusals of a known key, on the targets with
-// limits: ratelimited 429, forbidden 403, budget 402), BENCH_CONNECTIONS (32), BENCH_LOADGEN (wrk|autocannon),
+// limits: ratelimited 429, forbidden 403, budget 402; and stream-paced: the stream a token a ms), BENCH_CONNECTIONS (32), BENCH_LOADGEN (wrk|autocannon),
 // BENCH_PROFILE=DIR (tollgate runs under --cpu-prof; summarise with `node bench/profile-stages.js`),
 // BENCH_BASE=DIR (another built checkout: a target named `tg-memory@base` runs DIR's dist, so a
 // change is measured before/after in the same run).
@@ -45,6 +45,10 @@ const MESSAGES = [
 const SCENARIO = {
   nonstream: { tokens: 16, key: KEY, body: { model: MODEL, messages: MESSAGES, max_tokens: 256, temperature: 0 } },
   stream: { tokens: 50, key: KEY, body: { model: MODEL, messages: MESSAGES, max_tokens: 256, temperature: 0, stream: true, stream_options: { include_usage: true } } },
+  // The same stream paced as a real provider sends it (a token every ms): each event reaches the
+  // gateway in its own socket read and leaves in its own write, so what a gateway does per read
+  // shows. The harness's stream (and the one above) arrives whole in one read (the mock corks it).
+  "stream-paced": { tokens: 50, tokenMs: 1, key: KEY, body: { model: MODEL, messages: MESSAGES, max_tokens: 256, temperature: 0, stream: true, stream_options: { include_usage: true } } },
   refusal: { tokens: 16, key: "sk-not-a-key", body: { model: MODEL, messages: MESSAGES, max_tokens: 256, temperature: 0 }, expect: 401 },
   // The refusals of a known key (issue 15: each ≤ 0.5× the floor), on the targets with limits.
   // A key whose per-minute window is full: 429 after its one request of the minute.
@@ -129,8 +133,8 @@ async function startTarget(target, mock, redis) {
   return { name: target, p, url, redisPid: name === "tg-redis" ? redis.pid : undefined, redis: name === "tg-redis" ? redis : undefined };
 }
 
-async function setMockTokens(mock, tokens) {
-  const res = await fetch(`${mock.origin}/__config`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ tokens }) });
+async function setMockTokens(mock, tokens, tokenMs = 0) {
+  const res = await fetch(`${mock.origin}/__config`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ tokens, token_ms: tokenMs }) });
   if (!res.ok) throw new Error(`mock /__config: ${res.status}`);
 }
 
@@ -172,7 +176,7 @@ try {
   for (const name of SCENARIOS) {
     const sc = SCENARIO[name];
     if (!sc) throw new Error(`unknown scenario ${name}`);
-    await setMockTokens(mock, sc.tokens);
+    await setMockTokens(mock, sc.tokens, sc.tokenMs);
     const runs = targets.filter((t) => (sc.limited ? LIMITED.has(t.name.split("@")[0]) : !(t.name === "floor" && sc.expect) && !(t.name === "bare401" && !sc.expect)));
     if (!runs.length) continue;
     for (const t of runs) await smoke(t, sc, name);
@@ -288,7 +292,7 @@ console.log(
   `\n× floor: against node-floor in the same run and scenario (a refusal against the floor's non-streaming request). ` +
     `Gateway CPU µs/req: user+system CPU of the gateway process / requests served, from /proc; the figure to compare on a shared machine. ` +
     `× floor, rounds: the lowest and highest of the rounds' own ratios, this run's noise; the shared harness takes one sample, so its ratio is one draw from such a spread. ` +
-    `Streams: 50 tokens, latency to the last byte. Refusal: a bad key, 401; ratelimited: a full per-minute window, 429; ` +
+    `Streams: 50 tokens, latency to the last byte (stream-paced: a token every ms, so one socket read per event). Refusal: a bad key, 401; ratelimited: a full per-minute window, 429; ` +
     `forbidden: a model the plan does not offer, 403; budget: a daily budget spent, 402.`,
 );
 results.totalSeconds = (performance.now() - started) / 1000;

@@ -22,10 +22,11 @@ export interface UpstreamCall {
 /**
  * A stream that also hands over, in one array, every event already parsed (all that one read of
  * the socket carried): a relay meters and writes them together instead of one promise per event.
- * `nextBatch` resolves undefined at the end; the iterator's `return` closes the stream either way.
+ * `nextBatch` is an iterator's `next` over those arrays (done at the end), so a reader takes it as
+ * it is, with no promise of its own per read; the iterator's `return` closes the stream either way.
  */
 export interface BatchedEvents extends AsyncIterableIterator<SseEvent> {
-  nextBatch(): Promise<SseEvent[] | undefined>;
+  nextBatch(): Promise<IteratorResult<SseEvent[], undefined>>;
 }
 
 export type UpstreamResult =

@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { TollgateError } from "../core/errors.js";
 import { UPSTREAM_ERROR } from "./fields.js";
-import { openaiChat, plainTextDelta, readChunk } from "./openai-chat.js";
+import type { Inspection, Reading, StreamTail } from "../core/format.js";
+import { openaiChat, plainEnd, plainTextDelta, readChunk, sameShapeDelta } from "./openai-chat.js";
 
 const inspect = (body: unknown) => openaiChat.inspect(body);
 const refusal = (body: unknown) => {
@@ -191,17 +192,77 @@ describe("openai chat stream events: the plain text delta read without JSON.pars
     return data;
   }
 
+  /** readEvent reads `data` as readChunk (JSON.parse) does, and so does `quick` when it reads it: 1 then, else 0. */
+  function agrees(data: string, insp: Inspection, quick: Reading | undefined, tail?: StreamTail): number {
+    const full = readChunk(data, insp);
+    expect(openaiChat.readEvent({ data }, insp, tail), data).toStrictEqual(full);
+    if (quick === undefined) return 0;
+    expect(quick, data).toStrictEqual(full);
+    return 1;
+  }
+
+  /** A stream's finish or usage chunk, compact as OpenAI sends it, now and then damaged. */
+  function end(): string {
+    const fp = pick(["", ',"system_fingerprint":"fp_1"', ',"system_fingerprint":null']);
+    const finish = `{"index":0,"delta":{},"logprobs":null,"finish_reason":${pick(['"stop"', '"length"', '"tool_calls"', "null"])}}`;
+    const choices = pick(["[]", `[${finish}]`, `[${finish}]`]);
+    const n = () => pick(["0", "7", "12345", "007", "1.5", "-1", "99999999999999999"]);
+    const prompt = pick(["", `,"prompt_tokens_details":{"cached_tokens":${n()}}`, `,"prompt_tokens_details":{"cached_tokens":${n()},"audio_tokens":0}`]);
+    const completion = pick(["", `,"completion_tokens_details":{"reasoning_tokens":${n()},"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}`, `,"completion_tokens_details":{"reasoning_tokens":${n()}}`]);
+    const usage = pick(["", ',"usage":null', `,"usage":{"prompt_tokens":${n()},"completion_tokens":${n()},"total_tokens":${n()}${prompt}${completion}}`, `,"usage":{"prompt_tokens":${n()},"completion_tokens":${n()}}`]);
+    const tail = pick(["", "", ',"obfuscation":"Xy"', ',"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}', ',"error":{"message":"sk-secret"}']);
+    let data = `{"id":"chatcmpl-${next(1000)}","object":"chat.completion.chunk","created":${next(2 ** 31)},"model":"gpt-4o"${pick(["", ',"service_tier":"default"'])}${fp},"choices":${choices}${usage}${tail}}`;
+    if (next(10) === 0) data = data.replace(",", ", ");
+    if (next(20) === 0) data = data.slice(0, -1);
+    return data;
+  }
+
+  it("reads a stream's finish and usage chunks exactly as JSON.parse does, usage details and the caller's wish for usage included", () => {
+    const wantsUsage = openaiChat.inspect({ model: "m", messages: [{ role: "user", content: "hi" }], stream: true, stream_options: { include_usage: true } });
+    let recognised = 0;
+    for (let i = 0; i < 6_000; i++) {
+      const data = next(40) === 0 ? end().replace(/"created":(\d)/, '"created":0$1') : end();
+      for (const insp of [inspection, wantsUsage]) recognised += agrees(data, insp, plainEnd(data, insp));
+    }
+    expect(recognised).toBeGreaterThan(2500);
+  });
+
+  it("reads a stream's later deltas by their shape exactly as JSON.parse does, whatever their content or damage", () => {
+    let byShape = 0;
+    for (let stream = 0; stream < 300; stream++) {
+      const tail: StreamTail = {};
+      const head = `{"id":"chatcmpl-${next(1000)}","object":"chat.completion.chunk","created":${next(2 ** 31)},"model":"gpt-4o"${pick(["", ',"system_fingerprint":"fp_1"'])},"choices":[{"index":0,"delta":{"content":`;
+      const rest = `},"logprobs":null,"finish_reason":null}]${pick(["", ',"usage":null', ',"obfuscation":"abc"'])}}`;
+      for (let i = 0; i < 30; i++) {
+        let data = `${head}${content()}${rest}`;
+        // Damage that keeps the bytes around the content: a raw control character, a raw quote,
+        // a backslash escaping the closing quote, an escape JSON does not have; and damage that does not.
+        const hurt = next(12);
+        if (hurt === 0) data = data.replace(/"content":"/, '"content":"\t');
+        else if (hurt === 1) data = data.replace(/"content":"/, '"content":"x"');
+        else if (hurt === 2) data = data.replace(/"content":"(.*?)"\}/, '"content":"$1\\"}');
+        else if (hurt === 3) data = data.replace(/"content":"/, '"content":"\\q');
+        else if (hurt === 4) data = data.replace(/"created":\d+/, '"created":7');
+        const shape = tail.state as Parameters<typeof sameShapeDelta>[1] | undefined;
+        byShape += agrees(data, inspection, shape && sameShapeDelta(data, shape), tail);
+      }
+    }
+    // Most deltas after each stream's first are read by their shape.
+    expect(byShape).toBeGreaterThan(3500);
+  });
+
+  it("recognises OpenAI's own usage chunk, with its token details", () => {
+    const data = '{"id":"chatcmpl-B9","object":"chat.completion.chunk","created":1741000000,"model":"gpt-4o-mini-2024-07-18","service_tier":"default","system_fingerprint":"fp_06737a9306","choices":[],"usage":{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"obfuscation":"a"}';
+    const usage = { inputTokens: 19, outputTokens: 10, cachedInputTokens: 0, reasoningTokens: 0 };
+    expect(plainEnd(data, inspection)).toStrictEqual({ text: "", toolCalls: 0, usage, drop: true, id: "chatcmpl-B9", model: "gpt-4o-mini-2024-07-18" });
+  });
+
   it("reads exactly what JSON.parse reads, for every chunk it recognises, and leaves the rest to it", () => {
     let recognised = 0;
     for (let i = 0; i < 20_000; i++) {
       // A leading zero is not JSON, in a chunk of either kind.
       const data = next(40) === 0 ? chunk().replace(/"created":(\d)/, '"created":0$1') : chunk();
-      const quick = plainTextDelta(data);
-      const full = readChunk(data, inspection);
-      expect(openaiChat.readEvent({ data }, inspection)).toStrictEqual(full);
-      if (quick === undefined) continue;
-      recognised++;
-      expect(quick, data).toStrictEqual(full);
+      recognised += agrees(data, inspection, plainTextDelta(data));
     }
     // Most of the generated plain deltas are recognised (the rest carry other fields or spacing).
     expect(recognised).toBeGreaterThan(5000);

@@ -3,7 +3,7 @@ import type { Attachment } from "../core/metering/tokens.js";
 import { openaiErrorBody } from "./errors.js";
 import { addDefinition, answerIsError, asObject, base64Bytes, codePoints, invalid, optArray, optBool, optCount, optString, UPSTREAM_ERROR, usageCount } from "./fields.js";
 import { COUNT, decodeString, PLAIN_STRING_BODY, STRING_BODY } from "./json-scan.js";
-import type { Inspection, Reading, RequestFormat, ReportedUsage, SseEvent, UpstreamPlan } from "../core/format.js";
+import type { Inspection, Reading, RequestFormat, ReportedUsage, SseEvent, StreamTail, UpstreamPlan } from "../core/format.js";
 
 const ROLES = new Set(["system", "developer", "user", "assistant", "tool", "function"]);
 const OUTPUT_FIELDS = ["max_tokens", "max_completion_tokens"] as const;
@@ -121,9 +121,10 @@ export const openaiChat: RequestFormat = {
     return { text, toolCalls, usage: fromOpenAIUsage(body.usage), id: body.id, model: body.model };
   },
 
-  readEvent(event, inspection) {
+  readEvent(event, inspection, tail) {
     if (event.data === "[DONE]") return {};
-    return plainTextDelta(event.data) ?? readChunk(event.data, inspection);
+    const shape = tail?.state as DeltaShape | undefined;
+    return (shape && sameShapeDelta(event.data, shape)) ?? plainTextDelta(event.data, tail) ?? plainEnd(event.data, inspection) ?? readChunk(event.data, inspection);
   },
 
   endStream(stop, last, message): SseEvent[] {
@@ -183,13 +184,77 @@ const PLAIN_TEXT_DELTA = new RegExp(
 /**
  * readChunk's reading of a plain text delta, or undefined for any other chunk. Nearly every event
  * of a stream is one, and matching it costs a fraction of JSON.parse and the objects it builds.
+ * Given the stream's tail, the delta's shape is kept there for sameShapeDelta.
  */
-export function plainTextDelta(data: string): Reading | undefined {
+export function plainTextDelta(data: string, tail?: StreamTail): Reading | undefined {
   const m = PLAIN_TEXT_DELTA.exec(data);
   if (m === null) return undefined;
-  const text = decodeString(m[3]!);
+  const body = m[3]!;
+  const text = decodeString(body);
   if (text === undefined) return undefined;
+  if (tail && tail.state === undefined) {
+    // Neither the id, the model nor any field before the content holds a quote, so the first
+    // `"content":"` is where the content starts.
+    const start = data.indexOf('"content":"') + 11;
+    tail.state = { prefix: data.slice(0, start), suffix: data.slice(start + body.length), id: m[1]!, model: m[2]! } satisfies DeltaShape;
+  }
   return { text, toolCalls: 0, usage: undefined, drop: false, id: m[1], model: m[2] };
+}
+
+/**
+ * A stream's text deltas differ only in their content: each chunk repeats the id, the creation
+ * time, the model and the fields around the content. The first delta the pattern read is kept cut
+ * around its content; a later chunk with the same bytes before and after its content is the same
+ * JSON with another string in it, read without running the pattern or building its match.
+ */
+interface DeltaShape {
+  /** The chunk up to the content's first character (its opening quote included). */
+  prefix: string;
+  /** The chunk from the content's closing quote on. */
+  suffix: string;
+  id: string;
+  model: string;
+}
+
+/** plainTextDelta's reading of a chunk shaped as the stream's first delta, or undefined. */
+export function sameShapeDelta(data: string, shape: DeltaShape): Reading | undefined {
+  const from = shape.prefix.length;
+  const to = data.length - shape.suffix.length;
+  if (to < from || !data.startsWith(shape.prefix) || !data.endsWith(shape.suffix)) return undefined;
+  // Between them a JSON string's body: no raw quote or control character; a backslash takes the
+  // next character with it (decodeString then refuses an escape JSON does not have).
+  for (let i = from; i < to; i++) {
+    const c = data.charCodeAt(i);
+    if (c === 0x22 || c < 0x20) return undefined;
+    if (c === 0x5c && ++i >= to) return undefined;
+  }
+  const text = decodeString(data.slice(from, to));
+  if (text === undefined) return undefined;
+  return { text, toolCalls: 0, usage: undefined, drop: false, id: shape.id, model: shape.model };
+}
+
+/**
+ * The chunks that close a stream, in the compact form OpenAI sends: the finish chunk (choice 0
+ * with an empty delta and its finish_reason) and the usage chunk (no choices, or that finish
+ * choice, and `usage` with the counts and their details). Anything else goes to readChunk.
+ */
+const PLAIN_END = new RegExp(
+  String.raw`^\{"id":"(${PLAIN_STRING_BODY})","object":"chat\.completion\.chunk","created":${COUNT},"model":"(${PLAIN_STRING_BODY})"(?:,"service_tier":"${PLAIN_STRING_BODY}")?(?:,"system_fingerprint":(?:"${PLAIN_STRING_BODY}"|null))?,"choices":\[(\{"index":0,"delta":\{\},"logprobs":null,"finish_reason":"${PLAIN_STRING_BODY}"\})?\]` +
+    String.raw`(?:,"usage":(?:null|\{"prompt_tokens":(${COUNT}),"completion_tokens":(${COUNT}),"total_tokens":${COUNT}(?:,"prompt_tokens_details":\{"cached_tokens":(${COUNT})(?:,"audio_tokens":${COUNT})?\})?(?:,"completion_tokens_details":\{"reasoning_tokens":(${COUNT})(?:,"audio_tokens":${COUNT})?(?:,"accepted_prediction_tokens":${COUNT})?(?:,"rejected_prediction_tokens":${COUNT})?\})?\}))?(?:,"obfuscation":"${PLAIN_STRING_BODY}")?\}$`,
+);
+
+/**
+ * readChunk's reading of a stream's finish or usage chunk, or undefined for any other chunk: the
+ * two chunks every stream ends with cost a pattern instead of JSON.parse and its objects.
+ */
+export function plainEnd(data: string, inspection: Inspection): Reading | undefined {
+  const m = PLAIN_END.exec(data);
+  if (m === null) return undefined;
+  const n = (s: string | undefined) => (s === undefined ? undefined : Number(s));
+  // As fromOpenAIUsage builds it: every field present, undefined where the chunk has none.
+  const usage: ReportedUsage | undefined = m[4] === undefined ? undefined : { inputTokens: n(m[4]), outputTokens: n(m[5]), cachedInputTokens: n(m[6]), reasoningTokens: n(m[7]) };
+  const usageOnly = usage !== undefined && m[3] === undefined;
+  return { text: "", toolCalls: 0, usage, drop: usageOnly && !inspection.clientWantsStreamUsage, id: m[1], model: m[2] };
 }
 
 interface ChunkChoice {

@@ -140,12 +140,7 @@ export async function relayStream(res: ServerResponse, events: AsyncIterable<Sse
 
 /** The stream as batches: the provider's own when it has them, else one event at a time. */
 function batchesOf(events: AsyncIterable<SseEvent> | BatchedEvents): AsyncIterator<SseEvent[]> {
-  if ("nextBatch" in events) {
-    return {
-      next: () => events.nextBatch().then((b) => (b ? { done: false, value: b } : { done: true, value: undefined })),
-      return: async () => (await events.return?.(), { done: true, value: undefined }),
-    };
-  }
+  if ("nextBatch" in events) return { next: () => events.nextBatch(), return: () => events.return!() as Promise<IteratorReturnResult<undefined>> };
   const it = events[Symbol.asyncIterator]();
   return {
     next: async () => {

@@ -103,13 +103,16 @@ export class SseParser {
       let e: SseEvent;
       // Built whole, not given `raw` afterwards: every event of a stream has one shape for its readers.
       if (this.raw) {
-        const own = buf.subarray(this.spanStart, next);
+        // A provider that sends each event in its own HTTP chunk hands us exactly its bytes: kept
+        // as they are, with no view made of them.
+        const own = this.spanStart === 0 && next === buf.length ? buf : buf.subarray(this.spanStart, next);
         const raw = this.spanBefore.length ? Buffer.concat([...this.spanBefore, own]) : own;
         e = event ? { event, data, raw } : { data, raw };
       } else e = event ? { event, data } : { data };
       this.onEvent(e);
     }
-    this.spanBefore.length = 0;
+    // Only when something is held: storing an array's length goes through the runtime, per event.
+    if (this.spanBefore.length !== 0) this.spanBefore.length = 0;
     this.spanBytes = 0;
     this.spanStart = next;
   }

@@ -16,7 +16,8 @@ const MAX_DRAIN_BYTES = 128 * 1024;
  */
 export const MAX_ANSWER_BYTES = 32 * 1024 * 1024;
 
-type Waiter = { resolve: (r: IteratorResult<SseEvent>) => void; reject: (err: Error) => void; batch: false } | { resolve: (r: SseEvent[] | undefined) => void; reject: (err: Error) => void; batch: true };
+type Waiter = { resolve: (r: IteratorResult<SseEvent>) => void; reject: (err: Error) => void; batch: false } | { resolve: (r: IteratorResult<SseEvent[], undefined>) => void; reject: (err: Error) => void; batch: true };
+const DONE: IteratorReturnResult<undefined> = Object.freeze({ done: true, value: undefined });
 
 /**
  * One upstream call as an undici dispatch handler: the answer's bytes go straight from the socket
@@ -148,10 +149,10 @@ export class UpstreamHandler implements Dispatcher.DispatchHandler, BatchedEvent
     return new Promise((resolve, reject) => (this.waiter = { resolve, reject, batch: false }));
   }
 
-  nextBatch(): Promise<SseEvent[] | undefined> {
-    if (this.head < this.events.length) return Promise.resolve(this.takeAll());
+  nextBatch(): Promise<IteratorResult<SseEvent[], undefined>> {
+    if (this.head < this.events.length) return Promise.resolve({ done: false, value: this.takeAll() });
     if (this.failure) return Promise.reject(this.failure);
-    if (this.done) return Promise.resolve(undefined);
+    if (this.done) return Promise.resolve(DONE);
     return new Promise((resolve, reject) => (this.waiter = { resolve, reject, batch: true }));
   }
 
@@ -182,7 +183,8 @@ export class UpstreamHandler implements Dispatcher.DispatchHandler, BatchedEvent
   }
 
   private emptied(): void {
-    this.events.length = 0;
+    // takeAll leaves a fresh array: storing its length would be a runtime call per read for nothing.
+    if (this.events.length !== 0) this.events.length = 0;
     this.head = 0;
     if (this.paused) {
       this.paused = false;
@@ -195,15 +197,14 @@ export class UpstreamHandler implements Dispatcher.DispatchHandler, BatchedEvent
     if (!w) return;
     if (this.head < this.events.length) {
       this.waiter = undefined;
-      if (w.batch) w.resolve(this.takeAll());
+      if (w.batch) w.resolve({ done: false, value: this.takeAll() });
       else w.resolve({ value: this.take(), done: false });
     } else if (this.failure) {
       this.waiter = undefined;
       w.reject(this.failure);
     } else if (this.done) {
       this.waiter = undefined;
-      if (w.batch) w.resolve(undefined);
-      else w.resolve({ value: undefined, done: true });
+      w.resolve(DONE);
     }
   }
 
