@@ -234,7 +234,8 @@ describe("openai chat stream events: the plain text delta read without JSON.pars
       const head = `{"id":"chatcmpl-${next(1000)}","object":"chat.completion.chunk","created":${next(2 ** 31)},"model":"gpt-4o"${pick(["", ',"system_fingerprint":"fp_1"'])},"choices":[{"index":0,"delta":{"content":`;
       const rest = `},"logprobs":null,"finish_reason":null}]${pick(["", ',"usage":null', ',"obfuscation":"abc"'])}}`;
       for (let i = 0; i < 30; i++) {
-        let data = `${head}${content()}${rest}`;
+        // As OpenAI streams: the first chunk carries the role (its shape is not the others').
+        let data = i === 0 ? `${head.replace('"delta":{', '"delta":{"role":"assistant",')}""${rest.replace("}", ',"refusal":null}')}` : `${head}${content()}${rest}`;
         // Damage that keeps the bytes around the content: a raw control character, a raw quote,
         // a backslash escaping the closing quote, an escape JSON does not have; and damage that does not.
         const hurt = next(12);

@@ -192,9 +192,10 @@ export function plainTextDelta(data: string, tail?: StreamTail): Reading | undef
   const body = m[3]!;
   const text = decodeString(body);
   if (text === undefined) return undefined;
-  if (tail && tail.state === undefined) {
-    // Neither the id, the model nor any field before the content holds a quote, so the first
-    // `"content":"` is where the content starts.
+  if (tail) {
+    // The delta the next ones are compared with: the latest the pattern read (a stream's first
+    // chunk carries the role, the rest not). Neither the id, the model nor any field before the
+    // content holds a quote, so the first `"content":"` is where the content starts.
     const start = data.indexOf('"content":"') + 11;
     tail.state = { prefix: data.slice(0, start), suffix: data.slice(start + body.length), id: m[1]!, model: m[2]! } satisfies DeltaShape;
   }
@@ -203,7 +204,7 @@ export function plainTextDelta(data: string, tail?: StreamTail): Reading | undef
 
 /**
  * A stream's text deltas differ only in their content: each chunk repeats the id, the creation
- * time, the model and the fields around the content. The first delta the pattern read is kept cut
+ * time, the model and the fields around the content. The latest delta the pattern read is kept cut
  * around its content; a later chunk with the same bytes before and after its content is the same
  * JSON with another string in it, read without running the pattern or building its match.
  */
@@ -216,7 +217,7 @@ interface DeltaShape {
   model: string;
 }
 
-/** plainTextDelta's reading of a chunk shaped as the stream's first delta, or undefined. */
+/** plainTextDelta's reading of a chunk shaped as the delta it kept last, or undefined. */
 export function sameShapeDelta(data: string, shape: DeltaShape): Reading | undefined {
   const from = shape.prefix.length;
   const to = data.length - shape.suffix.length;
