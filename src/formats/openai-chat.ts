@@ -221,7 +221,8 @@ interface DeltaShape {
 export function sameShapeDelta(data: string, shape: DeltaShape): Reading | undefined {
   const from = shape.prefix.length;
   const to = data.length - shape.suffix.length;
-  if (to < from || !data.startsWith(shape.prefix) || !data.endsWith(shape.suffix)) return undefined;
+  // Compared as slices: V8's startsWith walks a long prefix several times slower than string equality.
+  if (to < from || data.slice(0, from) !== shape.prefix || data.slice(to) !== shape.suffix) return undefined;
   // Between them a JSON string's body: no raw quote or control character; a backslash takes the
   // next character with it (decodeString then refuses an escape JSON does not have).
   for (let i = from; i < to; i++) {
