@@ -22,7 +22,7 @@ import { normalise } from "./gates/normalise.js";
 import { knownWindowRefusal, quota, quotaPeek } from "./gates/quota.js";
 import { requestWindows } from "./gates/request-windows.js";
 import { Identifier } from "./identity.js";
-import { budgetRefusal402, modelRefusal, plainIdentity } from "./known-refusals.js";
+import { budgetRefusal402, factsOf, factsOfBytes, modelRefusal, plainIdentity, type BodyFacts } from "./known-refusals.js";
 import { abortReason } from "./metered-stream.js";
 import { Meter } from "./metering/meter.js";
 import { quotaReport, type QuotaReport } from "./quota-report.js";
@@ -172,10 +172,23 @@ export class Engine {
    */
   refuseFromBody(caller: CallerContext, format: RequestFormat, body: unknown): EarlyRefusal | undefined {
     const route = this.routes.get(caller.route);
-    if (!route) return undefined;
+    return route && this.refuseFromFacts(caller, route, factsOf(this.env, route, format, caller.endpoint, body));
+  }
+
+  /**
+   * refuseFromBody for a body still in bytes: one byte for byte the same as the last on its route
+   * and format is not parsed again (known-refusals.ts factsOfBytes). `parse` is called otherwise.
+   */
+  refuseFromBytes(caller: CallerContext, format: RequestFormat, bytes: Buffer, parse: () => unknown): EarlyRefusal | undefined {
+    const route = this.routes.get(caller.route);
+    const facts = route && factsOfBytes(this.env, route, format, caller.endpoint, bytes, parse);
+    return facts && this.refuseFromFacts(caller, route, facts);
+  }
+
+  private refuseFromFacts(caller: CallerContext, route: ResolvedRoute, facts: BodyFacts): EarlyRefusal | undefined {
     const known =
-      (this.refusals.spent("model_not_allowed") ? modelRefusal(this.env, caller, route, format, body) : undefined) ??
-      (this.refusals.spent("budget_exceeded") ? budgetRefusal402(this.env, caller, route, format, body) : undefined);
+      (this.refusals.spent("model_not_allowed") ? modelRefusal(this.env, caller, route, facts) : undefined) ??
+      (this.refusals.spent("budget_exceeded") ? budgetRefusal402(this.env, caller, route, facts) : undefined);
     return known && this.refusals.fold(known.error.code, caller.route, caller.endpoint) ? known : undefined;
   }
 

@@ -243,3 +243,63 @@ describe("learning a refused budget's settled spend", () => {
     expect(asked).toBe(1);
   });
 });
+
+describe("a flood of one body", () => {
+  const bytesOf = (body: unknown) => Buffer.from(JSON.stringify(body));
+  /** refuseFromBytes, counting the parses it asks for. */
+  function fromBytes(t: ReturnType<typeof engineWith>, key: string, bytes: Buffer, parses: { n: number }) {
+    return t.engine.refuseFromBytes(caller(key), openaiChat, bytes, () => (parses.n++, JSON.parse(bytes.toString())));
+  }
+
+  it("is parsed once, and refused as the parsed body is, while the caller's windows still have room", async () => {
+    const clock = fakeClock();
+    const t = engineWith(clock);
+    const dear = { ...hello, model: "dear" };
+    await spendRecords(t, "tg_kr_ann", dear);
+    const parses = { n: 0 };
+    const first = fromBytes(t, "tg_kr_ann", bytesOf(dear), parses);
+    const again = fromBytes(t, "tg_kr_ann", bytesOf(dear), parses);
+    expect(parses.n).toBe(1);
+    expect(again).toEqual(first);
+    expect(again).toEqual(t.engine.refuseFromBody(caller("tg_kr_ann"), openaiChat, dear));
+    // Other bytes are parsed; bytes that are no JSON are left to the gates.
+    expect(fromBytes(t, "tg_kr_ann", bytesOf({ ...dear, max_tokens: 5 }), parses)?.error.code).toBe("model_not_allowed");
+    expect(parses.n).toBe(2);
+    expect(t.engine.refuseFromBytes(caller("tg_kr_ann"), openaiChat, Buffer.from("{"), () => JSON.parse("{"))).toBeUndefined();
+    // What the body says is kept, not the verdict: once the window is full, the same bytes go the whole way.
+    expect(fromBytes(t, "tg_kr_ann", bytesOf(dear), parses)).toBeDefined();
+    expect(parses.n).toBe(3);
+    for (let i = 0; i < 5; i++) expect((await t.send({ key: "tg_kr_ann", body: hello })).refusal).toBeUndefined();
+    expect(fromBytes(t, "tg_kr_ann", bytesOf(dear), parses)).toBeUndefined();
+    expect(parses.n).toBe(3);
+  });
+
+  it("gets no 402 from yesterday's budget once the day is over", async () => {
+    const clock = fakeClock("2026-01-15T23:59:58Z");
+    const keys = [
+      { key: "tg_kr_ann", user: "ann", plan: "free" },
+      { key: "tg_kr_cat", user: "cat", plan: "free" },
+    ];
+    const t = engineWith(clock, { keys, plans: { free: { models: ["m"], budget: { daily: 0.0002 } }, pro: { models: ["m", "dear"] } } });
+    const ask = (tokens: number) => ({ ...hello, max_tokens: tokens });
+    // Two calls served and settled at what they cost; then one whose estimate is just over what is left.
+    let spent = 0;
+    for (let i = 0; i < 2; i++) spent += Math.round((await t.send({ key: "tg_kr_ann", body: ask(60) })).record.cost_usd * 1e6);
+    const big = ask(200 - spent - 80);
+    expect((await t.send({ key: "tg_kr_ann", body: big })).refusal?.code).toBe("budget_exceeded");
+    await new Promise((r) => setImmediate(r));
+    const parses = { n: 0 };
+    expect(t.engine.bodyRefusalsFolding).toBe(true);
+    expect(t.engine.refuseFromBody(caller("tg_kr_ann"), openaiChat, big)?.error.code).toBe("budget_exceeded");
+    expect(fromBytes(t, "tg_kr_ann", bytesOf(big), parses)?.error.code).toBe("budget_exceeded");
+    // Midnight: a new day's budget, which ann has not spent. (cat's 402, after two calls of the
+    // new day, spends the new second's record, so the early way is open.)
+    clock.set("2026-01-16T00:00:01Z");
+    for (let i = 0; i < 2; i++) expect((await t.send({ key: "tg_kr_cat", body: ask(60) })).refusal).toBeUndefined();
+    expect((await t.send({ key: "tg_kr_cat", body: ask(64) })).refusal?.code).toBe("budget_exceeded");
+    expect(t.engine.bodyRefusalsFolding).toBe(true);
+    expect(fromBytes(t, "tg_kr_ann", bytesOf(big), parses)).toBeUndefined();
+    expect(parses.n).toBe(1);
+    expect((await t.send({ key: "tg_kr_ann", body: big })).refusal).toBeUndefined();
+  });
+});

@@ -44,12 +44,12 @@ const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
  * gate 3 gives it. Undefined: the request goes the whole way (it may be served, or refused by
  * another gate).
  */
-export function modelRefusal(env: GateEnv, caller: CallerContext, route: ResolvedRoute, format: RequestFormat, body: unknown): KnownRefusal | undefined {
-  const named = modelNamed(env, body);
+export function modelRefusal(env: GateEnv, caller: CallerContext, route: ResolvedRoute, facts: BodyFacts): KnownRefusal | undefined {
+  const named = modelNamed(env, facts);
   const identity = named !== undefined ? plainIdentity(env, caller, route) : undefined;
   // A model the plan offers is served or refused by the gates (its `requires` among them).
   if (!identity || !notOffered(env.config, route, identity.plan, named!)) return undefined;
-  const passed = gatesBefore5(env, caller, route, identity, format, body);
+  const passed = gatesBefore5(env, route, identity, facts);
   if (!passed) return undefined;
   return { error: notAllowed(identity.plan, named!), headers: gate3Headers(passed) };
 }
@@ -61,16 +61,42 @@ export function modelRefusal(env: GateEnv, caller: CallerContext, route: Resolve
  * before that budget is known to have room: the store would name the same budget. Undefined: the
  * reservation asks the store.
  */
-export function budgetRefusal402(env: GateEnv, caller: CallerContext, route: ResolvedRoute, format: RequestFormat, body: unknown): KnownRefusal | undefined {
-  const named = modelNamed(env, body);
+export function budgetRefusal402(env: GateEnv, caller: CallerContext, route: ResolvedRoute, facts: BodyFacts): KnownRefusal | undefined {
+  const named = modelNamed(env, facts);
   const identity = named !== undefined ? plainIdentity(env, caller, route) : undefined;
   if (!identity || notOffered(env.config, route, identity.plan, named!)) return undefined;
   const model = env.config.models[named!]!;
   // Gate 5's other refusals, and a downgrade under budget pressure (gatesBefore5 leaves that out).
   if (model.requires.length || !env.providers[model.provider]?.supports(caller.endpoint)) return undefined;
-  const passed = gatesBefore5(env, caller, route, identity, format, body);
+  const passed = gatesBefore5(env, route, identity, facts);
   if (!passed) return undefined;
-  const inspection = passed.inspection;
+  const { counters, estimate } = reservationOf(env, route, identity, facts, passed.inspection);
+  const recent = env.recent;
+  const totals = recent.totals(counters);
+  for (let i = 0; i < counters.length; i++) {
+    const c = counters[i]!;
+    if (totals && totals[i]! + c.amount <= c.max) continue;
+    // Only a calendar or lifetime budget's settled spend stays put (a usd window's leaves its window).
+    const least = c.unit === "usd" && c.period !== undefined ? recent.settledAtLeast(c.key) : -1;
+    if (least < 0 || least + c.amount <= c.max) return undefined;
+    // What is left is the settled spend's: the store's answer too while nothing is held. (A recent
+    // total is no help here: it is an upper bound, its holds at their estimates.)
+    return { error: spentRefusal(c, least, estimate, env.now()), headers: gate3Headers(passed) };
+  }
+  return undefined;
+}
+
+/**
+ * Gate 6's counters and estimate for this caller and body. The estimate (the tokenizer's bound)
+ * depends on the body alone and the counters' keys on the caller and the calendar periods, so the
+ * body's facts keep those of the last caller asked until the first of those periods ends.
+ */
+function reservationOf(env: GateEnv, route: ResolvedRoute, identity: Identity, facts: BodyFacts, inspection: Inspection): { counters: HeldCounter[]; estimate: number } {
+  const who = whoOf(identity);
+  const now = env.now();
+  const kept = facts.reservation;
+  if (kept && kept.who === who && now < kept.until) return kept;
+  const model = env.config.models[facts.model!]!;
   const scratch = {
     route,
     identity,
@@ -83,19 +109,8 @@ export function budgetRefusal402(env: GateEnv, caller: CallerContext, route: Res
     estimatedInputTokens: 0,
   };
   const counters = budgetReservation(scratch as unknown as Exchange, env);
-  const recent = env.recent;
-  const totals = recent.totals(counters);
-  for (let i = 0; i < counters.length; i++) {
-    const c = counters[i]!;
-    if (totals && totals[i]! + c.amount <= c.max) continue;
-    // Only a calendar or lifetime budget's settled spend stays put (a usd window's leaves its window).
-    const least = c.unit === "usd" && c.period !== undefined ? recent.settledAtLeast(c.key) : -1;
-    if (least < 0 || least + c.amount <= c.max) return undefined;
-    // What is left is the settled spend's: the store's answer too while nothing is held. (A recent
-    // total is no help here: it is an upper bound, its holds at their estimates.)
-    return { error: spentRefusal(c, least, scratch.estimate, env.now()), headers: gate3Headers(passed) };
-  }
-  return undefined;
+  facts.reservation = { who, until: untilReset(counters), counters, estimate: scratch.estimate };
+  return facts.reservation;
 }
 
 /**
@@ -120,10 +135,58 @@ export function learnSettled(env: GateEnv, c: HeldCounter): void {
 /** Budgets whose settled spend is being asked (learnSettled), per engine's recent totals. */
 const askingBy = new WeakMap<object, Set<string>>();
 
-/** The body's model, when it names one and nothing asks for the gates' whole way (alerts to raise). */
-function modelNamed(env: GateEnv, body: unknown): string | undefined {
+/**
+ * What a request body says to the early refusals. It depends on the body, the route and the
+ * format alone (not on the caller, the clock or any total), so a flood of one body works it out once.
+ */
+export interface BodyFacts {
+  /** The model the body names, when it names one as a string. */
+  readonly model: string | undefined;
+  /** Its inspection, when it inspects, names that model where gate 5 reads it, and passes gate 4. */
+  readonly inspection: Inspection | undefined;
+  /** Gate 6's counters and estimate for the last caller asked, until the first calendar period among them ends. */
+  reservation?: { who: string; until: number; counters: HeldCounter[]; estimate: number };
+}
+
+/** A parsed body's facts. */
+export function factsOf(env: GateEnv, route: ResolvedRoute, format: RequestFormat, endpoint: CallerContext["endpoint"], body: unknown): BodyFacts {
   const named = typeof body === "object" && body !== null ? (body as { model?: unknown }).model : undefined;
-  return typeof named === "string" && !env.alerts ? named : undefined;
+  const model = typeof named === "string" ? named : undefined;
+  return { model, inspection: model !== undefined ? passesGate4(env, route, format, body, endpoint) : undefined };
+}
+
+/** Bodies larger than this are not kept for comparison: a flood's body is small, and memory stays bounded. */
+const MAX_KEPT_BODY = 64 * 1024;
+/** The last body seen on each route and format, and its facts. */
+const lastBodies = new WeakMap<ResolvedRoute, Map<RequestFormat, { endpoint: string; bytes: Buffer; facts: BodyFacts }>>();
+
+/**
+ * The facts of a body still in bytes. The same bytes as the last body on this route and format
+ * have that body's facts (a flood of one refused request is parsed once); otherwise `parse` is
+ * called (its error, for a body that is not JSON: undefined, the gates give it).
+ */
+export function factsOfBytes(env: GateEnv, route: ResolvedRoute, format: RequestFormat, endpoint: CallerContext["endpoint"], bytes: Buffer, parse: () => unknown): BodyFacts | undefined {
+  let byFormat = lastBodies.get(route);
+  const last = byFormat?.get(format);
+  if (last && last.endpoint === endpoint && last.bytes.equals(bytes)) return last.facts;
+  let body: unknown;
+  try {
+    body = parse();
+  } catch {
+    return undefined;
+  }
+  const facts = factsOf(env, route, format, endpoint, body);
+  if (bytes.length <= MAX_KEPT_BODY) {
+    if (!byFormat) lastBodies.set(route, (byFormat = new Map()));
+    // A copy: nothing may change what a later body is compared with.
+    byFormat.set(format, { endpoint, bytes: Buffer.from(bytes), facts });
+  }
+  return facts;
+}
+
+/** The body's model, when it names one and nothing asks for the gates' whole way (alerts to raise). */
+function modelNamed(env: GateEnv, facts: BodyFacts): string | undefined {
+  return env.alerts ? undefined : facts.model;
 }
 
 interface Passed {
@@ -138,17 +201,48 @@ interface Passed {
  * past its soft share (no downgrade) by fresh recent totals, as the joint reservation's
  * `windowsSeen` and gate 3's peek take them; the body inspects and passes gate 4's caps.
  */
-function gatesBefore5(env: GateEnv, caller: CallerContext, route: ResolvedRoute, identity: Identity, format: RequestFormat, body: unknown): Passed | undefined {
-  const caller3 = { route, identity, windows: undefined, policy: undefined };
-  const windows = requestWindows(caller3);
+function gatesBefore5(env: GateEnv, route: ResolvedRoute, identity: Identity, facts: BodyFacts): Passed | undefined {
+  const inspection = facts.inspection;
+  if (!inspection) return undefined;
+  const windows = requestWindows({ route, identity, windows: undefined });
   const limits = windows.counters;
-  const spent = budgetCounters(caller3, env, 0);
+  const spent = spentCounters(env, identity);
   const totals = env.recent.totals(limits.length && spent.length ? [...limits, ...spent] : limits.length ? limits : spent);
   if (!totals || (env.recent.anyFull && env.recent.refusal(limits))) return undefined;
   for (let i = 0; i < limits.length; i++) if (totals[i]! + limits[i]!.amount > limits[i]!.max) return undefined;
   for (let i = 0; i < spent.length; i++) if (totals[limits.length + i]! >= Math.min(spent[i]!.max, spent[i]!.softAt ?? Infinity)) return undefined;
-  const inspection = passesGate4(env, route, format, body, caller.endpoint);
-  return inspection && { windows, totals, inspection };
+  return { windows, totals, inspection };
+}
+
+/**
+ * Gate 3's spent-budget check's counters (budgetCounters at 0) for a caller with no operator
+ * policy: they depend on the caller, the config and the calendar periods alone, so they are kept
+ * per caller until the first of those periods ends.
+ */
+function spentCounters(env: GateEnv, identity: Identity): HeldCounter[] {
+  let kept = spentBy.get(env);
+  if (!kept) spentBy.set(env, (kept = new Map()));
+  const who = whoOf(identity);
+  const now = env.now();
+  const last = kept.get(who);
+  if (last && now < last.until) return last.counters;
+  const counters = budgetCounters({ identity, policy: undefined }, env, 0);
+  if (!last && kept.size >= MAX_REMEMBERED) kept.clear();
+  kept.set(who, { counters, until: untilReset(counters) });
+  return counters;
+}
+const spentBy = new WeakMap<GateEnv, Map<string, { counters: HeldCounter[]; until: number }>>();
+
+/** What a caller's budget counters are keyed by: its kind, user, plan, org and key. */
+function whoOf(id: Identity): string {
+  return `${id.kind}\u0000${id.user}\u0000${id.plan}\u0000${id.org ?? ""}\u0000${id.keyId ?? ""}`;
+}
+
+/** When the first calendar period among these counters ends (their keys name it); lifetime budgets never do. */
+function untilReset(counters: readonly HeldCounter[]): number {
+  let until = Infinity;
+  for (const c of counters) if (c.resetsAt !== undefined && c.resetsAt < until) until = c.resetsAt;
+  return until;
 }
 
 /** Gate 3's RateLimit headers for a request it let through, this request counted in (as windowsSeen gives them). */

@@ -121,19 +121,22 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
     else await modelCall(req, res, route, endpoint.format, caller, read);
   }
 
-  /** The body already in, parsed, and the 403 or 402 it may earn before an exchange (engine.refuseFromBody). */
+  /**
+   * The body already in, and the 403 or 402 it may earn before an exchange (engine.refuseFromBytes:
+   * the same bytes as the last refused body are not parsed again); parsed when it goes on.
+   */
   function readEarly(req: IncomingMessage, format: RequestFormat, caller: CallerContext): EarlyBody | undefined {
     const bytes = wholeBody(req, cfg.server.maxBodyBytes);
     if (!bytes) return undefined;
-    const source: JsonSource = { bytes, text: "", keys: [], end: -1 };
-    let body: unknown;
+    const read: EarlyBody = { source: { bytes, text: "", keys: [], end: -1 }, parsed: false };
+    const refusal = engine.refuseFromBytes(caller, format, bytes, () => parseEarly(read));
+    if (refusal) return { source: read.source, refusal, parsed: false };
     try {
-      body = parseJson(bytes, source);
-    } catch (err) {
-      // Refused after gates 1-3, as if read there.
-      return { source, error: err };
+      parseEarly(read);
+    } catch {
+      // Refused after gates 1-3, as if read there (read.error).
     }
-    return { source, body, refusal: engine.refuseFromBody(caller, format, body) };
+    return read;
   }
 
   async function modelCall(req: IncomingMessage, res: Response, route: ResolvedRoute, format: RequestFormat, caller: CallerContext, read?: EarlyBody) {
@@ -276,9 +279,24 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
 /** A body read before the exchange: parsed, or the error parsing it gave; and its early 403 or 402, if any. */
 interface EarlyBody {
   source: JsonSource;
+  parsed: boolean;
   body?: unknown;
   error?: unknown;
   refusal?: EarlyRefusal;
+}
+
+/** Parses an early body once: its body, or the error parsing it gave, thrown again on every call. */
+function parseEarly(read: EarlyBody): unknown {
+  if (!read.parsed) {
+    read.parsed = true;
+    try {
+      read.body = parseJson(read.source.bytes, read.source);
+    } catch (err) {
+      read.error = err;
+    }
+  }
+  if (read.error !== undefined) throw read.error;
+  return read.body;
 }
 
 /** A refusal or a store failure, as the error to answer; anything else is a bug, rethrown to the 500 handler. */

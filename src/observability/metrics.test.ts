@@ -57,6 +57,19 @@ describe("metrics", () => {
     expect(durations.reduce((n, v) => n + v.value, 0)).toBe(1);
   });
 
+  it("counts every refusal a summary record stands for in the duration histogram, as in the request counter", async () => {
+    const m = new Metrics(config);
+    m.record(rec({ decision: "deny", code: "unauthorized", duration_ms: 3 }));
+    m.record(rec({ request_id: "refusals-1", decision: "deny", code: "unauthorized", count: 250 }));
+    const requests = (await values(m, "tollgate_requests_total")).reduce((n, v) => n + v.value, 0);
+    const durations = await values(m, "tollgate_request_duration_seconds");
+    const count = durations.filter((v) => v.metricName?.endsWith("_count")).reduce((n, v) => n + v.value, 0);
+    expect(requests).toBe(251);
+    expect(count).toBe(251);
+    // Answered in the turn they came: the lowest bucket holds them all.
+    expect(durations.find((v) => v.metricName?.endsWith("_bucket") && v.labels.le === (0.005 as unknown as string))?.value).toBe(251);
+  });
+
   // A memory store times itself; any other store is wrapped. Both must report the same.
   const stores = {
     memory: () => new MemoryStore(),

@@ -147,7 +147,8 @@ export class Metrics {
       const durationKey = `${route}\0${r.decision}`;
       let duration = this.durationSeries.get(durationKey);
       if (!duration) this.durationSeries.set(durationKey, (duration = this.duration.series({ route, decision: r.decision })));
-      this.duration.observe(duration, r.duration_ms / 1000);
+      // A summary stands for `count` refusals, each one observation at its duration_ms (0: answered in the turn they came).
+      this.duration.observe(duration, r.duration_ms / 1000, n);
     }
     if (r.ended !== null || r.ttft_ms !== null) {
       const key = `${route}\0${model}`;

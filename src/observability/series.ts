@@ -83,14 +83,15 @@ export class SeriesHistogram extends SeriesFamily<HistogramSeries> {
     return { buckets: this.bounds.map(() => 0), sum: 0, count: 0 };
   }
 
-  observe(s: HistogramSeries, value: number): void {
+  /** `times`: observations of one value at once (a refusal summary's `count`). */
+  observe(s: HistogramSeries, value: number, times = 1): void {
     if (!Number.isFinite(value)) return;
-    s.sum += value;
-    s.count++;
+    s.sum += value * times;
+    s.count += times;
     const bounds = this.bounds;
     for (let i = 0; i < bounds.length; i++) {
       if (value <= bounds[i]!) {
-        s.buckets[i]!++;
+        s.buckets[i]! += times;
         return;
       }
     }
