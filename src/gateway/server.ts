@@ -52,16 +52,24 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
   const server = createServer({ requestTimeout: 0, headersTimeout: 30_000, keepAliveTimeout: cfg.server.keepAliveTimeoutMs, ServerResponse: Response }, (req, res) => {
     inFlight++;
     res.on("close", closed); // emitted once: no once-wrapper per response
-    handle(req, res as Response).catch((err) => {
-      // The store failed after the gates (settling, the record): the store has said what failed.
-      if (err instanceof StoreUnavailableError) return sendError(res, "openai", toTollgateError(err, undefined));
-      // A bug, not a refusal: answer if we still can, never with internals.
-      if (obs) obs.logs.ops.error({ err }, "internal error");
-      else process.stderr.write(`tollgate: internal error: ${(err as Error)?.stack ?? err}\n`);
-      if (!res.headersSent) sendJson(res, 500, { error: { message: "internal error", type: "api_error", code: "internal_error", param: null } });
-      else res.destroy();
-    });
+    // An early refusal is answered within handle: no promise, nor a handler for it, per request.
+    try {
+      const pending = handle(req, res as Response);
+      if (pending) pending.catch((err: unknown) => failed(res, err));
+    } catch (err) {
+      failed(res, err);
+    }
   });
+
+  function failed(res: ServerResponse, err: unknown): void {
+    // The store failed after the gates (settling, the record): the store has said what failed.
+    if (err instanceof StoreUnavailableError) return sendError(res, "openai", toTollgateError(err, undefined));
+    // A bug, not a refusal: answer if we still can, never with internals.
+    if (obs) obs.logs.ops.error({ err }, "internal error");
+    else process.stderr.write(`tollgate: internal error: ${(err as Error)?.stack ?? err}\n`);
+    if (!res.headersSent) sendJson(res, 500, { error: { message: "internal error", type: "api_error", code: "internal_error", param: null } });
+    else res.destroy();
+  }
 
   // Bytes that are not HTTP (or a body that overruns its Content-Length into the next request)
   // still get an answer in the API's error format, then the connection closes.
@@ -75,7 +83,8 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
     );
   });
 
-  async function handle(req: IncomingMessage, res: Response): Promise<void> {
+  /** Undefined when the answer is written already (a refusal that needs nothing waited for). */
+  function handle(req: IncomingMessage, res: Response): Promise<void> | void {
     const requestId = randomUUID();
     // sendJson writes it with the other headers in one writeHead; other writers get it set here.
     res.requestId = requestId;
@@ -115,10 +124,13 @@ export function createGateway(engine: Engine, opts: GatewayOptions = {}): Gatewa
     // the call, is answered from the body, with nothing built.
     // The turn that brought the headers pushes the body that came with them after this handler:
     // one microtask later it is in.
-    const read = engine.bodyRefusalsFolding ? await Promise.resolve().then(() => readEarly(req, endpoint.format, caller)) : undefined;
-    if (read?.refusal) return sendError(res, endpoint.format.api, read.refusal.error, read.refusal);
-    if (obs) await obs.request(requestId, route.name, () => modelCall(req, res, route, endpoint.format, caller, read));
-    else await modelCall(req, res, route, endpoint.format, caller, read);
+    if (engine.bodyRefusalsFolding) return Promise.resolve().then(() => afterBody(req, res, route, endpoint.format, caller, readEarly(req, endpoint.format, caller)));
+    return afterBody(req, res, route, endpoint.format, caller, undefined);
+  }
+
+  function afterBody(req: IncomingMessage, res: Response, route: ResolvedRoute, format: RequestFormat, caller: CallerContext, read: EarlyBody | undefined): Promise<void> | void {
+    if (read?.refusal) return sendError(res, format.api, read.refusal.error, read.refusal);
+    return obs ? obs.request(caller.requestId!, route.name, () => modelCall(req, res, route, format, caller, read)) : modelCall(req, res, route, format, caller, read);
   }
 
   /**
