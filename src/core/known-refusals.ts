@@ -142,8 +142,15 @@ const askingBy = new WeakMap<object, Set<string>>();
 export interface BodyFacts {
   /** The model the body names, when it names one as a string. */
   readonly model: string | undefined;
-  /** Its inspection, when it inspects, names that model where gate 5 reads it, and passes gate 4. */
-  readonly inspection: Inspection | undefined;
+  /** The parsed body (read, never changed), its format and endpoint. */
+  readonly body: unknown;
+  readonly format: RequestFormat;
+  readonly endpoint: CallerContext["endpoint"];
+  /**
+   * Its inspection when it inspects, names that model where gate 5 reads it, and passes gate 4
+   * (null: it does not); worked out on first need (`inspectionOf`), so a body served meanwhile costs none.
+   */
+  inspection?: Inspection | null;
   /** Gate 6's counters and estimate for the last caller asked, until the first calendar period among them ends. */
   reservation?: { who: string; until: number; counters: HeldCounter[]; estimate: number };
 }
@@ -152,7 +159,13 @@ export interface BodyFacts {
 export function factsOf(env: GateEnv, route: ResolvedRoute, format: RequestFormat, endpoint: CallerContext["endpoint"], body: unknown): BodyFacts {
   const named = typeof body === "object" && body !== null ? (body as { model?: unknown }).model : undefined;
   const model = typeof named === "string" ? named : undefined;
-  return { model, inspection: model !== undefined ? passesGate4(env, route, format, body, endpoint) : undefined };
+  return { model, body, format, endpoint };
+}
+
+/** The body's inspection when it passes gate 4 (factsOf), worked out once. */
+function inspectionOf(env: GateEnv, route: ResolvedRoute, facts: BodyFacts): Inspection | undefined {
+  if (facts.inspection === undefined) facts.inspection = passesGate4(env, route, facts.format, facts.body, facts.endpoint) ?? null;
+  return facts.inspection ?? undefined;
 }
 
 /** Bodies larger than this are not kept for comparison: a flood's body is small, and memory stays bounded. */
@@ -202,8 +215,6 @@ interface Passed {
  * `windowsSeen` and gate 3's peek take them; the body inspects and passes gate 4's caps.
  */
 function gatesBefore5(env: GateEnv, route: ResolvedRoute, identity: Identity, facts: BodyFacts): Passed | undefined {
-  const inspection = facts.inspection;
-  if (!inspection) return undefined;
   const windows = requestWindows({ route, identity, windows: undefined });
   const limits = windows.counters;
   const spent = spentCounters(env, identity);
@@ -211,7 +222,8 @@ function gatesBefore5(env: GateEnv, route: ResolvedRoute, identity: Identity, fa
   if (!totals || (env.recent.anyFull && env.recent.refusal(limits))) return undefined;
   for (let i = 0; i < limits.length; i++) if (totals[i]! + limits[i]!.amount > limits[i]!.max) return undefined;
   for (let i = 0; i < spent.length; i++) if (totals[limits.length + i]! >= Math.min(spent[i]!.max, spent[i]!.softAt ?? Infinity)) return undefined;
-  return { windows, totals, inspection };
+  const inspection = inspectionOf(env, route, facts);
+  return inspection && { windows, totals, inspection };
 }
 
 /**
