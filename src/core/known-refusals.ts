@@ -136,8 +136,9 @@ export function learnSettled(env: GateEnv, c: HeldCounter): void {
 const askingBy = new WeakMap<object, Set<string>>();
 
 /**
- * What a request body says to the early refusals. It depends on the body, the route and the
- * format alone (not on the caller, the clock or any total), so a flood of one body works it out once.
+ * What a request body says to the early refusals. Its model, body and inspection depend on the
+ * body, the route and the format alone (not on the caller, the clock or any total), so a flood of
+ * one body works them out once; `reservation` alone is kept for one caller and one period.
  */
 export interface BodyFacts {
   /** The model the body names, when it names one as a string. */

@@ -140,7 +140,15 @@ export async function relayStream(res: ServerResponse, events: AsyncIterable<Sse
 
 /** The stream as batches: the provider's own when it has them, else one event at a time. */
 function batchesOf(events: AsyncIterable<SseEvent> | BatchedEvents): AsyncIterator<SseEvent[]> {
-  if ("nextBatch" in events) return { next: () => events.nextBatch(), return: () => events.return!() as Promise<IteratorReturnResult<undefined>> };
+  if ("nextBatch" in events) {
+    return {
+      next: () => events.nextBatch(),
+      return: async () => {
+        await events.return?.();
+        return { done: true, value: undefined };
+      },
+    };
+  }
   const it = events[Symbol.asyncIterator]();
   return {
     next: async () => {

@@ -103,8 +103,9 @@ export class MemoryStore implements Store {
   readonly outbox: MemoryOutbox;
 
   constructor(private readonly now: () => number = Date.now) {
-    // A subclass that intercepts reserve, settle or appendUsage (a test counting or failing
-    // operations) sees every one: the shortcuts past them are off.
+    // A subclass that overrides reserve, settle or appendUsage as a method (a test counting or
+    // failing operations) sees every one: the shortcuts past them are off. An override assigned
+    // to the instance after construction is not seen: set reserveNow/settleWithRecord undefined too.
     const proto = MemoryStore.prototype;
     if (this.reserve !== proto.reserve) this.reserveNow = undefined;
     if (this.settle !== proto.settle || this.appendUsage !== proto.appendUsage) this.settleWithRecord = undefined;

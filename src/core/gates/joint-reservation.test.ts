@@ -141,6 +141,21 @@ describe("one store reservation per admitted gateway request (gates 3 and 6 toge
     expect(await store.peek([{ key: "lim:chat.1:*", windowMs: 60_000 }])).toEqual([route.requests]);
   });
 
+  it("a store whose reserve answers with a thenable that is not a native Promise (a library user's own store) is waited for", async () => {
+    class ThenableStore extends CountingStore {
+      override reserve(id: string, counters: Counter[], leaseMs: number): Promise<ReserveResult> {
+        const answer = super.reserve(id, counters, leaseMs);
+        return { then: (ok: (r: ReserveResult) => unknown, fail: (e: unknown) => unknown) => answer.then(ok, fail) } as unknown as Promise<ReserveResult>;
+      }
+    }
+    const t = gateway(new ThenableStore(clock.now));
+    const { record, refusal } = await t.send({ key: "tg_joint_ann", body: hello });
+    expect(refusal).toBeUndefined();
+    expect(t.store.ops).toEqual(["reserve :qb", "settle :qb"]);
+    expect(await t.store.total("bud:d:u:ann")).toBe(Math.round(record.cost_usd * 1e6));
+    expect(Object.values(await t.store.totals("lim:"))).toEqual([1, 1, record.input_tokens + record.output_tokens]);
+  });
+
   it("a call that generated nothing: the windows count the request, the budget and token window nothing", async () => {
     const failing: Provider = { name: "sim", supports: () => true, close: async () => {}, call: async () => Promise.reject(new Error("connection reset")) };
     const t = gateway(new CountingStore(clock.now), { sim: failing });

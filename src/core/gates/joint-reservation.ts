@@ -88,8 +88,9 @@ class Joint {
       this.before.restore(ex);
       throw err;
     }
-    if (!(result instanceof Promise)) return this.taken(result);
-    return result.then(
+    // A store of the library's user may answer with any thenable, not only a native Promise.
+    if (typeof (result as Partial<PromiseLike<ReserveResult>>).then !== "function") return this.taken(result as ReserveResult);
+    return Promise.resolve(result).then(
       (r) => this.taken(r),
       (err: unknown) => {
         this.before.restore(ex);
