@@ -229,13 +229,17 @@ describe("openai chat stream events: the plain text delta read without JSON.pars
 
   it("reads a stream's later deltas by their shape exactly as JSON.parse does, whatever their content or damage", () => {
     let byShape = 0;
+    /** Deltas whose obfuscation changes from chunk to chunk, read by their shape. */
+    let obfuscatedByShape = 0;
     for (let stream = 0; stream < 300; stream++) {
       const tail: StreamTail = {};
       const head = `{"id":"chatcmpl-${next(1000)}","object":"chat.completion.chunk","created":${next(2 ** 31)},"model":"gpt-4o"${pick(["", ',"system_fingerprint":"fp_1"'])},"choices":[{"index":0,"delta":{"content":`;
-      const rest = `},"logprobs":null,"finish_reason":null}]${pick(["", ',"usage":null', ',"obfuscation":"abc"'])}}`;
+      const rest = `},"logprobs":null,"finish_reason":null}]${pick(["", ',"usage":null', ',"obfuscation":"abc"', ',"usage":null,"obfuscation":"'])}`;
+      // OpenAI's obfuscation is another string in each chunk (its length too), as here.
+      const close = () => (rest.endsWith(':"') ? `${rest}${"xY9-".slice(0, next(5))}${next(3) === 0 ? "" : "Qz"}"}` : `${rest}}`);
       for (let i = 0; i < 30; i++) {
         // As OpenAI streams: the first chunk carries the role (its shape is not the others').
-        let data = i === 0 ? `${head.replace('"delta":{', '"delta":{"role":"assistant",')}""${rest.replace("}", ',"refusal":null}')}` : `${head}${content()}${rest}`;
+        let data = i === 0 ? `${head.replace('"delta":{', '"delta":{"role":"assistant",')}""${close().replace("}", ',"refusal":null}')}` : `${head}${content()}${close()}`;
         // Damage that keeps the bytes around the content: a raw control character, a raw quote,
         // a backslash escaping the closing quote, an escape JSON does not have; and damage that does not.
         const hurt = next(12);
@@ -244,12 +248,18 @@ describe("openai chat stream events: the plain text delta read without JSON.pars
         else if (hurt === 2) data = data.replace(/"content":"(.*?)"\}/, '"content":"$1\\"}');
         else if (hurt === 3) data = data.replace(/"content":"/, '"content":"\\q');
         else if (hurt === 4) data = data.replace(/"created":\d+/, '"created":7');
+        else if (hurt === 5) data = data.replace(/"obfuscation":"/, '"obfuscation":"\\"');
+        else if (hurt === 6) data = data.replace(/"obfuscation":"([^"]*)"\}$/, '"obfuscation":"$1","x":1}');
         const shape = tail.state as Parameters<typeof sameShapeDelta>[1] | undefined;
-        byShape += agrees(data, inspection, shape && sameShapeDelta(data, shape), tail);
+        const read = agrees(data, inspection, shape && sameShapeDelta(data, shape), tail);
+        byShape += read;
+        if (data.includes('"usage":null,"obfuscation"')) obfuscatedByShape += read;
       }
     }
-    // Most deltas after each stream's first are read by their shape.
-    expect(byShape).toBeGreaterThan(3500);
+    // Most deltas after each stream's first are read by their shape, obfuscated ones too (a quarter
+    // of the streams, where the shape's bytes stop before the obfuscation).
+    expect(byShape).toBeGreaterThan(3000);
+    expect(obfuscatedByShape).toBeGreaterThan(500);
   });
 
   it("recognises OpenAI's own usage chunk, with its token details", () => {

@@ -197,7 +197,11 @@ export function plainTextDelta(data: string, tail?: StreamTail): Reading | undef
     // chunk carries the role, the rest not). Neither the id, the model nor any field before the
     // content holds a quote, so the first `"content":"` is where the content starts.
     const start = data.indexOf('"content":"') + 11;
-    tail.state = { prefix: data.slice(0, start), suffix: data.slice(start + body.length), id: m[1]!, model: m[2]! } satisfies DeltaShape;
+    let suffix = data.slice(start + body.length);
+    // OpenAI's obfuscation differs in every chunk: the shape ends before it (sameShapeDelta checks it apart).
+    const obfuscation = suffix.lastIndexOf(OBFUSCATION);
+    if (obfuscation >= 0) suffix = suffix.slice(0, obfuscation);
+    tail.state = { prefix: data.slice(0, start), suffix, obfuscated: obfuscation >= 0, id: m[1]!, model: m[2]! } satisfies DeltaShape;
   }
   return { text, toolCalls: 0, usage: undefined, drop: false, id: m[1], model: m[2] };
 }
@@ -211,18 +215,33 @@ export function plainTextDelta(data: string, tail?: StreamTail): Reading | undef
 interface DeltaShape {
   /** The chunk up to the content's first character (its opening quote included). */
   prefix: string;
-  /** The chunk from the content's closing quote on. */
+  /** The chunk from the content's closing quote on (up to its obfuscation field, when it has one). */
   suffix: string;
+  /** The chunk ends with `,"obfuscation":"…"}`, a string of its own in each chunk. */
+  obfuscated: boolean;
   id: string;
   model: string;
 }
 
+const OBFUSCATION = ',"obfuscation":"';
+
 /** plainTextDelta's reading of a chunk shaped as the delta it kept last, or undefined. */
 export function sameShapeDelta(data: string, shape: DeltaShape): Reading | undefined {
+  let end = data.length;
+  if (shape.obfuscated) {
+    // The last `,"obfuscation":"` is the field's own: its value holds no quote, and the content's
+    // raw quotes are refused below. The value is a plain string closing the chunk.
+    end = data.lastIndexOf(OBFUSCATION);
+    if (end < 0 || data.charCodeAt(data.length - 1) !== 0x7d || data.charCodeAt(data.length - 2) !== 0x22) return undefined;
+    for (let i = end + OBFUSCATION.length; i < data.length - 2; i++) {
+      const c = data.charCodeAt(i);
+      if (c === 0x22 || c === 0x5c || c < 0x20) return undefined;
+    }
+  }
   const from = shape.prefix.length;
-  const to = data.length - shape.suffix.length;
+  const to = end - shape.suffix.length;
   // Compared as slices: V8's startsWith walks a long prefix several times slower than string equality.
-  if (to < from || data.slice(0, from) !== shape.prefix || data.slice(to) !== shape.suffix) return undefined;
+  if (to < from || data.slice(0, from) !== shape.prefix || data.slice(to, end) !== shape.suffix) return undefined;
   // Between them a JSON string's body: no raw quote or control character; a backslash takes the
   // next character with it (decodeString then refuses an escape JSON does not have).
   for (let i = from; i < to; i++) {
