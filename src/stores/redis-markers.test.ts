@@ -122,4 +122,46 @@ describe("redis store, reservations settled by their owner", () => {
     await a.settle("s1", [1, 400]);
     expect(await a.peekDetail([{ key: "usd", windowMs: 24 * HOUR }])).toEqual([{ total: 150, reserved: 0 }]);
   });
+
+  for (const own of [false, true]) {
+    it(`a settle or release whose call Redis refused is settled by the retry (${own ? "marker" : "record"})`, async () => {
+      const s = await store();
+      const usd = (amount: number) => [counter("usd", 1e9, amount, HOUR)];
+      const peek = () => s.peekDetail([{ key: "usd", windowMs: HOUR }]);
+      expect(await s.reserve("a", usd(10), HOUR, own)).toMatchObject({ ok: true });
+      failNextCall(s);
+      await expect(s.settle("a", [25])).rejects.toThrow("injected");
+      // As settleAlone and the engine's fallback do: settle again.
+      await s.settle("a", [25]);
+      expect(await peek()).toEqual([{ total: 25, reserved: 0 }]);
+      expect(await s.reserve("b", usd(10), HOUR, own)).toMatchObject({ ok: true });
+      failNextCall(s);
+      await expect(s.release("b")).rejects.toThrow("injected");
+      await s.release("b");
+      expect(await peek()).toEqual([{ total: 25, reserved: 0 }]);
+    });
+  }
+
+  it("a reservation made with a marker and still in flight is not forgotten however many are held after it", async () => {
+    const s = await store();
+    expect(await s.reserve("own", [counter("usd", 1e9, 10, HOUR)], HOUR, true)).toMatchObject({ ok: true });
+    // Past MAX_HELD (50,000) reservations held by this process: the oldest record-backed ones make room.
+    for (let i = 0; i < 50_001; i += 2_000) {
+      await Promise.all(Array.from({ length: Math.min(2_000, 50_001 - i) }, (_, j) => s.reserve(`f${i + j}`, [counter("fill", 1e12, 1, HOUR)], HOUR, true)));
+    }
+    await s.settle("own", [25]);
+    expect(await s.peekDetail([{ key: "usd", windowMs: HOUR }])).toEqual([{ total: 25, reserved: 0 }]);
+  }, 120_000);
 });
+
+/** The store's next script call fails as a whole with a reply that is not transient (none of it runs). */
+function failNextCall(s: RedisStore): void {
+  const redis = s.redis as unknown as { sendCommand: (c: unknown) => Promise<unknown> };
+  const orig = redis.sendCommand.bind(redis);
+  redis.sendCommand = () => {
+    redis.sendCommand = orig;
+    const err = new Error("ERR injected");
+    err.name = "ReplyError";
+    return Promise.reject(err);
+  };
+}

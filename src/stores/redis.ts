@@ -96,8 +96,15 @@ export class RedisStore implements Store {
    * What this process reserved and has not settled yet, by id: its settle sends these instead of
    * having the script read the reservation's record back (a GET and a JSON decode per settle).
    * A reservation not found here (reserved elsewhere, or its reply lost) is settled from the record.
+   * Evicted oldest first past MAX_HELD: each has a record to settle from.
    */
   private readonly held = new Map<string, Held>();
+  /**
+   * This process's reservations made with a marker and no record (reserve's ownerSettles): what is
+   * here is all there is to settle them from, so nothing is evicted; at most MAX_HELD / 2, past
+   * which reservations get records again.
+   */
+  private readonly owned = new Map<string, Held>();
   private readonly log: (line: string) => void;
   private readonly retentionMs: number;
   private closed = false;
@@ -223,7 +230,7 @@ export class RedisStore implements Store {
   async reserve(id: string, counters: Counter[], leaseMs: number, ownerSettles = false): Promise<ReserveResult> {
     if (!counters.length) return { ok: true, totals: [] };
     for (const c of counters) assertAmounts(c.key, [c.amount, c.windowMs], c.max);
-    const own = ownerSettles && this.held.size < MAX_HELD / 2;
+    const own = ownerSettles && this.owned.size < MAX_HELD / 2;
     const reply = (await this.ops.add({ op: "r", now: this.now(), id, counters, leaseMs, own })) as (string | number | null)[];
     if (reply[0] === 1) {
       this.hold(id, { ts: String(reply[counters.length + 1]), lease: leaseArg(leaseMs), counters, own, promoted: false });
@@ -235,14 +242,13 @@ export class RedisStore implements Store {
 
   async settle(id: string, actual: number[]): Promise<void> {
     assertAmounts(id, actual);
-    const held = this.held.get(id);
-    this.held.delete(id);
+    const held = this.take(id);
     let op: CounterOp;
     if (held && held.counters.length === actual.length) op = { op: "S", now: this.now(), id, held, actual };
     // Without a record, what is held is all there is: a missing amount settles at what was reserved, as from a record.
     else if (held?.own) op = { op: "S", now: this.now(), id, held, actual: held.counters.map((c, i) => (i < actual.length ? actual[i]! : c.amount)) };
     else op = { op: "s", now: this.now(), id, actual };
-    await this.writeBehind(() => this.ops.add(op));
+    await this.writeBehind(() => this.ops.add(op)).catch((err: unknown) => this.keepFor(id, held, err));
   }
 
   /**
@@ -292,11 +298,10 @@ export class RedisStore implements Store {
   }
 
   async release(id: string): Promise<void> {
-    const held = this.held.get(id);
-    this.held.delete(id);
+    const held = this.take(id);
     // A reservation without a record is released as settled at nothing: its amounts leave, none is added.
     const op: CounterOp = held?.own ? { op: "S", now: this.now(), id, held, actual: held.counters.map(() => 0) } : { op: "x", now: this.now(), id };
-    await this.writeBehind(() => this.ops.add(op));
+    await this.writeBehind(() => this.ops.add(op)).catch((err: unknown) => this.keepFor(id, held, err));
   }
 
   /**
@@ -323,7 +328,7 @@ export class RedisStore implements Store {
     const promote: Held[] = [];
     const records: [string, string, string, string[][]][] = [];
     for (const s of cp.settles) {
-      const h = this.held.get(s.id);
+      const h = this.owned.get(s.id) ?? this.held.get(s.id);
       if (!h?.own || h.promoted) continue;
       promote.push(h);
       records.push([this.recordKey(s.id), h.ts, h.lease, h.counters.map((c) => [this.counterKey(c.key), num(c.max), num(c.windowMs), num(c.amount)])]);
@@ -460,10 +465,31 @@ export class RedisStore implements Store {
   }
 
   private hold(id: string, held: Held): void {
-    this.held.delete(id);
+    this.take(id);
+    if (held.own) {
+      this.owned.set(id, held);
+      return;
+    }
     this.held.set(id, held);
     // Reservations that are never settled here (a policy hold, a request whose settle failed) must not pile up.
     if (this.held.size > MAX_HELD) this.held.delete(this.held.keys().next().value!);
+  }
+
+  /** What this process holds of reservation `id`, no longer held: its settle or release is under way. */
+  private take(id: string): Held | undefined {
+    const held = this.owned.get(id) ?? this.held.get(id);
+    if (held) (held.own ? this.owned : this.held).delete(id);
+    return held;
+  }
+
+  /**
+   * A settle or release whose call Redis refused (not one queued while it is away): held again, so
+   * the caller's retry settles from it. A marker-only reservation has nothing else to settle from;
+   * had the call run, its marker or record is gone and the retry counts nothing twice.
+   */
+  private keepFor(id: string, held: Held | undefined, err: unknown): never {
+    if (held && !this.owned.has(id) && !this.held.has(id)) this.hold(id, held);
+    throw err;
   }
 
   /** `usage`: the write is a turn's usage op, so a full queue drops its records, said as such. */
