@@ -49,7 +49,8 @@ export class LiveSums {
   begin(): void {
     const version = this.dataVersion.get();
     this.steady = version === this.version;
-    if (!this.steady || this.ids.size > MAX_IDS) {
+    // Bounded: a lone process (no other commit ever drops them) would keep every key of every period.
+    if (!this.steady || this.ids.size > MAX_IDS || this.keys.size > MAX_IDS) {
       this.version = version;
       this.drop();
     }

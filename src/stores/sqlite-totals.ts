@@ -53,6 +53,8 @@ interface Kept {
 
 /** Later than any clock: the prune_at of a key without buckets. */
 const NEVER = 8.64e15;
+/** Settled sums kept at most; past it they are read from the file again. */
+const MAX_KEPT = 100_000;
 
 export class CounterTotals {
   private readonly sum;
@@ -123,6 +125,8 @@ export class CounterTotals {
   }
 
   private keep(key: string, settled: number, since: number, pruneAt: number): void {
+    // Bounded: a lone process (no other commit ever clears them) would keep every key of every period.
+    if (this.kept.size >= MAX_KEPT) this.kept.clear();
     if (Number.isSafeInteger(settled)) this.kept.set(key, { settled, since, pruneAt });
     else this.kept.delete(key);
   }
