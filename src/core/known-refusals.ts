@@ -218,7 +218,8 @@ interface Passed {
 function gatesBefore5(env: GateEnv, route: ResolvedRoute, identity: Identity, facts: BodyFacts): Passed | undefined {
   const windows = requestWindows({ route, identity, windows: undefined });
   const limits = windows.counters;
-  const spent = spentCounters(env, identity);
+  // budgetCounters hands back the caller's counters built once per period (budget-levels.ts).
+  const spent = budgetCounters({ identity, policy: undefined }, env, 0);
   const totals = env.recent.totals(limits.length && spent.length ? [...limits, ...spent] : limits.length ? limits : spent);
   if (!totals || (env.recent.anyFull && env.recent.refusal(limits))) return undefined;
   for (let i = 0; i < limits.length; i++) if (totals[i]! + limits[i]!.amount > limits[i]!.max) return undefined;
@@ -226,25 +227,6 @@ function gatesBefore5(env: GateEnv, route: ResolvedRoute, identity: Identity, fa
   const inspection = inspectionOf(env, route, facts);
   return inspection && { windows, totals, inspection };
 }
-
-/**
- * Gate 3's spent-budget check's counters (budgetCounters at 0) for a caller with no operator
- * policy: they depend on the caller, the config and the calendar periods alone, so they are kept
- * per caller until the first of those periods ends.
- */
-function spentCounters(env: GateEnv, identity: Identity): HeldCounter[] {
-  let kept = spentBy.get(env);
-  if (!kept) spentBy.set(env, (kept = new Map()));
-  const who = whoOf(identity);
-  const now = env.now();
-  const last = kept.get(who);
-  if (last && now < last.until) return last.counters;
-  const counters = budgetCounters({ identity, policy: undefined }, env, 0);
-  if (!last && kept.size >= MAX_REMEMBERED) kept.clear();
-  kept.set(who, { counters, until: untilReset(counters) });
-  return counters;
-}
-const spentBy = new WeakMap<GateEnv, Map<string, { counters: HeldCounter[]; until: number }>>();
 
 /** What a caller's budget counters are keyed by: its kind, user, plan, org and key. */
 function whoOf(id: Identity): string {
